@@ -1,0 +1,79 @@
+// Pure encoding and decoding of frames over byte spans: no I/O, no allocation for data frames.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "switchboard/wire/frame.hpp"
+
+namespace switchboard::wire {
+
+using Bytes = std::span<const std::uint8_t>;
+
+enum class DecodeError : std::uint8_t {
+  none = 0,
+  frame_too_large,   ///< header length exceeds the negotiated max frame
+  unknown_type,      ///< frame type not in this protocol version
+  bad_stream_id,     ///< stream frame on stream 0, or connection frame on a stream
+  malformed,         ///< payload does not match its type's layout
+  bad_magic,         ///< HELLO does not start with "SWBD"
+  unsupported_version,
+  bad_status,        ///< status value outside the defined set
+};
+
+std::string_view decode_error_name(DecodeError error) noexcept;
+
+/// Result of looking at the front of a byte buffer.
+struct DecodeResult {
+  enum class Kind : std::uint8_t { need_more, frame, error };
+  Kind kind = Kind::need_more;
+  DecodeError error = DecodeError::none;
+  FrameHeader header{};
+  Bytes payload{};           ///< view into the input (frame only)
+  std::size_t consumed = 0;  ///< header + payload bytes (frame only)
+  std::size_t needed = 0;    ///< total bytes needed for the next frame (need_more only)
+};
+
+/// Decodes the frame at the front of `input`. A header is validated (type, stream id, length
+/// against `max_frame`) as soon as its 12 bytes are present, before any payload is waited for.
+DecodeResult decode_frame(Bytes input, std::uint32_t max_frame) noexcept;
+
+/// Writes a 12-byte header into `out`.
+void encode_header(const FrameHeader& header, std::uint8_t* out) noexcept;
+
+// Payload parsers. Each validates the whole layout; trailing bytes are an error except where the
+// layout says "rest" (OPEN's first body chunk).
+DecodeError parse_hello(Bytes payload, Hello& out);
+DecodeError parse_welcome(Bytes payload, Welcome& out);
+DecodeError parse_presence(Bytes payload, Presence& out);
+/// `body` receives the view of the first body chunk carried by the OPEN frame.
+DecodeError parse_open(Bytes payload, Open& out, Bytes& body);
+DecodeError parse_end(Bytes payload, End& out);
+DecodeError parse_reset(Bytes payload, Reset& out);
+DecodeError parse_window(Bytes payload, std::uint32_t& increment) noexcept;
+DecodeError parse_ping(Bytes payload, std::uint64_t& opaque) noexcept;
+DecodeError parse_go_away(Bytes payload, GoAway& out);
+DecodeError parse_error(Bytes payload, Error& out);
+
+// Encoders append a whole frame (header + payload) to `out`.
+void append_hello(std::vector<std::uint8_t>& out, const Hello& hello);
+void append_welcome(std::vector<std::uint8_t>& out, const Welcome& welcome);
+void append_presence(std::vector<std::uint8_t>& out, const Presence& presence, bool more = false);
+/// The OPEN frame carries `body` as its first chunk; `fin` ends the sender's direction with it.
+void append_open(std::vector<std::uint8_t>& out, std::uint32_t stream, const Open& open,
+                 Bytes body = {}, bool fin = false);
+void append_data(std::vector<std::uint8_t>& out, std::uint32_t stream, Bytes body, bool fin);
+void append_end(std::vector<std::uint8_t>& out, std::uint32_t stream, const End& end);
+void append_reset(std::vector<std::uint8_t>& out, std::uint32_t stream, const Reset& reset);
+void append_window(std::vector<std::uint8_t>& out, std::uint32_t stream, std::uint32_t increment);
+void append_ping(std::vector<std::uint8_t>& out, std::uint64_t opaque, bool ack);
+void append_go_away(std::vector<std::uint8_t>& out, const GoAway& go_away);
+void append_error(std::vector<std::uint8_t>& out, const Error& error);
+
+/// Size of the OPEN payload before the body (fixed part + metadata).
+std::size_t open_prefix_size(const Open& open) noexcept;
+
+}  // namespace switchboard::wire

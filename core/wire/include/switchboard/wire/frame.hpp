@@ -1,0 +1,138 @@
+// The wire protocol's frame layout and the typed contents of every frame (docs/PROTOCOL.md).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "switchboard/wire/status.hpp"
+#include "switchboard/wire/uuid.hpp"
+
+namespace switchboard::wire {
+
+inline constexpr std::uint16_t kProtocolVersion = 1;
+inline constexpr std::uint8_t kMagic[4] = {'S', 'W', 'B', 'D'};
+/// type(1) flags(1) reserved(2) stream(4) length(4), all big-endian.
+inline constexpr std::size_t kHeaderSize = 12;
+/// No implementation may announce a max frame below this: every control frame with a message of
+/// up to kMaxMessageSize bytes fits.
+inline constexpr std::uint32_t kMinMaxFrame = 1024;
+inline constexpr std::size_t kMaxMessageSize = 512;
+inline constexpr std::size_t kMaxTokenSize = 4096;
+inline constexpr std::size_t kMaxMetadataEntries = 64;
+
+enum class FrameType : std::uint8_t {
+  hello = 0x01,
+  welcome = 0x02,
+  presence = 0x03,
+  ping = 0x04,
+  go_away = 0x05,
+  error = 0x06,
+  open = 0x10,
+  data = 0x11,
+  end = 0x12,
+  reset = 0x13,
+  window = 0x14,
+};
+
+/// True for frames that belong to a stream (nonzero stream id); the others use stream 0.
+constexpr bool is_stream_frame(FrameType type) noexcept {
+  return static_cast<std::uint8_t>(type) >= 0x10;
+}
+std::string_view frame_type_name(FrameType type) noexcept;
+
+namespace flags {
+/// OPEN, DATA: the sender's direction of the stream ends with this frame (status OK).
+inline constexpr std::uint8_t kFin = 0x01;
+/// PING: this is the answer (pong).
+inline constexpr std::uint8_t kAck = 0x01;
+/// PRESENCE snapshot: more snapshot frames follow.
+inline constexpr std::uint8_t kMore = 0x02;
+/// HELLO: the peer accepts requests (it can be a target of Send, by id or "any").
+inline constexpr std::uint16_t kAcceptRequests = 0x0001;
+}  // namespace flags
+
+struct FrameHeader {
+  FrameType type{};
+  std::uint8_t flags = 0;
+  std::uint32_t stream = 0;
+  std::uint32_t length = 0;
+};
+
+/// Client -> relay, the first frame on a connection.
+struct Hello {
+  std::uint16_t version = kProtocolVersion;
+  std::uint16_t hello_flags = 0;
+  Uuid channel;
+  Uuid peer_id;  ///< nil: the relay assigns one
+  std::uint32_t max_frame = 0;      ///< largest payload the client accepts
+  std::uint32_t stream_window = 0;  ///< credit the client grants per stream it receives
+  std::string token;
+};
+
+/// Relay -> client, the answer to an accepted HELLO; PRESENCE snapshot frames follow.
+struct Welcome {
+  std::uint16_t version = kProtocolVersion;
+  Uuid peer_id;
+  std::uint32_t max_frame = 0;      ///< largest payload the relay accepts
+  std::uint32_t stream_window = 0;  ///< credit the relay grants per stream the client sends on
+  std::uint32_t max_streams = 0;    ///< streams the client may have open at once
+  std::uint32_t keepalive_ms = 0;   ///< the relay pings after this much silence
+};
+
+enum class PresenceEvent : std::uint8_t { snapshot = 0, joined = 1, left = 2 };
+
+/// Relay -> client: membership snapshot (possibly over several frames) or one change.
+struct Presence {
+  PresenceEvent event = PresenceEvent::snapshot;
+  std::uint64_t version = 0;  ///< the channel's membership version after this event
+  std::vector<Uuid> peers;
+};
+
+enum class StreamKind : std::uint8_t { to_peer = 0, to_any = 1, broadcast = 2 };
+
+using Metadata = std::vector<std::pair<std::string, std::string>>;
+
+/// Opens a stream. Client -> relay: `peer` is the target (to_peer). Relay -> client: `peer` is
+/// the sender. Bytes after the metadata are the first body chunk.
+struct Open {
+  StreamKind kind = StreamKind::to_peer;
+  std::uint32_t deadline_ms = 0;  ///< remaining time for the whole stream; 0 = none
+  std::uint32_t idle_ms = 0;      ///< idle timeout; 0 = the relay's default
+  Uuid peer;
+  Metadata metadata;
+};
+
+/// Ends the sender's direction with a status; from the relay on a broadcast it is the summary.
+struct End {
+  Status status = Status::ok;
+  std::uint32_t app_code = 0;
+  std::uint32_t delivered = 0;  ///< broadcast: receivers that got the whole message
+  std::uint32_t dropped = 0;    ///< broadcast: receivers dropped (slow, gone, refused)
+  std::string message;
+};
+
+/// Aborts both directions of a stream.
+struct Reset {
+  Status status = Status::cancelled;
+  std::uint32_t app_code = 0;
+  std::string message;
+};
+
+struct GoAway {
+  std::uint32_t last_stream = 0;  ///< highest client stream id the relay accepted
+  Status status = Status::ok;
+  std::string message;
+};
+
+/// Connection-level error; the sender closes the connection after it.
+struct Error {
+  Status status = Status::protocol_error;
+  std::string message;
+};
+
+}  // namespace switchboard::wire
