@@ -24,6 +24,8 @@ inline constexpr std::uint32_t kMinMaxFrame = 1024;
 inline constexpr std::size_t kMaxMessageSize = 512;
 inline constexpr std::size_t kMaxTokenSize = 4096;
 inline constexpr std::size_t kMaxMetadataEntries = 64;
+/// OPEN's fixed part plus metadata must fit the smallest frame any side may announce.
+inline constexpr std::size_t kMaxOpenPrefix = kMinMaxFrame;
 
 enum class FrameType : std::uint8_t {
   hello = 0x01,

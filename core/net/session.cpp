@@ -1,0 +1,319 @@
+// Session lifecycle: handshake, read loop, keepalive watchdog, draining and cleanup.
+#include "net/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace switchboard::core::net {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::uint32_t kMaxHelloSize = 50 + wire::kMaxTokenSize;
+
+Session::Session(tcp::socket socket, ServerContext& context, std::uint64_t connection_id)
+    : socket_(std::move(socket)),
+      context_(context),
+      limits_(context.limits),
+      connection_id_(connection_id),
+      // Until the handshake a HELLO with a full-size token must fit, whatever max_frame is.
+      reader_(std::max<std::uint32_t>(context.limits.max_frame, kMaxHelloSize),
+              context.limits.read_block_size),
+      wake_(socket_.get_executor()),
+      started_(Clock::now()),
+      last_read_(started_) {
+  boost::system::error_code ec;
+  const auto endpoint = socket_.remote_endpoint(ec);
+  if (!ec) remote_ = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  socket_.set_option(tcp::no_delay(true), ec);
+  context_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+}
+
+Session::~Session() { context_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed); }
+
+void Session::start() {
+  asio::co_spawn(
+      socket_.get_executor(), [self = shared_from_this()] { return self->run(); },
+      [](std::exception_ptr error) {
+        if (!error) return;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          spdlog::error("session failed error=\"{}\"", e.what());
+        }
+      });
+}
+
+asio::awaitable<void> Session::run() {
+  spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
+  co_await (read_loop() || write_loop() || watchdog());
+  cleanup();
+}
+
+asio::awaitable<void> Session::read_loop() {
+  wire::Frame frame;
+  for (;;) {
+    auto space = reader_.prepare();
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()),
+                                                    kUseTuple);
+    if (ec) {
+      close_reason_ = ec == asio::error::eof ? "eof" : ec.message();
+      co_return;
+    }
+    reader_.commit(n);
+    last_read_ = Clock::now();
+    ping_outstanding_ = false;
+    context_.counters.bytes_in.fetch_add(n, std::memory_order_relaxed);
+    for (;;) {
+      const auto result = reader_.next(frame);
+      if (result.kind == wire::DecodeResult::Kind::need_more) break;
+      if (result.kind == wire::DecodeResult::Kind::error) {
+        fail_connection(Status::protocol_error,
+                        std::string(wire::decode_error_name(result.error)) + " in frame header");
+        break;
+      }
+      if (!handle_frame(frame)) break;
+    }
+    if (closing_) {
+      // Stop reading; the writer flushes the final frames and ends the session.
+      asio::steady_timer forever(socket_.get_executor(), Clock::time_point::max());
+      co_await forever.async_wait(kUseTuple);
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> Session::watchdog() {
+  asio::steady_timer timer(socket_.get_executor());
+  const auto tick = std::max<Clock::duration>(
+      std::chrono::milliseconds(5),
+      std::min<Clock::duration>(limits_.keepalive_interval, limits_.handshake_timeout) / 4);
+  for (;;) {
+    timer.expires_after(tick);
+    auto [ec] = co_await timer.async_wait(kUseTuple);
+    if (ec) co_return;
+    const auto now = Clock::now();
+    if (closing_) {
+      if (now - closing_since_ > std::chrono::seconds(2)) co_return;
+      continue;
+    }
+    if (!joined_) {
+      if (now - started_ > limits_.handshake_timeout) {
+        context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+        fail_connection(Status::protocol_error, "handshake timeout");
+      }
+      continue;
+    }
+    const auto silent = now - last_read_;
+    if (silent > 2 * limits_.keepalive_interval) {
+      close_reason_ = "keepalive timeout";
+      spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,
+                    peer_id_.to_string());
+      co_return;
+    }
+    if (silent > limits_.keepalive_interval && !ping_outstanding_) {
+      ping_outstanding_ = true;
+      wire::append_ping(control_, static_cast<std::uint64_t>(now.time_since_epoch().count()),
+                        false);
+      queue_control_done();
+    }
+  }
+}
+
+bool Session::handle_frame(const wire::Frame& frame) {
+  using wire::FrameType;
+  const auto type = frame.header.type;
+  if (!joined_) {
+    if (type != FrameType::hello) {
+      context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      fail_connection(Status::protocol_error,
+                      "expected HELLO, got " + std::string(wire::frame_type_name(type)));
+      return false;
+    }
+    return handle_hello(frame);
+  }
+  switch (type) {
+    case FrameType::open: return handle_open(frame);
+    case FrameType::data: return handle_data(frame);
+    case FrameType::end: return handle_end(frame);
+    case FrameType::reset: return handle_reset(frame);
+    case FrameType::window: return handle_window(frame);
+    case FrameType::ping: {
+      std::uint64_t opaque = 0;
+      if (wire::parse_ping(frame.payload, opaque) != wire::DecodeError::none) {
+        fail_connection(Status::protocol_error, "malformed PING");
+        return false;
+      }
+      if ((frame.header.flags & wire::flags::kAck) == 0) {
+        wire::append_ping(control_, opaque, true);
+        queue_control_done();
+      }
+      return true;
+    }
+    case FrameType::error: {
+      wire::Error error;
+      (void)wire::parse_error(frame.payload, error);
+      spdlog::debug("client error conn={} status={} message=\"{}\"", connection_id_,
+                    status_name(error.status), error.message);
+      close_reason_ = "client error";
+      begin_close();
+      return false;
+    }
+    case FrameType::hello:
+      fail_connection(Status::protocol_error, "HELLO after the handshake");
+      return false;
+    default:
+      fail_connection(Status::protocol_error, "unexpected " +
+                                                  std::string(wire::frame_type_name(type)) +
+                                                  " from a client");
+      return false;
+  }
+}
+
+bool Session::handle_hello(const wire::Frame& frame) {
+  wire::Hello hello;
+  const auto error = wire::parse_hello(frame.payload, hello);
+  if (error != wire::DecodeError::none) {
+    context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
+    if (error == wire::DecodeError::unsupported_version) {
+      message = "unsupported protocol version " + std::to_string(hello.version) +
+                "; this relay speaks version " + std::to_string(wire::kProtocolVersion);
+    }
+    fail_connection(Status::protocol_error, std::move(message));
+    return false;
+  }
+  if (draining_) {
+    fail_connection(Status::refused, "relay is draining");
+    return false;
+  }
+  const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
+  auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
+  if (joined.status != Status::ok) {
+    context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
+                  status_name(joined.status), joined.message);
+    fail_connection(joined.status, std::move(joined.message));
+    return false;
+  }
+  joined_ = true;
+  reader_.set_max_frame(limits_.max_frame);
+  channel_ = hello.channel;
+  peer_id_ = joined.peer_id;
+  client_max_frame_ = hello.max_frame;
+  client_window_ = hello.stream_window;
+
+  wire::Welcome welcome;
+  welcome.peer_id = peer_id_;
+  welcome.max_frame = limits_.max_frame;
+  welcome.stream_window = limits_.stream_window;
+  welcome.max_streams = limits_.max_streams_per_connection;
+  welcome.keepalive_ms = static_cast<std::uint32_t>(limits_.keepalive_interval.count());
+  wire::append_welcome(control_, welcome);
+  // The snapshot may exceed one frame: split it so each frame fits the client's max frame.
+  const std::size_t per_frame =
+      std::min<std::size_t>(0xFFFF, (client_max_frame_ - 12) / 16);
+  std::size_t offset = 0;
+  do {
+    const std::size_t count = std::min(per_frame, joined.others.size() - offset);
+    wire::Presence snapshot{wire::PresenceEvent::snapshot, joined.version, {}};
+    snapshot.peers.assign(joined.others.begin() + static_cast<std::ptrdiff_t>(offset),
+                          joined.others.begin() + static_cast<std::ptrdiff_t>(offset + count));
+    offset += count;
+    wire::append_presence(control_, snapshot, offset < joined.others.size());
+  } while (offset < joined.others.size());
+  queue_control_done();
+  spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={}", connection_id_,
+                channel_.to_string(), peer_id_.to_string(), accepts);
+  return true;
+}
+
+void Session::on_presence(const wire::Presence& event) {
+  asio::post(socket_.get_executor(), [self = shared_from_this(), event] {
+    if (self->closed_ || self->closing_) return;
+    wire::append_presence(self->control_, event);
+    self->queue_control_done();
+  });
+}
+
+bool Session::has_capacity() const {
+  return incoming_open_.load(std::memory_order_relaxed) < limits_.max_streams_per_connection;
+}
+
+void Session::drain() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    if (self->draining_ || self->closed_) return;
+    self->draining_ = true;
+    if (!self->joined_ || self->closing_) {
+      self->begin_close();
+      return;
+    }
+    wire::append_go_away(self->control_,
+                         wire::GoAway{self->last_client_stream_, Status::ok, "relay is draining"});
+    self->queue_control_done();
+    if (self->streams_.empty()) self->begin_close();
+  });
+}
+
+void Session::terminate(std::string reason) {
+  asio::post(socket_.get_executor(), [self = shared_from_this(), reason = std::move(reason)] {
+    if (self->closed_) return;
+    auto streams = self->streams_;
+    for (auto& [id, stream] : streams) {
+      self->reset_stream(stream, Status::cancelled, reason, true, true);
+    }
+    self->close_reason_ = reason;
+    self->begin_close();
+  });
+}
+
+void Session::fail_connection(Status status, std::string message) {
+  if (closing_) return;
+  if (status == Status::protocol_error) {
+    context_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("protocol violation conn={} remote={} error=\"{}\"", connection_id_, remote_,
+                 message);
+  }
+  close_reason_ = message;
+  control_.clear();  // the error goes out first; nothing else matters any more
+  wire::append_error(control_, wire::Error{status, std::move(message)});
+  auto streams = streams_;
+  for (auto& [id, stream] : streams) {
+    reset_stream(stream, Status::peer_gone, "peer connection failed", false, true);
+  }
+  begin_close();
+}
+
+void Session::begin_close() {
+  if (closing_) return;
+  closing_ = true;
+  closing_since_ = Clock::now();
+  wake_writer();
+}
+
+void Session::cleanup() {
+  closed_ = true;
+  if (joined_) {
+    context_.registry.leave(channel_, peer_id_);
+    joined_ = false;
+  }
+  auto streams = std::move(streams_);
+  streams_.clear();
+  for (auto& [id, stream] : streams) {
+    reset_stream(stream, Status::peer_gone, "peer left", false, true);
+  }
+  ready_.clear();
+  boost::system::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+  socket_.close(ec);
+  spdlog::debug("session closed conn={} peer={} reason=\"{}\"", connection_id_,
+                peer_id_.to_string(), close_reason_);
+}
+
+}  // namespace switchboard::core::net

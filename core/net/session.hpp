@@ -1,0 +1,214 @@
+// A native connection: owns its socket, frame reader, write queue and the streams it carries.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "net/server_context.hpp"
+#include "registry/peer.hpp"
+#include "switchboard/wire/buffer.hpp"
+
+namespace switchboard::core::net {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+class Session;
+
+enum class StreamRole : std::uint8_t {
+  requester,         // our client opened a Send; the counterpart is the responder
+  responder,         // the relay opened a request to our client
+  broadcast_source,  // our client broadcasts; the counterparts are the receivers
+  broadcast_sink,    // the relay delivers someone's broadcast to our client
+};
+
+/// One stream on this connection, and the Endpoint its counterparts deliver to. Every field is
+/// touched only on the session's strand; the Endpoint methods post there.
+class SessionStream final : public Endpoint, public std::enable_shared_from_this<SessionStream> {
+public:
+  SessionStream(std::shared_ptr<Session> session, StreamRole stream_role) noexcept
+      : session_(std::move(session)), role(stream_role) {}
+
+  void deliver_data(wire::Slice payload, bool fin) override;
+  void deliver_end(wire::End end) override;
+  void deliver_reset(wire::Reset reset) override;
+  void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
+  void deliver_sink_done(std::uint32_t sink, Status status) override;
+
+  struct Sink {
+    std::shared_ptr<Endpoint> endpoint;
+    std::uint64_t released = 0;
+    bool active = false;
+  };
+
+  std::shared_ptr<Session> session_;
+  const StreamRole role;
+  std::uint32_t id = 0;        // 0 until registered on the strand
+  bool registered = false;
+  bool removed = false;
+
+  // The counterpart (requester/responder/sink) or the receivers (source).
+  std::shared_ptr<Endpoint> counterpart;
+  std::uint32_t sink_index = 0;
+  std::vector<Sink> sinks;
+  std::uint64_t received_total = 0;  // source: bytes our client sent
+  std::uint64_t released_total = 0;  // source: bytes every active receiver has written
+  std::uint32_t delivered = 0;
+  std::uint32_t dropped = 0;
+  std::uint32_t sinks_pending = 0;
+
+  // Client -> relay direction.
+  std::int64_t in_credit = 0;
+  std::uint32_t in_release_pending = 0;
+  bool in_done = false;
+
+  // Relay -> client direction.
+  std::optional<wire::Open> open_pending;  // relay-initiated: OPEN not yet written
+  std::deque<wire::Slice> out_queue;
+  std::uint64_t out_queued = 0;
+  std::int64_t out_credit = 0;
+  bool out_fin_pending = false;
+  std::optional<wire::End> out_end_pending;
+  bool out_done = false;
+  bool in_ready_list = false;
+
+  // Time limits (opener side) and slow-consumer watch (broadcast receivers).
+  Clock::time_point deadline = Clock::time_point::max();
+  Clock::duration idle_timeout{};
+  Clock::time_point last_activity{};
+  std::optional<Clock::time_point> stalled_since;
+  std::unique_ptr<asio::steady_timer> timer;
+  bool timer_armed = false;
+};
+
+/// The native door's per-connection session. Kept alive by its own coroutines and by the
+/// registry while joined; all state lives on the socket's strand.
+class Session final : public Peer, public std::enable_shared_from_this<Session> {
+public:
+  Session(tcp::socket socket, ServerContext& context, std::uint64_t connection_id);
+  ~Session() override;
+
+  void start();
+  /// Begins a graceful drain: GOAWAY, no new streams, close when the last stream ends.
+  void drain();
+  /// Ends every stream (CANCELLED) and closes now.
+  void terminate(std::string reason);
+
+  void on_presence(const wire::Presence& event) override;
+  std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) override;
+  bool has_capacity() const override;
+
+private:
+  friend class SessionStream;
+  using StreamPtr = std::shared_ptr<SessionStream>;
+
+  asio::awaitable<void> run();
+  asio::awaitable<void> read_loop();
+  asio::awaitable<void> write_loop();
+  asio::awaitable<void> watchdog();
+
+  // Inbound frames (session.cpp, session_streams.cpp).
+  bool handle_frame(const wire::Frame& frame);
+  bool handle_hello(const wire::Frame& frame);
+  bool handle_open(const wire::Frame& frame);
+  bool handle_data(const wire::Frame& frame);
+  bool handle_end(const wire::Frame& frame);
+  bool handle_reset(const wire::Frame& frame);
+  bool handle_window(const wire::Frame& frame);
+  StreamPtr find_stream(std::uint32_t id, wire::FrameType type);
+  void open_request(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
+  void open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
+
+  // Deliveries from counterparts, on the strand.
+  void on_incoming(const StreamPtr& stream, StreamOffer offer);
+  void on_data(const StreamPtr& stream, wire::Slice payload, bool fin);
+  void on_end(const StreamPtr& stream, wire::End end);
+  void on_reset(const StreamPtr& stream, wire::Reset reset);
+  void on_credit(const StreamPtr& stream, std::uint32_t bytes, std::uint32_t sink);
+  void on_sink_done(const StreamPtr& stream, std::uint32_t sink, Status status);
+
+  // Stream bookkeeping.
+  void register_stream(const StreamPtr& stream);
+  void release_inbound(SessionStream& stream, std::uint64_t bytes);
+  void reset_stream(const StreamPtr& stream, Status status, std::string message,
+                    bool tell_client, bool tell_counterpart);
+  void maybe_finish(const StreamPtr& stream);
+  void maybe_send_summary(const StreamPtr& stream);
+  void remove_stream(const StreamPtr& stream);
+  void schedule(const StreamPtr& stream);
+  void arm_timer(const StreamPtr& stream, Clock::time_point when);
+  void on_timer(const StreamPtr& stream);
+  void touch(SessionStream& stream) noexcept;
+
+  // Outbound (session_write.cpp).
+  void queue_control_done();
+  void compose_write();
+  void emit_stream(const StreamPtr& stream, std::size_t& budget);
+  void complete_write();
+  void wake_writer() noexcept;
+
+  // Closing.
+  void fail_connection(Status status, std::string message);
+  void begin_close();
+  void cleanup();
+
+  tcp::socket socket_;
+  ServerContext& context_;
+  const Limits& limits_;
+  const std::uint64_t connection_id_;
+  std::string remote_;
+  wire::FrameReader reader_;
+  asio::steady_timer wake_;
+
+  // Identity, set by the handshake.
+  bool joined_ = false;
+  Uuid channel_;
+  Uuid peer_id_;
+  std::uint32_t client_max_frame_ = wire::kMinMaxFrame;
+  std::uint32_t client_window_ = 0;
+
+  // Streams.
+  std::unordered_map<std::uint32_t, StreamPtr> streams_;
+  std::uint32_t last_client_stream_ = 0;
+  std::uint32_t next_relay_stream_ = 2;
+  std::uint32_t client_streams_open_ = 0;
+  std::atomic<std::uint32_t> incoming_open_{0};
+  std::deque<StreamPtr> ready_;
+
+  // Outbound.
+  std::vector<std::uint8_t> control_;
+  std::vector<std::uint8_t> arena_;
+  struct Piece {
+    const std::uint8_t* data;  // nullptr: arena_ + offset
+    std::size_t offset;
+    std::size_t size;
+  };
+  std::vector<Piece> pieces_;
+  std::vector<asio::const_buffer> gather_;
+  std::vector<wire::Slice> in_flight_;
+  std::vector<std::pair<StreamPtr, std::uint32_t>> written_;
+  std::vector<StreamPtr> finished_out_;
+  bool writing_ = false;
+
+  // Liveness and closing.
+  Clock::time_point started_;
+  Clock::time_point last_read_;
+  bool ping_outstanding_ = false;
+  bool draining_ = false;
+  bool closing_ = false;
+  bool closed_ = false;
+  Clock::time_point closing_since_{};
+  std::string close_reason_ = "eof";
+};
+
+}  // namespace switchboard::core::net

@@ -1,0 +1,583 @@
+// Stream handling on a session: frames from the client, deliveries from counterparts, timers.
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+
+#include "net/session.hpp"
+
+namespace switchboard::core::net {
+namespace {
+
+wire::Reset make_reset(Status status, std::string message) {
+  return wire::Reset{status, 0, std::move(message)};
+}
+
+bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
+
+}  // namespace
+
+// ---- Endpoint: called from any thread, hops onto the owning session's strand. ----
+
+void SessionStream::deliver_data(wire::Slice payload, bool fin) {
+  auto self = shared_from_this();
+  asio::post(session_->socket_.get_executor(),
+             [self, payload = std::move(payload), fin]() mutable {
+               self->session_->on_data(self, std::move(payload), fin);
+             });
+}
+
+void SessionStream::deliver_end(wire::End end) {
+  auto self = shared_from_this();
+  asio::post(session_->socket_.get_executor(), [self, end = std::move(end)]() mutable {
+    self->session_->on_end(self, std::move(end));
+  });
+}
+
+void SessionStream::deliver_reset(wire::Reset reset) {
+  auto self = shared_from_this();
+  asio::post(session_->socket_.get_executor(), [self, reset = std::move(reset)]() mutable {
+    self->session_->on_reset(self, std::move(reset));
+  });
+}
+
+void SessionStream::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
+  auto self = shared_from_this();
+  asio::post(session_->socket_.get_executor(),
+             [self, bytes, sink] { self->session_->on_credit(self, bytes, sink); });
+}
+
+void SessionStream::deliver_sink_done(std::uint32_t sink, Status status) {
+  auto self = shared_from_this();
+  asio::post(session_->socket_.get_executor(),
+             [self, sink, status] { self->session_->on_sink_done(self, sink, status); });
+}
+
+// ---- Frames from our client. ----
+
+Session::StreamPtr Session::find_stream(std::uint32_t id, wire::FrameType type) {
+  if (auto it = streams_.find(id); it != streams_.end()) return it->second;
+  const bool seen = is_client_id(id) ? id <= last_client_stream_ : id < next_relay_stream_;
+  if (!seen) {
+    // Never opened: a stream-level error, the connection stays up.
+    wire::append_reset(control_, id,
+                       make_reset(Status::protocol_error,
+                                  std::string(wire::frame_type_name(type)) + " for unknown stream " +
+                                      std::to_string(id)));
+    queue_control_done();
+  }
+  // Recently closed streams are ignored: the frame may have crossed our RESET.
+  return nullptr;
+}
+
+bool Session::handle_open(const wire::Frame& frame) {
+  const std::uint32_t id = frame.header.stream;
+  if (!is_client_id(id) || id <= last_client_stream_) {
+    fail_connection(Status::protocol_error,
+                    "OPEN with stream id " + std::to_string(id) +
+                        " (client ids are odd and increasing; last was " +
+                        std::to_string(last_client_stream_) + ")");
+    return false;
+  }
+  last_client_stream_ = id;
+  auto refuse = [&](Status status, std::string message) {
+    wire::append_reset(control_, id, make_reset(status, std::move(message)));
+    queue_control_done();
+    return true;
+  };
+  if (draining_) return refuse(Status::refused, "relay is draining");
+  if (client_streams_open_ >= limits_.max_streams_per_connection) {
+    return refuse(Status::resource_exhausted,
+                  "too many open streams (limit " +
+                      std::to_string(limits_.max_streams_per_connection) + ")");
+  }
+  wire::Open open;
+  wire::Bytes body;
+  if (wire::parse_open(frame.payload, open, body) != wire::DecodeError::none) {
+    return refuse(Status::protocol_error, "malformed OPEN");
+  }
+  if (wire::open_prefix_size(open) > wire::kMaxOpenPrefix) {
+    return refuse(Status::protocol_error, "OPEN metadata too large");
+  }
+  if (body.size() > limits_.stream_window) {
+    return refuse(Status::protocol_error, "flow control window exceeded");
+  }
+  const bool fin = (frame.header.flags & wire::flags::kFin) != 0;
+  wire::Slice slice = reader_.share(body);
+  if (open.kind == wire::StreamKind::broadcast) {
+    open_broadcast(id, std::move(open), std::move(slice), fin);
+  } else {
+    open_request(id, std::move(open), std::move(slice), fin);
+  }
+  return true;
+}
+
+void Session::open_request(std::uint32_t id, wire::Open open, wire::Slice body, bool fin) {
+  auto stream = std::make_shared<SessionStream>(shared_from_this(), StreamRole::requester);
+  stream->id = id;
+  stream->in_credit = static_cast<std::int64_t>(limits_.stream_window) - body.size;
+  stream->in_done = fin;
+  stream->out_credit = client_window_;
+
+  StreamOffer offer;
+  offer.kind = open.kind;
+  offer.sender = peer_id_;
+  offer.deadline_ms = open.deadline_ms;
+  offer.idle_ms = open.idle_ms;
+  offer.metadata = std::move(open.metadata);
+  offer.first_chunk = std::move(body);
+  offer.fin = fin;
+  offer.counterpart = stream;
+
+  RouteResult route;
+  std::shared_ptr<Endpoint> target;
+  // A peer chosen for "any" may be closing at this instant; try the next one.
+  for (int attempt = 0; attempt < 3 && !target; ++attempt) {
+    route = open.kind == wire::StreamKind::to_any
+                ? context_.registry.route_to_any(channel_, peer_id_)
+                : context_.registry.route_to_peer(channel_, peer_id_, open.peer);
+    if (route.status != Status::ok) break;
+    target = route.peer->accept_stream(offer);
+    if (!target && open.kind == wire::StreamKind::to_peer) {
+      route.status = Status::no_responders;
+      route.message = "peer " + open.peer.to_string() + " cannot take a request now";
+      break;
+    }
+  }
+  if (!target) {
+    if (route.status == Status::ok) {
+      route.status = Status::no_responders;
+      route.message = "no peer on this channel can take a request";
+    }
+    wire::append_reset(control_, id, make_reset(route.status, std::move(route.message)));
+    queue_control_done();
+    return;
+  }
+  stream->counterpart = std::move(target);
+  const auto now = Clock::now();
+  if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
+  stream->idle_timeout = open.idle_ms != 0 ? std::chrono::milliseconds(open.idle_ms)
+                                           : std::chrono::milliseconds(limits_.default_idle_timeout);
+  register_stream(stream);
+  ++client_streams_open_;
+  touch(*stream);
+  arm_timer(stream, std::min(stream->deadline, stream->idle_timeout.count() > 0
+                                                   ? now + stream->idle_timeout
+                                                   : Clock::time_point::max()));
+}
+
+void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin) {
+  auto stream = std::make_shared<SessionStream>(shared_from_this(), StreamRole::broadcast_source);
+  stream->id = id;
+  stream->in_credit = static_cast<std::int64_t>(limits_.stream_window) - body.size;
+  stream->in_done = fin;
+  stream->out_credit = client_window_;
+  stream->received_total = body.size;
+
+  auto targets = context_.registry.broadcast_targets(channel_, peer_id_);
+  stream->sinks.resize(targets.size());
+  for (std::uint32_t i = 0; i < targets.size(); ++i) {
+    StreamOffer offer;
+    offer.kind = wire::StreamKind::broadcast;
+    offer.sender = peer_id_;
+    offer.deadline_ms = open.deadline_ms;
+    offer.idle_ms = open.idle_ms;
+    offer.metadata = open.metadata;
+    offer.first_chunk = body;
+    offer.fin = fin;
+    offer.counterpart = stream;
+    offer.sink_index = i;
+    auto endpoint = targets[i].second->accept_stream(std::move(offer));
+    if (endpoint) {
+      stream->sinks[i] = SessionStream::Sink{std::move(endpoint), 0, true};
+      ++stream->sinks_pending;
+    } else {
+      ++stream->dropped;
+    }
+  }
+  const auto now = Clock::now();
+  if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
+  stream->idle_timeout = open.idle_ms != 0 ? std::chrono::milliseconds(open.idle_ms)
+                                           : std::chrono::milliseconds(limits_.default_idle_timeout);
+  register_stream(stream);
+  ++client_streams_open_;
+  touch(*stream);
+  if (stream->sinks_pending == 0) release_inbound(*stream, body.size);
+  arm_timer(stream, std::min(stream->deadline, stream->idle_timeout.count() > 0
+                                                   ? now + stream->idle_timeout
+                                                   : Clock::time_point::max()));
+  maybe_send_summary(stream);
+}
+
+bool Session::handle_data(const wire::Frame& frame) {
+  auto stream = find_stream(frame.header.stream, frame.header.type);
+  if (!stream) return true;
+  const auto size = static_cast<std::uint32_t>(frame.payload.size());
+  const bool fin = (frame.header.flags & wire::flags::kFin) != 0;
+  if (stream->role == StreamRole::broadcast_sink || stream->in_done) {
+    reset_stream(stream, Status::protocol_error, "DATA after the end of the stream", true, true);
+    return true;
+  }
+  if (size > stream->in_credit) {
+    reset_stream(stream, Status::protocol_error, "flow control window exceeded", true, true);
+    return true;
+  }
+  stream->in_credit -= size;
+  stream->in_done = fin;
+  touch(*stream);
+  wire::Slice slice = reader_.share(frame.payload);
+  if (stream->role == StreamRole::broadcast_source) {
+    stream->received_total += size;
+    for (auto& sink : stream->sinks) {
+      if (sink.active) sink.endpoint->deliver_data(slice, fin);
+    }
+    if (stream->sinks_pending == 0) release_inbound(*stream, size);
+    if (fin) maybe_send_summary(stream);
+  } else {
+    stream->counterpart->deliver_data(std::move(slice), fin);
+  }
+  if (fin) maybe_finish(stream);
+  return true;
+}
+
+bool Session::handle_end(const wire::Frame& frame) {
+  auto stream = find_stream(frame.header.stream, frame.header.type);
+  if (!stream) return true;
+  wire::End end;
+  if (wire::parse_end(frame.payload, end) != wire::DecodeError::none) {
+    reset_stream(stream, Status::protocol_error, "malformed END", true, true);
+    return true;
+  }
+  if (stream->role == StreamRole::broadcast_sink || stream->in_done) {
+    reset_stream(stream, Status::protocol_error, "END after the end of the stream", true, true);
+    return true;
+  }
+  stream->in_done = true;
+  touch(*stream);
+  if (stream->role == StreamRole::broadcast_source) {
+    if (end.status != Status::ok) {
+      reset_stream(stream, end.status, end.message, false, true);
+      return true;
+    }
+    for (auto& sink : stream->sinks) {
+      if (sink.active) sink.endpoint->deliver_data(wire::Slice{}, true);
+    }
+    maybe_send_summary(stream);
+  } else {
+    end.delivered = 0;
+    end.dropped = 0;
+    stream->counterpart->deliver_end(std::move(end));
+  }
+  maybe_finish(stream);
+  return true;
+}
+
+bool Session::handle_reset(const wire::Frame& frame) {
+  auto stream = find_stream(frame.header.stream, frame.header.type);
+  if (!stream) return true;
+  wire::Reset reset;
+  if (wire::parse_reset(frame.payload, reset) != wire::DecodeError::none) {
+    reset_stream(stream, Status::protocol_error, "malformed RESET", true, true);
+    return true;
+  }
+  reset_stream(stream, reset.status, reset.message.empty() ? "reset by peer" : reset.message,
+               false, true);
+  return true;
+}
+
+bool Session::handle_window(const wire::Frame& frame) {
+  auto stream = find_stream(frame.header.stream, frame.header.type);
+  if (!stream) return true;
+  std::uint32_t increment = 0;
+  if (wire::parse_window(frame.payload, increment) != wire::DecodeError::none) {
+    reset_stream(stream, Status::protocol_error, "malformed WINDOW", true, true);
+    return true;
+  }
+  stream->out_credit += increment;
+  if (stream->out_credit > std::int64_t{1} << 31) {
+    reset_stream(stream, Status::protocol_error, "flow control window overflow", true, true);
+    return true;
+  }
+  if (stream->out_credit > 0) stream->stalled_since.reset();
+  schedule(stream);
+  return true;
+}
+
+// ---- Deliveries from counterparts, on our strand. ----
+
+std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
+  if (offer.kind != wire::StreamKind::broadcast) {
+    // Reserve the slot now so concurrent "any" routing sees it.
+    if (incoming_open_.fetch_add(1, std::memory_order_relaxed) >=
+        limits_.max_streams_per_connection) {
+      incoming_open_.fetch_sub(1, std::memory_order_relaxed);
+      return nullptr;
+    }
+  }
+  const auto role = offer.kind == wire::StreamKind::broadcast ? StreamRole::broadcast_sink
+                                                              : StreamRole::responder;
+  auto stream = std::make_shared<SessionStream>(shared_from_this(), role);
+  asio::post(socket_.get_executor(), [self = shared_from_this(), stream,
+                                      offer = std::move(offer)]() mutable {
+    self->on_incoming(stream, std::move(offer));
+  });
+  return stream;
+}
+
+void Session::on_incoming(const StreamPtr& stream, StreamOffer offer) {
+  stream->counterpart = std::move(offer.counterpart);
+  stream->sink_index = offer.sink_index;
+  if (closed_ || closing_) {
+    stream->removed = true;
+    if (stream->role == StreamRole::responder) {
+      incoming_open_.fetch_sub(1, std::memory_order_relaxed);
+      stream->counterpart->deliver_reset(make_reset(Status::peer_gone, "responder left"));
+    } else {
+      stream->counterpart->deliver_sink_done(stream->sink_index, Status::peer_gone);
+    }
+    stream->counterpart.reset();
+    return;
+  }
+  stream->id = next_relay_stream_;
+  next_relay_stream_ += 2;
+  stream->in_credit = limits_.stream_window;
+  stream->in_done = stream->role == StreamRole::broadcast_sink;
+  stream->out_credit = client_window_;
+  wire::Open open;
+  open.kind = offer.kind;
+  open.peer = offer.sender;
+  open.deadline_ms = offer.deadline_ms;
+  open.idle_ms = offer.idle_ms;
+  open.metadata = std::move(offer.metadata);
+  stream->open_pending = std::move(open);
+  register_stream(stream);
+  if (offer.first_chunk.size > 0) {
+    stream->out_queued += offer.first_chunk.size;
+    context_.counters.queued_bytes.fetch_add(offer.first_chunk.size, std::memory_order_relaxed);
+    stream->out_queue.push_back(std::move(offer.first_chunk));
+  }
+  stream->out_fin_pending = offer.fin;
+  schedule(stream);
+}
+
+void Session::on_data(const StreamPtr& stream, wire::Slice payload, bool fin) {
+  if (stream->removed || !stream->registered) {
+    // Not ours any more: hand the credit straight back so the sender is not stuck.
+    if (stream->counterpart && payload.size > 0) {
+      stream->counterpart->deliver_credit(payload.size, stream->sink_index);
+    }
+    return;
+  }
+  touch(*stream);
+  if (payload.size > 0) {
+    // A small payload that must wait for client credit is copied so it does not pin a whole
+    // read block of the sender.
+    if (stream->out_credit < payload.size && payload.block &&
+        payload.size < payload.block->capacity() / 16) {
+      payload = wire::Slice::copy_of(payload.bytes());
+    }
+    stream->out_queued += payload.size;
+    context_.counters.queued_bytes.fetch_add(payload.size, std::memory_order_relaxed);
+    stream->out_queue.push_back(std::move(payload));
+  }
+  if (fin) stream->out_fin_pending = true;
+  if (stream->role == StreamRole::broadcast_sink && stream->out_credit <= 0 &&
+      stream->out_queued > 0 && !stream->stalled_since) {
+    stream->stalled_since = Clock::now();
+    arm_timer(stream, *stream->stalled_since + limits_.slow_consumer_timeout);
+  }
+  schedule(stream);
+}
+
+void Session::on_end(const StreamPtr& stream, wire::End end) {
+  if (stream->removed || !stream->registered) return;
+  touch(*stream);
+  stream->out_end_pending = std::move(end);
+  schedule(stream);
+}
+
+void Session::on_reset(const StreamPtr& stream, wire::Reset reset) {
+  if (stream->removed) return;
+  if (!stream->registered) {
+    // Reset before our strand saw the stream: nothing reached the client yet.
+    stream->removed = true;
+    stream->counterpart.reset();
+    return;
+  }
+  reset_stream(stream, reset.status, std::move(reset.message), true, false);
+}
+
+void Session::on_credit(const StreamPtr& stream, std::uint32_t bytes, std::uint32_t sink) {
+  if (stream->removed) return;
+  if (stream->role != StreamRole::broadcast_source) {
+    release_inbound(*stream, bytes);
+    return;
+  }
+  if (sink >= stream->sinks.size() || !stream->sinks[sink].active) return;
+  stream->sinks[sink].released += bytes;
+  std::uint64_t floor = stream->received_total;
+  for (const auto& s : stream->sinks) {
+    if (s.active) floor = std::min(floor, s.released);
+  }
+  if (floor > stream->released_total) {
+    release_inbound(*stream, floor - stream->released_total);
+  }
+}
+
+void Session::on_sink_done(const StreamPtr& stream, std::uint32_t sink, Status status) {
+  if (stream->removed || sink >= stream->sinks.size() || !stream->sinks[sink].active) return;
+  stream->sinks[sink].active = false;
+  stream->sinks[sink].endpoint.reset();
+  --stream->sinks_pending;
+  if (status == Status::ok) {
+    ++stream->delivered;
+  } else {
+    ++stream->dropped;
+  }
+  // The receiver no longer holds anything back: recompute what every remaining one has written.
+  std::uint64_t floor = stream->received_total;
+  for (const auto& s : stream->sinks) {
+    if (s.active) floor = std::min(floor, s.released);
+  }
+  if (floor > stream->released_total) release_inbound(*stream, floor - stream->released_total);
+  maybe_send_summary(stream);
+}
+
+// ---- Bookkeeping. ----
+
+void Session::register_stream(const StreamPtr& stream) {
+  stream->registered = true;
+  streams_.emplace(stream->id, stream);
+  context_.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.streams_open.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Session::release_inbound(SessionStream& stream, std::uint64_t bytes) {
+  if (stream.role == StreamRole::broadcast_source) stream.released_total += bytes;
+  if (stream.in_done || closing_) return;
+  stream.in_release_pending += static_cast<std::uint32_t>(bytes);
+  stream.in_credit += static_cast<std::int64_t>(bytes);
+  // Batch grants: a WINDOW frame per quarter window keeps the sender busy without chatter.
+  if (stream.in_release_pending >= limits_.stream_window / 4) {
+    wire::append_window(control_, stream.id, stream.in_release_pending);
+    stream.in_release_pending = 0;
+    queue_control_done();
+  }
+}
+
+void Session::reset_stream(const StreamPtr& stream, Status status, std::string message,
+                           bool tell_client, bool tell_counterpart) {
+  if (stream->removed) return;
+  if (tell_client && stream->registered && !closing_) {
+    wire::append_reset(control_, stream->id, make_reset(status, message));
+    queue_control_done();
+  }
+  if (tell_counterpart) {
+    if (stream->role == StreamRole::broadcast_source) {
+      for (auto& sink : stream->sinks) {
+        if (sink.active) sink.endpoint->deliver_reset(make_reset(status, message));
+      }
+    } else if (stream->role == StreamRole::broadcast_sink) {
+      if (stream->counterpart) {
+        stream->counterpart->deliver_sink_done(stream->sink_index,
+                                               status == Status::ok ? Status::cancelled : status);
+      }
+    } else if (stream->counterpart) {
+      stream->counterpart->deliver_reset(make_reset(status, std::move(message)));
+    }
+  }
+  remove_stream(stream);
+}
+
+void Session::maybe_send_summary(const StreamPtr& stream) {
+  if (stream->role != StreamRole::broadcast_source || !stream->in_done ||
+      stream->sinks_pending != 0 || stream->out_end_pending || stream->out_done) {
+    return;
+  }
+  wire::End summary;
+  summary.status = Status::ok;
+  summary.delivered = stream->delivered;
+  summary.dropped = stream->dropped;
+  stream->out_end_pending = std::move(summary);
+  schedule(stream);
+}
+
+void Session::maybe_finish(const StreamPtr& stream) {
+  if (stream->removed) return;
+  const bool in_finished = stream->in_done || stream->role == StreamRole::broadcast_sink;
+  if (in_finished && stream->out_done) remove_stream(stream);
+}
+
+void Session::remove_stream(const StreamPtr& stream) {
+  if (stream->removed) return;
+  stream->removed = true;
+  if (stream->registered) {
+    if (auto it = streams_.find(stream->id); it != streams_.end() && it->second == stream) {
+      streams_.erase(it);
+    }
+    context_.counters.streams_open.fetch_sub(1, std::memory_order_relaxed);
+    if (stream->role == StreamRole::responder) {
+      incoming_open_.fetch_sub(1, std::memory_order_relaxed);
+    } else if (stream->role == StreamRole::requester ||
+               stream->role == StreamRole::broadcast_source) {
+      --client_streams_open_;
+    }
+  }
+  context_.counters.queued_bytes.fetch_sub(static_cast<std::int64_t>(stream->out_queued),
+                                           std::memory_order_relaxed);
+  stream->out_queue.clear();
+  stream->out_queued = 0;
+  stream->counterpart.reset();
+  stream->sinks.clear();
+  if (stream->timer) stream->timer->cancel();
+  if (draining_ && streams_.empty()) begin_close();
+}
+
+void Session::touch(SessionStream& stream) noexcept { stream.last_activity = Clock::now(); }
+
+void Session::arm_timer(const StreamPtr& stream, Clock::time_point when) {
+  if (when == Clock::time_point::max() || stream->removed) return;
+  if (!stream->timer) stream->timer = std::make_unique<asio::steady_timer>(socket_.get_executor());
+  if (stream->timer_armed) return;  // the pending wait re-checks and re-arms itself
+  stream->timer_armed = true;
+  stream->timer->expires_at(when);
+  stream->timer->async_wait([self = shared_from_this(), stream](boost::system::error_code) {
+    stream->timer_armed = false;
+    self->on_timer(stream);
+  });
+}
+
+void Session::on_timer(const StreamPtr& stream) {
+  if (stream->removed) return;
+  const auto now = Clock::now();
+  if (stream->role == StreamRole::broadcast_sink) {
+    if (!stream->stalled_since) return;
+    const auto due = *stream->stalled_since + limits_.slow_consumer_timeout;
+    if (now >= due) {
+      context_.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("slow consumer dropped from broadcast conn={} peer={} stream={} pending={}",
+                   connection_id_, peer_id_.to_string(), stream->id, stream->out_queued);
+      reset_stream(stream, Status::slow_consumer,
+                   "receiver granted no credit for the slow-consumer timeout", true, true);
+      return;
+    }
+    arm_timer(stream, due);
+    return;
+  }
+  if (now >= stream->deadline) {
+    reset_stream(stream, Status::deadline_exceeded, "stream deadline exceeded", true, true);
+    return;
+  }
+  Clock::time_point next = stream->deadline;
+  if (stream->idle_timeout.count() > 0) {
+    const auto idle_due = stream->last_activity + stream->idle_timeout;
+    if (now >= idle_due) {
+      reset_stream(stream, Status::idle_timeout, "no bytes moved for the idle timeout", true,
+                   true);
+      return;
+    }
+    next = std::min(next, idle_due);
+  }
+  arm_timer(stream, next);
+}
+
+}  // namespace switchboard::core::net

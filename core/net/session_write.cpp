@@ -1,0 +1,218 @@
+// The session's writer: control frames first, then bulk streams round-robin, in gathered writes.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "net/session.hpp"
+
+namespace switchboard::core::net {
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+// One write carries at most this much payload and this many pieces, so control frames queued
+// meanwhile wait at most one write, and iovec stays within IOV_MAX.
+constexpr std::size_t kMaxWriteBytes = 512 * 1024;
+constexpr std::size_t kMaxPieces = 512;
+// Bytes one stream may put in a write before the next ready stream gets its turn.
+constexpr std::uint32_t kQuantum = 64 * 1024;
+
+}  // namespace
+
+void Session::wake_writer() noexcept { wake_.cancel(); }
+
+void Session::queue_control_done() {
+  if (control_.size() > limits_.max_connection_buffer && !closing_) {
+    // The client does not read what it is sent; it is not allowed to hold relay memory.
+    context_.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    close_reason_ = "slow consumer";
+    control_.clear();
+    wire::append_error(control_, wire::Error{Status::slow_consumer, "outbound buffer limit"});
+    auto streams = streams_;
+    for (auto& [id, stream] : streams) {
+      reset_stream(stream, Status::peer_gone, "peer too slow", false, true);
+    }
+    begin_close();
+    return;
+  }
+  wake_writer();
+}
+
+void Session::schedule(const StreamPtr& stream) {
+  if (stream->in_ready_list || stream->removed) return;
+  const bool has_data = stream->out_queued > 0 && stream->out_credit > 0;
+  const bool has_tail = stream->out_queued == 0 &&
+                        (stream->out_fin_pending || stream->out_end_pending.has_value());
+  if (!(has_data || has_tail || stream->open_pending)) return;
+  stream->in_ready_list = true;
+  ready_.push_back(stream);
+  wake_writer();
+}
+
+asio::awaitable<void> Session::write_loop() {
+  for (;;) {
+    compose_write();
+    if (pieces_.empty()) {
+      if (closing_) {
+        boost::system::error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_send, ec);
+        co_return;
+      }
+      wake_.expires_at(Clock::time_point::max());
+      co_await wake_.async_wait(kUseTuple);
+      continue;
+    }
+    gather_.clear();
+    for (const auto& piece : pieces_) {
+      const std::uint8_t* base = piece.data ? piece.data : arena_.data() + piece.offset;
+      gather_.emplace_back(base, piece.size);
+    }
+    writing_ = true;
+    auto [ec, n] = co_await asio::async_write(socket_, gather_, kUseTuple);
+    writing_ = false;
+    if (ec) {
+      close_reason_ = "write failed: " + ec.message();
+      co_return;
+    }
+    context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    complete_write();
+  }
+}
+
+void Session::compose_write() {
+  arena_.clear();
+  pieces_.clear();
+  in_flight_.clear();
+  written_.clear();
+  finished_out_.clear();
+  if (!control_.empty()) {
+    arena_.swap(control_);
+    pieces_.push_back(Piece{nullptr, 0, arena_.size()});
+  }
+  if (closing_) {
+    ready_.clear();
+    return;
+  }
+  std::size_t budget = kMaxWriteBytes;
+  std::size_t turns = ready_.size();
+  while (turns-- > 0 && budget > 0 && pieces_.size() + 8 < kMaxPieces && !ready_.empty()) {
+    auto stream = std::move(ready_.front());
+    ready_.pop_front();
+    stream->in_ready_list = false;
+    if (stream->removed) continue;
+    emit_stream(stream, budget);
+    schedule(stream);  // back of the line if it still has something to send
+    if (!ready_.empty() && turns == 0 && budget > 0) turns = ready_.size();
+  }
+}
+
+void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
+  SessionStream& s = *stream;
+  std::uint32_t sent = 0;
+  auto add_header = [&](wire::FrameType type, std::uint8_t frame_flags, std::uint32_t length) {
+    const std::size_t at = arena_.size();
+    arena_.resize(at + wire::kHeaderSize);
+    wire::encode_header(wire::FrameHeader{type, frame_flags, s.id, length}, arena_.data() + at);
+    pieces_.push_back(Piece{nullptr, at, wire::kHeaderSize});
+  };
+  auto add_slice = [&](wire::Slice slice) {
+    pieces_.push_back(Piece{slice.data, 0, slice.size});
+    in_flight_.push_back(std::move(slice));
+  };
+  auto available = [&]() -> std::uint32_t {
+    const auto credit = static_cast<std::uint64_t>(std::max<std::int64_t>(s.out_credit, 0));
+    return static_cast<std::uint32_t>(
+        std::min<std::uint64_t>({credit, s.out_queued, kQuantum - std::min(sent, kQuantum)}));
+  };
+
+  if (s.open_pending) {
+    const std::size_t prefix = wire::open_prefix_size(*s.open_pending);
+    const std::size_t room = client_max_frame_ > prefix ? client_max_frame_ - prefix : 0;
+    std::uint32_t body = 0;
+    if (!s.out_queue.empty()) {
+      body = static_cast<std::uint32_t>(
+          std::min<std::size_t>({available(), s.out_queue.front().size, room}));
+    }
+    const bool fin = s.out_fin_pending && body == s.out_queued && !s.out_end_pending;
+    const std::size_t at = arena_.size();
+    wire::append_open(arena_, s.id, *s.open_pending, {}, fin);
+    // append_open wrote the length without the body; patch it to include the gathered body.
+    wire::encode_header(
+        wire::FrameHeader{wire::FrameType::open, fin ? wire::flags::kFin : std::uint8_t{0}, s.id,
+                          static_cast<std::uint32_t>(prefix + body)},
+        arena_.data() + at);
+    pieces_.push_back(Piece{nullptr, at, arena_.size() - at});
+    if (body > 0) {
+      add_slice(s.out_queue.front().take_front(body));
+      if (s.out_queue.front().size == 0) s.out_queue.pop_front();
+      s.out_queued -= body;
+      s.out_credit -= body;
+      sent += body;
+    }
+    s.open_pending.reset();
+    if (fin) {
+      s.out_fin_pending = false;
+      finished_out_.push_back(stream);
+    }
+  }
+  while (s.out_queued > 0 && pieces_.size() + 2 < kMaxPieces) {
+    const std::uint32_t n = std::min<std::uint32_t>(
+        {available(), s.out_queue.front().size, client_max_frame_,
+         static_cast<std::uint32_t>(std::min<std::size_t>(budget, UINT32_MAX))});
+    if (n == 0) break;
+    const bool last = n == s.out_queued;
+    const bool fin = last && s.out_fin_pending && !s.out_end_pending;
+    add_header(wire::FrameType::data, fin ? wire::flags::kFin : 0, n);
+    add_slice(s.out_queue.front().take_front(n));
+    if (s.out_queue.front().size == 0) s.out_queue.pop_front();
+    s.out_queued -= n;
+    s.out_credit -= n;
+    sent += n;
+    budget -= std::min<std::size_t>(budget, n);
+    if (fin) {
+      s.out_fin_pending = false;
+      finished_out_.push_back(stream);
+    }
+  }
+  if (s.out_queued == 0 && !s.out_done) {
+    if (s.out_end_pending) {
+      wire::End end = std::move(*s.out_end_pending);
+      s.out_end_pending.reset();
+      s.out_fin_pending = false;
+      const std::size_t at = arena_.size();
+      wire::append_end(arena_, s.id, end);
+      pieces_.push_back(Piece{nullptr, at, arena_.size() - at});
+      finished_out_.push_back(stream);
+    } else if (s.out_fin_pending) {
+      s.out_fin_pending = false;
+      add_header(wire::FrameType::data, wire::flags::kFin, 0);
+      finished_out_.push_back(stream);
+    }
+  }
+  if (sent > 0) {
+    written_.emplace_back(stream, sent);
+    context_.counters.queued_bytes.fetch_sub(sent, std::memory_order_relaxed);
+  }
+  if (s.role == StreamRole::broadcast_sink && s.out_queued > 0 && s.out_credit <= 0 &&
+      !s.stalled_since) {
+    s.stalled_since = Clock::now();
+    arm_timer(stream, *s.stalled_since + limits_.slow_consumer_timeout);
+  }
+}
+
+void Session::complete_write() {
+  in_flight_.clear();
+  for (auto& [stream, bytes] : written_) {
+    if (stream->counterpart) stream->counterpart->deliver_credit(bytes, stream->sink_index);
+  }
+  written_.clear();
+  for (auto& stream : finished_out_) {
+    stream->out_done = true;
+    if (stream->role == StreamRole::broadcast_sink && stream->counterpart && !stream->removed) {
+      stream->counterpart->deliver_sink_done(stream->sink_index, Status::ok);
+    }
+    maybe_finish(stream);
+  }
+  finished_out_.clear();
+}
+
+}  // namespace switchboard::core::net

@@ -1,0 +1,34 @@
+// The relay's configurable limits and timeouts, shared by the registry and both front doors.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace switchboard::core {
+
+using Milliseconds = std::chrono::milliseconds;
+
+struct Limits {
+  std::uint32_t max_frame = 64 * 1024;         ///< largest frame payload the relay accepts
+  std::uint32_t stream_window = 256 * 1024;    ///< bytes buffered per stream direction
+  std::uint32_t max_streams_per_connection = 256;
+  std::uint32_t max_peers_per_channel = 10'000;
+  std::uint32_t max_channels = 100'000;
+  std::uint32_t max_connections = 50'000;
+  /// Bytes queued towards one connection (control frames and data) before it is closed as a slow
+  /// consumer; data alone is already bounded by the stream windows.
+  std::size_t max_connection_buffer = 64 * 1024 * 1024;
+  std::size_t read_block_size = 256 * 1024;
+  Milliseconds handshake_timeout{10'000};
+  Milliseconds keepalive_interval{15'000};
+  Milliseconds slow_consumer_timeout{5'000};
+  Milliseconds default_idle_timeout{300'000};
+  Milliseconds drain_timeout{30'000};
+
+  /// Throws std::invalid_argument naming the first inconsistent setting.
+  void validate() const;
+};
+
+}  // namespace switchboard::core

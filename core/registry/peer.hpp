@@ -1,0 +1,59 @@
+// Interfaces between the transport-agnostic registry and the front doors that carry peers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "switchboard/wire/buffer.hpp"
+#include "switchboard/wire/frame.hpp"
+
+namespace switchboard::core {
+
+/// One side of a relayed stream, implemented by a front door. Every method may be called from
+/// any thread; implementations hand the work to their own executor and never block.
+class Endpoint {
+public:
+  virtual ~Endpoint() = default;
+
+  /// Payload from the counterpart for this side's client; `fin` ends that direction (OK).
+  virtual void deliver_data(wire::Slice payload, bool fin) = 0;
+  /// The counterpart ended its direction with a status (for a broadcast source: the summary).
+  virtual void deliver_end(wire::End end) = 0;
+  /// The stream is aborted; this side tells its client and forgets the stream.
+  virtual void deliver_reset(wire::Reset reset) = 0;
+  /// The counterpart (broadcast: receiver number `sink`) wrote `bytes` of ours to its client, so
+  /// they no longer occupy relay memory and may be granted again to our client.
+  virtual void deliver_credit(std::uint32_t bytes, std::uint32_t sink) = 0;
+  /// Broadcast source only: receiver `sink` has finished (OK: got everything) or was dropped.
+  virtual void deliver_sink_done(std::uint32_t sink, Status status) = 0;
+};
+
+/// What an opener offers a target when it routes a new stream to it.
+struct StreamOffer {
+  wire::StreamKind kind = wire::StreamKind::to_peer;
+  Uuid sender;
+  std::uint32_t deadline_ms = 0;
+  std::uint32_t idle_ms = 0;
+  wire::Metadata metadata;
+  wire::Slice first_chunk;
+  bool fin = false;
+  std::shared_ptr<Endpoint> counterpart;
+  std::uint32_t sink_index = 0;  ///< broadcast: this receiver's number at the source
+};
+
+/// A member of a channel, as the registry sees it.
+class Peer {
+public:
+  virtual ~Peer() = default;
+
+  /// A presence change on the peer's channel. Called with the registry's lock held, in version
+  /// order; implementations only queue it.
+  virtual void on_presence(const wire::Presence& event) = 0;
+  /// Accepts a stream routed to this peer and returns the endpoint the opener talks to, or
+  /// nullptr when the peer can no longer take it (closing, or at its stream limit).
+  virtual std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) = 0;
+  /// Whether the peer can take another incoming request now (for "any" routing).
+  virtual bool has_capacity() const = 0;
+};
+
+}  // namespace switchboard::core

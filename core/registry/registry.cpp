@@ -1,0 +1,185 @@
+// Channel membership, presence announcements and stream routing.
+#include "registry/registry.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace switchboard::core {
+
+void Limits::validate() const {
+  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (max_frame < wire::kMinMaxFrame) fail("max_frame must be at least 1024");
+  if (max_frame > 16 * 1024 * 1024) fail("max_frame must be at most 16 MiB");
+  if (stream_window == 0) fail("stream_window must be positive");
+  if (max_streams_per_connection == 0) fail("max_streams_per_connection must be positive");
+  if (max_peers_per_channel == 0) fail("max_peers_per_channel must be positive");
+  if (max_channels == 0) fail("max_channels must be positive");
+  if (max_connections == 0) fail("max_connections must be positive");
+  if (read_block_size < max_frame + wire::kHeaderSize) {
+    fail("read_block_size must hold one whole frame (max_frame + 12)");
+  }
+  if (max_connection_buffer < std::size_t{stream_window} + max_frame) {
+    fail("max_connection_buffer must hold at least one stream window and one frame");
+  }
+  if (handshake_timeout.count() <= 0) fail("handshake_timeout must be positive");
+  if (keepalive_interval.count() <= 0) fail("keepalive_interval must be positive");
+  if (slow_consumer_timeout.count() <= 0) fail("slow_consumer_timeout must be positive");
+  if (default_idle_timeout.count() < 0) fail("default_idle_timeout must not be negative");
+  if (drain_timeout.count() < 0) fail("drain_timeout must not be negative");
+}
+
+JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool accepts_requests,
+                          std::shared_ptr<Peer> peer) {
+  JoinResult result;
+  if (draining()) {
+    result.status = Status::refused;
+    result.message = "relay is draining";
+    return result;
+  }
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  if (it == channels_.end()) {
+    if (channels_.size() >= limits_.max_channels) {
+      result.status = Status::resource_exhausted;
+      result.message = "relay is at its channel limit";
+      return result;
+    }
+    it = channels_.emplace(channel_id, Channel{}).first;
+  }
+  Channel& channel = it->second;
+  Uuid id = requested_id;
+  if (id.is_nil()) {
+    do {
+      id = Uuid::random();
+    } while (channel.members.contains(id));
+  } else if (channel.members.contains(id)) {
+    result.status = Status::refused;
+    result.message = "peer id " + id.to_string() + " is already on this channel";
+    if (channel.members.empty()) channels_.erase(it);
+    return result;
+  }
+  if (channel.members.size() >= limits_.max_peers_per_channel) {
+    result.status = Status::resource_exhausted;
+    result.message = "channel is full";
+    return result;
+  }
+  result.others.reserve(channel.members.size());
+  for (const auto& [member_id, member] : channel.members) result.others.push_back(member_id);
+  channel.members.emplace(id, Member{std::move(peer), accepts_requests});
+  if (accepts_requests) channel.responders.push_back(id);
+  ++peer_count_;
+  announce_locked(channel, wire::PresenceEvent::joined, id);
+  result.peer_id = id;
+  result.version = channel.version;
+  return result;
+}
+
+void Registry::leave(const Uuid& channel_id, const Uuid& peer_id) {
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  if (it == channels_.end()) return;
+  Channel& channel = it->second;
+  if (channel.members.erase(peer_id) == 0) return;
+  --peer_count_;
+  std::erase(channel.responders, peer_id);
+  if (channel.members.empty()) {
+    channels_.erase(it);
+    return;
+  }
+  announce_locked(channel, wire::PresenceEvent::left, peer_id);
+}
+
+void Registry::announce_locked(Channel& channel, wire::PresenceEvent event, const Uuid& subject) {
+  ++channel.version;
+  wire::Presence presence{event, channel.version, {subject}};
+  for (const auto& [member_id, member] : channel.members) {
+    if (member_id != subject) member.peer->on_presence(presence);
+  }
+}
+
+RouteResult Registry::route_to_peer(const Uuid& channel_id, const Uuid& sender,
+                                    const Uuid& target) {
+  RouteResult result;
+  result.status = Status::no_responders;
+  if (draining()) {
+    result.status = Status::refused;
+    result.message = "relay is draining";
+    return result;
+  }
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  if (it == channels_.end()) return result;
+  auto member = it->second.members.find(target);
+  if (member == it->second.members.end() || target == sender) {
+    result.message = "no peer " + target.to_string() + " on this channel";
+    return result;
+  }
+  if (!member->second.accepts_requests) {
+    result.message = "peer " + target.to_string() + " does not accept requests";
+    return result;
+  }
+  result.status = Status::ok;
+  result.peer = member->second.peer;
+  result.peer_id = target;
+  return result;
+}
+
+RouteResult Registry::route_to_any(const Uuid& channel_id, const Uuid& sender) {
+  RouteResult result;
+  result.status = Status::no_responders;
+  if (draining()) {
+    result.status = Status::refused;
+    result.message = "relay is draining";
+    return result;
+  }
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  if (it == channels_.end()) return result;
+  Channel& channel = it->second;
+  const std::size_t n = channel.responders.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t index = (channel.next_responder + i) % n;
+    const Uuid& candidate = channel.responders[index];
+    if (candidate == sender) continue;
+    const auto& member = channel.members.at(candidate);
+    if (!member.peer->has_capacity()) continue;
+    channel.next_responder = (index + 1) % n;
+    result.status = Status::ok;
+    result.peer = member.peer;
+    result.peer_id = candidate;
+    return result;
+  }
+  result.message = "no peer on this channel can take a request";
+  return result;
+}
+
+std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> Registry::broadcast_targets(
+    const Uuid& channel_id, const Uuid& sender) {
+  std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> targets;
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  if (it == channels_.end()) return targets;
+  targets.reserve(it->second.members.size());
+  for (const auto& [member_id, member] : it->second.members) {
+    if (member_id != sender) targets.emplace_back(member_id, member.peer);
+  }
+  return targets;
+}
+
+std::vector<Uuid> Registry::members(const Uuid& channel_id, std::uint64_t& version) {
+  std::vector<Uuid> ids;
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  version = 0;
+  if (it == channels_.end()) return ids;
+  version = it->second.version;
+  for (const auto& [member_id, member] : it->second.members) ids.push_back(member_id);
+  return ids;
+}
+
+RegistryStats Registry::stats() const {
+  std::lock_guard lock(mutex_);
+  return RegistryStats{channels_.size(), peer_count_};
+}
+
+}  // namespace switchboard::core

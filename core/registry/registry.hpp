@@ -1,0 +1,84 @@
+// The registry owns channels and their membership; it routes new streams and announces presence.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "registry/limits.hpp"
+#include "registry/peer.hpp"
+
+namespace switchboard::core {
+
+struct JoinResult {
+  Status status = Status::ok;
+  std::string message;
+  Uuid peer_id;
+  std::uint64_t version = 0;
+  std::vector<Uuid> others;  ///< peers already on the channel
+};
+
+struct RouteResult {
+  Status status = Status::ok;
+  std::string message;
+  std::shared_ptr<Peer> peer;
+  Uuid peer_id;
+};
+
+struct RegistryStats {
+  std::size_t channels = 0;
+  std::size_t peers = 0;
+};
+
+class Registry {
+public:
+  explicit Registry(const Limits& limits) : limits_(limits) {}
+
+  /// Adds `peer` to `channel` under `requested_id` (nil: a fresh id). A live peer with the same
+  /// id makes this fail with REFUSED and leaves the existing peer untouched.
+  JoinResult join(const Uuid& channel, const Uuid& requested_id, bool accepts_requests,
+                  std::shared_ptr<Peer> peer);
+  /// Removes the peer and tells the others. A no-op for an id that is not a member.
+  void leave(const Uuid& channel, const Uuid& peer_id);
+
+  /// The target of a Send to a given peer id.
+  RouteResult route_to_peer(const Uuid& channel, const Uuid& sender, const Uuid& target);
+  /// The next peer round-robin that accepts requests and has room, other than the sender.
+  RouteResult route_to_any(const Uuid& channel, const Uuid& sender);
+  /// Every other peer of the channel at this moment.
+  std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> broadcast_targets(const Uuid& channel,
+                                                                         const Uuid& sender);
+  std::vector<Uuid> members(const Uuid& channel, std::uint64_t& version);
+
+  /// From now on joins and new streams are refused.
+  void start_draining() noexcept { draining_.store(true); }
+  bool draining() const noexcept { return draining_.load(); }
+
+  RegistryStats stats() const;
+
+private:
+  struct Member {
+    std::shared_ptr<Peer> peer;
+    bool accepts_requests = false;
+  };
+  struct Channel {
+    std::unordered_map<Uuid, Member, UuidHash> members;
+    std::vector<Uuid> responders;  // round-robin order of members accepting requests
+    std::size_t next_responder = 0;
+    std::uint64_t version = 0;
+  };
+
+  void announce_locked(Channel& channel, wire::PresenceEvent event, const Uuid& subject);
+
+  const Limits& limits_;
+  mutable std::mutex mutex_;
+  std::unordered_map<Uuid, Channel, UuidHash> channels_;
+  std::size_t peer_count_ = 0;
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace switchboard::core

@@ -1,0 +1,195 @@
+// Relay start-up, accept loop, signal handling and stream-aware draining.
+#include "server/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <stdexcept>
+
+#include "net/session.hpp"
+#include "switchboard/wire/codec.hpp"
+
+namespace switchboard::core {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+namespace {
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+
+void log_exception(std::exception_ptr error) {
+  if (!error) return;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    spdlog::error("server task failed error=\"{}\"", e.what());
+  }
+}
+}  // namespace
+
+tcp::endpoint parse_endpoint(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) {
+    throw std::invalid_argument("address \"" + text + "\" is not HOST:PORT");
+  }
+  std::string host = text.substr(0, colon);
+  const std::string port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
+  unsigned long port = 0;
+  try {
+    std::size_t used = 0;
+    port = std::stoul(port_text, &used);
+    if (used != port_text.size()) throw std::invalid_argument("trailing");
+  } catch (const std::exception&) {
+    throw std::invalid_argument("port \"" + port_text + "\" is not a number");
+  }
+  if (port > 65535) throw std::invalid_argument("port " + port_text + " is out of range");
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec) throw std::invalid_argument("host \"" + host + "\" is not an IP address");
+  return tcp::endpoint(address, static_cast<unsigned short>(port));
+}
+
+Server::Server(ServerConfig config)
+    : config_(std::move(config)),
+      context_(std::make_unique<net::ServerContext>(config_.limits)),
+      acceptor_(io_) {
+  config_.limits.validate();
+  const auto endpoint = parse_endpoint(config_.listen);
+  acceptor_.open(endpoint.protocol());
+  acceptor_.set_option(tcp::acceptor::reuse_address(true));
+  acceptor_.bind(endpoint);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  bound_ = acceptor_.local_endpoint();
+  if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
+}
+
+Server::~Server() {
+  shutdown();
+  wait();
+}
+
+void Server::start() {
+  accept_loop_start();
+  for (unsigned i = 0; i < config_.threads; ++i) {
+    threads_.emplace_back([this] { io_.run(); });
+  }
+  spdlog::info("relay started core={}:{} threads={}", bound_.address().to_string(), bound_.port(),
+               config_.threads);
+}
+
+void Server::accept_loop_start() {
+  asio::co_spawn(
+      io_,
+      [this]() -> asio::awaitable<void> {
+        asio::steady_timer backoff(io_);
+        while (acceptor_.is_open()) {
+          auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(io_), kUseTuple);
+          if (ec) {
+            if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+            // Out of descriptors or similar: back off instead of spinning.
+            spdlog::warn("accept failed error=\"{}\"", ec.message());
+            backoff.expires_after(std::chrono::milliseconds(100));
+            co_await backoff.async_wait(kUseTuple);
+            continue;
+          }
+          const auto open = context_->counters.connections_open.load(std::memory_order_relaxed);
+          if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
+            std::vector<std::uint8_t> refusal;
+            wire::append_error(refusal, wire::Error{Status::resource_exhausted,
+                                                    "relay is at its connection limit"});
+            boost::system::error_code ignored;
+            socket.non_blocking(true, ignored);
+            socket.write_some(asio::buffer(refusal), ignored);
+            socket.close(ignored);
+            continue;
+          }
+          const auto id = next_connection_id_.fetch_add(1);
+          auto session = std::make_shared<net::Session>(std::move(socket), *context_, id);
+          track(session, id);
+          session->start();
+        }
+      },
+      log_exception);
+}
+
+void Server::track(const std::shared_ptr<net::Session>& session, std::uint64_t id) {
+  std::lock_guard lock(sessions_mutex_);
+  if (sessions_.size() > 1024 && sessions_.size() % 1024 == 0) {
+    std::erase_if(sessions_, [](const auto& entry) { return entry.second.expired(); });
+  }
+  sessions_.emplace(id, session);
+}
+
+void Server::shutdown() {
+  if (shutting_down_.exchange(true)) return;
+  asio::post(io_, [this] { begin_drain(); });
+}
+
+void Server::begin_drain() {
+  spdlog::info("relay draining sessions={} drain_timeout_ms={}",
+               context_->counters.connections_open.load(), config_.limits.drain_timeout.count());
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  if (signals_) signals_->cancel(ignored);
+  context_->registry.start_draining();
+  std::vector<std::shared_ptr<net::Session>> live;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    for (auto& [id, weak] : sessions_) {
+      if (auto session = weak.lock()) live.push_back(std::move(session));
+    }
+  }
+  for (auto& session : live) session->drain();
+  asio::co_spawn(
+      io_,
+      [this]() -> asio::awaitable<void> {
+        asio::steady_timer poll(io_);
+        const auto deadline = std::chrono::steady_clock::now() + config_.limits.drain_timeout;
+        bool terminated = false;
+        while (context_->counters.connections_open.load() > 0) {
+          if (!terminated && std::chrono::steady_clock::now() >= deadline) {
+            terminated = true;
+            spdlog::warn("drain timeout reached; closing remaining sessions={}",
+                         context_->counters.connections_open.load());
+            std::lock_guard lock(sessions_mutex_);
+            for (auto& [id, weak] : sessions_) {
+              if (auto session = weak.lock()) session->terminate("relay shut down");
+            }
+          }
+          poll.expires_after(std::chrono::milliseconds(10));
+          co_await poll.async_wait(kUseTuple);
+        }
+        spdlog::info("relay drained");
+        if (signals_) signals_.reset();
+      },
+      log_exception);
+}
+
+void Server::wait() {
+  for (auto& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
+  threads_.clear();
+}
+
+void Server::handle_signals() {
+  signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM);
+  signals_->async_wait([this](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("signal received signal={}", signal);
+    shutdown();
+  });
+}
+
+}  // namespace switchboard::core

@@ -1,0 +1,75 @@
+// The relay process: owns the io_context, its threads, the acceptor and the shared context.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "net/server_context.hpp"
+#include "registry/limits.hpp"
+
+namespace switchboard::core::net {
+class Session;
+}
+
+namespace switchboard::core {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:7400";
+  unsigned threads = 0;  ///< 0: one per core
+  Limits limits;
+};
+
+/// Splits "HOST:PORT" or "[V6]:PORT"; throws std::invalid_argument on a malformed address.
+boost::asio::ip::tcp::endpoint parse_endpoint(const std::string& text);
+
+class Server {
+public:
+  /// Binds the listener; throws on an invalid configuration or an address that cannot be bound.
+  explicit Server(ServerConfig config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// The bound core address (with the port chosen by the system when 0 was asked for).
+  boost::asio::ip::tcp::endpoint core_endpoint() const { return bound_; }
+
+  /// Starts accepting on the I/O threads and returns.
+  void start();
+  /// Stops admitting, drains every session (bounded by the drain timeout) and lets run() return.
+  /// Safe to call from any thread, more than once.
+  void shutdown();
+  /// Blocks until the server has shut down and every thread has ended.
+  void wait();
+  /// Installs SIGINT/SIGTERM handlers that call shutdown(); a second signal terminates at once.
+  void handle_signals();
+
+  net::ServerContext& context() noexcept { return *context_; }
+
+private:
+  void accept_loop_start();
+  void begin_drain();
+  void track(const std::shared_ptr<net::Session>& session, std::uint64_t id);
+
+  ServerConfig config_;
+  std::unique_ptr<net::ServerContext> context_;
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::ip::tcp::endpoint bound_;
+  std::unique_ptr<boost::asio::signal_set> signals_;
+  std::vector<std::thread> threads_;
+  std::mutex sessions_mutex_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<net::Session>> sessions_;
+  std::atomic<std::uint64_t> next_connection_id_{1};
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int> signals_seen_{0};
+};
+
+}  // namespace switchboard::core

@@ -1,0 +1,81 @@
+// Reference-counted byte blocks, slices into them, and the frame reader that fills them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "switchboard/wire/codec.hpp"
+
+namespace switchboard::wire {
+
+/// A fixed-capacity byte block. Frames are decoded in place; payload slices keep the block alive,
+/// so forwarding a payload shares the bytes instead of copying them.
+class Block {
+public:
+  explicit Block(std::size_t capacity);
+  Block(const Block&) = delete;
+  Block& operator=(const Block&) = delete;
+
+  std::uint8_t* data() noexcept { return data_.get(); }
+  const std::uint8_t* data() const noexcept { return data_.get(); }
+  std::size_t capacity() const noexcept { return capacity_; }
+
+private:
+  std::unique_ptr<std::uint8_t[]> data_;
+  std::size_t capacity_;
+};
+
+/// A view of bytes that owns a reference to the block holding them.
+struct Slice {
+  std::shared_ptr<const Block> block;
+  const std::uint8_t* data = nullptr;
+  std::uint32_t size = 0;
+
+  Bytes bytes() const noexcept { return {data, size}; }
+  /// The first `n` bytes; `this` keeps the rest.
+  Slice take_front(std::uint32_t n) noexcept;
+  /// A slice over a new block holding a copy of `bytes`.
+  static Slice copy_of(Bytes bytes);
+};
+
+/// One decoded frame; `payload` points into the reader's current block.
+struct Frame {
+  FrameHeader header;
+  Bytes payload;
+};
+
+/// Incremental frame reader over ref-counted blocks. The caller reads from its socket into
+/// `prepare()`, reports the count with `commit()`, then takes frames with `next()` until it
+/// returns need_more. A frame split across reads is completed in place; it is moved to a fresh
+/// block only when it would not fit in the current one. No I/O, so tests and fuzzers drive it
+/// with any split of the byte stream.
+class FrameReader {
+public:
+  FrameReader(std::uint32_t max_frame, std::size_t block_size);
+
+  /// Space to read into: at least the rest of the current frame, at least 1 byte.
+  std::span<std::uint8_t> prepare();
+  void commit(std::size_t n) noexcept { end_ += n; }
+
+  /// Decodes the next whole frame, or says need_more or error (sticky: the stream is broken).
+  DecodeResult next(Frame& frame) noexcept;
+
+  /// A slice of the current block sharing its ownership (valid for payloads from `next`).
+  Slice share(Bytes payload) const;
+
+  void set_max_frame(std::uint32_t max_frame) noexcept { max_frame_ = max_frame; }
+  std::size_t buffered() const noexcept { return end_ - begin_; }
+
+private:
+  std::shared_ptr<Block> block_;
+  std::size_t begin_ = 0;  // first undecoded byte
+  std::size_t end_ = 0;    // one past the last byte read
+  std::size_t needed_ = kHeaderSize;
+  std::uint32_t max_frame_;
+  std::size_t block_size_;
+  DecodeError error_ = DecodeError::none;
+};
+
+}  // namespace switchboard::wire

@@ -1,0 +1,80 @@
+// Block allocation and the frame reader's buffer management.
+#include "switchboard/wire/buffer.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace switchboard::wire {
+
+Block::Block(std::size_t capacity)
+    : data_(std::make_unique_for_overwrite<std::uint8_t[]>(capacity)), capacity_(capacity) {}
+
+Slice Slice::take_front(std::uint32_t n) noexcept {
+  Slice front{block, data, std::min(n, size)};
+  data += front.size;
+  size -= front.size;
+  return front;
+}
+
+Slice Slice::copy_of(Bytes bytes) {
+  auto block = std::make_shared<Block>(std::max<std::size_t>(bytes.size(), 1));
+  if (!bytes.empty()) std::memcpy(block->data(), bytes.data(), bytes.size());
+  const std::uint8_t* data = block->data();
+  return Slice{std::move(block), data, static_cast<std::uint32_t>(bytes.size())};
+}
+
+FrameReader::FrameReader(std::uint32_t max_frame, std::size_t block_size)
+    : max_frame_(max_frame), block_size_(block_size) {}
+
+std::span<std::uint8_t> FrameReader::prepare() {
+  const std::size_t pending = end_ - begin_;
+  const std::size_t want = std::max(needed_, pending + 1);
+  if (block_ && block_.use_count() == 1 && pending == 0) {
+    // Nobody shares the block any more: rewind instead of allocating.
+    begin_ = end_ = 0;
+  }
+  if (!block_ || block_->capacity() - begin_ < want) {
+    auto fresh = std::make_shared<Block>(std::max(block_size_, want));
+    if (pending > 0) std::memcpy(fresh->data(), block_->data() + begin_, pending);
+    block_ = std::move(fresh);
+    begin_ = 0;
+    end_ = pending;
+  }
+  return {block_->data() + end_, block_->capacity() - end_};
+}
+
+DecodeResult FrameReader::next(Frame& frame) noexcept {
+  if (error_ != DecodeError::none) {
+    DecodeResult broken;
+    broken.kind = DecodeResult::Kind::error;
+    broken.error = error_;
+    return broken;
+  }
+  if (!block_) {
+    DecodeResult empty;
+    empty.needed = needed_;
+    return empty;
+  }
+  auto result = decode_frame({block_->data() + begin_, end_ - begin_}, max_frame_);
+  switch (result.kind) {
+    case DecodeResult::Kind::frame:
+      frame.header = result.header;
+      frame.payload = result.payload;
+      begin_ += result.consumed;
+      needed_ = kHeaderSize;
+      break;
+    case DecodeResult::Kind::need_more:
+      needed_ = result.needed;
+      break;
+    case DecodeResult::Kind::error:
+      error_ = result.error;
+      break;
+  }
+  return result;
+}
+
+Slice FrameReader::share(Bytes payload) const {
+  return Slice{block_, payload.data(), static_cast<std::uint32_t>(payload.size())};
+}
+
+}  // namespace switchboard::wire
