@@ -1,0 +1,108 @@
+// Public blocking API of the native Switchboard client: the async client driven by its own I/O
+// thread, for programs that prefer plain calls and threads to coroutines.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "switchboard/client.hpp"
+
+namespace switchboard::client {
+
+/// Thrown by BlockingClient's constructor when the connection or handshake fails.
+class ConnectError : public std::runtime_error {
+public:
+  explicit ConnectError(Outcome outcome)
+      : std::runtime_error("switchboard connect failed: " + outcome.describe()),
+        outcome_(std::move(outcome)) {}
+  const Outcome& outcome() const noexcept { return outcome_; }
+
+private:
+  Outcome outcome_;
+};
+
+class BlockingClient;
+
+/// A stream used through blocking calls. Each call waits on the client's I/O thread, so it must
+/// not be made from that thread (i.e. not from a presence callback). One thread may read while
+/// another writes (full duplex); two concurrent readers or two concurrent writers are not allowed.
+class BlockingStream {
+public:
+  BlockingStream() = default;
+
+  const Uuid& peer() const;
+  const wire::Metadata& metadata() const;
+  std::chrono::milliseconds deadline() const;
+
+  /// Sends bytes (split into frames, paced by credit); `last` ends our direction with OK.
+  Outcome write(std::span<const std::uint8_t> bytes, bool last = false);
+  Outcome finish();
+  Outcome fail(Status status, std::uint32_t app_code, std::string message);
+  /// Next chunk of the other side's bytes; empty at the end (then see result()).
+  wire::Slice read_chunk();
+  /// Copies up to out.size() bytes; 0 at the end.
+  std::size_t read(std::span<std::uint8_t> out);
+  /// Waits for the stream's final outcome (response status, broadcast summary, reset reason).
+  Outcome result();
+  void reset(Status status = Status::cancelled, std::string message = "cancelled");
+
+  explicit operator bool() const noexcept { return stream_ != nullptr; }
+
+private:
+  friend class BlockingClient;
+  BlockingStream(std::shared_ptr<Stream> stream, BlockingClient* client)
+      : stream_(std::move(stream)), client_(client) {}
+
+  std::shared_ptr<Stream> stream_;
+  BlockingClient* client_ = nullptr;
+  wire::Slice pending_;
+};
+
+/// A connection with its own I/O thread. Thread-safe: any thread may open streams; handlers for
+/// requests and broadcasts run on worker threads, one per stream.
+class BlockingClient {
+public:
+  /// Connects and joins; throws ConnectError with the relay's reason on failure.
+  explicit BlockingClient(ConnectOptions options);
+  /// Closes the connection and waits for handler threads to return.
+  ~BlockingClient();
+  BlockingClient(const BlockingClient&) = delete;
+  BlockingClient& operator=(const BlockingClient&) = delete;
+
+  Uuid peer_id() const;
+  std::vector<Uuid> peers();
+  std::uint64_t membership_version();
+
+  BlockingStream request(Target target, const StreamOptions& options = {});
+  BlockingStream broadcast(const StreamOptions& options = {});
+  /// Sends a whole request body and collects the whole response.
+  Outcome send(Target target, std::span<const std::uint8_t> body,
+               std::vector<std::uint8_t>& response, const StreamOptions& options = {});
+
+  /// Serves incoming requests (needs accept_requests): `handler` runs on its own thread per
+  /// request; it reads the request and writes the response. When it returns without ending
+  /// the response, the response is finished with OK.
+  void serve(std::function<void(BlockingStream&)> handler);
+  /// Receives broadcasts: `handler` runs on a worker thread, one broadcast at a time.
+  void on_broadcast(std::function<void(BlockingStream&)> handler);
+  /// Presence changes, on the I/O thread: the handler must not block or call this client.
+  void on_presence(std::function<void(const PresenceChange&)> handler);
+
+  /// Blocks until the connection ends (relay shut down, network lost, close()).
+  Outcome wait_closed();
+  void close();
+
+  struct Impl;
+
+private:
+  friend class BlockingStream;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace switchboard::client

@@ -1,0 +1,220 @@
+// Public async API of the native Switchboard client: a connection (one peer on one channel) and
+// the streams it carries.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "switchboard/wire/buffer.hpp"
+#include "switchboard/wire/frame.hpp"
+#include "switchboard/wire/status.hpp"
+#include "switchboard/wire/uuid.hpp"
+
+namespace switchboard::client {
+
+/// How a stream, a connection attempt or a broadcast ended.
+struct Outcome {
+  Status status = Status::ok;
+  std::uint32_t app_code = 0;  ///< responder-defined, with Status::application
+  std::string message;
+  std::uint32_t delivered = 0;  ///< broadcast summary: receivers that got the whole message
+  std::uint32_t dropped = 0;    ///< broadcast summary: receivers dropped
+
+  bool ok() const noexcept { return status == Status::ok; }
+  /// "OK", or e.g. "NO_RESPONDERS: no peer on this channel can take a request".
+  std::string describe() const;
+};
+
+/// Options for Connection::connect.
+struct ConnectOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 7400;
+  Uuid channel;                  ///< required
+  Uuid peer_id;                  ///< nil: the relay assigns one
+  bool accept_requests = false;  ///< this peer serves requests (a Respond peer)
+  std::string token;             ///< credentials, sent once in the handshake
+  std::uint32_t max_frame = 256 * 1024;      ///< largest frame payload we accept
+  std::uint32_t stream_window = 1024 * 1024;  ///< credit we grant per stream we receive
+  std::chrono::milliseconds connect_timeout{10'000};
+};
+
+/// A presence change on the channel.
+struct PresenceChange {
+  bool joined = false;  ///< false: left
+  Uuid peer;
+  std::uint64_t version = 0;  ///< membership version after the change
+};
+
+/// Who a request goes to: a peer id, or any peer that accepts requests (nil id).
+struct Target {
+  Uuid peer;
+  static Target any() { return {}; }
+  static Target to(const Uuid& id) { return {id}; }
+};
+
+struct StreamOptions {
+  std::chrono::milliseconds deadline{0};      ///< whole-stream limit; 0 = none
+  std::chrono::milliseconds idle_timeout{0};  ///< 0 = the relay's default
+  wire::Metadata metadata;
+};
+
+class Connection;
+
+/// One stream: an outgoing request or broadcast, or an incoming request or broadcast.
+/// Ownership: shared; the connection keeps it until it ends. Thread-safety: none; use it only
+/// from the connection's executor. Errors are reported as Outcome values, never exceptions.
+class Stream : public std::enable_shared_from_this<Stream> {
+public:
+  enum class Kind : std::uint8_t { outgoing_request, outgoing_broadcast, incoming_request,
+                                   incoming_broadcast };
+
+  /// The other party: the target (outgoing) or the sender (incoming; nil for "any" until known).
+  const Uuid& peer() const noexcept { return peer_; }
+  Kind kind() const noexcept { return kind_; }
+  /// Metadata of an incoming stream.
+  const wire::Metadata& metadata() const noexcept { return metadata_; }
+  /// Remaining deadline when an incoming stream arrived (0 = none).
+  std::chrono::milliseconds deadline() const noexcept { return deadline_; }
+
+  /// Sends `bytes` (any size: split into frames), waiting for flow-control credit as needed.
+  /// `last` ends our direction with it (OK), so a small message travels as one frame.
+  /// Returns a failed Outcome when the stream was reset or the connection lost.
+  boost::asio::awaitable<Outcome> write(std::span<const std::uint8_t> bytes, bool last = false);
+  /// Ends our direction with OK (same as a final empty write with last = true).
+  boost::asio::awaitable<Outcome> finish();
+  /// Ends our direction with an error status (responders: passed to the sender unchanged).
+  boost::asio::awaitable<Outcome> fail(Status status, std::uint32_t app_code,
+                                       std::string message);
+
+  /// Waits for the next chunk of the other side's bytes. An empty chunk means the other side's
+  /// direction has ended; then `outcome()` tells how (OK, an error END, or a reset).
+  boost::asio::awaitable<wire::Slice> read();
+  /// The final outcome: the response's end status (requests), the delivery summary
+  /// (broadcasts), or the reset reason. Waits until the stream has ended.
+  boost::asio::awaitable<Outcome> result();
+  /// Aborts both directions; the other side learns `status` at once.
+  void reset(Status status = Status::cancelled, std::string message = "cancelled");
+
+  /// True once the stream has fully ended (both directions or reset).
+  bool ended() const noexcept { return terminal_; }
+
+  // Internal state, driven by the connection.
+  Stream(std::shared_ptr<Connection> connection, Kind kind, std::uint32_t id);
+
+private:
+  friend class Connection;
+  void push(wire::Slice chunk, bool fin);
+  void finish_inbound(const Outcome& outcome);
+  void terminate(const Outcome& outcome);
+  void notify_readers();
+  void notify_writers();
+  boost::asio::awaitable<void> wait_on(std::unique_ptr<boost::asio::steady_timer>& signal);
+
+  std::shared_ptr<Connection> connection_;
+  Kind kind_;
+  std::uint32_t id_;
+  Uuid peer_;
+  wire::Metadata metadata_;
+  std::chrono::milliseconds deadline_{0};
+
+  // Outbound.
+  bool open_sent_ = true;  // false for outgoing streams until the first write
+  wire::Open open_;
+  std::int64_t send_credit_ = 0;
+  bool send_done_ = false;
+
+  // Inbound.
+  std::vector<wire::Slice> chunks_;
+  std::size_t chunk_head_ = 0;
+  bool recv_done_ = false;
+  std::uint32_t grant_pending_ = 0;
+  std::int64_t recv_allowed_ = 0;
+
+  bool terminal_ = false;
+  Outcome outcome_;
+  std::unique_ptr<boost::asio::steady_timer> read_signal_;
+  std::unique_ptr<boost::asio::steady_timer> write_signal_;
+  std::unique_ptr<boost::asio::steady_timer> end_signal_;
+};
+
+/// A connection to a relay: one peer on one channel. Create with connect(); keep the
+/// shared_ptr while in use. Thread-safety: none; every call and every coroutine awaiting it
+/// must run on the executor given to connect() (use a strand with a multi-threaded context).
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+  /// Connects, performs the handshake and receives the presence snapshot. On failure returns
+  /// nullptr and fills `outcome` (e.g. REFUSED for a duplicate peer id, PEER_GONE when the relay
+  /// cannot be reached).
+  static boost::asio::awaitable<std::shared_ptr<Connection>> connect(
+      boost::asio::any_io_executor executor, ConnectOptions options, Outcome& outcome);
+
+  const Uuid& peer_id() const noexcept { return peer_id_; }
+  const Uuid& channel() const noexcept { return options_.channel; }
+  /// Other peers on the channel, kept exact by presence events.
+  std::vector<Uuid> peers() const;
+  std::uint64_t membership_version() const noexcept { return version_; }
+  /// Largest frame the relay accepts (bodies are split to fit).
+  std::uint32_t relay_max_frame() const noexcept { return relay_max_frame_; }
+
+  /// Called for each presence change, in version order.
+  void on_presence(std::function<void(const PresenceChange&)> handler);
+  /// Called for each incoming request (only with accept_requests). The handler typically
+  /// co_spawns a coroutine that reads the request and writes the response.
+  void on_request(std::function<void(std::shared_ptr<Stream>)> handler);
+  /// Called for each incoming broadcast. Without a handler broadcasts are read and discarded.
+  void on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler);
+  /// Called once when the connection ends, with the reason.
+  void on_closed(std::function<void(const Outcome&)> handler);
+
+  /// Opens a request. Nothing is sent until the first write, so a one-write request is one
+  /// frame. Fails (the stream ends at once) after GOAWAY or when the connection is closed.
+  std::shared_ptr<Stream> open_request(Target target, const StreamOptions& options = {});
+  /// Opens a broadcast to every other peer of the channel.
+  std::shared_ptr<Stream> open_broadcast(const StreamOptions& options = {});
+
+  /// Closes now: every open stream ends with CANCELLED locally; the relay tells counterparts.
+  /// Never waits for the network.
+  void close();
+  bool closed() const noexcept { return closed_; }
+  /// Waits until the connection has ended.
+  boost::asio::awaitable<Outcome> wait_closed();
+
+  // Internal, used by Stream.
+  struct Private;
+  Connection(boost::asio::any_io_executor executor, ConnectOptions options);
+  ~Connection();
+
+private:
+  friend class Stream;
+  boost::asio::awaitable<Outcome> handshake();
+  boost::asio::awaitable<void> read_loop();
+  boost::asio::awaitable<void> write_loop();
+  boost::asio::awaitable<void> keepalive();
+  void dispatch(const wire::Frame& frame);
+  void fail_all(const Outcome& outcome);
+  void queue_bytes();
+  std::shared_ptr<Stream> find(std::uint32_t id);
+  void forget(std::uint32_t id);
+  void grant(Stream& stream, std::uint32_t consumed);
+
+  std::unique_ptr<Private> p_;
+  ConnectOptions options_;
+  Uuid peer_id_;
+  std::uint64_t version_ = 0;
+  std::uint32_t relay_max_frame_ = wire::kMinMaxFrame;
+  std::uint32_t relay_window_ = 0;
+  std::uint32_t keepalive_ms_ = 0;
+  bool closed_ = false;
+  bool going_away_ = false;
+  Outcome close_outcome_;
+};
+
+}  // namespace switchboard::client

@@ -1,0 +1,427 @@
+// Client connection: handshake, read and write loops, frame dispatch, keepalive.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "connection_private.hpp"
+
+namespace switchboard::client {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+namespace {
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+}  // namespace
+
+std::string Outcome::describe() const {
+  std::string text(status_name(status));
+  if (status == Status::application) text += "(" + std::to_string(app_code) + ")";
+  if (!message.empty()) text += ": " + message;
+  return text;
+}
+
+Connection::Connection(asio::any_io_executor executor, ConnectOptions options)
+    : p_(std::make_unique<Private>(executor, options)), options_(std::move(options)) {}
+
+Connection::~Connection() = default;
+
+std::vector<Uuid> Connection::peers() const { return p_->peers; }
+void Connection::on_presence(std::function<void(const PresenceChange&)> handler) {
+  p_->on_presence = std::move(handler);
+}
+void Connection::on_request(std::function<void(std::shared_ptr<Stream>)> handler) {
+  p_->on_request = std::move(handler);
+}
+void Connection::on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler) {
+  p_->on_broadcast = std::move(handler);
+}
+void Connection::on_closed(std::function<void(const Outcome&)> handler) {
+  p_->on_closed = std::move(handler);
+}
+
+asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_executor executor,
+                                                                 ConnectOptions options,
+                                                                 Outcome& outcome) {
+  auto connection = std::make_shared<Connection>(executor, std::move(options));
+  asio::steady_timer timer(executor, connection->options_.connect_timeout);
+  auto result = co_await (connection->handshake() || timer.async_wait(kUseTuple));
+  if (result.index() == 1) {
+    connection->close();
+    outcome = Outcome{Status::deadline_exceeded, 0, "connect timed out", 0, 0};
+    co_return nullptr;
+  }
+  outcome = std::get<0>(result);
+  if (!outcome.ok()) {
+    connection->close();
+    co_return nullptr;
+  }
+  asio::co_spawn(executor, [connection] { return connection->read_loop(); }, asio::detached);
+  asio::co_spawn(executor, [connection] { return connection->write_loop(); }, asio::detached);
+  asio::co_spawn(executor, [connection] { return connection->keepalive(); }, asio::detached);
+  co_return connection;
+}
+
+asio::awaitable<Outcome> Connection::handshake() {
+  tcp::resolver resolver(p_->executor);
+  auto [resolve_error, endpoints] =
+      co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kUseTuple);
+  if (resolve_error) {
+    co_return Outcome{Status::peer_gone, 0, "cannot resolve " + options_.host + ": " +
+                                                resolve_error.message()};
+  }
+  auto [connect_error, endpoint] = co_await asio::async_connect(p_->socket, endpoints, kUseTuple);
+  if (connect_error) {
+    co_return Outcome{Status::peer_gone, 0,
+                      "cannot connect to " + options_.host + ":" + std::to_string(options_.port) +
+                          ": " + connect_error.message()};
+  }
+  boost::system::error_code ignored;
+  p_->socket.set_option(tcp::no_delay(true), ignored);
+
+  wire::Hello hello;
+  hello.channel = options_.channel;
+  hello.peer_id = options_.peer_id;
+  hello.hello_flags = options_.accept_requests ? wire::flags::kAcceptRequests : 0;
+  hello.max_frame = options_.max_frame;
+  hello.stream_window = options_.stream_window;
+  hello.token = options_.token;
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello);
+  if (auto [ec, n] = co_await asio::async_write(p_->socket, asio::buffer(bytes), kUseTuple); ec) {
+    co_return Outcome{Status::peer_gone, 0, "handshake write failed: " + ec.message()};
+  }
+
+  bool welcomed = false;
+  wire::Frame frame;
+  for (;;) {
+    auto space = p_->reader.prepare();
+    auto [ec, n] = co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                       kUseTuple);
+    if (ec) co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
+    p_->reader.commit(n);
+    for (;;) {
+      const auto decoded = p_->reader.next(frame);
+      if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
+      if (decoded.kind == wire::DecodeResult::Kind::error) {
+        co_return Outcome{Status::protocol_error, 0,
+                          "bad frame from relay: " +
+                              std::string(wire::decode_error_name(decoded.error))};
+      }
+      const auto type = frame.header.type;
+      if (type == wire::FrameType::error) {
+        wire::Error error;
+        if (wire::parse_error(frame.payload, error) != wire::DecodeError::none) {
+          co_return Outcome{Status::protocol_error, 0, "malformed ERROR from relay"};
+        }
+        co_return Outcome{error.status, 0, error.message};
+      }
+      if (!welcomed && type == wire::FrameType::welcome) {
+        wire::Welcome welcome;
+        if (wire::parse_welcome(frame.payload, welcome) != wire::DecodeError::none) {
+          co_return Outcome{Status::protocol_error, 0, "malformed WELCOME from relay"};
+        }
+        welcomed = true;
+        peer_id_ = welcome.peer_id;
+        relay_max_frame_ = welcome.max_frame;
+        relay_window_ = welcome.stream_window;
+        keepalive_ms_ = welcome.keepalive_ms;
+        continue;
+      }
+      if (welcomed && type == wire::FrameType::presence) {
+        wire::Presence presence;
+        if (wire::parse_presence(frame.payload, presence) != wire::DecodeError::none ||
+            presence.event != wire::PresenceEvent::snapshot) {
+          co_return Outcome{Status::protocol_error, 0, "malformed presence snapshot"};
+        }
+        p_->peers.insert(p_->peers.end(), presence.peers.begin(), presence.peers.end());
+        version_ = presence.version;
+        if ((frame.header.flags & wire::flags::kMore) == 0) {
+          // Frames already read past the snapshot are dispatched by the read loop.
+          co_return Outcome{};
+        }
+        continue;
+      }
+      co_return Outcome{Status::protocol_error, 0,
+                        "unexpected " + std::string(wire::frame_type_name(type)) +
+                            " during handshake"};
+    }
+  }
+}
+
+asio::awaitable<void> Connection::read_loop() {
+  auto self = shared_from_this();
+  wire::Frame frame;
+  Outcome reason{Status::peer_gone, 0, "relay closed the connection"};
+  // Frames that arrived with the handshake's last read are still in the reader.
+  for (;;) {
+    bool broken = false;
+    for (;;) {
+      const auto decoded = p_->reader.next(frame);
+      if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
+      if (decoded.kind == wire::DecodeResult::Kind::error) {
+        reason = Outcome{Status::protocol_error, 0,
+                         "bad frame from relay: " +
+                             std::string(wire::decode_error_name(decoded.error))};
+        broken = true;
+        break;
+      }
+      dispatch(frame);
+      if (closed_) co_return;
+    }
+    if (broken) break;
+    auto space = p_->reader.prepare();
+    auto [ec, n] = co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                       kUseTuple);
+    if (closed_) co_return;
+    if (ec) {
+      if (ec != asio::error::eof) reason.message = "connection lost: " + ec.message();
+      break;
+    }
+    p_->reader.commit(n);
+    p_->last_read = std::chrono::steady_clock::now();
+    p_->ping_outstanding = false;
+  }
+  fail_all(reason);
+}
+
+asio::awaitable<void> Connection::write_loop() {
+  auto self = shared_from_this();
+  while (!closed_) {
+    if (p_->outbuf.empty()) {
+      p_->wake.expires_at(asio::steady_timer::time_point::max());
+      co_await p_->wake.async_wait(kUseTuple);
+      continue;
+    }
+    p_->writing.clear();
+    p_->writing.swap(p_->outbuf);
+    auto [ec, n] = co_await asio::async_write(p_->socket, asio::buffer(p_->writing), kUseTuple);
+    if (closed_) co_return;
+    if (ec) {
+      fail_all(Outcome{Status::peer_gone, 0, "connection lost: " + ec.message()});
+      co_return;
+    }
+    // Writers blocked on a full buffer may continue.
+    for (auto& [id, stream] : p_->streams) stream->notify_writers();
+  }
+}
+
+asio::awaitable<void> Connection::keepalive() {
+  auto self = shared_from_this();
+  if (keepalive_ms_ == 0) co_return;
+  const auto interval = std::chrono::milliseconds(keepalive_ms_);
+  asio::steady_timer timer(p_->executor);
+  while (!closed_) {
+    timer.expires_after(interval / 2);
+    co_await timer.async_wait(kUseTuple);
+    if (closed_) co_return;
+    const auto silent = std::chrono::steady_clock::now() - p_->last_read;
+    if (silent > 3 * interval) {
+      fail_all(Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
+      co_return;
+    }
+    if (silent > interval && !p_->ping_outstanding) {
+      p_->ping_outstanding = true;
+      wire::append_ping(p_->outbuf, 1, false);
+      queue_bytes();
+    }
+  }
+}
+
+void Connection::queue_bytes() { p_->wake.cancel(); }
+
+std::shared_ptr<Stream> Connection::find(std::uint32_t id) {
+  auto it = p_->streams.find(id);
+  return it == p_->streams.end() ? nullptr : it->second;
+}
+
+void Connection::forget(std::uint32_t id) { p_->streams.erase(id); }
+
+void Connection::grant(Stream& stream, std::uint32_t consumed) {
+  if (stream.recv_done_ || stream.terminal_ || closed_) return;
+  stream.grant_pending_ += consumed;
+  if (stream.grant_pending_ >= options_.stream_window / 4) {
+    wire::append_window(p_->outbuf, stream.id_, stream.grant_pending_);
+    stream.recv_allowed_ += stream.grant_pending_;
+    stream.grant_pending_ = 0;
+    queue_bytes();
+  }
+}
+
+void Connection::dispatch(const wire::Frame& frame) {
+  using wire::FrameType;
+  const auto& h = frame.header;
+  switch (h.type) {
+    case FrameType::presence: {
+      wire::Presence presence;
+      if (wire::parse_presence(frame.payload, presence) != wire::DecodeError::none) return;
+      if (presence.event == wire::PresenceEvent::snapshot) return;
+      const Uuid& subject = presence.peers.front();
+      const bool joined = presence.event == wire::PresenceEvent::joined;
+      if (joined) {
+        p_->peers.push_back(subject);
+      } else {
+        std::erase(p_->peers, subject);
+      }
+      version_ = presence.version;
+      if (p_->on_presence) p_->on_presence(PresenceChange{joined, subject, presence.version});
+      return;
+    }
+    case FrameType::ping: {
+      std::uint64_t opaque = 0;
+      if (wire::parse_ping(frame.payload, opaque) != wire::DecodeError::none) return;
+      if ((h.flags & wire::flags::kAck) == 0) {
+        wire::append_ping(p_->outbuf, opaque, true);
+        queue_bytes();
+      }
+      return;
+    }
+    case FrameType::go_away:
+      going_away_ = true;
+      return;
+    case FrameType::error: {
+      wire::Error error;
+      (void)wire::parse_error(frame.payload, error);
+      fail_all(Outcome{error.status, 0, error.message});
+      return;
+    }
+    case FrameType::open: {
+      wire::Open open;
+      wire::Bytes body;
+      if (wire::parse_open(frame.payload, open, body) != wire::DecodeError::none) return;
+      const bool broadcast = open.kind == wire::StreamKind::broadcast;
+      auto stream = std::make_shared<Stream>(
+          shared_from_this(),
+          broadcast ? Stream::Kind::incoming_broadcast : Stream::Kind::incoming_request, h.stream);
+      stream->peer_ = open.peer;
+      stream->metadata_ = std::move(open.metadata);
+      stream->deadline_ = std::chrono::milliseconds(open.deadline_ms);
+      stream->send_credit_ = relay_window_;
+      stream->send_done_ = broadcast;
+      stream->recv_allowed_ = options_.stream_window;
+      p_->streams.emplace(h.stream, stream);
+      stream->recv_allowed_ -= static_cast<std::int64_t>(body.size());
+      stream->push(p_->reader.share(body), (h.flags & wire::flags::kFin) != 0);
+      auto& handler = broadcast ? p_->on_broadcast : p_->on_request;
+      if (handler) {
+        handler(stream);
+      } else if (broadcast) {
+        // Nobody listens: drain it so the sender is not held back.
+        asio::co_spawn(
+            p_->executor,
+            [stream]() -> asio::awaitable<void> {
+              while ((co_await stream->read()).size > 0) {
+              }
+            },
+            asio::detached);
+      } else {
+        stream->reset(Status::refused, "this peer does not serve requests");
+      }
+      return;
+    }
+    case FrameType::data: {
+      auto stream = find(h.stream);
+      if (!stream) return;
+      stream->recv_allowed_ -= static_cast<std::int64_t>(frame.payload.size());
+      stream->push(p_->reader.share(frame.payload), (h.flags & wire::flags::kFin) != 0);
+      return;
+    }
+    case FrameType::end: {
+      auto stream = find(h.stream);
+      if (!stream) return;
+      wire::End end;
+      if (wire::parse_end(frame.payload, end) != wire::DecodeError::none) return;
+      stream->finish_inbound(
+          Outcome{end.status, end.app_code, std::move(end.message), end.delivered, end.dropped});
+      return;
+    }
+    case FrameType::reset: {
+      auto stream = find(h.stream);
+      if (!stream) return;
+      wire::Reset reset;
+      if (wire::parse_reset(frame.payload, reset) != wire::DecodeError::none) return;
+      stream->terminate(Outcome{reset.status, reset.app_code, std::move(reset.message), 0, 0});
+      return;
+    }
+    case FrameType::window: {
+      auto stream = find(h.stream);
+      std::uint32_t increment = 0;
+      if (!stream || wire::parse_window(frame.payload, increment) != wire::DecodeError::none) {
+        return;
+      }
+      stream->send_credit_ += increment;
+      stream->notify_writers();
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOptions& options) {
+  auto stream = std::make_shared<Stream>(shared_from_this(), Stream::Kind::outgoing_request,
+                                         p_->next_stream_id);
+  p_->next_stream_id += 2;
+  stream->peer_ = target.peer;
+  stream->open_.kind = target.peer.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
+  stream->open_.peer = target.peer;
+  stream->open_.deadline_ms = static_cast<std::uint32_t>(options.deadline.count());
+  stream->open_.idle_ms = static_cast<std::uint32_t>(options.idle_timeout.count());
+  stream->open_.metadata = options.metadata;
+  stream->open_sent_ = false;
+  stream->send_credit_ = relay_window_;
+  stream->recv_allowed_ = options_.stream_window;
+  if (closed_ || going_away_) {
+    stream->terminate(Outcome{closed_ ? Status::peer_gone : Status::refused, 0,
+                              closed_ ? "connection closed" : "relay is draining (GOAWAY)"});
+    return stream;
+  }
+  p_->streams.emplace(stream->id_, stream);
+  return stream;
+}
+
+std::shared_ptr<Stream> Connection::open_broadcast(const StreamOptions& options) {
+  auto stream = open_request(Target{}, options);
+  stream->kind_ = Stream::Kind::outgoing_broadcast;
+  stream->open_.kind = wire::StreamKind::broadcast;
+  stream->recv_done_ = true;
+  return stream;
+}
+
+void Connection::fail_all(const Outcome& outcome) {
+  if (closed_) return;
+  closed_ = true;
+  close_outcome_ = outcome;
+  auto streams = std::move(p_->streams);
+  p_->streams.clear();
+  for (auto& [id, stream] : streams) stream->terminate(outcome);
+  boost::system::error_code ignored;
+  p_->socket.shutdown(tcp::socket::shutdown_both, ignored);
+  p_->socket.close(ignored);
+  p_->wake.cancel();
+  p_->closed_signal.cancel();
+  if (p_->on_closed) {
+    auto handler = std::move(p_->on_closed);
+    handler(outcome);
+  }
+  // Callbacks may hold the connection; release them so it can be freed.
+  p_->on_presence = nullptr;
+  p_->on_request = nullptr;
+  p_->on_broadcast = nullptr;
+}
+
+void Connection::close() { fail_all(Outcome{Status::cancelled, 0, "connection closed"}); }
+
+asio::awaitable<Outcome> Connection::wait_closed() {
+  auto self = shared_from_this();
+  // The signal never expires; cancel() wakes every waiter at once.
+  while (!closed_) co_await p_->closed_signal.async_wait(kUseTuple);
+  co_return close_outcome_;
+}
+
+}  // namespace switchboard::client

@@ -1,0 +1,170 @@
+// Client stream: credit-paced writes, chunked reads with credit grants, and the final outcome.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "connection_private.hpp"
+
+namespace switchboard::client {
+
+namespace asio = boost::asio;
+namespace {
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+// Outbound bytes queued on the connection above which writers wait for the socket.
+constexpr std::size_t kOutbufHighWater = 4 * 1024 * 1024;
+
+std::unique_ptr<asio::steady_timer> make_signal(const asio::any_io_executor& executor) {
+  return std::make_unique<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
+}
+}  // namespace
+
+Stream::Stream(std::shared_ptr<Connection> connection, Kind kind, std::uint32_t id)
+    : connection_(std::move(connection)),
+      kind_(kind),
+      id_(id),
+      read_signal_(make_signal(connection_->p_->executor)),
+      write_signal_(make_signal(connection_->p_->executor)),
+      end_signal_(make_signal(connection_->p_->executor)) {}
+
+asio::awaitable<void> Stream::wait_on(std::unique_ptr<asio::steady_timer>& signal) {
+  // Signals never expire; cancel() wakes every waiter, which then re-checks its condition.
+  co_await signal->async_wait(kUseTuple);
+}
+
+void Stream::notify_readers() { read_signal_->cancel(); }
+void Stream::notify_writers() { write_signal_->cancel(); }
+
+void Stream::push(wire::Slice chunk, bool fin) {
+  if (terminal_) return;
+  if (recv_allowed_ < 0) {
+    reset(Status::protocol_error, "relay exceeded our flow-control window");
+    return;
+  }
+  if (chunk.size > 0) chunks_.push_back(std::move(chunk));
+  if (fin) {
+    recv_done_ = true;
+    // Outgoing request: FIN on the response means OK; the stream ends once we are done too.
+    if (send_done_) terminate(Outcome{});
+  }
+  notify_readers();
+}
+
+void Stream::finish_inbound(const Outcome& outcome) {
+  if (terminal_) return;
+  recv_done_ = true;
+  outcome_ = outcome;
+  if (send_done_ || kind_ == Kind::outgoing_broadcast) {
+    terminate(outcome);
+    return;
+  }
+  notify_readers();
+  end_signal_->cancel();
+}
+
+void Stream::terminate(const Outcome& outcome) {
+  if (terminal_) return;
+  terminal_ = true;
+  recv_done_ = true;
+  send_done_ = true;
+  outcome_ = outcome;
+  if (!connection_->closed_) connection_->forget(id_);
+  notify_readers();
+  notify_writers();
+  end_signal_->cancel();
+}
+
+asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool last) {
+  auto self = shared_from_this();
+  auto& conn = *connection_;
+  if (send_done_ || terminal_) {
+    co_return terminal_ && !outcome_.ok()
+        ? outcome_
+        : Outcome{Status::protocol_error, 0, "write after the end of the stream"};
+  }
+  std::size_t offset = 0;
+  do {
+    while (!terminal_ && !conn.closed_ &&
+           ((send_credit_ <= 0 && offset < bytes.size()) ||
+            conn.p_->outbuf.size() > kOutbufHighWater)) {
+      co_await wait_on(write_signal_);
+    }
+    if (terminal_ || conn.closed_) co_return terminal_ ? outcome_ : conn.close_outcome_;
+    const std::size_t remaining = bytes.size() - offset;
+    std::size_t n = std::min<std::size_t>(
+        {remaining, static_cast<std::size_t>(std::max<std::int64_t>(send_credit_, 0)),
+         conn.relay_max_frame_});
+    auto& out = conn.p_->outbuf;
+    if (!open_sent_) {
+      const std::size_t prefix = wire::open_prefix_size(open_);
+      n = std::min<std::size_t>(n, conn.relay_max_frame_ - std::min<std::size_t>(
+                                                               prefix, conn.relay_max_frame_));
+      const bool fin = last && n == remaining;
+      wire::append_open(out, id_, open_, bytes.subspan(offset, n), fin);
+      open_sent_ = true;
+      if (fin) send_done_ = true;
+    } else {
+      const bool fin = last && n == remaining;
+      wire::append_data(out, id_, bytes.subspan(offset, n), fin);
+      if (fin) send_done_ = true;
+    }
+    send_credit_ -= static_cast<std::int64_t>(n);
+    offset += n;
+    conn.queue_bytes();
+  } while (offset < bytes.size());
+  if (send_done_ && recv_done_ && kind_ != Kind::outgoing_broadcast) terminate(outcome_);
+  co_return Outcome{};
+}
+
+asio::awaitable<Outcome> Stream::finish() { co_return co_await write({}, true); }
+
+asio::awaitable<Outcome> Stream::fail(Status status, std::uint32_t app_code, std::string message) {
+  auto self = shared_from_this();
+  auto& conn = *connection_;
+  if (terminal_ || conn.closed_) co_return terminal_ ? outcome_ : conn.close_outcome_;
+  if (send_done_) co_return Outcome{Status::protocol_error, 0, "fail after the end of the stream"};
+  if (!open_sent_) {
+    // An outgoing stream that never sent anything: opening it only to fail it means nothing.
+    reset(status, message);
+    co_return Outcome{};
+  }
+  wire::append_end(conn.p_->outbuf, id_, wire::End{status, app_code, 0, 0, std::move(message)});
+  send_done_ = true;
+  conn.queue_bytes();
+  if (recv_done_ && kind_ != Kind::outgoing_broadcast) terminate(outcome_);
+  co_return Outcome{};
+}
+
+asio::awaitable<wire::Slice> Stream::read() {
+  auto self = shared_from_this();
+  while (chunk_head_ == chunks_.size() && !recv_done_ && !terminal_) {
+    co_await wait_on(read_signal_);
+  }
+  if (chunk_head_ == chunks_.size()) co_return wire::Slice{};
+  wire::Slice chunk = std::move(chunks_[chunk_head_++]);
+  if (chunk_head_ == chunks_.size()) {
+    chunks_.clear();
+    chunk_head_ = 0;
+  }
+  connection_->grant(*this, chunk.size);
+  co_return chunk;
+}
+
+asio::awaitable<Outcome> Stream::result() {
+  auto self = shared_from_this();
+  while (!terminal_) {
+    if (kind_ == Kind::outgoing_request && recv_done_ && !send_done_) break;
+    co_await wait_on(end_signal_);
+  }
+  co_return outcome_;
+}
+
+void Stream::reset(Status status, std::string message) {
+  if (terminal_) return;
+  auto& conn = *connection_;
+  if (!conn.closed_ && open_sent_) {
+    wire::append_reset(conn.p_->outbuf, id_, wire::Reset{status, 0, message});
+    conn.queue_bytes();
+  }
+  terminate(Outcome{status, 0, std::move(message), 0, 0});
+}
+
+}  // namespace switchboard::client
