@@ -364,9 +364,9 @@ void Connection::dispatch(const wire::Frame& frame) {
 }
 
 std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOptions& options) {
-  auto stream = std::make_shared<Stream>(shared_from_this(), Stream::Kind::outgoing_request,
-                                         p_->next_stream_id);
-  p_->next_stream_id += 2;
+  // The id is taken when OPEN is sent, so ids go out in increasing order whatever the order in
+  // which streams are first written.
+  auto stream = std::make_shared<Stream>(shared_from_this(), Stream::Kind::outgoing_request, 0);
   stream->peer_ = target.peer;
   stream->open_.kind = target.peer.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
   stream->open_.peer = target.peer;
@@ -381,7 +381,6 @@ std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOpti
                               closed_ ? "connection closed" : "relay is draining (GOAWAY)"});
     return stream;
   }
-  p_->streams.emplace(stream->id_, stream);
   return stream;
 }
 

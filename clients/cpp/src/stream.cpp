@@ -66,7 +66,7 @@ void Stream::terminate(const Outcome& outcome) {
   recv_done_ = true;
   send_done_ = true;
   outcome_ = outcome;
-  if (!connection_->closed_) connection_->forget(id_);
+  if (!connection_->closed_ && id_ != 0) connection_->forget(id_);
   notify_readers();
   notify_writers();
   end_signal_->cancel();
@@ -94,10 +94,17 @@ asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool
          conn.relay_max_frame_});
     auto& out = conn.p_->outbuf;
     if (!open_sent_) {
+      if (conn.going_away_) {
+        terminate(Outcome{Status::refused, 0, "relay is draining (GOAWAY)"});
+        co_return outcome_;
+      }
       const std::size_t prefix = wire::open_prefix_size(open_);
       n = std::min<std::size_t>(n, conn.relay_max_frame_ - std::min<std::size_t>(
                                                                prefix, conn.relay_max_frame_));
       const bool fin = last && n == remaining;
+      id_ = conn.p_->next_stream_id;
+      conn.p_->next_stream_id += 2;
+      conn.p_->streams.emplace(id_, self);
       wire::append_open(out, id_, open_, bytes.subspan(offset, n), fin);
       open_sent_ = true;
       if (fin) send_done_ = true;
@@ -150,6 +157,7 @@ asio::awaitable<wire::Slice> Stream::read() {
 
 asio::awaitable<Outcome> Stream::result() {
   auto self = shared_from_this();
+  if (!terminal_ && id_ == 0 && connection_->closed_) co_return connection_->close_outcome_;
   while (!terminal_) {
     if (kind_ == Kind::outgoing_request && recv_done_ && !send_done_) break;
     co_await wait_on(end_signal_);

@@ -1,0 +1,60 @@
+// In-process relay fixture and small helpers for the integration tests.
+#include "support/relay.hpp"
+
+#include <fstream>
+#include <sstream>
+
+namespace switchboard::test {
+
+InProcessRelay::InProcessRelay(core::Limits limits, unsigned threads) {
+  core::ServerConfig config;
+  config.listen = "127.0.0.1:0";
+  config.threads = threads;
+  config.limits = limits;
+  server_ = std::make_unique<core::Server>(config);
+  server_->start();
+}
+
+InProcessRelay::~InProcessRelay() { shutdown(); }
+
+void InProcessRelay::shutdown() {
+  if (stopped_) return;
+  stopped_ = true;
+  server_->shutdown();
+  server_->wait();
+}
+
+core::Limits fast_limits() {
+  core::Limits limits;
+  limits.handshake_timeout = std::chrono::milliseconds(300);
+  limits.keepalive_interval = std::chrono::milliseconds(200);
+  limits.slow_consumer_timeout = std::chrono::milliseconds(300);
+  limits.drain_timeout = std::chrono::milliseconds(2000);
+  return limits;
+}
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return condition();
+}
+
+std::size_t resident_bytes(int pid) {
+  std::ifstream status(pid == 0 ? std::string("/proc/self/status")
+                                : "/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      std::istringstream fields(line.substr(6));
+      std::size_t kib = 0;
+      fields >> kib;
+      return kib * 1024;
+    }
+  }
+  return 0;
+}
+
+}  // namespace switchboard::test
