@@ -455,9 +455,10 @@ void Session::release_inbound(SessionStream& stream, std::uint64_t bytes) {
   if (stream.role == StreamRole::broadcast_source) stream.released_total += bytes;
   if (stream.in_done || closing_) return;
   stream.in_release_pending += static_cast<std::uint32_t>(bytes);
-  stream.in_credit += static_cast<std::int64_t>(bytes);
   // Batch grants: a WINDOW frame per quarter window keeps the sender busy without chatter.
+  // Credit grows only when granted, so a client can never run ahead of what it was told.
   if (stream.in_release_pending >= limits_.stream_window / 4) {
+    stream.in_credit += stream.in_release_pending;
     wire::append_window(control_, stream.id, stream.in_release_pending);
     stream.in_release_pending = 0;
     queue_control_done();

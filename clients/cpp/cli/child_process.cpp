@@ -1,0 +1,147 @@
+// A command run per request: fork + execvp with pipes, signalling and reaping without races.
+#include "child_process.hpp"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <csignal>
+#include <cstring>
+#include <system_error>
+#include <utility>
+
+#include "signals.hpp"
+
+extern char** environ;
+
+namespace switchboard::cli {
+namespace {
+
+std::string variable_name(const std::string& entry) { return entry.substr(0, entry.find('=')); }
+
+/// The current environment with `extra` added, each extra entry replacing its namesake.
+std::vector<std::string> child_environment(const std::vector<std::string>& extra) {
+  std::vector<std::string> names;
+  names.reserve(extra.size());
+  for (const auto& entry : extra) names.push_back(variable_name(entry));
+  std::vector<std::string> result;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string text(*entry);
+    bool replaced = false;
+    for (const auto& name : names) replaced = replaced || variable_name(text) == name;
+    if (!replaced) result.push_back(text);
+  }
+  result.insert(result.end(), extra.begin(), extra.end());
+  return result;
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> result;
+  result.reserve(strings.size() + 1);
+  for (auto& s : strings) result.push_back(s.data());
+  result.push_back(nullptr);
+  return result;
+}
+
+void write_raw(const char* text) noexcept {
+  if (::write(STDERR_FILENO, text, std::strlen(text)) < 0) {
+    // Nothing more to do in a child about to exit.
+  }
+}
+
+/// In the child, between fork and exec: async-signal-safe calls only.
+[[noreturn]] void exec_child(int stdin_read, int stdout_write, char* const* argv, char** envp,
+                             const char* failure) noexcept {
+  if (::dup2(stdin_read, STDIN_FILENO) < 0 || ::dup2(stdout_write, STDOUT_FILENO) < 0) _exit(126);
+  // Every other descriptor (the relay socket, other requests' pipes) stays with the parent:
+  // a child holding the socket would keep a dead responder on the channel.
+  ::close_range(3, UINT_MAX, 0);
+  restore_signals_in_child();
+  environ = envp;
+  ::execvp(argv[0], argv);
+  const int error = errno;
+  write_raw(failure);
+  write_raw(error == ENOENT ? "command not found\n"
+                            : (error == EACCES ? "permission denied\n" : "cannot execute\n"));
+  _exit(127);
+}
+
+}  // namespace
+
+ChildProcess::ChildProcess(const std::vector<std::string>& argv,
+                           const std::vector<std::string>& extra_env) {
+  // Everything the child needs is built before fork: after it only async-signal-safe calls.
+  std::vector<std::string> args = argv;
+  std::vector<std::string> env = child_environment(extra_env);
+  const auto arg_pointers = pointers(args);
+  auto env_pointers = pointers(env);
+  const std::string failure = "switchboard: cannot run '" + argv.at(0) + "': ";
+
+  int in[2];
+  int out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe");
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    const int error = errno;
+    ::close(in[0]);
+    ::close(in[1]);
+    throw std::system_error(error, std::generic_category(), "pipe");
+  }
+  pid_ = ::fork();
+  if (pid_ == 0) exec_child(in[0], out[1], arg_pointers.data(), env_pointers.data(), failure.c_str());
+  const int fork_error = errno;
+  ::close(in[0]);
+  ::close(out[1]);
+  stdin_ = in[1];
+  stdout_ = out[0];
+  if (pid_ < 0) {
+    close_stdin();
+    close_stdout();
+    throw std::system_error(fork_error, std::generic_category(), "fork");
+  }
+}
+
+ChildProcess::~ChildProcess() {
+  close_stdin();
+  close_stdout();
+  if (pid_ > 0) {
+    kill(SIGKILL);
+    (void)wait();
+  }
+}
+
+void ChildProcess::close_stdin() noexcept {
+  if (stdin_ >= 0) ::close(std::exchange(stdin_, -1));
+}
+
+void ChildProcess::close_stdout() noexcept {
+  if (stdout_ >= 0) ::close(std::exchange(stdout_, -1));
+}
+
+void ChildProcess::kill(int signal_number) noexcept {
+  std::lock_guard lock(mutex_);
+  if (pid_ > 0 && !reaped_) ::kill(pid_, signal_number);
+}
+
+int ChildProcess::wait() {
+  {
+    std::lock_guard lock(mutex_);
+    if (reaped_) return status_;
+  }
+  // Wait without reaping first: until waitpid() below the pid stays a zombie, so a concurrent
+  // kill() cannot hit another process that reused it.
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) != 0 &&
+         errno == EINTR) {
+  }
+  std::lock_guard lock(mutex_);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  reaped_ = true;
+  status_ = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  return status_;
+}
+
+}  // namespace switchboard::cli

@@ -1,0 +1,57 @@
+// Shared pieces of the switchboard CLI: global options, parsing of addresses and ids, joining a
+// channel, exit codes and messages to stderr.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "switchboard/blocking.hpp"
+
+namespace switchboard::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitIoError = 1;  ///< local input or output failed
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitConnection = 3;  ///< cannot join, or the relay connection was lost
+inline constexpr int kExitStatusBase = 10;  ///< + the numeric status of a failed stream
+
+inline constexpr std::string_view kDefaultServer = "127.0.0.1:7400";
+
+/// Options every subcommand shares (already validated by the parser).
+struct GlobalOptions {
+  std::string server{kDefaultServer};
+  std::string peer_id;  ///< empty: the relay assigns one
+  std::string token;
+};
+
+struct ServerAddress {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+/// Parses `HOST:PORT` or `[V6HOST]:PORT`.
+std::optional<ServerAddress> parse_server(std::string_view text);
+/// Parses a channel or peer id; the nil UUID is refused when `allow_nil` is false.
+std::optional<Uuid> parse_uuid(std::string_view text, bool allow_nil);
+
+/// Empty when `text` is a valid `HOST:PORT`, else the reason (for the option parser).
+std::string check_server(const std::string& text);
+/// Empty when `text` is a valid UUID (nil allowed only if `allow_nil`), else the reason.
+std::string check_uuid(const std::string& text, bool allow_nil);
+
+/// Joins `channel` on the relay named by `global`. On failure prints the reason and returns
+/// nullptr: the caller exits with kExitConnection.
+std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const Uuid& channel,
+                                             bool accept_requests);
+
+/// The exit code of a finished stream: 0 for OK, else kExitStatusBase + the status value.
+int exit_code_for(const client::Outcome& outcome);
+
+/// Writes "switchboard: <text>\n" to stderr in one write(2), so concurrent lines never mix.
+void report(std::string_view text);
+/// Writes "<text>\n" to stderr in one write(2).
+void report_raw(std::string_view text);
+
+}  // namespace switchboard::cli
