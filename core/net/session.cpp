@@ -308,7 +308,12 @@ void Session::cleanup() {
   for (auto& [id, stream] : streams) {
     reset_stream(stream, Status::peer_gone, "peer left", false, true);
   }
+  // Streams referenced by an interrupted write would keep this session alive through their
+  // back-pointer; drop them with it.
   ready_.clear();
+  written_.clear();
+  finished_out_.clear();
+  in_flight_.clear();
   boost::system::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
   socket_.close(ec);

@@ -158,6 +158,12 @@ void Server::begin_drain() {
         const auto deadline = std::chrono::steady_clock::now() + config_.limits.drain_timeout;
         bool terminated = false;
         while (context_->counters.connections_open.load() > 0) {
+          if (terminated && std::chrono::steady_clock::now() >= deadline + std::chrono::seconds(5)) {
+            spdlog::error("sessions did not close after termination remaining={}",
+                          context_->counters.connections_open.load());
+            io_.stop();
+            co_return;
+          }
           if (!terminated && std::chrono::steady_clock::now() >= deadline) {
             terminated = true;
             spdlog::warn("drain timeout reached; closing remaining sessions={}",

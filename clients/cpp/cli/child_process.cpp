@@ -54,6 +54,7 @@ void write_raw(const char* text) noexcept {
 /// In the child, between fork and exec: async-signal-safe calls only.
 [[noreturn]] void exec_child(int stdin_read, int stdout_write, char* const* argv, char** envp,
                              const char* failure) noexcept {
+  ::setpgid(0, 0);
   if (::dup2(stdin_read, STDIN_FILENO) < 0 || ::dup2(stdout_write, STDOUT_FILENO) < 0) _exit(126);
   // Every other descriptor (the relay socket, other requests' pipes) stays with the parent:
   // a child holding the socket would keep a dead responder on the channel.
@@ -89,8 +90,11 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv,
     throw std::system_error(error, std::generic_category(), "pipe");
   }
   pid_ = ::fork();
-  if (pid_ == 0) exec_child(in[0], out[1], arg_pointers.data(), env_pointers.data(), failure.c_str());
+  if (pid_ == 0)
+    exec_child(in[0], out[1], arg_pointers.data(), env_pointers.data(), failure.c_str());
   const int fork_error = errno;
+  // Also here: the group must exist before kill() may target it, whoever runs first.
+  if (pid_ > 0) ::setpgid(pid_, pid_);
   ::close(in[0]);
   ::close(out[1]);
   stdin_ = in[1];
@@ -121,7 +125,14 @@ void ChildProcess::close_stdout() noexcept {
 
 void ChildProcess::kill(int signal_number) noexcept {
   std::lock_guard lock(mutex_);
-  if (pid_ > 0 && !reaped_) ::kill(pid_, signal_number);
+  if (pid_ > 0 && !reaped_) ::kill(-pid_, signal_number);
+}
+
+void ChildProcess::terminate(std::chrono::milliseconds grace) {
+  std::unique_lock lock(mutex_);
+  if (pid_ <= 0 || reaped_) return;
+  ::kill(-pid_, SIGTERM);
+  if (!reaped_signal_.wait_for(lock, grace, [&] { return reaped_; })) ::kill(-pid_, SIGKILL);
 }
 
 int ChildProcess::wait() {
@@ -140,7 +151,9 @@ int ChildProcess::wait() {
   while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
   reaped_ = true;
-  status_ = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+  signal_ = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  status_ = signal_ != 0 ? 128 + signal_ : WEXITSTATUS(status);
+  reaped_signal_.notify_all();
   return status_;
 }
 

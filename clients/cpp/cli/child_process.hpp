@@ -3,15 +3,18 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <vector>
 
 namespace switchboard::cli {
 
-/// One child process. stdin and stdout are pipes owned by this object; stderr is inherited.
-/// Thread-safety: kill() may be called from any thread, concurrently with wait(); each pipe
-/// end is used by one thread at a time.
+/// One child process, leader of its own process group (so that signals reach whatever it
+/// started too). stdin and stdout are pipes owned by this object; stderr is inherited.
+/// Thread-safety: kill() and terminate() may be called from any thread, concurrently with
+/// wait(); each pipe end is used by one thread at a time.
 class ChildProcess {
 public:
   /// Starts `argv[0]` (searched in PATH) with the current environment plus `extra_env`
@@ -30,19 +33,26 @@ public:
   void close_stdin() noexcept;
   void close_stdout() noexcept;
 
-  /// Sends `signal_number` unless the child has been reaped (never signals a recycled pid).
+  /// Sends `signal_number` to the child's process group unless the child has been reaped
+  /// (never signals a recycled pid).
   void kill(int signal_number) noexcept;
+  /// SIGTERM, then SIGKILL if the child has not been reaped by wait() within `grace`.
+  void terminate(std::chrono::milliseconds grace);
   /// Waits for the child to exit and reaps it. Returns its exit code, or 128 + the signal that
   /// killed it (the shell's convention).
   int wait();
+  /// After wait(): the signal that killed the child, or 0 if it exited.
+  int signal() const noexcept { return signal_; }
 
 private:
   pid_t pid_ = -1;
   int stdin_ = -1;
   int stdout_ = -1;
   std::mutex mutex_;
+  std::condition_variable reaped_signal_;
   bool reaped_ = false;
   int status_ = 0;
+  int signal_ = 0;
 };
 
 }  // namespace switchboard::cli

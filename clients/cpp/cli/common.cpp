@@ -76,6 +76,16 @@ std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const 
   return nullptr;
 }
 
+void ClientCloser::close() {
+  std::lock_guard lock(mutex_);
+  if (client_ != nullptr) client_->close();
+}
+
+void ClientCloser::release() {
+  std::lock_guard lock(mutex_);
+  client_ = nullptr;
+}
+
 int exit_code_for(const client::Outcome& outcome) {
   if (outcome.ok()) return kExitOk;
   return kExitStatusBase + static_cast<int>(outcome.status);

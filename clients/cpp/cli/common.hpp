@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,7 +16,7 @@ namespace switchboard::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitIoError = 1;  ///< local input or output failed
 inline constexpr int kExitUsage = 2;
-inline constexpr int kExitConnection = 3;  ///< cannot join, or the relay connection was lost
+inline constexpr int kExitConnection = 3;   ///< cannot join, or the relay connection was lost
 inline constexpr int kExitStatusBase = 10;  ///< + the numeric status of a failed stream
 
 inline constexpr std::string_view kDefaultServer = "127.0.0.1:7400";
@@ -45,6 +47,19 @@ std::string check_uuid(const std::string& text, bool allow_nil);
 /// nullptr: the caller exits with kExitConnection.
 std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const Uuid& channel,
                                              bool accept_requests);
+
+/// Lets a signal watcher close a client that the command may destroy first: close() is a no-op
+/// after release(). Thread-safe.
+class ClientCloser {
+public:
+  explicit ClientCloser(client::BlockingClient* client) : client_(client) {}
+  void close();
+  void release();
+
+private:
+  std::mutex mutex_;
+  client::BlockingClient* client_;
+};
 
 /// The exit code of a finished stream: 0 for OK, else kExitStatusBase + the status value.
 int exit_code_for(const client::Outcome& outcome);

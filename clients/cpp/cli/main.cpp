@@ -1,1 +1,132 @@
-int main(){}
+// switchboard: the command line (global options, subcommands) and the exit code for usage errors.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+
+#include "commands.hpp"
+#include "signals.hpp"
+
+using namespace switchboard::cli;
+
+namespace {
+
+/// Descriptors 0-2 must exist, or pipes created later could take their numbers.
+void ensure_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+      const int null_fd = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+      if (null_fd >= 0 && null_fd != fd) ::close(null_fd);  // lowest free number: it is `fd`
+    }
+  }
+}
+
+CLI::Validator uuid_check(bool allow_nil) {
+  return CLI::Validator([allow_nil](std::string& text) { return check_uuid(text, allow_nil); }, "");
+}
+
+CLI::Option* add_channel(CLI::App& command, std::string& channel) {
+  return command.add_option("--channel,-c", channel, "channel id (a UUID)")
+      ->required()
+      ->check(uuid_check(false))
+      ->type_name("UUID");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ensure_standard_descriptors();
+  block_signals();
+
+  GlobalOptions global;
+  RespondOptions respond;
+  SendOptions send;
+  BroadcastOptions broadcast;
+  ListenOptions listen;
+  PeersOptions peers;
+
+  CLI::App app{"switchboard: join a Switchboard channel; send, serve, broadcast and watch"};
+  app.require_subcommand(1);
+  app.add_option("--server,-s", global.server, "relay address HOST:PORT")
+      ->envname("SWITCHBOARD_SERVER")
+      ->check(CLI::Validator(check_server, ""))
+      ->type_name("HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--peer-id", global.peer_id, "this peer's id (keep an identity across runs)")
+      ->check(uuid_check(true))
+      ->type_name("UUID");
+  app.add_option("--token", global.token, "credentials for the relay")
+      ->check(CLI::Validator(
+          [](std::string& token) {
+            return token.size() <= switchboard::wire::kMaxTokenSize ? std::string{}
+                                                                    : "token over 4096 bytes";
+          },
+          ""));
+
+  auto* respond_cmd = app.add_subcommand(
+      "respond", "serve requests: echo them, or run a command per request (after --)");
+  add_channel(*respond_cmd, respond.channel);
+  auto* echo = respond_cmd->add_flag("--echo", respond.echo, "stream each request back");
+  respond_cmd
+      ->add_option("command", respond.command,
+                   "command run per request: request body on stdin, stdout is the response")
+      ->excludes(echo);
+
+  auto* send_cmd = app.add_subcommand("send", "send stdin as a request; the response to stdout");
+  add_channel(*send_cmd, send.channel);
+  send_cmd->add_option("--to", send.to, "the responder's peer id (default: any responder)")
+      ->check(uuid_check(false))
+      ->type_name("UUID");
+  send_cmd->add_option("--deadline-ms", send.deadline_ms, "limit for the whole exchange")
+      ->type_name("MS")
+      ->capture_default_str();
+  send_cmd
+      ->add_option("--idle-timeout-ms", send.idle_timeout_ms,
+                   "limit without bytes moving (default: the relay's)")
+      ->type_name("MS")
+      ->capture_default_str();
+  send_cmd->add_option("--meta", send.meta, "metadata entry key=value (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("KEY=VALUE");
+
+  auto* broadcast_cmd =
+      app.add_subcommand("broadcast", "send stdin to every other peer of the channel");
+  add_channel(*broadcast_cmd, broadcast.channel);
+
+  auto* listen_cmd = app.add_subcommand("listen", "write each broadcast received to stdout");
+  add_channel(*listen_cmd, listen.channel);
+  listen_cmd->add_option("--count,-n", listen.count, "exit after this many broadcasts (0: never)")
+      ->capture_default_str();
+
+  auto* peers_cmd = app.add_subcommand("peers", "list the other peers of the channel");
+  add_channel(*peers_cmd, peers.channel);
+  peers_cmd->add_flag("--watch,-w", peers.watch, "then print joined/left events until stopped");
+
+  auto* uuid_cmd = app.add_subcommand("uuid", "print a random UUID (e.g. a new channel id)");
+
+  for (auto* command : app.get_subcommands({})) command->fallthrough();
+
+  try {
+    app.parse(argc, argv);
+    if (*respond_cmd && !respond.echo && respond.command.empty()) {
+      throw CLI::ValidationError("respond", "give --echo or a command after --");
+    }
+    if (*send_cmd) {
+      if (auto problem = check_metadata(send.meta); !problem.empty()) {
+        throw CLI::ValidationError("--meta", problem);
+      }
+    }
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (*respond_cmd) return run_respond(global, respond);
+  if (*send_cmd) return run_send(global, send);
+  if (*broadcast_cmd) return run_broadcast(global, broadcast);
+  if (*listen_cmd) return run_listen(global, listen);
+  if (*peers_cmd) return run_peers(global, peers);
+  if (*uuid_cmd) return run_uuid();
+  return kExitUsage;
+}

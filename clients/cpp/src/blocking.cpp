@@ -15,7 +15,19 @@ namespace switchboard::client {
 
 namespace asio = boost::asio;
 
+namespace {
+BlockingClient::Impl& impl_of(const std::shared_ptr<void>& client) {
+  return *static_cast<BlockingClient::Impl*>(client.get());
+}
+}  // namespace
+
 struct BlockingClient::Impl {
+  ~Impl() {
+    run_sync([&] { connection.reset(); });
+    guard.reset();
+    io_thread.join();
+  }
+
   asio::io_context io;
   asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
   std::thread io_thread;
@@ -62,21 +74,21 @@ const wire::Metadata& BlockingStream::metadata() const { return stream_->metadat
 std::chrono::milliseconds BlockingStream::deadline() const { return stream_->deadline(); }
 
 Outcome BlockingStream::write(std::span<const std::uint8_t> bytes, bool last) {
-  return client_->impl_->call<Outcome>(
+  return impl_of(client_).call<Outcome>(
       [s = stream_, bytes, last] { return s->write(bytes, last); });
 }
 
 Outcome BlockingStream::finish() { return write({}, true); }
 
 Outcome BlockingStream::fail(Status status, std::uint32_t app_code, std::string message) {
-  return client_->impl_->call<Outcome>([s = stream_, status, app_code, &message] {
+  return impl_of(client_).call<Outcome>([s = stream_, status, app_code, &message] {
     return s->fail(status, app_code, std::move(message));
   });
 }
 
 wire::Slice BlockingStream::read_chunk() {
   if (pending_.size > 0) return std::exchange(pending_, wire::Slice{});
-  return client_->impl_->call<wire::Slice>([s = stream_] { return s->read(); });
+  return impl_of(client_).call<wire::Slice>([s = stream_] { return s->read(); });
 }
 
 std::size_t BlockingStream::read(std::span<std::uint8_t> out) {
@@ -89,11 +101,11 @@ std::size_t BlockingStream::read(std::span<std::uint8_t> out) {
 }
 
 Outcome BlockingStream::result() {
-  return client_->impl_->call<Outcome>([s = stream_] { return s->result(); });
+  return impl_of(client_).call<Outcome>([s = stream_] { return s->result(); });
 }
 
 void BlockingStream::reset(Status status, std::string message) {
-  client_->impl_->run_sync([&] { stream_->reset(status, std::move(message)); });
+  impl_of(client_).run_sync([&] { stream_->reset(status, std::move(message)); });
 }
 
 BlockingClient::BlockingClient(ConnectOptions options) : impl_(std::make_shared<Impl>()) {
@@ -105,29 +117,20 @@ BlockingClient::BlockingClient(ConnectOptions options) : impl_(std::make_shared<
           return Connection::connect(executor, std::move(options), outcome);
         });
   } catch (...) {
-    impl_->guard.reset();
-    impl_->io.stop();
-    impl_->io_thread.join();
+    impl_.reset();
     throw;
   }
   if (!impl_->connection) {
-    impl_->guard.reset();
-    impl_->io.stop();
-    impl_->io_thread.join();
+    impl_.reset();
     throw ConnectError(outcome);
   }
 }
 
 BlockingClient::~BlockingClient() {
   close();
-  {
-    std::unique_lock lock(impl_->mutex);
-    impl_->idle.wait(lock, [&] { return impl_->workers == 0; });
-  }
-  impl_->run_sync([&] { impl_->connection.reset(); });
-  impl_->guard.reset();
-  impl_->io.stop();
-  impl_->io_thread.join();
+  std::unique_lock lock(impl_->mutex);
+  impl_->idle.wait(lock, [&] { return impl_->workers == 0; });
+  // The I/O thread ends with the last BlockingStream still held elsewhere, or now.
 }
 
 Uuid BlockingClient::peer_id() const { return impl_->connection->peer_id(); }
@@ -147,13 +150,13 @@ std::uint64_t BlockingClient::membership_version() {
 BlockingStream BlockingClient::request(Target target, const StreamOptions& options) {
   std::shared_ptr<Stream> stream;
   impl_->run_sync([&] { stream = impl_->connection->open_request(target, options); });
-  return BlockingStream(std::move(stream), this);
+  return BlockingStream(std::move(stream), impl_);
 }
 
 BlockingStream BlockingClient::broadcast(const StreamOptions& options) {
   std::shared_ptr<Stream> stream;
   impl_->run_sync([&] { stream = impl_->connection->open_broadcast(options); });
-  return BlockingStream(std::move(stream), this);
+  return BlockingStream(std::move(stream), impl_);
 }
 
 Outcome BlockingClient::send(Target target, std::span<const std::uint8_t> body,
@@ -177,16 +180,22 @@ Outcome BlockingClient::send(Target target, std::span<const std::uint8_t> body,
 }
 
 void BlockingClient::serve(std::function<void(BlockingStream&)> handler) {
-  auto impl = impl_.get();
-  impl_->run_sync([this, impl, handler = std::move(handler)] {
-    impl->connection->on_request([this, impl, handler](std::shared_ptr<Stream> stream) {
-      impl->spawn_worker([this, handler, stream = std::move(stream)] {
-        BlockingStream request(stream, this);
-        handler(request);
+  // Handlers run on the I/O thread and must not own the client: they hold it weakly.
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->run_sync([&] {
+    impl_->connection->on_request([weak, handler](std::shared_ptr<Stream> stream) {
+      auto impl = weak.lock();
+      if (!impl) return;
+      impl->spawn_worker([weak, handler, stream = std::move(stream)] {
+        auto owner = weak.lock();
+        if (!owner) return;
+        {
+          BlockingStream request(stream, owner);
+          handler(request);
+        }
         // A handler that returned without ending its response answers OK.
-        auto& ios = impl_->io;
         asio::co_spawn(
-            ios,
+            owner->io,
             [stream]() -> asio::awaitable<void> {
               if (!stream->ended()) co_await stream->finish();
             },
@@ -198,12 +207,16 @@ void BlockingClient::serve(std::function<void(BlockingStream&)> handler) {
 }
 
 void BlockingClient::on_broadcast(std::function<void(BlockingStream&)> handler) {
-  auto impl = impl_.get();
-  impl_->run_sync([this, impl, handler = std::move(handler)] {
-    impl->connection->on_broadcast([this, impl, handler](std::shared_ptr<Stream> stream) {
-      impl->spawn_worker([this, impl, handler, stream = std::move(stream)] {
-        std::lock_guard lock(impl->broadcast_mutex);
-        BlockingStream message(stream, this);
+  std::weak_ptr<Impl> weak = impl_;
+  impl_->run_sync([&] {
+    impl_->connection->on_broadcast([weak, handler](std::shared_ptr<Stream> stream) {
+      auto impl = weak.lock();
+      if (!impl) return;
+      impl->spawn_worker([weak, handler, stream = std::move(stream)] {
+        auto owner = weak.lock();
+        if (!owner) return;
+        std::lock_guard lock(owner->broadcast_mutex);
+        BlockingStream message(stream, owner);
         handler(message);
       });
     });

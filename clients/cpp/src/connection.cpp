@@ -215,7 +215,7 @@ asio::awaitable<void> Connection::keepalive() {
   auto self = shared_from_this();
   if (keepalive_ms_ == 0) co_return;
   const auto interval = std::chrono::milliseconds(keepalive_ms_);
-  asio::steady_timer timer(p_->executor);
+  auto& timer = p_->keepalive_timer;
   while (!closed_) {
     timer.expires_after(interval / 2);
     co_await timer.async_wait(kUseTuple);
@@ -403,6 +403,7 @@ void Connection::fail_all(const Outcome& outcome) {
   p_->socket.shutdown(tcp::socket::shutdown_both, ignored);
   p_->socket.close(ignored);
   p_->wake.cancel();
+  p_->keepalive_timer.cancel();
   p_->closed_signal.cancel();
   if (p_->on_closed) {
     auto handler = std::move(p_->on_closed);

@@ -15,6 +15,7 @@ struct Connection::Private {
         socket(ex),
         reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64)),
         wake(ex),
+        keepalive_timer(ex),
         closed_signal(ex, boost::asio::steady_timer::time_point::max()) {}
 
   boost::asio::any_io_executor executor;
@@ -23,6 +24,7 @@ struct Connection::Private {
   std::vector<std::uint8_t> outbuf;
   std::vector<std::uint8_t> writing;
   boost::asio::steady_timer wake;
+  boost::asio::steady_timer keepalive_timer;
   boost::asio::steady_timer closed_signal;
   std::unordered_map<std::uint32_t, std::shared_ptr<Stream>> streams;
   std::uint32_t next_stream_id = 1;

@@ -30,7 +30,8 @@ private:
 class BlockingClient;
 
 /// A stream used through blocking calls. Each call waits on the client's I/O thread, so it must
-/// not be made from that thread (i.e. not from a presence callback). One thread may read while
+/// not be made from that thread (i.e. not from a presence callback). It stays usable after its
+/// client is destroyed: calls then report the closed connection. One thread may read while
 /// another writes (full duplex); two concurrent readers or two concurrent writers are not allowed.
 class BlockingStream {
 public:
@@ -56,11 +57,12 @@ public:
 
 private:
   friend class BlockingClient;
-  BlockingStream(std::shared_ptr<Stream> stream, BlockingClient* client)
-      : stream_(std::move(stream)), client_(client) {}
+  struct Impl;
+  BlockingStream(std::shared_ptr<Stream> stream, std::shared_ptr<void> client)
+      : stream_(std::move(stream)), client_(std::move(client)) {}
 
   std::shared_ptr<Stream> stream_;
-  BlockingClient* client_ = nullptr;
+  std::shared_ptr<void> client_;  // keeps the client's I/O thread alive while the stream is used
   wire::Slice pending_;
 };
 

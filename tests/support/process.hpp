@@ -1,0 +1,33 @@
+// Test support: the real switchboard-server binary as a child process on an ephemeral port.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace switchboard::test {
+
+class ServerProcess {
+public:
+  /// Starts `binary --listen 127.0.0.1:0 ARGS...` and waits for its "listening core" line.
+  explicit ServerProcess(const std::string& binary, std::vector<std::string> args = {});
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  int pid() const { return pid_; }
+  /// Sends `signal` and waits up to `timeout` for the exit; returns the exit code, or -1 on
+  /// timeout (the process is then killed), or 128+N when killed by signal N.
+  int stop(int signal, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// Peak resident set size (VmHWM) in bytes.
+  std::size_t peak_rss() const;
+  std::size_t rss() const;
+
+private:
+  int pid_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+}  // namespace switchboard::test
