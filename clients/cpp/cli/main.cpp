@@ -4,7 +4,6 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
-#include <cstdio>
 
 #include "commands.hpp"
 #include "signals.hpp"
@@ -98,6 +97,7 @@ int main(int argc, char** argv) {
   auto* listen_cmd = app.add_subcommand("listen", "write each broadcast received to stdout");
   add_channel(*listen_cmd, listen.channel);
   listen_cmd->add_option("--count,-n", listen.count, "exit after this many broadcasts (0: never)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
 
   auto* peers_cmd = app.add_subcommand("peers", "list the other peers of the channel");
