@@ -271,6 +271,7 @@ test_peers_watch() {
 test_metadata() {
   local channel out
   channel=$("$SB" uuid)
+  # shellcheck disable=SC2016 # expanded by the command's shell
   start_ready meta respond --channel "$channel" -- sh -c 'printf %s "$SWITCHBOARD_META_k"'
   out=$(echo body | sb send --channel "$channel" --meta k=v)
   [[ $out == v ]] || fail "got '$out'"
@@ -282,6 +283,7 @@ test_metadata() {
 test_deadline_stops_command() {
   local channel rc=0 pid
   channel=$("$SB" uuid)
+  # shellcheck disable=SC2016 # expanded by the command's shell
   start_ready slow respond --channel "$channel" -- \
     sh -c 'echo $$ >"$1"; echo "deadline=$SWITCHBOARD_DEADLINE_MS" >&2; exec sleep 30' sh \
     "$WORK/slow.pid"

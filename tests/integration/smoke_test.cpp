@@ -1,46 +1,45 @@
-// First end-to-end checks: connect, presence snapshot, one request/response through the relay.
+// End-to-end request/response through relays running 1, 2 and 4 I/O threads.
 #include <gtest/gtest.h>
 
+#include <thread>
+
+#include "support/clients.hpp"
 #include "support/relay.hpp"
-#include "switchboard/blocking.hpp"
 
 namespace switchboard {
 namespace {
 
 using client::BlockingClient;
-using client::BlockingStream;
-using client::ConnectOptions;
+using client::Target;
+using test::options_for;
 
-ConnectOptions options_for(std::uint16_t port, const Uuid& channel, bool accept = false) {
-  ConnectOptions options;
-  options.port = port;
-  options.channel = channel;
-  options.accept_requests = accept;
-  return options;
-}
+class Smoke : public ::testing::TestWithParam<unsigned> {};
 
-TEST(Smoke, EchoRequestThroughRelay) {
-  test::InProcessRelay relay;
+TEST_P(Smoke, ConcurrentEchoesThroughRelay) {
+  test::InProcessRelay relay(core::Limits{}, GetParam());
   const auto channel = Uuid::random();
-  BlockingClient responder(options_for(relay.port(), channel, true));
-  responder.serve([](BlockingStream& request) {
-    for (;;) {
-      auto chunk = request.read_chunk();
-      if (chunk.size == 0) break;
-      request.write(chunk.bytes());
-    }
-  });
-  BlockingClient sender(options_for(relay.port(), channel));
-  ASSERT_EQ(sender.peers().size(), 1u);
-  EXPECT_EQ(sender.peers()[0], responder.peer_id());
-  const std::string text = "hello, relay";
-  std::vector<std::uint8_t> response;
-  auto outcome = sender.send(client::Target::any(),
-                             {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()},
-                             response);
-  EXPECT_TRUE(outcome.ok()) << outcome.describe();
-  EXPECT_EQ(std::string(response.begin(), response.end()), text);
+  BlockingClient a(options_for(relay.port(), channel, true));
+  a.serve(test::echo);
+  BlockingClient b(options_for(relay.port(), channel, true));
+  b.serve(test::echo);
+  std::vector<std::thread> senders;
+  std::atomic<int> ok{0};
+  for (int s = 0; s < 4; ++s) {
+    senders.emplace_back([&, s] {
+      BlockingClient sender(options_for(relay.port(), channel));
+      for (int i = 0; i < 25; ++i) {
+        std::vector<std::uint8_t> body(static_cast<std::size_t>(100 + s * 1000 + i * 333));
+        test::fill_pattern(body, static_cast<std::uint64_t>(s), static_cast<std::uint64_t>(i));
+        std::vector<std::uint8_t> response;
+        if (sender.send(Target::any(), body, response).ok() && response == body) ++ok;
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(ok.load(), 100);
 }
+
+INSTANTIATE_TEST_SUITE_P(Threads, Smoke, ::testing::Values(1U, 2U, 4U));
 
 }  // namespace
 }  // namespace switchboard

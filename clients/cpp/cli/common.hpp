@@ -1,5 +1,4 @@
-// Shared pieces of the switchboard CLI: global options, parsing of addresses and ids, joining a
-// channel, exit codes and messages to stderr.
+// Shared pieces of the CLI: global options, address/id parsing, joining, exit codes, messages.
 #pragma once
 
 #include <cstdint>

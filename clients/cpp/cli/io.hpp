@@ -1,5 +1,4 @@
-// Plain file-descriptor I/O for the CLI: complete writes and an input reader that another
-// thread can interrupt.
+// Plain file-descriptor I/O for the CLI: complete writes and an interruptible input reader.
 #pragma once
 
 #include <cstddef>

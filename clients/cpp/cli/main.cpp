@@ -97,7 +97,12 @@ int main(int argc, char** argv) {
   auto* listen_cmd = app.add_subcommand("listen", "write each broadcast received to stdout");
   add_channel(*listen_cmd, listen.channel);
   listen_cmd->add_option("--count,-n", listen.count, "exit after this many broadcasts (0: never)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            const bool digits = !text.empty() && text.find_first_not_of("0123456789") == text.npos;
+            return digits ? std::string{} : "not a count: '" + text + "'";
+          },
+          ""))
       ->capture_default_str();
 
   auto* peers_cmd = app.add_subcommand("peers", "list the other peers of the channel");

@@ -1,5 +1,4 @@
-// Signal handling for the CLI: SIGINT/SIGTERM are blocked in every thread and taken by one
-// watcher thread with sigwait(), which then asks the command to stop.
+// Signal handling for the CLI: SIGINT/SIGTERM blocked everywhere, taken by a sigwait() thread.
 #pragma once
 
 #include <atomic>

@@ -37,9 +37,15 @@ void Connection::on_presence(std::function<void(const PresenceChange&)> handler)
 }
 void Connection::on_request(std::function<void(std::shared_ptr<Stream>)> handler) {
   p_->on_request = std::move(handler);
+  auto pending = std::move(p_->pending_requests);
+  p_->pending_requests.clear();
+  for (auto& stream : pending) p_->on_request(std::move(stream));
 }
 void Connection::on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler) {
   p_->on_broadcast = std::move(handler);
+  auto pending = std::move(p_->pending_broadcasts);
+  p_->pending_broadcasts.clear();
+  for (auto& stream : pending) p_->on_broadcast(std::move(stream));
 }
 void Connection::on_closed(std::function<void(const Outcome&)> handler) {
   p_->on_closed = std::move(handler);
@@ -308,8 +314,14 @@ void Connection::dispatch(const wire::Frame& frame) {
       stream->recv_allowed_ -= static_cast<std::int64_t>(body.size());
       stream->push(p_->reader.share(body), (h.flags & wire::flags::kFin) != 0);
       auto& handler = broadcast ? p_->on_broadcast : p_->on_request;
+      // Held back briefly: a handler set right after connect() must not miss what came first.
+      constexpr std::size_t kMaxPendingBroadcasts = 64;
       if (handler) {
         handler(stream);
+      } else if (!broadcast && options_.accept_requests) {
+        p_->pending_requests.push_back(std::move(stream));
+      } else if (broadcast && p_->pending_broadcasts.size() < kMaxPendingBroadcasts) {
+        p_->pending_broadcasts.push_back(std::move(stream));
       } else if (broadcast) {
         // Nobody listens: drain it so the sender is not held back.
         asio::co_spawn(
@@ -413,6 +425,8 @@ void Connection::fail_all(const Outcome& outcome) {
   p_->on_presence = nullptr;
   p_->on_request = nullptr;
   p_->on_broadcast = nullptr;
+  p_->pending_requests.clear();
+  p_->pending_broadcasts.clear();
 }
 
 void Connection::close() { fail_all(Outcome{Status::cancelled, 0, "connection closed"}); }

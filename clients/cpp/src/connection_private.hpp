@@ -33,6 +33,10 @@ struct Connection::Private {
   std::function<void(std::shared_ptr<Stream>)> on_request;
   std::function<void(std::shared_ptr<Stream>)> on_broadcast;
   std::function<void(const Outcome&)> on_closed;
+  // Streams that arrived before their handler was set (the relay may route to us as soon as we
+  // have joined); handed over when the handler is set.
+  std::vector<std::shared_ptr<Stream>> pending_requests;
+  std::vector<std::shared_ptr<Stream>> pending_broadcasts;
   std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
   bool ping_outstanding = false;
 };

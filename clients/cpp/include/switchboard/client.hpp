@@ -167,9 +167,11 @@ public:
   /// Called for each presence change, in version order.
   void on_presence(std::function<void(const PresenceChange&)> handler);
   /// Called for each incoming request (only with accept_requests). The handler typically
-  /// co_spawns a coroutine that reads the request and writes the response.
+  /// co_spawns a coroutine that reads the request and writes the response. Requests that
+  /// arrived before the handler was set are handed to it at once.
   void on_request(std::function<void(std::shared_ptr<Stream>)> handler);
-  /// Called for each incoming broadcast. Without a handler broadcasts are read and discarded.
+  /// Called for each incoming broadcast. Up to 64 broadcasts that arrive before a handler is
+  /// set wait for it; past that, without a handler, broadcasts are read and discarded.
   void on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler);
   /// Called once when the connection ends, with the reason.
   void on_closed(std::function<void(const Outcome&)> handler);
