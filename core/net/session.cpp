@@ -60,8 +60,8 @@ asio::awaitable<void> Session::read_loop() {
   wire::Frame frame;
   for (;;) {
     auto space = reader_.prepare();
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(space.data(), space.size()),
-                                                    kUseTuple);
+    auto [ec, n] =
+        co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
     if (ec) {
       close_reason_ = ec == asio::error::eof ? "eof" : ec.message();
       co_return;
@@ -139,11 +139,16 @@ bool Session::handle_frame(const wire::Frame& frame) {
     return handle_hello(frame);
   }
   switch (type) {
-    case FrameType::open: return handle_open(frame);
-    case FrameType::data: return handle_data(frame);
-    case FrameType::end: return handle_end(frame);
-    case FrameType::reset: return handle_reset(frame);
-    case FrameType::window: return handle_window(frame);
+    case FrameType::open:
+      return handle_open(frame);
+    case FrameType::data:
+      return handle_data(frame);
+    case FrameType::end:
+      return handle_end(frame);
+    case FrameType::reset:
+      return handle_reset(frame);
+    case FrameType::window:
+      return handle_window(frame);
     case FrameType::ping: {
       std::uint64_t opaque = 0;
       if (wire::parse_ping(frame.payload, opaque) != wire::DecodeError::none) {
@@ -169,9 +174,8 @@ bool Session::handle_frame(const wire::Frame& frame) {
       fail_connection(Status::protocol_error, "HELLO after the handshake");
       return false;
     default:
-      fail_connection(Status::protocol_error, "unexpected " +
-                                                  std::string(wire::frame_type_name(type)) +
-                                                  " from a client");
+      fail_connection(Status::protocol_error,
+                      "unexpected " + std::string(wire::frame_type_name(type)) + " from a client");
       return false;
   }
 }
@@ -217,8 +221,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
   welcome.keepalive_ms = static_cast<std::uint32_t>(limits_.keepalive_interval.count());
   wire::append_welcome(control_, welcome);
   // The snapshot may exceed one frame: split it so each frame fits the client's max frame.
-  const std::size_t per_frame =
-      std::min<std::size_t>(0xFFFF, (client_max_frame_ - 12) / 16);
+  const std::size_t per_frame = std::min<std::size_t>(0xFFFF, (client_max_frame_ - 12) / 16);
   std::size_t offset = 0;
   do {
     const std::size_t count = std::min(per_frame, joined.others.size() - offset);

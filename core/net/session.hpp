@@ -53,7 +53,7 @@ public:
 
   std::shared_ptr<Session> session_;
   const StreamRole role;
-  std::uint32_t id = 0;        // 0 until registered on the strand
+  std::uint32_t id = 0;  // 0 until registered on the strand
   bool registered = false;
   bool removed = false;
 
@@ -140,8 +140,8 @@ private:
   // Stream bookkeeping.
   void register_stream(const StreamPtr& stream);
   void release_inbound(SessionStream& stream, std::uint64_t bytes);
-  void reset_stream(const StreamPtr& stream, Status status, std::string message,
-                    bool tell_client, bool tell_counterpart);
+  void reset_stream(const StreamPtr& stream, Status status, std::string message, bool tell_client,
+                    bool tell_counterpart);
   void maybe_finish(const StreamPtr& stream);
   void maybe_send_summary(const StreamPtr& stream);
   void remove_stream(const StreamPtr& stream);

@@ -20,10 +20,9 @@ bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
 
 void SessionStream::deliver_data(wire::Slice payload, bool fin) {
   auto self = shared_from_this();
-  asio::post(session_->socket_.get_executor(),
-             [self, payload = std::move(payload), fin]() mutable {
-               self->session_->on_data(self, std::move(payload), fin);
-             });
+  asio::post(session_->socket_.get_executor(), [self, payload = std::move(payload), fin]() mutable {
+    self->session_->on_data(self, std::move(payload), fin);
+  });
 }
 
 void SessionStream::deliver_end(wire::End end) {
@@ -59,10 +58,10 @@ Session::StreamPtr Session::find_stream(std::uint32_t id, wire::FrameType type) 
   const bool seen = is_client_id(id) ? id <= last_client_stream_ : id < next_relay_stream_;
   if (!seen) {
     // Never opened: a stream-level error, the connection stays up.
-    wire::append_reset(control_, id,
-                       make_reset(Status::protocol_error,
-                                  std::string(wire::frame_type_name(type)) + " for unknown stream " +
-                                      std::to_string(id)));
+    wire::append_reset(
+        control_, id,
+        make_reset(Status::protocol_error, std::string(wire::frame_type_name(type)) +
+                                               " for unknown stream " + std::to_string(id)));
     queue_control_done();
   }
   // Recently closed streams are ignored: the frame may have crossed our RESET.
@@ -72,10 +71,9 @@ Session::StreamPtr Session::find_stream(std::uint32_t id, wire::FrameType type) 
 bool Session::handle_open(const wire::Frame& frame) {
   const std::uint32_t id = frame.header.stream;
   if (!is_client_id(id) || id <= last_client_stream_) {
-    fail_connection(Status::protocol_error,
-                    "OPEN with stream id " + std::to_string(id) +
-                        " (client ids are odd and increasing; last was " +
-                        std::to_string(last_client_stream_) + ")");
+    fail_connection(Status::protocol_error, "OPEN with stream id " + std::to_string(id) +
+                                                " (client ids are odd and increasing; last was " +
+                                                std::to_string(last_client_stream_) + ")");
     return false;
   }
   last_client_stream_ = id;
@@ -86,9 +84,9 @@ bool Session::handle_open(const wire::Frame& frame) {
   };
   if (draining_) return refuse(Status::refused, "relay is draining");
   if (client_streams_open_ >= limits_.max_streams_per_connection) {
-    return refuse(Status::resource_exhausted,
-                  "too many open streams (limit " +
-                      std::to_string(limits_.max_streams_per_connection) + ")");
+    return refuse(
+        Status::resource_exhausted,
+        "too many open streams (limit " + std::to_string(limits_.max_streams_per_connection) + ")");
   }
   wire::Open open;
   wire::Bytes body;
@@ -155,8 +153,9 @@ void Session::open_request(std::uint32_t id, wire::Open open, wire::Slice body, 
   stream->counterpart = std::move(target);
   const auto now = Clock::now();
   if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
-  stream->idle_timeout = open.idle_ms != 0 ? std::chrono::milliseconds(open.idle_ms)
-                                           : std::chrono::milliseconds(limits_.default_idle_timeout);
+  stream->idle_timeout = open.idle_ms != 0
+                             ? std::chrono::milliseconds(open.idle_ms)
+                             : std::chrono::milliseconds(limits_.default_idle_timeout);
   register_stream(stream);
   ++client_streams_open_;
   touch(*stream);
@@ -196,8 +195,9 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
   }
   const auto now = Clock::now();
   if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
-  stream->idle_timeout = open.idle_ms != 0 ? std::chrono::milliseconds(open.idle_ms)
-                                           : std::chrono::milliseconds(limits_.default_idle_timeout);
+  stream->idle_timeout = open.idle_ms != 0
+                             ? std::chrono::milliseconds(open.idle_ms)
+                             : std::chrono::milliseconds(limits_.default_idle_timeout);
   register_stream(stream);
   ++client_streams_open_;
   touch(*stream);
@@ -279,8 +279,8 @@ bool Session::handle_reset(const wire::Frame& frame) {
     reset_stream(stream, Status::protocol_error, "malformed RESET", true, true);
     return true;
   }
-  reset_stream(stream, reset.status, reset.message.empty() ? "reset by peer" : reset.message,
-               false, true);
+  reset_stream(stream, reset.status, reset.message.empty() ? "reset by peer" : reset.message, false,
+               true);
   return true;
 }
 
@@ -316,10 +316,10 @@ std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
   const auto role = offer.kind == wire::StreamKind::broadcast ? StreamRole::broadcast_sink
                                                               : StreamRole::responder;
   auto stream = std::make_shared<SessionStream>(shared_from_this(), role);
-  asio::post(socket_.get_executor(), [self = shared_from_this(), stream,
-                                      offer = std::move(offer)]() mutable {
-    self->on_incoming(stream, std::move(offer));
-  });
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this(), stream, offer = std::move(offer)]() mutable {
+               self->on_incoming(stream, std::move(offer));
+             });
   return stream;
 }
 
@@ -572,8 +572,7 @@ void Session::on_timer(const StreamPtr& stream) {
   if (stream->idle_timeout.count() > 0) {
     const auto idle_due = stream->last_activity + stream->idle_timeout;
     if (now >= idle_due) {
-      reset_stream(stream, Status::idle_timeout, "no bytes moved for the idle timeout", true,
-                   true);
+      reset_stream(stream, Status::idle_timeout, "no bytes moved for the idle timeout", true, true);
       return;
     }
     next = std::min(next, idle_due);

@@ -40,8 +40,8 @@ void Session::queue_control_done() {
 void Session::schedule(const StreamPtr& stream) {
   if (stream->in_ready_list || stream->removed) return;
   const bool has_data = stream->out_queued > 0 && stream->out_credit > 0;
-  const bool has_tail = stream->out_queued == 0 &&
-                        (stream->out_fin_pending || stream->out_end_pending.has_value());
+  const bool has_tail =
+      stream->out_queued == 0 && (stream->out_fin_pending || stream->out_end_pending.has_value());
   if (!(has_data || has_tail || stream->open_pending)) return;
   stream->in_ready_list = true;
   ready_.push_back(stream);

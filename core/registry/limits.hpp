@@ -11,8 +11,8 @@ namespace switchboard::core {
 using Milliseconds = std::chrono::milliseconds;
 
 struct Limits {
-  std::uint32_t max_frame = 64 * 1024;         ///< largest frame payload the relay accepts
-  std::uint32_t stream_window = 256 * 1024;    ///< bytes buffered per stream direction
+  std::uint32_t max_frame = 64 * 1024;       ///< largest frame payload the relay accepts
+  std::uint32_t stream_window = 256 * 1024;  ///< bytes buffered per stream direction
   std::uint32_t max_streams_per_connection = 256;
   std::uint32_t max_peers_per_channel = 10'000;
   std::uint32_t max_channels = 100'000;

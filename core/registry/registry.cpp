@@ -45,6 +45,9 @@ JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool
       return result;
     }
     it = channels_.emplace(channel_id, Channel{}).first;
+    if (auto v = watched_versions_.find(channel_id); v != watched_versions_.end()) {
+      it->second.version = v->second;
+    }
   }
   Channel& channel = it->second;
   Uuid id = requested_id;
@@ -55,7 +58,6 @@ JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool
   } else if (channel.members.contains(id)) {
     result.status = Status::refused;
     result.message = "peer id " + id.to_string() + " is already on this channel";
-    if (channel.members.empty()) channels_.erase(it);
     return result;
   }
   if (channel.members.size() >= limits_.max_peers_per_channel) {
@@ -68,7 +70,7 @@ JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool
   channel.members.emplace(id, Member{std::move(peer), accepts_requests});
   if (accepts_requests) channel.responders.push_back(id);
   ++peer_count_;
-  announce_locked(channel, wire::PresenceEvent::joined, id);
+  announce_locked(channel_id, &channel, wire::PresenceEvent::joined, id);
   result.peer_id = id;
   result.version = channel.version;
   return result;
@@ -82,18 +84,54 @@ void Registry::leave(const Uuid& channel_id, const Uuid& peer_id) {
   if (channel.members.erase(peer_id) == 0) return;
   --peer_count_;
   std::erase(channel.responders, peer_id);
-  if (channel.members.empty()) {
-    channels_.erase(it);
-    return;
-  }
-  announce_locked(channel, wire::PresenceEvent::left, peer_id);
+  announce_locked(channel_id, &channel, wire::PresenceEvent::left, peer_id);
+  if (channel.members.empty()) channels_.erase(it);
 }
 
-void Registry::announce_locked(Channel& channel, wire::PresenceEvent event, const Uuid& subject) {
-  ++channel.version;
-  wire::Presence presence{event, channel.version, {subject}};
-  for (const auto& [member_id, member] : channel.members) {
+void Registry::announce_locked(const Uuid& channel_id, Channel* channel, wire::PresenceEvent event,
+                               const Uuid& subject) {
+  const std::uint64_t version = ++channel->version;
+  wire::Presence presence{event, version, {subject}};
+  for (const auto& [member_id, member] : channel->members) {
     if (member_id != subject) member.peer->on_presence(presence);
+  }
+  if (auto w = watchers_.find(channel_id); w != watchers_.end()) {
+    watched_versions_[channel_id] = version;
+    for (const auto& [token, observer] : w->second) observer->on_presence(presence);
+  }
+}
+
+bool Registry::is_member(const Uuid& channel_id, const Uuid& peer_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  return it != channels_.end() && it->second.members.contains(peer_id);
+}
+
+std::uint64_t Registry::watch(const Uuid& channel_id, std::shared_ptr<Peer> observer,
+                              std::vector<Uuid>& snapshot, std::uint64_t& version) {
+  std::lock_guard lock(mutex_);
+  snapshot.clear();
+  version = 0;
+  if (auto it = channels_.find(channel_id); it != channels_.end()) {
+    version = it->second.version;
+    for (const auto& [member_id, member] : it->second.members) snapshot.push_back(member_id);
+  } else if (auto v = watched_versions_.find(channel_id); v != watched_versions_.end()) {
+    version = v->second;
+  }
+  watched_versions_[channel_id] = version;
+  const std::uint64_t token = next_watch_token_++;
+  watchers_[channel_id].emplace_back(token, std::move(observer));
+  return token;
+}
+
+void Registry::unwatch(const Uuid& channel_id, std::uint64_t token) {
+  std::lock_guard lock(mutex_);
+  auto it = watchers_.find(channel_id);
+  if (it == watchers_.end()) return;
+  std::erase_if(it->second, [token](const auto& entry) { return entry.first == token; });
+  if (it->second.empty()) {
+    watchers_.erase(it);
+    if (!channels_.contains(channel_id)) watched_versions_.erase(channel_id);
   }
 }
 

@@ -36,7 +36,7 @@ struct RegistryStats {
 
 class Registry {
 public:
-  explicit Registry(const Limits& limits) : limits_(limits) {}
+  explicit Registry(Limits limits) : limits_(std::move(limits)) {}
 
   /// Adds `peer` to `channel` under `requested_id` (nil: a fresh id). A live peer with the same
   /// id makes this fail with REFUSED and leaves the existing peer untouched.
@@ -51,8 +51,17 @@ public:
   RouteResult route_to_any(const Uuid& channel, const Uuid& sender);
   /// Every other peer of the channel at this moment.
   std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> broadcast_targets(const Uuid& channel,
-                                                                         const Uuid& sender);
+                                                                        const Uuid& sender);
   std::vector<Uuid> members(const Uuid& channel, std::uint64_t& version);
+  /// True when `peer_id` is a member of `channel` now.
+  bool is_member(const Uuid& channel, const Uuid& peer_id) const;
+
+  /// Registers an observer of a channel's presence that is not a member: it gets the snapshot
+  /// (returned) and then every change through on_presence. Watching a channel does not keep it
+  /// alive or count as a peer. Returns a token for unwatch().
+  std::uint64_t watch(const Uuid& channel, std::shared_ptr<Peer> observer,
+                      std::vector<Uuid>& snapshot, std::uint64_t& version);
+  void unwatch(const Uuid& channel, std::uint64_t token);
 
   /// From now on joins and new streams are refused.
   void start_draining() noexcept { draining_.store(true); }
@@ -72,11 +81,18 @@ private:
     std::uint64_t version = 0;
   };
 
-  void announce_locked(Channel& channel, wire::PresenceEvent event, const Uuid& subject);
+  void announce_locked(const Uuid& channel_id, Channel* channel, wire::PresenceEvent event,
+                       const Uuid& subject);
 
-  const Limits& limits_;
+  const Limits limits_;
   mutable std::mutex mutex_;
   std::unordered_map<Uuid, Channel, UuidHash> channels_;
+  // Watchers live apart from channels: a channel comes and goes with its members, watchers stay.
+  std::unordered_map<Uuid, std::vector<std::pair<std::uint64_t, std::shared_ptr<Peer>>>, UuidHash>
+      watchers_;
+  std::uint64_t next_watch_token_ = 1;
+  // Versions continue across a channel's empty periods so watchers never see one go backwards.
+  std::unordered_map<Uuid, std::uint64_t, UuidHash> watched_versions_;
   std::size_t peer_count_ = 0;
   std::atomic<bool> draining_{false};
 };

@@ -26,7 +26,11 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
 
   CLI::App app{"switchboard-server: the Switchboard channel relay"};
-  app.add_option("--listen", config.listen, "core (native) listen address HOST:PORT; port 0 picks one")
+  app.add_option("--listen", config.listen,
+                 "core (native) listen address HOST:PORT; port 0 picks one")
+      ->capture_default_str();
+  app.add_option("--grpc-listen", config.grpc_listen,
+                 "gRPC gateway listen address HOST:PORT; port 0 picks one; empty disables")
       ->capture_default_str();
   app.add_option("--threads", config.threads, "I/O threads (0: one per core)")
       ->capture_default_str();
@@ -72,6 +76,9 @@ int main(int argc, char** argv) {
     const auto bound = server.core_endpoint();
     std::printf("listening core %s:%u\n", bound.address().to_string().c_str(),
                 static_cast<unsigned>(bound.port()));
+    if (const auto grpc = server.grpc_address(); !grpc.empty()) {
+      std::printf("listening grpc %s\n", grpc.c_str());
+    }
     std::fflush(stdout);
     server.wait();
   } catch (const std::exception& e) {

@@ -15,6 +15,9 @@
 
 #include "net/session.hpp"
 #include "switchboard/wire/codec.hpp"
+#if SWITCHBOARD_WITH_GRPC
+#include "grpc_gateway/gateway.hpp"
+#endif
 
 namespace switchboard::core {
 
@@ -72,14 +75,47 @@ Server::Server(ServerConfig config)
   acceptor_.listen(asio::socket_base::max_listen_connections);
   bound_ = acceptor_.local_endpoint();
   if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
+#if SWITCHBOARD_WITH_GRPC
+  if (!config_.grpc_listen.empty()) {
+    gateway_ =
+        std::make_unique<gateway::Gateway>(*context_, io_.get_executor(), config_.grpc_listen);
+  }
+#endif
 }
 
 Server::~Server() {
-  shutdown();
-  wait();
+  if (!threads_.empty()) {
+    shutdown();
+    wait();
+  }
+  // Never started: nothing to drain, but the gateway still has to stop.
+  stop_gateway();
+  if (gateway_stopper_.joinable()) gateway_stopper_.join();
+}
+
+std::string Server::grpc_address() const {
+#if SWITCHBOARD_WITH_GRPC
+  if (gateway_) return gateway_->address();
+#endif
+  return {};
+}
+
+int Server::grpc_port() const {
+#if SWITCHBOARD_WITH_GRPC
+  if (gateway_) return gateway_->port();
+#endif
+  return 0;
+}
+
+void Server::stop_gateway() {
+#if SWITCHBOARD_WITH_GRPC
+  if (gateway_) gateway_->shutdown(std::chrono::system_clock::now());
+#endif
 }
 
 void Server::start() {
+  guard_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
+      io_.get_executor());
   accept_loop_start();
   for (unsigned i = 0; i < config_.threads; ++i) {
     threads_.emplace_back([this] { io_.run(); });
@@ -143,6 +179,9 @@ void Server::begin_drain() {
   acceptor_.close(ignored);
   if (signals_) signals_->cancel(ignored);
   context_->registry.start_draining();
+#if SWITCHBOARD_WITH_GRPC
+  if (gateway_) gateway_->drain();
+#endif
   std::vector<std::shared_ptr<net::Session>> live;
   {
     std::lock_guard lock(sessions_mutex_);
@@ -158,9 +197,11 @@ void Server::begin_drain() {
         const auto deadline = std::chrono::steady_clock::now() + config_.limits.drain_timeout;
         bool terminated = false;
         while (context_->counters.connections_open.load() > 0) {
-          if (terminated && std::chrono::steady_clock::now() >= deadline + std::chrono::seconds(5)) {
+          if (terminated &&
+              std::chrono::steady_clock::now() >= deadline + std::chrono::seconds(5)) {
             spdlog::error("sessions did not close after termination remaining={}",
                           context_->counters.connections_open.load());
+            stop_gateway();
             io_.stop();
             co_return;
           }
@@ -178,6 +219,19 @@ void Server::begin_drain() {
         }
         spdlog::info("relay drained");
         if (signals_) signals_.reset();
+        // gRPC's shutdown blocks until its calls are done, and they finish on these I/O
+        // threads: run it elsewhere, then let the threads end.
+        const auto grace =
+            std::chrono::system_clock::now() +
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::max<std::chrono::steady_clock::duration>(
+                    deadline - std::chrono::steady_clock::now(), std::chrono::milliseconds(100)));
+        gateway_stopper_ = std::thread([this, grace] {
+#if SWITCHBOARD_WITH_GRPC
+          if (gateway_) gateway_->shutdown(grace);
+#endif
+          asio::post(io_, [this] { guard_.reset(); });
+        });
       },
       log_exception);
 }
@@ -187,6 +241,7 @@ void Server::wait() {
     if (thread.joinable()) thread.join();
   }
   threads_.clear();
+  if (gateway_stopper_.joinable()) gateway_stopper_.join();
 }
 
 void Server::handle_signals() {

@@ -1,6 +1,7 @@
 // The relay process: owns the io_context, its threads, the acceptor and the shared context.
 #pragma once
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -18,11 +19,16 @@
 namespace switchboard::core::net {
 class Session;
 }
+namespace switchboard::gateway {
+class Gateway;
+}
 
 namespace switchboard::core {
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:7400";
+  /// The gRPC gateway's address; empty disables it (as does a build without gRPC).
+  std::string grpc_listen = "127.0.0.1:7401";
   unsigned threads = 0;  ///< 0: one per core
   Limits limits;
 };
@@ -40,6 +46,9 @@ public:
 
   /// The bound core address (with the port chosen by the system when 0 was asked for).
   boost::asio::ip::tcp::endpoint core_endpoint() const { return bound_; }
+  /// The gateway's "HOST:PORT", or empty when it is off.
+  std::string grpc_address() const;
+  int grpc_port() const;
 
   /// Starts accepting on the I/O threads and returns.
   void start();
@@ -56,6 +65,7 @@ public:
 private:
   void accept_loop_start();
   void begin_drain();
+  void stop_gateway();
   void track(const std::shared_ptr<net::Session>& session, std::uint64_t id);
 
   ServerConfig config_;
@@ -64,6 +74,10 @@ private:
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint bound_;
   std::unique_ptr<boost::asio::signal_set> signals_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+  // Keeps the I/O threads running until the gateway has shut down (its calls end on them).
+  std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_;
+  std::thread gateway_stopper_;
   std::vector<std::thread> threads_;
   std::mutex sessions_mutex_;
   std::unordered_map<std::uint64_t, std::weak_ptr<net::Session>> sessions_;

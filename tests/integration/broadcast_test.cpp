@@ -18,8 +18,7 @@ using test::options_for;
 
 // A receiver that reads every broadcast whole and records its checksum.
 struct Receiver {
-  explicit Receiver(std::uint16_t port, const Uuid& channel)
-      : client(options_for(port, channel)) {
+  explicit Receiver(std::uint16_t port, const Uuid& channel) : client(options_for(port, channel)) {
     client.on_broadcast([this](BlockingStream& message) {
       test::Checksum sum;
       for (;;) {
@@ -61,7 +60,8 @@ TEST(Broadcast, ReachesEveryOtherPeerWithSummaryAndNotTheSender) {
   test::InProcessRelay relay{test::fast_limits()};
   const auto channel = Uuid::random();
   std::vector<std::unique_ptr<Receiver>> receivers;
-  for (int i = 0; i < 4; ++i) receivers.push_back(std::make_unique<Receiver>(relay.port(), channel));
+  for (int i = 0; i < 4; ++i)
+    receivers.push_back(std::make_unique<Receiver>(relay.port(), channel));
   Receiver sender(relay.port(), channel);
   test::Checksum sent;
   const auto summary = broadcast_pattern(sender.client, 3 * 1024 * 1024 + 5, sent);
@@ -96,7 +96,8 @@ TEST(Broadcast, SlowReceiverIsDroppedAndOthersFinish) {
   test::InProcessRelay relay{limits};
   const auto channel = Uuid::random();
   std::vector<std::unique_ptr<Receiver>> receivers;
-  for (int i = 0; i < 7; ++i) receivers.push_back(std::make_unique<Receiver>(relay.port(), channel));
+  for (int i = 0; i < 7; ++i)
+    receivers.push_back(std::make_unique<Receiver>(relay.port(), channel));
   // The eighth receiver grants 4 KiB of credit and never more.
   test::RawPeer stalled(relay.port());
   const auto stalled_id = stalled.join(channel, false, 4096);

@@ -136,9 +136,9 @@ TEST_F(Presence, DuplicatePeerIdIsRefusedAndFirstIsUndisturbed) {
   }
   BlockingClient sender(options_for(relay_.port(), channel_));
   std::vector<std::uint8_t> response;
-  EXPECT_TRUE(sender.send(client::Target::to(options.peer_id), test::as_bytes("still there?"),
-                          response)
-                  .ok());
+  EXPECT_TRUE(
+      sender.send(client::Target::to(options.peer_id), test::as_bytes("still there?"), response)
+          .ok());
   // The same id on another channel is a different peer and is fine.
   auto elsewhere = options;
   elsewhere.channel = Uuid::random();

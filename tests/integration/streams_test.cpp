@@ -132,8 +132,10 @@ TEST_F(Streams, HundredConcurrentRequestsOverOneConnection) {
       test::fill_pattern(body, 99, static_cast<std::uint64_t>(i));
       std::vector<std::uint8_t> response;
       auto outcome = sender.send(Target::any(), body, response);
-      if (outcome.ok() && response == body) ++ok;
-      else ADD_FAILURE() << outcome.describe() << " size " << response.size() << "/" << body.size();
+      if (outcome.ok() && response == body)
+        ++ok;
+      else
+        ADD_FAILURE() << outcome.describe() << " size " << response.size() << "/" << body.size();
     });
   }
   for (auto& t : threads) t.join();
@@ -144,8 +146,7 @@ TEST_F(Streams, AnyRoutingSpreadsRoundRobinAcrossResponders) {
   std::mutex mutex;
   std::map<std::string, int> served;
   auto make_responder = [&](const std::string& name) {
-    auto responder =
-        std::make_unique<BlockingClient>(options_for(relay_.port(), channel_, true));
+    auto responder = std::make_unique<BlockingClient>(options_for(relay_.port(), channel_, true));
     responder->serve([&, name](BlockingStream& request) {
       while (request.read_chunk().size > 0) {
       }

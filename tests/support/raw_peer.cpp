@@ -75,7 +75,8 @@ std::optional<OwnedFrame> RawPeer::expect_frame(std::chrono::milliseconds timeou
     const auto result = wire::decode_frame(buffer_, 1U << 30);
     if (result.kind == wire::DecodeResult::Kind::frame) {
       OwnedFrame frame{result.header, {result.payload.begin(), result.payload.end()}};
-      buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(result.consumed));
+      buffer_.erase(buffer_.begin(),
+                    buffer_.begin() + static_cast<std::ptrdiff_t>(result.consumed));
       return frame;
     }
     if (result.kind == wire::DecodeResult::Kind::error) return std::nullopt;

@@ -31,11 +31,11 @@ public:
   Uuid join(const Uuid& channel, bool accept_requests = false,
             std::uint32_t stream_window = 1 << 20, const Uuid& peer_id = {});
   /// The next frame within `timeout`, or nullopt (timeout or connection closed).
-  std::optional<OwnedFrame> expect_frame(std::chrono::milliseconds timeout =
-                                             std::chrono::seconds(5));
+  std::optional<OwnedFrame> expect_frame(
+      std::chrono::milliseconds timeout = std::chrono::seconds(5));
   /// The next frame of `type`, skipping others (PING answered), within `timeout`.
-  std::optional<OwnedFrame> expect_type(wire::FrameType type, std::chrono::milliseconds timeout =
-                                                                  std::chrono::seconds(5));
+  std::optional<OwnedFrame> expect_type(
+      wire::FrameType type, std::chrono::milliseconds timeout = std::chrono::seconds(5));
   /// True when the relay closes the connection within `timeout` (frames before it are skipped).
   bool expect_closed(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   /// True when no frame arrives for `quiet`.

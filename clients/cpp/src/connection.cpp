@@ -67,9 +67,12 @@ asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_ex
     connection->close();
     co_return nullptr;
   }
-  asio::co_spawn(executor, [connection] { return connection->read_loop(); }, asio::detached);
-  asio::co_spawn(executor, [connection] { return connection->write_loop(); }, asio::detached);
-  asio::co_spawn(executor, [connection] { return connection->keepalive(); }, asio::detached);
+  asio::co_spawn(
+      executor, [connection] { return connection->read_loop(); }, asio::detached);
+  asio::co_spawn(
+      executor, [connection] { return connection->write_loop(); }, asio::detached);
+  asio::co_spawn(
+      executor, [connection] { return connection->keepalive(); }, asio::detached);
   co_return connection;
 }
 
@@ -78,8 +81,8 @@ asio::awaitable<Outcome> Connection::handshake() {
   auto [resolve_error, endpoints] =
       co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kUseTuple);
   if (resolve_error) {
-    co_return Outcome{Status::peer_gone, 0, "cannot resolve " + options_.host + ": " +
-                                                resolve_error.message()};
+    co_return Outcome{Status::peer_gone, 0,
+                      "cannot resolve " + options_.host + ": " + resolve_error.message()};
   }
   auto [connect_error, endpoint] = co_await asio::async_connect(p_->socket, endpoints, kUseTuple);
   if (connect_error) {
@@ -107,17 +110,17 @@ asio::awaitable<Outcome> Connection::handshake() {
   wire::Frame frame;
   for (;;) {
     auto space = p_->reader.prepare();
-    auto [ec, n] = co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()),
-                                                       kUseTuple);
+    auto [ec, n] =
+        co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
     if (ec) co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
     p_->reader.commit(n);
     for (;;) {
       const auto decoded = p_->reader.next(frame);
       if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
       if (decoded.kind == wire::DecodeResult::Kind::error) {
-        co_return Outcome{Status::protocol_error, 0,
-                          "bad frame from relay: " +
-                              std::string(wire::decode_error_name(decoded.error))};
+        co_return Outcome{
+            Status::protocol_error, 0,
+            "bad frame from relay: " + std::string(wire::decode_error_name(decoded.error))};
       }
       const auto type = frame.header.type;
       if (type == wire::FrameType::error) {
@@ -153,9 +156,9 @@ asio::awaitable<Outcome> Connection::handshake() {
         }
         continue;
       }
-      co_return Outcome{Status::protocol_error, 0,
-                        "unexpected " + std::string(wire::frame_type_name(type)) +
-                            " during handshake"};
+      co_return Outcome{
+          Status::protocol_error, 0,
+          "unexpected " + std::string(wire::frame_type_name(type)) + " during handshake"};
     }
   }
 }
@@ -171,9 +174,9 @@ asio::awaitable<void> Connection::read_loop() {
       const auto decoded = p_->reader.next(frame);
       if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
       if (decoded.kind == wire::DecodeResult::Kind::error) {
-        reason = Outcome{Status::protocol_error, 0,
-                         "bad frame from relay: " +
-                             std::string(wire::decode_error_name(decoded.error))};
+        reason =
+            Outcome{Status::protocol_error, 0,
+                    "bad frame from relay: " + std::string(wire::decode_error_name(decoded.error))};
         broken = true;
         break;
       }
@@ -182,8 +185,8 @@ asio::awaitable<void> Connection::read_loop() {
     }
     if (broken) break;
     auto space = p_->reader.prepare();
-    auto [ec, n] = co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()),
-                                                       kUseTuple);
+    auto [ec, n] =
+        co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
     if (closed_) co_return;
     if (ec) {
       if (ec != asio::error::eof) reason.message = "connection lost: " + ec.message();

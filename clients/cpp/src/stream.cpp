@@ -99,8 +99,8 @@ asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool
         co_return outcome_;
       }
       const std::size_t prefix = wire::open_prefix_size(open_);
-      n = std::min<std::size_t>(n, conn.relay_max_frame_ - std::min<std::size_t>(
-                                                               prefix, conn.relay_max_frame_));
+      n = std::min<std::size_t>(
+          n, conn.relay_max_frame_ - std::min<std::size_t>(prefix, conn.relay_max_frame_));
       const bool fin = last && n == remaining;
       id_ = conn.p_->next_stream_id;
       conn.p_->next_stream_id += 2;

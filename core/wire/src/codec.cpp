@@ -116,31 +116,50 @@ DecodeError read_status(Reader& r, Status& out) noexcept {
 
 std::string_view frame_type_name(FrameType type) noexcept {
   switch (type) {
-    case FrameType::hello: return "HELLO";
-    case FrameType::welcome: return "WELCOME";
-    case FrameType::presence: return "PRESENCE";
-    case FrameType::ping: return "PING";
-    case FrameType::go_away: return "GOAWAY";
-    case FrameType::error: return "ERROR";
-    case FrameType::open: return "OPEN";
-    case FrameType::data: return "DATA";
-    case FrameType::end: return "END";
-    case FrameType::reset: return "RESET";
-    case FrameType::window: return "WINDOW";
+    case FrameType::hello:
+      return "HELLO";
+    case FrameType::welcome:
+      return "WELCOME";
+    case FrameType::presence:
+      return "PRESENCE";
+    case FrameType::ping:
+      return "PING";
+    case FrameType::go_away:
+      return "GOAWAY";
+    case FrameType::error:
+      return "ERROR";
+    case FrameType::open:
+      return "OPEN";
+    case FrameType::data:
+      return "DATA";
+    case FrameType::end:
+      return "END";
+    case FrameType::reset:
+      return "RESET";
+    case FrameType::window:
+      return "WINDOW";
   }
   return "UNKNOWN";
 }
 
 std::string_view decode_error_name(DecodeError error) noexcept {
   switch (error) {
-    case DecodeError::none: return "none";
-    case DecodeError::frame_too_large: return "frame too large";
-    case DecodeError::unknown_type: return "unknown frame type";
-    case DecodeError::bad_stream_id: return "bad stream id";
-    case DecodeError::malformed: return "malformed payload";
-    case DecodeError::bad_magic: return "bad magic";
-    case DecodeError::unsupported_version: return "unsupported protocol version";
-    case DecodeError::bad_status: return "bad status code";
+    case DecodeError::none:
+      return "none";
+    case DecodeError::frame_too_large:
+      return "frame too large";
+    case DecodeError::unknown_type:
+      return "unknown frame type";
+    case DecodeError::bad_stream_id:
+      return "bad stream id";
+    case DecodeError::malformed:
+      return "malformed payload";
+    case DecodeError::bad_magic:
+      return "bad magic";
+    case DecodeError::unsupported_version:
+      return "unsupported protocol version";
+    case DecodeError::bad_status:
+      return "bad status code";
   }
   return "unknown";
 }
@@ -326,8 +345,8 @@ std::size_t open_prefix_size(const Open& open) noexcept {
   return size;
 }
 
-void append_open(std::vector<std::uint8_t>& out, std::uint32_t stream, const Open& open,
-                 Bytes body, bool fin) {
+void append_open(std::vector<std::uint8_t>& out, std::uint32_t stream, const Open& open, Bytes body,
+                 bool fin) {
   const auto at = begin_frame(out, FrameType::open, fin ? flags::kFin : 0, stream);
   put_u8(out, static_cast<std::uint8_t>(open.kind));
   put_u8(out, 0);

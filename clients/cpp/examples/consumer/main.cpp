@@ -21,7 +21,8 @@ int main(int argc, char** argv) {
   responder.serve([](client::BlockingStream& request) {
     std::string body;
     std::vector<std::uint8_t> buffer(4096);
-    while (auto n = request.read(buffer)) body.append(buffer.begin(), buffer.begin() + static_cast<long>(n));
+    while (auto n = request.read(buffer))
+      body.append(buffer.begin(), buffer.begin() + static_cast<long>(n));
     const std::string answer = "hello, " + body;
     request.write({reinterpret_cast<const std::uint8_t*>(answer.data()), answer.size()}, true);
   });

@@ -37,11 +37,11 @@ struct Outcome {
 struct ConnectOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7400;
-  Uuid channel;                  ///< required
-  Uuid peer_id;                  ///< nil: the relay assigns one
-  bool accept_requests = false;  ///< this peer serves requests (a Respond peer)
-  std::string token;             ///< credentials, sent once in the handshake
-  std::uint32_t max_frame = 256 * 1024;      ///< largest frame payload we accept
+  Uuid channel;                               ///< required
+  Uuid peer_id;                               ///< nil: the relay assigns one
+  bool accept_requests = false;               ///< this peer serves requests (a Respond peer)
+  std::string token;                          ///< credentials, sent once in the handshake
+  std::uint32_t max_frame = 256 * 1024;       ///< largest frame payload we accept
   std::uint32_t stream_window = 1024 * 1024;  ///< credit we grant per stream we receive
   std::chrono::milliseconds connect_timeout{10'000};
 };
@@ -73,8 +73,12 @@ class Connection;
 /// from the connection's executor. Errors are reported as Outcome values, never exceptions.
 class Stream : public std::enable_shared_from_this<Stream> {
 public:
-  enum class Kind : std::uint8_t { outgoing_request, outgoing_broadcast, incoming_request,
-                                   incoming_broadcast };
+  enum class Kind : std::uint8_t {
+    outgoing_request,
+    outgoing_broadcast,
+    incoming_request,
+    incoming_broadcast
+  };
 
   /// The other party: the target (outgoing) or the sender (incoming; nil for "any" until known).
   const Uuid& peer() const noexcept { return peer_; }
@@ -91,8 +95,7 @@ public:
   /// Ends our direction with OK (same as a final empty write with last = true).
   boost::asio::awaitable<Outcome> finish();
   /// Ends our direction with an error status (responders: passed to the sender unchanged).
-  boost::asio::awaitable<Outcome> fail(Status status, std::uint32_t app_code,
-                                       std::string message);
+  boost::asio::awaitable<Outcome> fail(Status status, std::uint32_t app_code, std::string message);
 
   /// Waits for the next chunk of the other side's bytes. An empty chunk means the other side's
   /// direction has ended; then `outcome()` tells how (OK, an error END, or a reset).

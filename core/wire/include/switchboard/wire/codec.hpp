@@ -15,13 +15,13 @@ using Bytes = std::span<const std::uint8_t>;
 
 enum class DecodeError : std::uint8_t {
   none = 0,
-  frame_too_large,   ///< header length exceeds the negotiated max frame
-  unknown_type,      ///< frame type not in this protocol version
-  bad_stream_id,     ///< stream frame on stream 0, or connection frame on a stream
-  malformed,         ///< payload does not match its type's layout
-  bad_magic,         ///< HELLO does not start with "SWBD"
+  frame_too_large,  ///< header length exceeds the negotiated max frame
+  unknown_type,     ///< frame type not in this protocol version
+  bad_stream_id,    ///< stream frame on stream 0, or connection frame on a stream
+  malformed,        ///< payload does not match its type's layout
+  bad_magic,        ///< HELLO does not start with "SWBD"
   unsupported_version,
-  bad_status,        ///< status value outside the defined set
+  bad_status,  ///< status value outside the defined set
 };
 
 std::string_view decode_error_name(DecodeError error) noexcept;

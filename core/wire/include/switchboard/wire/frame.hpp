@@ -70,7 +70,7 @@ struct Hello {
   std::uint16_t version = kProtocolVersion;
   std::uint16_t hello_flags = 0;
   Uuid channel;
-  Uuid peer_id;  ///< nil: the relay assigns one
+  Uuid peer_id;                     ///< nil: the relay assigns one
   std::uint32_t max_frame = 0;      ///< largest payload the client accepts
   std::uint32_t stream_window = 0;  ///< credit the client grants per stream it receives
   std::string token;

@@ -1,0 +1,666 @@
+"""A Python client of the Switchboard gRPC gateway (proto/switchboard/v1/switchboard.proto).
+
+Everything here is synchronous and thread-based, on top of grpcio's blocking streaming API:
+
+- ``Client.send`` / ``Client.send_stream``: one request streamed to a peer, its response back;
+- ``Client.broadcast``: one message to every other peer of a channel, returns the summary;
+- ``Client.respond``: joins a channel as a peer that serves requests (one handler thread per
+  request) and receives broadcasts and presence;
+- ``Client.list_peers`` / ``Client.watch_peers``: presence without joining.
+
+Failures raise ``SwitchboardError`` carrying the gRPC status code and the gateway's
+``switchboard-status`` trailer (e.g. ``"NO_RESPONDERS"``).
+"""
+
+import collections
+import queue
+import threading
+import time
+
+import grpc
+
+from . import _stubs
+
+pb2, pb2_grpc = _stubs.load()
+
+DEFAULT_TARGET = "127.0.0.1:7401"
+#: Body bytes per gRPC message we send (the native relay's default frame payload).
+CHUNK_SIZE = 64 * 1024
+#: Response messages queued towards the gateway per Respond session before writers block.
+OUTGOING_QUEUE = 64
+#: Body bytes buffered per incoming request before the session's reader waits for the handler.
+INCOMING_BUFFER = 4 * 1024 * 1024
+#: How often blocked internal waits re-check whether their stream or session has ended.
+_POLL = 0.25
+
+_CLOSE = object()
+
+PresenceUpdate = collections.namedtuple("PresenceUpdate", "kind peers version")
+PresenceUpdate.__doc__ = ("A presence event: kind is 'SNAPSHOT' (peers = the whole membership), "
+                          "'JOINED' or 'LEFT' (peers = the one peer); version is the channel's "
+                          "membership version after it.")
+Peers = collections.namedtuple("Peers", "peers version")
+BroadcastSummary = collections.namedtuple("BroadcastSummary", "delivered dropped")
+
+
+class SwitchboardError(Exception):
+    """An RPC or stream that did not end with OK.
+
+    ``code``: the ``grpc.StatusCode`` (None for a stream reset seen by a responder);
+    ``status``: the Switchboard status name from the ``switchboard-status`` trailer (None if the
+    call failed before the gateway added one, e.g. a deadline enforced by the client itself);
+    ``app_code``: the responder's application code for ``APPLICATION``; ``message``: details.
+    """
+
+    def __init__(self, code, status, message="", app_code=None):
+        self.code = code
+        self.status = status
+        self.message = message or ""
+        self.app_code = app_code
+        label = status or (code.name if code is not None else "ERROR")
+        text = f"{label}: {self.message}" if self.message else label
+        if app_code is not None:
+            text += f" (app code {app_code})"
+        super().__init__(text)
+
+    @classmethod
+    def from_rpc_error(cls, error):
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        details = error.details() if hasattr(error, "details") else str(error)
+        status, app_code = _trailer_status(error)
+        return cls(code, status, details, app_code)
+
+
+class StreamReset(SwitchboardError):
+    """The incoming request or broadcast was aborted (cancelled, deadline, sender gone, ...)."""
+
+    def __init__(self, status, message=""):
+        super().__init__(None, status, message)
+
+
+class ApplicationError(Exception):
+    """Raise from a request handler to end the response with APPLICATION, ``code`` and
+    ``message``, which reach the sender unchanged."""
+
+    def __init__(self, code, message=""):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _trailer_status(call):
+    status, app_code = None, None
+    try:
+        trailers = call.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001 - some error objects carry no call
+        trailers = ()
+    for key, value in trailers:
+        if key == "switchboard-status":
+            status = value
+        elif key == "switchboard-app-code":
+            try:
+                app_code = int(value)
+            except ValueError:
+                app_code = None
+    return status, app_code
+
+
+def _status_value(status):
+    if isinstance(status, str):
+        return pb2.Status.Value(status)
+    return int(status)
+
+
+def _status_name(value):
+    try:
+        return pb2.Status.Name(value)
+    except ValueError:
+        return str(value)
+
+
+def _split(data, chunk_size):
+    """Yields ``data`` (bytes-like, str, or an iterable of those) as chunks <= chunk_size."""
+    if data is None:
+        return
+    if isinstance(data, str):
+        data = data.encode()
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        view = memoryview(data)
+        for offset in range(0, len(view), chunk_size):
+            yield bytes(view[offset:offset + chunk_size])
+        return
+    for piece in data:
+        if isinstance(piece, str):
+            piece = piece.encode()
+        if len(piece) <= chunk_size:
+            if len(piece) > 0:
+                yield bytes(piece)
+            continue
+        view = memoryview(piece)
+        for offset in range(0, len(view), chunk_size):
+            yield bytes(view[offset:offset + chunk_size])
+
+
+def _update_from_proto(update):
+    return PresenceUpdate(pb2.PresenceUpdate.Kind.Name(update.kind), list(update.peers),
+                          int(update.version))
+
+
+# ---- Send ----------------------------------------------------------------------------------
+
+
+class SendCall:
+    """An open Send. Iterate it for the response chunks (bytes); a failed stream raises
+    SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
+
+    def __init__(self, call):
+        self._call = call
+
+    def __iter__(self):
+        try:
+            for message in self._call:
+                if message.WhichOneof("kind") == "chunk" and message.chunk.data:
+                    yield message.chunk.data
+        except grpc.RpcError as error:
+            raise SwitchboardError.from_rpc_error(error) from None
+
+    def read(self):
+        """The whole response (raises SwitchboardError on failure)."""
+        return b"".join(self)
+
+    def cancel(self):
+        self._call.cancel()
+
+    def trailing_metadata(self):
+        return self._call.trailing_metadata()
+
+
+# ---- Respond -------------------------------------------------------------------------------
+
+
+class Incoming:
+    """One incoming request (or broadcast) of a Respond session.
+
+    Iterate it for the body chunks (bytes); ``read()`` returns the whole body. A request is
+    answered with ``write()`` (any number of times, full duplex), then ``finish()`` or
+    ``fail()``. If the stream is reset (the sender cancelled, the deadline passed, the sender
+    left), iteration and ``write()`` raise StreamReset; ``reset`` holds (status, message).
+    """
+
+    def __init__(self, session, start):
+        self._session = session
+        self.id = start.id
+        self.is_broadcast = start.broadcast
+        self.sender = start.sender
+        self.metadata = dict(start.metadata)
+        self.deadline_ms = int(start.deadline_ms)
+        self.received_at = time.monotonic()
+        self._cond = threading.Condition()
+        self._chunks = collections.deque()
+        self._buffered = 0
+        self._body_ended = False
+        self._discard = False
+        self._answered = False
+        self.reset = None
+        self._done = threading.Event()
+        if start.data:
+            self._chunks.append(start.data)
+            self._buffered = len(start.data)
+        if start.last:
+            self._body_ended = True
+
+    # -- what the handler uses --
+
+    @property
+    def remaining(self):
+        """Seconds left before the stream's deadline, or None without a deadline."""
+        if self.deadline_ms == 0:
+            return None
+        return max(0.0, self.deadline_ms / 1000.0 - (time.monotonic() - self.received_at))
+
+    def __iter__(self):
+        while True:
+            with self._cond:
+                while not self._chunks and not self._body_ended and self.reset is None:
+                    self._cond.wait(_POLL)
+                if self._chunks:
+                    chunk = self._chunks.popleft()
+                    self._buffered -= len(chunk)
+                    self._cond.notify_all()
+                elif self.reset is not None:
+                    raise StreamReset(*self.reset)
+                else:
+                    return
+            yield chunk
+
+    def read(self):
+        return b"".join(self)
+
+    def write(self, data):
+        """Streams response bytes (requests only). Blocks while the session's send queue is
+        full; raises StreamReset if the stream was reset."""
+        self._check_writable()
+        for chunk in _split(data, CHUNK_SIZE):
+            self._send(pb2.RespondClientMessage(
+                chunk=pb2.ResponseChunk(request_id=self.id, data=chunk)))
+
+    def finish(self, data=b""):
+        """Ends the response with OK (after the optional last bytes)."""
+        self._check_writable()
+        chunks = list(_split(data, CHUNK_SIZE)) or [b""]
+        for chunk in chunks[:-1]:
+            self._send(pb2.RespondClientMessage(
+                chunk=pb2.ResponseChunk(request_id=self.id, data=chunk)))
+        self._answered = True
+        self._send(pb2.RespondClientMessage(
+            chunk=pb2.ResponseChunk(request_id=self.id, data=chunks[-1], last=True)))
+
+    def fail(self, status="APPLICATION", app_code=0, message=""):
+        """Ends the response with an error status that reaches the sender unchanged."""
+        self._check_writable()
+        self._answered = True
+        self._send(pb2.RespondClientMessage(end=pb2.ResponseEnd(
+            request_id=self.id, status=_status_value(status), app_code=app_code,
+            message=message)))
+
+    def cancel(self, status="CANCELLED", message=""):
+        """Aborts the request (or leaves the broadcast)."""
+        if self.reset is not None or self._answered:
+            return
+        self._answered = True
+        self._send(pb2.RespondClientMessage(cancel=pb2.StreamCancel(
+            id=self.id, status=_status_value(status), message=message)))
+
+    def wait_reset(self, timeout):
+        """Waits up to ``timeout`` seconds for the stream to be reset; returns self.reset."""
+        self._done.wait(timeout)
+        return self.reset
+
+    # -- what the session uses --
+
+    def _check_writable(self):
+        if self.is_broadcast:
+            raise SwitchboardError(None, "PROTOCOL_ERROR", "a broadcast takes no response")
+        if self.reset is not None:
+            raise StreamReset(*self.reset)
+        if self._answered:
+            raise SwitchboardError(None, None, "the response has already ended")
+
+    def _send(self, message):
+        if not self._session._put(message, lambda: self.reset is not None):
+            if self.reset is not None:
+                raise StreamReset(*self.reset)
+            raise SwitchboardError(None, "PEER_GONE", "the Respond session has ended")
+
+    def _feed(self, data, last):
+        """Called by the session's reader: blocks (bounded by session end / handler end)
+        while this stream already buffers INCOMING_BUFFER bytes."""
+        with self._cond:
+            while (self._buffered >= INCOMING_BUFFER and not self._discard
+                   and self.reset is None and not self._session._closed.is_set()):
+                self._cond.wait(_POLL)
+            if data and not self._discard:
+                self._chunks.append(data)
+                self._buffered += len(data)
+            if last:
+                self._body_ended = True
+            self._cond.notify_all()
+
+    def _reset(self, status, message):
+        with self._cond:
+            if self.reset is None:
+                self.reset = (status, message)
+            self._cond.notify_all()
+        self._done.set()
+
+    def _handler_returned(self):
+        with self._cond:
+            self._discard = True
+            self._chunks.clear()
+            self._buffered = 0
+            self._cond.notify_all()
+
+
+class Responder:
+    """A Respond session: one peer on one channel. Created by ``Client.respond``.
+
+    ``peer_id``: this peer's id; ``peers``: the other peers now (a set); ``version``: the
+    membership version. ``close()`` leaves the channel. Usable as a context manager.
+    """
+
+    def __init__(self, stub, channel, handler, peer_id=None, token="", on_presence=None,
+                 on_broadcast=None, join_timeout=10.0, grpc_metadata=None):
+        self.channel = channel
+        self.peer_id = None
+        self.peers = set()
+        self.version = 0
+        self.error = None
+        self._handler = handler
+        self._on_presence = on_presence
+        self._on_broadcast = on_broadcast
+        self._out = queue.Queue(maxsize=OUTGOING_QUEUE)
+        self._streams = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._events = queue.Queue()
+        self._workers = set()
+        join = pb2.Join(channel=channel, peer_id=peer_id or "", token=token or "")
+        self._call = stub.Respond(self._outgoing(join), metadata=grpc_metadata)
+        self._reader = threading.Thread(target=self._read_loop, name="switchboard-respond-reader",
+                                        daemon=True)
+        self._dispatcher = threading.Thread(target=self._dispatch_loop,
+                                            name="switchboard-respond-events", daemon=True)
+        self._reader.start()
+        self._dispatcher.start()
+        if not self._ready.wait(join_timeout):
+            self._call.cancel()
+            raise SwitchboardError(grpc.StatusCode.DEADLINE_EXCEEDED, None,
+                                   f"no Joined and presence snapshot within {join_timeout} s")
+        if self.error is not None:
+            raise self.error
+
+    # -- public --
+
+    def close(self, graceful=False, timeout=5.0):
+        """Leaves the channel. With ``graceful``, first waits (up to ``timeout`` s) for the
+        requests in flight to be answered. Requests still open get PEER_GONE at their senders."""
+        if graceful:
+            limit = time.monotonic() + timeout
+            with self._lock:
+                workers = list(self._workers)
+            for worker in workers:
+                worker.join(max(0.0, limit - time.monotonic()))
+        self._closed.set()
+        self._call.cancel()
+        self._reader.join(timeout)
+        self._dispatcher.join(timeout)
+
+    def wait(self, timeout=None):
+        """Blocks until the session ends (relay gone, cancelled); returns True if it did."""
+        return self._closed.wait(timeout)
+
+    @property
+    def closed(self):
+        return self._closed.is_set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- internals --
+
+    def _outgoing(self, join):
+        yield pb2.RespondClientMessage(join=join)
+        while not self._closed.is_set():
+            try:
+                item = self._out.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+            if item is _CLOSE:
+                return
+            yield item
+
+    def _put(self, message, abandoned):
+        """Queues a message towards the gateway; False if the session or stream ended."""
+        while not self._closed.is_set():
+            if abandoned():
+                return False
+            try:
+                self._out.put(message, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read_loop(self):
+        try:
+            for message in self._call:
+                kind = message.WhichOneof("kind")
+                if kind == "joined":
+                    self.peer_id = message.joined.peer_id
+                elif kind == "presence":
+                    self._apply_presence(_update_from_proto(message.presence))
+                elif kind == "start":
+                    self._start(message.start)
+                elif kind == "chunk":
+                    with self._lock:
+                        stream = self._streams.get(message.chunk.id)
+                    if stream is not None:
+                        stream._feed(message.chunk.data, message.chunk.last)
+                elif kind == "reset":
+                    with self._lock:
+                        stream = self._streams.pop(message.reset.id, None)
+                    if stream is not None:
+                        stream._reset(_status_name(message.reset.status), message.reset.message)
+        except grpc.RpcError as error:
+            if not self._closed.is_set():
+                self.error = SwitchboardError.from_rpc_error(error)
+        finally:
+            if self.error is None and not self._closed.is_set():
+                self.error = SwitchboardError(grpc.StatusCode.UNAVAILABLE, None,
+                                              "the gateway ended the Respond session")
+            self._closed.set()
+            with self._lock:
+                streams = list(self._streams.values())
+                self._streams.clear()
+            for stream in streams:
+                stream._reset("PEER_GONE", "the Respond session ended")
+            self._events.put(_CLOSE)
+            self._ready.set()
+
+    def _apply_presence(self, update):
+        if update.kind == "SNAPSHOT":
+            self.peers = set(update.peers) - {self.peer_id}
+        elif update.kind == "JOINED":
+            self.peers = self.peers | set(update.peers)
+        elif update.kind == "LEFT":
+            self.peers = self.peers - set(update.peers)
+        self.version = update.version
+        self._events.put(update)
+        if update.kind == "SNAPSHOT":
+            self._ready.set()
+
+    def _start(self, start):
+        stream = Incoming(self, start)
+        if start.broadcast and self._on_broadcast is None:
+            return  # nobody wants broadcasts: its chunks find no stream and are dropped
+        # Registered until reset or until its handler returns: chunks and resets find it.
+        with self._lock:
+            self._streams[start.id] = stream
+        target = self._run_broadcast if start.broadcast else self._run_request
+        worker = threading.Thread(target=target, args=(stream,), daemon=True,
+                                  name=f"switchboard-request-{start.id}")
+        with self._lock:
+            self._workers.add(worker)
+        worker.start()
+
+    def _finished(self, stream):
+        stream._handler_returned()
+        with self._lock:
+            if self._streams.get(stream.id) is stream:
+                del self._streams[stream.id]
+            self._workers.discard(threading.current_thread())
+
+    def _run_request(self, request):
+        try:
+            result = self._handler(request)
+            if not request._answered and request.reset is None:
+                request.finish(result if result is not None else b"")
+        except StreamReset:
+            pass
+        except ApplicationError as error:
+            self._try_fail(request, error.code, error.message)
+        except Exception as error:  # noqa: BLE001 - reported to the sender
+            self._try_fail(request, 1, f"handler raised {type(error).__name__}: {error}")
+        finally:
+            self._finished(request)
+
+    def _run_broadcast(self, message):
+        try:
+            self._on_broadcast(message)
+        except StreamReset:
+            pass
+        except Exception:  # noqa: BLE001 - a broadcast callback has nobody to report to
+            message.cancel("CANCELLED", "the broadcast callback failed")
+        finally:
+            self._finished(message)
+
+    @staticmethod
+    def _try_fail(request, app_code, message):
+        if request._answered or request.reset is not None:
+            return
+        try:
+            request.fail("APPLICATION", app_code, message[:512])
+        except SwitchboardError:
+            pass
+
+    def _dispatch_loop(self):
+        while True:
+            update = self._events.get()
+            if update is _CLOSE:
+                return
+            if self._on_presence is not None:
+                try:
+                    self._on_presence(update)
+                except Exception:  # noqa: BLE001 - a callback's failure must not end the session
+                    pass
+
+
+# ---- Presence without joining --------------------------------------------------------------
+
+
+class PeerWatch:
+    """Iterate for PresenceUpdate (a SNAPSHOT first, then JOINED/LEFT). ``cancel()`` stops it;
+    the iteration then ends quietly."""
+
+    def __init__(self, call):
+        self._call = call
+        self._cancelled = False
+
+    def __iter__(self):
+        try:
+            for update in self._call:
+                yield _update_from_proto(update)
+        except grpc.RpcError as error:
+            if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise SwitchboardError.from_rpc_error(error) from None
+
+    def cancel(self):
+        self._cancelled = True
+        self._call.cancel()
+
+
+# ---- The client ----------------------------------------------------------------------------
+
+
+class Client:
+    """A connection to a Switchboard gateway. Thread-safe; close() (or a with block) ends it."""
+
+    def __init__(self, target=DEFAULT_TARGET, token="", options=None):
+        self.target = target
+        self.token = token or ""
+        channel_options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                           ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        channel_options += list(options or [])
+        self.channel = grpc.insecure_channel(target, options=channel_options)
+        self.stub = pb2_grpc.SwitchboardStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_stream(self, channel, data=b"", target=None, timeout=None, metadata=None,
+                    idle_timeout_ms=0, sender_peer_id=None, chunk_size=CHUNK_SIZE):
+        """Opens a Send and returns a SendCall to iterate for the response chunks.
+
+        ``data``: bytes, str, or an iterable of bytes (consumed as gRPC asks for it, so a
+        generator streams without holding the body); ``target``: a peer id, None = any
+        responder; ``timeout``: the stream's deadline in seconds; ``metadata``: a dict of
+        request headers the responder sees."""
+        opening = pb2.SendOpen(channel=channel, target=target or "",
+                               idle_timeout_ms=idle_timeout_ms, metadata=metadata or {},
+                               sender_peer_id=sender_peer_id or "", token=self.token)
+
+        def messages():
+            yield pb2.SendClientMessage(open=opening)
+            for chunk in _split(data, chunk_size):
+                yield pb2.SendClientMessage(chunk=pb2.Chunk(data=chunk))
+
+        return SendCall(self.stub.Send(messages(), timeout=timeout))
+
+    def send(self, channel, data=b"", target=None, timeout=None, metadata=None,
+             idle_timeout_ms=0, sender_peer_id=None):
+        """Sends a request and returns the whole response (bytes); raises SwitchboardError."""
+        return self.send_stream(channel, data, target=target, timeout=timeout,
+                                metadata=metadata, idle_timeout_ms=idle_timeout_ms,
+                                sender_peer_id=sender_peer_id).read()
+
+    def broadcast(self, channel, data=b"", metadata=None, sender_peer_id=None,
+                  idle_timeout_ms=0, timeout=None, chunk_size=CHUNK_SIZE):
+        """Streams ``data`` to every other peer of ``channel``; returns (delivered, dropped)."""
+        opening = pb2.BroadcastOpen(channel=channel, metadata=metadata or {},
+                                    sender_peer_id=sender_peer_id or "", token=self.token,
+                                    idle_timeout_ms=idle_timeout_ms)
+
+        def messages():
+            yield pb2.BroadcastClientMessage(open=opening)
+            for chunk in _split(data, chunk_size):
+                yield pb2.BroadcastClientMessage(chunk=pb2.Chunk(data=chunk))
+
+        summary = None
+        try:
+            for message in self.stub.Broadcast(messages(), timeout=timeout):
+                if message.HasField("summary"):
+                    summary = message.summary
+        except grpc.RpcError as error:
+            raise SwitchboardError.from_rpc_error(error) from None
+        if summary is None:
+            raise SwitchboardError(grpc.StatusCode.INTERNAL, None,
+                                   "the broadcast ended OK without a summary")
+        return BroadcastSummary(int(summary.delivered), int(summary.dropped))
+
+    def respond(self, channel, handler, peer_id=None, on_presence=None, on_broadcast=None,
+                join_timeout=10.0):
+        """Joins ``channel`` as a peer serving requests; returns a Responder once joined.
+
+        ``handler(request)`` runs on its own thread per request (an Incoming): it reads the
+        body, writes the response, and either returns (bytes to send, or None; the response
+        then ends OK), raises ApplicationError(code, message), or calls fail(). Callbacks:
+        ``on_presence(PresenceUpdate)`` in order on one thread; ``on_broadcast(Incoming)`` on
+        a thread per broadcast."""
+        return Responder(self.stub, channel, handler, peer_id=peer_id, token=self.token,
+                         on_presence=on_presence, on_broadcast=on_broadcast,
+                         join_timeout=join_timeout)
+
+    def list_peers(self, channel, timeout=10.0):
+        try:
+            answer = self.stub.ListPeers(pb2.ListPeersRequest(channel=channel, token=self.token),
+                                         timeout=timeout)
+        except grpc.RpcError as error:
+            raise SwitchboardError.from_rpc_error(error) from None
+        return Peers(list(answer.peers), int(answer.version))
+
+    def watch_peers(self, channel, timeout=None):
+        return PeerWatch(self.stub.WatchPeers(
+            pb2.WatchPeersRequest(channel=channel, token=self.token), timeout=timeout))
+
+    def health(self, service="", timeout=5.0):
+        """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""
+        health_pb2, health_pb2_grpc = _stubs.load_health()
+        if health_pb2 is None:
+            raise RuntimeError("grpc-proto's health.proto is not installed")
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as error:
+            raise SwitchboardError.from_rpc_error(error) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)

@@ -1,0 +1,230 @@
+// Broadcast RPC: fan-out to every other peer, paced by the slowest remaining receiver.
+#include "grpc_gateway/broadcast_call.hpp"
+
+#include <boost/asio/post.hpp>
+
+namespace switchboard::gateway {
+
+namespace asio = boost::asio;
+
+BroadcastCall* BroadcastCall::start(GatewayContext& gateway, grpc::CallbackServerContext* context) {
+  auto call = std::make_shared<BroadcastCall>(gateway, context);
+  call->self_ = call;
+  call->read_pending_ = true;
+  call->StartRead(&call->in_);
+  return call.get();
+}
+
+BroadcastCall::BroadcastCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
+    : gateway_(gateway),
+      context_(context),
+      strand_(asio::make_strand(gateway.timers)),
+      idle_timer_(strand_),
+      last_activity_(std::chrono::steady_clock::now()) {}
+
+void BroadcastCall::OnReadDone(bool ok) {
+  asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+}
+void BroadcastCall::OnWriteDone(bool) {
+  asio::post(strand_, [self = shared_from_this()] {
+    self->finished_ = true;
+    self->Finish(grpc::Status::OK);
+  });
+}
+void BroadcastCall::OnCancel() {
+  asio::post(strand_, [self = shared_from_this()] {
+    self->reset_sinks(Status::cancelled, "broadcast cancelled by its sender");
+    self->finish(grpc::Status::CANCELLED);
+  });
+}
+void BroadcastCall::OnDone() {
+  asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
+}
+void BroadcastCall::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
+  asio::post(strand_, [self = shared_from_this(), bytes, sink] { self->on_credit(bytes, sink); });
+}
+void BroadcastCall::deliver_sink_done(std::uint32_t sink, Status status) {
+  asio::post(strand_,
+             [self = shared_from_this(), sink, status] { self->on_sink_done(sink, status); });
+}
+
+void BroadcastCall::finish(grpc::Status status) {
+  if (finished_ || done_ || summarised_) return;
+  finished_ = true;
+  Finish(status);
+}
+
+void BroadcastCall::reset_sinks(Status status, const std::string& message) {
+  for (auto& sink : sinks_) {
+    if (sink.active) sink.endpoint->deliver_reset(wire::Reset{status, 0, message});
+    sink.active = false;
+    sink.endpoint.reset();
+  }
+  pending_sinks_ = 0;
+}
+
+void BroadcastCall::read_more() {
+  if (read_pending_ || message_done_ || done_ || finished_ || credit_ <= 0) return;
+  read_pending_ = true;
+  StartRead(&in_);
+}
+
+void BroadcastCall::read_done(bool ok) {
+  read_pending_ = false;
+  last_activity_ = std::chrono::steady_clock::now();
+  if (done_ || finished_) return;
+  if (!ok) {
+    if (!opened_) {
+      finish(invalid_argument(context_, "the broadcast ended before its open message"));
+      return;
+    }
+    message_done_ = true;
+    forward(wire::Slice{}, true);
+    maybe_summarise();
+    return;
+  }
+  if (!opened_) {
+    open();
+    return;
+  }
+  if (in_.kind_case() != pb::BroadcastClientMessage::kChunk) {
+    reset_sinks(Status::protocol_error, "second open on a Broadcast");
+    finish(invalid_argument(context_, "only chunk messages may follow open"));
+    return;
+  }
+  const auto& data = in_.chunk().data();
+  if (!data.empty()) forward(to_slice(data), false);
+  read_more();
+}
+
+void BroadcastCall::open() {
+  if (in_.kind_case() != pb::BroadcastClientMessage::kOpen) {
+    finish(invalid_argument(context_, "the first message of Broadcast must be open"));
+    return;
+  }
+  const auto& request = in_.open();
+  const auto channel = parse_id(request.channel(), false);
+  if (!channel || channel->is_nil()) {
+    finish(invalid_argument(context_, request.channel().empty()
+                                          ? "open.channel is required"
+                                          : "open.channel is not a UUID: " + request.channel()));
+    return;
+  }
+  const auto sender = parse_id(request.sender_peer_id(), true);
+  if (!sender) {
+    finish(invalid_argument(context_, "open.sender_peer_id is not a UUID"));
+    return;
+  }
+  if (!sender->is_nil() && !gateway_.registry.is_member(*channel, *sender)) {
+    finish(to_grpc(context_, Status::permission_denied,
+                   "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
+    return;
+  }
+  if (gateway_.registry.draining()) {
+    finish(to_grpc(context_, Status::refused, "relay is draining"));
+    return;
+  }
+  opened_ = true;
+  gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
+  credit_ = gateway_window(gateway_);
+  const auto metadata = to_metadata(request.metadata());
+  auto targets = gateway_.registry.broadcast_targets(*channel, *sender);
+  sinks_.resize(targets.size());
+  for (std::uint32_t i = 0; i < targets.size(); ++i) {
+    core::StreamOffer offer;
+    offer.kind = wire::StreamKind::broadcast;
+    offer.sender = *sender;
+    offer.deadline_ms = remaining_ms(context_);
+    offer.idle_ms = request.idle_timeout_ms();
+    offer.metadata = metadata;
+    offer.counterpart = shared_from_this();
+    offer.sink_index = i;
+    if (auto endpoint = targets[i].second->accept_stream(std::move(offer))) {
+      sinks_[i] = Sink{std::move(endpoint), 0, true};
+      ++pending_sinks_;
+    } else {
+      ++dropped_;
+    }
+  }
+  if (!request.data().empty()) forward(to_slice(request.data()), false);
+  idle_timeout_ = request.idle_timeout_ms() != 0
+                      ? std::chrono::milliseconds(request.idle_timeout_ms())
+                      : gateway_.limits.default_idle_timeout;
+  if (idle_timeout_.count() > 0) idle_check();
+  read_more();
+}
+
+void BroadcastCall::forward(wire::Slice slice, bool fin) {
+  received_ += slice.size;
+  credit_ -= slice.size;
+  gateway_.core.counters.bytes_in.fetch_add(slice.size, std::memory_order_relaxed);
+  for (auto& sink : sinks_) {
+    if (sink.active) sink.endpoint->deliver_data(slice, fin);
+  }
+  release_to_floor();
+}
+
+// Credit returns to the client as the slowest receiver still in the broadcast takes bytes.
+void BroadcastCall::release_to_floor() {
+  std::uint64_t floor = received_;
+  for (const auto& sink : sinks_) {
+    if (sink.active) floor = std::min(floor, sink.released);
+  }
+  if (floor > released_) {
+    credit_ += static_cast<std::int64_t>(floor - released_);
+    released_ = floor;
+    read_more();
+  }
+}
+
+void BroadcastCall::on_credit(std::uint32_t bytes, std::uint32_t sink) {
+  if (sink >= sinks_.size() || !sinks_[sink].active) return;
+  last_activity_ = std::chrono::steady_clock::now();
+  sinks_[sink].released += bytes;
+  release_to_floor();
+}
+
+void BroadcastCall::on_sink_done(std::uint32_t sink, Status status) {
+  if (sink >= sinks_.size() || !sinks_[sink].active) return;
+  sinks_[sink].active = false;
+  sinks_[sink].endpoint.reset();
+  --pending_sinks_;
+  if (status == Status::ok) {
+    ++delivered_;
+  } else {
+    ++dropped_;
+  }
+  release_to_floor();
+  maybe_summarise();
+}
+
+void BroadcastCall::maybe_summarise() {
+  if (!message_done_ || pending_sinks_ != 0 || summarised_ || finished_ || done_) return;
+  summarised_ = true;
+  out_.mutable_summary()->set_delivered(delivered_);
+  out_.mutable_summary()->set_dropped(dropped_);
+  StartWrite(&out_);
+}
+
+void BroadcastCall::idle_check() {
+  if (done_ || finished_ || summarised_) return;
+  if (std::chrono::steady_clock::now() >= last_activity_ + idle_timeout_) {
+    reset_sinks(Status::idle_timeout, "stream idle timeout");
+    finish(to_grpc(context_, Status::idle_timeout, "no bytes moved for the idle timeout"));
+    return;
+  }
+  idle_timer_.expires_at(last_activity_ + idle_timeout_);
+  idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->idle_check();
+  });
+}
+
+void BroadcastCall::on_done() {
+  done_ = true;
+  if (pending_sinks_ > 0) reset_sinks(Status::cancelled, "broadcast sender went away");
+  sinks_.clear();
+  idle_timer_.cancel();
+  self_.reset();
+}
+
+}  // namespace switchboard::gateway

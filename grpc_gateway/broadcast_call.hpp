@@ -1,0 +1,82 @@
+// One Broadcast RPC: a message streamed from a gRPC client to every other peer of a channel.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "grpc_gateway/gateway_context.hpp"
+#include "grpc_gateway/mapping.hpp"
+#include "registry/peer.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
+
+namespace switchboard::gateway {
+
+/// Reactor and broadcast source. The strand owns every field; the receivers deliver credit and
+/// completion to it as the source endpoint.
+class BroadcastCall final
+    : public grpc::ServerBidiReactor<pb::BroadcastClientMessage, pb::BroadcastServerMessage>,
+      public core::Endpoint,
+      public std::enable_shared_from_this<BroadcastCall> {
+public:
+  static BroadcastCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
+  BroadcastCall(GatewayContext& gateway, grpc::CallbackServerContext* context);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  void deliver_data(wire::Slice, bool) override {}
+  void deliver_end(wire::End) override {}
+  void deliver_reset(wire::Reset) override {}
+  void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
+  void deliver_sink_done(std::uint32_t sink, Status status) override;
+
+private:
+  struct Sink {
+    std::shared_ptr<core::Endpoint> endpoint;
+    std::uint64_t released = 0;
+    bool active = false;
+  };
+  void read_done(bool ok);
+  void open();
+  void forward(wire::Slice slice, bool fin);
+  void on_credit(std::uint32_t bytes, std::uint32_t sink);
+  void on_sink_done(std::uint32_t sink, Status status);
+  void release_to_floor();
+  void read_more();
+  void maybe_summarise();
+  void finish(grpc::Status status);
+  void reset_sinks(Status status, const std::string& message);
+  void on_done();
+  void idle_check();
+
+  GatewayContext& gateway_;
+  grpc::CallbackServerContext* context_;
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  boost::asio::steady_timer idle_timer_;
+  std::shared_ptr<BroadcastCall> self_;
+
+  pb::BroadcastClientMessage in_;
+  pb::BroadcastServerMessage out_;
+  bool done_ = false;
+  bool opened_ = false;
+  bool read_pending_ = false;
+  bool message_done_ = false;
+  bool summarised_ = false;
+  bool finished_ = false;
+  std::int64_t credit_ = 0;
+  std::uint64_t received_ = 0;
+  std::uint64_t released_ = 0;
+  std::vector<Sink> sinks_;
+  std::uint32_t pending_sinks_ = 0;
+  std::uint32_t delivered_ = 0;
+  std::uint32_t dropped_ = 0;
+  std::chrono::steady_clock::time_point last_activity_;
+  std::chrono::milliseconds idle_timeout_{0};
+};
+
+}  // namespace switchboard::gateway

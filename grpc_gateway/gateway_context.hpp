@@ -1,0 +1,35 @@
+// State the gateway's calls share: the relay's core context, a timer executor, live peers.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
+
+#include "net/server_context.hpp"
+
+namespace switchboard::gateway {
+
+struct GatewayContext {
+  GatewayContext(core::net::ServerContext& c, boost::asio::any_io_executor e)
+      : core(c), limits(c.limits), registry(c.registry), timers(std::move(e)) {}
+
+  core::net::ServerContext& core;
+  const core::Limits& limits;
+  core::Registry& registry;
+  boost::asio::any_io_executor timers;  ///< for idle and slow-consumer timers
+
+  /// Respond sessions, so draining can ask each to finish once it is idle.
+  std::mutex peers_mutex;
+  std::unordered_map<std::uint64_t, std::function<void()>> drainers;
+  std::uint64_t next_call_id = 1;
+  bool draining = false;
+};
+
+/// Bytes per stream direction the gateway lets the core buffer before it stops reading from
+/// the gRPC client (the same window a native connection gets).
+inline std::int64_t gateway_window(const GatewayContext& context) {
+  return static_cast<std::int64_t>(context.limits.stream_window);
+}
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,87 @@
+// Status mapping (the table in switchboard.proto) and small protobuf conversions.
+#include "grpc_gateway/mapping.hpp"
+
+namespace switchboard::gateway {
+
+grpc::Status to_grpc(grpc::CallbackServerContext* context, Status status,
+                     const std::string& message, std::uint32_t app_code, bool duplicate_peer) {
+  context->AddTrailingMetadata("switchboard-status", std::string(status_name(status)));
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  switch (status) {
+    case Status::ok:
+      return grpc::Status::OK;
+    case Status::no_responders:
+    case Status::peer_gone:
+      code = grpc::StatusCode::UNAVAILABLE;
+      break;
+    case Status::deadline_exceeded:
+    case Status::idle_timeout:
+      code = grpc::StatusCode::DEADLINE_EXCEEDED;
+      break;
+    case Status::cancelled:
+      code = grpc::StatusCode::CANCELLED;
+      break;
+    case Status::refused:
+      code = duplicate_peer ? grpc::StatusCode::ALREADY_EXISTS : grpc::StatusCode::UNAVAILABLE;
+      break;
+    case Status::unauthenticated:
+      code = grpc::StatusCode::UNAUTHENTICATED;
+      break;
+    case Status::permission_denied:
+      code = grpc::StatusCode::PERMISSION_DENIED;
+      break;
+    case Status::resource_exhausted:
+    case Status::slow_consumer:
+      code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      break;
+    case Status::protocol_error:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case Status::internal:
+      code = grpc::StatusCode::INTERNAL;
+      break;
+    case Status::application:
+      code = grpc::StatusCode::UNKNOWN;
+      context->AddTrailingMetadata("switchboard-app-code", std::to_string(app_code));
+      break;
+  }
+  return grpc::Status(code, message.empty() ? std::string(status_name(status)) : message);
+}
+
+grpc::Status invalid_argument(grpc::CallbackServerContext* context, const std::string& message) {
+  return to_grpc(context, Status::protocol_error, message);
+}
+
+std::optional<Uuid> parse_id(const std::string& text, bool allow_empty) {
+  if (text.empty()) return allow_empty ? std::optional<Uuid>(Uuid{}) : std::nullopt;
+  return Uuid::parse(text);
+}
+
+wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map) {
+  wire::Metadata metadata;
+  metadata.reserve(map.size());
+  for (const auto& [key, value] : map) metadata.emplace_back(key, value);
+  return metadata;
+}
+
+void from_metadata(const wire::Metadata& metadata,
+                   google::protobuf::Map<std::string, std::string>* map) {
+  for (const auto& [key, value] : metadata) (*map)[key] = value;
+}
+
+std::uint32_t remaining_ms(grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return 0;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::system_clock::now());
+  if (left.count() >= 0xFFFFFFFFLL) return 0;  // effectively none
+  return static_cast<std::uint32_t>(std::max<std::int64_t>(left.count(), 1));
+}
+
+bool deadline_passed(grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  return deadline != std::chrono::system_clock::time_point::max() &&
+         std::chrono::system_clock::now() >= deadline;
+}
+
+}  // namespace switchboard::gateway

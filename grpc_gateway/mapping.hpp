@@ -1,0 +1,43 @@
+// Conversions between the gateway's protobuf messages and the core's types and statuses.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "switchboard/v1/switchboard.pb.h"
+#include "switchboard/wire/buffer.hpp"
+#include "switchboard/wire/frame.hpp"
+
+namespace switchboard::gateway {
+
+namespace pb = ::switchboard::v1;
+
+/// The gRPC status for a Switchboard status, with `switchboard-status` (and for APPLICATION
+/// `switchboard-app-code`) added to the call's trailing metadata.
+grpc::Status to_grpc(grpc::CallbackServerContext* context, Status status,
+                     const std::string& message, std::uint32_t app_code = 0,
+                     bool duplicate_peer = false);
+
+/// An INVALID_ARGUMENT for a malformed message, with the PROTOCOL_ERROR trailer.
+grpc::Status invalid_argument(grpc::CallbackServerContext* context, const std::string& message);
+
+/// Parses a UUID field; empty text is nil when `allow_empty`.
+std::optional<Uuid> parse_id(const std::string& text, bool allow_empty);
+
+wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map);
+void from_metadata(const wire::Metadata& metadata,
+                   google::protobuf::Map<std::string, std::string>* map);
+
+/// Payload bytes as a slice the core can forward (one copy out of the protobuf message).
+inline wire::Slice to_slice(const std::string& bytes) {
+  return wire::Slice::copy_of({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+}
+
+/// Remaining milliseconds until the call's deadline (0: none; at least 1 when one is set).
+std::uint32_t remaining_ms(grpc::CallbackServerContext* context);
+bool deadline_passed(grpc::CallbackServerContext* context);
+
+}  // namespace switchboard::gateway

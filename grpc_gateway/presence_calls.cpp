@@ -1,0 +1,151 @@
+// Presence RPCs: a snapshot, or a snapshot and every change, for a channel one has not joined.
+#include "grpc_gateway/presence_calls.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <deque>
+
+#include "grpc_gateway/mapping.hpp"
+#include "registry/peer.hpp"
+
+namespace switchboard::gateway {
+
+namespace asio = boost::asio;
+
+grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServerContext* context,
+                                     const pb::ListPeersRequest* request,
+                                     pb::ListPeersResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  const auto channel = parse_id(request->channel(), false);
+  if (!channel || channel->is_nil()) {
+    reactor->Finish(invalid_argument(
+        context, request->channel().empty() ? "channel is required"
+                                            : "channel is not a UUID: " + request->channel()));
+    return reactor;
+  }
+  std::uint64_t version = 0;
+  for (const auto& id : gateway.registry.members(*channel, version)) {
+    response->add_peers(id.to_string());
+  }
+  response->set_version(version);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+namespace {
+
+// Streams a channel's presence to a client that is not a member. The strand owns the fields.
+class WatchCall final : public grpc::ServerWriteReactor<pb::PresenceUpdate>,
+                        public core::Peer,
+                        public std::enable_shared_from_this<WatchCall> {
+public:
+  WatchCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
+      : gateway_(gateway), context_(context), strand_(asio::make_strand(gateway.timers)) {}
+
+  void begin(std::shared_ptr<WatchCall> self, const pb::WatchPeersRequest& request) {
+    self_ = std::move(self);
+    const auto channel = parse_id(request.channel(), false);
+    if (!channel || channel->is_nil()) {
+      Finish(invalid_argument(context_, request.channel().empty()
+                                            ? "channel is required"
+                                            : "channel is not a UUID: " + request.channel()));
+      return;
+    }
+    channel_ = *channel;
+    asio::post(strand_, [self = shared_from_this()] {
+      std::vector<Uuid> members;
+      std::uint64_t version = 0;
+      self->token_ = self->gateway_.registry.watch(self->channel_, self, members, version);
+      pb::PresenceUpdate snapshot;
+      snapshot.set_kind(pb::PresenceUpdate::SNAPSHOT);
+      snapshot.set_version(version);
+      for (const auto& id : members) snapshot.add_peers(id.to_string());
+      // Changes posted during watch() queue behind this handler, so the snapshot goes first.
+      self->queue_.push_front(std::move(snapshot));
+      self->pump();
+    });
+  }
+
+  void on_presence(const wire::Presence& event) override {
+    asio::post(strand_, [self = shared_from_this(), event] {
+      pb::PresenceUpdate update;
+      update.set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
+                                                                 : pb::PresenceUpdate::LEFT);
+      update.set_version(event.version);
+      for (const auto& id : event.peers) update.add_peers(id.to_string());
+      self->queue_.push_back(std::move(update));
+      // A watcher that does not read may not hold relay memory without bound.
+      if (self->queue_.size() > 100'000) {
+        self->stop(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "watcher too slow"));
+        return;
+      }
+      self->pump();
+    });
+  }
+  std::shared_ptr<core::Endpoint> accept_stream(core::StreamOffer) override { return nullptr; }
+  bool has_capacity() const override { return false; }
+
+  void OnWriteDone(bool ok) override {
+    asio::post(strand_, [self = shared_from_this(), ok] {
+      self->writing_ = false;
+      if (!ok) {
+        self->stop(grpc::Status::CANCELLED);
+        return;
+      }
+      self->pump();
+    });
+  }
+  void OnCancel() override {
+    asio::post(strand_, [self = shared_from_this()] { self->stop(grpc::Status::CANCELLED); });
+  }
+  void OnDone() override {
+    asio::post(strand_, [self = shared_from_this()] {
+      self->unwatch();
+      self->done_ = true;
+      self->self_.reset();
+    });
+  }
+
+private:
+  void pump() {
+    if (writing_ || stopped_ || queue_.empty()) return;
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+  void stop(grpc::Status status) {
+    if (stopped_ || done_) return;
+    stopped_ = true;
+    unwatch();
+    Finish(status);
+  }
+  void unwatch() {
+    if (token_ != 0) gateway_.registry.unwatch(channel_, token_);
+    token_ = 0;
+  }
+
+  GatewayContext& gateway_;
+  grpc::CallbackServerContext* context_;
+  asio::strand<asio::any_io_executor> strand_;
+  std::shared_ptr<WatchCall> self_;
+  Uuid channel_;
+  std::uint64_t token_ = 0;
+  std::deque<pb::PresenceUpdate> queue_;
+  pb::PresenceUpdate current_;
+  bool writing_ = false;
+  bool stopped_ = false;
+  bool done_ = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<pb::PresenceUpdate>* watch_peers(GatewayContext& gateway,
+                                                          grpc::CallbackServerContext* context,
+                                                          const pb::WatchPeersRequest* request) {
+  auto call = std::make_shared<WatchCall>(gateway, context);
+  call->begin(call, *request);
+  return call.get();
+}
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,440 @@
+// Respond RPC: join, presence, incoming requests and broadcasts, responses with credit.
+#include "grpc_gateway/respond_call.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+
+namespace switchboard::gateway {
+
+namespace asio = boost::asio;
+
+// ---- IncomingLink: deliveries from a sender, posted onto the call's strand. ----
+
+void IncomingLink::deliver_data(wire::Slice payload, bool fin) {
+  asio::post(call_->strand_, [call = call_, id = id_, payload = std::move(payload), fin]() mutable {
+    call->on_data(id, std::move(payload), fin);
+  });
+}
+void IncomingLink::deliver_end(wire::End end) {
+  // A requester that ends its request with an error status aborts it.
+  deliver_reset(wire::Reset{end.status == Status::ok ? Status::cancelled : end.status, end.app_code,
+                            std::move(end.message)});
+}
+void IncomingLink::deliver_reset(wire::Reset reset) {
+  asio::post(call_->strand_,
+             [call = call_, id = id_, reset = std::move(reset)] { call->on_reset(id, reset); });
+}
+void IncomingLink::deliver_credit(std::uint32_t bytes, std::uint32_t) {
+  asio::post(call_->strand_, [call = call_, id = id_, bytes] { call->on_credit(id, bytes); });
+}
+
+// ---- The call. ----
+
+RespondCall* RespondCall::start(GatewayContext& gateway, grpc::CallbackServerContext* context) {
+  auto call = std::make_shared<RespondCall>(gateway, context);
+  call->self_ = call;
+  call->read_pending_ = true;
+  call->StartRead(&call->in_);
+  return call.get();
+}
+
+RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
+    : gateway_(gateway),
+      context_(context),
+      strand_(asio::make_strand(gateway.timers)),
+      watchdog_(strand_) {}
+
+void RespondCall::OnReadDone(bool ok) {
+  asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+}
+void RespondCall::OnWriteDone(bool ok) {
+  asio::post(strand_, [self = shared_from_this(), ok] { self->on_write_done(ok); });
+}
+void RespondCall::OnCancel() {
+  asio::post(strand_, [self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
+}
+void RespondCall::OnDone() {
+  asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
+}
+
+void RespondCall::on_presence(const wire::Presence& event) {
+  asio::post(strand_, [self = shared_from_this(), event] {
+    if (self->done_ || self->final_status_) return;
+    Outgoing out;
+    auto* update = out.message.mutable_presence();
+    update->set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
+                                                                : pb::PresenceUpdate::LEFT);
+    update->set_version(event.version);
+    for (const auto& id : event.peers) update->add_peers(id.to_string());
+    self->enqueue(std::move(out));
+  });
+}
+
+std::shared_ptr<core::Endpoint> RespondCall::accept_stream(core::StreamOffer offer) {
+  if (offer.kind != wire::StreamKind::broadcast) {
+    if (open_requests_.fetch_add(1) >= gateway_.limits.max_streams_per_connection) {
+      open_requests_.fetch_sub(1);
+      return nullptr;
+    }
+  }
+  const std::uint64_t id = next_id_.fetch_add(1);
+  auto link = std::make_shared<IncomingLink>(shared_from_this(), id);
+  asio::post(strand_, [self = shared_from_this(), id, offer = std::move(offer)]() mutable {
+    self->on_incoming(id, std::move(offer));
+  });
+  return link;
+}
+
+bool RespondCall::has_capacity() const {
+  return open_requests_.load() < gateway_.limits.max_streams_per_connection;
+}
+
+void RespondCall::finish(grpc::Status status) {
+  if (finished_ || done_ || final_status_) return;
+  final_status_ = std::move(status);
+  leave();
+  pump();
+}
+
+// Leaves the channel and ends every stream: counterparts learn PEER_GONE.
+void RespondCall::leave() {
+  if (joined_) {
+    joined_ = false;
+    gateway_.registry.leave(channel_, peer_id_);
+  }
+  {
+    std::lock_guard lock(gateway_.peers_mutex);
+    gateway_.drainers.erase(drain_token_);
+  }
+  for (auto& [id, entry] : incoming_) {
+    if (entry.broadcast) {
+      entry.counterpart->deliver_sink_done(entry.sink_index, Status::peer_gone);
+    } else {
+      open_requests_.fetch_sub(1);
+      entry.counterpart->deliver_reset(wire::Reset{Status::peer_gone, 0, "responder left"});
+    }
+  }
+  incoming_.clear();
+  outbox_.clear();
+  outbox_bytes_ = 0;
+  watchdog_.cancel();
+}
+
+void RespondCall::read_more() {
+  if (read_pending_ || done_ || final_status_) return;
+  for (const auto& [id, entry] : incoming_) {
+    // A response out of credit stops reading: its requester is slower than this responder.
+    if (!entry.broadcast && !entry.response_done && entry.response_credit <= 0) return;
+  }
+  read_pending_ = true;
+  StartRead(&in_);
+}
+
+void RespondCall::read_done(bool ok) {
+  read_pending_ = false;
+  if (done_ || final_status_) return;
+  if (!ok) {
+    finish(grpc::Status::OK);  // the client ended the stream: the peer leaves
+    return;
+  }
+  if (!joined_) {
+    join();
+    return;
+  }
+  switch (in_.kind_case()) {
+    case pb::RespondClientMessage::kChunk: {
+      const auto& chunk = in_.chunk();
+      auto it = incoming_.find(chunk.request_id());
+      // Unknown ids belong to streams that just ended (reset crossing the response): ignored.
+      if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
+        auto& entry = it->second;
+        entry.response_credit -= static_cast<std::int64_t>(chunk.data().size());
+        gateway_.core.counters.bytes_in.fetch_add(chunk.data().size(), std::memory_order_relaxed);
+        entry.counterpart->deliver_data(to_slice(chunk.data()), chunk.last());
+        if (chunk.last()) {
+          entry.response_done = true;
+          if (entry.request_written) {
+            open_requests_.fetch_sub(1);
+            incoming_.erase(it);
+          }
+        }
+      }
+      break;
+    }
+    case pb::RespondClientMessage::kEnd: {
+      const auto& end = in_.end();
+      auto it = incoming_.find(end.request_id());
+      if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
+        const auto status = static_cast<std::uint16_t>(end.status());
+        it->second.counterpart->deliver_end(
+            wire::End{is_valid_status(status) ? static_cast<Status>(status) : Status::internal,
+                      end.app_code(), 0, 0, end.message()});
+        it->second.response_done = true;
+        if (it->second.request_written) {
+          open_requests_.fetch_sub(1);
+          incoming_.erase(it);
+        }
+      }
+      break;
+    }
+    case pb::RespondClientMessage::kCancel: {
+      const auto& cancel = in_.cancel();
+      const auto status = static_cast<std::uint16_t>(cancel.status());
+      drop(
+          cancel.id(),
+          status == 0 || !is_valid_status(status) ? Status::cancelled : static_cast<Status>(status),
+          cancel.message().empty() ? "cancelled by responder" : cancel.message(), false);
+      break;
+    }
+    case pb::RespondClientMessage::kJoin:
+      finish(invalid_argument(context_, "join may only be the first message"));
+      return;
+    default:
+      finish(invalid_argument(context_, "empty Respond message"));
+      return;
+  }
+  read_more();
+}
+
+void RespondCall::join() {
+  if (in_.kind_case() != pb::RespondClientMessage::kJoin) {
+    finish(invalid_argument(context_, "the first message of Respond must be join"));
+    return;
+  }
+  const auto& request = in_.join();
+  const auto channel = parse_id(request.channel(), false);
+  if (!channel || channel->is_nil()) {
+    finish(invalid_argument(context_, request.channel().empty()
+                                          ? "join.channel is required"
+                                          : "join.channel is not a UUID: " + request.channel()));
+    return;
+  }
+  const auto peer = parse_id(request.peer_id(), true);
+  if (!peer) {
+    finish(invalid_argument(context_, "join.peer_id is not a UUID: " + request.peer_id()));
+    return;
+  }
+  auto joined = gateway_.registry.join(*channel, *peer, true, shared_from_this());
+  if (joined.status != Status::ok) {
+    gateway_.core.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    finish(to_grpc(context_, joined.status, joined.message, 0,
+                   joined.status == Status::refused && !peer->is_nil() &&
+                       joined.message.find("already") != std::string::npos));
+    return;
+  }
+  joined_ = true;
+  channel_ = *channel;
+  peer_id_ = joined.peer_id;
+  {
+    std::lock_guard lock(gateway_.peers_mutex);
+    drain_token_ = gateway_.next_call_id++;
+    gateway_.drainers.emplace(drain_token_, [weak = weak_from_this()] {
+      if (auto self = weak.lock()) {
+        asio::post(self->strand_, [self] { self->drain(); });
+      }
+    });
+  }
+  Outgoing welcome;
+  welcome.message.mutable_joined()->set_peer_id(peer_id_.to_string());
+  enqueue(std::move(welcome));
+  Outgoing snapshot;
+  auto* update = snapshot.message.mutable_presence();
+  update->set_kind(pb::PresenceUpdate::SNAPSHOT);
+  update->set_version(joined.version);
+  for (const auto& id : joined.others) update->add_peers(id.to_string());
+  enqueue(std::move(snapshot));
+  check_slow_consumers();
+  read_more();
+}
+
+void RespondCall::drain() {
+  draining_ = true;
+  if (incoming_.empty()) finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "relay is draining"));
+}
+
+void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
+  const bool broadcast = offer.kind == wire::StreamKind::broadcast;
+  if (done_ || final_status_ || !joined_) {
+    if (broadcast) {
+      offer.counterpart->deliver_sink_done(offer.sink_index, Status::peer_gone);
+    } else {
+      open_requests_.fetch_sub(1);
+      offer.counterpart->deliver_reset(wire::Reset{Status::peer_gone, 0, "responder left"});
+    }
+    return;
+  }
+  Incoming entry;
+  entry.counterpart = std::move(offer.counterpart);
+  entry.broadcast = broadcast;
+  entry.sink_index = offer.sink_index;
+  entry.response_done = broadcast;
+  entry.response_credit = gateway_window(gateway_);
+  incoming_.emplace(id, std::move(entry));
+  gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
+  Outgoing out;
+  out.id = id;
+  out.bytes = offer.first_chunk.size;
+  out.last = offer.fin;
+  auto* start = out.message.mutable_start();
+  start->set_id(id);
+  start->set_broadcast(broadcast);
+  if (!offer.sender.is_nil()) start->set_sender(offer.sender.to_string());
+  start->set_deadline_ms(offer.deadline_ms);
+  from_metadata(offer.metadata, start->mutable_metadata());
+  start->set_data(reinterpret_cast<const char*>(offer.first_chunk.data), offer.first_chunk.size);
+  start->set_last(offer.fin);
+  enqueue(std::move(out));
+}
+
+void RespondCall::on_data(std::uint64_t id, wire::Slice payload, bool fin) {
+  auto it = incoming_.find(id);
+  if (it == incoming_.end() || done_ || final_status_) return;
+  Outgoing out;
+  out.id = id;
+  out.bytes = payload.size;
+  out.last = fin;
+  auto* chunk = out.message.mutable_chunk();
+  chunk->set_id(id);
+  chunk->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
+  chunk->set_last(fin);
+  enqueue(std::move(out));
+}
+
+void RespondCall::on_reset(std::uint64_t id, const wire::Reset& reset) {
+  drop(id, reset.status, reset.message, true);
+}
+
+// Ends one incoming stream early; its queued bytes are discarded.
+void RespondCall::drop(std::uint64_t id, Status status, const std::string& message,
+                       bool tell_client) {
+  auto it = incoming_.find(id);
+  if (it == incoming_.end()) return;
+  Incoming entry = std::move(it->second);
+  incoming_.erase(it);
+  std::erase_if(outbox_, [&](const Outgoing& out) {
+    if (out.id != id) return false;
+    outbox_bytes_ -= out.bytes;
+    return true;
+  });
+  if (entry.broadcast) {
+    if (!tell_client || status == Status::slow_consumer) {
+      entry.counterpart->deliver_sink_done(entry.sink_index, status);
+    }
+  } else {
+    open_requests_.fetch_sub(1);
+    if (!tell_client) entry.counterpart->deliver_reset(wire::Reset{status, 0, message});
+  }
+  if (tell_client && !done_ && !final_status_) {
+    Outgoing out;
+    auto* reset = out.message.mutable_reset();
+    reset->set_id(id);
+    reset->set_status(static_cast<pb::Status>(status));
+    reset->set_message(message);
+    enqueue(std::move(out));
+  }
+  if (draining_ && incoming_.empty()) drain();
+  read_more();
+}
+
+void RespondCall::on_credit(std::uint64_t id, std::uint32_t bytes) {
+  auto it = incoming_.find(id);
+  if (it == incoming_.end()) return;
+  it->second.response_credit += bytes;
+  read_more();
+}
+
+void RespondCall::enqueue(Outgoing outgoing) {
+  if (outgoing.id != 0) {
+    if (auto it = incoming_.find(outgoing.id); it != incoming_.end()) {
+      if (it->second.queued == 0) it->second.queued_since = std::chrono::steady_clock::now();
+      it->second.queued += outgoing.bytes;
+    }
+  }
+  outbox_bytes_ += outgoing.bytes + static_cast<std::size_t>(outgoing.message.ByteSizeLong());
+  outbox_.push_back(std::move(outgoing));
+  if (outbox_bytes_ > gateway_.limits.max_connection_buffer) {
+    // The client does not read what it is sent; it may not hold relay memory.
+    gateway_.core.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    finish(to_grpc(context_, Status::slow_consumer, "outbound buffer limit"));
+    return;
+  }
+  pump();
+}
+
+void RespondCall::pump() {
+  if (write_pending_ || finished_ || done_) return;
+  if (!outbox_.empty()) {
+    writing_ = std::move(outbox_.front());
+    outbox_.pop_front();
+    write_pending_ = true;
+    StartWrite(&writing_.message);
+    return;
+  }
+  if (final_status_) {
+    finished_ = true;
+    Finish(*final_status_);
+  }
+}
+
+void RespondCall::on_write_done(bool ok) {
+  write_pending_ = false;
+  outbox_bytes_ -= std::min<std::size_t>(
+      outbox_bytes_, writing_.bytes + static_cast<std::size_t>(writing_.message.ByteSizeLong()));
+  if (!ok) {
+    finish(grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading"));
+    return;
+  }
+  if (writing_.id != 0) {
+    gateway_.core.counters.bytes_out.fetch_add(writing_.bytes, std::memory_order_relaxed);
+    auto it = incoming_.find(writing_.id);
+    if (it != incoming_.end()) {
+      auto& entry = it->second;
+      entry.queued -= std::min<std::uint64_t>(entry.queued, writing_.bytes);
+      if (entry.queued > 0) entry.queued_since = std::chrono::steady_clock::now();
+      if (writing_.bytes > 0) entry.counterpart->deliver_credit(writing_.bytes, entry.sink_index);
+      if (writing_.last) {
+        entry.request_written = true;
+        if (entry.broadcast) {
+          entry.counterpart->deliver_sink_done(entry.sink_index, Status::ok);
+          incoming_.erase(it);
+        } else if (entry.response_done) {
+          open_requests_.fetch_sub(1);
+          incoming_.erase(it);
+        }
+        if (draining_ && incoming_.empty()) drain();
+      }
+    }
+  }
+  pump();
+}
+
+// A broadcast whose bytes have waited longer than the slow-consumer timeout is dropped.
+void RespondCall::check_slow_consumers() {
+  if (done_ || final_status_) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::uint64_t> slow;
+  for (const auto& [id, entry] : incoming_) {
+    if (entry.broadcast && entry.queued > 0 &&
+        now - entry.queued_since > gateway_.limits.slow_consumer_timeout) {
+      slow.push_back(id);
+    }
+  }
+  for (auto id : slow) {
+    gateway_.core.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("slow consumer dropped from broadcast door=grpc peer={}", peer_id_.to_string());
+    drop(id, Status::slow_consumer, "receiver too slow for the broadcast", true);
+  }
+  watchdog_.expires_after(gateway_.limits.slow_consumer_timeout / 4);
+  watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->check_slow_consumers();
+  });
+}
+
+void RespondCall::on_done() {
+  done_ = true;
+  leave();
+  self_.reset();
+}
+
+}  // namespace switchboard::gateway

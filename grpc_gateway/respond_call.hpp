@@ -1,0 +1,117 @@
+// One Respond RPC: a gRPC client as a peer of a channel, serving requests and receiving
+// broadcasts and presence.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+
+#include "grpc_gateway/gateway_context.hpp"
+#include "grpc_gateway/mapping.hpp"
+#include "registry/peer.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
+
+namespace switchboard::gateway {
+
+class RespondCall;
+
+/// One incoming request or broadcast on a Respond call: the endpoint its sender delivers to.
+class IncomingLink final : public core::Endpoint {
+public:
+  IncomingLink(std::shared_ptr<RespondCall> call, std::uint64_t id)
+      : call_(std::move(call)), id_(id) {}
+  void deliver_data(wire::Slice payload, bool fin) override;
+  void deliver_end(wire::End end) override;
+  void deliver_reset(wire::Reset reset) override;
+  void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
+  void deliver_sink_done(std::uint32_t, Status) override {}
+
+private:
+  std::shared_ptr<RespondCall> call_;
+  std::uint64_t id_;
+};
+
+/// Reactor and registry peer. Every field is owned by the call's strand; gRPC reactions and
+/// registry/core deliveries are posted there.
+class RespondCall final
+    : public grpc::ServerBidiReactor<pb::RespondClientMessage, pb::RespondServerMessage>,
+      public core::Peer,
+      public std::enable_shared_from_this<RespondCall> {
+public:
+  static RespondCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
+  RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  void on_presence(const wire::Presence& event) override;
+  std::shared_ptr<core::Endpoint> accept_stream(core::StreamOffer offer) override;
+  bool has_capacity() const override;
+
+private:
+  friend class IncomingLink;
+  struct Incoming {
+    std::shared_ptr<core::Endpoint> counterpart;
+    bool broadcast = false;
+    std::uint32_t sink_index = 0;
+    bool request_written = false;  // the whole incoming body reached the client
+    bool response_done = false;
+    std::int64_t response_credit = 0;
+    std::uint64_t queued = 0;  // incoming bytes waiting in the outbox
+    std::chrono::steady_clock::time_point queued_since{};
+  };
+  struct Outgoing {
+    pb::RespondServerMessage message;
+    std::uint64_t id = 0;  // 0: not a stream message
+    std::uint32_t bytes = 0;
+    bool last = false;
+  };
+
+  void read_done(bool ok);
+  void join();
+  void on_incoming(std::uint64_t id, core::StreamOffer offer);
+  void on_data(std::uint64_t id, wire::Slice payload, bool fin);
+  void on_reset(std::uint64_t id, const wire::Reset& reset);
+  void on_credit(std::uint64_t id, std::uint32_t bytes);
+  void on_write_done(bool ok);
+  void on_done();
+  void enqueue(Outgoing outgoing);
+  void pump();
+  void read_more();
+  void drop(std::uint64_t id, Status status, const std::string& message, bool tell_client);
+  void finish(grpc::Status status);
+  void leave();
+  void check_slow_consumers();
+  void drain();
+
+  GatewayContext& gateway_;
+  grpc::CallbackServerContext* context_;
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  boost::asio::steady_timer watchdog_;
+  std::shared_ptr<RespondCall> self_;
+  std::uint64_t drain_token_ = 0;
+
+  pb::RespondClientMessage in_;
+  bool done_ = false;
+  bool joined_ = false;
+  bool read_pending_ = false;
+  bool finished_ = false;
+  bool draining_ = false;
+  Uuid channel_;
+  Uuid peer_id_;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::uint32_t> open_requests_{0};
+  std::unordered_map<std::uint64_t, Incoming> incoming_;
+  std::deque<Outgoing> outbox_;
+  std::size_t outbox_bytes_ = 0;
+  Outgoing writing_;
+  bool write_pending_ = false;
+  std::optional<grpc::Status> final_status_;
+};
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,278 @@
+// Send RPC: validation, routing, credit-paced reads, ordered response writes, final status.
+#include "grpc_gateway/send_call.hpp"
+
+#include <boost/asio/post.hpp>
+
+namespace switchboard::gateway {
+
+namespace asio = boost::asio;
+
+SendCall* SendCall::start(GatewayContext& gateway, grpc::CallbackServerContext* context) {
+  auto call = std::make_shared<SendCall>(gateway, context);
+  call->self_ = call;
+  call->read_pending_ = true;
+  call->StartRead(&call->in_);
+  return call.get();
+}
+
+SendCall::SendCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
+    : gateway_(gateway),
+      context_(context),
+      strand_(asio::make_strand(gateway.timers)),
+      idle_timer_(strand_),
+      last_activity_(std::chrono::steady_clock::now()) {}
+
+// ---- Posting onto the strand. ----
+
+void SendCall::OnReadDone(bool ok) {
+  asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+}
+void SendCall::OnWriteDone(bool ok) {
+  asio::post(strand_, [self = shared_from_this(), ok] { self->on_write_done(ok); });
+}
+void SendCall::OnCancel() {
+  asio::post(strand_, [self = shared_from_this()] { self->on_cancel(); });
+}
+void SendCall::OnDone() {
+  asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
+}
+void SendCall::deliver_data(wire::Slice payload, bool fin) {
+  asio::post(strand_, [self = shared_from_this(), payload = std::move(payload), fin]() mutable {
+    self->on_data(std::move(payload), fin);
+  });
+}
+void SendCall::deliver_end(wire::End end) {
+  asio::post(strand_, [self = shared_from_this(), end = std::move(end)] { self->on_end(end); });
+}
+void SendCall::deliver_reset(wire::Reset reset) {
+  asio::post(strand_,
+             [self = shared_from_this(), reset = std::move(reset)] { self->on_reset(reset); });
+}
+void SendCall::deliver_credit(std::uint32_t bytes, std::uint32_t) {
+  asio::post(strand_, [self = shared_from_this(), bytes] { self->on_credit(bytes); });
+}
+
+// ---- On the strand. ----
+
+void SendCall::finish(grpc::Status status) {
+  if (finished_ || done_) return;
+  final_status_ = std::move(status);
+  outbox_.clear();
+  outbox_bytes_.clear();
+  pump();  // finishes now, or after the write in flight
+}
+
+void SendCall::read_more() {
+  if (read_pending_ || request_done_ || !opened_ || final_status_ || done_ || credit_ <= 0) return;
+  read_pending_ = true;
+  StartRead(&in_);
+}
+
+void SendCall::read_done(bool ok) {
+  read_pending_ = false;
+  last_activity_ = std::chrono::steady_clock::now();
+  if (done_ || final_status_) return;
+  if (!ok) {
+    if (!opened_) {
+      finish(invalid_argument(context_, "the request ended before its open message"));
+    } else if (!request_done_) {
+      request_done_ = true;
+      target_->deliver_data(wire::Slice{}, true);
+    }
+    return;
+  }
+  if (!opened_) {
+    open();
+    return;
+  }
+  if (in_.kind_case() != pb::SendClientMessage::kChunk) {
+    target_->deliver_reset(wire::Reset{Status::protocol_error, 0, "second open on a Send"});
+    response_done_ = true;
+    finish(invalid_argument(context_, "only chunk messages may follow open"));
+    return;
+  }
+  const auto& data = in_.chunk().data();
+  credit_ -= static_cast<std::int64_t>(data.size());
+  gateway_.core.counters.bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+  if (!data.empty()) target_->deliver_data(to_slice(data), false);
+  read_more();
+}
+
+void SendCall::open() {
+  if (in_.kind_case() != pb::SendClientMessage::kOpen) {
+    finish(invalid_argument(context_, "the first message of Send must be open"));
+    return;
+  }
+  const auto& request = in_.open();
+  const auto channel = parse_id(request.channel(), false);
+  if (!channel || channel->is_nil()) {
+    finish(invalid_argument(context_, request.channel().empty()
+                                          ? "open.channel is required"
+                                          : "open.channel is not a UUID: " + request.channel()));
+    return;
+  }
+  const auto target = parse_id(request.target(), true);
+  if (!target) {
+    finish(invalid_argument(context_, "open.target is not a UUID: " + request.target()));
+    return;
+  }
+  const auto sender = parse_id(request.sender_peer_id(), true);
+  if (!sender) {
+    finish(invalid_argument(context_, "open.sender_peer_id is not a UUID"));
+    return;
+  }
+  if (!sender->is_nil() && !gateway_.registry.is_member(*channel, *sender)) {
+    finish(to_grpc(context_, Status::permission_denied,
+                   "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
+    return;
+  }
+  if (gateway_.registry.draining()) {
+    finish(to_grpc(context_, Status::refused, "relay is draining"));
+    return;
+  }
+  core::StreamOffer offer;
+  offer.kind = target->is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
+  offer.sender = *sender;
+  offer.deadline_ms = remaining_ms(context_);
+  offer.idle_ms = request.idle_timeout_ms();
+  offer.metadata = to_metadata(request.metadata());
+  offer.first_chunk = to_slice(request.data());
+  offer.counterpart = shared_from_this();
+  core::RouteResult route;
+  // A peer chosen for "any" may be closing at this instant; try the next one.
+  for (int attempt = 0; attempt < 3 && !target_; ++attempt) {
+    route = target->is_nil() ? gateway_.registry.route_to_any(*channel, *sender)
+                             : gateway_.registry.route_to_peer(*channel, *sender, *target);
+    if (route.status != Status::ok) break;
+    target_ = route.peer->accept_stream(offer);
+    if (!target_ && !target->is_nil()) break;
+  }
+  if (!target_) {
+    if (route.status == Status::ok) route.status = Status::no_responders;
+    if (route.message.empty()) route.message = "no peer on this channel can take a request";
+    finish(to_grpc(context_, route.status, route.message));
+    return;
+  }
+  opened_ = true;
+  gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
+  gateway_.core.counters.bytes_in.fetch_add(request.data().size(), std::memory_order_relaxed);
+  credit_ = gateway_window(gateway_) - static_cast<std::int64_t>(request.data().size());
+  idle_timeout_ = request.idle_timeout_ms() != 0
+                      ? std::chrono::milliseconds(request.idle_timeout_ms())
+                      : gateway_.limits.default_idle_timeout;
+  if (idle_timeout_.count() > 0) arm_idle_timer();
+  read_more();
+}
+
+void SendCall::arm_idle_timer() {
+  idle_timer_.expires_at(last_activity_ + idle_timeout_);
+  idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->idle_check();
+  });
+}
+
+void SendCall::idle_check() {
+  if (done_ || final_status_ || response_done_) return;
+  // Reset only when nothing moved for the whole timeout; otherwise look again later.
+  if (std::chrono::steady_clock::now() < last_activity_ + idle_timeout_) {
+    arm_idle_timer();
+    return;
+  }
+  target_->deliver_reset(wire::Reset{Status::idle_timeout, 0, "stream idle timeout"});
+  response_done_ = true;
+  finish(to_grpc(context_, Status::idle_timeout, "no bytes moved for the idle timeout"));
+}
+
+void SendCall::on_reset(const wire::Reset& reset) {
+  response_done_ = true;
+  finish(to_grpc(context_, reset.status, reset.message, reset.app_code));
+}
+
+void SendCall::on_data(wire::Slice payload, bool fin) {
+  if (done_ || final_status_) {
+    if (target_ && payload.size > 0) target_->deliver_credit(payload.size, 0);
+    return;
+  }
+  last_activity_ = std::chrono::steady_clock::now();
+  if (payload.size > 0) {
+    pb::SendServerMessage message;
+    message.mutable_chunk()->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
+    outbox_.push_back(std::move(message));
+    outbox_bytes_.push_back(payload.size);
+  }
+  if (fin) {
+    response_done_ = true;
+    final_status_ = grpc::Status::OK;
+  }
+  pump();
+}
+
+void SendCall::on_end(const wire::End& end) {
+  if (done_ || final_status_) return;
+  response_done_ = true;
+  final_status_ = to_grpc(context_, end.status, end.message, end.app_code);
+  pump();
+}
+
+void SendCall::on_credit(std::uint32_t bytes) {
+  credit_ += bytes;
+  last_activity_ = std::chrono::steady_clock::now();
+  read_more();
+}
+
+// Starts the next write, or finishes once the outbox is empty and the status is known.
+void SendCall::pump() {
+  if (write_pending_ || finished_ || done_) return;
+  if (!outbox_.empty()) {
+    writing_ = std::move(outbox_.front());
+    writing_bytes_ = outbox_bytes_.front();
+    outbox_.pop_front();
+    outbox_bytes_.pop_front();
+    write_pending_ = true;
+    StartWrite(&writing_);
+    return;
+  }
+  if (final_status_) {
+    finished_ = true;
+    Finish(*final_status_);
+  }
+}
+
+void SendCall::on_write_done(bool ok) {
+  write_pending_ = false;
+  last_activity_ = std::chrono::steady_clock::now();
+  gateway_.core.counters.bytes_out.fetch_add(writing_bytes_, std::memory_order_relaxed);
+  // The client took these bytes: the responder may send as many more.
+  if (target_) target_->deliver_credit(writing_bytes_, 0);
+  if (!ok && !final_status_) {
+    final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading");
+    outbox_.clear();
+    outbox_bytes_.clear();
+  }
+  pump();
+}
+
+void SendCall::on_cancel() {
+  const bool expired = deadline_passed(context_);
+  if (target_ && !response_done_) {
+    target_->deliver_reset(expired ? wire::Reset{Status::deadline_exceeded, 0, "deadline exceeded"}
+                                   : wire::Reset{Status::cancelled, 0, "sender cancelled"});
+    response_done_ = true;
+  }
+  finish(expired ? to_grpc(context_, Status::deadline_exceeded, "deadline exceeded")
+                 : grpc::Status::CANCELLED);
+}
+
+void SendCall::on_done() {
+  done_ = true;
+  // A response that ended first leaves the rest of the request unwanted: release the target.
+  if (target_ && (!response_done_ || !request_done_)) {
+    target_->deliver_reset(wire::Reset{Status::cancelled, 0, "sender went away"});
+  }
+  target_.reset();
+  outbox_.clear();
+  idle_timer_.cancel();
+  self_.reset();
+}
+
+}  // namespace switchboard::gateway

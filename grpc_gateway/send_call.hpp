@@ -1,0 +1,79 @@
+// One Send RPC: a request streamed from a gRPC client to a peer, and the response back.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "grpc_gateway/gateway_context.hpp"
+#include "grpc_gateway/mapping.hpp"
+#include "registry/peer.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
+
+namespace switchboard::gateway {
+
+/// The reactor and the endpoint the responder's side delivers to. gRPC reactions and core
+/// deliveries are both posted onto the call's strand, which owns every field; the object lives
+/// until OnDone has run and no counterpart holds it.
+class SendCall final : public grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>,
+                       public core::Endpoint,
+                       public std::enable_shared_from_this<SendCall> {
+public:
+  static SendCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
+  SendCall(GatewayContext& gateway, grpc::CallbackServerContext* context);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+  void deliver_data(wire::Slice payload, bool fin) override;
+  void deliver_end(wire::End end) override;
+  void deliver_reset(wire::Reset reset) override;
+  void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
+  void deliver_sink_done(std::uint32_t, Status) override {}
+
+private:
+  void read_done(bool ok);
+  void open();
+  void on_data(wire::Slice payload, bool fin);
+  void on_end(const wire::End& end);
+  void on_reset(const wire::Reset& reset);
+  void on_credit(std::uint32_t bytes);
+  void on_write_done(bool ok);
+  void on_cancel();
+  void on_done();
+  void idle_check();
+  void arm_idle_timer();
+  void read_more();
+  void pump();
+  void finish(grpc::Status status);
+
+  GatewayContext& gateway_;
+  grpc::CallbackServerContext* context_;
+  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  boost::asio::steady_timer idle_timer_;
+  std::shared_ptr<SendCall> self_;  // released once OnDone has run
+
+  pb::SendClientMessage in_;
+  bool done_ = false;
+  bool opened_ = false;
+  bool read_pending_ = false;
+  bool request_done_ = false;
+  bool response_done_ = false;
+  bool finished_ = false;
+  std::int64_t credit_ = 0;
+  std::shared_ptr<core::Endpoint> target_;
+  std::deque<pb::SendServerMessage> outbox_;
+  std::deque<std::uint32_t> outbox_bytes_;
+  pb::SendServerMessage writing_;
+  std::uint32_t writing_bytes_ = 0;
+  bool write_pending_ = false;
+  std::optional<grpc::Status> final_status_;
+  std::chrono::steady_clock::time_point last_activity_;
+  std::chrono::milliseconds idle_timeout_{0};
+};
+
+}  // namespace switchboard::gateway
