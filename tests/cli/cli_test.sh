@@ -112,7 +112,7 @@ run_test() {
 
 # --- the relay -----------------------------------------------------------------------------
 
-spawn relay "$SERVER_BIN" --listen 127.0.0.1:0
+spawn relay "$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
 RELAY_PID=$BG_PID
 if ! wait_for '^listening core ' "$WORK/relay.out"; then
   echo "relay did not start: $(cat "$WORK/relay.err")" >&2

@@ -1,0 +1,1303 @@
+#!/usr/bin/python3
+"""Polyglot interop tests: native (switchboard CLI), Python and Node peers on one relay.
+
+Usage: run_interop.py --server SWITCHBOARD_SERVER_BIN --cli SWITCHBOARD_CLI_BIN
+                      [--node node] [--filter SUBSTRING] [--skip-large] [--keep] [-v]
+
+Starts its own relay (`--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`), generates the Python
+stubs into a temporary directory, makes sure clients/node has its node_modules (one
+`npm install` if missing), and checks that gRPC peers (Python, Node) and native peers talk as
+equals: request/response both ways (0 B, 1 KiB, 64 MiB, sha256 both ways), broadcast from each
+kind to every other kind, presence across transports, deadlines, cancellation, NO_RESPONDERS,
+application errors, a gRPC reader that stops reading (bounded relay memory, no head-of-line
+blocking), malformed first messages, and throughput figures. Prints an interop matrix and, as
+the last line, `N passed, M failed`; exits nonzero on failure.
+"""
+
+import argparse
+import collections
+import hashlib
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_PEER = REPO / "tests" / "interop" / "node_peer.js"
+NODE_CLIENT = REPO / "clients" / "node"
+KIB = 1024
+MIB = 1024 * 1024
+SIZES = [("0B", 0), ("1KiB", KIB), ("64MiB", 64 * MIB)]
+WAIT = 10.0  # default bound for waiting on an event (seconds)
+
+ARGS = None  # parsed command line
+WORK = None  # scratch directory
+RELAY = None  # the Relay
+CLIENT = None  # a switchboard_client.Client on the relay's gateway
+sb = None  # the switchboard_client module (imported once the stubs exist)
+PROCS = []  # every process spawned, for cleanup
+PROCS_LOCK = threading.Lock()
+
+
+def log(text):
+    if ARGS is not None and ARGS.verbose:
+        print(f"    # {text}", file=sys.stderr, flush=True)
+
+
+def new_channel():
+    return str(uuid.uuid4())
+
+
+def random_blocks(size, block=MIB):
+    """Yields `size` random bytes in blocks (never the whole body at once)."""
+    left = size
+    while left > 0:
+        piece = os.urandom(min(block, left))
+        left -= len(piece)
+        yield piece
+
+
+def sha(data=b""):
+    return hashlib.sha256(data).hexdigest()
+
+
+EMPTY_SHA = sha()
+
+
+# ---- processes -----------------------------------------------------------------------------
+
+
+class Proc:
+    """A child process whose stdout/stderr lines are collected by reader threads."""
+
+    def __init__(self, name, argv, stdin=True, env=None, cwd=None, binary_out=False):
+        self.name = name
+        self.out_hash = hashlib.sha256()  # with binary_out: stdout is hashed, not split in lines
+        self.out_bytes = 0
+        self.argv = [str(a) for a in argv]
+        self.cond = threading.Condition()
+        self.lines = {"out": [], "err": []}
+        self.popen = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or child_env(), cwd=cwd)
+        with PROCS_LOCK:
+            PROCS.append(self)
+        self.readers = [threading.Thread(target=self._pump_binary if binary_out else self._pump,
+                                         args=(self.popen.stdout, "out"), daemon=True),
+                        threading.Thread(target=self._pump, args=(self.popen.stderr, "err"),
+                                         daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def _pump(self, stream, key):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            log(f"{self.name}.{key}: {line}")
+            with self.cond:
+                self.lines[key].append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def _pump_binary(self, stream, _key):
+        while True:
+            chunk = stream.read1(MIB)
+            if not chunk:
+                break
+            with self.cond:
+                self.out_hash.update(chunk)
+                self.out_bytes += len(chunk)
+
+    def snapshot(self, key="out"):
+        with self.cond:
+            return list(self.lines[key])
+
+    def describe(self):
+        rc = self.popen.poll()
+        out = "\n".join(self.snapshot("out")[-15:])
+        err = "\n".join(self.snapshot("err")[-15:])
+        return f"[{self.name} pid {self.pid} rc {rc}]\nstdout:\n{out}\nstderr:\n{err}"
+
+    def wait_for(self, pattern, key="out", timeout=WAIT, start=0):
+        """The first match of `pattern` in lines[start:] of `key`; AssertionError after
+        `timeout` seconds (or as soon as the process has exited without it)."""
+        regex = re.compile(pattern)
+        limit = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines[key][start:]:
+                    found = regex.search(line)
+                    if found:
+                        return found
+                left = limit - time.monotonic()
+                exited = self.popen.poll() is not None and not any(
+                    reader.is_alive() for reader in self.readers)
+                if left <= 0 or exited:
+                    raise AssertionError(f"{self.name}: no line matching {pattern!r} on {key} "
+                                         f"within {timeout} s\n{self.describe()}")
+                self.cond.wait(min(left, 0.1))
+
+    def count(self, pattern, key="out"):
+        regex = re.compile(pattern)
+        return sum(1 for line in self.snapshot(key) if regex.search(line))
+
+    def wait_exit(self, timeout=WAIT):
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=5.0):
+        """Ends the process: stdin closed, then SIGTERM, then SIGKILL (bounded)."""
+        if self.popen.poll() is None:
+            try:
+                if self.popen.stdin:
+                    self.popen.stdin.close()
+            except OSError:
+                pass
+            if self.wait_exit(0.3) is None:
+                self.popen.terminate()
+                if self.wait_exit(timeout) is None:
+                    self.popen.kill()
+                    self.wait_exit(timeout)
+        for reader in self.readers:
+            reader.join(2.0)
+        return self.popen.returncode
+
+
+def child_env():
+    env = dict(os.environ)
+    env.pop("SWITCHBOARD_SERVER", None)
+    env["SWITCHBOARD_PY_STUBS"] = str(WORK / "stubs") if WORK else env.get("SWITCHBOARD_PY_STUBS", "")
+    return env
+
+
+def cleanup_processes():
+    with PROCS_LOCK:
+        procs = list(PROCS)
+    for proc in procs:
+        if proc.popen.poll() is None:
+            try:
+                proc.popen.kill()  # by its own pid only
+                proc.popen.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def pid_gone(pid):
+    """True if `pid` no longer runs (absent, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+def wait_until(predicate, timeout=WAIT, interval=0.05):
+    limit = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= limit:
+            return False
+        time.sleep(interval)
+
+
+# ---- the relay -----------------------------------------------------------------------------
+
+
+class Relay:
+    def __init__(self, binary):
+        self.proc = Proc("relay", [binary, "--listen", "127.0.0.1:0",
+                                   "--grpc-listen", "127.0.0.1:0"], stdin=False)
+        core = self.proc.wait_for(r"^listening core (\S+:\d+)$", timeout=15)
+        grpc_line = self.proc.wait_for(r"^listening grpc (\S+:\d+)$", timeout=15)
+        self.core = core.group(1)
+        self.grpc = grpc_line.group(1)
+        self.pid = self.proc.pid
+
+    def alive(self):
+        return self.proc.popen.poll() is None
+
+    def rss_kib(self):
+        return vm_rss_kib(self.pid)
+
+
+# ---- native peers (the switchboard CLI) ----------------------------------------------------
+
+
+def cli(*args):
+    return [ARGS.cli, "--server", RELAY.core, *args]
+
+
+def native_ready(name, *args):
+    """Starts `switchboard ARGS` and waits for its ready line; returns (Proc, peer id)."""
+    proc = Proc(name, cli(*args))
+    found = proc.wait_for(r"^ready peer=(\S+) channel=", key="err", timeout=WAIT)
+    return proc, found.group(1)
+
+
+SendResult = collections.namedtuple(
+    "SendResult", "rc sent_bytes sent_sha received_bytes received_sha stderr elapsed")
+
+
+def native_send(channel, size=0, args=(), timeout=120.0, body=None):
+    """`switchboard send` with `size` random bytes (or the iterable `body`) streamed on stdin;
+    hashes what it wrote and what came back."""
+    popen = subprocess.Popen(cli("send", "--channel", channel, *args), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env())
+    sent, received = hashlib.sha256(), hashlib.sha256()
+    counts = {"sent": 0, "received": 0}
+    errors = []
+
+    def writer():
+        try:
+            for block in (body if body is not None else random_blocks(size)):
+                popen.stdin.write(block)
+                sent.update(block)
+                counts["sent"] += len(block)
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            try:
+                popen.stdin.close()
+            except OSError:
+                pass
+
+    def reader():
+        while True:
+            chunk = popen.stdout.read1(MIB)
+            if not chunk:
+                return
+            received.update(chunk)
+            counts["received"] += len(chunk)
+
+    def err_reader():
+        errors.append(popen.stderr.read().decode(errors="replace"))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=t, daemon=True) for t in (writer, reader, err_reader)]
+    for thread in threads:
+        thread.start()
+    try:
+        rc = popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait(5)
+        raise AssertionError(f"switchboard send did not finish within {timeout} s")
+    elapsed = time.monotonic() - started
+    for thread in threads:
+        thread.join(10)
+    return SendResult(rc, counts["sent"], sent.hexdigest(), counts["received"],
+                      received.hexdigest(), "".join(errors), elapsed)
+
+
+# ---- Node peers ----------------------------------------------------------------------------
+
+
+def node_proc(name, role, channel, *extra):
+    return Proc(name, [ARGS.node, NODE_PEER, role, "--server", RELAY.grpc, "--channel", channel,
+                       *extra])
+
+
+def node_ready(name, role, channel, *extra):
+    proc = node_proc(name, role, channel, *extra)
+    found = proc.wait_for(r"^ready (\S+) (\d+)$", timeout=20)
+    return proc, found.group(1)
+
+
+NodeStatus = collections.namedtuple("NodeStatus", "code status app_code elapsed_ms message")
+
+
+def node_status(proc, timeout=WAIT):
+    found = proc.wait_for(r"^status (\S+) (\S+) (\S+) (\d+) (.*)$", timeout=timeout)
+    return NodeStatus(*found.groups())
+
+
+def node_run(role, channel, *extra, timeout=120.0):
+    """Runs a one-shot node_peer role (send, broadcast) to its end; returns the Proc."""
+    proc = node_proc(f"node-{role}", role, channel, *extra)
+    if proc.wait_exit(timeout) is None:
+        proc.stop()
+        raise AssertionError(f"node {role} did not finish within {timeout} s\n{proc.describe()}")
+    for reader in proc.readers:
+        reader.join(5)
+    return proc
+
+
+# ---- Python peers --------------------------------------------------------------------------
+
+
+class PyEcho:
+    """A Python Respond session that echoes each request and records what it saw."""
+
+    def __init__(self, channel, mode="echo", with_broadcasts=True):
+        self.requests = queue.Queue()  # one record per request, when its handler is done
+        self.started = queue.Queue()  # each request's id as its handler starts
+        self.broadcasts = queue.Queue()
+        self.presence = queue.Queue()
+        self.mode = mode
+        self.session = CLIENT.respond(
+            channel, self._handle, on_presence=self.presence.put,
+            on_broadcast=self._broadcast if with_broadcasts else None)
+        self.peer_id = self.session.peer_id
+
+    def _handle(self, request):
+        self.started.put(request.id)
+        digest, size = hashlib.sha256(), 0
+        if self.mode == "never":
+            reset = request.wait_reset(120)
+            self.requests.put({"metadata": request.metadata, "sender": request.sender,
+                               "deadline_ms": request.deadline_ms, "reset": reset,
+                               "bytes": 0, "sha": EMPTY_SHA})
+            return None
+        if self.mode == "fail":
+            body = request.read()
+            raise sb.ApplicationError(7, f"refused {len(body)} bytes")
+        for chunk in request:
+            digest.update(chunk)
+            size += len(chunk)
+            request.write(chunk)
+        self.requests.put({"metadata": request.metadata, "sender": request.sender,
+                           "deadline_ms": request.deadline_ms, "reset": request.reset,
+                           "bytes": size, "sha": digest.hexdigest()})
+        return None
+
+    def _broadcast(self, message):
+        digest, size = hashlib.sha256(), 0
+        for chunk in message:
+            digest.update(chunk)
+            size += len(chunk)
+        self.broadcasts.put((message.sender, size, digest.hexdigest()))
+
+    def close(self):
+        self.session.close()
+
+
+def get(q, timeout=WAIT, what="an event"):
+    try:
+        return q.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no {what} within {timeout} s") from None
+
+
+def py_send(channel, size, target=None, timeout=None, metadata=None, body=None):
+    """Python Send streaming `size` random bytes; returns (sent_sha, received_bytes,
+    received_sha); raises SwitchboardError."""
+    sent = hashlib.sha256()
+
+    def generate():
+        for block in (body if body is not None else random_blocks(size)):
+            sent.update(block)
+            yield block
+
+    received, count = hashlib.sha256(), 0
+    for chunk in CLIENT.send_stream(channel, generate(), target=target, timeout=timeout,
+                                    metadata=metadata):
+        received.update(chunk)
+        count += len(chunk)
+    return sent.hexdigest(), count, received.hexdigest()
+
+
+# ---- the matrix ----------------------------------------------------------------------------
+
+
+def cell(area, sender, receiver, case):
+    """Labels a test method with its interop matrix row."""
+    def mark(function):
+        function.matrix = (area, sender, receiver, case)
+        return function
+    return mark
+
+
+class MatrixResult(unittest.TextTestResult):
+    rows = []
+
+    def _record(self, test, outcome, detail=""):
+        method = getattr(test, getattr(test, "_testMethodName", ""), None)
+        row = getattr(method, "matrix", None) or ("other", "-", "-", str(test))
+        MatrixResult.rows.append((row, outcome, detail))
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._record(test, "PASS")
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._record(test, "FAIL", str(err[1]).splitlines()[0] if str(err[1]) else "")
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._record(test, "ERROR", f"{err[0].__name__}: {str(err[1]).splitlines()[0] if str(err[1]) else ''}")
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._record(test, "SKIP", reason)
+
+
+FIGURES = []  # (label, value) printed after the matrix
+
+
+class InteropCase(unittest.TestCase):
+    maxDiff = 2000
+
+    def setUp(self):
+        self.assertTrue(RELAY.alive(), f"the relay has died:\n{RELAY.proc.describe()}")
+        self.cleanups_procs = []
+        self.sessions = []
+
+    def tearDown(self):
+        for session in self.sessions:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        for proc in self.cleanups_procs:
+            proc.stop()
+
+    def track(self, proc):
+        self.cleanups_procs.append(proc)
+        return proc
+
+    def py_session(self, channel, **kwargs):
+        session = PyEcho(channel, **kwargs)
+        self.sessions.append(session)
+        return session
+
+    def native(self, name, *args):
+        proc, peer = native_ready(name, *args)
+        self.track(proc)
+        return proc, peer
+
+    def node(self, name, role, channel, *extra):
+        proc, peer = node_ready(name, role, channel, *extra)
+        self.track(proc)
+        return proc, peer
+
+    def assert_error(self, error, code_name, status, what):
+        self.assertEqual(error.code.name if error.code else None, code_name,
+                         f"{what}: gRPC code ({error})")
+        if status is not None:
+            self.assertEqual(error.status, status, f"{what}: switchboard-status trailer ({error})")
+
+
+# ---- request/response ----------------------------------------------------------------------
+
+
+class SendEcho(InteropCase):
+    """Echo round trips across transports, sha256-checked at the responder and the sender."""
+
+    def native_to_python(self, size):
+        channel = new_channel()
+        responder = self.py_session(channel)
+        tag = uuid.uuid4().hex
+        result = native_send(channel, size, args=("--meta", f"tag={tag}"))
+        self.assertEqual(result.rc, 0, f"switchboard send failed: {result.stderr}")
+        seen = get(responder.requests, what="request at the Python responder")
+        self.assertEqual(seen["metadata"].get("tag"), tag, "metadata did not cross")
+        self.assertTrue(seen["sender"], "a native sender has a peer id")
+        self.assertEqual((seen["bytes"], seen["sha"]), (result.sent_bytes, result.sent_sha),
+                         "request body at the Python responder")
+        self.assertEqual((result.received_bytes, result.received_sha),
+                         (result.sent_bytes, result.sent_sha), "echoed response at the native sender")
+
+    def native_to_node(self, size):
+        channel = new_channel()
+        responder, _ = self.node("node-respond", "respond", channel, "--mode", "echo")
+        result = native_send(channel, size)
+        self.assertEqual(result.rc, 0, f"switchboard send failed: {result.stderr}")
+        line = responder.wait_for(r"^request \S+ (\S+) (\d+) (\S+) \d+ (\S+)$")
+        sender, count, digest, outcome = line.groups()
+        self.assertNotEqual(sender, "-", "a native sender has a peer id")
+        self.assertEqual(outcome, "ok")
+        self.assertEqual((int(count), digest), (result.sent_bytes, result.sent_sha),
+                         "request body at the Node responder")
+        self.assertEqual((result.received_bytes, result.received_sha),
+                         (result.sent_bytes, result.sent_sha), "echoed response at the native sender")
+
+    def python_to_native(self, size):
+        channel = new_channel()
+        self.native("native-echo", "respond", "--channel", channel, "--echo")
+        sent, count, received = py_send(channel, size)
+        self.assertEqual((count, received), (size, sent), "echoed response at the Python sender")
+
+    def node_to_native(self, size):
+        channel = new_channel()
+        self.native("native-echo", "respond", "--channel", channel, "--echo")
+        proc = node_run("send", channel, "--size", str(size))
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", f"Node send: {status}\n{proc.describe()}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        received = proc.wait_for(r"^received (\d+) (\S+)$").groups()
+        self.assertEqual(sent, (str(size), sent[1]))
+        self.assertEqual(received, sent, "echoed response at the Node sender")
+
+    @cell("send", "python", "node", "1KiB echo")
+    def test_python_to_node(self):
+        channel = new_channel()
+        responder, _ = self.node("node-respond", "respond", channel, "--mode", "echo")
+        sent, count, received = py_send(channel, KIB)
+        self.assertEqual((count, received), (KIB, sent))
+        line = responder.wait_for(r"^request \S+ \S+ (\d+) (\S+) \d+ ok$")
+        self.assertEqual(line.groups(), (str(KIB), sent))
+
+    @cell("send", "node", "python", "1KiB echo")
+    def test_node_to_python(self):
+        channel = new_channel()
+        responder = self.py_session(channel)
+        proc = node_run("send", channel, "--size", str(KIB))
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", f"Node send: {status}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent)
+        seen = get(responder.requests)
+        self.assertEqual((str(seen["bytes"]), seen["sha"]), sent)
+
+
+def _add_size_tests():
+    for label, size in SIZES:
+        for kind, sender, receiver in (("native_to_python", "native", "python"),
+                                       ("native_to_node", "native", "node"),
+                                       ("python_to_native", "python", "native"),
+                                       ("node_to_native", "node", "native")):
+            def test(self, kind=kind, size=size):
+                if size > MIB and ARGS.skip_large:
+                    self.skipTest("--skip-large")
+                getattr(self, kind)(size)
+            test.__name__ = f"test_{kind}_{label}"
+            setattr(SendEcho, test.__name__, cell("send", sender, receiver, f"{label} echo")(test))
+
+
+_add_size_tests()
+
+
+class SendDetails(InteropCase):
+    """What a responder sees (metadata, sender, deadline) and application errors."""
+
+    @cell("send", "python", "native", "metadata, sender id, deadline reach the command")
+    def test_python_metadata_to_native(self):
+        channel = new_channel()
+        self.native("native-env", "respond", "--channel", channel, "--",
+                    "sh", "-c", 'printf "%s|%s|%s" "$SWITCHBOARD_META_tag" "$SWITCHBOARD_SENDER" '
+                                '"$SWITCHBOARD_DEADLINE_MS"')
+        speaker = self.py_session(channel)  # a Respond peer the Send speaks for
+        # Two responders now: aim at the native one by id.
+        native_id = next(p for p in CLIENT.list_peers(channel).peers if p != speaker.peer_id)
+        answer = CLIENT.send(channel, b"", target=native_id, timeout=10.0,
+                             metadata={"tag": "from-python"}, sender_peer_id=speaker.peer_id)
+        tag, sender, deadline = answer.decode().split("|")
+        self.assertEqual(tag, "from-python")
+        self.assertEqual(sender, speaker.peer_id, "sender_peer_id reaches the native responder")
+        self.assertTrue(5000 < int(deadline) <= 10000, f"deadline_ms seen natively: {deadline}")
+
+    @cell("send", "native", "python", "APPLICATION error -> exit 23, message passes")
+    def test_native_to_python_application_error(self):
+        channel = new_channel()
+        self.py_session(channel, mode="fail")
+        result = native_send(channel, 100)
+        self.assertEqual(result.rc, 23, result.stderr)
+        self.assertIn("refused 100 bytes", result.stderr)
+
+    @cell("send", "python", "native", "APPLICATION error -> UNKNOWN + app code")
+    def test_python_to_native_application_error(self):
+        channel = new_channel()
+        self.native("native-fail", "respond", "--channel", channel, "--", "sh", "-c",
+                    "cat >/dev/null; exit 3")
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"x" * 1000, timeout=10.0)
+        self.assert_error(caught.exception, "UNKNOWN", "APPLICATION", "application error")
+        self.assertEqual(caught.exception.app_code, 3, "switchboard-app-code trailer")
+
+    @cell("send", "node", "python", "APPLICATION error -> UNKNOWN + app code")
+    def test_node_to_python_application_error(self):
+        channel = new_channel()
+        self.py_session(channel, mode="fail")
+        status = node_status(node_run("send", channel, "--size", "10"))
+        self.assertEqual((status.code, status.status, status.app_code),
+                         ("UNKNOWN", "APPLICATION", "7"), str(status))
+        self.assertIn("refused 10 bytes", status.message)
+
+
+# ---- broadcast -----------------------------------------------------------------------------
+
+
+class Broadcasts(InteropCase):
+    """A broadcast from each kind reaches a native listener, a Python and a Node session."""
+
+    BODY = 300 * KIB  # more than one stream window and several chunks
+
+    @classmethod
+    def setUpClass(cls):
+        cls.channel = new_channel()
+        cls.py = PyEcho(cls.channel)
+        cls.node_session, cls.node_peer_id = node_ready("node-bsession", "respond", cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.py.close()
+        cls.node_session.stop()
+
+    def members_settle(self, expected):
+        ok = wait_until(lambda: len(CLIENT.list_peers(self.channel).peers) == expected, 5.0)
+        self.assertTrue(ok, f"channel membership: {CLIENT.list_peers(self.channel)}")
+
+    def listener(self):
+        """A native `listen --count 1` whose stdout (the broadcast body) is hashed."""
+        proc = self.track(Proc("native-listen", cli("listen", "--channel", self.channel,
+                                                   "--count", "1"), binary_out=True))
+        proc.wait_for(r"^ready peer=", key="err")
+        self.members_settle(3)
+        return proc
+
+    def listener_body_sha(self, proc):
+        self.assertEqual(proc.wait_exit(WAIT), 0, proc.describe())
+        for reader in proc.readers:
+            reader.join(5)
+        return proc.out_hash.hexdigest()
+
+    @cell("broadcast", "native", "native+python+node", "300KiB, delivered=3")
+    def test_from_native(self):
+        capture = self.listener()
+        node_start = len(self.node_session.snapshot())
+        body = os.urandom(self.BODY)
+        done = subprocess.run(cli("broadcast", "--channel", self.channel), input=body,
+                              capture_output=True, timeout=60, env=child_env())
+        self.assertEqual(done.returncode, 0, done.stderr.decode())
+        self.assertIn("delivered=3 dropped=0", done.stderr.decode(),
+                      "summary of a native broadcast to native + Python + Node")
+        self.assertEqual(self.listener_body_sha(capture), sha(body), "native listener body")
+        sender, size, digest = get(self.py.broadcasts, what="broadcast at the Python session")
+        self.assertEqual((size, digest), (self.BODY, sha(body)), "Python session body")
+        line = self.node_session.wait_for(r"^broadcast (\S+) (\d+) (\S+)$", start=node_start)
+        self.assertEqual((int(line.group(2)), line.group(3)), (self.BODY, sha(body)),
+                         "Node session body")
+        self.assertTrue(sender, "the native sender is named")
+        self.assertEqual(line.group(1), sender, "both sessions name the same native sender")
+        self.members_settle(2)
+
+    @cell("broadcast", "python", "native+python+node", "300KiB, delivered=3")
+    def test_from_python(self):
+        capture = self.listener()
+        node_start = len(self.node_session.snapshot())
+        body = os.urandom(self.BODY)
+        summary = CLIENT.broadcast(self.channel, body, timeout=60.0)
+        self.assertEqual(tuple(summary), (3, 0), "summary of a Python broadcast")
+        self.assertEqual(self.listener_body_sha(capture), sha(body), "native listener body")
+        sender, size, digest = get(self.py.broadcasts, what="broadcast at the Python session")
+        self.assertEqual((size, digest), (self.BODY, sha(body)))
+        line = self.node_session.wait_for(r"^broadcast (\S+) (\d+) (\S+)$", start=node_start)
+        self.assertEqual((int(line.group(2)), line.group(3)), (self.BODY, sha(body)))
+        self.members_settle(2)
+
+    @cell("broadcast", "node", "native+python+node", "300KiB, delivered=3")
+    def test_from_node(self):
+        capture = self.listener()
+        node_start = len(self.node_session.snapshot())
+        proc = node_run("broadcast", self.channel, "--size", str(self.BODY))
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", str(status))
+        digest = proc.wait_for(r"^sent \d+ (\S+)$").group(1)
+        self.assertEqual(proc.wait_for(r"^summary (\d+) (\d+)$").groups(), ("3", "0"),
+                         "summary of a Node broadcast (the Node sender is not a peer)")
+        self.assertEqual(self.listener_body_sha(capture), digest, "native listener body")
+        _, size, py_digest = get(self.py.broadcasts, what="broadcast at the Python session")
+        self.assertEqual((size, py_digest), (self.BODY, digest))
+        line = self.node_session.wait_for(r"^broadcast (\S+) (\d+) (\S+)$", start=node_start)
+        self.assertEqual((int(line.group(2)), line.group(3)), (self.BODY, digest))
+        self.members_settle(2)
+
+    @cell("broadcast", "python (as a peer)", "native+node, not itself", "sender_peer_id")
+    def test_from_python_peer_not_to_itself(self):
+        capture = self.listener()
+        body = os.urandom(1000)
+        summary = CLIENT.broadcast(self.channel, body, sender_peer_id=self.py.peer_id,
+                                   timeout=30.0)
+        self.assertEqual(tuple(summary), (2, 0), "the speaking peer does not receive it")
+        self.assertEqual(self.listener_body_sha(capture), sha(body))
+        line = self.node_session.wait_for(rf"^broadcast {re.escape(self.py.peer_id)} 1000 ")
+        self.assertEqual(line.group(0).split()[3], sha(body))
+        with self.assertRaises(AssertionError):
+            get(self.py.broadcasts, timeout=0.5)
+        self.members_settle(2)
+
+
+# ---- presence ------------------------------------------------------------------------------
+
+
+class Presence(InteropCase):
+
+    def expect_update(self, updates, kind, peer, timeout=WAIT):
+        limit = time.monotonic() + timeout
+        while True:
+            update = get(updates, max(0.0, limit - time.monotonic()), f"{kind} {peer}")
+            if update.kind == kind and peer in update.peers:
+                return update
+
+    @cell("presence", "native", "python", "Respond session and WatchPeers see join+leave")
+    def test_python_sees_native(self):
+        channel = new_channel()
+        session = self.py_session(channel)
+        watched = queue.Queue()
+        watch = CLIENT.watch_peers(channel)
+        pump = threading.Thread(target=lambda: [watched.put(u) for u in watch], daemon=True)
+        pump.start()
+        try:
+            snapshot = get(watched, what="WatchPeers snapshot")
+            self.assertEqual(snapshot.kind, "SNAPSHOT")
+            self.assertEqual(snapshot.peers, [session.peer_id])
+            get(session.presence, what="session snapshot")
+            native, native_id = self.native("native-peer", "listen", "--channel", channel)
+            joined_w = self.expect_update(watched, "JOINED", native_id)
+            joined_s = self.expect_update(session.presence, "JOINED", native_id)
+            self.assertEqual(joined_w.version, snapshot.version + 1)
+            self.assertEqual(joined_s.version, joined_w.version)
+            self.assertIn(native_id, CLIENT.list_peers(channel).peers)
+            native.stop()
+            left_w = self.expect_update(watched, "LEFT", native_id)
+            left_s = self.expect_update(session.presence, "LEFT", native_id)
+            self.assertEqual(left_w.version, joined_w.version + 1)
+            self.assertEqual(left_s.version, left_w.version)
+            self.assertNotIn(native_id, session.session.peers)
+        finally:
+            watch.cancel()
+            pump.join(5)
+
+    @cell("presence", "python", "native", "peers --watch sees join+leave")
+    def test_native_sees_python(self):
+        channel = new_channel()
+        watcher, _ = self.native("native-watch", "peers", "--channel", channel, "--watch")
+        session = PyEcho(channel)
+        joined = watcher.wait_for(rf"^joined {re.escape(session.peer_id)} version=(\d+)$")
+        session.close()
+        left = watcher.wait_for(rf"^left {re.escape(session.peer_id)} version=(\d+)$")
+        self.assertEqual(int(left.group(1)), int(joined.group(1)) + 1)
+
+    @cell("presence", "node", "native", "peers --watch sees join+leave")
+    def test_native_sees_node(self):
+        channel = new_channel()
+        watcher, _ = self.native("native-watch", "peers", "--channel", channel, "--watch")
+        node, node_id = node_ready("node-peer", "respond", channel)
+        try:
+            joined = watcher.wait_for(rf"^joined {re.escape(node_id)} version=(\d+)$")
+        finally:
+            node.stop()
+        left = watcher.wait_for(rf"^left {re.escape(node_id)} version=(\d+)$")
+        self.assertEqual(int(left.group(1)), int(joined.group(1)) + 1)
+
+    @cell("presence", "native", "node", "WatchPeers and Respond session see join+leave")
+    def test_node_sees_native(self):
+        channel = new_channel()
+        watch, _ = self.node("node-watch", "watch", channel)
+        session, _ = self.node("node-session", "respond", channel)
+        native, native_id = self.native("native-peer", "listen", "--channel", channel)
+        pattern = rf"^presence JOINED (\d+) {re.escape(native_id)}$"
+        joined_w = watch.wait_for(pattern)
+        joined_s = session.wait_for(pattern)
+        self.assertEqual(joined_w.group(1), joined_s.group(1))
+        native.stop()
+        pattern = rf"^presence LEFT (\d+) {re.escape(native_id)}$"
+        left_w = watch.wait_for(pattern)
+        session.wait_for(pattern)
+        self.assertEqual(int(left_w.group(1)), int(joined_w.group(1)) + 1)
+
+    @cell("presence", "python", "python", "duplicate peer id -> ALREADY_EXISTS, first unharmed")
+    def test_duplicate_peer_id(self):
+        channel = new_channel()
+        first = self.py_session(channel)
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.respond(channel, lambda r: None, peer_id=first.peer_id, join_timeout=5.0)
+        self.assert_error(caught.exception, "ALREADY_EXISTS", "REFUSED", "duplicate peer id")
+        self.assertEqual(CLIENT.send(channel, b"still here", timeout=10.0), b"still here")
+
+
+# ---- time limits, cancellation, no responders ---------------------------------------------
+
+
+class Failures(InteropCase):
+
+    @cell("deadline", "python", "native", "Send timeout -> DEADLINE_EXCEEDED")
+    def test_python_deadline_to_native(self):
+        channel = new_channel()
+        self.native("native-never", "respond", "--channel", channel, "--", "sh", "-c",
+                    "cat >/dev/null; sleep 30")
+        started = time.monotonic()
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"hello", timeout=1.0)
+        elapsed = time.monotonic() - started
+        self.assert_error(caught.exception, "DEADLINE_EXCEEDED", None, "deadline")
+        self.assertIn(caught.exception.status, (None, "DEADLINE_EXCEEDED"))
+        self.assertLess(elapsed, 3.0)
+
+    @cell("deadline", "node", "python", "Send timeout -> DEADLINE_EXCEEDED; responder reset")
+    def test_node_deadline_to_python(self):
+        channel = new_channel()
+        responder = self.py_session(channel, mode="never")
+        status = node_status(node_run("send", channel, "--size", "10", "--timeout-ms", "1000"))
+        self.assertEqual(status.code, "DEADLINE_EXCEEDED", str(status))
+        self.assertIn(status.status, ("-", "DEADLINE_EXCEEDED"))
+        self.assertLess(int(status.elapsed_ms), 3000)
+        seen = get(responder.requests, what="the reset at the Python responder")
+        self.assertTrue(0 < seen["deadline_ms"] <= 1000, f"deadline_ms {seen['deadline_ms']}")
+        self.assertIsNotNone(seen["reset"], "the responder learns the stream ended")
+        self.assertIn(seen["reset"][0], ("DEADLINE_EXCEEDED", "CANCELLED"))
+
+    @cell("deadline", "python", "node", "Send timeout -> DEADLINE_EXCEEDED; responder reset")
+    def test_python_deadline_to_node(self):
+        channel = new_channel()
+        responder, _ = self.node("node-never", "respond", channel, "--mode", "never")
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"hello", timeout=1.0)
+        self.assert_error(caught.exception, "DEADLINE_EXCEEDED", None, "deadline")
+        line = responder.wait_for(r"^reset \S+ (\S+)$")
+        self.assertIn(line.group(1), ("DEADLINE_EXCEEDED", "CANCELLED"))
+
+    @cell("deadline", "native", "python", "send --deadline-ms -> exit 13; responder reset")
+    def test_native_deadline_to_python(self):
+        channel = new_channel()
+        responder = self.py_session(channel, mode="never")
+        result = native_send(channel, 10, args=("--deadline-ms", "800"), timeout=30)
+        self.assertEqual(result.rc, 13, result.stderr)
+        self.assertLess(result.elapsed, 5.0)
+        seen = get(responder.requests, what="the reset at the Python responder")
+        self.assertTrue(0 < seen["deadline_ms"] <= 800, f"deadline_ms {seen['deadline_ms']}")
+        self.assertEqual(seen["reset"][0] if seen["reset"] else None, "DEADLINE_EXCEEDED")
+
+    @cell("cancel", "python", "native", "cancel mid-stream stops the command")
+    def test_python_cancel_to_native(self):
+        channel = new_channel()
+        pidfile = WORK / f"cancel-{channel}.pid"
+        native, _ = self.native("native-slow", "respond", "--channel", channel, "--", "sh", "-c",
+                                f'echo $$ > {pidfile}; cat >/dev/null; sleep 30')
+        sent = {"bytes": 0}
+        stop = threading.Event()
+
+        def body():
+            block = os.urandom(64 * KIB)
+            for _ in range(16 * 1024):  # at most 1 GiB
+                if stop.is_set():
+                    return
+                sent["bytes"] += len(block)
+                yield block
+
+        call = CLIENT.send_stream(channel, body(), timeout=60.0)
+        failure = []
+
+        def read():
+            try:
+                for _ in call:
+                    pass
+            except sb.SwitchboardError as error:
+                failure.append(error)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        self.assertTrue(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip()
+                                   and sent["bytes"] >= 4 * MIB, 20.0),
+                        f"the stream never got going (sent {sent['bytes']})")
+        command_pid = int(pidfile.read_text().strip())
+        self.assertFalse(pid_gone(command_pid))
+        call.cancel()
+        stop.set()
+        reader.join(WAIT)
+        self.assertEqual(failure[0].code.name if failure else None, "CANCELLED")
+        self.assertTrue(wait_until(lambda: pid_gone(command_pid), 8.0),
+                        "the native responder did not stop its command after the cancel")
+        self.assertIsNone(native.popen.poll(), "the native responder survives")
+        # The relay and the responder are fine afterwards.
+        result = native_send(channel, 0, timeout=30)
+        self.assertEqual(result.rc, 0, result.stderr)
+        self.assertTrue(RELAY.alive())
+
+    @cell("cancel", "node", "python", "stream reset reaches the responder")
+    def test_node_peer_gone_to_python(self):
+        # A Node sender killed mid-request: the Python responder sees the stream end.
+        channel = new_channel()
+        responder = self.py_session(channel, mode="never")
+        proc = node_proc("node-send", "send", channel, "--size", "10", "--timeout-ms", "60000")
+        self.track(proc)
+        get(responder.started, timeout=20, what="the request at the Python responder")
+        proc.popen.kill()
+        seen = get(responder.requests, timeout=15, what="the reset at the Python responder")
+        self.assertIsNotNone(seen["reset"])
+        self.assertIn(seen["reset"][0], ("CANCELLED", "PEER_GONE"))
+
+    @cell("no responders", "python", "-", "UNAVAILABLE + NO_RESPONDERS")
+    def test_python_no_responders(self):
+        channel = new_channel()
+        started = time.monotonic()
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"x", timeout=10.0)
+        self.assert_error(caught.exception, "UNAVAILABLE", "NO_RESPONDERS", "empty channel")
+        self.assertLess(time.monotonic() - started, 2.0, "NO_RESPONDERS at once, not a timeout")
+        # A channel whose only peer does not serve requests, and an absent target.
+        self.native("native-listen", "listen", "--channel", channel)
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"x", timeout=10.0)
+        self.assert_error(caught.exception, "UNAVAILABLE", "NO_RESPONDERS", "non-accepting peer")
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"x", target=str(uuid.uuid4()), timeout=10.0)
+        self.assert_error(caught.exception, "UNAVAILABLE", "NO_RESPONDERS", "absent target")
+
+    @cell("no responders", "node", "-", "UNAVAILABLE + NO_RESPONDERS")
+    def test_node_no_responders(self):
+        status = node_status(node_run("send", new_channel(), "--size", "10"))
+        self.assertEqual((status.code, status.status), ("UNAVAILABLE", "NO_RESPONDERS"),
+                         str(status))
+
+    @cell("no responders", "native", "- (gRPC peers only listen)", "exit 11")
+    def test_native_no_responders(self):
+        channel = new_channel()
+        result = native_send(channel, 10, timeout=30)
+        self.assertEqual(result.rc, 11, result.stderr)
+        self.assertIn("NO_RESPONDERS", result.stderr)
+
+    @cell("peer gone", "native", "python", "responder leaves mid-request -> PEER_GONE")
+    def test_python_sees_peer_gone(self):
+        channel = new_channel()
+        native, _ = self.native("native-never", "respond", "--channel", channel, "--", "sh", "-c",
+                                "cat >/dev/null; sleep 30")
+        errors = []
+
+        def send():
+            try:
+                CLIENT.send(channel, b"x", timeout=30.0)
+            except sb.SwitchboardError as error:
+                errors.append(error)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        time.sleep(1.0)
+        native.popen.kill()  # a crash, not a clean close
+        sender.join(15)
+        self.assertTrue(errors, "the Send did not end")
+        self.assert_error(errors[0], "UNAVAILABLE", "PEER_GONE", "responder gone")
+
+
+# ---- a gRPC reader that stops reading ------------------------------------------------------
+
+
+class SlowReader(InteropCase):
+
+    @cell("flow control", "python (stops reading)", "native", "relay RSS bounded, others unaffected")
+    def test_stalled_grpc_reader(self):
+        channel = new_channel()
+        _, big_id = self.native("native-big", "respond", "--channel", channel, "--", "sh", "-c",
+                                "head -c 500000000 /dev/zero")
+        _, echo_id = self.native("native-echo", "respond", "--channel", channel, "--echo")
+        # Warm up both paths, then take the baseline.
+        self.assertEqual(CLIENT.send(channel, b"warm", target=echo_id, timeout=10.0), b"warm")
+        time.sleep(0.5)
+        before = RELAY.rss_kib()
+        call = CLIENT.send_stream(channel, b"", target=big_id, timeout=120.0)
+        chunks = iter(call)
+        first = next(chunks)
+        self.assertTrue(first, "the big response started")
+        peak = before
+        latencies = []
+        limit = time.monotonic() + 4.0
+        while time.monotonic() < limit:  # not reading `call` meanwhile
+            started = time.monotonic()
+            answer = CLIENT.send(channel, b"ping" * 256, target=echo_id, timeout=10.0)
+            latencies.append(time.monotonic() - started)
+            self.assertEqual(answer, b"ping" * 256)
+            peak = max(peak, RELAY.rss_kib())
+            time.sleep(0.2)
+        native = native_send(channel, KIB, args=("--to", echo_id), timeout=10.0)
+        peak = max(peak, RELAY.rss_kib())
+        call.cancel()
+        growth_mib = (peak - before) / 1024
+        FIGURES.append(("relay RSS growth with a stalled gRPC reader",
+                        f"{growth_mib:.1f} MiB (before {before / 1024:.1f} MiB)"))
+        FIGURES.append(("echo round trip beside the stalled stream",
+                        f"max {max(latencies) * 1000:.0f} ms over {len(latencies)}"))
+        self.assertEqual(native.rc, 0, native.stderr)
+        self.assertEqual(native.received_sha, native.sent_sha)
+        self.assertLess(native.elapsed, 2.0, "native echo beside the stalled stream")
+        self.assertLess(max(latencies), 2.0, "gRPC echo beside the stalled stream")
+        self.assertLess(growth_mib, 64, "relay memory grew with a gRPC client that stopped reading")
+        # The relay is fine afterwards.
+        self.assertEqual(CLIENT.send(channel, b"after", target=echo_id, timeout=10.0), b"after")
+
+
+# ---- malformed first messages --------------------------------------------------------------
+
+
+class Malformed(InteropCase):
+    """The gateway rejects a bad first message at once with INVALID_ARGUMENT and a message."""
+
+    def call(self, method, messages, hold=True):
+        """Runs a raw streaming call whose client stream yields `messages` and then (with
+        `hold`) stays open: the gateway must answer without waiting for more."""
+        release = threading.Event()
+
+        def stream():
+            yield from messages
+            if hold:
+                release.wait(10)
+
+        call = getattr(CLIENT.stub, method)(stream(), timeout=5.0)
+        try:
+            for _ in call:
+                pass
+        except sb.client.grpc.RpcError as error:
+            return sb.SwitchboardError.from_rpc_error(error)
+        finally:
+            release.set()
+        self.fail(f"{method} accepted a malformed first message")
+
+    def check(self, error, words, what):
+        self.assertEqual(error.code.name, "INVALID_ARGUMENT", f"{what}: {error}")
+        self.assertTrue(error.message, f"{what}: no message")
+        self.assertTrue(any(w.lower() in error.message.lower() for w in words),
+                        f"{what}: unclear message {error.message!r} (expected one of {words})")
+        self.assertEqual(error.status, "PROTOCOL_ERROR", f"{what}: switchboard-status trailer")
+
+    @cell("bad input", "python", "gateway", "Send: no channel / bad UUID / chunk first / target")
+    def test_send(self):
+        pb2 = sb.pb2
+        self.check(self.call("Send", [pb2.SendClientMessage(open=pb2.SendOpen())]),
+                   ["channel"], "Send without channel")
+        self.check(self.call("Send", [pb2.SendClientMessage(open=pb2.SendOpen(
+            channel="not-a-uuid"))]), ["uuid", "channel"], "Send with a bad channel UUID")
+        self.check(self.call("Send", [pb2.SendClientMessage(chunk=pb2.Chunk(data=b"x"))]),
+                   ["open", "first"], "Send with a chunk first")
+        self.check(self.call("Send", [pb2.SendClientMessage(open=pb2.SendOpen(
+            channel=new_channel(), target="zzz"))]), ["uuid", "target"], "Send with a bad target")
+        self.check(self.call("Send", [], hold=False), ["open", "first", "empty"],
+                   "Send with no message at all")
+
+    @cell("bad input", "python", "gateway", "Broadcast: no channel / bad UUID / chunk first")
+    def test_broadcast(self):
+        pb2 = sb.pb2
+        self.check(self.call("Broadcast", [pb2.BroadcastClientMessage(open=pb2.BroadcastOpen())]),
+                   ["channel"], "Broadcast without channel")
+        self.check(self.call("Broadcast", [pb2.BroadcastClientMessage(open=pb2.BroadcastOpen(
+            channel="6ba7b810-9dad-41d1-80b4-00c04fd430c"))]), ["uuid", "channel"],
+            "Broadcast with a bad channel UUID")
+        self.check(self.call("Broadcast", [pb2.BroadcastClientMessage(chunk=pb2.Chunk(
+            data=b"x"))]), ["open", "first"], "Broadcast with a chunk first")
+
+    @cell("bad input", "python", "gateway", "Respond: no channel / bad UUID / chunk first / peer id")
+    def test_respond(self):
+        pb2 = sb.pb2
+        self.check(self.call("Respond", [pb2.RespondClientMessage(join=pb2.Join())]),
+                   ["channel"], "Respond without channel")
+        self.check(self.call("Respond", [pb2.RespondClientMessage(join=pb2.Join(
+            channel="hello"))]), ["uuid", "channel"], "Respond with a bad channel UUID")
+        self.check(self.call("Respond", [pb2.RespondClientMessage(chunk=pb2.ResponseChunk(
+            request_id=1, data=b"x"))]), ["join", "first"], "Respond with a chunk first")
+        self.check(self.call("Respond", [pb2.RespondClientMessage(join=pb2.Join(
+            channel=new_channel(), peer_id="nope"))]), ["uuid", "peer"],
+            "Respond with a bad peer id")
+        # The gateway still serves well-formed calls.
+        self.assertEqual(CLIENT.list_peers(new_channel()).peers, [])
+
+    @cell("bad input", "python", "gateway", "ListPeers/WatchPeers: bad channel")
+    def test_presence_calls(self):
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.list_peers("not-a-uuid")
+        self.assertEqual(caught.exception.code.name, "INVALID_ARGUMENT", str(caught.exception))
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            for _ in CLIENT.watch_peers("", timeout=5.0):
+                break
+        self.assertEqual(caught.exception.code.name, "INVALID_ARGUMENT", str(caught.exception))
+
+
+# ---- gateway basics ------------------------------------------------------------------------
+
+
+class Gateway(InteropCase):
+
+    @cell("health", "python", "gateway", "grpc.health.v1 Check -> SERVING")
+    def test_health(self):
+        self.assertEqual(CLIENT.health(""), "SERVING")
+
+
+# ---- throughput ----------------------------------------------------------------------------
+
+
+class Throughput(InteropCase):
+    SIZE = 256 * MIB
+
+    def setUp(self):
+        super().setUp()
+        if ARGS.skip_large:
+            self.skipTest("--skip-large")
+        self.block = os.urandom(MIB)
+
+    def sink(self):
+        channel = new_channel()
+        self.native("native-sink", "respond", "--channel", channel, "--", "sh", "-c",
+                    "cat >/dev/null")
+        return channel
+
+    @cell("throughput", "python gRPC", "native", "256 MiB into `cat >/dev/null`")
+    def test_python_to_native(self):
+        channel = self.sink()
+        started = time.monotonic()
+        answer = CLIENT.send(channel, (self.block for _ in range(self.SIZE // MIB)), timeout=300.0)
+        elapsed = time.monotonic() - started
+        self.assertEqual(answer, b"")
+        FIGURES.append(("Python gRPC Send -> gateway -> native respond, 256 MiB",
+                        f"{self.SIZE / MIB / elapsed:.0f} MiB/s ({elapsed:.2f} s)"))
+
+    @cell("throughput", "node gRPC", "native", "256 MiB into `cat >/dev/null`")
+    def test_node_to_native(self):
+        channel = self.sink()
+        proc = node_run("send", channel, "--size", str(self.SIZE), timeout=300.0)
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", str(status))
+        elapsed = int(status.elapsed_ms) / 1000
+        FIGURES.append(("Node gRPC Send -> gateway -> native respond, 256 MiB (incl. randomBytes)",
+                        f"{self.SIZE / MIB / elapsed:.0f} MiB/s ({elapsed:.2f} s)"))
+
+    @cell("throughput", "native", "native", "256 MiB into `cat >/dev/null`")
+    def test_native_to_native(self):
+        channel = self.sink()
+        result = native_send(channel, body=(self.block for _ in range(self.SIZE // MIB)),
+                             timeout=300.0)
+        self.assertEqual(result.rc, 0, result.stderr)
+        self.assertEqual(result.sent_bytes, self.SIZE)
+        FIGURES.append(("native send -> relay -> native respond, 256 MiB",
+                        f"{self.SIZE / MIB / result.elapsed:.0f} MiB/s ({result.elapsed:.2f} s)"))
+
+
+# ---- last: the relay survived everything and stops cleanly ---------------------------------
+
+
+class Shutdown(InteropCase):
+
+    @cell("relay", "-", "-", "alive after all tests; SIGTERM -> exit 0")
+    def test_relay_clean_exit(self):
+        rss = RELAY.rss_kib()
+        FIGURES.append(("relay RSS at the end", f"{rss / 1024:.1f} MiB"))
+        RELAY.proc.popen.send_signal(signal.SIGTERM)
+        rc = RELAY.proc.wait_exit(40)
+        self.assertEqual(rc, 0, RELAY.proc.describe())
+
+    def setUp(self):
+        self.cleanups_procs = []
+        self.sessions = []
+        self.assertTrue(RELAY.alive(), f"the relay has died:\n{RELAY.proc.describe()}")
+
+
+ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, Presence, Failures, Malformed, SlowReader,
+         Throughput, Shutdown]
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def prepare_node():
+    if shutil.which(ARGS.node) is None and not Path(ARGS.node).exists():
+        raise SystemExit(f"node not found ({ARGS.node})")
+    if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").exists():
+        print("clients/node/node_modules missing: running npm install once", flush=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_CLIENT, check=True,
+                       timeout=600)
+
+
+def print_matrix():
+    rows = MatrixResult.rows
+    headers = ("area", "from", "to", "case", "result")
+    table = [(*row, outcome + (f" ({detail})" if detail and outcome != "PASS" else ""))
+             for row, outcome, detail in rows]
+    widths = [max(len(headers[i]), *(len(r[i]) for r in table)) if table else len(headers[i])
+              for i in range(4)]
+    print("\nInterop matrix")
+    line = "  ".join(h.ljust(widths[i]) for i, h in enumerate(headers[:4])) + "  " + headers[4]
+    print(line)
+    print("-" * min(160, len(line) + 20))
+    for r in table:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4][:160])
+    if FIGURES:
+        print("\nFigures")
+        for label, value in FIGURES:
+            print(f"  {label}: {value}")
+
+
+def main():
+    global ARGS, WORK, RELAY, CLIENT, sb
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="switchboard-server binary")
+    parser.add_argument("--cli", required=True, help="switchboard CLI binary")
+    parser.add_argument("--node", default="node", help="node binary")
+    parser.add_argument("--filter", default="", help="run only tests whose id contains this")
+    parser.add_argument("--skip-large", action="store_true", help="skip 64 MiB and 256 MiB cases")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--timeout", type=float, default=1500.0, help="overall limit (s)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    ARGS = parser.parse_args()
+    ARGS.server = str(Path(ARGS.server).resolve())
+    ARGS.cli = str(Path(ARGS.cli).resolve())
+
+    WORK = Path(tempfile.mkdtemp(prefix="switchboard-interop."))
+    watchdog = threading.Timer(ARGS.timeout, lambda: (
+        print(f"\ninterop: overall timeout ({ARGS.timeout} s) reached", flush=True),
+        cleanup_processes(), print("0 passed, 1 failed", flush=True), os._exit(2)))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        os.environ["SWITCHBOARD_PY_STUBS"] = str(WORK / "stubs")
+        sys.path.insert(0, str(REPO / "clients" / "python"))
+        import switchboard_client  # noqa: E402 - the stubs are generated on import
+        import switchboard_client.client  # noqa: E402,F401
+        sb = switchboard_client
+        prepare_node()
+        RELAY = Relay(ARGS.server)
+        print(f"relay pid {RELAY.pid}: core {RELAY.core}, grpc {RELAY.grpc}", flush=True)
+        CLIENT = sb.Client(RELAY.grpc)
+
+        suite = unittest.TestSuite()
+        loader = unittest.TestLoader()
+        for case in ORDER:
+            for test in loader.loadTestsFromTestCase(case):
+                if ARGS.filter in test.id():
+                    suite.addTest(test)
+        runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=MatrixResult)
+        result = runner.run(suite)
+        if not result.wasSuccessful() and RELAY.proc.snapshot("err"):
+            print("\nrelay stderr (last lines):")
+            for line in RELAY.proc.snapshot("err")[-30:]:
+                print(f"  {line}")
+        print_matrix()
+        failed = len(result.failures) + len(result.errors)
+        passed = result.testsRun - failed - len(result.skipped)
+        if result.skipped:
+            print(f"({len(result.skipped)} skipped)")
+        print(f"{passed} passed, {failed} failed", flush=True)
+        return 0 if failed == 0 and result.testsRun > 0 else 1
+    finally:
+        watchdog.cancel()
+        if CLIENT is not None:
+            CLIENT.close()
+        cleanup_processes()
+        if ARGS.keep:
+            print(f"scratch kept in {WORK}")
+        else:
+            shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
