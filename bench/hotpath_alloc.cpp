@@ -10,7 +10,10 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <execinfo.h>
+
 #include <condition_variable>
+#include <map>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -30,9 +33,31 @@ std::atomic<std::uint64_t> g_allocs{0};
 std::atomic<std::uint64_t> g_client_allocs{0};
 thread_local bool t_client = false;
 
+// HOTPATH_TRACE=1: the call stacks of the first relay allocations in each measured window are
+// kept (fixed storage, no allocation) and the most frequent are printed to stderr.
+constexpr int kDepth = 16;
+constexpr int kMaxTraces = 4096;
+struct Trace {
+  void* frames[kDepth];
+  int depth;
+};
+Trace g_traces[kMaxTraces];
+std::atomic<int> g_trace_count{0};
+std::atomic<bool> g_tracing{false};
+thread_local bool t_in_trace = false;
+
+void record_trace() {
+  const int i = g_trace_count.fetch_add(1, std::memory_order_relaxed);
+  if (i >= kMaxTraces) return;
+  t_in_trace = true;
+  g_traces[i].depth = backtrace(g_traces[i].frames, kDepth);
+  t_in_trace = false;
+}
+
 void* counted(std::size_t size, std::size_t align) {
   g_allocs.fetch_add(1, std::memory_order_relaxed);
   if (t_client) g_client_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (!t_client && !t_in_trace && g_tracing.load(std::memory_order_relaxed)) record_trace();
   if (size == 0) size = 1;
   void* p = align > alignof(std::max_align_t)
                 ? std::aligned_alloc(align, (size + align - 1) / align * align)
@@ -186,6 +211,34 @@ private:
   std::uint64_t target_ = 0;
 };
 
+void start_tracing() {
+  static const bool enabled = std::getenv("HOTPATH_TRACE") != nullptr;
+  if (!enabled) return;
+  void* warm[4];
+  backtrace(warm, 4);  // loads the unwinder now, not inside the allocator
+  g_trace_count = 0;
+  g_tracing = true;
+}
+
+// Prints the most frequent relay allocation stacks of the window that just ended.
+void stop_tracing(const char* name) {
+  if (!g_tracing.exchange(false)) return;
+  const int count = std::min(g_trace_count.load(), kMaxTraces);
+  std::map<std::vector<void*>, int> stacks;
+  for (int i = 0; i < count; ++i) {
+    const auto& t = g_traces[i];
+    ++stacks[std::vector<void*>(t.frames + std::min(t.depth, 2), t.frames + t.depth)];
+  }
+  std::vector<std::pair<int, std::vector<void*>>> sorted;
+  for (auto& [frames, n] : stacks) sorted.emplace_back(n, frames);
+  std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::fprintf(stderr, "== %s: %d relay allocation stacks sampled\n", name, count);
+  for (std::size_t i = 0; i < std::min<std::size_t>(sorted.size(), 8); ++i) {
+    std::fprintf(stderr, "-- %d allocations:\n", sorted[i].first);
+    backtrace_symbols_fd(sorted[i].second.data(), static_cast<int>(sorted[i].second.size()), 2);
+  }
+}
+
 // One request stream (sender -> relay -> responder), or one broadcast to `receivers` peers.
 void forward(benchmark::State& state, int receivers) {
   const auto frame = static_cast<std::size_t>(state.range(0));
@@ -209,7 +262,9 @@ void forward(benchmark::State& state, int receivers) {
   const auto allocs0 = g_allocs.load();
   const auto client0 = g_client_allocs.load();
   const auto frames0 = fixture.frames();
+  start_tracing();
   for (auto _ : state) fixture.pump(stream, per_iteration, frame, per_iteration * copies);
+  stop_tracing(receivers == 0 ? "request stream" : "broadcast");
   const auto relay_allocs = (g_allocs.load() - allocs0) - (g_client_allocs.load() - client0);
   const auto delivered = fixture.frames() - frames0;
   const double inbound = static_cast<double>(delivered) / static_cast<double>(copies);
@@ -242,7 +297,9 @@ void BM_SmallRequest(benchmark::State& state) {
   for (int i = 0; i < 500; ++i) once();
   const auto allocs0 = g_allocs.load();
   const auto client0 = g_client_allocs.load();
+  start_tracing();
   for (auto _ : state) once();
+  stop_tracing("small request");
   const auto relay_allocs = (g_allocs.load() - allocs0) - (g_client_allocs.load() - client0);
   state.counters["allocs_per_request"] =
       static_cast<double>(relay_allocs) / static_cast<double>(state.iterations());
