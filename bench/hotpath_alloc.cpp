@@ -227,7 +227,7 @@ void stop_tracing(const char* name) {
   std::map<std::vector<void*>, int> stacks;
   for (int i = 0; i < count; ++i) {
     const auto& t = g_traces[i];
-    ++stacks[std::vector<void*>(t.frames + std::min(t.depth, 2), t.frames + t.depth)];
+    ++stacks[std::vector<void*>(t.frames, t.frames + t.depth)];
   }
   std::vector<std::pair<int, std::vector<void*>>> sorted;
   for (auto& [frames, n] : stacks) sorted.emplace_back(n, frames);
