@@ -146,7 +146,7 @@ inline std::uint64_t raise_nofile_limit() {
 /// A field of /proc/PID/status in KiB (e.g. "VmRSS", "VmHWM"); 0 when unreadable.
 inline std::uint64_t proc_status_kib(long pid, const std::string& field) {
   std::ifstream status(pid <= 0 ? std::string("/proc/self/status")
-                                 : "/proc/" + std::to_string(pid) + "/status");
+                                : "/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(status, line)) {
     if (line.rfind(field + ":", 0) == 0) {

@@ -1,6 +1,7 @@
 // hotpath_alloc: Google Benchmark of the relay's forwarding hot path with a counting allocator;
 // reports heap allocations per forwarded DATA frame made by the relay's threads.
 #include <benchmark/benchmark.h>
+#include <execinfo.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -10,11 +11,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
-#include <execinfo.h>
-
 #include <condition_variable>
-#include <map>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -253,8 +252,8 @@ void forward(benchmark::State& state, int receivers) {
     sinks.push_back(sink);
   }
   auto sender = fixture.connect(channel, false);
-  auto stream = receivers == 0 ? sender->open_request(client::Target::any())
-                               : sender->open_broadcast();
+  auto stream =
+      receivers == 0 ? sender->open_request(client::Target::any()) : sender->open_broadcast();
   const auto copies = static_cast<std::uint64_t>(std::max(receivers, 1));
   // Warm-up: buffers, queues and the allocator reach their steady state.
   for (int i = 0; i < 32; ++i) fixture.pump(stream, per_iteration, frame, per_iteration * copies);
@@ -270,7 +269,8 @@ void forward(benchmark::State& state, int receivers) {
   const double inbound = static_cast<double>(delivered) / static_cast<double>(copies);
   state.counters["relay_allocs"] = static_cast<double>(relay_allocs);
   state.counters["frames_in"] = inbound;
-  state.counters["allocs_per_frame"] = inbound > 0 ? static_cast<double>(relay_allocs) / inbound : 0;
+  state.counters["allocs_per_frame"] =
+      inbound > 0 ? static_cast<double>(relay_allocs) / inbound : 0;
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * per_iteration));
 }
 

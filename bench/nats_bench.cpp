@@ -115,9 +115,9 @@ int rr_lat(const bench::Args& args) {
 }
 
 // `total` requests over the requesters' connections, one thread each; returns elapsed ns.
-std::int64_t conc_phase(const std::vector<natsConnection*>& connections,
-                        const std::string& subject, const std::vector<std::uint8_t>& body,
-                        std::uint64_t total, std::vector<double>& samples) {
+std::int64_t conc_phase(const std::vector<natsConnection*>& connections, const std::string& subject,
+                        const std::vector<std::uint8_t>& body, std::uint64_t total,
+                        std::vector<double>& samples) {
   std::atomic<std::uint64_t> issued{0};
   std::mutex mutex;
   samples.clear();
@@ -238,7 +238,7 @@ int pub(const bench::Args& args) {
   const auto subject = args.str("subject", "bench.data");
   std::vector<std::uint8_t> body(args.num("size", 64 * 1024));
   bench::fill_pattern(body.data(), body.size(), 3);
-  auto* connection = connect(args, false);
+  auto* connection = connect(args, args.has("asap"));
   natsSubscription* acks = nullptr;
   check(natsConnection_SubscribeSync(&acks, connection, kAckSubject), "ack subscribe");
   check(natsSubscription_SetPendingLimits(acks, -1, -1), "pending limits");

@@ -48,8 +48,7 @@ inline asio::awaitable<std::shared_ptr<Connection>> connect(const bench::Args& a
 }
 
 inline asio::awaitable<void> sleep_ms(long ms) {
-  asio::steady_timer timer(co_await asio::this_coro::executor,
-                           std::chrono::milliseconds(ms));
+  asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(ms));
   co_await timer.async_wait(asio::use_awaitable);
 }
 

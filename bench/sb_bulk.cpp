@@ -1,7 +1,7 @@
 // switchboard-bench bulk workloads: one large Send (stream), small broadcasts, 1->N fan-out.
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <array>
 #include <vector>
 
 #include "sb_bench.hpp"
@@ -180,11 +180,12 @@ asio::awaitable<int> fanout(const bench::Args& args) {
       .add("delivered", static_cast<std::uint64_t>(summary.delivered))
       .add("dropped", static_cast<std::uint64_t>(summary.dropped))
       .add("reports", static_cast<std::uint64_t>(reports.size()))
-      .add("aggregate_mb_s", bench::per_second(static_cast<double>(delivered_bytes), last - start) / 1e6)
+      .add("aggregate_mb_s",
+           bench::per_second(static_cast<double>(delivered_bytes), last - start) / 1e6)
       .add("summary_seconds", static_cast<double>(summary_ns) / 1e9)
       .print();
   connection->close();
-  co_return delivered_bytes == total * receivers ? 0 : 1;
+  co_return delivered_bytes == total* receivers ? 0 : 1;
 }
 
 }  // namespace sbb

@@ -46,20 +46,19 @@ int main(int argc, char** argv) {
     boost::asio::io_context io(1);
     int exit_code = 3;  // stays 3 if the time bound stops the run
     std::string failure;
-    boost::asio::co_spawn(io, commands.at(argv[1])(args),
-                          [&](std::exception_ptr error, int code) {
-                            if (error) {
-                              exit_code = 1;
-                              try {
-                                std::rethrow_exception(error);
-                              } catch (const std::exception& e) {
-                                failure = e.what();
-                              }
-                            } else {
-                              exit_code = code;
-                            }
-                            io.stop();
-                          });
+    boost::asio::co_spawn(io, commands.at(argv[1])(args), [&](std::exception_ptr error, int code) {
+      if (error) {
+        exit_code = 1;
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          failure = e.what();
+        }
+      } else {
+        exit_code = code;
+      }
+      io.stop();
+    });
     // Every run is bounded in time, and stops on SIGINT/SIGTERM.
     boost::asio::steady_timer limit(io, std::chrono::seconds(args.num("timeout", 120)));
     limit.async_wait([&](boost::system::error_code ec) {
@@ -76,7 +75,10 @@ int main(int argc, char** argv) {
     io.run();
     if (!failure.empty()) {
       std::fprintf(stderr, "switchboard-bench %s: %s\n", argv[1], failure.c_str());
-      bench::Json().add("workload", argv[1]).add("system", "switchboard").add("error", failure)
+      bench::Json()
+          .add("workload", argv[1])
+          .add("system", "switchboard")
+          .add("error", failure)
           .print();
     }
     std::fflush(stdout);

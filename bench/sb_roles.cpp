@@ -1,7 +1,7 @@
 // switchboard-bench roles: the responder (request sink/echo) and the broadcast receiver(s).
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <array>
 
 #include "sb_bench.hpp"
 
@@ -49,8 +49,8 @@ asio::awaitable<void> report(Sink& sink) {
   co_await request->write(body, true);
   co_await drain(request);
   const auto outcome = co_await request->result();
-  if (!outcome.ok()) std::fprintf(stderr, "receiver: report failed: %s\n",
-                                  outcome.describe().c_str());
+  if (!outcome.ok())
+    std::fprintf(stderr, "receiver: report failed: %s\n", outcome.describe().c_str());
 }
 
 asio::awaitable<void> consume(std::shared_ptr<Stream> message, Sink& sink,
@@ -82,7 +82,8 @@ asio::awaitable<int> receiver(const bench::Args& args) {
   const auto channel = channel_of(args);
   const auto count = args.num("connections", 1);
   const auto expect_msgs = args.num("expect-msgs", 1);
-  const auto idle_report_ns = static_cast<std::int64_t>(args.num("idle-report-ms", 3000)) * 1'000'000;
+  const auto idle_report_ns =
+      static_cast<std::int64_t>(args.num("idle-report-ms", 3000)) * 1'000'000;
   auto executor = co_await asio::this_coro::executor;
   std::vector<std::unique_ptr<Sink>> sinks;
   for (std::uint64_t i = 0; i < count; ++i) {

@@ -132,8 +132,7 @@ int rr_lat(const bench::Args& args, const std::string& system) {
   for (std::uint64_t i = 0; i < warmup + n; ++i) {
     if (i == warmup) start = bench::now_ns();
     const auto t0 = bench::now_ns();
-    if (!write_exact(fd, body.data(), body.size()) ||
-        !read_exact(fd, reply.data(), reply.size())) {
+    if (!write_exact(fd, body.data(), body.size()) || !read_exact(fd, reply.data(), reply.size())) {
       throw std::runtime_error("request-reply failed");
     }
     if (i >= warmup) rtt.push_back(static_cast<double>(bench::now_ns() - t0));

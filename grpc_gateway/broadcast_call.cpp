@@ -33,7 +33,7 @@ void BroadcastCall::OnWriteDone(bool) {
 }
 void BroadcastCall::OnCancel() {
   asio::post(strand_, [self = shared_from_this()] {
-    self->reset_sinks(Status::cancelled, "broadcast cancelled by its sender");
+    self->fanout_.reset_all(Status::cancelled, "broadcast cancelled by its sender");
     self->finish(grpc::Status::CANCELLED);
   });
 }
@@ -41,26 +41,22 @@ void BroadcastCall::OnDone() {
   asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
 }
 void BroadcastCall::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
-  asio::post(strand_, [self = shared_from_this(), bytes, sink] { self->on_credit(bytes, sink); });
+  asio::post(strand_, [self = shared_from_this(), bytes, sink] {
+    self->last_activity_ = std::chrono::steady_clock::now();
+    self->release(self->fanout_.written(sink, bytes));
+  });
 }
 void BroadcastCall::deliver_sink_done(std::uint32_t sink, Status status) {
-  asio::post(strand_,
-             [self = shared_from_this(), sink, status] { self->on_sink_done(sink, status); });
+  asio::post(strand_, [self = shared_from_this(), sink, status] {
+    self->release(self->fanout_.done(sink, status));
+    self->maybe_summarise();
+  });
 }
 
 void BroadcastCall::finish(grpc::Status status) {
   if (finished_ || done_ || summarised_) return;
   finished_ = true;
   Finish(status);
-}
-
-void BroadcastCall::reset_sinks(Status status, const std::string& message) {
-  for (auto& sink : sinks_) {
-    if (sink.active) sink.endpoint->deliver_reset(wire::Reset{status, 0, message});
-    sink.active = false;
-    sink.endpoint.reset();
-  }
-  pending_sinks_ = 0;
 }
 
 void BroadcastCall::read_more() {
@@ -88,7 +84,7 @@ void BroadcastCall::read_done(bool ok) {
     return;
   }
   if (in_.kind_case() != pb::BroadcastClientMessage::kChunk) {
-    reset_sinks(Status::protocol_error, "second open on a Broadcast");
+    fanout_.reset_all(Status::protocol_error, "second open on a Broadcast");
     finish(invalid_argument(context_, "only chunk messages may follow open"));
     return;
   }
@@ -128,9 +124,7 @@ void BroadcastCall::open() {
   gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
   credit_ = gateway_window(gateway_);
   const auto metadata = to_metadata(request.metadata());
-  auto targets = gateway_.registry.broadcast_targets(*channel, *sender);
-  sinks_.resize(targets.size());
-  for (std::uint32_t i = 0; i < targets.size(); ++i) {
+  for (auto& [target_id, target] : gateway_.registry.broadcast_targets(*channel, *sender)) {
     core::StreamOffer offer;
     offer.kind = wire::StreamKind::broadcast;
     offer.sender = *sender;
@@ -138,13 +132,8 @@ void BroadcastCall::open() {
     offer.idle_ms = request.idle_timeout_ms();
     offer.metadata = metadata;
     offer.counterpart = shared_from_this();
-    offer.sink_index = i;
-    if (auto endpoint = targets[i].second->accept_stream(std::move(offer))) {
-      sinks_[i] = Sink{std::move(endpoint), 0, true};
-      ++pending_sinks_;
-    } else {
-      ++dropped_;
-    }
+    offer.sink_index = fanout_.size();
+    fanout_.add(target->accept_stream(std::move(offer)));
   }
   if (!request.data().empty()) forward(to_slice(request.data()), false);
   idle_timeout_ = request.idle_timeout_ms() != 0
@@ -154,62 +143,31 @@ void BroadcastCall::open() {
   read_more();
 }
 
-void BroadcastCall::forward(wire::Slice slice, bool fin) {
-  received_ += slice.size;
+void BroadcastCall::forward(const wire::Slice& slice, bool fin) {
   credit_ -= slice.size;
   gateway_.core.counters.bytes_in.fetch_add(slice.size, std::memory_order_relaxed);
-  for (auto& sink : sinks_) {
-    if (sink.active) sink.endpoint->deliver_data(slice, fin);
-  }
-  release_to_floor();
+  release(fanout_.forward(slice, fin));
 }
 
 // Credit returns to the client as the slowest receiver still in the broadcast takes bytes.
-void BroadcastCall::release_to_floor() {
-  std::uint64_t floor = received_;
-  for (const auto& sink : sinks_) {
-    if (sink.active) floor = std::min(floor, sink.released);
-  }
-  if (floor > released_) {
-    credit_ += static_cast<std::int64_t>(floor - released_);
-    released_ = floor;
-    read_more();
-  }
-}
-
-void BroadcastCall::on_credit(std::uint32_t bytes, std::uint32_t sink) {
-  if (sink >= sinks_.size() || !sinks_[sink].active) return;
-  last_activity_ = std::chrono::steady_clock::now();
-  sinks_[sink].released += bytes;
-  release_to_floor();
-}
-
-void BroadcastCall::on_sink_done(std::uint32_t sink, Status status) {
-  if (sink >= sinks_.size() || !sinks_[sink].active) return;
-  sinks_[sink].active = false;
-  sinks_[sink].endpoint.reset();
-  --pending_sinks_;
-  if (status == Status::ok) {
-    ++delivered_;
-  } else {
-    ++dropped_;
-  }
-  release_to_floor();
-  maybe_summarise();
+void BroadcastCall::release(std::uint64_t bytes) {
+  if (bytes == 0) return;
+  credit_ += static_cast<std::int64_t>(bytes);
+  read_more();
 }
 
 void BroadcastCall::maybe_summarise() {
-  if (!message_done_ || pending_sinks_ != 0 || summarised_ || finished_ || done_) return;
+  if (!message_done_ || !fanout_.complete() || summarised_ || finished_ || done_) return;
   summarised_ = true;
-  out_.mutable_summary()->set_delivered(delivered_);
-  out_.mutable_summary()->set_dropped(dropped_);
+  out_.mutable_summary()->set_delivered(fanout_.delivered());
+  out_.mutable_summary()->set_dropped(fanout_.dropped());
   StartWrite(&out_);
 }
 
 void BroadcastCall::idle_check() {
   if (done_ || finished_ || summarised_) return;
   if (std::chrono::steady_clock::now() >= last_activity_ + idle_timeout_) {
-    reset_sinks(Status::idle_timeout, "stream idle timeout");
+    fanout_.reset_all(Status::idle_timeout, "stream idle timeout");
     finish(to_grpc(context_, Status::idle_timeout, "no bytes moved for the idle timeout"));
     return;
   }
@@ -221,8 +179,7 @@ void BroadcastCall::idle_check() {
 
 void BroadcastCall::on_done() {
   done_ = true;
-  if (pending_sinks_ > 0) reset_sinks(Status::cancelled, "broadcast sender went away");
-  sinks_.clear();
+  if (!fanout_.complete()) fanout_.reset_all(Status::cancelled, "broadcast sender went away");
   idle_timer_.cancel();
   self_.reset();
 }

@@ -5,10 +5,10 @@
 #include <boost/asio/strand.hpp>
 #include <memory>
 #include <optional>
-#include <vector>
 
 #include "grpc_gateway/gateway_context.hpp"
 #include "grpc_gateway/mapping.hpp"
+#include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
@@ -36,21 +36,13 @@ public:
   void deliver_sink_done(std::uint32_t sink, Status status) override;
 
 private:
-  struct Sink {
-    std::shared_ptr<core::Endpoint> endpoint;
-    std::uint64_t released = 0;
-    bool active = false;
-  };
   void read_done(bool ok);
   void open();
-  void forward(wire::Slice slice, bool fin);
-  void on_credit(std::uint32_t bytes, std::uint32_t sink);
-  void on_sink_done(std::uint32_t sink, Status status);
-  void release_to_floor();
+  void forward(const wire::Slice& slice, bool fin);
+  void release(std::uint64_t bytes);
   void read_more();
   void maybe_summarise();
   void finish(grpc::Status status);
-  void reset_sinks(Status status, const std::string& message);
   void on_done();
   void idle_check();
 
@@ -69,12 +61,7 @@ private:
   bool summarised_ = false;
   bool finished_ = false;
   std::int64_t credit_ = 0;
-  std::uint64_t received_ = 0;
-  std::uint64_t released_ = 0;
-  std::vector<Sink> sinks_;
-  std::uint32_t pending_sinks_ = 0;
-  std::uint32_t delivered_ = 0;
-  std::uint32_t dropped_ = 0;
+  core::Fanout fanout_;
   std::chrono::steady_clock::time_point last_activity_;
   std::chrono::milliseconds idle_timeout_{0};
 };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "net/server_context.hpp"
+#include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/wire/buffer.hpp"
 
@@ -45,12 +46,6 @@ public:
   void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
   void deliver_sink_done(std::uint32_t sink, Status status) override;
 
-  struct Sink {
-    std::shared_ptr<Endpoint> endpoint;
-    std::uint64_t released = 0;
-    bool active = false;
-  };
-
   std::shared_ptr<Session> session_;
   const StreamRole role;
   std::uint32_t id = 0;  // 0 until registered on the strand
@@ -60,12 +55,7 @@ public:
   // The counterpart (requester/responder/sink) or the receivers (source).
   std::shared_ptr<Endpoint> counterpart;
   std::uint32_t sink_index = 0;
-  std::vector<Sink> sinks;
-  std::uint64_t received_total = 0;  // source: bytes our client sent
-  std::uint64_t released_total = 0;  // source: bytes every active receiver has written
-  std::uint32_t delivered = 0;
-  std::uint32_t dropped = 0;
-  std::uint32_t sinks_pending = 0;
+  Fanout fanout;
 
   // Client -> relay direction.
   std::int64_t in_credit = 0;

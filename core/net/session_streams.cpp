@@ -170,28 +170,17 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
   stream->in_credit = static_cast<std::int64_t>(limits_.stream_window) - body.size;
   stream->in_done = fin;
   stream->out_credit = client_window_;
-  stream->received_total = body.size;
 
-  auto targets = context_.registry.broadcast_targets(channel_, peer_id_);
-  stream->sinks.resize(targets.size());
-  for (std::uint32_t i = 0; i < targets.size(); ++i) {
+  for (auto& [target_id, target] : context_.registry.broadcast_targets(channel_, peer_id_)) {
     StreamOffer offer;
     offer.kind = wire::StreamKind::broadcast;
     offer.sender = peer_id_;
     offer.deadline_ms = open.deadline_ms;
     offer.idle_ms = open.idle_ms;
     offer.metadata = open.metadata;
-    offer.first_chunk = body;
-    offer.fin = fin;
     offer.counterpart = stream;
-    offer.sink_index = i;
-    auto endpoint = targets[i].second->accept_stream(std::move(offer));
-    if (endpoint) {
-      stream->sinks[i] = SessionStream::Sink{std::move(endpoint), 0, true};
-      ++stream->sinks_pending;
-    } else {
-      ++stream->dropped;
-    }
+    offer.sink_index = stream->fanout.size();
+    stream->fanout.add(target->accept_stream(std::move(offer)));
   }
   const auto now = Clock::now();
   if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
@@ -201,7 +190,7 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
   register_stream(stream);
   ++client_streams_open_;
   touch(*stream);
-  if (stream->sinks_pending == 0) release_inbound(*stream, body.size);
+  if (body.size > 0 || fin) release_inbound(*stream, stream->fanout.forward(body, fin));
   arm_timer(stream, std::min(stream->deadline, stream->idle_timeout.count() > 0
                                                    ? now + stream->idle_timeout
                                                    : Clock::time_point::max()));
@@ -226,11 +215,7 @@ bool Session::handle_data(const wire::Frame& frame) {
   touch(*stream);
   wire::Slice slice = reader_.share(frame.payload);
   if (stream->role == StreamRole::broadcast_source) {
-    stream->received_total += size;
-    for (auto& sink : stream->sinks) {
-      if (sink.active) sink.endpoint->deliver_data(slice, fin);
-    }
-    if (stream->sinks_pending == 0) release_inbound(*stream, size);
+    release_inbound(*stream, stream->fanout.forward(slice, fin));
     if (fin) maybe_send_summary(stream);
   } else {
     stream->counterpart->deliver_data(std::move(slice), fin);
@@ -258,9 +243,7 @@ bool Session::handle_end(const wire::Frame& frame) {
       reset_stream(stream, end.status, end.message, false, true);
       return true;
     }
-    for (auto& sink : stream->sinks) {
-      if (sink.active) sink.endpoint->deliver_data(wire::Slice{}, true);
-    }
+    stream->fanout.forward(wire::Slice{}, true);
     maybe_send_summary(stream);
   } else {
     end.delivered = 0;
@@ -408,37 +391,16 @@ void Session::on_reset(const StreamPtr& stream, wire::Reset reset) {
 
 void Session::on_credit(const StreamPtr& stream, std::uint32_t bytes, std::uint32_t sink) {
   if (stream->removed) return;
-  if (stream->role != StreamRole::broadcast_source) {
+  if (stream->role == StreamRole::broadcast_source) {
+    release_inbound(*stream, stream->fanout.written(sink, bytes));
+  } else {
     release_inbound(*stream, bytes);
-    return;
-  }
-  if (sink >= stream->sinks.size() || !stream->sinks[sink].active) return;
-  stream->sinks[sink].released += bytes;
-  std::uint64_t floor = stream->received_total;
-  for (const auto& s : stream->sinks) {
-    if (s.active) floor = std::min(floor, s.released);
-  }
-  if (floor > stream->released_total) {
-    release_inbound(*stream, floor - stream->released_total);
   }
 }
 
 void Session::on_sink_done(const StreamPtr& stream, std::uint32_t sink, Status status) {
-  if (stream->removed || sink >= stream->sinks.size() || !stream->sinks[sink].active) return;
-  stream->sinks[sink].active = false;
-  stream->sinks[sink].endpoint.reset();
-  --stream->sinks_pending;
-  if (status == Status::ok) {
-    ++stream->delivered;
-  } else {
-    ++stream->dropped;
-  }
-  // The receiver no longer holds anything back: recompute what every remaining one has written.
-  std::uint64_t floor = stream->received_total;
-  for (const auto& s : stream->sinks) {
-    if (s.active) floor = std::min(floor, s.released);
-  }
-  if (floor > stream->released_total) release_inbound(*stream, floor - stream->released_total);
+  if (stream->removed) return;
+  release_inbound(*stream, stream->fanout.done(sink, status));
   maybe_send_summary(stream);
 }
 
@@ -452,8 +414,7 @@ void Session::register_stream(const StreamPtr& stream) {
 }
 
 void Session::release_inbound(SessionStream& stream, std::uint64_t bytes) {
-  if (stream.role == StreamRole::broadcast_source) stream.released_total += bytes;
-  if (stream.in_done || closing_) return;
+  if (bytes == 0 || stream.in_done || closing_) return;
   stream.in_release_pending += static_cast<std::uint32_t>(bytes);
   // Batch grants: a WINDOW frame per quarter window keeps the sender busy without chatter.
   // Credit grows only when granted, so a client can never run ahead of what it was told.
@@ -474,9 +435,7 @@ void Session::reset_stream(const StreamPtr& stream, Status status, std::string m
   }
   if (tell_counterpart) {
     if (stream->role == StreamRole::broadcast_source) {
-      for (auto& sink : stream->sinks) {
-        if (sink.active) sink.endpoint->deliver_reset(make_reset(status, message));
-      }
+      stream->fanout.reset_all(status, message);
     } else if (stream->role == StreamRole::broadcast_sink) {
       if (stream->counterpart) {
         stream->counterpart->deliver_sink_done(stream->sink_index,
@@ -491,13 +450,13 @@ void Session::reset_stream(const StreamPtr& stream, Status status, std::string m
 
 void Session::maybe_send_summary(const StreamPtr& stream) {
   if (stream->role != StreamRole::broadcast_source || !stream->in_done ||
-      stream->sinks_pending != 0 || stream->out_end_pending || stream->out_done) {
+      !stream->fanout.complete() || stream->out_end_pending || stream->out_done) {
     return;
   }
   wire::End summary;
   summary.status = Status::ok;
-  summary.delivered = stream->delivered;
-  summary.dropped = stream->dropped;
+  summary.delivered = stream->fanout.delivered();
+  summary.dropped = stream->fanout.dropped();
   stream->out_end_pending = std::move(summary);
   schedule(stream);
 }
@@ -528,7 +487,7 @@ void Session::remove_stream(const StreamPtr& stream) {
   stream->out_queue.clear();
   stream->out_queued = 0;
   stream->counterpart.reset();
-  stream->sinks.clear();
+  stream->fanout = Fanout{};
   if (stream->timer) stream->timer->cancel();
   if (draining_ && streams_.empty()) begin_close();
 }

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""bench/report.py: turns the raw JSON lines of bench/run.sh into the markdown table (median and
+min-max per system, ratios to the baselines of the same run, goals) and bench/results.json."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+
+SYSTEMS = [("switchboard", "Switchboard"), ("forwarder", "TCP forwarder"),
+           ("direct", "Direct TCP"), ("nats", "nats-server")]
+
+# (workload, metric, label, unit)
+ROWS = [
+    ("rr-lat", "p50_us", "rr-lat: p50", "µs"),
+    ("rr-lat", "p99_us", "rr-lat: p99", "µs"),
+    ("rr-lat", "p999_us", "rr-lat: p99.9", "µs"),
+    ("rr-lat", "rps", "rr-lat: req/s", "req/s"),
+    ("rr-conc", "rps", "rr-conc 16→1: req/s", "req/s"),
+    ("rr-conc", "p50_us", "rr-conc 16→1: p50", "µs"),
+    ("rr-conc", "p99_us", "rr-conc 16→1: p99", "µs"),
+    ("rr-conc-any", "rps", "rr-conc 16→any of 2: req/s", "req/s"),
+    ("rr-conc-any", "p50_us", "rr-conc 16→any of 2: p50", "µs"),
+    ("rr-conc-any", "p99_us", "rr-conc 16→any of 2: p99", "µs"),
+    ("stream", "mb_s", "stream: MB/s at receiver", "MB/s"),
+    ("stream", "server_hwm_mib", "stream: server peak RSS", "MiB"),
+    ("small", "msgs_s", "small: msgs/s at receiver", "msg/s"),
+    ("small", "lost", "small: messages lost", "msgs"),
+    ("fanout", "aggregate_mb_s", "fanout 1→8: aggregate MB/s", "MB/s"),
+    ("fanout", "server_hwm_mib", "fanout: server peak RSS", "MiB"),
+    ("conns", "kib_per_peer", "conns: relay RSS per idle peer", "KiB"),
+    ("conns", "join_rate", "conns: join rate", "peers/s"),
+]
+
+# (workload, metric) -> list of (description, baseline system or None, factor, comparison,
+# statistic): "le" means switchboard <= factor * baseline (or <= factor when no baseline).
+GOALS = {
+    ("rr-lat", "p50_us"): [("≤ 1.3× forwarder", "forwarder", 1.3, "le", "median"),
+                           ("≤ 0.7× NATS", "nats", 0.7, "le", "median")],
+    ("rr-lat", "p99_us"): [("≤ NATS", "nats", 1.0, "le", "median")],
+    ("rr-conc", "rps"): [("≥ 1.5× NATS", "nats", 1.5, "ge", "median")],
+    ("rr-conc-any", "rps"): [("≥ 1.5× NATS", "nats", 1.5, "ge", "median")],
+    ("stream", "mb_s"): [("≥ 0.7× forwarder", "forwarder", 0.7, "ge", "median")],
+    ("stream", "server_hwm_mib"): [("≤ 32 MiB (max of runs)", None, 32.0, "le", "max")],
+    ("small", "msgs_s"): [("≥ NATS", "nats", 1.0, "ge", "median")],
+    ("small", "lost"): [("0 (every run)", None, 0.0, "le", "max")],
+    ("fanout", "aggregate_mb_s"): [("≥ 2× NATS", "nats", 2.0, "ge", "median")],
+    ("fanout", "server_hwm_mib"): [("≤ 32 MiB (max of runs)", None, 32.0, "le", "max")],
+    ("conns", "kib_per_peer"): [("≤ 8 KiB", None, 8.0, "le", "median")],
+}
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a >= 10000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def stats(values):
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def cell(s, errors):
+    if s is None:
+        return f"error ×{errors}" if errors else "—"
+    text = fmt(s["median"])
+    if s["n"] > 1:
+        text += f" ({fmt(s['min'])}–{fmt(s['max'])})"
+    if errors:
+        text += f" +{errors} err"
+    return text
+
+
+def load_raw(path):
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    print(f"report: bad line {line!r}", file=sys.stderr)
+    for r in records:
+        if "server_hwm_kib" in r:
+            r["server_hwm_mib"] = r["server_hwm_kib"] / 1024.0
+    return records
+
+
+def summarise(records):
+    summary, errors = {}, {}
+    for r in records:
+        key = (r.get("workload"), r.get("system"))
+        if "error" in r:
+            errors[key] = errors.get(key, 0) + 1
+            continue
+        for metric, value in r.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                summary.setdefault(key, {}).setdefault(metric, []).append(float(value))
+    return {k: {m: stats(v) for m, v in ms.items()} for k, ms in summary.items()}, errors
+
+
+def hotpath_rows(path):
+    """Google Benchmark JSON -> {label: stats of allocs_per_frame / allocs_per_request}."""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        data = json.load(f)
+    values = {}
+    for b in data.get("benchmarks", []):
+        if b.get("run_type") != "iteration":
+            continue
+        name = b.get("run_name", b["name"]).replace("/real_time", "")
+        for counter in ("allocs_per_frame", "allocs_per_request"):
+            if counter in b:
+                values.setdefault((name, counter), []).append(float(b[counter]))
+    return {k: stats(v) for k, v in values.items()}
+
+
+def evaluate(summary, hot):
+    goals = []
+    for (workload, metric), checks in GOALS.items():
+        sb = summary.get((workload, "switchboard"), {}).get(metric)
+        for description, baseline, factor, op, stat in checks:
+            goal = {"workload": workload, "metric": metric, "goal": description}
+            if sb is None:
+                goal.update(met=None, note="no Switchboard result")
+                goals.append(goal)
+                continue
+            value = sb[stat]
+            if baseline:
+                base = summary.get((workload, baseline), {}).get(metric)
+                if base is None:
+                    goal.update(value=value, met=None, note=f"no {baseline} result")
+                    goals.append(goal)
+                    continue
+                limit = factor * base["median"]
+                goal["ratio"] = value / base["median"] if base["median"] else None
+            else:
+                limit = factor
+            goal.update(value=value, limit=limit, met=value <= limit if op == "le" else value >= limit)
+            goals.append(goal)
+    frame_stats = [s for (name, counter), s in hot.items() if counter == "allocs_per_frame"]
+    if frame_stats:
+        worst = max(s["max"] for s in frame_stats)
+        goals.append({"workload": "hotpath", "metric": "allocs_per_frame",
+                      "goal": "0 heap allocations per forwarded frame", "value": worst,
+                      "limit": 0.0, "met": worst == 0.0})
+    return goals
+
+
+def machine_note(args):
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "note": f"{os.cpu_count()} cores, shared, noisy (other work may run at the same time)",
+            "loadavg_at_start": args.load, "relay_threads": args.relay_threads,
+            "relay_grpc_door": bool(int(args.grpc))}
+
+
+def markdown(summary, errors, hot, goals, machine, args, date):
+    out = []
+    size = "quick (~1/10 sizes)" if args.quick else "full"
+    out.append("# Switchboard benchmark results\n")
+    out.append(f"Latest run: **{date}**, {size}, {args.runs} runs per workload, "
+               f"{args.elapsed} s in all (`bench/run.sh`).\n")
+    out.append(f"Machine: {machine['cpu']}, {machine['note']}; kernel {machine['kernel']}; "
+               f"load average at start {machine['loadavg_at_start']}. Relay: "
+               f"`--threads {machine['relay_threads']}`, gRPC door "
+               f"{'on (random port, idle)' if machine['relay_grpc_door'] else 'off'}. "
+               "Everything on 127.0.0.1.\n")
+    out.append("Cells: median (min–max) over the runs. Ratios: Switchboard median ÷ baseline "
+               "median of the same run. Met: ✅ / ❌ / ? (missing data).\n")
+    head = ["Workload: metric", "Unit"] + [n for _, n in SYSTEMS] + ["SB ÷ fwd", "SB ÷ NATS",
+                                                                        "Goal", "Met"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    goal_index = {}
+    for g in goals:
+        goal_index.setdefault((g["workload"], g["metric"]), []).append(g)
+    for workload, metric, label, unit in ROWS:
+        row = [label, unit]
+        medians = {}
+        for system, _ in SYSTEMS:
+            s = summary.get((workload, system), {}).get(metric)
+            errs = errors.get((workload, system), 0)
+            if s is None and not errs and (workload, system) not in summary:
+                row.append("—")
+                continue
+            row.append(cell(s, errs))
+            if s is not None:
+                medians[system] = s["median"]
+        for base in ("forwarder", "nats"):
+            sb, b = medians.get("switchboard"), medians.get(base)
+            row.append(f"{sb / b:.2f}×" if sb is not None and b else "—")
+        gs = goal_index.get((workload, metric), [])
+        row.append("; ".join(g["goal"] for g in gs) if gs else "")
+        row.append(" ".join("?" if g.get("met") is None else ("✅" if g["met"] else "❌")
+                            for g in gs))
+        out.append("| " + " | ".join(row) + " |")
+    for (name, counter), s in sorted(hot.items()):
+        what = "per forwarded frame" if counter == "allocs_per_frame" else "per 1-frame request"
+        met = ("✅" if s["max"] == 0 else "❌") if counter == "allocs_per_frame" else ""
+        goal = "0" if counter == "allocs_per_frame" else ""
+        out.append(f"| hot path {name}: relay heap allocs {what} | allocs | {cell(s, 0)} | — | — "
+                   f"| — | — | — | {goal} | {met} |")
+    for name in ("gw-stream", "gw-rr"):
+        out.append(f"| {name} | | _placeholder: needs the gRPC gateway (measured later)_ | — | — "
+                   "| — | — | — | | |")
+    out.append("")
+    met = sum(1 for g in goals if g.get("met"))
+    out.append(f"Goals met: **{met} of {len(goals)}**.\n")
+    for g in goals:
+        mark = "?" if g.get("met") is None else ("met" if g["met"] else "NOT met")
+        detail = g.get("note", "")
+        if "value" in g:
+            detail = f"value {fmt(g['value'])}, limit {fmt(g.get('limit'))}"
+            if g.get("ratio") is not None:
+                detail += f", ratio {g['ratio']:.2f}×"
+        out.append(f"- {g['workload']} {g['metric']} {g['goal']}: **{mark}** ({detail})")
+    out.append("")
+    out.append(WORKLOAD_NOTES)
+    return "\n".join(out)
+
+
+WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
+
+- **rr-lat**: 1 requester, 1 responder, 128 B request and 128 B response, 5,000 sequential
+  after 500 warm-up; round trip per request with steady_clock. Forwarder/direct: the same
+  128 B ping-pong over TCP (through `tcp-forwarder`, or straight). NATS: `natsConnection_Request`
+  to a subscriber that publishes the reply (send-ASAP on both).
+- **rr-conc**: 16 requester connections, each sequential, 200,000 requests in all (after 5%
+  warm-up), to 1 responder, and to any of 2 responders (relay round-robin / NATS queue group).
+- **stream**: 1 GiB in 64 KiB writes as one Send to a responder that reads it; MB/s (10^6 B/s)
+  = bytes / (receiver's last byte − sender's start), both on CLOCK_MONOTONIC. NATS: 64 KiB
+  messages with harness flow control (window 128 messages = 8 MiB, ack every 32; publisher
+  send-ASAP, its fastest setting here).
+- **small**: 1,000,000 broadcasts of 16 B, each one frame, 128 in flight, to one receiver; the
+  receiver counts them (none may be lost). NATS: 16 B publishes, window 32,768, ack every 4,096.
+- **fanout**: one 256 MiB broadcast in 64 KiB writes to 8 receivers (one process, 8
+  connections); aggregate MB/s = bytes delivered to all / time to the last receiver's last byte.
+  NATS: 8 subscriptions on 8 connections, window 128 messages per subscriber.
+- **conns**: 10,000 peers over 100 channels join (128 connecting at a time), then idle 1 s;
+  relay VmRSS growth ÷ peers, and peers ÷ join time (joins include presence fan-out).
+- **server peak RSS**: VmHWM of the relay (or nats-server / tcp-forwarder) process, restarted
+  for each run of each workload.
+- **hot path**: `hotpath_alloc` (Google Benchmark) runs an in-process relay with 1 I/O thread and
+  counts heap allocations made by non-client threads while DATA frames stream through
+  (`HOTPATH_TRACE=1` prints the allocating call stacks).
+- **gw-stream / gw-rr**: need the gRPC gateway; not measured yet.
+"""
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--raw", required=True)
+    p.add_argument("--hotpath")
+    p.add_argument("--json")
+    p.add_argument("--markdown")
+    p.add_argument("--elapsed", default="?")
+    p.add_argument("--runs", default="3")
+    p.add_argument("--load", default="?")
+    p.add_argument("--relay-threads", default="?")
+    p.add_argument("--grpc", default="1")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+
+    records = load_raw(args.raw)
+    summary, errors = summarise(records)
+    hot = hotpath_rows(args.hotpath)
+    goals = evaluate(summary, hot)
+    machine = machine_note(args)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = markdown(summary, errors, hot, goals, machine, args, date)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        doc = {"date": date, "quick": args.quick, "runs": int(args.runs),
+               "elapsed_s": args.elapsed, "machine": machine, "raw": records,
+               "summary": {f"{w}/{s}": m for (w, s), m in summary.items()},
+               "errors": {f"{w}/{s}": n for (w, s), n in errors.items()},
+               "hotpath": {f"{n}/{c}": s for (n, c), s in hot.items()}, "goals": goals}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

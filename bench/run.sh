@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# bench/run.sh: builds and runs the Switchboard benchmarks and their baselines on loopback, each
+# workload 3 times; prints a markdown table, writes bench/results.json and bench/RESULTS.md.
+#
+# Usage: bench/run.sh [--quick] [--runs N] [--only rr-lat,rr-conc,stream,small,fanout,conns,hotpath]
+#                     [--relay-threads N] [--no-grpc] [--no-build] [--no-write]
+#   --quick      every workload about 10x smaller (smoke run)
+#   --relay-threads N  relay I/O threads (default: nproc, the relay's own default)
+#   --no-grpc    start the relay with its gRPC door off (default: on, on a random port, as shipped)
+#   --no-write   print the table only; leave bench/RESULTS.md and bench/results.json alone
+# Env: SB_BUILD_DIR (default build/release, built with the release preset).
+# Only 127.0.0.1 is ever targeted; every process and loop is bounded in count and time.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=0 RUNS=3 ONLY="" RELAY_THREADS=$(nproc) GRPC=1 BUILD_STEP=1 WRITE=1
+while (($#)); do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --runs) RUNS=$2; shift ;;
+    --only) ONLY=$2; shift ;;
+    --relay-threads) RELAY_THREADS=$2; shift ;;
+    --no-grpc) GRPC=0 ;;
+    --no-build) BUILD_STEP=0 ;;
+    --no-write) WRITE=0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
+log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
+
+# ---- Sizes (full run, or --quick at about a tenth). ----
+if ((QUICK)); then
+  LAT_N=500 LAT_WARM=100 CONC_N=20000 STREAM_BYTES=128M SMALL_N=100000 FAN_BYTES=32M
+  CONN_PEERS=1000 CONN_CHANNELS=10 HOT_TIME=0.05
+else
+  LAT_N=5000 LAT_WARM=500 CONC_N=200000 STREAM_BYTES=1G SMALL_N=1000000 FAN_BYTES=256M
+  CONN_PEERS=10000 CONN_CHANNELS=100 HOT_TIME=0.2
+fi
+STREAM_MSGS=$(( $(numfmt --from=iec "$STREAM_BYTES") / 65536 ))
+FAN_MSGS=$(( $(numfmt --from=iec "$FAN_BYTES") / 65536 ))
+
+# ---- Packages: the toolchain (scripts/setup.sh), nats-server and libnats-dev, only if missing. ----
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+if [[ -x $ROOT/scripts/setup.sh ]]; then "$ROOT/scripts/setup.sh" >&2; fi
+missing=()
+for p in nats-server libnats-dev libbenchmark-dev python3 procps coreutils; do
+  installed "$p" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# ---- Build. ----
+BUILD=${SB_BUILD_DIR:-$ROOT/build/release}
+TARGETS=(switchboard-server switchboard-bench tcp-forwarder tcp-direct nats-bench hotpath_alloc)
+if ((BUILD_STEP)); then
+  log "building ${TARGETS[*]} in $BUILD"
+  if [[ -z ${SB_BUILD_DIR:-} ]]; then
+    (cd "$ROOT" && cmake --preset release >/dev/null && cmake --build --preset release --target "${TARGETS[@]}") >&2
+  else
+    cmake --build "$BUILD" --target "${TARGETS[@]}" >&2
+  fi
+fi
+SERVER=$BUILD/core/switchboard-server
+SB=$BUILD/bench/switchboard-bench FWD=$BUILD/bench/tcp-forwarder TCP=$BUILD/bench/tcp-direct
+NATS=$BUILD/bench/nats-bench HOT=$BUILD/bench/hotpath_alloc
+for b in "$SERVER" "$SB" "$FWD" "$TCP" "$NATS" "$HOT"; do
+  [[ -x $b ]] || { echo "run.sh: missing $b" >&2; exit 1; }
+done
+GRPC_FLAG=()
+if "$SERVER" --help 2>/dev/null | grep -q -- --grpc-listen; then
+  if ((GRPC)); then GRPC_FLAG=(--grpc-listen 127.0.0.1:0); else GRPC_FLAG=(--grpc-listen ""); fi
+fi
+
+# ---- Processes: every background process is recorded and ended on exit. ----
+ulimit -n "$(ulimit -Hn)"  # conns: 10,000 connections in the relay and in the load generator
+TMP=$(mktemp -d /tmp/sb-bench.XXXXXX)
+RAW=$TMP/raw.jsonl
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_bg NAME CMD...: runs CMD in the background (stdout to $TMP/NAME.out); sets BG_PID.
+start_bg() {
+  local name=$1; shift
+  : >"$TMP/$name.out"  # truncated now, so no reader sees a previous process's lines
+  : >"$TMP/$name.err"
+  "$@" >>"$TMP/$name.out" 2>>"$TMP/$name.err" &
+  BG_PID=$!
+  PIDS+=("$BG_PID")
+}
+# wait_line NAME REGEX: waits (at most 15 s) until NAME's stdout has a line matching REGEX.
+wait_line() {
+  for _ in $(seq 1500); do
+    grep -qE "$2" "$TMP/$1.out" 2>/dev/null && return 0
+    sleep 0.01
+  done
+  echo "run.sh: $1 never printed '$2'; stderr:" >&2; cat "$TMP/$1.err" >&2 || true
+  return 1
+}
+stop_pid() {
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.02; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+proc_kib() {  # proc_kib PID FIELD: a /proc/PID/status field in KiB, 0 if gone
+  local v; v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true)
+  echo "${v:-0}"
+}
+hwm_kib() { proc_kib "$1" VmHWM; }
+rss_kib() { proc_kib "$1" VmRSS; }
+uuid() { cat /proc/sys/kernel/random/uuid; }
+
+start_relay() {
+  start_bg relay "$SERVER" --listen 127.0.0.1:0 "${GRPC_FLAG[@]}" --threads "$RELAY_THREADS" \
+    --log-level warn --drain-timeout-ms 1000
+  RELAY_PID=$BG_PID
+  wait_line relay '^listening core'
+  RELAY_PORT=$(sed -n 's/^listening core 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")
+  SERVER_IDLE_KIB=$(rss_kib "$RELAY_PID")
+  SERVER_PID=$RELAY_PID
+}
+start_nats() {
+  start_bg nats nats-server -a 127.0.0.1 -p -1
+  SERVER_PID=$BG_PID
+  for _ in $(seq 1500); do
+    grep -q 'Listening for client connections' "$TMP/nats.err" && break
+    sleep 0.01
+  done
+  NATS_URL=nats://127.0.0.1:$(sed -n 's/.*Listening for client connections on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/nats.err")
+  SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
+}
+start_forwarder() {
+  start_bg forwarder "$FWD" --max-pairs 8 --seconds 300
+  SERVER_PID=$BG_PID
+  wait_line forwarder '^listening'
+  FWD_PORT=$(awk '/^listening/{print $2}' "$TMP/forwarder.out")
+  SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
+}
+# stop_server: notes the server's peak RSS (SERVER_HWM_KIB) and ends it.
+stop_server() {
+  SERVER_HWM_KIB=$(hwm_kib "$SERVER_PID")
+  stop_pid "$SERVER_PID"
+}
+
+# drive WORKLOAD SYSTEM RUN CMD...: runs a driver (bounded by timeout) and records its JSON line
+# with the server's peak RSS; a failure is recorded as an error, and the run goes on.
+drive() {
+  local workload=$1 system=$2 run=$3; shift 3
+  local line rc=0
+  line=$(timeout -k 5 240 "$@" 2>"$TMP/driver.err" | tail -n 1) || rc=$?
+  stop_server
+  if [[ $line != \{* ]] || [[ $line == *'"error"'* ]]; then
+    log "$workload/$system run $run FAILED (exit $rc): $(tail -n 3 "$TMP/driver.err" | tr '\n' ' ')"
+    line="{\"workload\":\"$workload\",\"system\":\"$system\",\"error\":\"exit $rc\"}"
+  fi
+  line="${line%\}},\"run\":$run"
+  if ((${SERVER_HWM_KIB:-0} > 0)); then
+    line+=",\"server_hwm_kib\":$SERVER_HWM_KIB,\"server_idle_kib\":${SERVER_IDLE_KIB:-0}"
+  fi
+  line+="}"
+  echo "$line" >>"$RAW"
+  log "$workload/$system run $run: $line"
+}
+stop_roles() { for p in "$@"; do stop_pid "$p"; done; }
+
+# ---- Workloads. ----
+run_rr_lat() {
+  local r=$1 ch resp serve
+  start_relay; ch=$(uuid)
+  start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+  wait_line resp '^ready'
+  drive rr-lat switchboard "$r" "$SB" rr-lat --port "$RELAY_PORT" --channel "$ch" --n "$LAT_N" --warmup "$LAT_WARM"
+  stop_roles "$resp"
+
+  start_forwarder
+  start_bg serve "$TCP" serve --connect "$FWD_PORT"; serve=$BG_PID
+  wait_line serve '^ready'
+  drive rr-lat forwarder "$r" "$TCP" rr-lat --port "$FWD_PORT" --system forwarder --n "$LAT_N" --warmup "$LAT_WARM"
+  stop_roles "$serve"
+
+  start_bg serve "$TCP" serve; serve=$BG_PID SERVER_PID=$BG_PID SERVER_IDLE_KIB=0
+  wait_line serve '^listening'
+  drive rr-lat direct "$r" "$TCP" rr-lat --port "$(awk '/^listening/{print $2}' "$TMP/serve.out")" --system direct --n "$LAT_N" --warmup "$LAT_WARM"
+
+  start_nats
+  start_bg resp "$NATS" responder --url "$NATS_URL" --seconds 200; resp=$BG_PID
+  wait_line resp '^ready'
+  drive rr-lat nats "$r" "$NATS" rr-lat --url "$NATS_URL" --n "$LAT_N" --warmup "$LAT_WARM"
+  stop_roles "$resp"
+}
+
+run_rr_conc() {
+  local r=$1 responders ch p pids
+  for responders in 1 2; do
+    start_relay; ch=$(uuid); pids=()
+    for ((i = 0; i < responders; i++)); do
+      start_bg "resp$i" "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; pids+=("$BG_PID")
+      wait_line "resp$i" '^ready'
+    done
+    drive "$( ((responders > 1)) && echo rr-conc-any || echo rr-conc)" switchboard "$r" \
+      "$SB" rr-conc --port "$RELAY_PORT" --channel "$ch" --n "$CONC_N" --responders "$responders" --timeout 200
+    stop_roles "${pids[@]}"
+
+    start_nats; pids=()
+    for ((i = 0; i < responders; i++)); do
+      start_bg "resp$i" "$NATS" responder --url "$NATS_URL" --queue q --seconds 200; pids+=("$BG_PID")
+      wait_line "resp$i" '^ready'
+    done
+    drive "$( ((responders > 1)) && echo rr-conc-any || echo rr-conc)" nats "$r" \
+      "$NATS" rr-conc --url "$NATS_URL" --n "$CONC_N" --responders "$responders" --seconds 200
+    stop_roles "${pids[@]}"
+  done
+}
+
+run_stream() {
+  local r=$1 ch resp serve
+  start_relay; ch=$(uuid)
+  start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+  wait_line resp '^ready'
+  drive stream switchboard "$r" "$SB" stream --port "$RELAY_PORT" --channel "$ch" --bytes "$STREAM_BYTES"
+  stop_roles "$resp"
+
+  start_forwarder
+  start_bg serve "$TCP" serve --connect "$FWD_PORT"; serve=$BG_PID
+  wait_line serve '^ready'
+  drive stream forwarder "$r" "$TCP" stream --port "$FWD_PORT" --system forwarder --bytes "$STREAM_BYTES"
+  stop_roles "$serve"
+
+  start_bg serve "$TCP" serve; serve=$BG_PID SERVER_PID=$BG_PID SERVER_IDLE_KIB=0
+  wait_line serve '^listening'
+  drive stream direct "$r" "$TCP" stream --port "$(awk '/^listening/{print $2}' "$TMP/serve.out")" --system direct --bytes "$STREAM_BYTES"
+
+  start_nats
+  start_bg sub "$NATS" sub --url "$NATS_URL" --subs 1 --expect-msgs "$STREAM_MSGS" --ack-every 32 --seconds 200; resp=$BG_PID
+  wait_line sub '^ready'
+  drive stream nats "$r" "$NATS" pub --url "$NATS_URL" --workload stream --subs 1 --n "$STREAM_MSGS" --size 65536 --window 128 --asap
+  stop_roles "$resp"
+}
+
+run_small() {
+  local r=$1 ch recv
+  start_relay; ch=$(uuid)
+  start_bg recv "$SB" receiver --port "$RELAY_PORT" --channel "$ch" --expect-msgs "$SMALL_N" --timeout 200; recv=$BG_PID
+  wait_line recv '^ready'
+  drive small switchboard "$r" "$SB" small --port "$RELAY_PORT" --channel "$ch" --n "$SMALL_N" --timeout 200
+  stop_roles "$recv"
+
+  start_nats
+  start_bg sub "$NATS" sub --url "$NATS_URL" --subs 1 --expect-msgs "$SMALL_N" --ack-every 4096 --seconds 200; recv=$BG_PID
+  wait_line sub '^ready'
+  drive small nats "$r" "$NATS" pub --url "$NATS_URL" --workload small --subs 1 --n "$SMALL_N" --size 16 --window 32768
+  stop_roles "$recv"
+}
+
+run_fanout() {
+  local r=$1 ch recv
+  start_relay; ch=$(uuid)
+  start_bg recv "$SB" receiver --port "$RELAY_PORT" --channel "$ch" --connections 8 --expect-msgs 1 --timeout 200; recv=$BG_PID
+  wait_line recv '^ready'
+  drive fanout switchboard "$r" "$SB" fanout --port "$RELAY_PORT" --channel "$ch" --receivers 8 --bytes "$FAN_BYTES"
+  stop_roles "$recv"
+
+  start_nats
+  start_bg sub "$NATS" sub --url "$NATS_URL" --subs 8 --expect-msgs "$FAN_MSGS" --ack-every 32 --seconds 200; recv=$BG_PID
+  wait_line sub '^ready'
+  drive fanout nats "$r" "$NATS" pub --url "$NATS_URL" --workload fanout --subs 8 --n "$FAN_MSGS" --size 65536 --window 128
+  stop_roles "$recv"
+}
+
+run_conns() {
+  local r=$1
+  start_relay
+  drive conns switchboard "$r" "$SB" conns --port "$RELAY_PORT" --relay-pid "$RELAY_PID" \
+    --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --timeout 200
+}
+
+run_hotpath() {
+  log "hotpath_alloc (Google Benchmark, counting allocator)"
+  timeout -k 5 300 "$HOT" --benchmark_min_time="$HOT_TIME" --benchmark_repetitions="$RUNS" \
+    --benchmark_format=json --benchmark_out="$TMP/hotpath.json" >/dev/null 2>"$TMP/hotpath.err" ||
+    log "hotpath_alloc FAILED: $(tail -n 3 "$TMP/hotpath.err" | tr '\n' ' ')"
+}
+
+# ---- Main: each run goes through every workload, the systems interleaved. ----
+START=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+: >"$RAW"
+for ((r = 1; r <= RUNS; r++)); do
+  for w in rr-lat rr-conc stream small fanout conns; do
+    if want "$w"; then log "run $r/$RUNS: $w"; "run_${w//-/_}" "$r"; fi
+  done
+done
+if want hotpath; then run_hotpath; fi
+ELAPSED=$(( $(date +%s) - START ))
+
+report_args=(--raw "$RAW" --elapsed "$ELAPSED" --runs "$RUNS" --load "$LOAD_BEFORE"
+             --relay-threads "$RELAY_THREADS" --grpc "$GRPC")
+[[ -f $TMP/hotpath.json ]] && report_args+=(--hotpath "$TMP/hotpath.json")
+((QUICK)) && report_args+=(--quick)
+if ((WRITE)); then
+  report_args+=(--json "$ROOT/bench/results.json" --markdown "$ROOT/bench/RESULTS.md")
+fi
+python3 "$ROOT/bench/report.py" "${report_args[@]}"
+log "done in ${ELAPSED}s"

@@ -1,0 +1,299 @@
+// The gRPC gateway from a C++ gRPC client: interop with native peers, status mapping, errors.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "support/clients.hpp"
+#include "support/relay.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
+
+namespace switchboard {
+namespace {
+
+namespace pb = ::switchboard::v1;
+using client::BlockingClient;
+using client::BlockingStream;
+using test::options_for;
+using namespace std::chrono_literals;
+
+class Gateway : public ::testing::Test {
+protected:
+  Gateway()
+      : relay_(test::fast_limits()),
+        channel_(grpc::CreateChannel("127.0.0.1:" + std::to_string(relay_.server().grpc_port()),
+                                     grpc::InsecureChannelCredentials())),
+        stub_(pb::Switchboard::NewStub(channel_)) {}
+
+  static std::string trailer(const grpc::ClientContext& context, const std::string& key) {
+    const auto& trailers = context.GetServerTrailingMetadata();
+    auto it = trailers.find(key);
+    return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+  }
+
+  // A Send of `body` in `chunk`-sized messages; returns the response and the final status.
+  grpc::Status send(grpc::ClientContext& context, const std::string& target,
+                    const std::string& body, std::string& response, std::size_t chunk = 65536) {
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_target(target);
+    std::thread writer([&] {
+      if (!call->Write(open)) return;
+      for (std::size_t at = 0; at < body.size(); at += chunk) {
+        pb::SendClientMessage message;
+        message.mutable_chunk()->set_data(body.substr(at, chunk));
+        if (!call->Write(message)) return;
+      }
+      call->WritesDone();
+    });
+    pb::SendServerMessage in;
+    while (call->Read(&in)) response += in.chunk().data();
+    writer.join();
+    return call->Finish();
+  }
+
+  test::InProcessRelay relay_;
+  Uuid channel_id_ = Uuid::random();
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::Switchboard::Stub> stub_;
+};
+
+TEST_F(Gateway, GrpcSenderToNativeResponderStreamsBothWays) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  std::string body(5 * 1024 * 1024 + 3, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 31 + 7);
+  grpc::ClientContext context;
+  std::string response;
+  const auto status = send(context, "", body, response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response, body);
+}
+
+TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
+  grpc::ClientContext context;
+  auto respond = stub_->Respond(&context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondServerMessage in;
+  ASSERT_TRUE(respond->Read(&in));
+  ASSERT_TRUE(in.has_joined());
+  const auto grpc_peer = Uuid::parse(in.joined().peer_id());
+  ASSERT_TRUE(grpc_peer);
+  ASSERT_TRUE(respond->Read(&in));
+  ASSERT_EQ(in.presence().kind(), pb::PresenceUpdate::SNAPSHOT);
+
+  BlockingClient sender(options_for(relay_.port(), channel_id_));
+  ASSERT_TRUE(respond->Read(&in));  // the native sender joined
+  EXPECT_EQ(in.presence().kind(), pb::PresenceUpdate::JOINED);
+  EXPECT_EQ(in.presence().peers(0), sender.peer_id().to_string());
+
+  auto result = std::async(std::launch::async, [&] {
+    client::StreamOptions options;
+    options.metadata = {{"lang", "c++"}};
+    std::vector<std::uint8_t> response;
+    auto outcome = sender.send(client::Target::to(*grpc_peer), test::as_bytes("shout"), response,
+                               options);
+    return std::make_pair(outcome, std::string(response.begin(), response.end()));
+  });
+  std::string request;
+  std::uint64_t id = 0;
+  for (bool last = false; !last;) {
+    ASSERT_TRUE(respond->Read(&in));
+    if (in.has_start()) {
+      id = in.start().id();
+      EXPECT_FALSE(in.start().broadcast());
+      EXPECT_EQ(in.start().sender(), sender.peer_id().to_string());
+      EXPECT_EQ(in.start().metadata().at("lang"), "c++");
+      request += in.start().data();
+      last = in.start().last();
+    } else if (in.has_chunk()) {
+      request += in.chunk().data();
+      last = in.chunk().last();
+    }
+  }
+  EXPECT_EQ(request, "shout");
+  pb::RespondClientMessage answer;
+  answer.mutable_chunk()->set_request_id(id);
+  answer.mutable_chunk()->set_data("SHOUT");
+  answer.mutable_chunk()->set_last(true);
+  ASSERT_TRUE(respond->Write(answer));
+  const auto [outcome, response] = result.get();
+  EXPECT_TRUE(outcome.ok()) << outcome.describe();
+  EXPECT_EQ(response, "SHOUT");
+  respond->WritesDone();
+  EXPECT_TRUE(respond->Finish().ok());
+}
+
+TEST_F(Gateway, ApplicationErrorFromGrpcResponderReachesNativeSender) {
+  grpc::ClientContext context;
+  auto respond = stub_->Respond(&context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondServerMessage in;
+  ASSERT_TRUE(respond->Read(&in));
+  ASSERT_TRUE(respond->Read(&in));
+  BlockingClient sender(options_for(relay_.port(), channel_id_));
+  auto result = std::async(std::launch::async, [&] {
+    std::vector<std::uint8_t> response;
+    return sender.send(client::Target::any(), test::as_bytes("x"), response);
+  });
+  do {
+    ASSERT_TRUE(respond->Read(&in));
+  } while (!in.has_start());
+  pb::RespondClientMessage end;
+  end.mutable_end()->set_request_id(in.start().id());
+  end.mutable_end()->set_status(pb::APPLICATION);
+  end.mutable_end()->set_app_code(418);
+  end.mutable_end()->set_message("teapot");
+  ASSERT_TRUE(respond->Write(end));
+  const auto outcome = result.get();
+  EXPECT_EQ(outcome.status, Status::application);
+  EXPECT_EQ(outcome.app_code, 418u);
+  EXPECT_EQ(outcome.message, "teapot");
+  context.TryCancel();
+  (void)respond->Finish();
+}
+
+TEST_F(Gateway, NoRespondersIsUnavailableWithTrailer) {
+  grpc::ClientContext context;
+  std::string response;
+  const auto status = send(context, "", "anyone?", response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(trailer(context, "switchboard-status"), "NO_RESPONDERS");
+}
+
+TEST_F(Gateway, DeadlinePropagatesToNativeResponder) {
+  std::promise<std::chrono::milliseconds> seen_deadline;
+  std::promise<Status> seen_status;
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve([&](BlockingStream& request) {
+    seen_deadline.set_value(request.deadline());
+    while (request.read_chunk().size > 0) {
+    }
+    seen_status.set_value(request.result().status);
+  });
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 400ms);
+  std::string response;
+  const auto status = send(context, "", "slow", response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  const auto deadline = seen_deadline.get_future().get();
+  EXPECT_GT(deadline.count(), 0);
+  EXPECT_LE(deadline.count(), 400);
+  EXPECT_EQ(seen_status.get_future().get(), Status::deadline_exceeded);
+}
+
+TEST_F(Gateway, MalformedFirstMessagesAreInvalidArgument) {
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage chunk;
+    chunk.mutable_chunk()->set_data("too early");
+    call->Write(chunk);
+    call->WritesDone();
+    const auto status = call->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("must be open"), std::string::npos);
+  }
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel("not-a-uuid");
+    call->Write(open);
+    call->WritesDone();
+    const auto status = call->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("not a UUID"), std::string::npos);
+  }
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Respond(&context);
+    pb::RespondClientMessage join;
+    join.mutable_join();  // missing channel
+    call->Write(join);
+    call->WritesDone();
+    const auto status = call->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find("channel is required"), std::string::npos);
+  }
+}
+
+TEST_F(Gateway, BroadcastFromGrpcReachesNativePeersWithSummary) {
+  std::vector<std::unique_ptr<BlockingClient>> receivers;
+  std::vector<std::promise<std::string>> got(3);
+  for (int i = 0; i < 3; ++i) {
+    receivers.push_back(std::make_unique<BlockingClient>(options_for(relay_.port(), channel_id_)));
+    receivers.back()->on_broadcast([&, i](BlockingStream& message) {
+      std::string body;
+      for (auto chunk = message.read_chunk(); chunk.size > 0; chunk = message.read_chunk()) {
+        body.append(reinterpret_cast<const char*>(chunk.data), chunk.size);
+      }
+      got[static_cast<std::size_t>(i)].set_value(body);
+    });
+  }
+  grpc::ClientContext context;
+  auto call = stub_->Broadcast(&context);
+  pb::BroadcastClientMessage open;
+  open.mutable_open()->set_channel(channel_id_.to_string());
+  open.mutable_open()->set_data("news: ");
+  ASSERT_TRUE(call->Write(open));
+  pb::BroadcastClientMessage chunk;
+  chunk.mutable_chunk()->set_data("all good");
+  ASSERT_TRUE(call->Write(chunk));
+  call->WritesDone();
+  pb::BroadcastServerMessage summary;
+  ASSERT_TRUE(call->Read(&summary));
+  EXPECT_EQ(summary.summary().delivered(), 3u);
+  EXPECT_EQ(summary.summary().dropped(), 0u);
+  EXPECT_TRUE(call->Finish().ok());
+  for (auto& promise : got) EXPECT_EQ(promise.get_future().get(), "news: all good");
+}
+
+TEST_F(Gateway, WatchPeersSeesNativeJoinAndLeaveWithoutJoining) {
+  grpc::ClientContext context;
+  pb::WatchPeersRequest request;
+  request.set_channel(channel_id_.to_string());
+  auto watch = stub_->WatchPeers(&context, request);
+  pb::PresenceUpdate update;
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.kind(), pb::PresenceUpdate::SNAPSHOT);
+  EXPECT_EQ(update.peers_size(), 0);
+  Uuid joined_id;
+  {
+    BlockingClient peer(options_for(relay_.port(), channel_id_));
+    joined_id = peer.peer_id();
+    ASSERT_TRUE(watch->Read(&update));
+    EXPECT_EQ(update.kind(), pb::PresenceUpdate::JOINED);
+    EXPECT_EQ(update.peers(0), joined_id.to_string());
+    EXPECT_TRUE(peer.peers().empty());  // the watcher is not a member
+  }
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.kind(), pb::PresenceUpdate::LEFT);
+  EXPECT_EQ(update.peers(0), joined_id.to_string());
+  context.TryCancel();
+}
+
+TEST_F(Gateway, DuplicateRespondPeerIdIsAlreadyExists) {
+  auto options = options_for(relay_.port(), channel_id_, true);
+  options.peer_id = Uuid::random();
+  BlockingClient native(options);
+  grpc::ClientContext context;
+  auto respond = stub_->Respond(&context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  join.mutable_join()->set_peer_id(options.peer_id.to_string());
+  respond->Write(join);
+  respond->WritesDone();
+  const auto status = respond->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(trailer(context, "switchboard-status"), "REFUSED");
+}
+
+}  // namespace
+}  // namespace switchboard
