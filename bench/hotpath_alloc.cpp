@@ -24,8 +24,9 @@
 // The replacement operators pair malloc/free themselves; GCC cannot see that.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
-// ---- Counting allocator: every allocation counts; those of threads flagged as "client" (the
-// benchmark's own threads) count twice, so relay allocations = total - client. ----
+// ---- Counting allocator: every allocation counts in g_allocs, and those of threads flagged as
+// "client" (the benchmark thread and the client I/O thread) also in g_client_allocs; the relay's
+// allocations are the difference. ----
 
 namespace {
 std::atomic<std::uint64_t> g_allocs{0};

@@ -1,6 +1,9 @@
 // nats-bench: the nats-server baseline with the libnats C client: request-reply (responder,
 // sequential and concurrent requesters) and publish/subscribe with windowed acks (no drops).
+#include <arpa/inet.h>
 #include <nats/nats.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -120,20 +123,28 @@ std::int64_t conc_phase(const std::vector<natsConnection*>& connections, const s
                         std::vector<double>& samples) {
   std::atomic<std::uint64_t> issued{0};
   std::mutex mutex;
+  std::string failure;
   samples.clear();
   std::vector<std::thread> threads;
   const auto start = bench::now_ns();
   for (auto* connection : connections) {
     threads.emplace_back([&, connection] {
       std::vector<double> mine;
-      while (issued.fetch_add(1) < total) {
-        mine.push_back(static_cast<double>(one_request(connection, subject, body)));
+      try {
+        while (issued.fetch_add(1) < total) {
+          mine.push_back(static_cast<double>(one_request(connection, subject, body)));
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex);
+        failure = e.what();
+        issued = total;  // the other requesters stop too
       }
       std::lock_guard lock(mutex);
       samples.insert(samples.end(), mine.begin(), mine.end());
     });
   }
   for (auto& thread : threads) thread.join();
+  if (!failure.empty()) throw std::runtime_error(failure);
   return bench::now_ns() - start;
 }
 
@@ -297,6 +308,76 @@ int pub(const bench::Args& args) {
   return received == subs * n ? 0 : 1;
 }
 
+// ---- Idle connections: raw protocol (CONNECT, SUB, PING/PONG), as the C client would need two
+// threads per connection. ----
+
+bool read_until(int fd, const std::string& marker, std::string& buffer) {
+  char chunk[4096];
+  while (buffer.find(marker) == std::string::npos) {
+    const auto n = read(fd, chunk, sizeof chunk);
+    if (n <= 0) return false;
+    buffer.append(chunk, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+int conns(const bench::Args& args) {
+  const auto url = args.str("url", "nats://127.0.0.1:4222");
+  if (url.rfind("nats://127.0.0.1:", 0) != 0) throw std::invalid_argument("loopback URLs only");
+  const auto port = static_cast<std::uint16_t>(std::stoul(url.substr(url.rfind(':') + 1)));
+  const auto peers = args.num("peers", 10'000);
+  const auto channels = std::max<std::uint64_t>(1, args.num("channels", 100));
+  const auto batch = std::max<std::uint64_t>(1, args.num("concurrency", 128));
+  const long pid = static_cast<long>(args.num("server-pid", 0));
+  if (bench::raise_nofile_limit() < peers + 64)
+    throw std::runtime_error("open-files limit too low");
+  usleep(200'000);
+  const auto rss_before = bench::proc_status_kib(pid, "VmRSS");
+  std::vector<int> fds;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  const auto start = bench::now_ns();
+  // `batch` connections at a time: connect and send the handshake for all, then read the PONGs.
+  for (std::uint64_t first = 0; first < peers; first += batch) {
+    const auto last = std::min(peers, first + batch);
+    for (auto i = first; i < last; ++i) {
+      const int fd = socket(AF_INET, SOCK_STREAM, 0);
+      if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+        throw std::runtime_error("connect failed");
+      }
+      const std::string hello =
+          "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB bench.conns." +
+          std::to_string(i % channels) + " " + std::to_string(i) + "\r\nPING\r\n";
+      if (write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) {
+        throw std::runtime_error("handshake write failed");
+      }
+      fds.push_back(fd);
+    }
+    for (auto i = first; i < last; ++i) {
+      std::string buffer;
+      if (!read_until(fds[i], "PONG\r\n", buffer)) throw std::runtime_error("no PONG");
+    }
+  }
+  const auto join_ns = bench::now_ns() - start;
+  usleep(static_cast<useconds_t>(args.num("idle-ms", 1000) * 1000));
+  const auto rss_after = bench::proc_status_kib(pid, "VmRSS");
+  const auto grown = rss_after > rss_before ? rss_after - rss_before : 0;
+  bench::Json()
+      .add("workload", "conns")
+      .add("system", "nats")
+      .add("peers", peers)
+      .add("channels", channels)
+      .add("join_rate", bench::per_second(static_cast<double>(peers), join_ns))
+      .add("relay_rss_before_kib", rss_before)
+      .add("relay_rss_after_kib", rss_after)
+      .add("kib_per_peer", static_cast<double>(grown) / static_cast<double>(peers))
+      .print();
+  for (int fd : fds) close(fd);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -307,7 +388,8 @@ int main(int argc, char** argv) {
                  "  rr-conc [--requesters 16 --n 200000 --responders 1]\n"
                  "  sub --subs K --expect-msgs M [--ack-every 16]\n"
                  "  pub --workload stream|small|fanout --subs K --n M --size B [--window W]\n"
-                 "  [--seconds 120] [--iobuf BYTES]\n");
+                 "  conns --server-pid PID [--peers 10000 --channels 100]\n"
+                 "  [--seconds 120] [--iobuf BYTES] [--asap]\n");
     return 2;
   }
   try {
@@ -319,6 +401,7 @@ int main(int argc, char** argv) {
     if (command == "rr-conc") return rr_conc(args);
     if (command == "sub") return sub(args);
     if (command == "pub") return pub(args);
+    if (command == "conns") return conns(args);
     std::fprintf(stderr, "nats-bench: unknown command %s\n", command.c_str());
     return 2;
   } catch (const std::exception& e) {

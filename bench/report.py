@@ -173,7 +173,8 @@ def machine_note(args):
         pass
     return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
             "note": f"{os.cpu_count()} cores, shared, noisy (other work may run at the same time)",
-            "loadavg_at_start": args.load, "relay_threads": args.relay_threads,
+            "loadavg_at_start": args.load, "loadavg_at_end": args.load_end,
+            "relay_threads": args.relay_threads, "source": args.source,
             "relay_grpc_door": bool(int(args.grpc))}
 
 
@@ -184,10 +185,14 @@ def markdown(summary, errors, hot, goals, machine, args, date):
     out.append(f"Latest run: **{date}**, {size}, {args.runs} runs per workload, "
                f"{args.elapsed} s in all (`bench/run.sh`).\n")
     out.append(f"Machine: {machine['cpu']}, {machine['note']}; kernel {machine['kernel']}; "
-               f"load average at start {machine['loadavg_at_start']}. Relay: "
+               f"load average {machine['loadavg_at_start']} at start, "
+               f"{machine['loadavg_at_end']} at the end. Relay: "
                f"`--threads {machine['relay_threads']}`, gRPC door "
                f"{'on (random port, idle)' if machine['relay_grpc_door'] else 'off'}. "
-               "Everything on 127.0.0.1.\n")
+               f"Code: {machine['source']}. Everything on 127.0.0.1.\n")
+    out.append("Reproduce: `bench/run.sh` (builds the `release` preset, installs nats-server and "
+               "libnats-dev if missing; about 4–5 min) or `bench/run.sh --quick` (smoke run, "
+               "~1/10 sizes). Raw numbers: `bench/results.json`.\n")
     out.append("Cells: median (min–max) over the runs. Ratios: Switchboard median ÷ baseline "
                "median of the same run. Met: ✅ / ❌ / ? (missing data).\n")
     head = ["Workload: metric", "Unit"] + [n for _, n in SYSTEMS] + ["SB ÷ fwd", "SB ÷ NATS",
@@ -260,7 +265,9 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   connections); aggregate MB/s = bytes delivered to all / time to the last receiver's last byte.
   NATS: 8 subscriptions on 8 connections, window 128 messages per subscriber.
 - **conns**: 10,000 peers over 100 channels join (128 connecting at a time), then idle 1 s;
-  relay VmRSS growth ÷ peers, and peers ÷ join time (joins include presence fan-out).
+  relay VmRSS growth ÷ peers, and peers ÷ join time (joins include presence fan-out). NATS:
+  10,000 raw-protocol connections (CONNECT, SUB to one of 100 subjects, PING/PONG), 128 at a
+  time; nats-server VmRSS growth ÷ connections (NATS has no presence to fan out).
 - **server peak RSS**: VmHWM of the relay (or nats-server / tcp-forwarder) process, restarted
   for each run of each workload.
 - **hot path**: `hotpath_alloc` (Google Benchmark) runs an in-process relay with 1 I/O thread and
@@ -279,6 +286,8 @@ def main():
     p.add_argument("--elapsed", default="?")
     p.add_argument("--runs", default="3")
     p.add_argument("--load", default="?")
+    p.add_argument("--load-end", default="?")
+    p.add_argument("--source", default="?")
     p.add_argument("--relay-threads", default="?")
     p.add_argument("--grpc", default="1")
     p.add_argument("--quick", action="store_true")

@@ -284,6 +284,9 @@ run_conns() {
   start_relay
   drive conns switchboard "$r" "$SB" conns --port "$RELAY_PORT" --relay-pid "$RELAY_PID" \
     --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --timeout 200
+  start_nats
+  drive conns nats "$r" "$NATS" conns --url "$NATS_URL" --server-pid "$SERVER_PID" \
+    --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --seconds 200
 }
 
 run_hotpath() {
@@ -294,6 +297,11 @@ run_hotpath() {
 }
 
 # ---- Main: each run goes through every workload, the systems interleaved. ----
+# The code measured: commit, and whether core/ or clients/ had uncommitted changes (read-only git).
+SOURCE=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain -- core clients 2>/dev/null) ]]; then
+  SOURCE+=" + uncommitted changes in core/ or clients/"
+fi
 START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$RAW"
@@ -306,6 +314,7 @@ if want hotpath; then run_hotpath; fi
 ELAPSED=$(( $(date +%s) - START ))
 
 report_args=(--raw "$RAW" --elapsed "$ELAPSED" --runs "$RUNS" --load "$LOAD_BEFORE"
+             --load-end "$(cut -d' ' -f1-3 /proc/loadavg)" --source "$SOURCE"
              --relay-threads "$RELAY_THREADS" --grpc "$GRPC")
 [[ -f $TMP/hotpath.json ]] && report_args+=(--hotpath "$TMP/hotpath.json")
 ((QUICK)) && report_args+=(--quick)

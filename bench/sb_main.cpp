@@ -1,5 +1,6 @@
 // switchboard-bench: load generator on the native async client; one subcommand per workload/role.
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
@@ -25,6 +26,19 @@ void usage() {
                "Workloads print one JSON line of results on stdout.\n");
 }
 
+// Runs one subcommand; records its exit code (or failure) and stops the loop when it returns.
+boost::asio::awaitable<void> run_command(sbb::Command command, const bench::Args& args,
+                                         int& exit_code, std::string& failure,
+                                         boost::asio::io_context& io) {
+  try {
+    exit_code = co_await command(args);
+  } catch (const std::exception& e) {
+    exit_code = 1;
+    failure = e.what();
+  }
+  io.stop();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -46,19 +60,8 @@ int main(int argc, char** argv) {
     boost::asio::io_context io(1);
     int exit_code = 3;  // stays 3 if the time bound stops the run
     std::string failure;
-    boost::asio::co_spawn(io, commands.at(argv[1])(args), [&](std::exception_ptr error, int code) {
-      if (error) {
-        exit_code = 1;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          failure = e.what();
-        }
-      } else {
-        exit_code = code;
-      }
-      io.stop();
-    });
+    boost::asio::co_spawn(io, run_command(commands.at(argv[1]), args, exit_code, failure, io),
+                          boost::asio::detached);
     // Every run is bounded in time, and stops on SIGINT/SIGTERM.
     boost::asio::steady_timer limit(io, std::chrono::seconds(args.num("timeout", 120)));
     limit.async_wait([&](boost::system::error_code ec) {
