@@ -26,3 +26,17 @@ if ((${#missing[@]})); then
 else
   echo "setup: all packages present"
 fi
+
+# The Node client and the interop tests need @grpc/grpc-js from the npm registry (lockfile pinned).
+root=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+  fi
+fi
+if command -v npm >/dev/null && [[ -f $root/clients/node/package-lock.json ]] &&
+   [[ ! -d $root/clients/node/node_modules/@grpc/grpc-js ]]; then
+  echo "setup: installing the Node client's dependencies"
+  (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
