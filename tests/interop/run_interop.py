@@ -230,10 +230,13 @@ def wait_until(predicate, timeout=WAIT, interval=0.05):
 class Relay:
     def __init__(self, binary):
         self.slow_consumer_s = 2.0
+        self.drain_s = 5.0
         self.proc = Proc("relay", [binary, "--listen", "127.0.0.1:0",
                                    "--grpc-listen", "127.0.0.1:0",
                                    "--slow-consumer-timeout-ms",
-                                   str(int(self.slow_consumer_s * 1000))], stdin=False)
+                                   str(int(self.slow_consumer_s * 1000)),
+                                   "--drain-timeout-ms", str(int(self.drain_s * 1000))],
+                         stdin=False)
         core = self.proc.wait_for(r"^listening core (\S+:\d+)$", timeout=15)
         grpc_line = self.proc.wait_for(r"^listening grpc (\S+:\d+)$", timeout=15)
         self.core = core.group(1)
@@ -822,7 +825,7 @@ class SlowBroadcastReceiver(InteropCase):
         self.assertEqual(listener.out_hash.hexdigest(), digest.hexdigest(), "the fast receiver")
         kind, detail = get(outcome, timeout=RELAY.slow_consumer_s + 30, what="the stalled receiver")
         self.assertEqual((kind, detail), ("reset", "SLOW_CONSUMER"))
-        self.assertLess(elapsed, RELAY.slow_consumer_s + 20, "the stalled receiver held the others")
+        self.assertLess(elapsed, RELAY.slow_consumer_s + 10, "the stalled receiver held the others")
         # It stays on the channel and still serves requests.
         self.assertIn(stalled.peer_id, CLIENT.list_peers(channel).peers)
         self.assertEqual(CLIENT.send(channel, b"still here", target=stalled.peer_id,
@@ -936,7 +939,7 @@ class Failures(InteropCase):
         elapsed = time.monotonic() - started
         self.assert_error(caught.exception, "DEADLINE_EXCEEDED", None, "deadline")
         self.assertIn(caught.exception.status, (None, "DEADLINE_EXCEEDED"))
-        self.assertLess(elapsed, 3.0)
+        self.assertLess(elapsed, 5.0, "a 1 s deadline")
 
     @cell("deadline", "node", "python", "Send timeout -> DEADLINE_EXCEEDED; responder reset")
     def test_node_deadline_to_python(self):
@@ -945,7 +948,7 @@ class Failures(InteropCase):
         status = node_status(node_run("send", channel, "--size", "10", "--timeout-ms", "1000"))
         self.assertEqual(status.code, "DEADLINE_EXCEEDED", str(status))
         self.assertIn(status.status, ("-", "DEADLINE_EXCEEDED"))
-        self.assertLess(int(status.elapsed_ms), 3000)
+        self.assertLess(int(status.elapsed_ms), 5000, "a 1 s deadline")
         seen = get(responder.requests, what="the reset at the Python responder")
         self.assertTrue(0 < seen["deadline_ms"] <= 1010, f"deadline_ms {seen['deadline_ms']}")
         self.assertIsNotNone(seen["reset"], "the responder learns the stream ended")
@@ -1329,8 +1332,11 @@ class Shutdown(InteropCase):
     def test_relay_clean_exit(self):
         rss = RELAY.rss_kib()
         FIGURES.append(("relay RSS at the end", f"{rss / 1024:.1f} MiB"))
+        started = time.monotonic()
         RELAY.proc.popen.send_signal(signal.SIGTERM)
-        rc = RELAY.proc.wait_exit(40)
+        rc = RELAY.proc.wait_exit(RELAY.drain_s + 20)
+        FIGURES.append(("relay exit after SIGTERM", f"{time.monotonic() - started:.2f} s"
+                        if rc is not None else "did not exit"))
         if rc is None and shutil.which("gdb"):
             stacks = WORK / "relay-stacks.txt"
             with open(stacks, "w", encoding="utf-8") as out:
@@ -1383,7 +1389,7 @@ def print_matrix():
 
 
 def main():
-    global ARGS, WORK, RELAY, CLIENT, sb
+    global ARGS, WORK
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help="switchboard-server binary")
     parser.add_argument("--cli", required=True, help="switchboard CLI binary")
@@ -1403,38 +1409,13 @@ def main():
         cleanup_processes(), print("0 passed, 1 failed", flush=True), os._exit(2)))
     watchdog.daemon = True
     watchdog.start()
+    passed, failed = 0, 1
     try:
-        os.environ["SWITCHBOARD_PY_STUBS"] = str(WORK / "stubs")
-        sys.path.insert(0, str(REPO / "clients" / "python"))
-        import switchboard_client  # noqa: E402 - the stubs are generated on import
-        import switchboard_client.client  # noqa: E402,F401
-        sb = switchboard_client
-        prepare_node()
-        RELAY = Relay(ARGS.server)
-        print(f"relay pid {RELAY.pid}: core {RELAY.core}, grpc {RELAY.grpc}", flush=True)
-        CLIENT = sb.Client(RELAY.grpc)
-
-        suite = unittest.TestSuite()
-        loader = unittest.TestLoader()
-        for case in ORDER:
-            for test in loader.loadTestsFromTestCase(case):
-                # The clean-shutdown check runs whatever the filter: a call the gateway never
-                # finished shows up there.
-                if ARGS.filter in test.id() or case is Shutdown:
-                    suite.addTest(test)
-        runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=MatrixResult)
-        result = runner.run(suite)
-        if not result.wasSuccessful() and RELAY.proc.snapshot("err"):
-            print("\nrelay stderr (last lines):")
-            for line in RELAY.proc.snapshot("err")[-30:]:
-                print(f"  {line}")
-        print_matrix()
-        failed = len(result.failures) + len(result.errors)
-        passed = result.testsRun - failed - len(result.skipped)
-        if result.skipped:
-            print(f"({len(result.skipped)} skipped)")
-        print(f"{passed} passed, {failed} failed", flush=True)
-        return 0 if failed == 0 and result.testsRun > 0 else 1
+        passed, failed = run_suite()
+    except Exception as error:  # noqa: BLE001 - set-up failed: report it, count it
+        print(f"interop: set-up failed: {type(error).__name__}: {error}", flush=True)
+        if RELAY is not None:
+            print(RELAY.proc.describe())
     finally:
         watchdog.cancel()
         if CLIENT is not None:
@@ -1444,6 +1425,42 @@ def main():
             print(f"scratch kept in {WORK}")
         else:
             shutil.rmtree(WORK, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+def run_suite():
+    """Sets up the stubs, Node, the relay and the client, runs the tests; (passed, failed)."""
+    global RELAY, CLIENT, sb
+    os.environ["SWITCHBOARD_PY_STUBS"] = str(WORK / "stubs")
+    sys.path.insert(0, str(REPO / "clients" / "python"))
+    import switchboard_client  # noqa: E402 - the stubs are generated on import
+    import switchboard_client.client  # noqa: E402,F401
+    sb = switchboard_client
+    prepare_node()
+    RELAY = Relay(ARGS.server)
+    print(f"relay pid {RELAY.pid}: core {RELAY.core}, grpc {RELAY.grpc}", flush=True)
+    CLIENT = sb.Client(RELAY.grpc)
+
+    suite = unittest.TestSuite()
+    loader = unittest.TestLoader()
+    for case in ORDER:
+        for test in loader.loadTestsFromTestCase(case):
+            # The clean-shutdown check runs whatever the filter: a call the gateway never
+            # finished shows up there.
+            if ARGS.filter in test.id() or case is Shutdown:
+                suite.addTest(test)
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=MatrixResult)
+    result = runner.run(suite)
+    if not result.wasSuccessful() and RELAY.proc.snapshot("err"):
+        print("\nrelay stderr (last lines):")
+        for line in RELAY.proc.snapshot("err")[-30:]:
+            print(f"  {line}")
+    print_matrix()
+    failed = len(result.failures) + len(result.errors)
+    if result.skipped:
+        print(f"({len(result.skipped)} skipped)")
+    return result.testsRun - failed - len(result.skipped), failed
 
 
 if __name__ == "__main__":
