@@ -1312,6 +1312,45 @@ class Throughput(InteropCase):
                         f"{self.SIZE / MIB / result.elapsed:.0f} MiB/s ({result.elapsed:.2f} s)"))
 
 
+# ---- draining with a stalled gRPC reader (a relay of its own) -------------------------------
+
+
+class Draining(InteropCase):
+
+    @cell("relay", "python (Respond, not reading)", "-",
+          "SIGTERM with a blocked gRPC write -> exit 0")
+    def test_sigterm_with_stalled_respond_reader(self):
+        relay = Relay(ARGS.server)
+        self.addCleanup(relay.proc.stop)
+        client = sb.Client(relay.grpc)
+        self.addCleanup(client.close)
+        channel = new_channel()
+        hold = threading.Event()
+        self.addCleanup(hold.set)
+
+        def requests():
+            yield sb.pb2.RespondClientMessage(join=sb.pb2.Join(channel=channel))
+            hold.wait(60)
+
+        call = client.stub.Respond(requests())
+        self.addCleanup(call.cancel)
+        self.assertEqual(next(call).WhichOneof("kind"), "joined")  # then it stops reading
+        # A broadcast bigger than every buffer on the way: the gateway's write to the session
+        # blocks on HTTP/2 flow control (the relay then drops the session from the broadcast).
+        done = subprocess.run([ARGS.cli, "--server", relay.core, "broadcast", "--channel",
+                               channel], input=b"x" * (8 * MIB), capture_output=True,
+                              timeout=60, env=child_env())
+        self.assertEqual(done.returncode, 0, done.stderr.decode())
+        started = time.monotonic()
+        relay.proc.popen.send_signal(signal.SIGTERM)
+        rc = relay.proc.wait_exit(relay.drain_s + 10)
+        FIGURES.append(("relay exit after SIGTERM with a stalled Respond reader",
+                        f"{time.monotonic() - started:.2f} s" if rc is not None
+                        else "did not exit"))
+        self.assertEqual(rc, 0, "the relay did not exit after SIGTERM while a Respond call had a "
+                                f"write in flight\n{relay.proc.describe()}")
+
+
 # ---- last: the relay survived everything and stops cleanly ---------------------------------
 
 
@@ -1353,8 +1392,8 @@ class Shutdown(InteropCase):
         self.assertTrue(RELAY.alive(), f"the relay has died:\n{RELAY.proc.describe()}")
 
 
-ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures, Malformed, SlowReader,
-         Throughput, Shutdown]
+ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures,
+         Malformed, SlowReader, Throughput, Draining, Shutdown]
 
 
 # ---- main ----------------------------------------------------------------------------------
