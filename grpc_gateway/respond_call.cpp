@@ -383,6 +383,8 @@ void RespondCall::on_write_done(bool ok) {
       outbox_bytes_, writing_.bytes + static_cast<std::size_t>(writing_.message.ByteSizeLong()));
   if (!ok) {
     finish(grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading"));
+    // The status may have been set while this write was in flight (drain, cancel): finish now.
+    pump();
     return;
   }
   if (writing_.id != 0) {
