@@ -135,15 +135,21 @@ void Registry::unwatch(const Uuid& channel_id, std::uint64_t token) {
   }
 }
 
-RouteResult Registry::route_to_peer(const Uuid& channel_id, const Uuid& sender,
-                                    const Uuid& target) {
+// What a route is before a peer is found: NO_RESPONDERS, or REFUSED while draining.
+RouteResult Registry::unrouted() const {
   RouteResult result;
   result.status = Status::no_responders;
   if (draining()) {
     result.status = Status::refused;
     result.message = "relay is draining";
-    return result;
   }
+  return result;
+}
+
+RouteResult Registry::route_to_peer(const Uuid& channel_id, const Uuid& sender,
+                                    const Uuid& target) {
+  RouteResult result = unrouted();
+  if (result.status == Status::refused) return result;
   std::lock_guard lock(mutex_);
   auto it = channels_.find(channel_id);
   if (it == channels_.end()) return result;
@@ -163,13 +169,8 @@ RouteResult Registry::route_to_peer(const Uuid& channel_id, const Uuid& sender,
 }
 
 RouteResult Registry::route_to_any(const Uuid& channel_id, const Uuid& sender) {
-  RouteResult result;
-  result.status = Status::no_responders;
-  if (draining()) {
-    result.status = Status::refused;
-    result.message = "relay is draining";
-    return result;
-  }
+  RouteResult result = unrouted();
+  if (result.status == Status::refused) return result;
   std::lock_guard lock(mutex_);
   auto it = channels_.find(channel_id);
   if (it == channels_.end()) return result;

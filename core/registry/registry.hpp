@@ -81,6 +81,7 @@ private:
     std::uint64_t version = 0;
   };
 
+  RouteResult unrouted() const;
   void announce_locked(const Uuid& channel_id, Channel* channel, wire::PresenceEvent event,
                        const Uuid& subject);
 
