@@ -80,8 +80,11 @@ std::uint32_t remaining_ms(grpc::CallbackServerContext* context) {
 
 bool deadline_passed(grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
+  // gRPC's deadline timer runs on its own clock and may cancel the call a little before the
+  // wall clock reaches the deadline: a cancellation that close is the deadline.
+  constexpr auto kTimerSlack = std::chrono::milliseconds(250);
   return deadline != std::chrono::system_clock::time_point::max() &&
-         std::chrono::system_clock::now() >= deadline;
+         std::chrono::system_clock::now() + kTimerSlack >= deadline;
 }
 
 }  // namespace switchboard::gateway
