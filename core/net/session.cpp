@@ -6,15 +6,15 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace switchboard::core::net {
 
-using namespace asio::experimental::awaitable_operators;
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::uint32_t kMaxHelloSize = 50 + wire::kMaxTokenSize;
+// A connection reads into a block this small until its traffic needs full-size blocks.
+constexpr std::size_t kIdleReadBlockSize = 1024;
 
 Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
                  std::uint64_t connection_id)
@@ -25,8 +25,9 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       connection_id_(connection_id),
       // Until the handshake a HELLO with a full-size token must fit, whatever max_frame is.
       reader_(std::max<std::uint32_t>(context.limits.max_frame, kMaxHelloSize),
-              context.limits.read_block_size),
+              context.limits.read_block_size, kIdleReadBlockSize),
       wake_(executor_),
+      watchdog_(executor_),
       started_(Clock::now()),
       last_read_(started_) {
   remote_ = transport_->remote();
@@ -37,33 +38,52 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
 Session::~Session() { context_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed); }
 
 void Session::start() {
+  spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
+  // Two coroutines and one timer per connection: an idle peer costs little memory.
+  loops_running_ = 2;
+  spawn_loop(&Session::read_loop);
+  spawn_loop(&Session::write_loop);
+  arm_watchdog();
+}
+
+void Session::spawn_loop(asio::awaitable<bool> (Session::*loop)()) {
   asio::co_spawn(
-      executor_, [self = shared_from_this()] { return self->run(); },
-      [](std::exception_ptr error) {
-        if (!error) return;
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          spdlog::error("session failed error=\"{}\"", e.what());
+      executor_, [self = shared_from_this(), loop] { return ((*self).*loop)(); },
+      [self = shared_from_this()](std::exception_ptr error, bool stop_other) {
+        if (error) {
+          try {
+            std::rethrow_exception(error);
+          } catch (const std::exception& e) {
+            spdlog::error("session failed conn={} error=\"{}\"", self->connection_id_, e.what());
+          }
+          stop_other = true;
         }
+        self->on_loop_done(stop_other);
       });
 }
 
-asio::awaitable<void> Session::run() {
-  spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
-  co_await (read_loop() || write_loop() || watchdog());
-  cleanup();
+void Session::on_loop_done(bool stop_other) {
+  if (stop_other) stop_io();
+  if (--loops_running_ == 0) {
+    watchdog_.cancel();
+    cleanup();
+  }
 }
 
-asio::awaitable<void> Session::read_loop() {
+void Session::stop_io() noexcept {
+  io_stopped_ = true;
+  transport_->close();
+  wake_writer();
+}
+
+asio::awaitable<bool> Session::read_loop() {
   wire::Frame frame;
   for (;;) {
     auto space = reader_.prepare();
-    auto [ec, n] =
-        co_await transport_->async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
+    auto [ec, n] = co_await transport_->read_some(asio::buffer(space.data(), space.size()));
     if (ec) {
-      close_reason_ = ec == asio::error::eof ? "eof" : ec.message();
-      co_return;
+      if (!io_stopped_) close_reason_ = ec == asio::error::eof ? "eof" : ec.message();
+      co_return true;
     }
     reader_.commit(n);
     last_read_ = Clock::now();
@@ -80,41 +100,43 @@ asio::awaitable<void> Session::read_loop() {
       if (!handle_frame(frame)) break;
     }
     if (closing_) {
-      // Stop reading; the writer flushes the final frames and ends the session.
-      asio::steady_timer forever(executor_, Clock::time_point::max());
-      co_await forever.async_wait(kUseTuple);
-      co_return;
+      // Stop reading; the writer flushes the final frames, then closes the transport.
+      co_return false;
     }
   }
 }
 
-asio::awaitable<void> Session::watchdog() {
-  asio::steady_timer timer(executor_);
+void Session::arm_watchdog() {
   const auto tick = std::max<Clock::duration>(
       std::chrono::milliseconds(5),
       std::min<Clock::duration>(limits_.keepalive_interval, limits_.handshake_timeout) / 4);
-  for (;;) {
-    timer.expires_after(tick);
-    auto [ec] = co_await timer.async_wait(kUseTuple);
-    if (ec) co_return;
-    const auto now = Clock::now();
-    if (closing_) {
-      if (now - closing_since_ > std::chrono::seconds(2)) co_return;
-      continue;
+  watchdog_.expires_after(tick);
+  watchdog_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec) self->on_watchdog();
+  });
+}
+
+void Session::on_watchdog() {
+  if (io_stopped_ || closed_) return;
+  const auto now = Clock::now();
+  if (closing_) {
+    if (now - closing_since_ > std::chrono::seconds(2)) {
+      stop_io();  // the client does not take our last frames: give up on them
+      return;
     }
-    if (!joined_) {
-      if (now - started_ > limits_.handshake_timeout) {
-        context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
-        fail_connection(Status::protocol_error, "handshake timeout");
-      }
-      continue;
+  } else if (!joined_) {
+    if (now - started_ > limits_.handshake_timeout) {
+      context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      fail_connection(Status::protocol_error, "handshake timeout");
     }
+  } else {
     const auto silent = now - last_read_;
     if (silent > 2 * limits_.keepalive_interval) {
       close_reason_ = "keepalive timeout";
       spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,
                     peer_id_.to_string());
-      co_return;
+      stop_io();
+      return;
     }
     if (silent > limits_.keepalive_interval && !ping_outstanding_) {
       ping_outstanding_ = true;
@@ -122,7 +144,10 @@ asio::awaitable<void> Session::watchdog() {
                         false);
       queue_control_done();
     }
+    if (!wrote_since_tick_) release_idle_buffers();
+    wrote_since_tick_ = false;
   }
+  arm_watchdog();
 }
 
 bool Session::handle_frame(const wire::Frame& frame) {

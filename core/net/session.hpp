@@ -6,13 +6,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "net/fifo.hpp"
 #include "net/server_context.hpp"
 #include "net/transport.hpp"
 #include "registry/fanout.hpp"
@@ -65,7 +65,7 @@ public:
 
   // Relay -> client direction.
   std::optional<wire::Open> open_pending;  // relay-initiated: OPEN not yet written
-  std::deque<wire::Slice> out_queue;
+  Fifo<wire::Slice> out_queue;
   std::uint64_t out_queued = 0;
   std::int64_t out_credit = 0;
   bool out_fin_pending = false;
@@ -104,10 +104,14 @@ private:
   friend class SessionStream;
   using StreamPtr = std::shared_ptr<SessionStream>;
 
-  asio::awaitable<void> run();
-  asio::awaitable<void> read_loop();
-  asio::awaitable<void> write_loop();
-  asio::awaitable<void> watchdog();
+  // Each loop returns whether the other must be stopped (it ended on its own).
+  asio::awaitable<bool> read_loop();
+  asio::awaitable<bool> write_loop();
+  void spawn_loop(asio::awaitable<bool> (Session::*loop)());
+  void on_loop_done(bool stop_other);
+  void stop_io() noexcept;
+  void arm_watchdog();
+  void on_watchdog();
 
   // Inbound frames (session.cpp, session_streams.cpp).
   bool handle_frame(const wire::Frame& frame);
@@ -148,6 +152,7 @@ private:
   void emit_stream(const StreamPtr& stream, std::size_t& budget);
   void complete_write();
   void wake_writer() noexcept;
+  void release_idle_buffers() noexcept;
 
   // Closing.
   void fail_connection(Status status, std::string message);
@@ -162,6 +167,9 @@ private:
   std::string remote_;
   wire::FrameReader reader_;
   asio::steady_timer wake_;
+  asio::steady_timer watchdog_;  // handshake timeout, keepalive, closing grace
+  int loops_running_ = 0;
+  bool io_stopped_ = false;
 
   // Identity, set by the handshake.
   bool joined_ = false;
@@ -176,7 +184,7 @@ private:
   std::uint32_t next_relay_stream_ = 2;
   std::uint32_t client_streams_open_ = 0;
   std::atomic<std::uint32_t> incoming_open_{0};
-  std::deque<StreamPtr> ready_;
+  Fifo<StreamPtr> ready_;
 
   // Outbound.
   std::vector<std::uint8_t> control_;
@@ -192,6 +200,7 @@ private:
   std::vector<std::pair<StreamPtr, std::uint32_t>> written_;
   std::vector<StreamPtr> finished_out_;
   bool writing_ = false;
+  bool wrote_since_tick_ = false;  // the watchdog gives idle connections' buffers back
 
   // Liveness and closing.
   Clock::time_point started_;

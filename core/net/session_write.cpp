@@ -15,10 +15,27 @@ constexpr std::size_t kMaxWriteBytes = 512 * 1024;
 constexpr std::size_t kMaxPieces = 512;
 // Bytes one stream may put in a write before the next ready stream gets its turn.
 constexpr std::uint32_t kQuantum = 64 * 1024;
+// A writer going idle keeps byte buffers up to this size; a burst (a presence snapshot of a big
+// channel) does not stay allocated on a quiet connection.
+constexpr std::size_t kIdleBufferBytes = 1024;
 
 }  // namespace
 
 void Session::wake_writer() noexcept { wake_.cancel(); }
+
+void Session::release_idle_buffers() noexcept {
+  if (writing_) return;
+  // Buffers grown by a burst (a presence snapshot, a batch of frames) are not kept by a
+  // connection that has gone quiet: thousands of idle peers must stay cheap.
+  std::vector<std::uint8_t>().swap(arena_);
+  if (control_.empty()) std::vector<std::uint8_t>().swap(control_);
+  std::vector<Piece>().swap(pieces_);
+  std::vector<asio::const_buffer>().swap(gather_);
+  std::vector<wire::Slice>().swap(in_flight_);
+  std::vector<std::pair<StreamPtr, std::uint32_t>>().swap(written_);
+  std::vector<StreamPtr>().swap(finished_out_);
+  if (ready_.empty()) ready_.release();
+}
 
 void Session::queue_control_done() {
   if (control_.size() > limits_.max_connection_buffer && !closing_) {
@@ -48,13 +65,18 @@ void Session::schedule(const StreamPtr& stream) {
   wake_writer();
 }
 
-asio::awaitable<void> Session::write_loop() {
+asio::awaitable<bool> Session::write_loop() {
   for (;;) {
+    if (io_stopped_) co_return false;
     compose_write();
     if (pieces_.empty()) {
       if (closing_) {
         transport_->shutdown_send();
-        co_return;
+        co_return true;
+      }
+      if (arena_.capacity() > kIdleBufferBytes) std::vector<std::uint8_t>().swap(arena_);
+      if (control_.capacity() > kIdleBufferBytes && control_.empty()) {
+        std::vector<std::uint8_t>().swap(control_);
       }
       wake_.expires_at(Clock::time_point::max());
       co_await wake_.async_wait(kUseTuple);
@@ -66,13 +88,14 @@ asio::awaitable<void> Session::write_loop() {
       gather_.emplace_back(base, piece.size);
     }
     writing_ = true;
-    auto [ec, n] = co_await transport_->async_write(gather_, kUseTuple);
+    auto [ec, n] = co_await transport_->write(gather_);
     writing_ = false;
     if (ec) {
-      close_reason_ = "write failed: " + ec.message();
-      co_return;
+      if (!io_stopped_) close_reason_ = "write failed: " + ec.message();
+      co_return true;
     }
     context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    wrote_since_tick_ = true;
     complete_write();
   }
 }

@@ -1,8 +1,11 @@
 // TCP and in-memory transports: each owns its socket or its end of a shared pipe.
 #include "net/transport.hpp"
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstring>
 #include <optional>
@@ -13,6 +16,7 @@ namespace {
 
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
 class TcpTransport final : public Transport {
 public:
@@ -24,6 +28,15 @@ public:
   }
 
   asio::any_io_executor get_executor() override { return socket_.get_executor(); }
+
+  asio::awaitable<IoResult> read_some(asio::mutable_buffer buffer) override {
+    co_return co_await socket_.async_read_some(buffer, kUseTuple);
+  }
+
+  asio::awaitable<IoResult> write(std::span<const asio::const_buffer> buffers) override {
+    // A span is copied into the operation by value: no allocation for the buffer sequence.
+    co_return co_await asio::async_write(socket_, buffers, kUseTuple);
+  }
 
   void shutdown_send() noexcept override {
     error_code ec;
@@ -38,20 +51,12 @@ public:
 
   std::string remote() const override { return remote_; }
 
-protected:
-  void start_read_some(asio::mutable_buffer buffer, IoHandler handler) override {
-    socket_.async_read_some(buffer, std::move(handler));
-  }
-
-  void start_write(std::span<const asio::const_buffer> buffers, IoHandler handler) override {
-    // A span is copied into the operation by value: no allocation for the buffer sequence.
-    asio::async_write(socket_, buffers, std::move(handler));
-  }
-
 private:
   tcp::socket socket_;
   std::string remote_;
 };
+
+using IoHandler = asio::any_completion_handler<void(error_code, std::size_t)>;
 
 // Both directions of an in-memory pipe. Touched only on the one executor both ends share.
 struct PipeState {
@@ -61,7 +66,7 @@ struct PipeState {
     bool writer_done = false;  // the writing end shut down or closed: eof after the bytes
     asio::mutable_buffer waiting_buffer;
     // Boost 1.81's any_completion_handler move-assignment recurses: only move-construct it.
-    std::optional<Transport::IoHandler> waiting_reader;
+    std::optional<IoHandler> waiting_reader;
   };
   explicit PipeState(asio::any_io_executor ex) : executor(std::move(ex)) {}
   asio::any_io_executor executor;
@@ -69,7 +74,7 @@ struct PipeState {
   bool end_closed[2] = {false, false};
 };
 
-void complete(const asio::any_io_executor& executor, Transport::IoHandler handler, error_code ec,
+void complete(const asio::any_io_executor& executor, IoHandler handler, error_code ec,
               std::size_t bytes) {
   asio::post(executor, [handler = std::move(handler), ec, bytes]() mutable {
     std::move(handler)(ec, bytes);
@@ -81,7 +86,7 @@ void serve_reader(PipeState& pipe, PipeState::Direction& direction) {
   if (!direction.waiting_reader) return;
   const std::size_t available = direction.bytes.size() - direction.read_offset;
   if (available == 0 && !direction.writer_done) return;
-  Transport::IoHandler handler(std::move(*direction.waiting_reader));
+  IoHandler handler(std::move(*direction.waiting_reader));
   direction.waiting_reader.reset();
   const auto buffer = direction.waiting_buffer;
   if (available == 0) {
@@ -105,6 +110,22 @@ public:
 
   asio::any_io_executor get_executor() override { return pipe_->executor; }
 
+  asio::awaitable<IoResult> read_some(asio::mutable_buffer buffer) override {
+    co_return co_await asio::async_initiate<decltype(kUseTuple), void(error_code, std::size_t)>(
+        [this](auto handler, asio::mutable_buffer target) {
+          start_read_some(target, IoHandler(std::move(handler)));
+        },
+        kUseTuple, buffer);
+  }
+
+  asio::awaitable<IoResult> write(std::span<const asio::const_buffer> buffers) override {
+    co_return co_await asio::async_initiate<decltype(kUseTuple), void(error_code, std::size_t)>(
+        [this](auto handler, std::span<const asio::const_buffer> source) {
+          start_write(source, IoHandler(std::move(handler)));
+        },
+        kUseTuple, buffers);
+  }
+
   void shutdown_send() noexcept override {
     auto& outgoing = pipe_->directions[1 - end_];
     outgoing.writer_done = true;
@@ -117,7 +138,7 @@ public:
     shutdown_send();
     auto& incoming = pipe_->directions[end_];
     if (incoming.waiting_reader) {
-      Transport::IoHandler handler(std::move(*incoming.waiting_reader));
+      IoHandler handler(std::move(*incoming.waiting_reader));
       incoming.waiting_reader.reset();
       complete(pipe_->executor, std::move(handler), asio::error::operation_aborted, 0);
     }
@@ -125,8 +146,8 @@ public:
 
   std::string remote() const override { return "memory"; }
 
-protected:
-  void start_read_some(asio::mutable_buffer buffer, IoHandler handler) override {
+private:
+  void start_read_some(asio::mutable_buffer buffer, IoHandler handler) {
     if (pipe_->end_closed[end_]) {
       complete(pipe_->executor, std::move(handler), asio::error::bad_descriptor, 0);
       return;
@@ -137,7 +158,7 @@ protected:
     serve_reader(*pipe_, incoming);
   }
 
-  void start_write(std::span<const asio::const_buffer> buffers, IoHandler handler) override {
+  void start_write(std::span<const asio::const_buffer> buffers, IoHandler handler) {
     auto& outgoing = pipe_->directions[1 - end_];
     if (pipe_->end_closed[end_] || pipe_->end_closed[1 - end_] || outgoing.writer_done) {
       complete(pipe_->executor, std::move(handler), asio::error::broken_pipe, 0);
@@ -153,7 +174,6 @@ protected:
     complete(pipe_->executor, std::move(handler), {}, total);
   }
 
-private:
   std::shared_ptr<PipeState> pipe_;
   int end_;
 };

@@ -23,8 +23,12 @@ Slice Slice::copy_of(Bytes bytes) {
   return Slice{std::move(block), data, static_cast<std::uint32_t>(bytes.size())};
 }
 
-FrameReader::FrameReader(std::uint32_t max_frame, std::size_t block_size)
-    : max_frame_(max_frame), block_size_(block_size) {}
+FrameReader::FrameReader(std::uint32_t max_frame, std::size_t block_size,
+                         std::size_t small_block_size)
+    : max_frame_(max_frame),
+      block_size_(block_size),
+      small_block_size_(small_block_size == 0 ? block_size
+                                              : std::min(small_block_size, block_size)) {}
 
 std::span<std::uint8_t> FrameReader::prepare() {
   const std::size_t pending = end_ - begin_;
@@ -32,9 +36,16 @@ std::span<std::uint8_t> FrameReader::prepare() {
   if (block_ && block_.use_count() == 1 && pending == 0) {
     // Nobody shares the block any more: rewind instead of allocating.
     begin_ = end_ = 0;
+    if (block_->capacity() > small_block_size_ && last_commit_ < small_block_size_ / 4) {
+      // The traffic has become small: an idle connection should not pin a large block.
+      block_.reset();
+    }
   }
   if (!block_ || block_->capacity() - begin_ < want) {
-    auto fresh = std::make_shared<Block>(std::max(block_size_, want));
+    // A connection starts with a small block and moves to full-size blocks once its frames
+    // outgrow it or its slices are still being forwarded when more bytes arrive.
+    const std::size_t size = block_ ? block_size_ : small_block_size_;
+    auto fresh = std::make_shared<Block>(std::max(size, want));
     if (pending > 0) std::memcpy(fresh->data(), block_->data() + begin_, pending);
     block_ = std::move(fresh);
     begin_ = 0;

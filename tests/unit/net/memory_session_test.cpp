@@ -1,6 +1,8 @@
 // Sessions driven over in-memory pipes: the relay's native door without sockets.
 #include <gtest/gtest.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 #include <memory>
@@ -25,11 +27,14 @@ public:
     read();
   }
 
-  void send(const std::vector<std::uint8_t>& bytes) {
-    auto owned = std::make_shared<std::vector<std::uint8_t>>(bytes);
-    auto buffer = std::make_shared<asio::const_buffer>(owned->data(), owned->size());
-    client_->async_write(std::span<const asio::const_buffer>(buffer.get(), 1),
-                         [owned, buffer](boost::system::error_code, std::size_t) {});
+  void send(std::vector<std::uint8_t> bytes) {
+    asio::co_spawn(
+        client_->get_executor(),
+        [this, bytes = std::move(bytes)]() -> asio::awaitable<void> {
+          const asio::const_buffer buffer(bytes.data(), bytes.size());
+          co_await client_->write(std::span<const asio::const_buffer>(&buffer, 1));
+        },
+        asio::detached);
   }
 
   void close() { client_->close(); }
@@ -50,21 +55,26 @@ public:
 
 private:
   void read() {
-    client_->async_read_some(
-        asio::buffer(chunk_), [this](boost::system::error_code ec, std::size_t n) {
-          if (ec) {
-            eof = true;
-            return;
-          }
-          pending_.insert(pending_.end(), chunk_.begin(), chunk_.begin() + static_cast<long>(n));
+    asio::co_spawn(
+        client_->get_executor(),
+        [this]() -> asio::awaitable<void> {
           for (;;) {
-            const auto result = wire::decode_frame(pending_, 1 << 20);
-            if (result.kind != wire::DecodeResult::Kind::frame) break;
-            frames.push_back({result.header, {result.payload.begin(), result.payload.end()}});
-            pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(result.consumed));
+            auto [ec, n] = co_await client_->read_some(asio::buffer(chunk_));
+            if (ec) {
+              eof = true;
+              co_return;
+            }
+            pending_.insert(pending_.end(), chunk_.begin(), chunk_.begin() + static_cast<long>(n));
+            for (;;) {
+              const auto result = wire::decode_frame(pending_, 1 << 20);
+              if (result.kind != wire::DecodeResult::Kind::frame) break;
+              frames.push_back({result.header, {result.payload.begin(), result.payload.end()}});
+              pending_.erase(pending_.begin(),
+                             pending_.begin() + static_cast<long>(result.consumed));
+            }
           }
-          read();
-        });
+        },
+        asio::detached);
   }
 
   std::unique_ptr<Transport> client_;

@@ -1010,5 +1010,61 @@ TEST(SliceHelpers, ShareOfAPayloadPointsIntoTheReadersBlock) {
   EXPECT_EQ(shared.block.use_count(), 2);  // the reader and the slice
 }
 
+TEST(FrameReaderSmallBlocks, StartsSmallGrowsForBigFramesAndShrinksWhenTrafficIsSmallAgain) {
+  FrameReader reader(64 * KiB, 256 * KiB, 1 * KiB);
+  EXPECT_EQ(reader.prepare().size(), 1 * KiB);  // an idle connection pins 1 KiB, not 256
+
+  // A frame larger than the small block moves the reader to a full-size block.
+  const Buffer big = data_frame(1, pattern(3000, 7));
+  auto space = reader.prepare();
+  std::memcpy(space.data(), big.data(), space.size());
+  reader.commit(space.size());
+  Frame frame;
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  space = reader.prepare();
+  ASSERT_GE(space.size(), big.size() - 1 * KiB);
+  EXPECT_GE(space.size(), 200 * KiB);
+  std::memcpy(space.data(), big.data() + 1 * KiB, big.size() - 1 * KiB);
+  reader.commit(big.size() - 1 * KiB);
+  ASSERT_EQ(reader.next(frame).kind, Kind::frame);
+  EXPECT_EQ(Buffer(frame.payload.begin(), frame.payload.end()), pattern(3000, 7));
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+
+  // Still full size while the last read was large...
+  EXPECT_GE(reader.prepare().size(), 200 * KiB);
+  // ...and back to the small block after a small read, once nothing shares the big one.
+  const Buffer small = data_frame(1, pattern(16, 8));
+  space = reader.prepare();
+  std::memcpy(space.data(), small.data(), small.size());
+  reader.commit(small.size());
+  ASSERT_EQ(reader.next(frame).kind, Kind::frame);
+  const Slice held = reader.share(frame.payload);
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  EXPECT_GE(reader.prepare().size(), 200 * KiB - small.size());  // shared: kept
+  EXPECT_EQ(Buffer(held.bytes().begin(), held.bytes().end()), pattern(16, 8));
+}
+
+TEST(FrameReaderSmallBlocks, ReleasedBigBlockIsDroppedAfterSmallTraffic) {
+  FrameReader reader(64 * KiB, 256 * KiB, 1 * KiB);
+  const Buffer big = data_frame(1, pattern(2000, 3));
+  auto space = reader.prepare();
+  std::memcpy(space.data(), big.data(), space.size());
+  reader.commit(space.size());
+  Frame frame;
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  space = reader.prepare();
+  std::memcpy(space.data(), big.data() + 1 * KiB, big.size() - 1 * KiB);
+  reader.commit(big.size() - 1 * KiB);
+  ASSERT_EQ(reader.next(frame).kind, Kind::frame);
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  const Buffer small = data_frame(1, pattern(16, 4));
+  space = reader.prepare();
+  std::memcpy(space.data(), small.data(), small.size());
+  reader.commit(small.size());
+  ASSERT_EQ(reader.next(frame).kind, Kind::frame);
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  EXPECT_EQ(reader.prepare().size(), 1 * KiB);
+}
+
 }  // namespace
 }  // namespace switchboard::wire

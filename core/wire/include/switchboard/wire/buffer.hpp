@@ -53,11 +53,17 @@ struct Frame {
 /// with any split of the byte stream.
 class FrameReader {
 public:
-  FrameReader(std::uint32_t max_frame, std::size_t block_size);
+  /// `small_block_size` (at most `block_size`) is the first block's size and the size the reader
+  /// returns to when the blocks it fills are released and its reads have become small, so that
+  /// idle connections hold little memory; by default every block is `block_size`.
+  FrameReader(std::uint32_t max_frame, std::size_t block_size, std::size_t small_block_size = 0);
 
   /// Space to read into: at least the rest of the current frame, at least 1 byte.
   std::span<std::uint8_t> prepare();
-  void commit(std::size_t n) noexcept { end_ += n; }
+  void commit(std::size_t n) noexcept {
+    end_ += n;
+    last_commit_ = n;
+  }
 
   /// Decodes the next whole frame, or says need_more or error (sticky: the stream is broken).
   DecodeResult next(Frame& frame) noexcept;
@@ -70,11 +76,13 @@ public:
 
 private:
   std::shared_ptr<Block> block_;
+  std::size_t last_commit_ = 0;
   std::size_t begin_ = 0;  // first undecoded byte
   std::size_t end_ = 0;    // one past the last byte read
   std::size_t needed_ = kHeaderSize;
   std::uint32_t max_frame_;
   std::size_t block_size_;
+  std::size_t small_block_size_;
   DecodeError error_ = DecodeError::none;
 };
 
