@@ -489,6 +489,27 @@ TEST(Reconnect, StreamsOpenedWhileReconnectingWaitWithinTheirDeadline) {
   EXPECT_LE(deadline.get(), 30s - waited + 5ms);
 }
 
+TEST(Reconnect, ResetEndsAStreamWaitingForTheNextConnection) {
+  EventLog events;
+  test::InProcessRelay relay;
+  CutProxy proxy(relay.port());
+  BlockingClient client(reconnecting(proxy.port(), Uuid::random()));
+  events.attach(client);
+  proxy.set_new_connections(CutProxy::NewConnections::reset);
+  proxy.cut();
+  ASSERT_TRUE(events.next(Kind::retry_scheduled));
+  auto stream = client.request(Target::any());  // no deadline: it would wait indefinitely
+  auto write = std::async(std::launch::async,
+                          [&] { return stream.write(test::as_bytes("never sent"), true); });
+  ASSERT_TRUE(events.next(Kind::retry_scheduled));  // an attempt failed while it waited
+  stream.reset(Status::cancelled, "changed my mind");
+  ASSERT_EQ(write.wait_for(5s), std::future_status::ready);
+  const auto outcome = write.get();
+  EXPECT_EQ(outcome.status, Status::cancelled);
+  EXPECT_EQ(outcome.message, "changed my mind");
+  EXPECT_EQ(client.state(), ConnectionState::reconnecting);
+}
+
 TEST(Reconnect, PresenceIsReplacedByTheNewSnapshotWithItsVersion) {
   // Declared first: the clients report to them until destroyed.
   EventLog events;

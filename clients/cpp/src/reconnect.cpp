@@ -188,7 +188,9 @@ asio::awaitable<Outcome> Connection::wait_linked(Stream& stream) {
   asio::steady_timer expiry(p_->executor, deadline);
   while (!linked() && !closed_ && !stream.terminal_) {
     if (clock::now() >= deadline) break;
-    co_await (p_->linked_signal.async_wait(kUseTuple) || expiry.async_wait(kUseTuple));
+    // The stream's own signal too: a reset while waiting ends the wait at once.
+    co_await (p_->linked_signal.async_wait(kUseTuple) || expiry.async_wait(kUseTuple) ||
+              stream.write_signal_->async_wait(kUseTuple));
   }
   if (closed_) co_return close_outcome_;
   if (stream.terminal_) co_return stream.outcome_;
