@@ -303,6 +303,53 @@ test_respond_sigterm() {
   ((EXIT_RC == 0)) || fail "respond exited $EXIT_RC after SIGTERM"
 }
 
+# A relay of its own, killed and restarted on the same port: --reconnect keeps the responder
+# (same peer id) and the watcher going; the watcher reports who left during the outage.
+test_reconnect_after_relay_restart() {
+  local channel port addr responder gone rc=0 out
+  spawn relay2 "$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
+  wait_for '^listening core ' "$WORK/relay2.out" || fail "second relay did not start"
+  port=$(sed -n 's/^listening core .*:\([0-9]*\)$/\1/p' "$WORK/relay2.out")
+  addr=127.0.0.1:$port
+  channel=$("$SB" uuid)
+  "$SB" --server "$addr" peers --channel "$channel" --reconnect >/dev/null 2>&1 || rc=$?
+  ((rc == 2)) || fail "peers --reconnect without --watch exited $rc, expected 2"
+  spawn rr "$SB" --server "$addr" respond --channel "$channel" --echo --reconnect
+  wait_for '^ready peer=' "$WORK/rr.err" || fail "respond --reconnect not ready: $(cat "$WORK/rr.err")"
+  responder=$(sed -n 's/^ready peer=\([^ ]*\) .*/\1/p' "$WORK/rr.err")
+  spawn gone "$SB" --server "$addr" respond --channel "$channel" --echo
+  wait_for '^ready peer=' "$WORK/gone.err" || fail "plain respond not ready"
+  gone=$(sed -n 's/^ready peer=\([^ ]*\) .*/\1/p' "$WORK/gone.err")
+  spawn rw "$SB" --server "$addr" peers --channel "$channel" --watch --reconnect
+  wait_for '^ready peer=' "$WORK/rw.err" || fail "peers --watch --reconnect not ready"
+  wait_for "^$gone\$" "$WORK/rw.out" || fail "the watcher's snapshot lacks $gone"
+
+  kill -9 "$(cat "$WORK/relay2.pid")"
+  wait_for 'relay connection lost: .*; reconnecting' "$WORK/rr.err" ||
+    fail "respond --reconnect did not report the loss: $(cat "$WORK/rr.err")"
+  wait_for 'relay connection lost: .*; reconnecting' "$WORK/rw.err" ||
+    fail "peers --watch --reconnect did not report the loss"
+  wait_exit gone || fail "respond without --reconnect still running"
+  ((EXIT_RC == 3)) || fail "respond without --reconnect exited $EXIT_RC, expected 3"
+
+  spawn relay3 "$SERVER_BIN" --listen "$addr" --grpc-listen 127.0.0.1:0
+  wait_for '^listening core ' "$WORK/relay3.out" || fail "relay did not restart on $addr"
+  wait_for "^reconnected peer=$responder version=" "$WORK/rr.err" ||
+    fail "respond did not rejoin as $responder: $(cat "$WORK/rr.err")"
+  wait_for '^reconnected peer=' "$WORK/rw.err" || fail "the watcher did not rejoin"
+  wait_for "^left $gone version=[0-9]+\$" "$WORK/rw.out" ||
+    fail "the watcher did not report $gone as gone: $(cat "$WORK/rw.out")"
+  out=$(echo "after the restart" | "$SB" --server "$addr" send --channel "$channel")
+  [[ $out == 'after the restart' ]] || fail "got '$out' after the restart"
+
+  kill -TERM "$(cat "$WORK/rr.pid")" "$(cat "$WORK/rw.pid")"
+  wait_exit rr || fail "respond --reconnect ignored SIGTERM"
+  ((EXIT_RC == 0)) || fail "respond --reconnect exited $EXIT_RC after SIGTERM"
+  wait_exit rw || fail "peers --watch --reconnect ignored SIGTERM"
+  ((EXIT_RC == 0)) || fail "peers --watch --reconnect exited $EXIT_RC after SIGTERM"
+  kill -TERM "$(cat "$WORK/relay3.pid")"
+}
+
 test_relay_shutdown() {
   start_ready last respond --channel "$("$SB" uuid)" --echo
   kill -TERM "$RELAY_PID"
@@ -330,6 +377,7 @@ run_test "peers --watch sees joined and left (SIGTERM and kill -9)" test_peers_w
 run_test "metadata reaches the command" test_metadata
 run_test "deadline resets the request and stops the command" test_deadline_stops_command
 run_test "respond exits 0 on SIGTERM" test_respond_sigterm
+run_test "--reconnect survives a relay restart on the same port" test_reconnect_after_relay_restart
 run_test "relay shutdown: respond exits 3" test_relay_shutdown
 
 echo "$PASSED passed, $FAILED failed"

@@ -30,7 +30,9 @@ std::size_t status_field(int pid, const std::string& field) {
 
 }  // namespace
 
-ServerProcess::ServerProcess(const std::string& binary, std::vector<std::string> args) {
+ServerProcess::ServerProcess(const std::string& binary, std::vector<std::string> args,
+                             std::uint16_t core_port) {
+  const std::string listen = "127.0.0.1:" + std::to_string(core_port);
   int out[2];
   if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
   pid_ = ::fork();
@@ -39,7 +41,7 @@ ServerProcess::ServerProcess(const std::string& binary, std::vector<std::string>
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
     ::close(out[1]);
-    std::vector<std::string> all{binary, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"};
+    std::vector<std::string> all{binary, "--listen", listen, "--grpc-listen", "127.0.0.1:0"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : all) argv.push_back(a.data());

@@ -10,8 +10,10 @@ namespace switchboard::test {
 
 class ServerProcess {
 public:
-  /// Starts `binary --listen 127.0.0.1:0 ARGS...` and waits for its "listening core" line.
-  explicit ServerProcess(const std::string& binary, std::vector<std::string> args = {});
+  /// Starts `binary --listen 127.0.0.1:PORT ARGS...` and waits for its "listening core" line.
+  /// `core_port` 0 lets the system pick; a test restarting a relay passes the previous port.
+  explicit ServerProcess(const std::string& binary, std::vector<std::string> args = {},
+                         std::uint16_t core_port = 0);
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;

@@ -36,9 +36,13 @@ int output_error_exit(int error) {
 int run_listen(const GlobalOptions& global, const ListenOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   if (!channel) return kExitUsage;
-  auto client = join(global, *channel, false);
+  auto client = join(global, *channel, false, options.reconnect);
   if (!client) return kExitConnection;
   ClientCloser closer(client.get());
+  const auto peer = client->peer_id();
+  client->on_connection_event([peer](const client::ConnectionEvent& event) {
+    if (const auto line = describe_event(event, peer); !line.empty()) report_raw(line);
+  });
 
   std::atomic<bool> finished{false};
   std::atomic<int> write_errno{0};
@@ -79,21 +83,41 @@ int run_listen(const GlobalOptions& global, const ListenOptions& options) {
 int run_peers(const GlobalOptions& global, const PeersOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   if (!channel) return kExitUsage;
-  // Declared before the client, which may call the presence handler until it is destroyed.
+  // A change to print; after a reconnect, `resync` items restart the version sequence from the
+  // new snapshot and report who joined or left meanwhile.
+  struct WatchItem {
+    PresenceChange change;
+    bool resync = false;
+  };
+  // Declared before the client, which may call the handlers until it is destroyed.
   std::mutex mutex;
   std::condition_variable changed;
-  std::deque<PresenceChange> events;
+  std::deque<WatchItem> events;
   bool closed = false;
-  auto client = join(global, *channel, false);
+  auto client = join(global, *channel, false, options.reconnect);
   if (!client) return kExitConnection;
 
   if (options.watch) {
-    // Runs on the client's I/O thread: queue only, the main thread prints.
+    // Both run on the client's I/O thread: queue only, the main thread prints.
     client->on_presence([&](const PresenceChange& change) {
       std::lock_guard lock(mutex);
-      events.push_back(change);
+      events.push_back({change, false});
       changed.notify_one();
     });
+    client->on_connection_event(
+        [&, peer = client->peer_id()](const client::ConnectionEvent& event) {
+          if (const auto line = describe_event(event, peer); !line.empty()) report_raw(line);
+          if (event.kind != client::ConnectionEvent::Kind::reconnected) return;
+          std::lock_guard lock(mutex);
+          events.push_back({PresenceChange{false, Uuid{}, event.version}, true});
+          for (const auto& id : event.left) {
+            events.push_back({PresenceChange{false, id, event.version}, true});
+          }
+          for (const auto& id : event.joined) {
+            events.push_back({PresenceChange{true, id, event.version}, true});
+          }
+          changed.notify_one();
+        });
   }
   // A consistent snapshot: the version before and after reading the list must agree. Events
   // up to that version are in the list already; later ones are printed as changes.
@@ -123,9 +147,15 @@ int run_peers(const GlobalOptions& global, const PeersOptions& options) {
   for (;;) {
     changed.wait(lock, [&] { return closed || !events.empty(); });
     if (events.empty()) break;
-    const PresenceChange change = events.front();
+    const WatchItem item = events.front();
     events.pop_front();
-    if (change.version <= version) continue;
+    const PresenceChange& change = item.change;
+    if (item.resync) {
+      version = change.version;  // a new sequence (a restarted relay counts from scratch)
+      if (change.peer.is_nil()) continue;
+    } else if (change.version <= version) {
+      continue;
+    }
     lock.unlock();
     const std::string line = std::string(change.joined ? "joined " : "left ") +
                              change.peer.to_string() + " version=" + std::to_string(change.version);

@@ -12,6 +12,7 @@ namespace switchboard::cli {
 struct RespondOptions {
   std::string channel;
   bool echo = false;
+  bool reconnect = false;
   std::vector<std::string> command;  ///< after `--`: run per request
 };
 
@@ -29,12 +30,14 @@ struct BroadcastOptions {
 
 struct ListenOptions {
   std::string channel;
+  bool reconnect = false;
   std::uint64_t count = 0;  ///< 0: until stopped
 };
 
 struct PeersOptions {
   std::string channel;
   bool watch = false;
+  bool reconnect = false;
 };
 
 /// Empty when `entries` (key=value each) form valid request metadata, else the reason.

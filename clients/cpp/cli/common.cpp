@@ -54,7 +54,7 @@ std::string check_uuid(const std::string& text, bool allow_nil) {
 }
 
 std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const Uuid& channel,
-                                             bool accept_requests) {
+                                             bool accept_requests, bool reconnect) {
   const auto address = parse_server(global.server);
   if (!address) {
     report(check_server(global.server));
@@ -66,6 +66,7 @@ std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const 
   options.channel = channel;
   options.accept_requests = accept_requests;
   options.token = global.token;
+  options.reconnect.enabled = reconnect;
   if (!global.peer_id.empty()) options.peer_id = parse_uuid(global.peer_id, true).value_or(Uuid{});
   try {
     return std::make_unique<client::BlockingClient>(std::move(options));
@@ -74,6 +75,20 @@ std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const 
            e.outcome().describe());
   }
   return nullptr;
+}
+
+std::string describe_event(const client::ConnectionEvent& event, const Uuid& peer) {
+  using Kind = client::ConnectionEvent::Kind;
+  switch (event.kind) {
+    case Kind::disconnected:
+      return "switchboard: relay connection lost: " + event.reason.describe() + "; reconnecting";
+    case Kind::reconnected:
+      return "reconnected peer=" + peer.to_string() + " version=" + std::to_string(event.version);
+    case Kind::retry_scheduled:
+    case Kind::closed:
+      break;
+  }
+  return {};
 }
 
 void ClientCloser::close() {

@@ -43,9 +43,14 @@ std::string check_server(const std::string& text);
 std::string check_uuid(const std::string& text, bool allow_nil);
 
 /// Joins `channel` on the relay named by `global`. On failure prints the reason and returns
-/// nullptr: the caller exits with kExitConnection.
+/// nullptr: the caller exits with kExitConnection. With `reconnect`, the client rejoins by
+/// itself after a lost connection, retrying without limit until closed.
 std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const Uuid& channel,
-                                             bool accept_requests);
+                                             bool accept_requests, bool reconnect = false);
+
+/// The stderr line for a connection event worth telling a user ("" for the others):
+/// "switchboard: relay connection lost: ...; reconnecting" and "reconnected peer=... version=N".
+std::string describe_event(const client::ConnectionEvent& event, const Uuid& peer);
 
 /// Lets a signal watcher close a client that the command may destroy first: close() is a no-op
 /// after release(). Thread-safe.

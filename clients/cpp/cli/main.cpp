@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
       "respond", "serve requests: echo them, or run a command per request (after --)");
   add_channel(*respond_cmd, respond.channel);
   auto* echo = respond_cmd->add_flag("--echo", respond.echo, "stream each request back");
+  respond_cmd->add_flag("--reconnect", respond.reconnect,
+                        "rejoin with the same peer id whenever the relay connection is lost");
   respond_cmd
       ->add_option("command", respond.command,
                    "command run per request: request body on stdin, stdout is the response")
@@ -104,10 +106,18 @@ int main(int argc, char** argv) {
           },
           ""))
       ->capture_default_str();
+  listen_cmd->add_flag("--reconnect", listen.reconnect,
+                       "rejoin whenever the relay connection is lost");
 
   auto* peers_cmd = app.add_subcommand("peers", "list the other peers of the channel");
   add_channel(*peers_cmd, peers.channel);
-  peers_cmd->add_flag("--watch,-w", peers.watch, "then print joined/left events until stopped");
+  auto* watch =
+      peers_cmd->add_flag("--watch,-w", peers.watch, "then print joined/left events until stopped");
+  peers_cmd
+      ->add_flag("--reconnect", peers.reconnect,
+                 "with --watch: rejoin whenever the relay connection is lost, then print who "
+                 "joined or left meanwhile")
+      ->needs(watch);
 
   auto* uuid_cmd = app.add_subcommand("uuid", "print a random UUID (e.g. a new channel id)");
 

@@ -111,8 +111,12 @@ void serve_command(BlockingStream& request, const std::vector<std::string>& comm
 int run_respond(const GlobalOptions& global, const RespondOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   if (!channel) return kExitUsage;
-  auto client = join(global, *channel, true);
+  auto client = join(global, *channel, true, options.reconnect);
   if (!client) return kExitConnection;
+  const auto peer = client->peer_id();
+  client->on_connection_event([peer](const client::ConnectionEvent& event) {
+    if (const auto line = describe_event(event, peer); !line.empty()) report_raw(line);
+  });
 
   if (options.echo) {
     client->serve(serve_echo);

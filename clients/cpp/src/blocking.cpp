@@ -227,6 +227,16 @@ void BlockingClient::on_presence(std::function<void(const PresenceChange&)> hand
   impl_->run_sync([&] { impl_->connection->on_presence(std::move(handler)); });
 }
 
+void BlockingClient::on_connection_event(std::function<void(const ConnectionEvent&)> handler) {
+  impl_->run_sync([&] { impl_->connection->on_connection_event(std::move(handler)); });
+}
+
+ConnectionState BlockingClient::state() {
+  ConnectionState state = ConnectionState::closed;
+  impl_->run_sync([&] { state = impl_->connection->state(); });
+  return state;
+}
+
 Outcome BlockingClient::wait_closed() {
   return impl_->call<Outcome>([c = impl_->connection] { return c->wait_closed(); });
 }

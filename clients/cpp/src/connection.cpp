@@ -55,28 +55,57 @@ asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_ex
                                                                  ConnectOptions options,
                                                                  Outcome& outcome) {
   auto connection = std::make_shared<Connection>(executor, std::move(options));
-  asio::steady_timer timer(executor, connection->options_.connect_timeout);
-  auto result = co_await (connection->handshake() || timer.async_wait(kUseTuple));
-  if (result.index() == 1) {
-    connection->close();
-    outcome = Outcome{Status::deadline_exceeded, 0, "connect timed out", 0, 0};
-    co_return nullptr;
-  }
-  outcome = std::get<0>(result);
+  Joined joined;
+  outcome = co_await connection->attempt(joined);
   if (!outcome.ok()) {
     connection->close();
     co_return nullptr;
   }
-  asio::co_spawn(
-      executor, [connection] { return connection->read_loop(); }, asio::detached);
-  asio::co_spawn(
-      executor, [connection] { return connection->write_loop(); }, asio::detached);
-  asio::co_spawn(
-      executor, [connection] { return connection->keepalive(); }, asio::detached);
+  connection->adopt(joined);
+  connection->start_loops();
   co_return connection;
 }
 
-asio::awaitable<Outcome> Connection::handshake() {
+asio::awaitable<Outcome> Connection::attempt(Joined& joined) {
+  auto link = std::make_shared<Link>(p_->executor, options_);
+  p_->link = link;
+  p_->attempt_timer.expires_after(options_.connect_timeout);
+  auto result = co_await (handshake(*link, joined) || p_->attempt_timer.async_wait(kUseTuple));
+  Outcome outcome = result.index() == 0
+                        ? std::get<0>(result)
+                        : Outcome{Status::deadline_exceeded, 0, "connect timed out", 0, 0, false};
+  if (closed_) outcome = close_outcome_;
+  if (!outcome.ok()) {
+    link->dead = true;
+    boost::system::error_code ignored;
+    link->socket.close(ignored);
+  }
+  co_return outcome;
+}
+
+void Connection::adopt(const Joined& joined) {
+  // Unchanged by a reconnect; not rewritten, as BlockingClient reads it from other threads.
+  if (peer_id_ != joined.peer_id) peer_id_ = joined.peer_id;
+  relay_max_frame_ = joined.max_frame;
+  relay_window_ = joined.stream_window;
+  keepalive_ms_ = joined.keepalive_ms;
+  p_->peers = joined.peers;
+  version_ = joined.version;
+  state_ = ConnectionState::connected;
+}
+
+void Connection::start_loops() {
+  auto link = p_->link;
+  auto self = shared_from_this();
+  asio::co_spawn(
+      p_->executor, [self, link] { return self->read_loop(link); }, asio::detached);
+  asio::co_spawn(
+      p_->executor, [self, link] { return self->write_loop(link); }, asio::detached);
+  asio::co_spawn(
+      p_->executor, [self, link] { return self->keepalive(link); }, asio::detached);
+}
+
+asio::awaitable<Outcome> Connection::handshake(Link& link, Joined& joined) {
   tcp::resolver resolver(p_->executor);
   auto [resolve_error, endpoints] =
       co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kUseTuple);
@@ -84,38 +113,39 @@ asio::awaitable<Outcome> Connection::handshake() {
     co_return Outcome{Status::peer_gone, 0,
                       "cannot resolve " + options_.host + ": " + resolve_error.message()};
   }
-  auto [connect_error, endpoint] = co_await asio::async_connect(p_->socket, endpoints, kUseTuple);
+  auto [connect_error, endpoint] = co_await asio::async_connect(link.socket, endpoints, kUseTuple);
   if (connect_error) {
     co_return Outcome{Status::peer_gone, 0,
                       "cannot connect to " + options_.host + ":" + std::to_string(options_.port) +
                           ": " + connect_error.message()};
   }
   boost::system::error_code ignored;
-  p_->socket.set_option(tcp::no_delay(true), ignored);
+  link.socket.set_option(tcp::no_delay(true), ignored);
 
   wire::Hello hello;
   hello.channel = options_.channel;
-  hello.peer_id = options_.peer_id;
+  // A reconnect keeps the identity the relay gave us the first time.
+  hello.peer_id = peer_id_.is_nil() ? options_.peer_id : peer_id_;
   hello.hello_flags = options_.accept_requests ? wire::flags::kAcceptRequests : 0;
   hello.max_frame = options_.max_frame;
   hello.stream_window = options_.stream_window;
   hello.token = options_.token;
   std::vector<std::uint8_t> bytes;
   wire::append_hello(bytes, hello);
-  if (auto [ec, n] = co_await asio::async_write(p_->socket, asio::buffer(bytes), kUseTuple); ec) {
+  if (auto [ec, n] = co_await asio::async_write(link.socket, asio::buffer(bytes), kUseTuple); ec) {
     co_return Outcome{Status::peer_gone, 0, "handshake write failed: " + ec.message()};
   }
 
   bool welcomed = false;
   wire::Frame frame;
   for (;;) {
-    auto space = p_->reader.prepare();
+    auto space = link.reader.prepare();
     auto [ec, n] =
-        co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
+        co_await link.socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
     if (ec) co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
-    p_->reader.commit(n);
+    link.reader.commit(n);
     for (;;) {
-      const auto decoded = p_->reader.next(frame);
+      const auto decoded = link.reader.next(frame);
       if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
       if (decoded.kind == wire::DecodeResult::Kind::error) {
         co_return Outcome{
@@ -135,11 +165,14 @@ asio::awaitable<Outcome> Connection::handshake() {
         if (wire::parse_welcome(frame.payload, welcome) != wire::DecodeError::none) {
           co_return Outcome{Status::protocol_error, 0, "malformed WELCOME from relay"};
         }
+        if (!hello.peer_id.is_nil() && welcome.peer_id != hello.peer_id) {
+          co_return Outcome{Status::protocol_error, 0, "relay assigned a different peer id"};
+        }
         welcomed = true;
-        peer_id_ = welcome.peer_id;
-        relay_max_frame_ = welcome.max_frame;
-        relay_window_ = welcome.stream_window;
-        keepalive_ms_ = welcome.keepalive_ms;
+        joined.peer_id = welcome.peer_id;
+        joined.max_frame = welcome.max_frame;
+        joined.stream_window = welcome.stream_window;
+        joined.keepalive_ms = welcome.keepalive_ms;
         continue;
       }
       if (welcomed && type == wire::FrameType::presence) {
@@ -148,8 +181,8 @@ asio::awaitable<Outcome> Connection::handshake() {
             presence.event != wire::PresenceEvent::snapshot) {
           co_return Outcome{Status::protocol_error, 0, "malformed presence snapshot"};
         }
-        p_->peers.insert(p_->peers.end(), presence.peers.begin(), presence.peers.end());
-        version_ = presence.version;
+        joined.peers.insert(joined.peers.end(), presence.peers.begin(), presence.peers.end());
+        joined.version = presence.version;
         if ((frame.header.flags & wire::flags::kMore) == 0) {
           // Frames already read past the snapshot are dispatched by the read loop.
           co_return Outcome{};
@@ -163,7 +196,7 @@ asio::awaitable<Outcome> Connection::handshake() {
   }
 }
 
-asio::awaitable<void> Connection::read_loop() {
+asio::awaitable<void> Connection::read_loop(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
   wire::Frame frame;
   Outcome reason{Status::peer_gone, 0, "relay closed the connection"};
@@ -171,7 +204,7 @@ asio::awaitable<void> Connection::read_loop() {
   for (;;) {
     bool broken = false;
     for (;;) {
-      const auto decoded = p_->reader.next(frame);
+      const auto decoded = link->reader.next(frame);
       if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
       if (decoded.kind == wire::DecodeResult::Kind::error) {
         reason =
@@ -181,38 +214,38 @@ asio::awaitable<void> Connection::read_loop() {
         break;
       }
       dispatch(frame);
-      if (closed_) co_return;
+      if (link->dead) co_return;
     }
     if (broken) break;
-    auto space = p_->reader.prepare();
+    auto space = link->reader.prepare();
     auto [ec, n] =
-        co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
-    if (closed_) co_return;
+        co_await link->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
+    if (link->dead) co_return;
     if (ec) {
-      if (ec != asio::error::eof) reason.message = "connection lost: " + ec.message();
+      if (ec != asio::error::eof) reason.message = ec.message();
       break;
     }
-    p_->reader.commit(n);
-    p_->last_read = std::chrono::steady_clock::now();
-    p_->ping_outstanding = false;
+    link->reader.commit(n);
+    link->last_read = std::chrono::steady_clock::now();
+    link->ping_outstanding = false;
   }
-  fail_all(reason);
+  link_lost(link, reason);
 }
 
-asio::awaitable<void> Connection::write_loop() {
+asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
-  while (!closed_) {
-    if (p_->outbuf.empty()) {
-      p_->wake.expires_at(asio::steady_timer::time_point::max());
-      co_await p_->wake.async_wait(kUseTuple);
+  while (!link->dead) {
+    if (link->outbuf.empty()) {
+      link->wake.expires_at(asio::steady_timer::time_point::max());
+      co_await link->wake.async_wait(kUseTuple);
       continue;
     }
-    p_->writing.clear();
-    p_->writing.swap(p_->outbuf);
-    auto [ec, n] = co_await asio::async_write(p_->socket, asio::buffer(p_->writing), kUseTuple);
-    if (closed_) co_return;
+    link->writing.clear();
+    link->writing.swap(link->outbuf);
+    auto [ec, n] = co_await asio::async_write(link->socket, asio::buffer(link->writing), kUseTuple);
+    if (link->dead) co_return;
     if (ec) {
-      fail_all(Outcome{Status::peer_gone, 0, "connection lost: " + ec.message()});
+      link_lost(link, Outcome{Status::peer_gone, 0, "write failed: " + ec.message()});
       co_return;
     }
     // Writers blocked on a full buffer may continue.
@@ -220,29 +253,31 @@ asio::awaitable<void> Connection::write_loop() {
   }
 }
 
-asio::awaitable<void> Connection::keepalive() {
+asio::awaitable<void> Connection::keepalive(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
   if (keepalive_ms_ == 0) co_return;
   const auto interval = std::chrono::milliseconds(keepalive_ms_);
-  auto& timer = p_->keepalive_timer;
-  while (!closed_) {
+  auto& timer = link->keepalive_timer;
+  while (!link->dead) {
     timer.expires_after(interval / 2);
     co_await timer.async_wait(kUseTuple);
-    if (closed_) co_return;
-    const auto silent = std::chrono::steady_clock::now() - p_->last_read;
+    if (link->dead) co_return;
+    const auto silent = std::chrono::steady_clock::now() - link->last_read;
     if (silent > 3 * interval) {
-      fail_all(Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
+      link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
       co_return;
     }
-    if (silent > interval && !p_->ping_outstanding) {
-      p_->ping_outstanding = true;
-      wire::append_ping(p_->outbuf, 1, false);
+    if (silent > interval && !link->ping_outstanding) {
+      link->ping_outstanding = true;
+      wire::append_ping(link->outbuf, 1, false);
       queue_bytes();
     }
   }
 }
 
-void Connection::queue_bytes() { p_->wake.cancel(); }
+void Connection::queue_bytes() { p_->link->wake.cancel(); }
+
+std::vector<std::uint8_t>& Connection::outbuf() { return p_->link->outbuf; }
 
 std::shared_ptr<Stream> Connection::find(std::uint32_t id) {
   auto it = p_->streams.find(id);
@@ -255,7 +290,7 @@ void Connection::grant(Stream& stream, std::uint32_t consumed) {
   if (stream.recv_done_ || stream.terminal_ || closed_) return;
   stream.grant_pending_ += consumed;
   if (stream.grant_pending_ >= options_.stream_window / 4) {
-    wire::append_window(p_->outbuf, stream.id_, stream.grant_pending_);
+    wire::append_window(outbuf(), stream.id_, stream.grant_pending_);
     stream.recv_allowed_ += stream.grant_pending_;
     stream.grant_pending_ = 0;
     queue_bytes();
@@ -285,18 +320,19 @@ void Connection::dispatch(const wire::Frame& frame) {
       std::uint64_t opaque = 0;
       if (wire::parse_ping(frame.payload, opaque) != wire::DecodeError::none) return;
       if ((h.flags & wire::flags::kAck) == 0) {
-        wire::append_ping(p_->outbuf, opaque, true);
+        wire::append_ping(outbuf(), opaque, true);
         queue_bytes();
       }
       return;
     }
     case FrameType::go_away:
-      going_away_ = true;
+      // With reconnect enabled, new streams now wait for the next connection.
+      p_->link->going_away = true;
       return;
     case FrameType::error: {
       wire::Error error;
       (void)wire::parse_error(frame.payload, error);
-      fail_all(Outcome{error.status, 0, error.message});
+      link_lost(p_->link, Outcome{error.status, 0, error.message});
       return;
     }
     case FrameType::open: {
@@ -315,7 +351,7 @@ void Connection::dispatch(const wire::Frame& frame) {
       stream->recv_allowed_ = options_.stream_window;
       p_->streams.emplace(h.stream, stream);
       stream->recv_allowed_ -= static_cast<std::int64_t>(body.size());
-      stream->push(p_->reader.share(body), (h.flags & wire::flags::kFin) != 0);
+      stream->push(p_->link->reader.share(body), (h.flags & wire::flags::kFin) != 0);
       auto& handler = broadcast ? p_->on_broadcast : p_->on_request;
       // Held back briefly: a handler set right after connect() must not miss what came first.
       constexpr std::size_t kMaxPendingBroadcasts = 64;
@@ -343,7 +379,7 @@ void Connection::dispatch(const wire::Frame& frame) {
       auto stream = find(h.stream);
       if (!stream) return;
       stream->recv_allowed_ -= static_cast<std::int64_t>(frame.payload.size());
-      stream->push(p_->reader.share(frame.payload), (h.flags & wire::flags::kFin) != 0);
+      stream->push(p_->link->reader.share(frame.payload), (h.flags & wire::flags::kFin) != 0);
       return;
     }
     case FrameType::end: {
@@ -389,9 +425,10 @@ std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOpti
   stream->open_.idle_ms = static_cast<std::uint32_t>(options.idle_timeout.count());
   stream->open_.metadata = options.metadata;
   stream->open_sent_ = false;
+  stream->opened_at_ = std::chrono::steady_clock::now();
   stream->send_credit_ = relay_window_;
   stream->recv_allowed_ = options_.stream_window;
-  if (closed_ || going_away_) {
+  if (closed_ || (p_->link->going_away && !options_.reconnect.enabled)) {
     stream->terminate(Outcome{closed_ ? Status::peer_gone : Status::refused, 0,
                               closed_ ? "connection closed" : "relay is draining (GOAWAY)"});
     return stream;
@@ -410,16 +447,27 @@ std::shared_ptr<Stream> Connection::open_broadcast(const StreamOptions& options)
 void Connection::fail_all(const Outcome& outcome) {
   if (closed_) return;
   closed_ = true;
+  state_ = ConnectionState::closed;
   close_outcome_ = outcome;
   auto streams = std::move(p_->streams);
   p_->streams.clear();
   for (auto& [id, stream] : streams) stream->terminate(outcome);
+  auto& link = *p_->link;
+  link.dead = true;
   boost::system::error_code ignored;
-  p_->socket.shutdown(tcp::socket::shutdown_both, ignored);
-  p_->socket.close(ignored);
-  p_->wake.cancel();
-  p_->keepalive_timer.cancel();
+  link.socket.shutdown(tcp::socket::shutdown_both, ignored);
+  link.socket.close(ignored);
+  link.wake.cancel();
+  link.keepalive_timer.cancel();
+  p_->backoff_timer.cancel();
+  p_->attempt_timer.cancel();
+  p_->linked_signal.cancel();
   p_->closed_signal.cancel();
+  ConnectionEvent event;
+  event.kind = ConnectionEvent::Kind::closed;
+  event.state = ConnectionState::closed;
+  event.reason = outcome;
+  emit(event);
   if (p_->on_closed) {
     auto handler = std::move(p_->on_closed);
     handler(outcome);
@@ -428,6 +476,7 @@ void Connection::fail_all(const Outcome& outcome) {
   p_->on_presence = nullptr;
   p_->on_request = nullptr;
   p_->on_broadcast = nullptr;
+  p_->on_event = nullptr;
   p_->pending_requests.clear();
   p_->pending_broadcasts.clear();
 }

@@ -1,44 +1,76 @@
-// Private state of a client Connection: socket, frame reader, outbound bytes, streams.
+// Private state of a client Connection: the current network link (socket, frame reader,
+// outbound bytes), streams, presence view, handlers and reconnect timers.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <random>
 #include <unordered_map>
 
 #include "switchboard/client.hpp"
 
 namespace switchboard::client {
 
-struct Connection::Private {
-  Private(boost::asio::any_io_executor ex, const ConnectOptions& options)
-      : executor(ex),
-        socket(ex),
+/// One TCP connection to the relay. A reconnect makes a new Link; coroutines of the old one
+/// hold it until they notice `dead` and end, so they never touch the new socket.
+struct Connection::Link {
+  Link(boost::asio::any_io_executor ex, const ConnectOptions& options)
+      : socket(ex),
         reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64)),
         wake(ex),
-        keepalive_timer(ex),
-        closed_signal(ex, boost::asio::steady_timer::time_point::max()) {}
+        keepalive_timer(ex) {}
 
-  boost::asio::any_io_executor executor;
   boost::asio::ip::tcp::socket socket;
   wire::FrameReader reader;
   std::vector<std::uint8_t> outbuf;
   std::vector<std::uint8_t> writing;
   boost::asio::steady_timer wake;
   boost::asio::steady_timer keepalive_timer;
-  boost::asio::steady_timer closed_signal;
-  std::unordered_map<std::uint32_t, std::shared_ptr<Stream>> streams;
   std::uint32_t next_stream_id = 1;
+  std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
+  bool ping_outstanding = false;
+  bool going_away = false;  // GOAWAY received: no new stream on this link
+  bool dead = false;
+};
+
+/// What a successful handshake learnt; adopted by the connection only once it is complete.
+struct Connection::Joined {
+  Uuid peer_id;
+  std::uint32_t max_frame = 0;
+  std::uint32_t stream_window = 0;
+  std::uint32_t keepalive_ms = 0;
+  std::vector<Uuid> peers;
+  std::uint64_t version = 0;
+};
+
+struct Connection::Private {
+  Private(boost::asio::any_io_executor ex, const ConnectOptions& options)
+      : executor(ex),
+        link(std::make_shared<Link>(ex, options)),
+        closed_signal(ex, boost::asio::steady_timer::time_point::max()),
+        linked_signal(ex, boost::asio::steady_timer::time_point::max()),
+        backoff_timer(ex),
+        attempt_timer(ex),
+        random(std::random_device{}()) {}
+
+  boost::asio::any_io_executor executor;
+  std::shared_ptr<Link> link;  // the current one (during an attempt: the one being tried)
+  boost::asio::steady_timer closed_signal;
+  boost::asio::steady_timer linked_signal;  // cancelled when a new link is joined, or on close
+  boost::asio::steady_timer backoff_timer;
+  boost::asio::steady_timer attempt_timer;  // connect_timeout of the attempt in progress
+  std::minstd_rand random;                  // jitter
+  std::unordered_map<std::uint32_t, std::shared_ptr<Stream>> streams;
   std::vector<Uuid> peers;
   std::function<void(const PresenceChange&)> on_presence;
   std::function<void(std::shared_ptr<Stream>)> on_request;
   std::function<void(std::shared_ptr<Stream>)> on_broadcast;
   std::function<void(const Outcome&)> on_closed;
+  std::function<void(const ConnectionEvent&)> on_event;
   // Streams that arrived before their handler was set (the relay may route to us as soon as we
   // have joined); handed over when the handler is set.
   std::vector<std::shared_ptr<Stream>> pending_requests;
   std::vector<std::shared_ptr<Stream>> pending_broadcasts;
-  std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
-  bool ping_outstanding = false;
 };
 
 }  // namespace switchboard::client

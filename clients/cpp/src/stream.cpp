@@ -81,29 +81,37 @@ asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool
         : Outcome{Status::protocol_error, 0, "write after the end of the stream"};
   }
   std::size_t offset = 0;
-  do {
-    while (!terminal_ && !conn.closed_ &&
-           ((send_credit_ <= 0 && offset < bytes.size()) ||
-            conn.p_->outbuf.size() > kOutbufHighWater)) {
+  for (;;) {
+    if (!open_sent_ && !terminal_ && !conn.linked()) {
+      // Not sent yet, so it may wait for the next connection (reconnect) without being a retry.
+      const Outcome ready = co_await conn.wait_linked(*this);
+      if (!ready.ok()) {
+        terminate(ready);
+        co_return outcome_;
+      }
+    }
+    // Nothing sent yet: the credit is the current link's.
+    if (!open_sent_) send_credit_ = conn.relay_window_;
+    while (
+        !terminal_ && !conn.closed_ && (open_sent_ || conn.linked()) &&
+        ((send_credit_ <= 0 && offset < bytes.size()) || conn.outbuf().size() > kOutbufHighWater)) {
       co_await wait_on(write_signal_);
     }
     if (terminal_ || conn.closed_) co_return terminal_ ? outcome_ : conn.close_outcome_;
+    if (!open_sent_ && !conn.linked()) continue;  // lost while waiting: wait for the next one
     const std::size_t remaining = bytes.size() - offset;
     std::size_t n = std::min<std::size_t>(
         {remaining, static_cast<std::size_t>(std::max<std::int64_t>(send_credit_, 0)),
          conn.relay_max_frame_});
-    auto& out = conn.p_->outbuf;
+    auto& out = conn.outbuf();
     if (!open_sent_) {
-      if (conn.going_away_) {
-        terminate(Outcome{Status::refused, 0, "relay is draining (GOAWAY)"});
-        co_return outcome_;
-      }
       const std::size_t prefix = wire::open_prefix_size(open_);
       n = std::min<std::size_t>(
           n, conn.relay_max_frame_ - std::min<std::size_t>(prefix, conn.relay_max_frame_));
       const bool fin = last && n == remaining;
-      id_ = conn.p_->next_stream_id;
-      conn.p_->next_stream_id += 2;
+      auto& link = *conn.p_->link;
+      id_ = link.next_stream_id;
+      link.next_stream_id += 2;
       conn.p_->streams.emplace(id_, self);
       wire::append_open(out, id_, open_, bytes.subspan(offset, n), fin);
       open_sent_ = true;
@@ -116,7 +124,8 @@ asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool
     send_credit_ -= static_cast<std::int64_t>(n);
     offset += n;
     conn.queue_bytes();
-  } while (offset < bytes.size());
+    if (offset >= bytes.size()) break;
+  }
   if (send_done_ && recv_done_ && kind_ != Kind::outgoing_broadcast) terminate(outcome_);
   co_return Outcome{};
 }
@@ -133,7 +142,7 @@ asio::awaitable<Outcome> Stream::fail(Status status, std::uint32_t app_code, std
     reset(status, message);
     co_return Outcome{};
   }
-  wire::append_end(conn.p_->outbuf, id_, wire::End{status, app_code, 0, 0, std::move(message)});
+  wire::append_end(conn.outbuf(), id_, wire::End{status, app_code, 0, 0, std::move(message)});
   send_done_ = true;
   conn.queue_bytes();
   if (recv_done_ && kind_ != Kind::outgoing_broadcast) terminate(outcome_);
@@ -169,7 +178,7 @@ void Stream::reset(Status status, std::string message) {
   if (terminal_) return;
   auto& conn = *connection_;
   if (!conn.closed_ && open_sent_) {
-    wire::append_reset(conn.p_->outbuf, id_, wire::Reset{status, 0, message});
+    wire::append_reset(conn.outbuf(), id_, wire::Reset{status, 0, message});
     conn.queue_bytes();
   }
   terminate(Outcome{status, 0, std::move(message), 0, 0});

@@ -67,7 +67,11 @@ private:
 };
 
 /// A connection with its own I/O thread. Thread-safe: any thread may open streams; handlers for
-/// requests and broadcasts run on worker threads, one per stream.
+/// requests and broadcasts run on worker threads, one per stream. With
+/// ConnectOptions::reconnect enabled it survives lost connections (see ReconnectPolicy): the
+/// handlers set with serve(), on_broadcast() and on_presence() stay in place, in-flight streams
+/// end with Outcome::connection_lost, and new streams wait for the next connection within
+/// their deadline.
 class BlockingClient {
 public:
   /// Connects and joins; throws ConnectError with the relay's reason on failure.
@@ -96,8 +100,15 @@ public:
   /// Presence changes, on the I/O thread: the handler must not block or call this client.
   void on_presence(std::function<void(const PresenceChange&)> handler);
 
-  /// Blocks until the connection ends (relay shut down, network lost, close()).
+  /// Connection changes (disconnected, retry_scheduled, reconnected, closed), in order, on the
+  /// I/O thread: the handler must not block or make blocking calls on this client.
+  void on_connection_event(std::function<void(const ConnectionEvent&)> handler);
+  ConnectionState state();
+
+  /// Blocks until the connection ends for good (relay shut down or network lost without
+  /// reconnect, reconnect given up or refused for good, close()).
   Outcome wait_closed();
+  /// Closes the connection; also stops reconnecting. Any thread.
   void close();
 
   struct Impl;

@@ -27,11 +27,85 @@ struct Outcome {
   std::string message;
   std::uint32_t delivered = 0;  ///< broadcast summary: receivers that got the whole message
   std::uint32_t dropped = 0;    ///< broadcast summary: receivers dropped
+  /// Set (with Status::peer_gone and a message starting "connection lost") when this client's
+  /// own connection to the relay broke while the stream was in flight. The stream was not
+  /// retried: whether its counterpart saw part or all of it is unknown.
+  bool connection_lost = false;
 
   bool ok() const noexcept { return status == Status::ok; }
   /// "OK", or e.g. "NO_RESPONDERS: no peer on this channel can take a request".
   std::string describe() const;
 };
+
+/// Automatic reconnection after the connection to the relay is lost (end of stream, reset,
+/// keepalive timeout, or the relay closing after GOAWAY). Off by default, so that existing
+/// programs keep their "the connection ends once" behaviour; long-running programs (servers,
+/// watchers) usually want `enabled = true`.
+///
+/// The client re-joins with the same channel, the same peer id (the one the relay assigned, if
+/// none was given) and the same role (accept_requests). Before attempt n it waits
+///   min(max_delay, initial_delay * multiplier^(n-1)) * (1 - jitter * u),  u uniform in [0, 1),
+/// so delays grow exponentially, never exceed max_delay, and clients cut off together do not
+/// return together. A refusal of the join is retried like a network failure: REFUSED (the relay
+/// still holds our previous session until its keepalive notices the loss, or it is draining) and
+/// RESOURCE_EXHAUSTED. UNAUTHENTICATED, PERMISSION_DENIED and PROTOCOL_ERROR end the connection
+/// for good, as does reaching max_attempts or Connection::close().
+///
+/// Streams in flight when the connection is lost end with Outcome::connection_lost and are never
+/// retried. A stream opened (or first written) while the client is reconnecting, or after the
+/// relay sent GOAWAY, waits for the next connection, bounded by its own deadline; the deadline
+/// it carries to the relay is what is left of it. Without a deadline it waits until the client
+/// is connected again or closed.
+struct ReconnectPolicy {
+  bool enabled = false;
+  std::chrono::milliseconds initial_delay{100};  ///< before the first attempt
+  std::chrono::milliseconds max_delay{10'000};   ///< cap on any delay
+  double multiplier = 2.0;                       ///< growth per attempt; >= 1
+  double jitter = 0.5;             ///< fraction of each delay that is randomly removed; in [0, 1]
+  std::uint32_t max_attempts = 0;  ///< consecutive failed attempts before giving up; 0 = never
+
+  /// The delay before attempt `attempt` (1-based) for a random draw `u` in [0, 1).
+  std::chrono::milliseconds delay_before(std::uint32_t attempt, double u) const;
+};
+
+/// Whether the connection is usable now.
+enum class ConnectionState : std::uint8_t {
+  connected,     ///< joined; streams flow
+  reconnecting,  ///< lost; waiting for or making the next attempt (ReconnectPolicy::enabled)
+  closed,        ///< ended for good: close(), a fatal error, given up, or lost without reconnect
+};
+
+/// "connected", "reconnecting" or "closed".
+const char* state_name(ConnectionState state) noexcept;
+
+/// A change of the connection, reported in order by Connection::on_connection_event.
+struct ConnectionEvent {
+  enum class Kind : std::uint8_t {
+    disconnected,     ///< the connection was lost; in-flight streams have ended; reconnecting
+    retry_scheduled,  ///< attempt `attempt` starts after `delay`
+    reconnected,      ///< joined again: `peers` and `version` are the new presence snapshot
+    closed,           ///< ended for good (same moment as on_closed)
+  };
+  Kind kind = Kind::disconnected;
+  ConnectionState state = ConnectionState::connected;  ///< state after the event
+  /// disconnected, closed: why; retry_scheduled: why the previous attempt (or the connection)
+  /// failed, e.g. REFUSED while the relay still holds our previous session.
+  Outcome reason;
+  std::uint32_t attempt = 0;           ///< retry_scheduled: 1-based; reconnected: attempts used
+  std::chrono::milliseconds delay{0};  ///< retry_scheduled: wait before the attempt
+  /// reconnected: the presence snapshot that replaced the previous view, with its membership
+  /// version. The version starts a new sequence (a restarted relay counts from scratch): compare
+  /// later events with it, not with versions seen before the loss.
+  std::vector<Uuid> peers;
+  std::uint64_t version = 0;
+  /// reconnected: the difference from the view held before the loss (who joined or left
+  /// meanwhile, as far as this snapshot tells).
+  std::vector<Uuid> joined;
+  std::vector<Uuid> left;
+};
+
+/// "disconnected", "retry_scheduled", "reconnected" or "closed".
+const char* event_name(ConnectionEvent::Kind kind) noexcept;
 
 /// Options for Connection::connect.
 struct ConnectOptions {
@@ -43,7 +117,8 @@ struct ConnectOptions {
   std::string token;                          ///< credentials, sent once in the handshake
   std::uint32_t max_frame = 256 * 1024;       ///< largest frame payload we accept
   std::uint32_t stream_window = 1024 * 1024;  ///< credit we grant per stream we receive
-  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds connect_timeout{10'000};  ///< also bounds each reconnect attempt
+  ReconnectPolicy reconnect;                          ///< off by default
 };
 
 /// A presence change on the channel.
@@ -71,6 +146,8 @@ class Connection;
 /// One stream: an outgoing request or broadcast, or an incoming request or broadcast.
 /// Ownership: shared; the connection keeps it until it ends. Thread-safety: none; use it only
 /// from the connection's executor. Errors are reported as Outcome values, never exceptions.
+/// A stream lives on one network connection: when that is lost, the stream ends with
+/// Outcome::connection_lost and is not carried over to the next one.
 class Stream : public std::enable_shared_from_this<Stream> {
 public:
   enum class Kind : std::uint8_t {
@@ -131,6 +208,7 @@ private:
   // Outbound.
   bool open_sent_ = true;  // false for outgoing streams until the first write
   wire::Open open_;
+  std::chrono::steady_clock::time_point opened_at_{};  // open_request(): the deadline's start
   std::int64_t send_credit_ = 0;
   bool send_done_ = false;
 
@@ -151,21 +229,31 @@ private:
 /// A connection to a relay: one peer on one channel. Create with connect(); keep the
 /// shared_ptr while in use. Thread-safety: none; every call and every coroutine awaiting it
 /// must run on the executor given to connect() (use a strand with a multi-threaded context).
+/// Handlers run on that executor too; they may call this connection but must not block.
+///
+/// With ConnectOptions::reconnect enabled the object outlives lost network connections: it
+/// re-joins by itself (see ReconnectPolicy), keeps its handlers, peer id and role, and replaces
+/// its presence view with each new snapshot. Only close(), a fatal refusal or max_attempts
+/// end it; then on_closed runs once and wait_closed() returns.
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
   /// Connects, performs the handshake and receives the presence snapshot. On failure returns
   /// nullptr and fills `outcome` (e.g. REFUSED for a duplicate peer id, PEER_GONE when the relay
-  /// cannot be reached).
+  /// cannot be reached). This first connection is not retried, whatever the policy: a wrong
+  /// address or credentials show at once.
   static boost::asio::awaitable<std::shared_ptr<Connection>> connect(
       boost::asio::any_io_executor executor, ConnectOptions options, Outcome& outcome);
 
   const Uuid& peer_id() const noexcept { return peer_id_; }
   const Uuid& channel() const noexcept { return options_.channel; }
-  /// Other peers on the channel, kept exact by presence events.
+  /// Other peers on the channel, kept exact by presence events; after a reconnect, the new
+  /// snapshot (the view held during the loss is the last one before it).
   std::vector<Uuid> peers() const;
+  /// Membership version of that view; a reconnect starts a new sequence (see ConnectionEvent).
   std::uint64_t membership_version() const noexcept { return version_; }
   /// Largest frame the relay accepts (bodies are split to fit).
   std::uint32_t relay_max_frame() const noexcept { return relay_max_frame_; }
+  ConnectionState state() const noexcept { return state_; }
 
   /// Called for each presence change, in version order.
   void on_presence(std::function<void(const PresenceChange&)> handler);
@@ -176,36 +264,55 @@ public:
   /// Called for each incoming broadcast. Up to 64 broadcasts that arrive before a handler is
   /// set wait for it; past that, without a handler, broadcasts are read and discarded.
   void on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler);
-  /// Called once when the connection ends, with the reason.
+  /// Called once when the connection ends for good, with the reason (not for a loss that is
+  /// followed by a reconnect).
   void on_closed(std::function<void(const Outcome&)> handler);
+  /// Called for each change of state (disconnected, retry_scheduled, reconnected, closed), in
+  /// order. Presence changes missed during a loss are not replayed through on_presence: the
+  /// reconnected event carries the new snapshot and its difference from the old view.
+  void on_connection_event(std::function<void(const ConnectionEvent&)> handler);
 
   /// Opens a request. Nothing is sent until the first write, so a one-write request is one
-  /// frame. Fails (the stream ends at once) after GOAWAY or when the connection is closed.
+  /// frame. Fails (the stream ends at once) after GOAWAY or when the connection is closed; with
+  /// reconnect enabled, a stream first written while reconnecting or after GOAWAY waits for the
+  /// next connection instead (bounded by its deadline).
   std::shared_ptr<Stream> open_request(Target target, const StreamOptions& options = {});
   /// Opens a broadcast to every other peer of the channel.
   std::shared_ptr<Stream> open_broadcast(const StreamOptions& options = {});
 
-  /// Closes now: every open stream ends with CANCELLED locally; the relay tells counterparts.
-  /// Never waits for the network.
+  /// Closes now, also while reconnecting (the pending attempt is abandoned): every open stream
+  /// ends with CANCELLED locally; the relay tells counterparts. Never waits for the network.
   void close();
   bool closed() const noexcept { return closed_; }
-  /// Waits until the connection has ended.
+  /// Waits until the connection has ended for good.
   boost::asio::awaitable<Outcome> wait_closed();
 
   // Internal, used by Stream.
   struct Private;
+  struct Link;
+  struct Joined;
   Connection(boost::asio::any_io_executor executor, ConnectOptions options);
   ~Connection();
 
 private:
   friend class Stream;
-  boost::asio::awaitable<Outcome> handshake();
-  boost::asio::awaitable<void> read_loop();
-  boost::asio::awaitable<void> write_loop();
-  boost::asio::awaitable<void> keepalive();
+  boost::asio::awaitable<Outcome> handshake(Link& link, Joined& joined);
+  boost::asio::awaitable<Outcome> attempt(Joined& joined);
+  void adopt(const Joined& joined);
+  void start_loops();
+  boost::asio::awaitable<void> read_loop(std::shared_ptr<Link> link);
+  boost::asio::awaitable<void> write_loop(std::shared_ptr<Link> link);
+  boost::asio::awaitable<void> keepalive(std::shared_ptr<Link> link);
+  boost::asio::awaitable<void> reconnect_loop(Outcome reason);
+  /// Waits until a new stream may be opened on a live link; fails with the reason it cannot.
+  boost::asio::awaitable<Outcome> wait_linked(Stream& stream);
+  bool linked() const noexcept;
   void dispatch(const wire::Frame& frame);
+  void link_lost(const std::shared_ptr<Link>& link, const Outcome& reason);
   void fail_all(const Outcome& outcome);
+  void emit(const ConnectionEvent& event);
   void queue_bytes();
+  std::vector<std::uint8_t>& outbuf();
   std::shared_ptr<Stream> find(std::uint32_t id);
   void forget(std::uint32_t id);
   void grant(Stream& stream, std::uint32_t consumed);
@@ -218,7 +325,7 @@ private:
   std::uint32_t relay_window_ = 0;
   std::uint32_t keepalive_ms_ = 0;
   bool closed_ = false;
-  bool going_away_ = false;
+  ConnectionState state_ = ConnectionState::connected;
   Outcome close_outcome_;
 };
 
