@@ -2,10 +2,10 @@
 #include "soak/driver.hpp"
 
 #include <dirent.h>
+#include <fmt/format.h>
 #include <signal.h>
 
 #include <atomic>
-#include <fmt/format.h>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -92,6 +92,10 @@ private:
   void raw_fault_loop();
   bool probe_round_trip();
   void check_presence();
+  void spawn_peers();
+  /// Stops new streams and waits (bounded) for every stream in flight; returns the wait in ms.
+  std::int64_t stop_and_drain(bool& drained);
+  void leave_all();
   std::uint16_t port() const { return relay_->port(); }
   void violation(std::string text) {
     std::lock_guard lock(violations_mutex_);
@@ -301,28 +305,67 @@ void Driver::check_presence() {
   }
 }
 
-int Driver::run() {
-  relay_ = std::make_unique<test::ServerProcess>(
-      o_.server, std::vector<std::string>{
-                     "--keepalive-ms", std::to_string(o_.keepalive_ms),
-                     "--handshake-timeout-ms", std::to_string(o_.handshake_timeout_ms),
-                     "--slow-consumer-timeout-ms", "2000", "--idle-timeout-ms", "8000",
-                     "--drain-timeout-ms", "5000", "--log-level", "error"});
-  const int pid = relay_->pid();
-  // Start figures after one warm-up round trip, so that lazily built relay state (thread
-  // arenas, the first session) is not counted as growth.
-  if (!probe_round_trip()) violation("warm-up round trip failed");
-  Resources start = sample(pid);
-  poll_until([&] { return sample(pid).fds <= start.fds; }, milliseconds(2000));
-  start = sample(pid);
-  peak_ = start;
-
-  for (int c = 0; c < o_.channels; ++c) channels_.push_back(Uuid::random());
+void Driver::spawn_peers() {
   for (int i = 0; i < o_.local_peers; ++i) local_.push_back(make_local(i % o_.channels));
   for (int w = 0; w < o_.workers; ++w) workers_.push_back(make_worker(w));
+}
 
-  const auto began = Clock::now();
-  const auto chaos_end = began + std::chrono::seconds(o_.duration_s);
+std::int64_t Driver::stop_and_drain(bool& drained) {
+  for (auto& peer : local_) peer->stop_traffic();
+  for (auto& worker : workers_) {
+    if (worker) worker->command("stop");
+  }
+  for (auto& thread : aimed_requests_) thread.join();
+  aimed_requests_.clear();
+  const auto drain_start = Clock::now();
+  drained = poll_until(
+      [&] {
+        sample_peak();
+        return ledger_.unfinished() == 0;
+      },
+      milliseconds(o_.deadline_ms + o_.margin_ms));
+  for (auto& peer : local_) peer->join_traffic();
+  return std::chrono::duration_cast<milliseconds>(Clock::now() - drain_start).count();
+}
+
+void Driver::leave_all() {
+  local_.clear();
+  for (auto& worker : workers_) {
+    if (!worker) continue;
+    worker->command("quit");
+    const int code = worker->wait_exit(milliseconds(20'000));
+    if (code != 0) violation(fmt::format("a worker exited with {} on quit", code));
+    worker.reset();
+  }
+  workers_.clear();
+}
+
+int Driver::run() {
+  relay_ = std::make_unique<test::ServerProcess>(
+      o_.server,
+      std::vector<std::string>{"--keepalive-ms", std::to_string(o_.keepalive_ms),
+                               "--handshake-timeout-ms", std::to_string(o_.handshake_timeout_ms),
+                               "--slow-consumer-timeout-ms", "2000", "--idle-timeout-ms", "8000",
+                               "--drain-timeout-ms", "5000", "--log-level", "error"});
+  const int pid = relay_->pid();
+  const Resources cold = sample(pid);
+  peak_ = cold;
+  for (int c = 0; c < o_.channels; ++c) channels_.push_back(Uuid::random());
+
+  // Warm-up: the same peers and traffic without faults, then they leave. The start figures are
+  // taken after it, because the allocator keeps the heap that full load once needed (glibc
+  // returns little of it), which is not a leak; a leak grows with the chaos that follows.
+  bool drained = true;
+  spawn_peers();
+  std::this_thread::sleep_for(std::chrono::seconds(o_.warmup_s));
+  stop_and_drain(drained);
+  if (!drained) violation("streams still open after the warm-up");
+  leave_all();
+  poll_until([&] { return sample(pid).fds <= cold.fds; }, milliseconds(5000));
+  const Resources start = sample(pid);
+
+  spawn_peers();
+  const auto chaos_end = Clock::now() + std::chrono::seconds(o_.duration_s);
   std::thread raw_thread([this] { raw_fault_loop(); });
   // The chaos loop: one fault every 250 to 600 ms, bounded by the duration and a step count.
   for (int step = 0; step < 1'000'000 && Clock::now() < chaos_end; ++step) {
@@ -334,24 +377,11 @@ int Driver::run() {
   raw_stop_ = true;
   raw_thread.join();
   reap_frozen(false);
-  for (auto& peer : local_) peer->stop_traffic();
-  for (auto& worker : workers_) {
-    if (worker) worker->command("stop");
-  }
-  for (auto& thread : aimed_requests_) thread.join();
-  const auto drain_start = Clock::now();
-  const bool drained = poll_until(
-      [&] {
-        sample_peak();
-        return ledger_.unfinished() == 0;
-      },
-      milliseconds(o_.deadline_ms + o_.margin_ms));
-  const auto drain_ms =
-      std::chrono::duration_cast<milliseconds>(Clock::now() - drain_start).count();
-  for (auto& peer : local_) peer->join_traffic();
+  const auto drain_ms = stop_and_drain(drained);
   auto report = ledger_.check(milliseconds(o_.margin_ms));
-  if (!drained) violation(fmt::format("{} stream sides still open after the drain bound",
-                                      ledger_.unfinished()));
+  if (!drained)
+    violation(
+        fmt::format("{} stream sides still open after the drain bound", ledger_.unfinished()));
   const auto live_at_end = ledger_.live_peers();
   std::size_t live_count = 0;
   for (const auto& [c, peers] : live_at_end) live_count += peers.size();
@@ -360,14 +390,7 @@ int Driver::run() {
   check_presence();
 
   // The peers leave: in-process ones close, workers quit cleanly.
-  local_.clear();
-  for (auto& worker : workers_) {
-    if (!worker) continue;
-    worker->command("quit");
-    const int code = worker->wait_exit(milliseconds(20'000));
-    if (code != 0) violation(fmt::format("a worker exited with {} on quit", code));
-    worker.reset();
-  }
+  leave_all();
   relay_hwm_ = status_kib(pid, "VmHWM:") * 1024;
   const auto rss_limit = start.rss + o_.rss_margin_mib * 1024 * 1024;
   const auto fd_limit = start.fds + o_.fd_margin;
@@ -391,11 +414,13 @@ int Driver::run() {
 
   for (auto& text : violations_) report.violations.push_back(text);
   fmt::print("soak report (seed {})\n", o_.seed);
-  fmt::print("  duration: {} s of traffic and chaos, drain {} ms\n", o_.duration_s, drain_ms);
-  fmt::print("  peers: {} at once ({} in-process + {} workers x {}), {} channels, {} joins over "
-             "the run, {} live at the end\n",
-             o_.local_peers + o_.workers * o_.peers_per_worker, o_.local_peers, o_.workers,
-             o_.peers_per_worker, o_.channels, ledger_.joins(), live_count);
+  fmt::print("  duration: {} s warm-up without faults, {} s of traffic and chaos, drain {} ms\n",
+             o_.warmup_s, o_.duration_s, drain_ms);
+  fmt::print(
+      "  peers: {} at once ({} in-process + {} workers x {}), {} channels, {} joins over "
+      "the run, {} live at the end\n",
+      o_.local_peers + o_.workers * o_.peers_per_worker, o_.local_peers, o_.workers,
+      o_.peers_per_worker, o_.channels, ledger_.joins(), live_count);
   fmt::print("  streams: {} opened; completed OK: {}\n", report.streams,
              join_counts(report.ok_by_kind));
   fmt::print("  failed (sender side): {}\n", join_counts(report.failed_by_status));
@@ -407,11 +432,13 @@ int Driver::run() {
   fmt::print("  faults injected: {}\n", join_counts(faults_));
   fmt::print("  aimed requests to paused responders ending DEADLINE_EXCEEDED: {}\n",
              aimed_deadline_hits_.load());
-  fmt::print("  relay RSS MiB start/peak/end: {:.1f}/{:.1f}/{:.1f} (VmHWM {:.1f}; end allowed "
-             "start + {} MiB)\n",
-             mib(start.rss), mib(peak_.rss), mib(end.rss), mib(relay_hwm_), o_.rss_margin_mib);
-  fmt::print("  relay fds start/peak/end: {}/{}/{} (end allowed start + {})\n", start.fds,
-             peak_.fds, end.fds, o_.fd_margin);
+  fmt::print(
+      "  relay RSS MiB cold/start/peak/end: {:.1f}/{:.1f}/{:.1f}/{:.1f} (VmHWM {:.1f}; "
+      "start is after the warm-up; end allowed start + {} MiB)\n",
+      mib(cold.rss), mib(start.rss), mib(peak_.rss), mib(end.rss), mib(relay_hwm_),
+      o_.rss_margin_mib);
+  fmt::print("  relay fds cold/start/peak/end: {}/{}/{}/{} (end allowed start + {})\n", cold.fds,
+             start.fds, peak_.fds, end.fds, o_.fd_margin);
   fmt::print("  relay exit code on SIGTERM: {}\n", exit_code);
   fmt::print("  violations: {}\n", report.violations.size());
   for (const auto& text : report.violations) fmt::print("    {}\n", text);

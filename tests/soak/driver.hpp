@@ -12,6 +12,7 @@ struct SoakOptions {
   std::string self;    // this binary, re-executed for worker processes
   std::string server;  // the switchboard-server binary
   int duration_s = 60;
+  int warmup_s = 5;  // traffic without faults before the start figures are taken
   int channels = 6;
   int local_peers = 24;
   int workers = 6;
@@ -21,7 +22,7 @@ struct SoakOptions {
   std::int64_t deadline_ms = 15'000;
   std::int64_t keepalive_ms = 1'000;
   std::int64_t handshake_timeout_ms = 2'000;
-  std::int64_t margin_ms = 5'000;    // allowed beyond a stream's deadline before it counts as hung
+  std::int64_t margin_ms = 5'000;   // allowed beyond a stream's deadline before it counts as hung
   std::size_t rss_margin_mib = 16;  // relay RSS at the end may exceed the start by this much
   std::size_t fd_margin = 2;        // relay descriptors at the end may exceed the start by this
 };

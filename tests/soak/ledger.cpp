@@ -61,7 +61,8 @@ void Ledger::apply(const std::string& line, int owner) {
     in >> who;
     peers_.erase(who);
   } else if (tag == "X") {
-    errors_.push_back(fmt::format("owner {}: {}", owner, line.substr(std::min<std::size_t>(2, line.size()))));
+    errors_.push_back(
+        fmt::format("owner {}: {}", owner, line.substr(std::min<std::size_t>(2, line.size()))));
   } else if (!line.empty()) {
     errors_.push_back("unknown line: " + line);
   }
@@ -122,12 +123,12 @@ Ledger::Report Ledger::check(std::chrono::milliseconds margin) {
     if (sender.died) {
       ++report.died_sides;
     } else if (!sender.done) {
-      violation(fmt::format("stream {} ({}): sender {} never finished", sid, stream.kind,
-                            sender.who));
+      violation(
+          fmt::format("stream {} ({}): sender {} never finished", sid, stream.kind, sender.who));
     } else {
       if (!bound(sender)) {
-        violation(fmt::format("stream {} ({}): sender took {} ms, deadline {} ms", sid,
-                              stream.kind, sender.elapsed_ms, sender.deadline_ms));
+        violation(fmt::format("stream {} ({}): sender took {} ms, deadline {} ms", sid, stream.kind,
+                              sender.elapsed_ms, sender.deadline_ms));
       }
       if (sender.status == 0 && !sender.verified) {
         violation(fmt::format("stream {} ({}): sender OK but bytes differ", sid, stream.kind));
@@ -146,8 +147,7 @@ Ledger::Report Ledger::check(std::chrono::milliseconds margin) {
         continue;
       }
       if (!side.done) {
-        violation(fmt::format("stream {} ({}): receiver {} never finished", sid, stream.kind,
-                              who));
+        violation(fmt::format("stream {} ({}): receiver {} never finished", sid, stream.kind, who));
         continue;
       }
       if (!bound(side)) {
@@ -155,8 +155,8 @@ Ledger::Report Ledger::check(std::chrono::milliseconds margin) {
                               stream.kind, who, side.elapsed_ms, side.deadline_ms));
       }
       if (side.status == 0 && !side.verified) {
-        violation(fmt::format("stream {} ({}): receiver {} OK but bytes differ", sid,
-                              stream.kind, who));
+        violation(
+            fmt::format("stream {} ({}): receiver {} OK but bytes differ", sid, stream.kind, who));
       }
       if (side.status == 0) {
         ++receivers_ok;
@@ -173,14 +173,14 @@ Ledger::Report Ledger::check(std::chrono::milliseconds margin) {
       }
       // A raw sender always aborts before its body is complete: the responder must see an error.
       if (stream.kind == "raw" && side.status == 0) {
-        violation(fmt::format("stream {}: aborted raw request reached responder {} as OK", sid,
-                              who));
+        violation(
+            fmt::format("stream {}: aborted raw request reached responder {} as OK", sid, who));
       }
     }
     if (stream.kind == "bc" && sender.done && sender.status == 0 &&
         receivers_ok > sender.delivered) {
-      violation(fmt::format("stream {}: {} receivers read it whole, summary says delivered {}",
-                            sid, receivers_ok, sender.delivered));
+      violation(fmt::format("stream {}: {} receivers read it whole, summary says delivered {}", sid,
+                            receivers_ok, sender.delivered));
     }
   }
   return report;

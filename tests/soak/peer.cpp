@@ -93,7 +93,7 @@ void SoakPeer::traffic_loop() {
     } else if (pick < 0.75) {
       const auto others = client_->peers();
       const auto target = others.empty() ? client::Target::any()
-                                          : client::Target::to(others[rng() % others.size()]);
+                                         : client::Target::to(others[rng() % others.size()]);
       run_request(rng, target, size, config_.deadline);
     } else {
       run_broadcast(rng, size);
@@ -153,8 +153,7 @@ Status SoakPeer::run_request(std::mt19937_64& rng, client::Target target, std::s
   auto outcome = stream.result();
   writer.join();
   if (outcome.ok() && !write_outcome.ok()) outcome = write_outcome;
-  const bool verified =
-      outcome.ok() && echoed.size() == size && echoed.value() == sent.value();
+  const bool verified = outcome.ok() && echoed.size() == size && echoed.value() == sent.value();
   config_.emit(fmt::format("ES {} {} {} {} {} 0 0", sid, static_cast<int>(outcome.status),
                            verified ? 1 : 0, echoed.size(), elapsed_ms(start)));
   return outcome.status;

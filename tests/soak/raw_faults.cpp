@@ -28,8 +28,8 @@ std::vector<std::uint8_t> hello_bytes(const Uuid& channel) {
 void expect_closed(test::RawPeer& peer, milliseconds within, const std::string& what,
                    std::vector<std::string>& violations) {
   if (!peer.expect_closed(within)) {
-    violations.push_back(fmt::format("relay kept a {} connection open for {} ms", what,
-                                     within.count()));
+    violations.push_back(
+        fmt::format("relay kept a {} connection open for {} ms", what, within.count()));
   }
 }
 
@@ -57,11 +57,10 @@ void aborted_request(const RawFaultContext& context, std::mt19937_64& rng) {
   data.resize(data.size() / 2);
   peer.send(data);
   peer.abort();
-  const auto elapsed = std::chrono::duration_cast<milliseconds>(
-      std::chrono::steady_clock::now() - start);
+  const auto elapsed =
+      std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start);
   context.ledger->apply(
-      fmt::format("ES {} {} 0 0 {} 0 0", sid, static_cast<int>(Status::cancelled),
-                  elapsed.count()),
+      fmt::format("ES {} {} 0 0 {} 0 0", sid, static_cast<int>(Status::cancelled), elapsed.count()),
       0);
 }
 
@@ -95,8 +94,8 @@ std::string run_raw_fault(const RawFaultContext& context, std::mt19937_64& rng,
     case 2: {
       test::RawPeer peer(context.port);
       std::vector<std::uint8_t> header(wire::kHeaderSize);
-      wire::encode_header(
-          wire::FrameHeader{wire::FrameType::hello, 0, 0, 0xFFFFFFF0U}, header.data());
+      wire::encode_header(wire::FrameHeader{wire::FrameType::hello, 0, 0, 0xFFFFFFF0U},
+                          header.data());
       peer.send(header);
       expect_closed(peer, limit, "oversized-header", violations);
       return "raw_oversized_header";

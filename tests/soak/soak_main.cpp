@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   app.add_option("--duration-s", options.duration_s,
                  "seconds of traffic and chaos (env SWITCHBOARD_SOAK_S)")
       ->capture_default_str();
+  app.add_option("--warmup-s", options.warmup_s, "seconds of traffic without faults first")
+      ->capture_default_str();
   app.add_option("--server", options.server, "switchboard-server binary")->capture_default_str();
   app.add_option("--channels", options.channels)->capture_default_str();
   app.add_option("--local-peers", options.local_peers, "peers in the driver process")
