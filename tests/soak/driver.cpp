@@ -184,17 +184,20 @@ void Driver::chaos_step() {
     local_[i] = make_local(static_cast<int>(i % static_cast<std::size_t>(o_.channels)));
     count_fault("clean_close");
   } else if (pick < 30 && worker_usable) {
+    ledger_.owner_dying(worker->owner());
     worker->command("rst");
     if (worker->wait_exit(milliseconds(5000)) < 0) violation("a worker ignored rst");
     worker = make_worker(static_cast<int>(slot));
     count_fault("rst_process");
   } else if (pick < 45 && worker_usable) {
+    ledger_.owner_dying(worker->owner());
     worker->signal(SIGKILL);
     if (worker->wait_exit(milliseconds(5000)) < 0) violation("a killed worker did not exit");
     worker = make_worker(static_cast<int>(slot));
     count_fault("sigkill_process");
   } else if (pick < 53 && worker_usable) {
     // A host that vanishes without a FIN: only the keepalive can tell.
+    ledger_.owner_dying(worker->owner());
     worker->signal(SIGSTOP);
     worker->frozen = true;
     worker->kill_at = Clock::now() + milliseconds(3 * o_.keepalive_ms);
@@ -332,6 +335,7 @@ void Driver::leave_all() {
   local_.clear();
   for (auto& worker : workers_) {
     if (!worker) continue;
+    ledger_.owner_dying(worker->owner());
     worker->command("quit");
     const int code = worker->wait_exit(milliseconds(20'000));
     if (code != 0) violation(fmt::format("a worker exited with {} on quit", code));
@@ -427,6 +431,7 @@ int Driver::run() {
   fmt::print("  receiver sides: {} OK; failed: {}\n", report.receiver_sides_ok,
              join_counts(report.receiver_failed_by_status));
   fmt::print("  sides lost with their killed process: {}\n", report.died_sides);
+  fmt::print("  live peers closed by the relay: {}\n", join_counts(ledger_.relay_closes()));
   fmt::print("  bytes verified: {} ({:.2f} GiB)\n", report.bytes_verified,
              static_cast<double>(report.bytes_verified) / (1024.0 * 1024.0 * 1024.0));
   fmt::print("  faults injected: {}\n", join_counts(faults_));

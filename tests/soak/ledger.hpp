@@ -18,6 +18,8 @@ namespace switchboard::soak {
 ///   OR sid who kind deadline_ms                 a responder or broadcast receiver got it
 ///   ER sid who status verified bytes elapsed_ms
 ///   J who channel   L who                       a peer joined / left cleanly
+///   Q who                                       a peer starts leaving (its streams may fail)
+///   C who reason                                the relay closed a peer's connection
 ///   X text                                      a driver error (always a violation)
 class Ledger {
 public:
@@ -26,6 +28,7 @@ public:
     std::string who;
     std::uint32_t deadline_ms = 0;
     std::chrono::steady_clock::time_point opened;
+    std::chrono::steady_clock::time_point finished;
     bool done = false;
     bool died = false;  // its process was killed before it could report
     int status = -1;
@@ -55,6 +58,10 @@ public:
   void apply(const std::string& line, int owner);
   /// Marks every unfinished side of `owner` as died and its peers as gone.
   void owner_died(int owner);
+  /// The driver is about to kill, freeze or stop `owner`: its peers are leaving from now on.
+  void owner_dying(int owner);
+  /// Relay-initiated closes of live peers, by reason.
+  std::map<std::string, std::uint64_t> relay_closes();
   /// Sides neither finished nor died.
   std::size_t unfinished();
   /// Live peers per channel, as announced by J/L lines and owner deaths.
@@ -71,6 +78,13 @@ private:
   std::map<std::string, std::pair<int, int>> peers_;  // who -> (owner, channel)
   std::vector<std::string> errors_;
   std::uint64_t joins_ = 0;
+  // When each peer began to leave (kept after it left): a receiver that left after reading a
+  // whole broadcast may rightly count as dropped in the sender's summary.
+  std::map<std::string, std::chrono::steady_clock::time_point> leaving_since_;
+  std::map<std::string, std::uint64_t> relay_closes_;
+  void leaving_locked(const std::string& who, std::chrono::steady_clock::time_point when) {
+    leaving_since_.emplace(who, when);
+  }
 };
 
 }  // namespace switchboard::soak

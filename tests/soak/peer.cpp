@@ -37,6 +37,12 @@ SoakPeer::SoakPeer(PeerConfig config) : config_(std::move(config)) {
   client_->serve([this](client::BlockingStream& stream) { handle_request(stream); });
   client_->on_broadcast([this](client::BlockingStream& stream) { handle_broadcast(stream); });
   config_.emit(fmt::format("J {} {}", who_, config_.channel_index));
+  watcher_ = std::thread([this] {
+    const auto outcome = client_->wait_closed();
+    if (!closing_.exchange(true)) {
+      config_.emit(fmt::format("C {} {}", who_, status_name(outcome.status)));
+    }
+  });
 }
 
 SoakPeer::~SoakPeer() {
@@ -66,17 +72,21 @@ void SoakPeer::close() {
     if (closed_) return;
     closed_ = true;
   }
-  closing_ = true;
+  const bool relay_closed = closing_.exchange(true);
+  if (!relay_closed) config_.emit(fmt::format("Q {}", who_));
   traffic_stop_ = true;
   client_->close();
   join_traffic();
-  config_.emit(fmt::format("L {}", who_));
+  if (watcher_.joinable()) watcher_.join();
+  if (!relay_closed) config_.emit(fmt::format("L {}", who_));
 }
 
-void SoakPeer::wait_until(const std::atomic<std::int64_t>& until_ms) {
+std::uint64_t SoakPeer::wait_until(const std::atomic<std::int64_t>& until_ms) {
+  const auto start = Clock::now();
   for (int step = 0; step < 1000 && !closing_ && now_ms() < until_ms.load(); ++step) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  return elapsed_ms(start);
 }
 
 std::string SoakPeer::new_sid(std::mt19937_64& rng) { return to_hex(rng()); }
@@ -144,8 +154,9 @@ Status SoakPeer::run_request(std::mt19937_64& rng, client::Target target, std::s
   // Full duplex: the echo must be read while the request is still being written.
   std::thread writer([&] { write_body(chunk_rng, stream, body, write_outcome); });
   BodyHash echoed;
+  std::uint64_t waited = 0;
   for (;;) {
-    wait_until(stall_until_ms_);
+    waited += wait_until(stall_until_ms_);
     const auto chunk = stream.read_chunk();
     if (chunk.size == 0) break;
     echoed.update(chunk.bytes());
@@ -155,7 +166,8 @@ Status SoakPeer::run_request(std::mt19937_64& rng, client::Target target, std::s
   if (outcome.ok() && !write_outcome.ok()) outcome = write_outcome;
   const bool verified = outcome.ok() && echoed.size() == size && echoed.value() == sent.value();
   config_.emit(fmt::format("ES {} {} {} {} {} 0 0", sid, static_cast<int>(outcome.status),
-                           verified ? 1 : 0, echoed.size(), elapsed_ms(start)));
+                           verified ? 1 : 0, echoed.size(),
+                           elapsed_ms(start) - std::min(waited, elapsed_ms(start))));
   return outcome.status;
 }
 
@@ -189,12 +201,12 @@ void SoakPeer::handle_request(client::BlockingStream& stream) {
   if (!sid.empty()) {
     config_.emit(fmt::format("OR {} {} req {}", sid, who_, stream.deadline().count()));
   }
-  wait_until(pause_until_ms_);
+  std::uint64_t waited = wait_until(pause_until_ms_);
   BodyHash received;
   client::Outcome outcome;
   bool write_failed = false;
   for (;;) {
-    wait_until(stall_until_ms_);
+    waited += wait_until(stall_until_ms_);
     const auto chunk = stream.read_chunk();
     if (chunk.size == 0) break;
     received.update(chunk.bytes());
@@ -212,7 +224,8 @@ void SoakPeer::handle_request(client::BlockingStream& stream) {
   const bool verified = outcome.ok() && received.size() == len && received.value() == sum;
   if (sid.empty()) return;
   config_.emit(fmt::format("ER {} {} {} {} {} {}", sid, who_, static_cast<int>(outcome.status),
-                           verified ? 1 : 0, received.size(), elapsed_ms(start)));
+                           verified ? 1 : 0, received.size(),
+                           elapsed_ms(start) - std::min(waited, elapsed_ms(start))));
 }
 
 void SoakPeer::handle_broadcast(client::BlockingStream& stream) {
@@ -225,8 +238,9 @@ void SoakPeer::handle_broadcast(client::BlockingStream& stream) {
     config_.emit(fmt::format("OR {} {} bc {}", sid, who_, stream.deadline().count()));
   }
   BodyHash received;
+  std::uint64_t waited = 0;
   for (;;) {
-    wait_until(stall_until_ms_);
+    waited += wait_until(stall_until_ms_);
     const auto chunk = stream.read_chunk();
     if (chunk.size == 0) break;
     received.update(chunk.bytes());
@@ -235,7 +249,8 @@ void SoakPeer::handle_broadcast(client::BlockingStream& stream) {
   const bool verified = outcome.ok() && received.size() == len && received.value() == sum;
   if (sid.empty()) return;
   config_.emit(fmt::format("ER {} {} {} {} {} {}", sid, who_, static_cast<int>(outcome.status),
-                           verified ? 1 : 0, received.size(), elapsed_ms(start)));
+                           verified ? 1 : 0, received.size(),
+                           elapsed_ms(start) - std::min(waited, elapsed_ms(start))));
 }
 
 }  // namespace switchboard::soak

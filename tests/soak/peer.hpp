@@ -67,8 +67,9 @@ private:
                   const std::vector<std::uint8_t>& body, client::Outcome& outcome);
   void handle_request(client::BlockingStream& stream);
   void handle_broadcast(client::BlockingStream& stream);
-  /// Sleeps (bounded, in small steps) while this peer is told to stall or until it closes.
-  void wait_until(const std::atomic<std::int64_t>& until_ms);
+  /// Sleeps (bounded, in small steps) while this peer is told to stall or until it closes;
+  /// returns the milliseconds slept, which the ledger's time bound does not charge to the relay.
+  std::uint64_t wait_until(const std::atomic<std::int64_t>& until_ms);
   std::string new_sid(std::mt19937_64& rng);
 
   PeerConfig config_;
@@ -76,6 +77,7 @@ private:
   Uuid id_;
   std::string who_;
   std::thread traffic_;
+  std::thread watcher_;  // reports a close the relay initiated
   std::atomic<bool> traffic_stop_{false};
   std::atomic<bool> closing_{false};
   std::atomic<std::int64_t> stall_until_ms_{0};
