@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fmt/format.h>
 #include <signal.h>
+#include <string.h>
 
 #include <atomic>
 #include <fstream>
@@ -338,7 +339,11 @@ void Driver::leave_all() {
     ledger_.owner_dying(worker->owner());
     worker->command("quit");
     const int code = worker->wait_exit(milliseconds(20'000));
-    if (code != 0) violation(fmt::format("a worker exited with {} on quit", code));
+    if (code != 0) {
+      violation(fmt::format("worker {} (pid {}) exited with {} on quit{}", worker->owner(),
+                            worker->pid(), code,
+                            code > 128 ? fmt::format(" ({})", ::strsignal(code - 128)) : ""));
+    }
     worker.reset();
   }
   workers_.clear();
