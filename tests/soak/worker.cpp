@@ -58,6 +58,10 @@ void arm_abortive_close(std::uint16_t relay_port) {
 int run_worker(const WorkerArgs& args) {
   // A worker never outlives the driver, whatever happens to the driver.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Workers obey only their stdin, SIGKILL and SIGSTOP. On a shared machine with a small pid
+  // space, a stray SIGTERM meant for a reused pid must not pass for a relay failure.
+  ::signal(SIGTERM, SIG_IGN);
+  ::signal(SIGINT, SIG_IGN);
   std::vector<std::unique_ptr<SoakPeer>> peers;
   for (std::size_t i = 0; i < args.channels.size(); ++i) {
     PeerConfig config;
