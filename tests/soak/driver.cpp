@@ -88,6 +88,7 @@ public:
 private:
   std::shared_ptr<SoakPeer> make_local(int channel_index);
   std::unique_ptr<WorkerProcess> make_worker(int slot);
+  std::unique_ptr<WorkerProcess> make_grpc_sender(int slot);
   void chaos_step();
   void reap_frozen(bool respawn);
   void raw_fault_loop();
@@ -110,6 +111,8 @@ private:
   std::vector<Uuid> channels_;
   std::vector<std::shared_ptr<SoakPeer>> local_;
   std::vector<std::unique_ptr<WorkerProcess>> workers_;
+  std::vector<std::unique_ptr<WorkerProcess>> grpc_senders_;
+  std::uint16_t grpc_port_ = 0;
   std::vector<std::thread> aimed_requests_;
   std::atomic<int> aimed_deadline_hits_{0};
   int next_owner_ = 1;
@@ -157,7 +160,21 @@ std::unique_ptr<WorkerProcess> Driver::make_worker(int slot) {
     args.channel_indexes.push_back(index);
     args.channels.push_back(channels_[static_cast<std::size_t>(index)].to_string());
   }
-  return std::make_unique<WorkerProcess>(o_.self, args, next_owner_++, ledger_);
+  return std::make_unique<WorkerProcess>(worker_command(o_.self, args), next_owner_++, ledger_);
+}
+
+std::unique_ptr<WorkerProcess> Driver::make_grpc_sender(int slot) {
+  std::vector<std::string> command{"/usr/bin/python3", o_.grpc_script,
+                                   "--grpc",           fmt::format("127.0.0.1:{}", grpc_port_),
+                                   "--seed",           std::to_string(rng_() % 1'000'000'000ULL),
+                                   "--max-body",       std::to_string(o_.grpc_max_body),
+                                   "--deadline-ms",    std::to_string(o_.deadline_ms)};
+  for (int c = 0; c < o_.channels; ++c) {
+    if (c % std::max(1, o_.grpc_senders) != slot % std::max(1, o_.grpc_senders)) continue;
+    command.push_back("--peer");
+    command.push_back(fmt::format("{}:{}", c, channels_[static_cast<std::size_t>(c)].to_string()));
+  }
+  return std::make_unique<WorkerProcess>(command, next_owner_++, ledger_);
 }
 
 void Driver::reap_frozen(bool respawn) {
@@ -203,6 +220,15 @@ void Driver::chaos_step() {
     worker->frozen = true;
     worker->kill_at = Clock::now() + milliseconds(3 * o_.keepalive_ms);
     count_fault("sigstop_process");
+  } else if (pick < 58 && !grpc_senders_.empty()) {
+    // A gRPC sender dies mid-call: the gateway must cancel its streams at the responders.
+    auto& sender = grpc_senders_[rng_() % grpc_senders_.size()];
+    const auto sender_slot = static_cast<int>(&sender - grpc_senders_.data());
+    ledger_.owner_dying(sender->owner());
+    sender->signal(SIGKILL);
+    if (sender->wait_exit(milliseconds(5000)) < 0) violation("a killed gRPC sender did not exit");
+    sender = make_grpc_sender(sender_slot);
+    count_fault("sigkill_grpc_sender");
   } else if (pick < 75) {
     const auto stall = milliseconds(1000 + rng_() % 3000);
     if (rng_() % 2 == 0 && worker_usable) {
@@ -312,6 +338,9 @@ void Driver::check_presence() {
 void Driver::spawn_peers() {
   for (int i = 0; i < o_.local_peers; ++i) local_.push_back(make_local(i % o_.channels));
   for (int w = 0; w < o_.workers; ++w) workers_.push_back(make_worker(w));
+  if (grpc_port_ != 0) {
+    for (int g = 0; g < o_.grpc_senders; ++g) grpc_senders_.push_back(make_grpc_sender(g));
+  }
 }
 
 std::int64_t Driver::stop_and_drain(bool& drained) {
@@ -319,6 +348,7 @@ std::int64_t Driver::stop_and_drain(bool& drained) {
   for (auto& worker : workers_) {
     if (worker) worker->command("stop");
   }
+  for (auto& sender : grpc_senders_) sender->command("stop");
   for (auto& thread : aimed_requests_) thread.join();
   aimed_requests_.clear();
   const auto drain_start = Clock::now();
@@ -347,6 +377,12 @@ void Driver::leave_all() {
     worker.reset();
   }
   workers_.clear();
+  for (auto& sender : grpc_senders_) {
+    sender->command("quit");
+    const int code = sender->wait_exit(milliseconds(o_.deadline_ms + 15'000));
+    if (code != 0) violation(fmt::format("a gRPC sender exited with {} on quit", code));
+  }
+  grpc_senders_.clear();
 }
 
 int Driver::run() {
@@ -357,6 +393,7 @@ int Driver::run() {
                                "--slow-consumer-timeout-ms", "2000", "--idle-timeout-ms", "8000",
                                "--drain-timeout-ms", "5000", "--log-level", "error"});
   const int pid = relay_->pid();
+  if (o_.grpc_senders > 0 && !o_.grpc_script.empty()) grpc_port_ = relay_->grpc_port();
   const Resources cold = sample(pid);
   peak_ = cold;
   for (int c = 0; c < o_.channels; ++c) channels_.push_back(Uuid::random());
@@ -430,6 +467,7 @@ int Driver::run() {
       "the run, {} live at the end\n",
       o_.local_peers + o_.workers * o_.peers_per_worker, o_.local_peers, o_.workers,
       o_.peers_per_worker, o_.channels, ledger_.joins(), live_count);
+  fmt::print("  gRPC senders through the gateway: {}\n", grpc_port_ != 0 ? o_.grpc_senders : 0);
   fmt::print("  streams: {} opened; completed OK: {}\n", report.streams,
              join_counts(report.ok_by_kind));
   fmt::print("  failed (sender side): {}\n", join_counts(report.failed_by_status));

@@ -17,6 +17,9 @@ struct SoakOptions {
   int local_peers = 24;
   int workers = 6;
   int peers_per_worker = 5;
+  int grpc_senders = 2;     // Python processes sending through the gRPC gateway (0: none)
+  std::string grpc_script;  // tests/soak/grpc_sender.py
+  std::size_t grpc_max_body = 1024 * 1024;
   std::uint64_t seed = 0;
   std::size_t max_body = 8 * 1024 * 1024;
   std::int64_t deadline_ms = 15'000;

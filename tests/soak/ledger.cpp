@@ -163,7 +163,9 @@ Ledger::Report Ledger::check(std::chrono::milliseconds margin) {
         violation(fmt::format("stream {} ({}): sender OK but bytes differ", sid, stream.kind));
       }
       if (sender.status == 0 && sender.verified) {
-        ++report.ok_by_kind[stream.kind];
+        // gRPC senders (Python, through the gateway) are counted apart from native ones.
+        const bool via_grpc = sender.who.rfind("grpc-", 0) == 0;
+        ++report.ok_by_kind[(via_grpc ? "grpc_" : "") + stream.kind];
         if (stream.kind == "req") report.bytes_verified += sender.bytes;
       } else {
         ++report.failed_by_status[status_text(sender.status)];

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   SoakOptions options;
   options.self = self_path(argv[0]);
   options.server = SWITCHBOARD_SERVER_BINARY;
+  options.grpc_script = SWITCHBOARD_SOAK_GRPC_SCRIPT;
   if (const char* env = std::getenv("SWITCHBOARD_SOAK_S"); env != nullptr && *env != '\0') {
     options.duration_s = std::atoi(env);
   }
@@ -48,6 +49,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--workers", options.workers, "worker processes")->capture_default_str();
   app.add_option("--peers-per-worker", options.peers_per_worker)->capture_default_str();
+  app.add_option("--grpc-senders", options.grpc_senders,
+                 "processes sending through the gRPC gateway (Python client)")
+      ->capture_default_str();
   app.add_option("--seed", options.seed)->capture_default_str();
   app.add_option("--max-body", options.max_body, "largest body in bytes")->capture_default_str();
   app.add_option("--deadline-ms", options.deadline_ms, "deadline of every traffic stream")

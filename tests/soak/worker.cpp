@@ -104,23 +104,26 @@ int run_worker(const WorkerArgs& args) {
   return 0;
 }
 
-WorkerProcess::WorkerProcess(const std::string& self, const WorkerArgs& args, int owner,
-                             Ledger& ledger)
-    : owner_(owner) {
-  std::vector<std::string> argv_text{self,
-                                     "--worker",
-                                     "--port",
-                                     std::to_string(args.port),
-                                     "--seed",
-                                     std::to_string(args.seed),
-                                     "--max-body",
-                                     std::to_string(args.max_body),
-                                     "--deadline-ms",
-                                     std::to_string(args.deadline_ms)};
+std::vector<std::string> worker_command(const std::string& self, const WorkerArgs& args) {
+  std::vector<std::string> command{self,
+                                   "--worker",
+                                   "--port",
+                                   std::to_string(args.port),
+                                   "--seed",
+                                   std::to_string(args.seed),
+                                   "--max-body",
+                                   std::to_string(args.max_body),
+                                   "--deadline-ms",
+                                   std::to_string(args.deadline_ms)};
   for (std::size_t i = 0; i < args.channels.size(); ++i) {
-    argv_text.push_back("--peer");
-    argv_text.push_back(fmt::format("{}:{}", args.channel_indexes[i], args.channels[i]));
+    command.push_back("--peer");
+    command.push_back(fmt::format("{}:{}", args.channel_indexes[i], args.channels[i]));
   }
+  return command;
+}
+
+WorkerProcess::WorkerProcess(std::vector<std::string> argv_text, int owner, Ledger& ledger)
+    : owner_(owner) {
   std::vector<char*> argv;
   for (auto& a : argv_text) argv.push_back(a.data());
   argv.push_back(nullptr);

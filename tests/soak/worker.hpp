@@ -28,11 +28,14 @@ struct WorkerArgs {
 /// ("stall MS", "pause MS", "stop", "rst", "quit"; end of input means quit). Returns the exit code.
 int run_worker(const WorkerArgs& args);
 
-/// The parent side of one worker process.
+/// The command line of a native worker: `self --worker ...`.
+std::vector<std::string> worker_command(const std::string& self, const WorkerArgs& args);
+
+/// The parent side of one worker process (a native worker or the gRPC sender script).
 class WorkerProcess {
 public:
-  /// Starts `self --worker ...`; its event lines go to `ledger` under owner id `owner`.
-  WorkerProcess(const std::string& self, const WorkerArgs& args, int owner, Ledger& ledger);
+  /// Starts `command`; its event lines go to `ledger` under owner id `owner`.
+  WorkerProcess(std::vector<std::string> command, int owner, Ledger& ledger);
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
