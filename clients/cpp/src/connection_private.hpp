@@ -27,6 +27,9 @@ struct Connection::Private {
   boost::asio::steady_timer keepalive_timer;
   boost::asio::steady_timer closed_signal;
   std::unordered_map<std::uint32_t, std::shared_ptr<Stream>> streams;
+  // Outgoing streams whose OPEN has not been sent yet (it goes with their first write): they
+  // are not in `streams`, but a close must end them too, or their readers wait forever.
+  std::vector<std::weak_ptr<Stream>> unopened;
   std::uint32_t next_stream_id = 1;
   std::vector<Uuid> peers;
   std::function<void(const PresenceChange&)> on_presence;
