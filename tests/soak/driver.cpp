@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -123,6 +124,13 @@ private:
   std::vector<std::string> violations_;
   Resources peak_;
   std::size_t relay_hwm_ = 0;
+  // What the driver is doing, for the watchdog's message if the soak itself ever hangs.
+  std::atomic<const char*> phase_{"starting"};
+  std::mutex watchdog_mutex_;
+  std::condition_variable watchdog_wake_;
+  bool finished_ = false;
+  std::thread watchdog_;
+  void start_watchdog(std::chrono::seconds bound);
 
   void count_fault(const std::string& kind) {
     std::lock_guard lock(faults_mutex_);
@@ -385,6 +393,20 @@ void Driver::leave_all() {
   grpc_senders_.clear();
 }
 
+void Driver::start_watchdog(std::chrono::seconds bound) {
+  watchdog_ = std::thread([this, bound] {
+    std::unique_lock lock(watchdog_mutex_);
+    if (watchdog_wake_.wait_for(lock, bound, [&] { return finished_; })) return;
+    // A hang in a client or the relay must fail the test with a clue, not run into the CTest
+    // timeout: say where, take the relay down (workers die with this process), exit.
+    fmt::print("soak watchdog: no report after {} s, stuck in phase '{}'\n", bound.count(),
+               phase_.load());
+    std::fflush(stdout);
+    if (relay_) ::kill(relay_->pid(), SIGKILL);
+    std::_Exit(3);
+  });
+}
+
 int Driver::run() {
   relay_ = std::make_unique<test::ServerProcess>(
       o_.server,
@@ -393,6 +415,8 @@ int Driver::run() {
                                "--slow-consumer-timeout-ms", "2000", "--idle-timeout-ms", "8000",
                                "--drain-timeout-ms", "5000", "--log-level", "error"});
   const int pid = relay_->pid();
+  start_watchdog(std::chrono::seconds(o_.warmup_s + o_.duration_s + 180 +
+                                      2 * (o_.deadline_ms + o_.margin_ms) / 1000));
   if (o_.grpc_senders > 0 && !o_.grpc_script.empty()) grpc_port_ = relay_->grpc_port();
   const Resources cold = sample(pid);
   peak_ = cold;
@@ -402,6 +426,7 @@ int Driver::run() {
   // taken after it, because the allocator keeps the heap that full load once needed (glibc
   // returns little of it), which is not a leak; a leak grows with the chaos that follows.
   bool drained = true;
+  phase_ = "warm-up";
   spawn_peers();
   std::this_thread::sleep_for(std::chrono::seconds(o_.warmup_s));
   stop_and_drain(drained);
@@ -410,6 +435,7 @@ int Driver::run() {
   poll_until([&] { return sample(pid).fds <= cold.fds; }, milliseconds(5000));
   const Resources start = sample(pid);
 
+  phase_ = "chaos";
   spawn_peers();
   const auto chaos_end = Clock::now() + std::chrono::seconds(o_.duration_s);
   std::thread raw_thread([this] { raw_fault_loop(); });
@@ -420,6 +446,7 @@ int Driver::run() {
     chaos_step();
     sample_peak();
   }
+  phase_ = "drain";
   raw_stop_ = true;
   raw_thread.join();
   reap_frozen(false);
@@ -432,9 +459,11 @@ int Driver::run() {
   std::size_t live_count = 0;
   for (const auto& [c, peers] : live_at_end) live_count += peers.size();
 
+  phase_ = "probe and presence";
   if (!probe_round_trip()) violation("the relay no longer answers a request after the chaos");
   check_presence();
 
+  phase_ = "leave and resources";
   // The peers leave: in-process ones close, workers quit cleanly.
   leave_all();
   relay_hwm_ = status_kib(pid, "VmHWM:") * 1024;
@@ -455,9 +484,16 @@ int Driver::run() {
     violation(fmt::format("relay RSS {:.1f} MiB at the end, start {:.1f} MiB (+{} MiB allowed)",
                           mib(end.rss), mib(start.rss), o_.rss_margin_mib));
   }
+  phase_ = "relay shutdown";
   const int exit_code = relay_->stop(SIGTERM, milliseconds(15'000));
   if (exit_code != 0) violation(fmt::format("relay exit code on SIGTERM: {}", exit_code));
 
+  {
+    std::lock_guard lock(watchdog_mutex_);
+    finished_ = true;
+  }
+  watchdog_wake_.notify_all();
+  watchdog_.join();
   for (auto& text : violations_) report.violations.push_back(text);
   fmt::print("soak report (seed {})\n", o_.seed);
   fmt::print("  duration: {} s warm-up without faults, {} s of traffic and chaos, drain {} ms\n",
