@@ -168,5 +168,32 @@ TEST(Lifecycle, RelayMemoryStaysBoundedForFastSenderAndSlowReader) {
   EXPECT_LT(peak, baseline + (32U << 20));
 }
 
+// A request or broadcast sends its OPEN with its first write. One that was opened but not yet
+// written when its connection closed used to stay open forever: a read on it never returned.
+TEST(Lifecycle, ClosingEndsStreamsOpenedButNotYetWritten) {
+  test::InProcessRelay relay(test::fast_limits());
+  const auto channel = Uuid::random();
+  BlockingClient responder(options_for(relay.port(), channel, true));
+  responder.serve(test::echo);
+  BlockingClient sender(options_for(relay.port(), channel));
+  auto request = std::make_shared<BlockingStream>(sender.request(Target::any()));
+  auto broadcast = std::make_shared<BlockingStream>(sender.broadcast());
+  // Each wait runs on its own detached thread owning what it uses, so that a hang fails the
+  // test after the bound instead of hanging it.
+  auto read_end = std::make_shared<std::promise<std::size_t>>();
+  auto read_ended = read_end->get_future();
+  std::thread([request, read_end] { read_end->set_value(request->read_chunk().size); }).detach();
+  sender.close();
+  ASSERT_EQ(read_ended.wait_for(5s), std::future_status::ready)
+      << "a read on a never-written request did not end when its connection closed";
+  EXPECT_EQ(read_ended.get(), 0U);
+  auto outcome = std::make_shared<std::promise<client::Outcome>>();
+  auto outcome_ready = outcome->get_future();
+  std::thread([broadcast, outcome] { outcome->set_value(broadcast->result()); }).detach();
+  ASSERT_EQ(outcome_ready.wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(outcome_ready.get().ok());
+  EXPECT_FALSE(request->write(test::as_bytes("too late"), true).ok());
+}
+
 }  // namespace
 }  // namespace switchboard

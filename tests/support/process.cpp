@@ -5,8 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -29,6 +31,13 @@ std::size_t status_field(int pid, const std::string& field) {
 }
 
 }  // namespace
+
+struct ServerProcess::GrpcLine {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::uint16_t port = 0;
+  bool ended = false;  // stdout closed
+};
 
 ServerProcess::ServerProcess(const std::string& binary, std::vector<std::string> args,
                              std::uint16_t core_port) {
@@ -60,12 +69,23 @@ ServerProcess::ServerProcess(const std::string& binary, std::vector<std::string>
       break;
     }
   }
-  // Keep draining stdout in the background so the child never blocks on a full pipe.
-  std::thread([stream] {
+  // Keep draining stdout in the background so the child never blocks on a full pipe; the gRPC
+  // address line follows the core one.
+  grpc_ = std::make_shared<GrpcLine>();
+  std::thread([stream, grpc = grpc_] {
     char sink[256];
     while (std::fgets(sink, sizeof sink, stream) != nullptr) {
+      unsigned a = 0, b = 0, c = 0, d = 0, port = 0;
+      if (std::sscanf(sink, "listening grpc %u.%u.%u.%u:%u", &a, &b, &c, &d, &port) == 5) {
+        std::lock_guard lock(grpc->mutex);
+        grpc->port = static_cast<std::uint16_t>(port);
+        grpc->changed.notify_all();
+      }
     }
     std::fclose(stream);
+    std::lock_guard lock(grpc->mutex);
+    grpc->ended = true;
+    grpc->changed.notify_all();
   }).detach();
   if (port_ == 0) {
     stop(SIGKILL);
@@ -96,6 +116,12 @@ int ServerProcess::stop(int signal, std::chrono::milliseconds timeout) {
   pid_ = -1;
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
+}
+
+std::uint16_t ServerProcess::grpc_port(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(grpc_->mutex);
+  grpc_->changed.wait_for(lock, timeout, [&] { return grpc_->port != 0 || grpc_->ended; });
+  return grpc_->port;
 }
 
 std::size_t ServerProcess::peak_rss() const { return status_field(pid_, "VmHWM:"); }

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,9 @@ public:
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   std::uint16_t port() const { return port_; }
+  /// The gateway's port from the "listening grpc" line, waiting up to `timeout` for it; 0 when
+  /// the relay serves no gRPC.
+  std::uint16_t grpc_port(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
   int pid() const { return pid_; }
   /// Sends `signal` and waits up to `timeout` for the exit; returns the exit code, or -1 on
   /// timeout (the process is then killed), or 128+N when killed by signal N.
@@ -28,8 +32,10 @@ public:
   std::size_t rss() const;
 
 private:
+  struct GrpcLine;
   int pid_ = -1;
   std::uint16_t port_ = 0;
+  std::shared_ptr<GrpcLine> grpc_;  // shared with the thread that drains the relay's stdout
 };
 
 }  // namespace switchboard::test

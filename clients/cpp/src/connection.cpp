@@ -433,6 +433,15 @@ std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOpti
                               closed_ ? "connection closed" : "relay is draining (GOAWAY)"});
     return stream;
   }
+  // Forget entries that have been opened or have ended, so the list stays as short as the
+  // number of streams opened but not yet written.
+  if (p_->unopened.size() >= 64) {
+    std::erase_if(p_->unopened, [](const std::weak_ptr<Stream>& weak) {
+      const auto pending = weak.lock();
+      return !pending || pending->open_sent_ || pending->terminal_;
+    });
+  }
+  p_->unopened.push_back(stream);
   return stream;
 }
 
@@ -452,6 +461,11 @@ void Connection::fail_all(const Outcome& outcome) {
   auto streams = std::move(p_->streams);
   p_->streams.clear();
   for (auto& [id, stream] : streams) stream->terminate(outcome);
+  auto unopened = std::move(p_->unopened);
+  p_->unopened.clear();
+  for (auto& weak : unopened) {
+    if (auto stream = weak.lock()) stream->terminate(outcome);
+  }
   auto& link = *p_->link;
   link.dead = true;
   boost::system::error_code ignored;

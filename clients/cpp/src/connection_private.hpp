@@ -61,6 +61,9 @@ struct Connection::Private {
   boost::asio::steady_timer attempt_timer;  // connect_timeout of the attempt in progress
   std::minstd_rand random;                  // jitter
   std::unordered_map<std::uint32_t, std::shared_ptr<Stream>> streams;
+  // Outgoing streams whose OPEN has not been sent yet (it goes with their first write): they
+  // are not in `streams`, but a close must end them too, or their readers wait forever.
+  std::vector<std::weak_ptr<Stream>> unopened;
   std::vector<Uuid> peers;
   std::function<void(const PresenceChange&)> on_presence;
   std::function<void(std::shared_ptr<Stream>)> on_request;
