@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   BroadcastOptions broadcast;
   ListenOptions listen;
   PeersOptions peers;
+  PingOptions ping;
 
   CLI::App app{"switchboard: join a Switchboard channel; send, serve, broadcast and watch"};
   app.require_subcommand(1);
@@ -109,6 +110,16 @@ int main(int argc, char** argv) {
   add_channel(*peers_cmd, peers.channel);
   peers_cmd->add_flag("--watch,-w", peers.watch, "then print joined/left events until stopped");
 
+  auto* ping_cmd = app.add_subcommand(
+      "ping", "check the relay answers: handshake, one PING/PONG, print the round-trip time");
+  ping_cmd->add_option("--channel,-c", ping.channel, "channel to join (default: a random one)")
+      ->check(uuid_check(false))
+      ->type_name("UUID");
+  ping_cmd->add_option("--timeout-ms", ping.timeout_ms, "limit for connect, handshake and PONG")
+      ->check(CLI::Range(1U, 3600U * 1000U))
+      ->type_name("MS")
+      ->capture_default_str();
+
   auto* uuid_cmd = app.add_subcommand("uuid", "print a random UUID (e.g. a new channel id)");
 
   for (auto* command : app.get_subcommands({})) command->fallthrough();
@@ -132,6 +143,7 @@ int main(int argc, char** argv) {
   if (*broadcast_cmd) return run_broadcast(global, broadcast);
   if (*listen_cmd) return run_listen(global, listen);
   if (*peers_cmd) return run_peers(global, peers);
+  if (*ping_cmd) return run_ping(global, ping);
   if (*uuid_cmd) return run_uuid();
   return kExitUsage;
 }
