@@ -23,6 +23,7 @@ host_pids=()
 containers=()
 phases=()
 image_size_mb=0
+compose_started=0
 
 log() { echo "verify: $*"; }
 die() {
@@ -48,6 +49,7 @@ cleanup() {
   set +e
   for pid in "${host_pids[@]}"; do kill "$pid" 2>/dev/null; done
   if [[ -n $dockerd_pid ]]; then
+    ((compose_started)) && compose down --timeout 10 >/dev/null 2>&1
     for name in "${containers[@]}"; do dk rm -f "$name" >/dev/null 2>&1; done
     kill "$dockerd_pid" 2>/dev/null
     for _ in $(seq 150); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
@@ -192,6 +194,8 @@ wait_line() {
   return 1
 }
 
+proc_state() { awk '{print $3}' "/proc/$1/stat" 2>/dev/null; }
+
 # start_responder NAME ARGS...: a native `switchboard respond` on the host; waits for "ready".
 start_responder() {
   local name=$1
@@ -224,12 +228,12 @@ smoke_test() {
     /usr/bin/python3 "$root/clients/python/examples/send.py" --channel "$channel" --timeout 10)
   [[ $out == 'PYTHON THROUGH THE CONTAINER' ]] || die "Python gRPC send got '$out'"
   log "Python gRPC send -> native respond: '$out'"
-  kill "${host_pids[@]}"
-  host_pids=()
 }
 
+# The responder stays connected: the relay sends it GOAWAY, drains and exits 0; the responder
+# then exits 3 (the relay went away).
 stop_drains() {
-  local code
+  local code responder_rc=0
   dk stop -t 30 sbverify-relay >/dev/null
   code=$(dk inspect -f '{{.State.ExitCode}}' sbverify-relay)
   dk logs sbverify-relay >"$run_dir/relay.log" 2>&1
@@ -237,6 +241,18 @@ stop_drains() {
   grep -q 'relay drained' "$run_dir/relay.log" ||
     die "no 'relay drained' in the log: $(tail -20 "$run_dir/relay.log")"
   log "docker stop: exit code $code, log: $(grep -o 'relay drain.*' "$run_dir/relay.log" | tr '\n' ';')"
+  grep -qE 'relay draining sessions=[1-9]' "$run_dir/relay.log" ||
+    die "the responder's session was not open at the drain: $(tail -20 "$run_dir/relay.log")"
+  # Bounded: a child that has exited is a zombie (state Z) until waited for.
+  for _ in $(seq 200); do
+    [[ $(proc_state "${host_pids[0]}") == Z ]] && break
+    sleep 0.05
+  done
+  [[ $(proc_state "${host_pids[0]}") == Z ]] || die "the responder still runs 10 s after the drain"
+  wait "${host_pids[0]}" || responder_rc=$?
+  host_pids=()
+  ((responder_rc == 3)) || die "the responder exited $responder_rc after the drain, expected 3"
+  log "the connected responder exited $responder_rc (relay gone)"
 }
 
 # Configuration from the environment and from a mounted file. A relay that reads --config and
@@ -284,12 +300,28 @@ print(urllib.request.urlopen(sys.argv[1], timeout=5).status)' "http://127.0.0.1:
   fi
 }
 
+compose() {
+  DOCKER_HOST=unix://$run_dir/docker.sock docker-compose -p sbverify \
+    -f "$root/docker/compose.yaml" "$@"
+}
+
+# docker/compose.yaml as written, on ephemeral host ports, with the image just built: the
+# sender's request must come back from the responder through the relay.
 compose_check() {
-  if command -v docker-compose >/dev/null; then
-    DOCKER_HOST=unix://$run_dir/docker.sock docker-compose -f "$root/docker/compose.yaml" \
-      config -q || die "docker/compose.yaml is invalid"
-    log "docker/compose.yaml is valid"
-  fi
+  local rc=0
+  compose config -q || die "docker/compose.yaml is invalid"
+  dk tag "$image" switchboard:latest
+  compose_started=1
+  SWITCHBOARD_CORE_PORT='' SWITCHBOARD_GRPC_PORT='' SWITCHBOARD_ADMIN_PORT='' \
+    DOCKER_HOST=unix://$run_dir/docker.sock timeout 180 docker-compose -p sbverify \
+    -f "$root/docker/compose.yaml" up --no-build --no-color --exit-code-from sender \
+    >"$run_dir/compose.log" 2>&1 || rc=$?
+  ((rc == 0)) || die "compose up: sender exit $rc: $(tail -30 "$run_dir/compose.log")"
+  grep -qE '^sender[-_0-9]* +\| hello from the sender at ' "$run_dir/compose.log" ||
+    die "no echoed line from the sender: $(tail -30 "$run_dir/compose.log")"
+  log "compose: $(grep -E '^sender[-_0-9]* +\| hello' "$run_dir/compose.log" | head -1)"
+  compose down --timeout 40 >/dev/null 2>&1
+  compose_started=0
 }
 
 phase tools install_tools
