@@ -43,6 +43,7 @@ else
       continue
     fi
     given "$flag" "$@" && continue
+    value=
     eval "value=\${$name}"
     set -- "$flag=$value" "$@"
   done

@@ -52,8 +52,8 @@ cleanup() {
     ((compose_started)) && compose down --timeout 10 >/dev/null 2>&1
     for name in "${containers[@]}"; do dk rm -f "$name" >/dev/null 2>&1; done
     kill "$dockerd_pid" 2>/dev/null
-    for _ in $(seq 150); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
-    if kill -0 "$dockerd_pid" 2>/dev/null; then
+    for _ in $(seq 150); do running "$dockerd_pid" || break; sleep 0.2; done
+    if running "$dockerd_pid"; then
       echo "verify: the engine ignored SIGTERM for 30 s; killing it" >&2
       kill -9 "$dockerd_pid" 2>/dev/null
     fi
@@ -133,7 +133,7 @@ start_engine() {
   dockerd_pid=$!
   for _ in $(seq 300); do
     dk version >/dev/null 2>&1 && break
-    kill -0 "$dockerd_pid" 2>/dev/null || die "dockerd exited: $(tail -5 "$run_dir/dockerd.log")"
+    running "$dockerd_pid" || die "dockerd exited: $(tail -5 "$run_dir/dockerd.log")"
     sleep 0.1
   done
   dk version >/dev/null 2>&1 || die "dockerd did not answer within 30 s"
@@ -194,7 +194,12 @@ wait_line() {
   return 1
 }
 
-proc_state() { awk '{print $3}' "/proc/$1/stat" 2>/dev/null; }
+# running PID: the process exists and is not a zombie (bash may not have reaped it yet).
+running() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)
+  [[ -n $state && $state != Z ]]
+}
 
 # start_responder NAME ARGS...: a native `switchboard respond` on the host; waits for "ready".
 start_responder() {
@@ -243,12 +248,11 @@ stop_drains() {
   log "docker stop: exit code $code, log: $(grep -o 'relay drain.*' "$run_dir/relay.log" | tr '\n' ';')"
   grep -qE 'relay draining sessions=[1-9]' "$run_dir/relay.log" ||
     die "the responder's session was not open at the drain: $(tail -20 "$run_dir/relay.log")"
-  # Bounded: a child that has exited is a zombie (state Z) until waited for.
   for _ in $(seq 200); do
-    [[ $(proc_state "${host_pids[0]}") == Z ]] && break
+    running "${host_pids[0]}" || break
     sleep 0.05
   done
-  [[ $(proc_state "${host_pids[0]}") == Z ]] || die "the responder still runs 10 s after the drain"
+  ! running "${host_pids[0]}" || die "the responder still runs 10 s after the drain"
   wait "${host_pids[0]}" || responder_rc=$?
   host_pids=()
   ((responder_rc == 3)) || die "the responder exited $responder_rc after the drain, expected 3"
