@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
 # Installs every Debian package Switchboard needs to build, test and run. Idempotent.
+# Usage: setup.sh                    everything for development and the test suite
+#        setup.sh --build-only       only what building the relay and the CLI needs (image build)
+#        setup.sh --container-tools  also the container engine and rootfs tools (docker/verify.sh)
 set -euo pipefail
 
-packages=(
-  build-essential cmake ninja-build ccache clang clang-format clang-tidy
+mode=${1:-all}
+case $mode in
+  all | --build-only | --container-tools) ;;
+  *)
+    echo "usage: setup.sh [--build-only | --container-tools]" >&2
+    exit 2
+    ;;
+esac
+
+# Enough to build switchboard-server (with the gRPC gateway) and the switchboard CLI.
+build_packages=(
+  build-essential cmake ninja-build ccache
   libboost1.81-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
-  protobuf-compiler grpc-proto libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev
-  libfmt-dev libcli11-dev libclang-rt-14-dev python3 python3-grpcio python3-protobuf
-  coreutils procps
+  protobuf-compiler libspdlog-dev libfmt-dev libcli11-dev
 )
+# Compilers, tools and libraries of the test suite, the benchmarks and the clients.
+dev_packages=(
+  clang clang-format clang-tidy grpc-proto libgtest-dev libgmock-dev libbenchmark-dev
+  libclang-rt-14-dev python3 python3-grpcio python3-protobuf coreutils procps
+)
+# A Docker engine, Compose and debootstrap for the base image (docker/verify.sh).
+container_packages=(docker.io docker-compose debootstrap)
+
+packages=("${build_packages[@]}")
+if [[ $mode != --build-only ]]; then packages+=("${dev_packages[@]}"); fi
+if [[ $mode == --container-tools ]]; then packages+=("${container_packages[@]}"); fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +48,8 @@ if ((${#missing[@]})); then
 else
   echo "setup: all packages present"
 fi
+
+if [[ $mode == --build-only ]]; then exit 0; fi
 
 # The Node client and the interop tests need @grpc/grpc-js from the npm registry (lockfile pinned).
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -297,6 +297,51 @@ test_deadline_stops_command() {
   kill "$BG_PID"
 }
 
+test_ping() {
+  local out
+  out=$(sb ping --timeout-ms 5000)
+  [[ $out =~ ^pong\ from\ $ADDR:\ time=[0-9]+\.[0-9]{3}\ ms ]] || fail "got '$out'"
+  # A probe on a busy channel leaves its responder serving.
+  sb ping --channel "$ECHO_CHANNEL" >/dev/null || fail "ping on a channel failed"
+  out=$(printf 'after ping' | sb send --channel "$ECHO_CHANNEL")
+  [[ $out == 'after ping' ]] || fail "echo after ping got '$out'"
+}
+
+test_ping_unreachable() {
+  local rc=0
+  "$SB" --server 127.0.0.1:1 ping 2>"$WORK/ping.err" || rc=$?
+  ((rc == 3)) || fail "exit $rc, expected 3"
+  grep -q 'ping 127.0.0.1:1 failed: cannot connect' "$WORK/ping.err" ||
+    fail "message: $(cat "$WORK/ping.err")"
+}
+
+# A listener that accepts and never answers (it exits when the probe hangs up, or after 20 s).
+test_ping_timeout() {
+  local port start elapsed rc=0
+  spawn silent /usr/bin/python3 -c '
+import socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+print(listener.getsockname()[1], flush=True)
+listener.settimeout(20)
+connection, _ = listener.accept()
+connection.settimeout(20)
+while connection.recv(4096):
+    pass
+'
+  wait_for '^[0-9]+$' "$WORK/silent.out" || fail "the silent listener did not start"
+  port=$(cat "$WORK/silent.out")
+  start=$(now_ms)
+  "$SB" --server "127.0.0.1:$port" ping --timeout-ms 400 2>"$WORK/ping.err" || rc=$?
+  elapsed=$(($(now_ms) - start))
+  ((rc == 3)) || fail "exit $rc, expected 3"
+  grep -q 'no answer within 400 ms (waiting for WELCOME)' "$WORK/ping.err" ||
+    fail "message: $(cat "$WORK/ping.err")"
+  ((elapsed < 5000)) || fail "took ${elapsed} ms with --timeout-ms 400"
+  wait_exit silent || fail "the probe did not hang up"
+}
+
 test_respond_sigterm() {
   kill -TERM "$(cat "$WORK/echo.pid")"
   wait_exit echo || fail "respond ignored SIGTERM"
@@ -376,6 +421,9 @@ run_test "broadcast reaches two listeners" test_broadcast_two_listeners
 run_test "peers --watch sees joined and left (SIGTERM and kill -9)" test_peers_watch
 run_test "metadata reaches the command" test_metadata
 run_test "deadline resets the request and stops the command" test_deadline_stops_command
+run_test "ping prints the round-trip time" test_ping
+run_test "ping an unreachable relay: exit 3" test_ping_unreachable
+run_test "ping a silent listener: exit 3 after --timeout-ms" test_ping_timeout
 run_test "respond exits 0 on SIGTERM" test_respond_sigterm
 run_test "--reconnect survives a relay restart on the same port" test_reconnect_after_relay_restart
 run_test "relay shutdown: respond exits 3" test_relay_shutdown

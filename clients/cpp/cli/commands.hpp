@@ -40,6 +40,11 @@ struct PeersOptions {
   bool reconnect = false;
 };
 
+struct PingOptions {
+  std::string channel;  ///< empty: a fresh random channel, so no peer sees the probe
+  std::uint32_t timeout_ms = 3000;
+};
+
 /// Empty when `entries` (key=value each) form valid request metadata, else the reason.
 std::string check_metadata(const std::vector<std::string>& entries);
 
@@ -48,6 +53,7 @@ int run_send(const GlobalOptions& global, const SendOptions& options);
 int run_broadcast(const GlobalOptions& global, const BroadcastOptions& options);
 int run_listen(const GlobalOptions& global, const ListenOptions& options);
 int run_peers(const GlobalOptions& global, const PeersOptions& options);
+int run_ping(const GlobalOptions& global, const PingOptions& options);
 int run_uuid();
 
 }  // namespace switchboard::cli

@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   BroadcastOptions broadcast;
   ListenOptions listen;
   PeersOptions peers;
+  PingOptions ping;
 
   CLI::App app{"switchboard: join a Switchboard channel; send, serve, broadcast and watch"};
   app.require_subcommand(1);
@@ -119,6 +120,16 @@ int main(int argc, char** argv) {
                  "joined or left meanwhile")
       ->needs(watch);
 
+  auto* ping_cmd = app.add_subcommand(
+      "ping", "check the relay answers: handshake, one PING/PONG, print the round-trip time");
+  ping_cmd->add_option("--channel,-c", ping.channel, "channel to join (default: a random one)")
+      ->check(uuid_check(false))
+      ->type_name("UUID");
+  ping_cmd->add_option("--timeout-ms", ping.timeout_ms, "limit for connect, handshake and PONG")
+      ->check(CLI::Range(1U, 3600U * 1000U))
+      ->type_name("MS")
+      ->capture_default_str();
+
   auto* uuid_cmd = app.add_subcommand("uuid", "print a random UUID (e.g. a new channel id)");
 
   for (auto* command : app.get_subcommands({})) command->fallthrough();
@@ -142,6 +153,7 @@ int main(int argc, char** argv) {
   if (*broadcast_cmd) return run_broadcast(global, broadcast);
   if (*listen_cmd) return run_listen(global, listen);
   if (*peers_cmd) return run_peers(global, peers);
+  if (*ping_cmd) return run_ping(global, ping);
   if (*uuid_cmd) return run_uuid();
   return kExitUsage;
 }
