@@ -346,7 +346,8 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   gateway every request is its own `Send` RPC (the open message carries the body, half-closed
   with it). Baseline (the goal's): 128 B ping-pong of `chunk`s on one direct gRPC stream;
   beside it, one direct RPC per request (the shape every gateway request has), which separates the
-  cost of a new RPC from the cost of the relay.
+  cost of a new RPC from the cost of the relay. Where the gateway's time goes:
+  [GATEWAY_PROFILE.md](GATEWAY_PROFILE.md).
 """
 
 
