@@ -220,7 +220,7 @@ def markdown(summary, errors, hot, goals, machine, args, date):
                f"{'on (random port; idle but in the gw-* workloads)' if machine['relay_grpc_door'] else 'off (on in the gw-* workloads)'}. "
                f"Code: {machine['source']}. Everything on 127.0.0.1.\n")
     out.append("Reproduce: `bench/run.sh` (builds the `release` preset, installs nats-server and "
-               "libnats-dev if missing; about 4–5 min) or `bench/run.sh --quick` (smoke run, "
+               "libnats-dev if missing; about 5–6 min) or `bench/run.sh --quick` (smoke run, "
                "~1/10 sizes). Raw numbers: `bench/results.json`.\n")
     out.append("Cells: median (min–max) over the runs. Ratios: Switchboard median ÷ baseline "
                "median of the same run. Met: ✅ / ❌ / ? (missing data).\n")
