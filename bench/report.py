@@ -207,6 +207,21 @@ def machine_note(args):
             "relay_grpc_door": bool(int(args.grpc))}
 
 
+def loaded_machine_note(machine):
+    """A warning when other work kept the cores busy: figures are then not comparable with a
+    run on a quiet machine (ratios within the run still are)."""
+    try:
+        load = float(str(machine["loadavg_at_start"]).split()[0])
+    except (ValueError, IndexError):
+        return ""
+    cores = machine.get("nproc") or 1
+    if load <= 2 * cores:
+        return ""
+    return (f"**Busy machine**: load average {load:g} on {cores} cores when the run started. "
+            "Every figure is lower and noisier than on a quiet machine; compare ratios within "
+            "this run, not figures across runs.")
+
+
 def markdown(summary, errors, hot, goals, machine, args, date):
     out = []
     size = "quick (~1/10 sizes)" if args.quick else "full"
@@ -219,6 +234,9 @@ def markdown(summary, errors, hot, goals, machine, args, date):
                f"`--threads {machine['relay_threads']}`, gRPC door "
                f"{'on (random port; idle but in the gw-* workloads)' if machine['relay_grpc_door'] else 'off (on in the gw-* workloads)'}. "
                f"Code: {machine['source']}. Everything on 127.0.0.1.\n")
+    load_note = loaded_machine_note(machine)
+    if load_note:
+        out.append(load_note + "\n")
     out.append("Reproduce: `bench/run.sh` (builds the `release` preset, installs nats-server and "
                "libnats-dev if missing; about 5–6 min) or `bench/run.sh --quick` (smoke run, "
                "~1/10 sizes). Raw numbers: `bench/results.json`.\n")
