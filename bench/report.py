@@ -34,6 +34,21 @@ ROWS = [
     ("conns", "join_rate", "conns: join rate", "peers/s"),
 ]
 
+# The gateway table: a gRPC sender through the relay (to a native or a gRPC responder), and the
+# direct gRPC baselines without a relay (one stream; one RPC per request).
+GW_SYSTEMS = [("gw-native", "gRPC → relay → native"), ("gw-grpc", "gRPC → relay → gRPC"),
+              ("grpc-direct", "Direct gRPC (one stream)"),
+              ("grpc-direct-rpc", "Direct gRPC, 1 RPC per request")]
+GW_THROUGH_RELAY = ("gw-native", "gw-grpc")
+GW_ROWS = [
+    ("gw-stream", "mb_s", "gw-stream: MB/s at receiver", "MB/s"),
+    ("gw-stream", "server_hwm_mib", "gw-stream: relay (or direct server) peak RSS", "MiB"),
+    ("gw-rr", "p50_us", "gw-rr: p50", "µs"),
+    ("gw-rr", "p99_us", "gw-rr: p99", "µs"),
+    ("gw-rr", "p999_us", "gw-rr: p99.9", "µs"),
+    ("gw-rr", "rps", "gw-rr: req/s", "req/s"),
+]
+
 # (workload, metric) -> list of (description, baseline system or None, factor, comparison,
 # statistic): "le" means switchboard <= factor * baseline (or <= factor when no baseline).
 GOALS = {
@@ -49,6 +64,11 @@ GOALS = {
     ("fanout", "aggregate_mb_s"): [("≥ 2× NATS", "nats", 2.0, "ge", "median")],
     ("fanout", "server_hwm_mib"): [("≤ 32 MiB (max of runs)", None, 32.0, "le", "max")],
     ("conns", "kib_per_peer"): [("≤ 8 KiB", None, 8.0, "le", "median")],
+}
+# The same, checked for each system of GW_THROUGH_RELAY.
+GW_GOALS = {
+    ("gw-stream", "mb_s"): [("≥ 0.6× direct gRPC", "grpc-direct", 0.6, "ge", "median")],
+    ("gw-rr", "p50_us"): [("≤ 2× direct gRPC ping-pong", "grpc-direct", 2.0, "le", "median")],
 }
 
 
@@ -129,14 +149,16 @@ def hotpath_rows(path):
     return {k: stats(v) for k, v in values.items()}
 
 
-def evaluate(summary, hot):
+def check_goals(summary, goal_table, system):
     goals = []
-    for (workload, metric), checks in GOALS.items():
-        sb = summary.get((workload, "switchboard"), {}).get(metric)
+    for (workload, metric), checks in goal_table.items():
+        sb = summary.get((workload, system), {}).get(metric)
         for description, baseline, factor, op, stat in checks:
             goal = {"workload": workload, "metric": metric, "goal": description}
+            if system != "switchboard":
+                goal["system"] = system
             if sb is None:
-                goal.update(met=None, note="no Switchboard result")
+                goal.update(met=None, note=f"no {system} result")
                 goals.append(goal)
                 continue
             value = sb[stat]
@@ -152,6 +174,13 @@ def evaluate(summary, hot):
                 limit = factor
             goal.update(value=value, limit=limit, met=value <= limit if op == "le" else value >= limit)
             goals.append(goal)
+    return goals
+
+
+def evaluate(summary, hot, workloads):
+    goals = [g for g in check_goals(summary, GOALS, "switchboard") if g["workload"] in workloads]
+    for system in GW_THROUGH_RELAY:
+        goals += [g for g in check_goals(summary, GW_GOALS, system) if g["workload"] in workloads]
     frame_stats = [s for (name, counter), s in hot.items() if counter == "allocs_per_frame"]
     if frame_stats:
         worst = max(s["max"] for s in frame_stats)
@@ -178,6 +207,21 @@ def machine_note(args):
             "relay_grpc_door": bool(int(args.grpc))}
 
 
+def loaded_machine_note(machine):
+    """A warning when other work kept the cores busy: figures are then not comparable with a
+    run on a quiet machine (ratios within the run still are)."""
+    try:
+        load = float(str(machine["loadavg_at_start"]).split()[0])
+    except (ValueError, IndexError):
+        return ""
+    cores = machine.get("nproc") or 1
+    if load <= 2 * cores:
+        return ""
+    return (f"**Busy machine**: load average {load:g} on {cores} cores when the run started. "
+            "Every figure is lower and noisier than on a quiet machine; compare ratios within "
+            "this run, not figures across runs.")
+
+
 def markdown(summary, errors, hot, goals, machine, args, date):
     out = []
     size = "quick (~1/10 sizes)" if args.quick else "full"
@@ -188,21 +232,26 @@ def markdown(summary, errors, hot, goals, machine, args, date):
                f"load average {machine['loadavg_at_start']} at start, "
                f"{machine['loadavg_at_end']} at the end. Relay: "
                f"`--threads {machine['relay_threads']}`, gRPC door "
-               f"{'on (random port, idle)' if machine['relay_grpc_door'] else 'off'}. "
+               f"{'on (random port; idle but in the gw-* workloads)' if machine['relay_grpc_door'] else 'off (on in the gw-* workloads)'}. "
                f"Code: {machine['source']}. Everything on 127.0.0.1.\n")
+    load_note = loaded_machine_note(machine)
+    if load_note:
+        out.append(load_note + "\n")
     out.append("Reproduce: `bench/run.sh` (builds the `release` preset, installs nats-server and "
-               "libnats-dev if missing; about 4–5 min) or `bench/run.sh --quick` (smoke run, "
+               "libnats-dev if missing; about 5–6 min) or `bench/run.sh --quick` (smoke run, "
                "~1/10 sizes). Raw numbers: `bench/results.json`.\n")
     out.append("Cells: median (min–max) over the runs. Ratios: Switchboard median ÷ baseline "
                "median of the same run. Met: ✅ / ❌ / ? (missing data).\n")
     head = ["Workload: metric", "Unit"] + [n for _, n in SYSTEMS] + ["SB ÷ fwd", "SB ÷ NATS",
                                                                         "Goal", "Met"]
-    out.append("| " + " | ".join(head) + " |")
-    out.append("|" + "---|" * len(head))
+    table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     goal_index = {}
     for g in goals:
         goal_index.setdefault((g["workload"], g["metric"]), []).append(g)
     for workload, metric, label, unit in ROWS:
+        if not any(w == workload for w, _ in summary) and not any(w == workload
+                                                                  for w, _ in errors):
+            continue
         row = [label, unit]
         medians = {}
         for system, _ in SYSTEMS:
@@ -217,20 +266,21 @@ def markdown(summary, errors, hot, goals, machine, args, date):
         for base in ("forwarder", "nats"):
             sb, b = medians.get("switchboard"), medians.get(base)
             row.append(f"{sb / b:.2f}×" if sb is not None and b else "—")
-        gs = goal_index.get((workload, metric), [])
+        gs = [g for g in goal_index.get((workload, metric), []) if "system" not in g]
         row.append("; ".join(g["goal"] for g in gs) if gs else "")
         row.append(" ".join("?" if g.get("met") is None else ("✅" if g["met"] else "❌")
                             for g in gs))
-        out.append("| " + " | ".join(row) + " |")
+        table.append("| " + " | ".join(row) + " |")
     for (name, counter), s in sorted(hot.items()):
         what = "per forwarded frame" if counter == "allocs_per_frame" else "per 1-frame request"
         met = ("✅" if s["max"] == 0 else "❌") if counter == "allocs_per_frame" else ""
         goal = "0" if counter == "allocs_per_frame" else ""
-        out.append(f"| hot path {name}: relay heap allocs {what} | allocs | {cell(s, 0)} | — | — "
-                   f"| — | — | — | {goal} | {met} |")
-    for name in ("gw-stream", "gw-rr"):
-        out.append(f"| {name} | | _placeholder: needs the gRPC gateway (measured later)_ | — | — "
-                   "| — | — | — | | |")
+        table.append(f"| hot path {name}: relay heap allocs {what} | allocs | {cell(s, 0)} | — "
+                     f"| — | — | — | — | {goal} | {met} |")
+    if len(table) > 2:  # a run of only some workloads (--only) may have none of these
+        out.extend(table)
+        out.append("")
+    out.extend(gateway_table(summary, errors, goal_index))
     out.append("")
     met = sum(1 for g in goals if g.get("met"))
     out.append(f"Goals met: **{met} of {len(goals)}**.\n")
@@ -241,10 +291,42 @@ def markdown(summary, errors, hot, goals, machine, args, date):
             detail = f"value {fmt(g['value'])}, limit {fmt(g.get('limit'))}"
             if g.get("ratio") is not None:
                 detail += f", ratio {g['ratio']:.2f}×"
-        out.append(f"- {g['workload']} {g['metric']} {g['goal']}: **{mark}** ({detail})")
+        who = f" ({g['system']})" if "system" in g else ""
+        out.append(f"- {g['workload']} {g['metric']}{who} {g['goal']}: **{mark}** ({detail})")
     out.append("")
     out.append(WORKLOAD_NOTES)
     return "\n".join(out)
+
+
+def gateway_table(summary, errors, goal_index):
+    """The gRPC gateway rows: their own columns (gRPC paths through the relay, direct gRPC)."""
+    if not any(w.startswith("gw-") for w, _ in list(summary) + list(errors)):
+        return []
+    out = ["gRPC gateway (a C++ gRPC client sends; the relay's gRPC door; baseline: direct gRPC "
+           "between two processes, no relay). Ratios: median ÷ direct gRPC median of the same "
+           "run (one stream: 64 KiB chunks for gw-stream, 128 B ping-pong for gw-rr).\n"]
+    head = (["Workload: metric", "Unit"] + [n for _, n in GW_SYSTEMS] +
+            ["native ÷ direct", "gRPC ÷ direct", "native ÷ 1-RPC direct", "Goal", "Met"])
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for workload, metric, label, unit in GW_ROWS:
+        row, medians = [label, unit], {}
+        for system, _ in GW_SYSTEMS:
+            s = summary.get((workload, system), {}).get(metric)
+            errs = errors.get((workload, system), 0)
+            row.append(cell(s, errs))
+            if s is not None:
+                medians[system] = s["median"]
+        for system, base in (("gw-native", "grpc-direct"), ("gw-grpc", "grpc-direct"),
+                             ("gw-native", "grpc-direct-rpc")):
+            v, b = medians.get(system), medians.get(base)
+            row.append(f"{v / b:.2f}×" if v is not None and b else "—")
+        gs = [g for g in goal_index.get((workload, metric), []) if "system" in g]
+        row.append(gs[0]["goal"] + " (both)" if gs else "")
+        row.append(" ".join("?" if g.get("met") is None else ("✅" if g["met"] else "❌")
+                            for g in gs))
+        out.append("| " + " | ".join(row) + " |")
+    return out
 
 
 WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
@@ -273,7 +355,17 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
 - **hot path**: `hotpath_alloc` (Google Benchmark) runs an in-process relay with 1 I/O thread and
   counts heap allocations made by non-client threads while DATA frames stream through
   (`HOTPATH_TRACE=1` prints the allocating call stacks).
-- **gw-stream / gw-rr**: need the gRPC gateway; not measured yet.
+- **gw-stream**: 1 GiB in 64 KiB `chunk` messages as one `Send` RPC from a C++ gRPC client
+  (sync API, `gw-bench`) through the relay's gRPC door, to a native responder
+  (`switchboard-bench responder`) and to a gRPC `Respond` peer (`gw-bench respond`), each reading
+  it whole; MB/s at the receiver as for **stream**. Baseline: the same client and messages on a
+  direct gRPC stream to `gw-bench serve-direct` (no relay), which reads it and answers alike.
+- **gw-rr**: 128 B request and 128 B response, 5,000 sequential after 500 warm-up. Through the
+  gateway every request is its own `Send` RPC (the open message carries the body, half-closed
+  with it). Baseline (the goal's): 128 B ping-pong of `chunk`s on one direct gRPC stream;
+  beside it, one direct RPC per request (the shape every gateway request has), which separates the
+  cost of a new RPC from the cost of the relay. Where the gateway's time goes:
+  [GATEWAY_PROFILE.md](GATEWAY_PROFILE.md).
 """
 
 
@@ -296,7 +388,10 @@ def main():
     records = load_raw(args.raw)
     summary, errors = summarise(records)
     hot = hotpath_rows(args.hotpath)
-    goals = evaluate(summary, hot)
+    workloads = {w for w, _ in list(summary) + list(errors)}
+    if hot:
+        workloads.add("hotpath")
+    goals = evaluate(summary, hot, workloads)
     machine = machine_note(args)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = markdown(summary, errors, hot, goals, machine, args, date)

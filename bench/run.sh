@@ -2,11 +2,13 @@
 # bench/run.sh: builds and runs the Switchboard benchmarks and their baselines on loopback, each
 # workload 3 times; prints a markdown table, writes bench/results.json and bench/RESULTS.md.
 #
-# Usage: bench/run.sh [--quick] [--runs N] [--only rr-lat,rr-conc,stream,small,fanout,conns,hotpath]
+# Usage: bench/run.sh [--quick] [--runs N]
+#                     [--only rr-lat,rr-conc,stream,small,fanout,conns,gw-stream,gw-rr,hotpath]
 #                     [--relay-threads N] [--no-grpc] [--no-build] [--no-write]
 #   --quick      every workload about 10x smaller (smoke run)
 #   --relay-threads N  relay I/O threads (default: nproc, the relay's own default)
-#   --no-grpc    start the relay with its gRPC door off (default: on, on a random port, as shipped)
+#   --no-grpc    start the relay with its gRPC door off (default: on, on a random port, as shipped);
+#                the gw-* workloads always turn it on (it is what they measure)
 #   --no-write   print the table only; leave bench/RESULTS.md and bench/results.json alone
 # Env: SB_BUILD_DIR (default build/release, built with the release preset).
 # Only 127.0.0.1 is ever targeted; every process and loop is bounded in count and time.
@@ -23,7 +25,7 @@ while (($#)); do
     --no-grpc) GRPC=0 ;;
     --no-build) BUILD_STEP=0 ;;
     --no-write) WRITE=0 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -57,7 +59,7 @@ fi
 
 # ---- Build. ----
 BUILD=${SB_BUILD_DIR:-$ROOT/build/release}
-TARGETS=(switchboard-server switchboard-bench tcp-forwarder tcp-direct nats-bench hotpath_alloc)
+TARGETS=(switchboard-server switchboard-bench tcp-forwarder tcp-direct nats-bench hotpath_alloc gw-bench)
 if ((BUILD_STEP)); then
   log "building ${TARGETS[*]} in $BUILD"
   if [[ -z ${SB_BUILD_DIR:-} ]]; then
@@ -68,8 +70,8 @@ if ((BUILD_STEP)); then
 fi
 SERVER=$BUILD/core/switchboard-server
 SB=$BUILD/bench/switchboard-bench FWD=$BUILD/bench/tcp-forwarder TCP=$BUILD/bench/tcp-direct
-NATS=$BUILD/bench/nats-bench HOT=$BUILD/bench/hotpath_alloc
-for b in "$SERVER" "$SB" "$FWD" "$TCP" "$NATS" "$HOT"; do
+NATS=$BUILD/bench/nats-bench HOT=$BUILD/bench/hotpath_alloc GW=$BUILD/bench/gw-bench
+for b in "$SERVER" "$SB" "$FWD" "$TCP" "$NATS" "$HOT" "$GW"; do
   [[ -x $b ]] || { echo "run.sh: missing $b" >&2; exit 1; }
 done
 GRPC_FLAG=()
@@ -128,6 +130,11 @@ start_relay() {
   RELAY_PID=$BG_PID
   wait_line relay '^listening core'
   RELAY_PORT=$(sed -n 's/^listening core 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")
+  GRPC_PORT=""
+  if ((${#GRPC_FLAG[@]})) && [[ -n ${GRPC_FLAG[1]} ]]; then
+    wait_line relay '^listening grpc'
+    GRPC_PORT=$(sed -n 's/^listening grpc 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")
+  fi
   SERVER_IDLE_KIB=$(rss_kib "$RELAY_PID")
   SERVER_PID=$RELAY_PID
 }
@@ -146,6 +153,14 @@ start_forwarder() {
   SERVER_PID=$BG_PID
   wait_line forwarder '^listening'
   FWD_PORT=$(awk '/^listening/{print $2}' "$TMP/forwarder.out")
+  SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
+}
+# start_grpc_direct: the direct gRPC server (no relay), the gw-* baseline; sets DIRECT_GRPC_PORT.
+start_grpc_direct() {
+  start_bg grpcdirect "$GW" serve-direct --timeout 300
+  SERVER_PID=$BG_PID
+  wait_line grpcdirect '^listening'
+  DIRECT_GRPC_PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/grpcdirect.out")
   SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
 }
 # stop_server: notes the server's peak RSS (SERVER_HWM_KIB) and ends it.
@@ -296,6 +311,57 @@ run_hotpath() {
     log "hotpath_alloc FAILED: $(tail -n 3 "$TMP/hotpath.err" | tr '\n' ' ')"
 }
 
+# Gateway workloads: a gRPC sender (gw-bench) through the relay's gRPC door to a native responder
+# (gw-native) and to a gRPC Respond peer (gw-grpc); the baseline is a direct gRPC stream between
+# gw-bench and its own server, no relay (grpc-direct).
+run_gw_stream() {
+  local r=$1 ch resp GRPC_FLAG=(--grpc-listen 127.0.0.1:0)
+  start_relay; ch=$(uuid)
+  start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+  wait_line resp '^ready'
+  drive gw-stream gw-native "$r" "$GW" stream --port "$GRPC_PORT" --channel "$ch" \
+    --bytes "$STREAM_BYTES" --system gw-native --timeout 200
+  stop_roles "$resp"
+
+  start_relay; ch=$(uuid)
+  start_bg gwresp "$GW" respond --port "$GRPC_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+  wait_line gwresp '^ready'
+  drive gw-stream gw-grpc "$r" "$GW" stream --port "$GRPC_PORT" --channel "$ch" \
+    --bytes "$STREAM_BYTES" --system gw-grpc --timeout 200
+  stop_roles "$resp"
+
+  start_grpc_direct
+  drive gw-stream grpc-direct "$r" "$GW" stream --port "$DIRECT_GRPC_PORT" \
+    --bytes "$STREAM_BYTES" --system grpc-direct --timeout 200
+}
+
+# Every gRPC request through the gateway is one Send RPC; the baseline is ping-pong on one direct
+# stream (grpc-direct), and one direct RPC per request is measured beside it (grpc-direct-rpc).
+run_gw_rr() {
+  local r=$1 ch resp GRPC_FLAG=(--grpc-listen 127.0.0.1:0)
+  local sizes=(--n "$LAT_N" --warmup "$LAT_WARM" --size 128 --timeout 200)
+  start_relay; ch=$(uuid)
+  start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+  wait_line resp '^ready'
+  drive gw-rr gw-native "$r" "$GW" rr --port "$GRPC_PORT" --channel "$ch" --mode rpc \
+    --system gw-native "${sizes[@]}"
+  stop_roles "$resp"
+
+  start_relay; ch=$(uuid)
+  start_bg gwresp "$GW" respond --port "$GRPC_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+  wait_line gwresp '^ready'
+  drive gw-rr gw-grpc "$r" "$GW" rr --port "$GRPC_PORT" --channel "$ch" --mode rpc \
+    --system gw-grpc "${sizes[@]}"
+  stop_roles "$resp"
+
+  start_grpc_direct
+  drive gw-rr grpc-direct "$r" "$GW" rr --port "$DIRECT_GRPC_PORT" --mode pingpong \
+    --system grpc-direct "${sizes[@]}"
+  start_grpc_direct
+  drive gw-rr grpc-direct-rpc "$r" "$GW" rr --port "$DIRECT_GRPC_PORT" --mode rpc \
+    --system grpc-direct-rpc "${sizes[@]}"
+}
+
 # ---- Main: each run goes through every workload, the systems interleaved. ----
 # The code measured: commit, and whether core/ or clients/ had uncommitted changes (read-only git).
 SOURCE=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -306,7 +372,7 @@ START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$RAW"
 for ((r = 1; r <= RUNS; r++)); do
-  for w in rr-lat rr-conc stream small fanout conns; do
+  for w in rr-lat rr-conc stream small fanout conns gw-stream gw-rr; do
     if want "$w"; then log "run $r/$RUNS: $w"; "run_${w//-/_}" "$r"; fi
   done
 done

@@ -228,6 +228,15 @@ void SendCall::pump() {
     writing_bytes_ = outbox_bytes_.front();
     outbox_.pop_front();
     outbox_bytes_.pop_front();
+    if (outbox_.empty() && final_status_) {
+      // The response's last bytes and its status leave in one batch: no OnWriteDone trip
+      // through the strand before the trailers (the whole latency of a small request). Nothing
+      // follows, so the responder needs no credit for these bytes.
+      finished_ = true;
+      gateway_.core.counters.bytes_out.fetch_add(writing_bytes_, std::memory_order_relaxed);
+      StartWriteAndFinish(&writing_, grpc::WriteOptions(), *final_status_);
+      return;
+    }
     write_pending_ = true;
     StartWrite(&writing_);
     return;

@@ -1,0 +1,336 @@
+// gw-bench: gRPC side of the gateway benchmarks: the Send load generator (stream, rr), a gRPC
+// Respond peer, and the direct gRPC server (no relay) that is their baseline.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
+
+namespace {
+
+namespace pb = ::switchboard::v1;
+
+// The body of every reply starts with (bytes received, time of the last byte), as the native
+// responder of switchboard-bench answers, so a sender learns the receiver's view.
+constexpr std::size_t kReportSize = 16;
+// Open metadata asking the direct server to echo each chunk back (ping-pong on one stream)
+// instead of reading the request to its end and answering once.
+constexpr const char* kModeKey = "bench-mode";
+constexpr const char* kEchoMode = "echo";
+
+std::string report_body(std::uint64_t bytes, std::int64_t last_ns, std::size_t size) {
+  std::string body(std::max(size, kReportSize), '\0');
+  auto* out = reinterpret_cast<std::uint8_t*>(body.data());
+  bench::put_u64(out, bytes);
+  bench::put_u64(out + 8, static_cast<std::uint64_t>(last_ns));
+  return body;
+}
+
+std::string target_of(const bench::Args& args) {
+  const auto host = args.str("host", "127.0.0.1");
+  if (host != "127.0.0.1" && host != "localhost") {
+    throw std::invalid_argument("only loopback targets are allowed");
+  }
+  if (!args.has("port")) throw std::invalid_argument("--port is required");
+  return host + ":" + std::to_string(args.num("port", 0));
+}
+
+std::unique_ptr<pb::Switchboard::Stub> stub_for(const bench::Args& args) {
+  auto channel = grpc::CreateChannel(target_of(args), grpc::InsecureChannelCredentials());
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    throw std::runtime_error("cannot connect to " + target_of(args));
+  }
+  return pb::Switchboard::NewStub(channel);
+}
+
+std::string describe(const grpc::Status& status) {
+  return "gRPC status " + std::to_string(status.error_code()) + ": " + status.error_message();
+}
+
+// ---- Direct gRPC server: the baseline without a relay. ----
+
+// Send without a relay: reads the request to its end and answers with the report (as a
+// responder behind the relay does), or echoes each chunk back in echo mode.
+class DirectService final : public pb::Switchboard::Service {
+public:
+  explicit DirectService(std::size_t reply_size) : reply_size_(reply_size) {}
+
+  grpc::Status Send(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<pb::SendServerMessage, pb::SendClientMessage>* stream) override {
+    pb::SendClientMessage in;
+    if (!stream->Read(&in) || !in.has_open()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "the first message must be open"};
+    }
+    const auto& metadata = in.open().metadata();
+    const auto mode = metadata.find(kModeKey);
+    const bool echo = mode != metadata.end() && mode->second == kEchoMode;
+    std::uint64_t total = in.open().data().size();
+    std::int64_t last = total > 0 ? bench::now_ns() : 0;
+    pb::SendServerMessage out;
+    while (stream->Read(&in)) {
+      const auto& data = in.chunk().data();
+      total += data.size();
+      last = bench::now_ns();
+      if (echo) {
+        out.mutable_chunk()->set_data(data);
+        if (!stream->Write(out)) return {grpc::StatusCode::CANCELLED, "client went away"};
+      }
+    }
+    if (!echo) {
+      out.mutable_chunk()->set_data(report_body(total, last, reply_size_));
+      stream->Write(out);
+    }
+    return grpc::Status::OK;
+  }
+
+private:
+  std::size_t reply_size_;
+};
+
+int serve_direct(const bench::Args& args) {
+  DirectService service(args.num("reply-size", 128));
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) throw std::runtime_error("cannot listen on 127.0.0.1:0");
+  std::printf("listening 127.0.0.1:%d\n", port);
+  std::fflush(stdout);
+  server->Wait();  // until the process is ended (bench/run.sh stops it with SIGTERM)
+  return 0;
+}
+
+// ---- gRPC Respond peer. ----
+
+// Joins the channel and answers every request once its body ends, with the report.
+int respond(const bench::Args& args) {
+  const auto reply_size = args.num("reply-size", 128);
+  auto stub = stub_for(args);
+  grpc::ClientContext context;
+  auto call = stub->Respond(&context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(args.str("channel", ""));
+  if (!call->Write(join)) throw std::runtime_error("join write failed");
+  pb::RespondServerMessage in;
+  if (!call->Read(&in) || !in.has_joined()) {
+    throw std::runtime_error("join failed: " + describe(call->Finish()));
+  }
+  std::printf("ready\n");
+  std::fflush(stdout);
+  struct Request {
+    std::uint64_t bytes = 0;
+    std::int64_t last = 0;
+  };
+  std::map<std::uint64_t, Request> requests;
+  pb::RespondClientMessage answer;
+  while (call->Read(&in)) {
+    std::uint64_t id = 0;
+    bool last = false;
+    const std::string* data = nullptr;
+    if (in.has_start()) {
+      if (in.start().broadcast()) continue;
+      id = in.start().id();
+      data = &in.start().data();
+      last = in.start().last();
+    } else if (in.has_chunk()) {
+      id = in.chunk().id();
+      data = &in.chunk().data();
+      last = in.chunk().last();
+    } else {
+      if (in.has_reset()) requests.erase(in.reset().id());
+      continue;
+    }
+    auto& request = requests[id];
+    request.bytes += data->size();
+    if (!data->empty()) request.last = bench::now_ns();
+    if (!last) continue;
+    answer.mutable_chunk()->set_request_id(id);
+    answer.mutable_chunk()->set_data(report_body(request.bytes, request.last, reply_size));
+    answer.mutable_chunk()->set_last(true);
+    requests.erase(id);
+    if (!call->Write(answer)) break;
+  }
+  const auto status = call->Finish();
+  std::fprintf(stderr, "gw-bench respond: stream ended: %s\n", describe(status).c_str());
+  return 0;
+}
+
+// ---- Load generator. ----
+
+pb::SendClientMessage open_message(const bench::Args& args) {
+  pb::SendClientMessage open;
+  open.mutable_open()->set_channel(args.str("channel", ""));
+  return open;
+}
+
+// One Send of `total` bytes in `chunk`-sized messages; MB/s at the receiver.
+int stream(const bench::Args& args) {
+  const auto total = args.num("bytes", 1ULL << 30);
+  const auto chunk = args.num("chunk", 64 * 1024);
+  auto stub = stub_for(args);
+  pb::SendClientMessage message;
+  std::string filler(chunk, '\0');
+  bench::fill_pattern(reinterpret_cast<std::uint8_t*>(filler.data()), filler.size(), 3);
+  message.mutable_chunk()->set_data(filler);
+  pb::SendClientMessage tail;  // the last, shorter chunk when total is not a multiple
+  tail.mutable_chunk()->set_data(filler.substr(0, total % chunk));
+
+  grpc::ClientContext context;
+  auto call = stub->Send(&context);
+  const auto start = bench::now_ns();
+  if (!call->Write(open_message(args))) throw std::runtime_error("open write failed");
+  std::uint64_t sent = 0;
+  while (sent < total) {
+    const auto& next = total - sent >= chunk ? message : tail;
+    if (!call->Write(next)) break;  // the call ended early: Finish says why
+    sent += next.chunk().data().size();
+  }
+  call->WritesDone();
+  const auto sent_ns = bench::now_ns() - start;
+  std::string reply;
+  pb::SendServerMessage in;
+  while (call->Read(&in)) reply += in.chunk().data();
+  const auto status = call->Finish();
+  if (!status.ok() || reply.size() < kReportSize) {
+    throw std::runtime_error("stream failed: " + describe(status));
+  }
+  const auto* report = reinterpret_cast<const std::uint8_t*>(reply.data());
+  const auto received = bench::get_u64(report);
+  const auto last = static_cast<std::int64_t>(bench::get_u64(report + 8));
+  bench::Json()
+      .add("workload", "gw-stream")
+      .add("system", args.str("system", "gw"))
+      .add("bytes", total)
+      .add("received", received)
+      .add("mb_s", bench::per_second(static_cast<double>(received), last - start) / 1e6)
+      .add("sender_mb_s", bench::per_second(static_cast<double>(sent), sent_ns) / 1e6)
+      .add("seconds", static_cast<double>(last - start) / 1e9)
+      .print();
+  return received == total ? 0 : 1;
+}
+
+// One request per Send RPC (open carrying the body, half-closed with it), read to its end, as
+// every gRPC request through the gateway is; returns the round trip in ns.
+std::int64_t one_rpc(pb::Switchboard::Stub& stub, const pb::SendClientMessage& open) {
+  const auto start = bench::now_ns();
+  grpc::ClientContext context;
+  auto call = stub.Send(&context);
+  call->WriteLast(open, grpc::WriteOptions());
+  std::size_t received = 0;
+  pb::SendServerMessage in;
+  while (call->Read(&in)) received += in.chunk().data().size();
+  const auto status = call->Finish();
+  if (!status.ok()) throw std::runtime_error("request failed: " + describe(status));
+  if (received == 0) throw std::runtime_error("empty response");
+  return bench::now_ns() - start;
+}
+
+// Sequential round trips: one RPC each (--mode rpc), or ping-pong of chunks on one Send stream
+// to the direct server (--mode pingpong, the cheapest a gRPC round trip gets).
+int rr(const bench::Args& args) {
+  const auto n = args.num("n", 5000);
+  const auto warmup = args.num("warmup", 500);
+  const auto mode = args.str("mode", "rpc");
+  std::string body(args.num("size", 128), '\0');
+  bench::fill_pattern(reinterpret_cast<std::uint8_t*>(body.data()), body.size(), 1);
+  auto stub = stub_for(args);
+  std::vector<double> rtt;
+  rtt.reserve(n);
+  std::int64_t elapsed = 0;
+  if (mode == "rpc") {
+    auto open = open_message(args);
+    open.mutable_open()->set_data(body);
+    for (std::uint64_t i = 0; i < warmup; ++i) one_rpc(*stub, open);
+    const auto start = bench::now_ns();
+    for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(one_rpc(*stub, open)));
+    elapsed = bench::now_ns() - start;
+  } else if (mode == "pingpong") {
+    grpc::ClientContext context;
+    auto call = stub->Send(&context);
+    auto open = open_message(args);
+    (*open.mutable_open()->mutable_metadata())[kModeKey] = kEchoMode;
+    if (!call->Write(open)) throw std::runtime_error("open write failed");
+    pb::SendClientMessage ping;
+    ping.mutable_chunk()->set_data(body);
+    pb::SendServerMessage pong;
+    auto round_trip = [&] {
+      const auto t0 = bench::now_ns();
+      if (!call->Write(ping) || !call->Read(&pong)) {
+        throw std::runtime_error("ping-pong failed: " + describe(call->Finish()));
+      }
+      if (pong.chunk().data().size() != body.size()) throw std::runtime_error("short pong");
+      return bench::now_ns() - t0;
+    };
+    for (std::uint64_t i = 0; i < warmup; ++i) round_trip();
+    const auto start = bench::now_ns();
+    for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(round_trip()));
+    elapsed = bench::now_ns() - start;
+    call->WritesDone();
+    const auto status = call->Finish();
+    if (!status.ok()) throw std::runtime_error("ping-pong stream: " + describe(status));
+  } else {
+    throw std::invalid_argument("--mode is rpc or pingpong");
+  }
+  bench::Json json;
+  json.add("workload", "gw-rr").add("system", args.str("system", "gw")).add("mode", mode);
+  json.add("n", n);
+  bench::add_latency(json, rtt);
+  json.add("rps", bench::per_second(static_cast<double>(n), elapsed)).print();
+  return 0;
+}
+
+void usage() {
+  std::fprintf(stderr,
+               "usage: gw-bench COMMAND --port P [flags]   (gRPC port; loopback only)\n"
+               "  serve-direct [--reply-size 128]   gRPC Send server without a relay; prints\n"
+               "                                    'listening 127.0.0.1:PORT'\n"
+               "  respond --channel UUID [--reply-size 128]   gRPC Respond peer; prints 'ready'\n"
+               "  stream [--channel UUID] [--bytes 1G --chunk 64K] [--system NAME]\n"
+               "  rr [--channel UUID] [--mode rpc|pingpong] [--n 5000 --warmup 500 --size 128]\n"
+               "every command: [--timeout SECONDS (120)]; workloads print one JSON line.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::map<std::string, int (*)(const bench::Args&)> commands = {
+      {"serve-direct", serve_direct}, {"respond", respond}, {"stream", stream}, {"rr", rr}};
+  if (argc < 2 || commands.count(argv[1]) == 0) {
+    usage();
+    return 2;
+  }
+  const std::string command = argv[1];
+  try {
+    const bench::Args args(argc, argv, 2);
+    // Every run is bounded in time: past the limit the process reports and leaves.
+    const auto limit = std::chrono::seconds(args.num("timeout", 120));
+    const auto system = args.str("system", "gw");
+    std::thread([limit, command, system] {
+      std::this_thread::sleep_for(limit);
+      std::fprintf(stderr, "gw-bench %s: time limit reached\n", command.c_str());
+      bench::Json()
+          .add("workload", command)
+          .add("system", system)
+          .add("error", "time limit reached")
+          .print();
+      std::_Exit(3);
+    }).detach();
+    const int code = commands.at(command)(args);
+    std::fflush(stdout);
+    std::_Exit(code);  // calls and channels may still be pending; leave without unwinding them
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gw-bench %s: %s\n", command.c_str(), e.what());
+    std::fflush(stdout);
+    std::_Exit(1);
+  }
+}
