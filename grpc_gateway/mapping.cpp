@@ -57,6 +57,76 @@ std::optional<Uuid> parse_id(const std::string& text, bool allow_empty) {
   return Uuid::parse(text);
 }
 
+namespace {
+
+template <typename Request>
+Checked<Request> rejected(std::string error) {
+  return Checked<Request>{std::nullopt, std::move(error)};
+}
+
+/// Channel and optional sender of a Send or Broadcast open; `target` is Send's only.
+Checked<OpenRequest> check_open(const std::string& channel_text, const std::string* target_text,
+                                const std::string& sender_text,
+                                const google::protobuf::Map<std::string, std::string>& metadata) {
+  const auto channel = parse_id(channel_text, false);
+  if (!channel || channel->is_nil()) {
+    return rejected<OpenRequest>(channel_text.empty()
+                                     ? "open.channel is required"
+                                     : "open.channel is not a UUID: " + channel_text);
+  }
+  OpenRequest request;
+  request.channel = *channel;
+  if (target_text) {
+    const auto target = parse_id(*target_text, true);
+    if (!target) return rejected<OpenRequest>("open.target is not a UUID: " + *target_text);
+    request.target = *target;
+  }
+  const auto sender = parse_id(sender_text, true);
+  if (!sender) return rejected<OpenRequest>("open.sender_peer_id is not a UUID");
+  request.sender = *sender;
+  request.metadata = to_metadata(metadata);
+  return Checked<OpenRequest>{std::move(request), {}};
+}
+
+}  // namespace
+
+Checked<JoinRequest> check_first(const pb::RespondClientMessage& first) {
+  if (first.kind_case() != pb::RespondClientMessage::kJoin) {
+    return rejected<JoinRequest>("the first message of Respond must be join");
+  }
+  const auto& join = first.join();
+  const auto channel = parse_id(join.channel(), false);
+  if (!channel || channel->is_nil()) {
+    return rejected<JoinRequest>(join.channel().empty()
+                                     ? "join.channel is required"
+                                     : "join.channel is not a UUID: " + join.channel());
+  }
+  const auto peer = parse_id(join.peer_id(), true);
+  if (!peer) return rejected<JoinRequest>("join.peer_id is not a UUID: " + join.peer_id());
+  return Checked<JoinRequest>{JoinRequest{*channel, *peer}, {}};
+}
+
+Checked<OpenRequest> check_first(const pb::SendClientMessage& first) {
+  if (first.kind_case() != pb::SendClientMessage::kOpen) {
+    return rejected<OpenRequest>("the first message of Send must be open");
+  }
+  const auto& open = first.open();
+  return check_open(open.channel(), &open.target(), open.sender_peer_id(), open.metadata());
+}
+
+Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first) {
+  if (first.kind_case() != pb::BroadcastClientMessage::kOpen) {
+    return rejected<OpenRequest>("the first message of Broadcast must be open");
+  }
+  const auto& open = first.open();
+  return check_open(open.channel(), nullptr, open.sender_peer_id(), open.metadata());
+}
+
+Status status_from_client(int value, Status fallback) {
+  const auto status = static_cast<std::uint16_t>(value);
+  return is_valid_status(status) ? static_cast<Status>(status) : fallback;
+}
+
 wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map) {
   wire::Metadata metadata;
   metadata.reserve(map.size());
