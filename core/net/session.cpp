@@ -16,21 +16,20 @@ using namespace asio::experimental::awaitable_operators;
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::uint32_t kMaxHelloSize = 50 + wire::kMaxTokenSize;
 
-Session::Session(tcp::socket socket, ServerContext& context, std::uint64_t connection_id)
-    : socket_(std::move(socket)),
+Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
+                 std::uint64_t connection_id)
+    : transport_(std::move(transport)),
+      executor_(transport_->get_executor()),
       context_(context),
       limits_(context.limits),
       connection_id_(connection_id),
       // Until the handshake a HELLO with a full-size token must fit, whatever max_frame is.
       reader_(std::max<std::uint32_t>(context.limits.max_frame, kMaxHelloSize),
               context.limits.read_block_size),
-      wake_(socket_.get_executor()),
+      wake_(executor_),
       started_(Clock::now()),
       last_read_(started_) {
-  boost::system::error_code ec;
-  const auto endpoint = socket_.remote_endpoint(ec);
-  if (!ec) remote_ = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
-  socket_.set_option(tcp::no_delay(true), ec);
+  remote_ = transport_->remote();
   context_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
   context_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
 }
@@ -39,7 +38,7 @@ Session::~Session() { context_.counters.connections_open.fetch_sub(1, std::memor
 
 void Session::start() {
   asio::co_spawn(
-      socket_.get_executor(), [self = shared_from_this()] { return self->run(); },
+      executor_, [self = shared_from_this()] { return self->run(); },
       [](std::exception_ptr error) {
         if (!error) return;
         try {
@@ -61,7 +60,7 @@ asio::awaitable<void> Session::read_loop() {
   for (;;) {
     auto space = reader_.prepare();
     auto [ec, n] =
-        co_await socket_.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
+        co_await transport_->async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
     if (ec) {
       close_reason_ = ec == asio::error::eof ? "eof" : ec.message();
       co_return;
@@ -82,7 +81,7 @@ asio::awaitable<void> Session::read_loop() {
     }
     if (closing_) {
       // Stop reading; the writer flushes the final frames and ends the session.
-      asio::steady_timer forever(socket_.get_executor(), Clock::time_point::max());
+      asio::steady_timer forever(executor_, Clock::time_point::max());
       co_await forever.async_wait(kUseTuple);
       co_return;
     }
@@ -90,7 +89,7 @@ asio::awaitable<void> Session::read_loop() {
 }
 
 asio::awaitable<void> Session::watchdog() {
-  asio::steady_timer timer(socket_.get_executor());
+  asio::steady_timer timer(executor_);
   const auto tick = std::max<Clock::duration>(
       std::chrono::milliseconds(5),
       std::min<Clock::duration>(limits_.keepalive_interval, limits_.handshake_timeout) / 4);
@@ -238,7 +237,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
 }
 
 void Session::on_presence(const wire::Presence& event) {
-  asio::post(socket_.get_executor(), [self = shared_from_this(), event] {
+  asio::post(executor_, [self = shared_from_this(), event] {
     if (self->closed_ || self->closing_) return;
     wire::append_presence(self->control_, event);
     self->queue_control_done();
@@ -250,7 +249,7 @@ bool Session::has_capacity() const {
 }
 
 void Session::drain() {
-  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+  asio::post(executor_, [self = shared_from_this()] {
     if (self->draining_ || self->closed_) return;
     self->draining_ = true;
     if (!self->joined_ || self->closing_) {
@@ -265,7 +264,7 @@ void Session::drain() {
 }
 
 void Session::terminate(std::string reason) {
-  asio::post(socket_.get_executor(), [self = shared_from_this(), reason = std::move(reason)] {
+  asio::post(executor_, [self = shared_from_this(), reason = std::move(reason)] {
     if (self->closed_) return;
     auto streams = self->streams_;
     for (auto& [id, stream] : streams) {
@@ -317,9 +316,7 @@ void Session::cleanup() {
   written_.clear();
   finished_out_.clear();
   in_flight_.clear();
-  boost::system::error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_both, ec);
-  socket_.close(ec);
+  transport_->close();
   spdlog::debug("session closed conn={} peer={} reason=\"{}\"", connection_id_,
                 peer_id_.to_string(), close_reason_);
 }

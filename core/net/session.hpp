@@ -1,4 +1,4 @@
-// A native connection: owns its socket, frame reader, write queue and the streams it carries.
+// A native connection: owns its transport, frame reader, write queue and the streams it carries.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "net/server_context.hpp"
+#include "net/transport.hpp"
 #include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/wire/buffer.hpp"
@@ -85,7 +86,8 @@ public:
 /// registry while joined; all state lives on the socket's strand.
 class Session final : public Peer, public std::enable_shared_from_this<Session> {
 public:
-  Session(tcp::socket socket, ServerContext& context, std::uint64_t connection_id);
+  Session(std::unique_ptr<Transport> transport, ServerContext& context,
+          std::uint64_t connection_id);
   ~Session() override;
 
   void start();
@@ -152,7 +154,8 @@ private:
   void begin_close();
   void cleanup();
 
-  tcp::socket socket_;
+  std::unique_ptr<Transport> transport_;
+  asio::any_io_executor executor_;  // the connection's strand
   ServerContext& context_;
   const Limits& limits_;
   const std::uint64_t connection_id_;

@@ -53,8 +53,7 @@ asio::awaitable<void> Session::write_loop() {
     compose_write();
     if (pieces_.empty()) {
       if (closing_) {
-        boost::system::error_code ec;
-        socket_.shutdown(tcp::socket::shutdown_send, ec);
+        transport_->shutdown_send();
         co_return;
       }
       wake_.expires_at(Clock::time_point::max());
@@ -67,7 +66,7 @@ asio::awaitable<void> Session::write_loop() {
       gather_.emplace_back(base, piece.size);
     }
     writing_ = true;
-    auto [ec, n] = co_await asio::async_write(socket_, gather_, kUseTuple);
+    auto [ec, n] = co_await transport_->async_write(gather_, kUseTuple);
     writing_ = false;
     if (ec) {
       close_reason_ = "write failed: " + ec.message();

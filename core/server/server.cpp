@@ -151,7 +151,8 @@ void Server::accept_loop_start() {
             continue;
           }
           const auto id = next_connection_id_.fetch_add(1);
-          auto session = std::make_shared<net::Session>(std::move(socket), *context_, id);
+          auto session = std::make_shared<net::Session>(net::make_tcp_transport(std::move(socket)),
+                                                        *context_, id);
           track(session, id);
           session->start();
         }

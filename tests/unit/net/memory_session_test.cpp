@@ -1,0 +1,173 @@
+// Sessions driven over in-memory pipes: the relay's native door without sockets.
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <memory>
+#include <vector>
+
+#include "net/server_context.hpp"
+#include "net/session.hpp"
+#include "net/transport.hpp"
+#include "switchboard/wire/codec.hpp"
+
+namespace switchboard::core::net {
+namespace {
+
+// The client side of one pipe: writes raw bytes and collects every decoded frame the relay sends.
+class MemoryClient {
+public:
+  MemoryClient(asio::io_context& io, ServerContext& context, std::uint64_t id) {
+    auto [relay_end, client_end] = make_memory_pipe(asio::make_strand(io));
+    client_ = std::move(client_end);
+    session_ = std::make_shared<Session>(std::move(relay_end), context, id);
+    session_->start();
+    read();
+  }
+
+  void send(const std::vector<std::uint8_t>& bytes) {
+    auto owned = std::make_shared<std::vector<std::uint8_t>>(bytes);
+    auto buffer = std::make_shared<asio::const_buffer>(owned->data(), owned->size());
+    client_->async_write(std::span<const asio::const_buffer>(buffer.get(), 1),
+                         [owned, buffer](boost::system::error_code, std::size_t) {});
+  }
+
+  void close() { client_->close(); }
+
+  struct Received {
+    wire::FrameHeader header;
+    std::vector<std::uint8_t> payload;
+  };
+  std::vector<Received> frames;
+  bool eof = false;
+
+  const Received* find(wire::FrameType type) const {
+    for (const auto& frame : frames) {
+      if (frame.header.type == type) return &frame;
+    }
+    return nullptr;
+  }
+
+private:
+  void read() {
+    client_->async_read_some(
+        asio::buffer(chunk_), [this](boost::system::error_code ec, std::size_t n) {
+          if (ec) {
+            eof = true;
+            return;
+          }
+          pending_.insert(pending_.end(), chunk_.begin(), chunk_.begin() + static_cast<long>(n));
+          for (;;) {
+            const auto result = wire::decode_frame(pending_, 1 << 20);
+            if (result.kind != wire::DecodeResult::Kind::frame) break;
+            frames.push_back({result.header, {result.payload.begin(), result.payload.end()}});
+            pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(result.consumed));
+          }
+          read();
+        });
+  }
+
+  std::unique_ptr<Transport> client_;
+  std::shared_ptr<Session> session_;
+  std::array<std::uint8_t, 4096> chunk_{};
+  std::vector<std::uint8_t> pending_;
+};
+
+wire::Hello hello_for(const Uuid& channel, const Uuid& peer, bool accepts_requests) {
+  wire::Hello hello;
+  hello.channel = channel;
+  hello.peer_id = peer;
+  hello.max_frame = 64 * 1024;
+  hello.stream_window = 256 * 1024;
+  if (accepts_requests) hello.hello_flags = wire::flags::kAcceptRequests;
+  return hello;
+}
+
+class MemorySession : public ::testing::Test {
+protected:
+  // Runs until every handler that can run has run: the pipes make the exchange deterministic.
+  void settle() {
+    io_.restart();
+    io_.poll();
+  }
+
+  Limits limits_;
+  asio::io_context io_;
+  ServerContext context_{limits_};
+};
+
+TEST_F(MemorySession, HandshakeIsAnsweredWithWelcomeAndSnapshot) {
+  MemoryClient client(io_, context_, 1);
+  const Uuid channel = Uuid::random();
+  const Uuid peer = Uuid::random();
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello_for(channel, peer, false));
+  client.send(bytes);
+  settle();
+
+  const auto* welcome_frame = client.find(wire::FrameType::welcome);
+  ASSERT_NE(welcome_frame, nullptr);
+  wire::Welcome welcome;
+  ASSERT_EQ(wire::parse_welcome(welcome_frame->payload, welcome), wire::DecodeError::none);
+  EXPECT_EQ(welcome.peer_id, peer);
+  EXPECT_EQ(welcome.max_frame, limits_.max_frame);
+
+  const auto* snapshot_frame = client.find(wire::FrameType::presence);
+  ASSERT_NE(snapshot_frame, nullptr);
+  wire::Presence snapshot;
+  ASSERT_EQ(wire::parse_presence(snapshot_frame->payload, snapshot), wire::DecodeError::none);
+  EXPECT_EQ(snapshot.event, wire::PresenceEvent::snapshot);
+  EXPECT_TRUE(snapshot.peers.empty());  // the peers already there: none
+  EXPECT_EQ(snapshot.version, 1U);
+  client.close();
+  settle();
+}
+
+TEST_F(MemorySession, RequestReachesResponderOnAnotherSession) {
+  const Uuid channel = Uuid::random();
+  const Uuid responder_id = Uuid::random();
+  const Uuid sender_id = Uuid::random();
+  MemoryClient responder(io_, context_, 1);
+  MemoryClient sender(io_, context_, 2);
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello_for(channel, responder_id, true));
+  responder.send(bytes);
+  settle();
+  bytes.clear();
+  wire::append_hello(bytes, hello_for(channel, sender_id, false));
+  wire::Open open;
+  open.kind = wire::StreamKind::to_peer;
+  open.peer = responder_id;
+  const std::vector<std::uint8_t> body = {'p', 'i', 'n', 'g'};
+  wire::append_open(bytes, 1, open, body, true);
+  sender.send(bytes);
+  settle();
+
+  const auto* open_frame = responder.find(wire::FrameType::open);
+  ASSERT_NE(open_frame, nullptr);
+  wire::Open received;
+  wire::Bytes received_body;
+  ASSERT_EQ(wire::parse_open(open_frame->payload, received, received_body),
+            wire::DecodeError::none);
+  EXPECT_EQ(received.peer, sender_id);
+  EXPECT_EQ(std::vector<std::uint8_t>(received_body.begin(), received_body.end()), body);
+  EXPECT_TRUE(open_frame->header.flags & wire::flags::kFin);
+  responder.close();
+  sender.close();
+  settle();
+}
+
+TEST_F(MemorySession, GarbageGetsProtocolErrorAndTheConnectionEnds) {
+  MemoryClient client(io_, context_, 1);
+  client.send(std::vector<std::uint8_t>(64, 0xEE));
+  settle();
+  const auto* error_frame = client.find(wire::FrameType::error);
+  ASSERT_NE(error_frame, nullptr);
+  wire::Error error;
+  ASSERT_EQ(wire::parse_error(error_frame->payload, error), wire::DecodeError::none);
+  EXPECT_EQ(error.status, Status::protocol_error);
+  EXPECT_TRUE(client.eof);
+}
+
+}  // namespace
+}  // namespace switchboard::core::net
