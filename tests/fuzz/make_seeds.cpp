@@ -1,5 +1,6 @@
 // Writes the seed corpora of the fuzz targets (tests/fuzz/corpus/<target>/) from the codec's
 // encoders and the gateway's messages, so the seeds follow the protocol as the code defines it.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -106,10 +107,112 @@ void grpc_mapping_seeds(const fs::path& dir) {
   broadcast.mutable_open()->set_data("to everyone");
   write(dir, "broadcast-open", mapping_input(2, broadcast));
 
+  // Regressions: metadata a native peer's OPEN cannot carry, and an out-of-range status.
+  pb::SendClientMessage many_entries;
+  many_entries.mutable_open()->set_channel(channel);
+  for (int i = 0; i <= 64; ++i) {
+    (*many_entries.mutable_open()->mutable_metadata())["k" + std::to_string(i)] = "v";
+  }
+  write(dir, "regression-send-open-65-metadata-entries", mapping_input(1, many_entries));
+  pb::BroadcastClientMessage big_entry;
+  big_entry.mutable_open()->set_channel(channel);
+  (*big_entry.mutable_open()->mutable_metadata())["big"] = std::string(1000, 'x');
+  write(dir, "regression-broadcast-open-metadata-over-1024-bytes", mapping_input(2, big_entry));
+  pb::RespondClientMessage wrapped_status;
+  wrapped_status.mutable_end()->set_request_id(1);
+  wrapped_status.mutable_end()->set_status(static_cast<pb::Status>(65536));
+  write(dir, "regression-respond-end-status-65536", mapping_input(0, wrapped_status));
+
   pb::WatchPeersRequest watch;
   watch.set_channel(channel);
   write(dir, "watch-peers", mapping_input(3, watch));
   write(dir, "garbage", {1, 0xFF, 0xFF, 0xFF, 0x0F, 0x12, 0x00});
+}
+
+/// fuzz_session input: flags, then [selector][length][bytes] chunks (see fuzz_session.cpp).
+class SessionInput {
+public:
+  explicit SessionInput(std::uint8_t flags) : bytes_{flags} {}
+  SessionInput& chunk(int client, const Buffer& data) {
+    for (std::size_t at = 0; at < data.size() || at == 0; at += 255) {
+      const auto n = std::min<std::size_t>(255, data.size() - at);
+      bytes_.push_back(static_cast<std::uint8_t>(client));
+      bytes_.push_back(static_cast<std::uint8_t>(n));
+      bytes_.insert(bytes_.end(), data.begin() + static_cast<long>(at),
+                    data.begin() + static_cast<long>(at + n));
+      if (n == 0) break;
+    }
+    return *this;
+  }
+  const Buffer& bytes() const { return bytes_; }
+
+private:
+  Buffer bytes_;
+};
+
+void session_seeds(const fs::path& dir) {
+  const Uuid client_a = seeds::fixed_uuid(0xA0);
+  const Uuid client_b = seeds::fixed_uuid(0xB0);
+  constexpr std::uint8_t kHelloA = 1, kClientB = 2, kHelloB = 4;
+
+  // A request from A to B and B's answer on the relay's stream 2.
+  Open to_b;
+  to_b.kind = StreamKind::to_peer;
+  to_b.peer = client_b;
+  to_b.metadata = {{"k", "v"}};
+  write(dir, "request-response",
+        SessionInput(kHelloA | kClientB | kHelloB)
+            .chunk(0, seeds::frame([&](Buffer& b) {
+                     append_open(b, 1, to_b, seeds::text("ping"), false);
+                     append_data(b, 1, seeds::text(" more"), true);
+                   }))
+            .chunk(1, seeds::frame([](Buffer& b) {
+                     append_window(b, 2, 4096);
+                     append_data(b, 2, seeds::text("pong"), true);
+                   }))
+            .chunk(0, seeds::frame([](Buffer& b) { append_window(b, 1, 4096); }))
+            .bytes());
+  // A request to any responder, ended by the responder with an application error.
+  Open to_any;
+  to_any.kind = StreamKind::to_any;
+  to_any.deadline_ms = 1000;
+  write(dir, "request-app-error",
+        SessionInput(kHelloA | kClientB | kHelloB)
+            .chunk(0, seeds::frame([&](Buffer& b) { append_open(b, 1, to_any, {}, true); }))
+            .chunk(1, seeds::frame([](Buffer& b) {
+                     append_end(b, 2, End{Status::application, 9, 0, 0, "nope"});
+                   }))
+            .bytes());
+  // A broadcast from A that B receives; then A resets a second stream.
+  Open broadcast;
+  broadcast.kind = StreamKind::broadcast;
+  write(dir, "broadcast",
+        SessionInput(kHelloA | kClientB | kHelloB)
+            .chunk(0, seeds::frame([&](Buffer& b) {
+                     append_open(b, 1, broadcast, seeds::text("all"), true);
+                     append_open(b, 3, to_b, {}, false);
+                     append_reset(b, 3, Reset{Status::cancelled, 0, "changed my mind"});
+                   }))
+            .chunk(1, seeds::frame([](Buffer& b) { append_reset(b, 2, Reset{}); }))
+            .bytes());
+  // A's own HELLO in two pieces, then each client frame on its own.
+  const Buffer hello_a = seeds::frame([&](Buffer& b) {
+    auto hello = seeds::hello(true);
+    hello.peer_id = client_a;
+    append_hello(b, hello);
+  });
+  write(dir, "hello-split",
+        SessionInput(0)
+            .chunk(0, Buffer(hello_a.begin(), hello_a.begin() + 20))
+            .chunk(0, Buffer(hello_a.begin() + 20, hello_a.end()))
+            .bytes());
+  for (const auto& [name, frame] : seeds::client_frames()) {
+    write(dir, "after-hello-" + name, SessionInput(kHelloA).chunk(0, frame).bytes());
+  }
+  for (const auto& [name, bytes] : seeds::bad_streams()) {
+    write(dir, "first-" + name, SessionInput(kClientB).chunk(0, bytes).bytes());
+  }
+  write(dir, "hello-twice", SessionInput(kHelloA).chunk(0, hello_a).bytes());
 }
 
 }  // namespace
@@ -122,5 +225,6 @@ int main(int argc, char** argv) {
   const fs::path root = argv[1];
   frame_decoder_seeds(root / "fuzz_frame_decoder");
   grpc_mapping_seeds(root / "fuzz_grpc_mapping");
+  session_seeds(root / "fuzz_session");
   return 0;
 }
