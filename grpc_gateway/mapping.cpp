@@ -123,8 +123,9 @@ Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first) {
 }
 
 Status status_from_client(int value, Status fallback) {
-  const auto status = static_cast<std::uint16_t>(value);
-  return is_valid_status(status) ? static_cast<Status>(status) : fallback;
+  // Range-check the protobuf enum's int itself: narrowing first would turn 65536 into OK.
+  if (value < 0 || value > kMaxStatusValue) return fallback;
+  return static_cast<Status>(value);
 }
 
 wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map) {
