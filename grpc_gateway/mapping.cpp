@@ -1,6 +1,8 @@
 // Status mapping (the table in switchboard.proto) and small protobuf conversions.
 #include "grpc_gateway/mapping.hpp"
 
+#include "switchboard/wire/codec.hpp"
+
 namespace switchboard::gateway {
 
 grpc::Status to_grpc(grpc::CallbackServerContext* context, Status status,
@@ -84,7 +86,20 @@ Checked<OpenRequest> check_open(const std::string& channel_text, const std::stri
   const auto sender = parse_id(sender_text, true);
   if (!sender) return rejected<OpenRequest>("open.sender_peer_id is not a UUID");
   request.sender = *sender;
-  request.metadata = to_metadata(metadata);
+  // Native receivers get the metadata in an OPEN frame, whose fixed part and metadata must fit
+  // the smallest max frame a peer may announce (the native door refuses larger ones too).
+  if (metadata.size() > wire::kMaxMetadataEntries) {
+    return rejected<OpenRequest>("open.metadata has more than " +
+                                 std::to_string(wire::kMaxMetadataEntries) + " entries");
+  }
+  wire::Open open;
+  open.metadata = to_metadata(metadata);
+  if (wire::open_prefix_size(open) > wire::kMaxOpenPrefix) {
+    return rejected<OpenRequest>(
+        "open.metadata is too large: its entries (4 bytes + key + value each) may total " +
+        std::to_string(wire::kMaxOpenPrefix - wire::open_prefix_size({})) + " bytes");
+  }
+  request.metadata = std::move(open.metadata);
   return Checked<OpenRequest>{std::move(request), {}};
 }
 
