@@ -94,24 +94,15 @@ void BroadcastCall::read_done(bool ok) {
 }
 
 void BroadcastCall::open() {
-  if (in_.kind_case() != pb::BroadcastClientMessage::kOpen) {
-    finish(invalid_argument(context_, "the first message of Broadcast must be open"));
+  const auto checked = check_first(in_);
+  if (!checked.request) {
+    finish(invalid_argument(context_, checked.error));
     return;
   }
   const auto& request = in_.open();
-  const auto channel = parse_id(request.channel(), false);
-  if (!channel || channel->is_nil()) {
-    finish(invalid_argument(context_, request.channel().empty()
-                                          ? "open.channel is required"
-                                          : "open.channel is not a UUID: " + request.channel()));
-    return;
-  }
-  const auto sender = parse_id(request.sender_peer_id(), true);
-  if (!sender) {
-    finish(invalid_argument(context_, "open.sender_peer_id is not a UUID"));
-    return;
-  }
-  if (!sender->is_nil() && !gateway_.registry.is_member(*channel, *sender)) {
+  const Uuid& channel = checked.request->channel;
+  const Uuid& sender = checked.request->sender;
+  if (!sender.is_nil() && !gateway_.registry.is_member(channel, sender)) {
     finish(to_grpc(context_, Status::permission_denied,
                    "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
     return;
@@ -123,11 +114,11 @@ void BroadcastCall::open() {
   opened_ = true;
   gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
   credit_ = gateway_window(gateway_);
-  const auto metadata = to_metadata(request.metadata());
-  for (auto& [target_id, target] : gateway_.registry.broadcast_targets(*channel, *sender)) {
+  const auto& metadata = checked.request->metadata;
+  for (auto& [target_id, target] : gateway_.registry.broadcast_targets(channel, sender)) {
     core::StreamOffer offer;
     offer.kind = wire::StreamKind::broadcast;
-    offer.sender = *sender;
+    offer.sender = sender;
     offer.deadline_ms = remaining_ms(context_);
     offer.idle_ms = request.idle_timeout_ms();
     offer.metadata = metadata;

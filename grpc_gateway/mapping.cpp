@@ -1,6 +1,8 @@
 // Status mapping (the table in switchboard.proto) and small protobuf conversions.
 #include "grpc_gateway/mapping.hpp"
 
+#include "switchboard/wire/codec.hpp"
+
 namespace switchboard::gateway {
 
 grpc::Status to_grpc(grpc::CallbackServerContext* context, Status status,
@@ -55,6 +57,90 @@ grpc::Status invalid_argument(grpc::CallbackServerContext* context, const std::s
 std::optional<Uuid> parse_id(const std::string& text, bool allow_empty) {
   if (text.empty()) return allow_empty ? std::optional<Uuid>(Uuid{}) : std::nullopt;
   return Uuid::parse(text);
+}
+
+namespace {
+
+template <typename Request>
+Checked<Request> rejected(std::string error) {
+  return Checked<Request>{std::nullopt, std::move(error)};
+}
+
+/// Channel and optional sender of a Send or Broadcast open; `target` is Send's only.
+Checked<OpenRequest> check_open(const std::string& channel_text, const std::string* target_text,
+                                const std::string& sender_text,
+                                const google::protobuf::Map<std::string, std::string>& metadata) {
+  const auto channel = parse_id(channel_text, false);
+  if (!channel || channel->is_nil()) {
+    return rejected<OpenRequest>(channel_text.empty()
+                                     ? "open.channel is required"
+                                     : "open.channel is not a UUID: " + channel_text);
+  }
+  OpenRequest request;
+  request.channel = *channel;
+  if (target_text) {
+    const auto target = parse_id(*target_text, true);
+    if (!target) return rejected<OpenRequest>("open.target is not a UUID: " + *target_text);
+    request.target = *target;
+  }
+  const auto sender = parse_id(sender_text, true);
+  if (!sender) return rejected<OpenRequest>("open.sender_peer_id is not a UUID");
+  request.sender = *sender;
+  // Native receivers get the metadata in an OPEN frame, whose fixed part and metadata must fit
+  // the smallest max frame a peer may announce (the native door refuses larger ones too).
+  if (metadata.size() > wire::kMaxMetadataEntries) {
+    return rejected<OpenRequest>("open.metadata has more than " +
+                                 std::to_string(wire::kMaxMetadataEntries) + " entries");
+  }
+  wire::Open open;
+  open.metadata = to_metadata(metadata);
+  if (wire::open_prefix_size(open) > wire::kMaxOpenPrefix) {
+    return rejected<OpenRequest>(
+        "open.metadata is too large: its entries (4 bytes + key + value each) may total " +
+        std::to_string(wire::kMaxOpenPrefix - wire::open_prefix_size({})) + " bytes");
+  }
+  request.metadata = std::move(open.metadata);
+  return Checked<OpenRequest>{std::move(request), {}};
+}
+
+}  // namespace
+
+Checked<JoinRequest> check_first(const pb::RespondClientMessage& first) {
+  if (first.kind_case() != pb::RespondClientMessage::kJoin) {
+    return rejected<JoinRequest>("the first message of Respond must be join");
+  }
+  const auto& join = first.join();
+  const auto channel = parse_id(join.channel(), false);
+  if (!channel || channel->is_nil()) {
+    return rejected<JoinRequest>(join.channel().empty()
+                                     ? "join.channel is required"
+                                     : "join.channel is not a UUID: " + join.channel());
+  }
+  const auto peer = parse_id(join.peer_id(), true);
+  if (!peer) return rejected<JoinRequest>("join.peer_id is not a UUID: " + join.peer_id());
+  return Checked<JoinRequest>{JoinRequest{*channel, *peer}, {}};
+}
+
+Checked<OpenRequest> check_first(const pb::SendClientMessage& first) {
+  if (first.kind_case() != pb::SendClientMessage::kOpen) {
+    return rejected<OpenRequest>("the first message of Send must be open");
+  }
+  const auto& open = first.open();
+  return check_open(open.channel(), &open.target(), open.sender_peer_id(), open.metadata());
+}
+
+Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first) {
+  if (first.kind_case() != pb::BroadcastClientMessage::kOpen) {
+    return rejected<OpenRequest>("the first message of Broadcast must be open");
+  }
+  const auto& open = first.open();
+  return check_open(open.channel(), nullptr, open.sender_peer_id(), open.metadata());
+}
+
+Status status_from_client(int value, Status fallback) {
+  // Range-check the protobuf enum's int itself: narrowing first would turn 65536 into OK.
+  if (value < 0 || value > kMaxStatusValue) return fallback;
+  return static_cast<Status>(value);
 }
 
 wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map) {

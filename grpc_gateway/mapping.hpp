@@ -27,6 +27,35 @@ grpc::Status invalid_argument(grpc::CallbackServerContext* context, const std::s
 /// Parses a UUID field; empty text is nil when `allow_empty`.
 std::optional<Uuid> parse_id(const std::string& text, bool allow_empty);
 
+/// A Respond call's `join`, validated.
+struct JoinRequest {
+  Uuid channel;
+  Uuid peer_id;  ///< nil: the relay assigns one
+};
+
+/// The `open` of a Send or Broadcast call, validated (membership and draining are the
+/// registry's to check).
+struct OpenRequest {
+  Uuid channel;
+  Uuid target;  ///< Send: nil means any peer that serves requests; Broadcast: always nil
+  Uuid sender;  ///< nil: an anonymous sender
+  wire::Metadata metadata;
+};
+
+/// A validated first message, or why it is invalid (the INVALID_ARGUMENT message).
+template <typename Request>
+struct Checked {
+  std::optional<Request> request;
+  std::string error;
+};
+
+Checked<JoinRequest> check_first(const pb::RespondClientMessage& first);
+Checked<OpenRequest> check_first(const pb::SendClientMessage& first);
+Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first);
+
+/// A status a client sent (ResponseEnd, StreamCancel); a value outside the enum is `fallback`.
+Status status_from_client(int value, Status fallback);
+
 wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map);
 void from_metadata(const wire::Metadata& metadata,
                    google::protobuf::Map<std::string, std::string>* map);

@@ -166,10 +166,9 @@ void RespondCall::read_done(bool ok) {
       const auto& end = in_.end();
       auto it = incoming_.find(end.request_id());
       if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
-        const auto status = static_cast<std::uint16_t>(end.status());
         it->second.counterpart->deliver_end(
-            wire::End{is_valid_status(status) ? static_cast<Status>(status) : Status::internal,
-                      end.app_code(), 0, 0, end.message()});
+            wire::End{status_from_client(end.status(), Status::internal), end.app_code(), 0, 0,
+                      end.message()});
         it->second.response_done = true;
         if (it->second.request_written) {
           open_requests_.fetch_sub(1);
@@ -180,11 +179,10 @@ void RespondCall::read_done(bool ok) {
     }
     case pb::RespondClientMessage::kCancel: {
       const auto& cancel = in_.cancel();
-      const auto status = static_cast<std::uint16_t>(cancel.status());
-      drop(
-          cancel.id(),
-          status == 0 || !is_valid_status(status) ? Status::cancelled : static_cast<Status>(status),
-          cancel.message().empty() ? "cancelled by responder" : cancel.message(), false);
+      drop(cancel.id(),
+           cancel.status() == pb::OK ? Status::cancelled
+                                     : status_from_client(cancel.status(), Status::cancelled),
+           cancel.message().empty() ? "cancelled by responder" : cancel.message(), false);
       break;
     }
     case pb::RespondClientMessage::kJoin:
@@ -198,33 +196,23 @@ void RespondCall::read_done(bool ok) {
 }
 
 void RespondCall::join() {
-  if (in_.kind_case() != pb::RespondClientMessage::kJoin) {
-    finish(invalid_argument(context_, "the first message of Respond must be join"));
+  const auto checked = check_first(in_);
+  if (!checked.request) {
+    finish(invalid_argument(context_, checked.error));
     return;
   }
-  const auto& request = in_.join();
-  const auto channel = parse_id(request.channel(), false);
-  if (!channel || channel->is_nil()) {
-    finish(invalid_argument(context_, request.channel().empty()
-                                          ? "join.channel is required"
-                                          : "join.channel is not a UUID: " + request.channel()));
-    return;
-  }
-  const auto peer = parse_id(request.peer_id(), true);
-  if (!peer) {
-    finish(invalid_argument(context_, "join.peer_id is not a UUID: " + request.peer_id()));
-    return;
-  }
-  auto joined = gateway_.registry.join(*channel, *peer, true, shared_from_this());
+  const Uuid& channel = checked.request->channel;
+  const Uuid& peer = checked.request->peer_id;
+  auto joined = gateway_.registry.join(channel, peer, true, shared_from_this());
   if (joined.status != Status::ok) {
     gateway_.core.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
     finish(to_grpc(context_, joined.status, joined.message, 0,
-                   joined.status == Status::refused && !peer->is_nil() &&
+                   joined.status == Status::refused && !peer.is_nil() &&
                        joined.message.find("already") != std::string::npos));
     return;
   }
   joined_ = true;
-  channel_ = *channel;
+  channel_ = channel;
   peer_id_ = joined.peer_id;
   {
     std::lock_guard lock(gateway_.peers_mutex);

@@ -99,29 +99,17 @@ void SendCall::read_done(bool ok) {
 }
 
 void SendCall::open() {
-  if (in_.kind_case() != pb::SendClientMessage::kOpen) {
-    finish(invalid_argument(context_, "the first message of Send must be open"));
+  auto checked = check_first(in_);
+  if (!checked.request) {
+    finish(invalid_argument(context_, checked.error));
     return;
   }
+  const OpenRequest& valid = *checked.request;
   const auto& request = in_.open();
-  const auto channel = parse_id(request.channel(), false);
-  if (!channel || channel->is_nil()) {
-    finish(invalid_argument(context_, request.channel().empty()
-                                          ? "open.channel is required"
-                                          : "open.channel is not a UUID: " + request.channel()));
-    return;
-  }
-  const auto target = parse_id(request.target(), true);
-  if (!target) {
-    finish(invalid_argument(context_, "open.target is not a UUID: " + request.target()));
-    return;
-  }
-  const auto sender = parse_id(request.sender_peer_id(), true);
-  if (!sender) {
-    finish(invalid_argument(context_, "open.sender_peer_id is not a UUID"));
-    return;
-  }
-  if (!sender->is_nil() && !gateway_.registry.is_member(*channel, *sender)) {
+  const Uuid& channel = valid.channel;
+  const Uuid& target = valid.target;
+  const Uuid& sender = valid.sender;
+  if (!sender.is_nil() && !gateway_.registry.is_member(channel, sender)) {
     finish(to_grpc(context_, Status::permission_denied,
                    "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
     return;
@@ -131,21 +119,21 @@ void SendCall::open() {
     return;
   }
   core::StreamOffer offer;
-  offer.kind = target->is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
-  offer.sender = *sender;
+  offer.kind = target.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
+  offer.sender = sender;
   offer.deadline_ms = remaining_ms(context_);
   offer.idle_ms = request.idle_timeout_ms();
-  offer.metadata = to_metadata(request.metadata());
+  offer.metadata = std::move(checked.request->metadata);
   offer.first_chunk = to_slice(request.data());
   offer.counterpart = shared_from_this();
   core::RouteResult route;
   // A peer chosen for "any" may be closing at this instant; try the next one.
   for (int attempt = 0; attempt < 3 && !target_; ++attempt) {
-    route = target->is_nil() ? gateway_.registry.route_to_any(*channel, *sender)
-                             : gateway_.registry.route_to_peer(*channel, *sender, *target);
+    route = target.is_nil() ? gateway_.registry.route_to_any(channel, sender)
+                            : gateway_.registry.route_to_peer(channel, sender, target);
     if (route.status != Status::ok) break;
     target_ = route.peer->accept_stream(offer);
-    if (!target_ && !target->is_nil()) break;
+    if (!target_ && !target.is_nil()) break;
   }
   if (!target_) {
     if (route.status == Status::ok) route.status = Status::no_responders;

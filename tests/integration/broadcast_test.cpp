@@ -35,10 +35,11 @@ struct Receiver {
     std::lock_guard lock(mutex);
     return sums.size();
   }
-  BlockingClient client;
+  // Declared before the client: the client's worker threads write them until it is destroyed.
   std::mutex mutex;
   std::vector<test::Checksum> sums;
   std::vector<Uuid> from;
+  BlockingClient client;
 };
 
 client::Outcome broadcast_pattern(BlockingClient& sender, std::uint64_t total,

@@ -95,8 +95,8 @@ TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
     client::StreamOptions options;
     options.metadata = {{"lang", "c++"}};
     std::vector<std::uint8_t> response;
-    auto outcome = sender.send(client::Target::to(*grpc_peer), test::as_bytes("shout"), response,
-                               options);
+    auto outcome =
+        sender.send(client::Target::to(*grpc_peer), test::as_bytes("shout"), response, options);
     return std::make_pair(outcome, std::string(response.begin(), response.end()));
   });
   std::string request;
@@ -157,6 +157,73 @@ TEST_F(Gateway, ApplicationErrorFromGrpcResponderReachesNativeSender) {
   EXPECT_EQ(outcome.message, "teapot");
   context.TryCancel();
   (void)respond->Finish();
+}
+
+TEST_F(Gateway, ResponseEndStatusOutsideTheEnumReachesNativeSenderAsInternal) {
+  grpc::ClientContext context;
+  auto respond = stub_->Respond(&context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondServerMessage in;
+  ASSERT_TRUE(respond->Read(&in));
+  ASSERT_TRUE(respond->Read(&in));
+  BlockingClient sender(options_for(relay_.port(), channel_id_));
+  auto result = std::async(std::launch::async, [&] {
+    std::vector<std::uint8_t> response;
+    return sender.send(client::Target::any(), test::as_bytes("x"), response);
+  });
+  do {
+    ASSERT_TRUE(respond->Read(&in));
+  } while (!in.has_start());
+  pb::RespondClientMessage end;
+  end.mutable_end()->set_request_id(in.start().id());
+  // 65536 narrowed to 16 bits would be OK.
+  end.mutable_end()->set_status(static_cast<pb::Status>(65536));
+  ASSERT_TRUE(respond->Write(end));
+  EXPECT_EQ(result.get().status, Status::internal);
+  context.TryCancel();
+  (void)respond->Finish();
+}
+
+TEST_F(Gateway, OpenMetadataBeyondTheNativeOpenLimitsIsInvalidArgument) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  std::promise<std::size_t> seen_entries;
+  responder.serve([&](BlockingStream& request) {
+    seen_entries.set_value(request.metadata().size());
+    test::echo(request);
+  });
+  auto send_with = [&](grpc::ClientContext& context, int entries, std::size_t value_size,
+                       std::string& response) {
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_data("body");
+    for (int i = 0; i < entries; ++i) {
+      (*open.mutable_open()->mutable_metadata())["k" + std::to_string(i)] =
+          std::string(value_size, 'v');
+    }
+    call->Write(open);
+    call->WritesDone();
+    pb::SendServerMessage in;
+    while (call->Read(&in)) response += in.chunk().data();
+    return call->Finish();
+  };
+  for (const auto& [entries, value_size] : {std::pair{65, std::size_t{1}}, {1, std::size_t{993}}}) {
+    grpc::ClientContext context;
+    std::string response;
+    const auto status = send_with(context, entries, value_size, response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << entries;
+    EXPECT_EQ(trailer(context, "switchboard-status"), "PROTOCOL_ERROR");
+    EXPECT_NE(status.error_message().find("open.metadata"), std::string::npos);
+  }
+  // The limits themselves pass, and the native responder receives every entry.
+  grpc::ClientContext context;
+  std::string response;
+  const auto status = send_with(context, 64, 8, response);  // 28 + 64 * 4 + 182 + 64 * 8 = 978
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response, "body");
+  EXPECT_EQ(seen_entries.get_future().get(), 64u);
 }
 
 TEST_F(Gateway, NoRespondersIsUnavailableWithTrailer) {

@@ -47,8 +47,8 @@ protected:
 };
 
 TEST_F(Presence, SnapshotListsPeersAlreadyThereAndEventsCarryVersions) {
+  PresenceLog log;  // outlives the client whose I/O thread writes into it
   BlockingClient first(options_for(relay_.port(), channel_));
-  PresenceLog log;
   log.attach(first);
   EXPECT_TRUE(first.peers().empty());
   EXPECT_EQ(first.membership_version(), 1u);
@@ -78,8 +78,8 @@ TEST_F(Presence, ChannelsAreIsolated) {
 }
 
 TEST_F(Presence, KilledPeerIsAnnouncedAsLeft) {
+  PresenceLog log;  // outlives the client whose I/O thread writes into it
   BlockingClient watcher(options_for(relay_.port(), channel_));
-  PresenceLog log;
   log.attach(watcher);
   test::RawPeer raw(relay_.port());
   const auto raw_id = raw.join(channel_);
@@ -93,8 +93,8 @@ TEST_F(Presence, KilledPeerIsAnnouncedAsLeft) {
 }
 
 TEST_F(Presence, SilentPeerIsDetectedByKeepalive) {
+  PresenceLog log;  // outlives the client whose I/O thread writes into it
   BlockingClient watcher(options_for(relay_.port(), channel_));
-  PresenceLog log;
   log.attach(watcher);
   test::RawPeer raw(relay_.port());
   const auto raw_id = raw.join(channel_);
@@ -111,8 +111,8 @@ TEST_F(Presence, SilentPeerIsDetectedByKeepalive) {
 }
 
 TEST_F(Presence, PeerAnsweringPingsStaysJoined) {
+  PresenceLog log;  // outlives the client whose I/O thread writes into it
   BlockingClient watcher(options_for(relay_.port(), channel_));
-  PresenceLog log;
   log.attach(watcher);
   BlockingClient quiet(options_for(relay_.port(), channel_));
   ASSERT_TRUE(log.next());

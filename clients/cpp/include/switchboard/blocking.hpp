@@ -59,10 +59,12 @@ private:
   friend class BlockingClient;
   struct Impl;
   BlockingStream(std::shared_ptr<Stream> stream, std::shared_ptr<void> client)
-      : stream_(std::move(stream)), client_(std::move(client)) {}
+      : client_(std::move(client)), stream_(std::move(stream)) {}
 
-  std::shared_ptr<Stream> stream_;
+  // Declared first so that it is destroyed last: the stream's timers belong to the client's
+  // io_context, which must outlive them.
   std::shared_ptr<void> client_;  // keeps the client's I/O thread alive while the stream is used
+  std::shared_ptr<Stream> stream_;
   wire::Slice pending_;
 };
 
