@@ -149,6 +149,10 @@ private:
   void complete_write();
   void wake_writer() noexcept;
 
+  // Token expiry (session.cpp).
+  void arm_token_expiry();
+  void expire_token();
+
   // Closing.
   void fail_connection(Status status, std::string message);
   void begin_close();
@@ -169,6 +173,8 @@ private:
   Uuid peer_id_;
   std::uint32_t client_max_frame_ = wire::kMinMaxFrame;
   std::uint32_t client_window_ = 0;
+  auth::Grant grant_;  // what the HELLO's token allows (everything on an open relay)
+  asio::steady_timer token_expiry_;
 
   // Streams.
   std::unordered_map<std::uint32_t, StreamPtr> streams_;

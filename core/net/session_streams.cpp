@@ -93,6 +93,13 @@ bool Session::handle_open(const wire::Frame& frame) {
   if (wire::parse_open(frame.payload, open, body) != wire::DecodeError::none) {
     return refuse(Status::protocol_error, "malformed OPEN");
   }
+  const auto needed = open.kind == wire::StreamKind::broadcast ? auth::Permission::broadcast
+                                                               : auth::Permission::send;
+  if (auto allowed = auth::require(grant_, needed); !allowed.ok()) {
+    record_auth_refusal(context_, allowed, "native", auth::permission_name(needed), channel_,
+                        connection_id_);
+    return refuse(allowed.status, std::move(allowed.reason));
+  }
   if (wire::open_prefix_size(open) > wire::kMaxOpenPrefix) {
     return refuse(Status::protocol_error, "OPEN metadata too large");
   }

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "server/server.hpp"
@@ -15,6 +16,31 @@ void add_ms_option(CLI::App& app, const std::string& name, switchboard::core::Mi
   app.add_option_function<long long>(
          name, [&value](long long ms) { value = switchboard::core::Milliseconds(ms); }, help)
       ->default_str(std::to_string(value.count()));
+}
+
+// Token authentication: every auth setting in one block (see docs/SECURITY.md).
+void add_auth_options(CLI::App& app, switchboard::core::auth::AuthConfig& auth) {
+  using switchboard::core::auth::Mode;
+  app.add_option_function<std::string>(
+         "--auth-mode",
+         [&auth](const std::string& mode) {
+           auth.mode = mode == "required" ? Mode::required : Mode::open;
+         },
+         "open: tokens ignored; required: every join, stream and presence call needs a valid "
+         "signed token")
+      ->check(CLI::IsMember({"open", "required"}))
+      ->default_str("open");
+  app.add_option("--auth-hs256-secret-file", auth.hs256_secret_file,
+                 "file holding the HS256 secret (one trailing newline ignored); the secret may "
+                 "instead come from SWITCHBOARD_AUTH_HS256_SECRET")
+      ->check(CLI::ExistingFile);
+  app.add_option("--auth-public-key-file", auth.public_key_files,
+                 "PEM public key (RSA for RS256, EC P-256 for ES256) accepted for token "
+                 "signatures; repeatable")
+      ->check(CLI::ExistingFile)
+      ->allow_extra_args(false);
+  app.add_option("--auth-issuer", auth.issuer, "when set, tokens must carry this iss");
+  app.add_option("--auth-audience", auth.audience, "when set, tokens' aud must contain this");
 }
 
 }  // namespace
@@ -61,6 +87,10 @@ int main(int argc, char** argv) {
                 "default stream idle timeout (0: none)");
   add_ms_option(app, "--drain-timeout-ms", limits.drain_timeout,
                 "longest wait for streams in flight at shutdown");
+  add_auth_options(app, config.auth);
+  if (const char* secret = std::getenv("SWITCHBOARD_AUTH_HS256_SECRET")) {
+    config.auth.hs256_secret = secret;  // an environment variable, so it is not in `ps`
+  }
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);

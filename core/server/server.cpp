@@ -68,6 +68,7 @@ Server::Server(ServerConfig config)
       context_(std::make_unique<net::ServerContext>(config_.limits)),
       acceptor_(io_) {
   config_.limits.validate();
+  context_->authenticator = auth::Authenticator(config_.auth);
   const auto endpoint = parse_endpoint(config_.listen);
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));

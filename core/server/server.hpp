@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "auth/authenticator.hpp"
 #include "net/server_context.hpp"
 #include "registry/limits.hpp"
 
@@ -31,6 +32,8 @@ struct ServerConfig {
   std::string grpc_listen = "127.0.0.1:7401";
   unsigned threads = 0;  ///< 0: one per core
   Limits limits;
+  /// Token checks on both doors (open by default: tokens are ignored).
+  auth::AuthConfig auth;
 };
 
 /// Splits "HOST:PORT" or "[V6]:PORT"; throws std::invalid_argument on a malformed address.
