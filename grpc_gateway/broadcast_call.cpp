@@ -3,6 +3,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include "grpc_gateway/auth_checks.hpp"
+
 namespace switchboard::gateway {
 
 namespace asio = boost::asio;
@@ -109,6 +111,12 @@ void BroadcastCall::open() {
   const auto sender = parse_id(request.sender_peer_id(), true);
   if (!sender) {
     finish(invalid_argument(context_, "open.sender_peer_id is not a UUID"));
+    return;
+  }
+  core::auth::Grant grant;
+  if (auto refusal = check_token(gateway_, context_, request.token(), *channel, *sender,
+                                 core::auth::Permission::broadcast, grant)) {
+    finish(std::move(*refusal));
     return;
   }
   if (!sender->is_nil() && !gateway_.registry.is_member(*channel, *sender)) {

@@ -5,6 +5,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include "grpc_gateway/auth_checks.hpp"
+
 namespace switchboard::gateway {
 
 namespace asio = boost::asio;
@@ -43,7 +45,8 @@ RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* c
     : gateway_(gateway),
       context_(context),
       strand_(asio::make_strand(gateway.timers)),
-      watchdog_(strand_) {}
+      watchdog_(strand_),
+      token_expiry_(strand_) {}
 
 void RespondCall::OnReadDone(bool ok) {
   asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
@@ -119,6 +122,7 @@ void RespondCall::leave() {
   outbox_.clear();
   outbox_bytes_ = 0;
   watchdog_.cancel();
+  token_expiry_.cancel();
 }
 
 void RespondCall::read_more() {
@@ -215,6 +219,13 @@ void RespondCall::join() {
     finish(invalid_argument(context_, "join.peer_id is not a UUID: " + request.peer_id()));
     return;
   }
+  core::auth::Grant grant;
+  if (auto refusal = check_token(gateway_, context_, request.token(), *channel, *peer,
+                                 core::auth::Permission::respond, grant)) {
+    gateway_.core.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    finish(std::move(*refusal));
+    return;
+  }
   auto joined = gateway_.registry.join(*channel, *peer, true, shared_from_this());
   if (joined.status != Status::ok) {
     gateway_.core.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
@@ -245,6 +256,9 @@ void RespondCall::join() {
   for (const auto& id : joined.others) update->add_peers(id.to_string());
   enqueue(std::move(snapshot));
   check_slow_consumers();
+  arm_expiry(token_expiry_, grant, [self = shared_from_this()] {
+    self->finish(token_expired(self->gateway_, self->context_, "respond", self->channel_));
+  });
   read_more();
 }
 

@@ -93,6 +93,7 @@ private:
   grpc::CallbackServerContext* context_;
   boost::asio::strand<boost::asio::any_io_executor> strand_;
   boost::asio::steady_timer watchdog_;
+  boost::asio::steady_timer token_expiry_;
   std::shared_ptr<RespondCall> self_;
   std::uint64_t drain_token_ = 0;
 

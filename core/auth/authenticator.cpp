@@ -224,7 +224,9 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
   if (!header) return unauthenticated(Failure::invalid_token, "malformed token");
 
   JwtPtr jwt;
-  const auto alg = jwt_get_alg(header.get());
+  // Without a key libjwt reports alg "none"; the header still names the signer's algorithm.
+  const char* alg_name = jwt_get_header(header.get(), "alg");
+  const auto alg = alg_name ? jwt_str_alg(alg_name) : JWT_ALG_INVAL;
   // The key is chosen by the algorithm so that a public key can never serve as an HMAC secret.
   if (alg == JWT_ALG_HS256) {
     if (keys_->hs256_secret.empty()) {
@@ -241,9 +243,9 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
       if (jwt) break;
     }
   } else {
-    const char* name = jwt_alg_str(alg);
-    return unauthenticated(Failure::invalid_token,
-                           std::string("algorithm ") + (name ? name : "?") + " is not accepted");
+    return unauthenticated(
+        Failure::invalid_token,
+        std::string("algorithm ") + (alg_name ? alg_name : "(none)") + " is not accepted");
   }
   if (!jwt || jwt_get_alg(jwt.get()) != alg) {
     return unauthenticated(Failure::invalid_token, "bad token signature");
