@@ -14,7 +14,7 @@ struct MintOptions {
   std::string channel;  ///< a UUID, "*", or a prefix ending in "*"
   std::string peer;     ///< optional: the peer id the holder must use
   std::vector<std::string> permissions;
-  std::chrono::seconds ttl{3600};
+  std::chrono::seconds ttl{3600};  ///< exp = now + ttl (tests mint expired tokens with ttl < 0)
   std::string issuer;
   std::string audience;
   std::string subject;

@@ -16,6 +16,13 @@ InProcessRelay::InProcessRelay(core::Limits limits, unsigned threads) {
   server_->start();
 }
 
+InProcessRelay::InProcessRelay(core::ServerConfig config) {
+  config.listen = "127.0.0.1:0";
+  config.grpc_listen = "127.0.0.1:0";
+  server_ = std::make_unique<core::Server>(std::move(config));
+  server_->start();
+}
+
 InProcessRelay::~InProcessRelay() { shutdown(); }
 
 void InProcessRelay::shutdown() {
