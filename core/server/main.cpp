@@ -55,7 +55,15 @@ int main(int argc, char** argv) {
     added->default_str(option.read(defaults));
     flag_options.push_back(added);
   }
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // A flag that does not exist or lacks its value is invalid configuration like any other.
+    (void)app.exit(e);
+    return kConfigErrorExit;
+  }
 
   if (print_reference) {
     std::cout << config_reference_markdown();
