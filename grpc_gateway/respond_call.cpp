@@ -177,7 +177,8 @@ void RespondCall::read_done(bool ok) {
             wire::End{is_valid_status(status) ? static_cast<Status>(status) : Status::internal,
                       end.app_code(), 0, 0, end.message()});
         it->second.response_done = true;
-        it->second.outcome = is_valid_status(status) ? static_cast<Status>(status) : Status::internal;
+        it->second.outcome =
+            is_valid_status(status) ? static_cast<Status>(status) : Status::internal;
         if (it->second.request_written) {
           open_requests_.fetch_sub(1);
           count_stream_end(gateway_, it->second.outcome);
@@ -404,7 +405,7 @@ void RespondCall::on_write_done(bool ok) {
   }
   if (writing_.id != 0) {
     gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_.bytes,
-                                                           std::memory_order_relaxed);
+                                                            std::memory_order_relaxed);
     auto it = incoming_.find(writing_.id);
     if (it != incoming_.end()) {
       auto& entry = it->second;

@@ -95,7 +95,8 @@ void SendCall::read_done(bool ok) {
   const auto& data = in_.chunk().data();
   credit_ -= static_cast<std::int64_t>(data.size());
   gateway_.core.counters.grpc.payload_bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
-  if (credit_ <= 0) gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
+  if (credit_ <= 0)
+    gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
   if (!data.empty()) target_->deliver_data(to_slice(data), false);
   read_more();
 }

@@ -13,12 +13,12 @@ namespace switchboard::core::net {
 
 /// Why a connection (native) or a Respond call (gRPC) never became a peer.
 enum class HandshakeFailure : std::uint8_t {
-  timeout,          ///< no HELLO within the handshake timeout
-  bad_hello,        ///< malformed HELLO or open message
-  bad_version,      ///< unsupported protocol version
-  unexpected_frame, ///< something other than HELLO came first
-  refused,          ///< the registry refused the join (duplicate id, a limit)
-  draining,         ///< the relay was draining
+  timeout,           ///< no HELLO within the handshake timeout
+  bad_hello,         ///< malformed HELLO or open message
+  bad_version,       ///< unsupported protocol version
+  unexpected_frame,  ///< something other than HELLO came first
+  refused,           ///< the registry refused the join (duplicate id, a limit)
+  draining,          ///< the relay was draining
   count_,
 };
 

@@ -241,8 +241,8 @@ std::optional<std::vector<PeerInfo>> Registry::channel_peers(const Uuid& channel
   std::vector<PeerInfo> peers;
   peers.reserve(it->second.members.size());
   for (const auto& [id, member] : it->second.members) {
-    peers.push_back(PeerInfo{id, member.accepts_requests, std::string(member.peer->door()),
-                             member.joined_at});
+    peers.push_back(
+        PeerInfo{id, member.accepts_requests, std::string(member.peer->door()), member.joined_at});
   }
   return peers;
 }

@@ -63,10 +63,11 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     constexpr std::string_view kJson = "application/json";
     const bool known = target == "/metrics" || target == "/healthz" || target == "/channels" ||
                        target.starts_with("/channels/");
-    if (!known) return make_response(http::status::not_found, "not found\n", kText, version, keep_alive);
+    if (!known)
+      return make_response(http::status::not_found, "not found\n", kText, version, keep_alive);
     if (request.method() != http::verb::get && request.method() != http::verb::head) {
-      auto response = make_response(http::status::method_not_allowed, "method not allowed\n",
-                                     kText, version, keep_alive);
+      auto response = make_response(http::status::method_not_allowed, "method not allowed\n", kText,
+                                    version, keep_alive);
       response.set(http::field::allow, "GET, HEAD");
       return response;
     }
@@ -155,8 +156,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
       }
       auto executor = stream->get_executor();
       asio::co_spawn(
-          executor,
-          [self = shared_from_this(), stream, id] { return self->serve(stream, id); },
+          executor, [self = shared_from_this(), stream, id] { return self->serve(stream, id); },
           [](std::exception_ptr error) {
             if (!error) return;
             try {

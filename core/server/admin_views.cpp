@@ -92,15 +92,17 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
   out.family("switchboard_peers", "gauge", "Peers on all channels (both doors).");
   out.sample("switchboard_peers", "", static_cast<std::int64_t>(stats.peers));
 
-  per_door(out, doors, "switchboard_connections_open", "gauge",
-           "Open connections (gRPC: open calls).",
-           [](const DoorCounters& c) -> auto& { return c.connections_open; });
-  per_door(out, doors, "switchboard_connections_total", "counter",
-           "Connections accepted (gRPC: calls started).",
-           [](const DoorCounters& c) -> auto& { return c.connections_total; });
-  per_door(out, doors, "switchboard_connections_refused_total", "counter",
-           "Connections turned away at the connection limit.",
-           [](const DoorCounters& c) -> auto& { return c.connections_refused; });
+  per_door(
+      out, doors, "switchboard_connections_open", "gauge", "Open connections (gRPC: open calls).",
+      [](const DoorCounters& c) -> auto& { return c.connections_open; });
+  per_door(
+      out, doors, "switchboard_connections_total", "counter",
+      "Connections accepted (gRPC: calls started).",
+      [](const DoorCounters& c) -> auto& { return c.connections_total; });
+  per_door(
+      out, doors, "switchboard_connections_refused_total", "counter",
+      "Connections turned away at the connection limit.",
+      [](const DoorCounters& c) -> auto& { return c.connections_refused; });
 
   out.family("switchboard_handshake_failures_total", "counter",
              "Connections (gRPC: Respond calls) that never became a peer, by reason.");
@@ -112,24 +114,27 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
                  load(door.counters.handshake_failures[i]));
     }
   }
-  per_door(out, doors, "switchboard_protocol_errors_total", "counter",
-           "Connections closed for breaking the protocol.",
-           [](const DoorCounters& c) -> auto& { return c.protocol_errors; });
+  per_door(
+      out, doors, "switchboard_protocol_errors_total", "counter",
+      "Connections closed for breaking the protocol.",
+      [](const DoorCounters& c) -> auto& { return c.protocol_errors; });
 
-  per_door(out, doors, "switchboard_streams_open", "gauge",
-           "Stream ends open on this door (a stream between two peers has one at each end).",
-           [](const DoorCounters& c) -> auto& { return c.streams_open; });
-  per_door(out, doors, "switchboard_streams_started_total", "counter",
-           "Stream ends started on this door.",
-           [](const DoorCounters& c) -> auto& { return c.streams_total; });
+  per_door(
+      out, doors, "switchboard_streams_open", "gauge",
+      "Stream ends open on this door (a stream between two peers has one at each end).",
+      [](const DoorCounters& c) -> auto& { return c.streams_open; });
+  per_door(
+      out, doors, "switchboard_streams_started_total", "counter",
+      "Stream ends started on this door.",
+      [](const DoorCounters& c) -> auto& { return c.streams_total; });
   out.family("switchboard_streams_total", "counter",
              "Stream ends finished on this door, by final status.");
   for (const auto& door : doors) {
     for (std::size_t i = 0; i < net::kStatusCount; ++i) {
-      out.sample("switchboard_streams_total",
-                 fmt::format("door=\"{}\",status=\"{}\"", door.name,
-                             status_name(static_cast<Status>(i))),
-                 load(door.counters.stream_outcomes[i]));
+      out.sample(
+          "switchboard_streams_total",
+          fmt::format("door=\"{}\",status=\"{}\"", door.name, status_name(static_cast<Status>(i))),
+          load(door.counters.stream_outcomes[i]));
     }
   }
 
@@ -141,20 +146,25 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
   out.family("switchboard_bytes_sent_total", "counter",
              "Bytes sent (native: socket bytes with framing; gRPC: message payloads).");
   out.sample("switchboard_bytes_sent_total", "door=\"native\"", load(counters.bytes_out));
-  out.sample("switchboard_bytes_sent_total", "door=\"grpc\"", load(counters.grpc.payload_bytes_out));
-  per_door(out, doors, "switchboard_payload_bytes_received_total", "counter",
-           "Stream payload bytes received from clients of this door.",
-           [](const DoorCounters& c) -> auto& { return c.payload_bytes_in; });
-  per_door(out, doors, "switchboard_payload_bytes_sent_total", "counter",
-           "Stream payload bytes sent to clients of this door.",
-           [](const DoorCounters& c) -> auto& { return c.payload_bytes_out; });
+  out.sample("switchboard_bytes_sent_total", "door=\"grpc\"",
+             load(counters.grpc.payload_bytes_out));
+  per_door(
+      out, doors, "switchboard_payload_bytes_received_total", "counter",
+      "Stream payload bytes received from clients of this door.",
+      [](const DoorCounters& c) -> auto& { return c.payload_bytes_in; });
+  per_door(
+      out, doors, "switchboard_payload_bytes_sent_total", "counter",
+      "Stream payload bytes sent to clients of this door.",
+      [](const DoorCounters& c) -> auto& { return c.payload_bytes_out; });
 
-  per_door(out, doors, "switchboard_credit_stalls_total", "counter",
-           "Times a stream stopped for want of flow-control credit.",
-           [](const DoorCounters& c) -> auto& { return c.credit_stalls; });
-  per_door(out, doors, "switchboard_slow_consumer_drops_total", "counter",
-           "Receivers dropped as slow consumers (broadcast receivers and whole connections).",
-           [](const DoorCounters& c) -> auto& { return c.slow_consumer_drops; });
+  per_door(
+      out, doors, "switchboard_credit_stalls_total", "counter",
+      "Times a stream stopped for want of flow-control credit.",
+      [](const DoorCounters& c) -> auto& { return c.credit_stalls; });
+  per_door(
+      out, doors, "switchboard_slow_consumer_drops_total", "counter",
+      "Receivers dropped as slow consumers (broadcast receivers and whole connections).",
+      [](const DoorCounters& c) -> auto& { return c.slow_consumer_drops; });
   out.family("switchboard_queued_bytes", "gauge",
              "Payload bytes held in the relay's stream queues (bounded by the windows).");
   out.sample("switchboard_queued_bytes", "", load(counters.queued_bytes));
@@ -167,8 +177,8 @@ std::string channels_json(const Registry& registry) {
   std::size_t peers = 0;
   for (std::size_t i = 0; i < channels.size(); ++i) {
     if (i > 0) out += ',';
-    out += fmt::format("{{\"id\":\"{}\",\"peers\":{},\"version\":{}}}",
-                       channels[i].id.to_string(), channels[i].peers, channels[i].version);
+    out += fmt::format("{{\"id\":\"{}\",\"peers\":{},\"version\":{}}}", channels[i].id.to_string(),
+                       channels[i].peers, channels[i].version);
     peers += channels[i].peers;
   }
   out += fmt::format("],\"channel_count\":{},\"peer_count\":{}}}\n", channels.size(), peers);
@@ -181,8 +191,8 @@ std::optional<std::string> channel_json(const Registry& registry, std::string_vi
   std::uint64_t version = 0;
   const auto peers = registry.channel_peers(*id, version);
   if (!peers) return std::nullopt;
-  std::string out = fmt::format("{{\"id\":\"{}\",\"version\":{},\"peers\":[", id->to_string(),
-                                version);
+  std::string out =
+      fmt::format("{{\"id\":\"{}\",\"version\":{},\"peers\":[", id->to_string(), version);
   for (std::size_t i = 0; i < peers->size(); ++i) {
     const auto& peer = (*peers)[i];
     if (i > 0) out += ',';

@@ -25,9 +25,10 @@ std::string text_of(const boost::asio::ip::tcp::endpoint& endpoint) {
 int main(int argc, char** argv) {
   using namespace switchboard::core;
 
-  CLI::App app{"switchboard-server: the Switchboard channel relay.\n"
-               "Settings come from flags, then SWITCHBOARD_<KEY> environment variables, then the "
-               "--config file, then defaults (see docs/OPERATIONS.md)."};
+  CLI::App app{
+      "switchboard-server: the Switchboard channel relay.\n"
+      "Settings come from flags, then SWITCHBOARD_<KEY> environment variables, then the "
+      "--config file, then defaults (see docs/OPERATIONS.md)."};
   std::string config_file;
   bool print_config = false;
   bool print_reference = false;
@@ -52,7 +53,9 @@ int main(int argc, char** argv) {
     } else {
       added = app.add_option(names, flag_values[i], help);
     }
-    added->default_str(option.read(defaults));
+    // The last occurrence wins, so wrappers may append to a command line that sets a value.
+    added->default_str(option.read(defaults))
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     flag_options.push_back(added);
   }
   try {

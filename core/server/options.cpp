@@ -2,6 +2,7 @@
 #include "server/options.hpp"
 
 #include <fmt/format.h>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <cctype>
@@ -10,7 +11,6 @@
 #include <limits>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 extern char** environ;
 
@@ -74,14 +74,15 @@ Option unsigned_option(std::string key, std::string help, std::uint64_t min, std
     return std::to_string(field(const_cast<ServerConfig&>(config)));
   };
   option.write = [field, min, max, type](ServerConfig& config, const std::string& text) -> Error {
-    const auto value =
-        type == OptionType::size
-            ? parse_with_units(text, {{"KiB", 1024}, {"MiB", 1024 * 1024},
-                                      {"GiB", std::uint64_t{1024} * 1024 * 1024}})
-            : parse_decimal(text);
+    const auto value = type == OptionType::size
+                           ? parse_with_units(text, {{"KiB", 1024},
+                                                     {"MiB", 1024 * 1024},
+                                                     {"GiB", std::uint64_t{1024} * 1024 * 1024}})
+                           : parse_decimal(text);
     if (!value) {
       return type == OptionType::size
-                 ? "\"" + text + "\" is not a byte count (a number, optionally with KiB, MiB or GiB)"
+                 ? "\"" + text +
+                       "\" is not a byte count (a number, optionally with KiB, MiB or GiB)"
                  : "\"" + text + "\" is not a non-negative integer";
     }
     if (*value < min || *value > max) {
@@ -113,9 +114,8 @@ Option duration_option(std::string key, std::string help, std::int64_t min_ms, F
       return "\"" + text + "\" is not a duration (e.g. 500ms, 30s, 5m; a bare number is ms)";
     }
     if (static_cast<std::int64_t>(*value) < min_ms) {
-      return fmt::format("{} is shorter than the minimum {}ms", format_duration(Milliseconds(
-                                                                    static_cast<std::int64_t>(*value))),
-                         min_ms);
+      return fmt::format("{} is shorter than the minimum {}ms",
+                         format_duration(Milliseconds(static_cast<std::int64_t>(*value))), min_ms);
     }
     field(config) = Milliseconds(static_cast<std::int64_t>(*value));
     return std::nullopt;
@@ -182,9 +182,9 @@ std::vector<Option> build_table() {
   constexpr std::uint64_t kU32 = std::numeric_limits<std::uint32_t>::max();
   constexpr std::uint64_t kGiB = std::uint64_t{1024} * 1024 * 1024;
   std::vector<Option> table;
-  table.push_back(string_option(
-      "listen", OptionType::address, "core (native) listen address HOST:PORT; port 0 picks one",
-      [](C c) -> std::string& { return c.listen; }));
+  table.push_back(string_option("listen", OptionType::address,
+                                "core (native) listen address HOST:PORT; port 0 picks one",
+                                [](C c) -> std::string& { return c.listen; }));
   table.push_back(string_option(
       "grpc_listen", OptionType::address,
       "gRPC gateway listen address HOST:PORT; port 0 picks one; empty disables",
@@ -216,10 +216,9 @@ std::vector<Option> build_table() {
       "max_streams_per_connection", "streams one connection may have open in each direction", 1,
       kU32, [](C c) -> std::uint32_t& { return c.limits.max_streams_per_connection; },
       OptionType::unsigned_integer, {"--max-streams"}));
-  table.push_back(unsigned_option("max_peers_per_channel", "peers on one channel", 1, kU32,
-                                  [](C c) -> std::uint32_t& {
-                                    return c.limits.max_peers_per_channel;
-                                  }));
+  table.push_back(
+      unsigned_option("max_peers_per_channel", "peers on one channel", 1, kU32,
+                      [](C c) -> std::uint32_t& { return c.limits.max_peers_per_channel; }));
   table.push_back(unsigned_option("max_channels", "channels on this relay", 1, kU32,
                                   [](C c) -> std::uint32_t& { return c.limits.max_channels; }));
   table.push_back(unsigned_option("max_connections", "open native connections", 1, kU32,
@@ -229,10 +228,10 @@ std::vector<Option> build_table() {
       "bytes queued towards one connection before it is closed as a slow consumer", 1, 64 * kGiB,
       [](C c) -> std::size_t& { return c.limits.max_connection_buffer; }, OptionType::size));
   table.push_back(unsigned_option(
-      "read_block_size", "bytes read from a socket at once; must hold one whole frame", 4096,
-      kGiB, [](C c) -> std::size_t& { return c.limits.read_block_size; }, OptionType::size));
-  table.push_back(duration_option("handshake_timeout", "time allowed for a connection's HELLO",
-                                  1, [](C c) -> Milliseconds& { return c.limits.handshake_timeout; },
+      "read_block_size", "bytes read from a socket at once; must hold one whole frame", 4096, kGiB,
+      [](C c) -> std::size_t& { return c.limits.read_block_size; }, OptionType::size));
+  table.push_back(duration_option("handshake_timeout", "time allowed for a connection's HELLO", 1,
+                                  [](C c) -> Milliseconds& { return c.limits.handshake_timeout; },
                                   {"--handshake-timeout-ms"}));
   table.push_back(duration_option(
       "keepalive_interval", "silence before a PING; twice this and the peer is dead", 1,
@@ -312,9 +311,10 @@ std::optional<std::string> node_text(const Option& option, const toml::node& nod
     if (option.type != OptionType::unsigned_integer && node.is_string()) {
       return *node.value<std::string>();
     }
-    error = "expected " + std::string(option.type == OptionType::unsigned_integer
-                                          ? "an integer"
-                                          : "an integer or a string with a unit") +
+    error = "expected " +
+            std::string(option.type == OptionType::unsigned_integer
+                            ? "an integer"
+                            : "an integer or a string with a unit") +
             ", got " + node_type_name(node);
     return std::nullopt;
   }
@@ -345,8 +345,8 @@ void apply_file(ServerConfig& config, const std::string& path) {
   }
   for (const auto& [key, node] : table) {
     const auto line = node.source().begin.line;
-    const std::string origin = fmt::format("config file {} line {}: key '{}'", path, line,
-                                           std::string(key.str()));
+    const std::string origin =
+        fmt::format("config file {} line {}: key '{}'", path, line, std::string(key.str()));
     const Option* option = find_option(key.str());
     if (option == nullptr) throw ConfigError(origin + ": unknown key");
     std::string error;

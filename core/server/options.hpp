@@ -43,8 +43,8 @@ public:
 
 /// Where values come from, lowest precedence first: defaults < file < environment < flags.
 struct ConfigSources {
-  std::optional<std::string> file;                     ///< path of a TOML file
-  std::map<std::string, std::string> environment;      ///< SWITCHBOARD_* variables
+  std::optional<std::string> file;                         ///< path of a TOML file
+  std::map<std::string, std::string> environment;          ///< SWITCHBOARD_* variables
   std::vector<std::pair<std::string, std::string>> flags;  ///< key and value, in given order
 };
 

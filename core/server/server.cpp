@@ -163,8 +163,8 @@ void Server::start() {
       "default_idle_timeout_ms={} drain_timeout_ms={}",
       l.max_frame, l.stream_window, l.max_streams_per_connection, l.max_peers_per_channel,
       l.max_channels, l.max_connections, l.max_connection_buffer, l.handshake_timeout.count(),
-      l.keepalive_interval.count(), l.slow_consumer_timeout.count(),
-      l.default_idle_timeout.count(), l.drain_timeout.count());
+      l.keepalive_interval.count(), l.slow_consumer_timeout.count(), l.default_idle_timeout.count(),
+      l.drain_timeout.count());
 }
 
 // One line per refused connection would let a flood fill the log: at most one a second, with
@@ -188,8 +188,8 @@ void Server::log_summary() {
     for (const auto& outcome : door.stream_outcomes) sum += outcome.load();
     return sum;
   };
-  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::system_clock::now() - started_);
+  const auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now() - started_);
   spdlog::info(
       "relay stopped uptime_s={} native_connections={} grpc_calls={} native_streams={} "
       "grpc_streams={} streams_ok={} native_bytes_in={} native_bytes_out={} grpc_bytes_in={} "
@@ -281,13 +281,12 @@ void Server::begin_drain() {
         while (context_->counters.connections_open.load() > 0) {
           if (std::chrono::steady_clock::now() >= next_progress) {
             next_progress += std::chrono::seconds(1);
-            spdlog::info("drain progress sessions={} streams={} remaining_ms={}",
-                         context_->counters.connections_open.load(),
-                         context_->counters.streams_open.load(),
-                         std::max<std::int64_t>(
-                             0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    deadline - std::chrono::steady_clock::now())
-                                    .count()));
+            spdlog::info(
+                "drain progress sessions={} streams={} remaining_ms={}",
+                context_->counters.connections_open.load(), context_->counters.streams_open.load(),
+                std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              deadline - std::chrono::steady_clock::now())
+                                              .count()));
           }
           if (terminated &&
               std::chrono::steady_clock::now() >= deadline + std::chrono::seconds(5)) {

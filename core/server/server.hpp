@@ -37,7 +37,7 @@ struct ServerConfig {
   std::string admin_listen = "127.0.0.1:7402";
   /// Whether the admin endpoint serves /channels (channel and peer ids: off unless asked).
   bool admin_introspection = false;
-  std::string log_level = "info";  ///< read by the program, not by Server
+  std::string log_level = "info";   ///< read by the program, not by Server
   std::string log_format = "text";  ///< text or json; read by the program, not by Server
   Limits limits;
 };

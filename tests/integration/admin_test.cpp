@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <fstream>
+#include <future>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -28,8 +29,8 @@ using test::metric_value;
 const std::string kServer = SWITCHBOARD_SERVER_BINARY;
 
 std::vector<std::string> loopback_args(std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{"--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-                                "--admin-listen", "127.0.0.1:0"};
+  std::vector<std::string> args{"--listen",    "127.0.0.1:0",    "--grpc-listen",
+                                "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
@@ -157,8 +158,8 @@ TEST_F(Admin, ChannelsListPeersWithIdsAndMetadata) {
 // Sends `body` through the gateway to any responder of `channel`; returns the echoed response.
 std::string grpc_send(std::uint16_t port, const Uuid& channel, const std::string& body,
                       grpc::Status& status) {
-  auto stub = pb::Switchboard::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  auto stub = pb::Switchboard::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   auto call = stub->Send(&context);
@@ -271,9 +272,9 @@ TEST_F(Admin, FailuresAreCountedByReasonAndStatus) {
     return metric_value(metrics,
                         "switchboard_streams_total{door=\"native\",status=\"APPLICATION\"}") == 2;
   })) << metrics;
-  EXPECT_EQ(value(metrics,
-                  "switchboard_handshake_failures_total{door=\"native\",reason=\"refused\"}"),
-            1);
+  EXPECT_EQ(
+      value(metrics, "switchboard_handshake_failures_total{door=\"native\",reason=\"refused\"}"),
+      1);
   EXPECT_EQ(value(metrics, "switchboard_streams_started_total{door=\"grpc\"}"), 0);
 }
 

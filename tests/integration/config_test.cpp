@@ -19,8 +19,8 @@ class TempFile {
 public:
   explicit TempFile(const std::string& text) {
     path_ = std::filesystem::temp_directory_path() /
-            ("switchboard-config-" + std::to_string(::getpid()) + "-" +
-             std::to_string(counter_++) + ".toml");
+            ("switchboard-config-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++) +
+             ".toml");
     std::ofstream(path_) << text;
   }
   ~TempFile() { std::filesystem::remove(path_); }
@@ -57,15 +57,14 @@ TEST(Config, FlagBeatsEnvironmentBeatsFileBeatsDefault) {
       "stream_window = \"512KiB\"\n"
       "max_channels = 7\n"
       "drain_timeout = \"5s\"\n");
-  const auto result = run_server(
-      kServer,
-      {"--config", file.path(), "--max-channels", "9", "--print-config"},
-      {{"SWITCHBOARD_STREAM_WINDOW", "300000"}, {"SWITCHBOARD_MAX_CHANNELS", "8"}});
+  const auto result =
+      run_server(kServer, {"--config", file.path(), "--max-channels", "9", "--print-config"},
+                 {{"SWITCHBOARD_STREAM_WINDOW", "300000"}, {"SWITCHBOARD_MAX_CHANNELS", "8"}});
   ASSERT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_EQ(printed(result.out, "max_frame"), "100000");         // file over default
-  EXPECT_EQ(printed(result.out, "stream_window"), "300000");     // environment over file
-  EXPECT_EQ(printed(result.out, "max_channels"), "9");           // flag over environment
-  EXPECT_EQ(printed(result.out, "drain_timeout"), "\"5s\"");     // file
+  EXPECT_EQ(printed(result.out, "max_frame"), "100000");             // file over default
+  EXPECT_EQ(printed(result.out, "stream_window"), "300000");         // environment over file
+  EXPECT_EQ(printed(result.out, "max_channels"), "9");               // flag over environment
+  EXPECT_EQ(printed(result.out, "drain_timeout"), "\"5s\"");         // file
   EXPECT_EQ(printed(result.out, "max_peers_per_channel"), "10000");  // default
 }
 
@@ -99,8 +98,8 @@ struct Invalid {
   std::string name;
   std::vector<std::string> args;
   std::map<std::string, std::string> env;
-  std::string file;                      // config file text, if any
-  std::vector<std::string> must_mention; // in the error message
+  std::string file;                       // config file text, if any
+  std::vector<std::string> must_mention;  // in the error message
 };
 
 class InvalidConfig : public ::testing::TestWithParam<Invalid> {};
@@ -113,8 +112,9 @@ TEST_P(InvalidConfig, IsRefusedWithExitCode2NamingTheKey) {
     file.emplace(c.file);
     args.insert(args.begin(), {"--config", file->path()});
   }
-  args.insert(args.end(), {"--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
-                           "--admin-listen", "127.0.0.1:0"});
+  // Loopback ephemeral ports first, so a case's own address flags (later) override them.
+  args.insert(args.begin(), {"--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+                             "--admin-listen", "127.0.0.1:0"});
   const auto result = run_server(kServer, args, c.env);
   EXPECT_EQ(result.exit_code, 2) << result.out << result.err;
   for (const auto& text : c.must_mention) {
@@ -127,34 +127,60 @@ TEST_P(InvalidConfig, IsRefusedWithExitCode2NamingTheKey) {
 INSTANTIATE_TEST_SUITE_P(
     Kinds, InvalidConfig,
     ::testing::Values(
-        Invalid{"UnknownFileKey", {}, {}, "max_frame = 2048\n\nmax_frmae = 4096\n",
+        Invalid{"UnknownFileKey",
+                {},
+                {},
+                "max_frame = 2048\n\nmax_frmae = 4096\n",
                 {"max_frmae", "unknown key", "line 3"}},
         Invalid{"WrongTypeInFile", {}, {}, "max_frame = \"big\"\n", {"max_frame", "line 1"}},
-        Invalid{"StringForInteger", {}, {}, "max_channels = \"7\"\n",
+        Invalid{"StringForInteger",
+                {},
+                {},
+                "max_channels = \"7\"\n",
                 {"max_channels", "expected an integer", "line 1"}},
-        Invalid{"OutOfRangeInFile", {}, {}, "# limits\nmax_frame = 512\n",
+        Invalid{"OutOfRangeInFile",
+                {},
+                {},
+                "# limits\nmax_frame = 512\n",
                 {"max_frame", "out of range", "line 2"}},
-        Invalid{"BadAddressInFile", {}, {}, "admin_listen = \"nowhere:80\"\n",
+        Invalid{"BadAddressInFile",
+                {},
+                {},
+                "admin_listen = \"nowhere:80\"\n",
                 {"admin_listen", "line 1"}},
         Invalid{"SyntaxError", {}, {}, "max_frame = = 3\n", {"line 1"}},
-        Invalid{"OutOfRangeFlag", {"--max-frame", "99999999"}, {}, "",
+        Invalid{"OutOfRangeFlag",
+                {"--max-frame", "99999999"},
+                {},
+                "",
                 {"--max-frame", "max_frame", "out of range"}},
-        Invalid{"BadDurationFlag", {"--drain-timeout", "soon"}, {}, "",
+        Invalid{"BadDurationFlag",
+                {"--drain-timeout", "soon"},
+                {},
+                "",
                 {"drain_timeout", "not a duration"}},
-        Invalid{"BadAddressFlag", {"--admin-listen", "127.0.0.1:99999"}, {}, "",
+        Invalid{"BadAddressFlag",
+                {"--admin-listen", "127.0.0.1:99999"},
+                {},
+                "",
                 {"admin_listen", "out of range"}},
         Invalid{"BadChoiceFlag", {"--log-format", "xml"}, {}, "", {"log_format", "xml"}},
-        Invalid{"WrongTypeEnvironment", {}, {{"SWITCHBOARD_MAX_FRAME", "lots"}}, "",
+        Invalid{"WrongTypeEnvironment",
+                {},
+                {{"SWITCHBOARD_MAX_FRAME", "lots"}},
+                "",
                 {"SWITCHBOARD_MAX_FRAME", "max_frame"}},
-        Invalid{"UnknownEnvironment", {}, {{"SWITCHBOARD_MAX_FRAMES", "2048"}}, "",
+        Invalid{"UnknownEnvironment",
+                {},
+                {{"SWITCHBOARD_MAX_FRAMES", "2048"}},
+                "",
                 {"SWITCHBOARD_MAX_FRAMES", "unknown key"}},
         Invalid{"InconsistentLimits", {"--max-frame", "1MiB"}, {}, "", {"read_block_size"}}),
-    [](const auto& info) { return info.param.name; });
+    [](const ::testing::TestParamInfo<Invalid>& param_info) { return param_info.param.name; });
 
 TEST(Config, SampleFileLoadsAndHoldsTheDefaults) {
-  const auto sample =
-      run_server(kServer, {"--config", SWITCHBOARD_SOURCE_DIR "/docs/switchboard.toml",
-                           "--print-config"});
+  const auto sample = run_server(
+      kServer, {"--config", SWITCHBOARD_SOURCE_DIR "/docs/switchboard.toml", "--print-config"});
   ASSERT_EQ(sample.exit_code, 0) << sample.err;
   const auto defaults = run_server(kServer, {"--print-config"});
   EXPECT_EQ(sample.out, defaults.out);
@@ -173,8 +199,9 @@ TEST(Config, ReferenceInOperationsDocIsTheGeneratedOne) {
   ASSERT_TRUE(doc) << "docs/OPERATIONS.md is missing";
   std::stringstream text;
   text << doc.rdbuf();
-  const std::string begin = "<!-- BEGIN CONFIG REFERENCE (generated: switchboard-server "
-                            "--print-config-reference) -->\n";
+  const std::string begin =
+      "<!-- BEGIN CONFIG REFERENCE (generated: switchboard-server "
+      "--print-config-reference) -->\n";
   const std::string end = "<!-- END CONFIG REFERENCE -->";
   const auto from = text.str().find(begin);
   const auto to = text.str().find(end);

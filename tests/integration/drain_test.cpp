@@ -33,10 +33,10 @@ std::unique_ptr<ChildServer> start_server(const std::string& drain_timeout) {
 
 std::vector<std::uint8_t> data_frame(std::uint32_t stream, const std::string& text, bool fin) {
   std::vector<std::uint8_t> bytes(wire::kHeaderSize);
-  wire::encode_header(wire::FrameHeader{wire::FrameType::data, fin ? wire::flags::kFin
-                                                                   : std::uint8_t{0},
-                                        stream, static_cast<std::uint32_t>(text.size())},
-                      bytes.data());
+  wire::encode_header(
+      wire::FrameHeader{wire::FrameType::data, fin ? wire::flags::kFin : std::uint8_t{0}, stream,
+                        static_cast<std::uint32_t>(text.size())},
+      bytes.data());
   bytes.insert(bytes.end(), text.begin(), text.end());
   return bytes;
 }
@@ -69,9 +69,8 @@ TEST(Drain, SigtermRefusesNewcomersLetsTheStreamInFlightFinishAndExitsZero) {
 
   // Newcomers are turned away on both doors.
   EXPECT_THROW(BlockingClient late(test::options_for(core, channel)), client::ConnectError);
-  auto stub = pb::Switchboard::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(server->port("grpc")),
-                          grpc::InsecureChannelCredentials()));
+  auto stub = pb::Switchboard::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(server->port("grpc")), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 10s);
   auto send = stub->Send(&context);

@@ -91,8 +91,8 @@ bool ChildServer::wait_for_output(const std::string& text, std::chrono::millisec
 bool ChildServer::wait_listening(bool admin, std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto left = [&] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now());
   };
   if (!wait_for_output("listening core ", left())) return false;
   // The lines are printed together, core first: wait for the end of the block.
