@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -42,6 +43,8 @@ WAIT = 10.0  # default bound for waiting on an event (seconds)
 ARGS = None  # parsed command line
 WORK = None  # scratch directory
 RELAY = None  # the Relay
+# Streams the suite saw complete with OK through the main relay, by the door they entered.
+COMPLETED = {"native": 0, "grpc": 0}
 CLIENT = None  # a switchboard_client.Client on the relay's gateway
 sb = None  # the switchboard_client module (imported once the stubs exist)
 PROCS = []  # every process spawned, for cleanup
@@ -233,6 +236,7 @@ class Relay:
         self.drain_s = 5.0
         self.proc = Proc(name, [binary, "--listen", "127.0.0.1:0",
                                 "--grpc-listen", "127.0.0.1:0",
+                                "--admin-listen", "127.0.0.1:0",
                                 "--slow-consumer-timeout-ms",
                                 str(int(self.slow_consumer_s * 1000)),
                                 "--drain-timeout-ms", str(int(self.drain_s * 1000)),
@@ -240,8 +244,10 @@ class Relay:
                          stdin=False)
         core = self.proc.wait_for(r"^listening core (\S+:\d+)$", timeout=15)
         grpc_line = self.proc.wait_for(r"^listening grpc (\S+:\d+)$", timeout=15)
+        admin_line = self.proc.wait_for(r"^listening admin (\S+:\d+)$", timeout=15)
         self.core = core.group(1)
         self.grpc = grpc_line.group(1)
+        self.admin = admin_line.group(1)
         self.pid = self.proc.pid
 
     def alive(self):
@@ -316,6 +322,8 @@ def native_send(channel, size=0, args=(), timeout=120.0, body=None):
     elapsed = time.monotonic() - started
     for thread in threads:
         thread.join(10)
+    if rc == 0 and RELAY is not None and RELAY.core in popen.args:
+        COMPLETED["native"] += 1
     return SendResult(rc, counts["sent"], sent.hexdigest(), counts["received"],
                       received.hexdigest(), "".join(errors), elapsed)
 
@@ -424,6 +432,7 @@ def py_send(channel, size, target=None, timeout=None, metadata=None, body=None):
                                     metadata=metadata):
         received.update(chunk)
         count += len(chunk)
+    COMPLETED["grpc"] += 1
     return sent.hexdigest(), count, received.hexdigest()
 
 
@@ -1453,6 +1462,52 @@ class Draining(InteropCase):
                                 f"write in flight\n{relay.proc.describe()}")
 
 
+# ---- the relay's own account of the traffic (admin endpoint) ------------------------------
+
+
+def scrape_metrics(admin):
+    """GET /metrics; {series: value} for every sample line."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
+class Metrics(InteropCase):
+
+    @cell("relay", "-", "-", "/metrics consistent with the suite's traffic")
+    def test_metrics_after_traffic(self):
+        samples = scrape_metrics(RELAY.admin)
+
+        def total(prefix):
+            return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+        native_in = samples['switchboard_bytes_received_total{door="native"}']
+        native_out = samples['switchboard_bytes_sent_total{door="native"}']
+        grpc_in = samples['switchboard_bytes_received_total{door="grpc"}']
+        grpc_out = samples['switchboard_bytes_sent_total{door="grpc"}']
+        ok = total('switchboard_streams_total{door="native",status="OK"}') + \
+            total('switchboard_streams_total{door="grpc",status="OK"}')
+        completed = COMPLETED["native"] + COMPLETED["grpc"]
+        FIGURES.append(("relay metrics after the suite",
+                        f"native in/out {native_in / MIB:.0f}/{native_out / MIB:.0f} MiB, grpc "
+                        f"in/out {grpc_in / MIB:.0f}/{grpc_out / MIB:.0f} MiB, streams OK "
+                        f"{ok:.0f} (suite completed {completed}+ through native CLI and Python)"))
+        self.assertGreater(native_in, 0)
+        self.assertGreater(native_out, 0)
+        self.assertGreater(grpc_in, 0)
+        self.assertGreater(grpc_out, 0)
+        self.assertGreater(samples['switchboard_connections_total{door="native"}'], 0)
+        self.assertGreater(samples['switchboard_connections_total{door="grpc"}'], 0)
+        self.assertGreater(completed, 0)
+        self.assertGreaterEqual(ok, completed)
+        self.assertEqual(samples["switchboard_draining"], 0)
+
+
 # ---- last: the relay survived everything and stops cleanly ---------------------------------
 
 
@@ -1495,7 +1550,7 @@ class Shutdown(InteropCase):
 
 
 ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures,
-         Malformed, AuthTokens, SlowReader, Throughput, Draining, Shutdown]
+         Malformed, AuthTokens, SlowReader, Throughput, Draining, Metrics, Shutdown]
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -1589,7 +1644,7 @@ def run_suite():
         for test in loader.loadTestsFromTestCase(case):
             # The clean-shutdown check runs whatever the filter: a call the gateway never
             # finished shows up there.
-            if ARGS.filter in test.id() or case is Shutdown:
+            if ARGS.filter in test.id() or case in (Metrics, Shutdown):
                 suite.addTest(test)
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=MatrixResult)
     result = runner.run(suite)
