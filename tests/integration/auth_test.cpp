@@ -175,6 +175,8 @@ protected:
       }
     });
     bystander_->on_presence([this](const client::PresenceChange&) { ++bystander_events_; });
+    // Each membership change from here on reaches the bystander as one event.
+    events_offset_ = static_cast<std::int64_t>(version()) - bystander_events_.load();
   }
 
   static core::ServerConfig config() {
@@ -404,7 +406,11 @@ protected:
     std::vector<Row> rows;
     for (const auto& c : matrix(grpc_door)) {
       // Earlier cases' clients have left: only the bystander is on the channel.
-      ASSERT_TRUE(test::eventually([&] { return members() == 1; })) << c.name;
+      // Presence events reach the bystander after the registry changes: wait for them too.
+      ASSERT_TRUE(test::eventually([&] {
+        return members() == 1 &&
+               static_cast<std::int64_t>(version()) - bystander_events_.load() == events_offset_;
+      })) << c.name;
       const auto version_before = version();
       const auto events_before = bystander_events_.load();
       const auto streams_before = bystander_streams_.load();
@@ -432,6 +438,7 @@ protected:
   std::unique_ptr<pb::Switchboard::Stub> stub_;
   std::atomic<int> bystander_events_{0};
   std::atomic<int> bystander_streams_{0};
+  std::int64_t events_offset_ = 0;
   std::unique_ptr<BlockingClient> bystander_;
 };
 
