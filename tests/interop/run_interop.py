@@ -188,6 +188,14 @@ def child_env():
     return env
 
 
+def relay_env():
+    """The relay refuses SWITCHBOARD_* variables that are not its options (typos must not pass
+    silently), so it does not get the Python stubs' variable."""
+    env = child_env()
+    env.pop("SWITCHBOARD_PY_STUBS", None)
+    return env
+
+
 def cleanup_processes():
     with PROCS_LOCK:
         procs = list(PROCS)
@@ -241,7 +249,7 @@ class Relay:
                                 str(int(self.slow_consumer_s * 1000)),
                                 "--drain-timeout-ms", str(int(self.drain_s * 1000)),
                                 *extra_args],
-                         stdin=False)
+                         stdin=False, env=relay_env())
         core = self.proc.wait_for(r"^listening core (\S+:\d+)$", timeout=15)
         grpc_line = self.proc.wait_for(r"^listening grpc (\S+:\d+)$", timeout=15)
         admin_line = self.proc.wait_for(r"^listening admin (\S+:\d+)$", timeout=15)
