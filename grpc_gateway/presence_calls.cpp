@@ -5,6 +5,7 @@
 #include <boost/asio/strand.hpp>
 #include <deque>
 
+#include "grpc_gateway/auth_checks.hpp"
 #include "grpc_gateway/mapping.hpp"
 #include "registry/peer.hpp"
 
@@ -21,6 +22,12 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
     reactor->Finish(invalid_argument(
         context, request->channel().empty() ? "channel is required"
                                             : "channel is not a UUID: " + request->channel()));
+    return reactor;
+  }
+  core::auth::Grant grant;
+  if (auto refusal = check_token(gateway, context, request->token(), *channel, std::nullopt,
+                                 core::auth::Permission::presence, grant)) {
+    reactor->Finish(std::move(*refusal));
     return reactor;
   }
   std::uint64_t version = 0;
@@ -40,7 +47,10 @@ class WatchCall final : public grpc::ServerWriteReactor<pb::PresenceUpdate>,
                         public std::enable_shared_from_this<WatchCall> {
 public:
   WatchCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
-      : gateway_(gateway), context_(context), strand_(asio::make_strand(gateway.timers)) {}
+      : gateway_(gateway),
+        context_(context),
+        strand_(asio::make_strand(gateway.timers)),
+        token_expiry_(strand_) {}
 
   void begin(std::shared_ptr<WatchCall> self, const pb::WatchPeersRequest& request) {
     self_ = std::move(self);
@@ -51,8 +61,17 @@ public:
                                             : "channel is not a UUID: " + request.channel()));
       return;
     }
+    core::auth::Grant grant;
+    if (auto refusal = check_token(gateway_, context_, request.token(), *channel, std::nullopt,
+                                   core::auth::Permission::presence, grant)) {
+      Finish(std::move(*refusal));
+      return;
+    }
     channel_ = *channel;
-    asio::post(strand_, [self = shared_from_this()] {
+    asio::post(strand_, [self = shared_from_this(), grant] {
+      arm_expiry(self->token_expiry_, grant, [self] {
+        self->stop(token_expired(self->gateway_, self->context_, "watch", self->channel_));
+      });
       std::vector<Uuid> members;
       std::uint64_t version = 0;
       self->token_ = self->gateway_.registry.watch(self->channel_, self, members, version);
@@ -121,6 +140,7 @@ private:
     Finish(status);
   }
   void unwatch() {
+    token_expiry_.cancel();
     if (token_ != 0) gateway_.registry.unwatch(channel_, token_);
     token_ = 0;
   }
@@ -128,6 +148,7 @@ private:
   GatewayContext& gateway_;
   grpc::CallbackServerContext* context_;
   asio::strand<asio::any_io_executor> strand_;
+  asio::steady_timer token_expiry_;
   std::shared_ptr<WatchCall> self_;
   Uuid channel_;
   std::uint64_t token_ = 0;

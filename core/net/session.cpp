@@ -28,6 +28,7 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
               context.limits.read_block_size, kIdleReadBlockSize),
       wake_(executor_),
       watchdog_(executor_),
+      token_expiry_(executor_),
       started_(Clock::now()),
       last_read_(started_) {
   remote_ = transport_->remote();
@@ -126,7 +127,7 @@ void Session::on_watchdog() {
     }
   } else if (!joined_) {
     if (now - started_ > limits_.handshake_timeout) {
-      context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      context_.counters.count_handshake_failure(HandshakeFailure::timeout);
       fail_connection(Status::protocol_error, "handshake timeout");
     }
   } else {
@@ -155,7 +156,7 @@ bool Session::handle_frame(const wire::Frame& frame) {
   const auto type = frame.header.type;
   if (!joined_) {
     if (type != FrameType::hello) {
-      context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      context_.counters.count_handshake_failure(HandshakeFailure::unexpected_frame);
       fail_connection(Status::protocol_error,
                       "expected HELLO, got " + std::string(wire::frame_type_name(type)));
       return false;
@@ -208,7 +209,9 @@ bool Session::handle_hello(const wire::Frame& frame) {
   wire::Hello hello;
   const auto error = wire::parse_hello(frame.payload, hello);
   if (error != wire::DecodeError::none) {
-    context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    context_.counters.count_handshake_failure(error == wire::DecodeError::unsupported_version
+                                                  ? HandshakeFailure::bad_version
+                                                  : HandshakeFailure::bad_hello);
     std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
     if (error == wire::DecodeError::unsupported_version) {
       message = "unsupported protocol version " + std::to_string(hello.version) +
@@ -218,13 +221,28 @@ bool Session::handle_hello(const wire::Frame& frame) {
     return false;
   }
   if (draining_) {
+    context_.counters.count_handshake_failure(HandshakeFailure::draining);
     fail_connection(Status::refused, "relay is draining");
     return false;
   }
   const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
+  auto decision = context_.authenticator.authenticate(hello.token, hello.channel, hello.peer_id);
+  if (decision.ok() && accepts) {
+    if (auto allowed = auth::require(decision.grant, auth::Permission::respond); !allowed.ok()) {
+      decision = std::move(allowed);
+    }
+  }
+  if (!decision.ok()) {
+    context_.counters.count_handshake_failure(HandshakeFailure::unauthorized);
+    record_auth_refusal(context_, decision, "native", accepts ? "join-responder" : "join",
+                        hello.channel, connection_id_);
+    fail_connection(decision.status, std::move(decision.reason));
+    return false;
+  }
+  grant_ = std::move(decision.grant);
   auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
   if (joined.status != Status::ok) {
-    context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    context_.counters.count_handshake_failure(HandshakeFailure::refused);
     spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
                   status_name(joined.status), joined.message);
     fail_connection(joined.status, std::move(joined.message));
@@ -256,6 +274,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
     wire::append_presence(control_, snapshot, offset < joined.others.size());
   } while (offset < joined.others.size());
   queue_control_done();
+  if (grant_.expires()) arm_token_expiry();
   spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={}", connection_id_,
                 channel_.to_string(), peer_id_.to_string(), accepts);
   return true;
@@ -317,6 +336,37 @@ void Session::fail_connection(Status status, std::string message) {
   begin_close();
 }
 
+void Session::arm_token_expiry() {
+  const auto remaining = std::max(grant_.expiry - std::chrono::system_clock::now(),
+                                  std::chrono::system_clock::duration::zero());
+  token_expiry_.expires_after(std::chrono::duration_cast<Clock::duration>(remaining));
+  token_expiry_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (!ec) self->expire_token();
+  });
+}
+
+// The peer's credentials ran out: its own streams end UNAUTHENTICATED, its counterparts see the
+// peer go, and the connection closes with an ERROR saying why.
+void Session::expire_token() {
+  if (closing_ || closed_) return;
+  context_.counters.auth_failures[static_cast<std::size_t>(auth::Failure::expired_token)].fetch_add(
+      1, std::memory_order_relaxed);
+  spdlog::info("token expired conn={} channel={} peer={} streams={}", connection_id_,
+               channel_.to_string(), peer_id_.to_string(), streams_.size());
+  control_.clear();
+  auto streams = streams_;
+  for (auto& [id, stream] : streams) {
+    if (stream->registered) {
+      wire::append_reset(control_, stream->id,
+                         wire::Reset{Status::unauthenticated, 0, "token expired"});
+    }
+    reset_stream(stream, Status::peer_gone, "peer's token expired", false, true);
+  }
+  wire::append_error(control_, wire::Error{Status::unauthenticated, "token expired"});
+  close_reason_ = "token expired";
+  begin_close();
+}
+
 void Session::begin_close() {
   if (closing_) return;
   closing_ = true;
@@ -326,6 +376,7 @@ void Session::begin_close() {
 
 void Session::cleanup() {
   closed_ = true;
+  token_expiry_.cancel();
   if (joined_) {
     context_.registry.leave(channel_, peer_id_);
     joined_ = false;

@@ -52,6 +52,7 @@ public:
   std::uint32_t id = 0;  // 0 until registered on the strand
   bool registered = false;
   bool removed = false;
+  Status outcome = Status::ok;  // the status this end finished with, for the metrics
 
   // The counterpart (requester/responder/sink) or the receivers (source).
   std::shared_ptr<Endpoint> counterpart;
@@ -154,6 +155,10 @@ private:
   void wake_writer() noexcept;
   void release_idle_buffers() noexcept;
 
+  // Token expiry (session.cpp).
+  void arm_token_expiry();
+  void expire_token();
+
   // Closing.
   void fail_connection(Status status, std::string message);
   void begin_close();
@@ -177,6 +182,8 @@ private:
   Uuid peer_id_;
   std::uint32_t client_max_frame_ = wire::kMinMaxFrame;
   std::uint32_t client_window_ = 0;
+  auth::Grant grant_;  // what the HELLO's token allows (everything on an open relay)
+  asio::steady_timer token_expiry_;
 
   // Streams.
   std::unordered_map<std::uint32_t, StreamPtr> streams_;

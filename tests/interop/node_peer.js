@@ -7,6 +7,7 @@
 //   node_peer.js send      --server A --channel C [--size N] [--target P] [--timeout-ms T]
 //   node_peer.js broadcast --server A --channel C [--size N]
 //   node_peer.js watch     --server A --channel C
+//   every role also takes [--token JWT]
 //
 // Lines (fields separated by one space, '-' for empty):
 //   ready <peer_id|-> <version>          joined (respond) or snapshot received (watch)
@@ -200,7 +201,7 @@ async function watch(client, options) {
 
 async function main() {
   const options = parseArgs(process.argv.slice(2));
-  const client = new Client(options.server);
+  const client = new Client(options.server, { token: options.token || '' });
   const roles = { respond, send, broadcast, watch };
   if (!roles[options.role]) throw new Error(`unknown role '${options.role}'`);
   await roles[options.role](client, options);

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -42,6 +43,8 @@ WAIT = 10.0  # default bound for waiting on an event (seconds)
 ARGS = None  # parsed command line
 WORK = None  # scratch directory
 RELAY = None  # the Relay
+# Streams the suite saw complete with OK through the main relay, by the door they entered.
+COMPLETED = {"native": 0, "grpc": 0}
 CLIENT = None  # a switchboard_client.Client on the relay's gateway
 sb = None  # the switchboard_client module (imported once the stubs exist)
 PROCS = []  # every process spawned, for cleanup
@@ -185,6 +188,14 @@ def child_env():
     return env
 
 
+def relay_env():
+    """The relay refuses SWITCHBOARD_* variables that are not its options (typos must not pass
+    silently), so it does not get the Python stubs' variable."""
+    env = child_env()
+    env.pop("SWITCHBOARD_PY_STUBS", None)
+    return env
+
+
 def cleanup_processes():
     with PROCS_LOCK:
         procs = list(PROCS)
@@ -228,19 +239,23 @@ def wait_until(predicate, timeout=WAIT, interval=0.05):
 
 
 class Relay:
-    def __init__(self, binary):
+    def __init__(self, binary, extra_args=(), name="relay"):
         self.slow_consumer_s = 2.0
         self.drain_s = 5.0
-        self.proc = Proc("relay", [binary, "--listen", "127.0.0.1:0",
-                                   "--grpc-listen", "127.0.0.1:0",
-                                   "--slow-consumer-timeout-ms",
-                                   str(int(self.slow_consumer_s * 1000)),
-                                   "--drain-timeout-ms", str(int(self.drain_s * 1000))],
-                         stdin=False)
+        self.proc = Proc(name, [binary, "--listen", "127.0.0.1:0",
+                                "--grpc-listen", "127.0.0.1:0",
+                                "--admin-listen", "127.0.0.1:0",
+                                "--slow-consumer-timeout-ms",
+                                str(int(self.slow_consumer_s * 1000)),
+                                "--drain-timeout-ms", str(int(self.drain_s * 1000)),
+                                *extra_args],
+                         stdin=False, env=relay_env())
         core = self.proc.wait_for(r"^listening core (\S+:\d+)$", timeout=15)
         grpc_line = self.proc.wait_for(r"^listening grpc (\S+:\d+)$", timeout=15)
+        admin_line = self.proc.wait_for(r"^listening admin (\S+:\d+)$", timeout=15)
         self.core = core.group(1)
         self.grpc = grpc_line.group(1)
+        self.admin = admin_line.group(1)
         self.pid = self.proc.pid
 
     def alive(self):
@@ -315,6 +330,8 @@ def native_send(channel, size=0, args=(), timeout=120.0, body=None):
     elapsed = time.monotonic() - started
     for thread in threads:
         thread.join(10)
+    if rc == 0 and RELAY is not None and RELAY.core in popen.args:
+        COMPLETED["native"] += 1
     return SendResult(rc, counts["sent"], sent.hexdigest(), counts["received"],
                       received.hexdigest(), "".join(errors), elapsed)
 
@@ -322,9 +339,9 @@ def native_send(channel, size=0, args=(), timeout=120.0, body=None):
 # ---- Node peers ----------------------------------------------------------------------------
 
 
-def node_proc(name, role, channel, *extra):
-    return Proc(name, [ARGS.node, NODE_PEER, role, "--server", RELAY.grpc, "--channel", channel,
-                       *extra])
+def node_proc(name, role, channel, *extra, server=None):
+    return Proc(name, [ARGS.node, NODE_PEER, role, "--server", server or RELAY.grpc,
+                       "--channel", channel, *extra])
 
 
 def node_ready(name, role, channel, *extra):
@@ -341,9 +358,9 @@ def node_status(proc, timeout=WAIT):
     return NodeStatus(*found.groups())
 
 
-def node_run(role, channel, *extra, timeout=120.0):
+def node_run(role, channel, *extra, timeout=120.0, server=None):
     """Runs a one-shot node_peer role (send, broadcast) to its end; returns the Proc."""
-    proc = node_proc(f"node-{role}", role, channel, *extra)
+    proc = node_proc(f"node-{role}", role, channel, *extra, server=server)
     if proc.wait_exit(timeout) is None:
         proc.stop()
         raise AssertionError(f"node {role} did not finish within {timeout} s\n{proc.describe()}")
@@ -358,13 +375,13 @@ def node_run(role, channel, *extra, timeout=120.0):
 class PyEcho:
     """A Python Respond session that echoes each request and records what it saw."""
 
-    def __init__(self, channel, mode="echo", with_broadcasts=True):
+    def __init__(self, channel, mode="echo", with_broadcasts=True, client=None):
         self.requests = queue.Queue()  # one record per request, when its handler is done
         self.started = queue.Queue()  # each request's id as its handler starts
         self.broadcasts = queue.Queue()
         self.presence = queue.Queue()
         self.mode = mode
-        self.session = CLIENT.respond(
+        self.session = (client or CLIENT).respond(
             channel, self._handle, on_presence=self.presence.put,
             on_broadcast=self._broadcast if with_broadcasts else None)
         self.peer_id = self.session.peer_id
@@ -423,6 +440,7 @@ def py_send(channel, size, target=None, timeout=None, metadata=None, body=None):
                                     metadata=metadata):
         received.update(chunk)
         count += len(chunk)
+    COMPLETED["grpc"] += 1
     return sent.hexdigest(), count, received.hexdigest()
 
 
@@ -1253,6 +1271,107 @@ class Malformed(InteropCase):
         self.assertEqual(caught.exception.code.name, "INVALID_ARGUMENT", str(caught.exception))
 
 
+# ---- signed tokens --------------------------------------------------------------------------
+
+
+class AuthTokens(InteropCase):
+    """A relay run with --auth-mode required: tokens minted independently (PyJWT) and by the
+    `switchboard token` command get Python, Node and native peers through; bad ones get
+    UNAUTHENTICATED."""
+
+    SECRET = "interop-secret"
+
+    @classmethod
+    def setUpClass(cls):
+        import jwt  # python3-jwt (Debian); an implementation independent of the relay's
+        cls.jwt = jwt
+        secret_file = WORK / "hs256.secret"
+        secret_file.write_text(cls.SECRET + "\n")
+        cls.secret_file = secret_file
+        cls.relay = Relay(ARGS.server, ["--auth-mode", "required",
+                                        "--auth-hs256-secret-file", str(secret_file)],
+                          name="auth-relay")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.relay.proc.stop()
+
+    def mint(self, channel, perms=("send", "respond", "broadcast", "presence"), ttl=60,
+             secret=None):
+        claims = {"channel": channel, "perms": list(perms), "exp": int(time.time()) + ttl}
+        return self.jwt.encode(claims, secret or self.SECRET, algorithm="HS256")
+
+    def client(self, token):
+        client = sb.Client(self.relay.grpc, token=token)
+        self.addCleanup(client.close)
+        return client
+
+    def responder(self, channel):
+        session = PyEcho(channel, client=self.client(self.mint(channel)))
+        self.sessions.append(session)
+        return session
+
+    @cell("auth", "python", "python", "valid HS256 token (PyJWT) -> OK")
+    def test_python_valid_token(self):
+        channel = new_channel()
+        self.responder(channel)
+        self.assertEqual(self.client(self.mint(channel, ["send"])).send(channel, b"signed",
+                                                                        timeout=10.0), b"signed")
+        peers = self.client(self.mint(channel, ["presence"])).list_peers(channel).peers
+        self.assertEqual(len(peers), 1)
+
+    @cell("auth", "python", "gateway", "garbage / bad signature / expired -> UNAUTHENTICATED")
+    def test_python_bad_token(self):
+        channel = new_channel()
+        self.responder(channel)
+        for what, token in (("garbage", "garbage"),
+                            ("bad signature", self.mint(channel, secret="not-the-secret")),
+                            ("expired", self.mint(channel, ttl=-10)), ("no token", "")):
+            with self.assertRaises(sb.SwitchboardError) as caught:
+                self.client(token).send(channel, b"x", timeout=10.0)
+            self.assert_error(caught.exception, "UNAUTHENTICATED", "UNAUTHENTICATED", what)
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            self.client(self.mint(channel, ["respond"])).send(channel, b"x", timeout=10.0)
+        self.assert_error(caught.exception, "PERMISSION_DENIED", "PERMISSION_DENIED",
+                          "token without send")
+
+    @cell("auth", "node", "python", "valid token -> OK; bad signature -> UNAUTHENTICATED")
+    def test_node_tokens(self):
+        channel = new_channel()
+        self.responder(channel)
+        status = node_status(node_run("send", channel, "--size", "10", "--token",
+                                      self.mint(channel, ["send"]), server=self.relay.grpc))
+        self.assertEqual((status.code, status.status), ("OK", "OK"), str(status))
+        status = node_status(node_run("send", channel, "--size", "10", "--token",
+                                      self.mint(channel, secret="wrong"),
+                                      server=self.relay.grpc))
+        self.assertEqual((status.code, status.status), ("UNAUTHENTICATED", "UNAUTHENTICATED"),
+                         str(status))
+
+    @cell("auth", "native", "python", "token from `switchboard token` -> OK; none -> exit 3")
+    def test_native_cli_token(self):
+        channel = new_channel()
+        self.responder(channel)
+        minted = subprocess.run([ARGS.cli, "token", "--hs256-secret-file", str(self.secret_file),
+                                 "--channel", channel, "--perms", "send", "--ttl", "60s"],
+                                capture_output=True, text=True, timeout=WAIT, check=True)
+        token = minted.stdout.strip()
+        # The relay's minting and PyJWT agree on the token.
+        self.assertEqual(self.jwt.decode(token, self.SECRET, algorithms=["HS256"])["channel"],
+                         channel)
+        base = [ARGS.cli, "--server", self.relay.core]
+        sent = subprocess.run([*base, "send", "--channel", channel], input=b"native",
+                              capture_output=True, timeout=30, env={**os.environ,
+                                                                    "SWITCHBOARD_TOKEN": token})
+        self.assertEqual((sent.returncode, sent.stdout), (0, b"native"), sent.stderr)
+        refused = subprocess.run([*base, "send", "--channel", channel], input=b"x",
+                                 capture_output=True, timeout=30,
+                                 env={k: v for k, v in child_env().items()
+                                      if k != "SWITCHBOARD_TOKEN"})
+        self.assertEqual(refused.returncode, 3, refused.stderr)
+        self.assertIn(b"UNAUTHENTICATED", refused.stderr)
+
+
 # ---- gateway basics ------------------------------------------------------------------------
 
 
@@ -1351,6 +1470,52 @@ class Draining(InteropCase):
                                 f"write in flight\n{relay.proc.describe()}")
 
 
+# ---- the relay's own account of the traffic (admin endpoint) ------------------------------
+
+
+def scrape_metrics(admin):
+    """GET /metrics; {series: value} for every sample line."""
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
+class Metrics(InteropCase):
+
+    @cell("relay", "-", "-", "/metrics consistent with the suite's traffic")
+    def test_metrics_after_traffic(self):
+        samples = scrape_metrics(RELAY.admin)
+
+        def total(prefix):
+            return sum(v for k, v in samples.items() if k.startswith(prefix))
+
+        native_in = samples['switchboard_bytes_received_total{door="native"}']
+        native_out = samples['switchboard_bytes_sent_total{door="native"}']
+        grpc_in = samples['switchboard_bytes_received_total{door="grpc"}']
+        grpc_out = samples['switchboard_bytes_sent_total{door="grpc"}']
+        ok = total('switchboard_streams_total{door="native",status="OK"}') + \
+            total('switchboard_streams_total{door="grpc",status="OK"}')
+        completed = COMPLETED["native"] + COMPLETED["grpc"]
+        FIGURES.append(("relay metrics after the suite",
+                        f"native in/out {native_in / MIB:.0f}/{native_out / MIB:.0f} MiB, grpc "
+                        f"in/out {grpc_in / MIB:.0f}/{grpc_out / MIB:.0f} MiB, streams OK "
+                        f"{ok:.0f} (suite completed {completed}+ through native CLI and Python)"))
+        self.assertGreater(native_in, 0)
+        self.assertGreater(native_out, 0)
+        self.assertGreater(grpc_in, 0)
+        self.assertGreater(grpc_out, 0)
+        self.assertGreater(samples['switchboard_connections_total{door="native"}'], 0)
+        self.assertGreater(samples['switchboard_connections_total{door="grpc"}'], 0)
+        self.assertGreater(completed, 0)
+        self.assertGreaterEqual(ok, completed)
+        self.assertEqual(samples["switchboard_draining"], 0)
+
+
 # ---- last: the relay survived everything and stops cleanly ---------------------------------
 
 
@@ -1393,7 +1558,7 @@ class Shutdown(InteropCase):
 
 
 ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures,
-         Malformed, SlowReader, Throughput, Draining, Shutdown]
+         Malformed, AuthTokens, SlowReader, Throughput, Draining, Metrics, Shutdown]
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -1487,7 +1652,7 @@ def run_suite():
         for test in loader.loadTestsFromTestCase(case):
             # The clean-shutdown check runs whatever the filter: a call the gateway never
             # finished shows up there.
-            if ARGS.filter in test.id() or case is Shutdown:
+            if ARGS.filter in test.id() or case in (Metrics, Shutdown):
                 suite.addTest(test)
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=MatrixResult)
     result = runner.run(suite)

@@ -10,9 +10,18 @@ InProcessRelay::InProcessRelay(core::Limits limits, unsigned threads) {
   core::ServerConfig config;
   config.listen = "127.0.0.1:0";
   config.grpc_listen = "127.0.0.1:0";
+  config.admin_listen = "127.0.0.1:0";  // never the fixed default: relays run side by side
   config.threads = threads;
   config.limits = limits;
   server_ = std::make_unique<core::Server>(config);
+  server_->start();
+}
+
+InProcessRelay::InProcessRelay(core::ServerConfig config) {
+  config.listen = "127.0.0.1:0";
+  config.grpc_listen = "127.0.0.1:0";
+  config.admin_listen = "127.0.0.1:0";
+  server_ = std::make_unique<core::Server>(std::move(config));
   server_->start();
 }
 

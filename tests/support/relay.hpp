@@ -16,6 +16,8 @@ namespace switchboard::test {
 class InProcessRelay {
 public:
   explicit InProcessRelay(core::Limits limits = {}, unsigned threads = 2);
+  /// A relay with `config` (its listen addresses replaced by 127.0.0.1:0).
+  explicit InProcessRelay(core::ServerConfig config);
   ~InProcessRelay();
 
   std::uint16_t port() const { return server_->core_endpoint().port(); }

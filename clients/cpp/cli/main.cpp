@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "signals.hpp"
+#include "token.hpp"
 
 using namespace switchboard::cli;
 
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   ListenOptions listen;
   PeersOptions peers;
   PingOptions ping;
+  TokenOptions minting;
 
   CLI::App app{"switchboard: join a Switchboard channel; send, serve, broadcast and watch"};
   app.require_subcommand(1);
@@ -57,7 +59,8 @@ int main(int argc, char** argv) {
   app.add_option("--peer-id", global.peer_id, "this peer's id (keep an identity across runs)")
       ->check(uuid_check(true))
       ->type_name("UUID");
-  app.add_option("--token", global.token, "credentials for the relay")
+  app.add_option("--token", global.token, "signed token for a relay that requires one")
+      ->envname("SWITCHBOARD_TOKEN")
       ->check(CLI::Validator(
           [](std::string& token) {
             return token.size() <= switchboard::wire::kMaxTokenSize ? std::string{}
@@ -132,6 +135,33 @@ int main(int argc, char** argv) {
 
   auto* uuid_cmd = app.add_subcommand("uuid", "print a random UUID (e.g. a new channel id)");
 
+  auto* token_cmd = app.add_subcommand(
+      "token", "mint a signed token (JWT) for a relay run with --auth-mode required");
+  token_cmd->add_option("--alg", minting.algorithm, "signature algorithm")
+      ->check(CLI::IsMember({"HS256", "RS256", "ES256"}))
+      ->capture_default_str();
+  token_cmd->add_option("--hs256-secret-file", minting.hs256_secret_file,
+                        "HS256 secret (default: $SWITCHBOARD_AUTH_HS256_SECRET)");
+  token_cmd->add_option("--private-key-file", minting.private_key_file,
+                        "PEM private key for RS256/ES256");
+  token_cmd
+      ->add_option("--channel,-c", minting.channel,
+                   "channel the token is for: a UUID, \"*\" (any), or a prefix ending in \"*\"")
+      ->required();
+  token_cmd->add_option("--peer", minting.peer, "bind the token to this peer id")
+      ->check(uuid_check(false))
+      ->type_name("UUID");
+  token_cmd
+      ->add_option("--perms", minting.perms,
+                   "comma-separated permissions: send,respond,broadcast,presence")
+      ->capture_default_str();
+  token_cmd->add_option("--ttl", minting.ttl, "lifetime: seconds, or with s, m, h or d")
+      ->check(CLI::Validator(check_duration, ""))
+      ->capture_default_str();
+  token_cmd->add_option("--iss", minting.issuer, "issuer claim");
+  token_cmd->add_option("--aud", minting.audience, "audience claim");
+  token_cmd->add_option("--sub", minting.subject, "subject claim (shows in the relay's logs)");
+
   for (auto* command : app.get_subcommands({})) command->fallthrough();
 
   try {
@@ -155,5 +185,6 @@ int main(int argc, char** argv) {
   if (*peers_cmd) return run_peers(global, peers);
   if (*ping_cmd) return run_ping(global, ping);
   if (*uuid_cmd) return run_uuid();
+  if (*token_cmd) return run_token(minting);
   return kExitUsage;
 }

@@ -111,10 +111,13 @@ const char* event_name(ConnectionEvent::Kind kind) noexcept;
 struct ConnectOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7400;
-  Uuid channel;                               ///< required
-  Uuid peer_id;                               ///< nil: the relay assigns one
-  bool accept_requests = false;               ///< this peer serves requests (a Respond peer)
-  std::string token;                          ///< credentials, sent once in the handshake
+  Uuid channel;                  ///< required
+  Uuid peer_id;                  ///< nil: the relay assigns one
+  bool accept_requests = false;  ///< this peer serves requests (a Respond peer)
+  /// A signed token (JWT) for a relay that requires one (see docs/SECURITY.md), sent once in the
+  /// handshake; ignored by an open relay. A refused token fails the connect with UNAUTHENTICATED
+  /// or PERMISSION_DENIED; when it expires the relay ends the connection with UNAUTHENTICATED.
+  std::string token;
   std::uint32_t max_frame = 256 * 1024;       ///< largest frame payload we accept
   std::uint32_t stream_window = 1024 * 1024;  ///< credit we grant per stream we receive
   std::chrono::milliseconds connect_timeout{10'000};  ///< also bounds each reconnect attempt
