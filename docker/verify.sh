@@ -279,7 +279,7 @@ check_configuration() {
 
   config_dir=$run_dir/config
   mkdir -p "$config_dir"
-  printf 'log-level = "debug"\n' >"$config_dir/switchboard.toml"
+  printf 'log_level = "debug"\n' >"$config_dir/switchboard.toml"
   chmod -R a+rX "$config_dir"
   if relay_has_flag --config; then
     start_container sbverify-file -v "$config_dir:/etc/switchboard:ro" "$image"

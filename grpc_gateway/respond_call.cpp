@@ -176,12 +176,11 @@ void RespondCall::read_done(bool ok) {
       const auto& end = in_.end();
       auto it = incoming_.find(end.request_id());
       if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
+        const Status status = status_from_client(end.status(), Status::internal);
         it->second.counterpart->deliver_end(
-            wire::End{status_from_client(end.status(), Status::internal), end.app_code(), 0, 0,
-                      end.message()});
+            wire::End{status, end.app_code(), 0, 0, end.message()});
         it->second.response_done = true;
-        it->second.outcome =
-            is_valid_status(status) ? static_cast<Status>(status) : Status::internal;
+        it->second.outcome = status;
         if (it->second.request_written) {
           open_requests_.fetch_sub(1);
           count_stream_end(gateway_, it->second.outcome);
