@@ -13,6 +13,8 @@ struct Counters {
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::int64_t> connections_open{0};
   std::atomic<std::uint64_t> handshake_failures{0};
+  /// TLS handshakes on the native door that failed or timed out (no session was started).
+  std::atomic<std::uint64_t> tls_handshake_failures{0};
   std::atomic<std::uint64_t> streams_total{0};
   std::atomic<std::int64_t> streams_open{0};
   std::atomic<std::uint64_t> bytes_in{0};

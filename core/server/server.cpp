@@ -11,6 +11,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <csignal>
 #include <stdexcept>
 
 #include "net/session.hpp"
@@ -68,6 +69,8 @@ Server::Server(ServerConfig config)
       context_(std::make_unique<net::ServerContext>(config_.limits)),
       acceptor_(io_) {
   config_.limits.validate();
+  config_.tls.validate();
+  if (config_.tls.native) native_tls_ = std::make_unique<net::TlsContextHolder>(config_.tls);
   const auto endpoint = parse_endpoint(config_.listen);
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));
@@ -77,8 +80,8 @@ Server::Server(ServerConfig config)
   if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
 #if SWITCHBOARD_WITH_GRPC
   if (!config_.grpc_listen.empty()) {
-    gateway_ =
-        std::make_unique<gateway::Gateway>(*context_, io_.get_executor(), config_.grpc_listen);
+    gateway_ = std::make_unique<gateway::Gateway>(*context_, io_.get_executor(),
+                                                  config_.grpc_listen, config_.tls);
   }
 #endif
 }
@@ -120,8 +123,9 @@ void Server::start() {
   for (unsigned i = 0; i < config_.threads; ++i) {
     threads_.emplace_back([this] { io_.run(); });
   }
-  spdlog::info("relay started core={}:{} threads={}", bound_.address().to_string(), bound_.port(),
-               config_.threads);
+  spdlog::info("relay started core={}:{} threads={} tls_native={} tls_grpc={} mutual_tls={}",
+               bound_.address().to_string(), bound_.port(), config_.threads, config_.tls.native,
+               config_.tls.grpc, config_.tls.any() && config_.tls.mutual());
 }
 
 void Server::accept_loop_start() {
@@ -150,14 +154,58 @@ void Server::accept_loop_start() {
             socket.close(ignored);
             continue;
           }
-          const auto id = next_connection_id_.fetch_add(1);
-          auto session = std::make_shared<net::Session>(net::make_tcp_transport(std::move(socket)),
-                                                        *context_, id);
-          track(session, id);
-          session->start();
+          if (native_tls_) {
+            start_tls_session(std::move(socket));
+          } else {
+            start_session(net::make_tcp_transport(std::move(socket)));
+          }
         }
       },
       log_exception);
+}
+
+void Server::start_session(std::unique_ptr<net::Transport> transport) {
+  const auto id = next_connection_id_.fetch_add(1);
+  auto session = std::make_shared<net::Session>(std::move(transport), *context_, id);
+  track(session, id);
+  session->start();
+}
+
+// The handshake runs on the connection's own strand, so a slow or silent client holds up no one;
+// the handshake timeout bounds it, and a relay shutting down meanwhile drops the connection.
+void Server::start_tls_session(tcp::socket socket) {
+  auto executor = socket.get_executor();
+  asio::co_spawn(
+      executor,
+      [this, socket = std::move(socket)]() mutable -> asio::awaitable<void> {
+        std::string remote;
+        boost::system::error_code ec;
+        if (const auto endpoint = socket.remote_endpoint(ec); !ec) {
+          remote = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+        }
+        auto transport = co_await net::accept_tls(std::move(socket), native_tls_->current(),
+                                                  config_.limits.handshake_timeout, ec);
+        if (!transport) {
+          context_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+          spdlog::debug("tls handshake failed remote={} error=\"{}\"", remote,
+                        net::describe_tls_error(ec));
+          co_return;
+        }
+        if (shutting_down_.load()) {
+          transport->close();
+          co_return;
+        }
+        start_session(std::move(transport));
+      },
+      log_exception);
+}
+
+bool Server::reload_tls() {
+  if (!native_tls_) {
+    spdlog::info("tls reload skipped: the native door has no TLS");
+    return false;
+  }
+  return native_tls_->reload();
 }
 
 void Server::track(const std::shared_ptr<net::Session>& session, std::uint64_t id) {
@@ -246,11 +294,20 @@ void Server::wait() {
 }
 
 void Server::handle_signals() {
-  signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM);
+  signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM, SIGHUP);
+  wait_for_signal();
+}
+
+void Server::wait_for_signal() {
   signals_->async_wait([this](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal received signal={}", signal);
-    shutdown();
+    if (signal != SIGHUP) {
+      shutdown();
+      return;
+    }
+    reload_tls();
+    if (!shutting_down_.load() && signals_) wait_for_signal();
   });
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "net/server_context.hpp"
+#include "net/tls.hpp"
 #include "registry/limits.hpp"
 
 namespace switchboard::core::net {
@@ -31,6 +32,7 @@ struct ServerConfig {
   std::string grpc_listen = "127.0.0.1:7401";
   unsigned threads = 0;  ///< 0: one per core
   Limits limits;
+  net::TlsConfig tls;
 };
 
 /// Splits "HOST:PORT" or "[V6]:PORT"; throws std::invalid_argument on a malformed address.
@@ -57,19 +59,28 @@ public:
   void shutdown();
   /// Blocks until the server has shut down and every thread has ended.
   void wait();
-  /// Installs SIGINT/SIGTERM handlers that call shutdown(); a second signal terminates at once.
+  /// Installs SIGINT/SIGTERM handlers that call shutdown(), and a SIGHUP handler that calls
+  /// reload_tls().
   void handle_signals();
+  /// Re-reads the native door's certificate files: new connections use them, live ones keep
+  /// theirs. A file that fails to load is logged and the previous certificates stay. Returns
+  /// whether the new files are in use (false also when the native door has no TLS).
+  bool reload_tls();
 
   net::ServerContext& context() noexcept { return *context_; }
 
 private:
   void accept_loop_start();
+  void start_session(std::unique_ptr<net::Transport> transport);
+  void start_tls_session(boost::asio::ip::tcp::socket socket);
+  void wait_for_signal();
   void begin_drain();
   void stop_gateway();
   void track(const std::shared_ptr<net::Session>& session, std::uint64_t id);
 
   ServerConfig config_;
   std::unique_ptr<net::ServerContext> context_;
+  std::unique_ptr<net::TlsContextHolder> native_tls_;  // null: the native door is plaintext
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint bound_;
