@@ -85,6 +85,7 @@ void BroadcastCall::read_done(bool ok) {
   }
   if (in_.kind_case() != pb::BroadcastClientMessage::kChunk) {
     fanout_.reset_all(Status::protocol_error, "second open on a Broadcast");
+    if (!outcome_) outcome_ = Status::protocol_error;
     finish(invalid_argument(context_, "only chunk messages may follow open"));
     return;
   }
@@ -121,7 +122,7 @@ void BroadcastCall::open() {
     return;
   }
   opened_ = true;
-  gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
+  count_stream_start(gateway_);
   credit_ = gateway_window(gateway_);
   const auto metadata = to_metadata(request.metadata());
   for (auto& [target_id, target] : gateway_.registry.broadcast_targets(*channel, *sender)) {
@@ -145,7 +146,10 @@ void BroadcastCall::open() {
 
 void BroadcastCall::forward(const wire::Slice& slice, bool fin) {
   credit_ -= slice.size;
-  gateway_.core.counters.bytes_in.fetch_add(slice.size, std::memory_order_relaxed);
+  gateway_.core.counters.grpc.payload_bytes_in.fetch_add(slice.size, std::memory_order_relaxed);
+  if (slice.size > 0 && credit_ <= 0) {
+    gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
+  }
   release(fanout_.forward(slice, fin));
 }
 
@@ -159,6 +163,7 @@ void BroadcastCall::release(std::uint64_t bytes) {
 void BroadcastCall::maybe_summarise() {
   if (!message_done_ || !fanout_.complete() || summarised_ || finished_ || done_) return;
   summarised_ = true;
+  if (!outcome_) outcome_ = Status::ok;
   out_.mutable_summary()->set_delivered(fanout_.delivered());
   out_.mutable_summary()->set_dropped(fanout_.dropped());
   StartWrite(&out_);
@@ -168,6 +173,7 @@ void BroadcastCall::idle_check() {
   if (done_ || finished_ || summarised_) return;
   if (std::chrono::steady_clock::now() >= last_activity_ + idle_timeout_) {
     fanout_.reset_all(Status::idle_timeout, "stream idle timeout");
+    if (!outcome_) outcome_ = Status::idle_timeout;
     finish(to_grpc(context_, Status::idle_timeout, "no bytes moved for the idle timeout"));
     return;
   }
@@ -179,6 +185,7 @@ void BroadcastCall::idle_check() {
 
 void BroadcastCall::on_done() {
   done_ = true;
+  if (opened_) count_stream_end(gateway_, outcome_.value_or(Status::cancelled));
   if (!fanout_.complete()) fanout_.reset_all(Status::cancelled, "broadcast sender went away");
   idle_timer_.cancel();
   self_.reset();

@@ -47,6 +47,8 @@ private:
   void idle_check();
 
   GatewayContext& gateway_;
+  CountedCall counted_{gateway_.core.counters.grpc};
+  std::optional<Status> outcome_;  // the stream's final status, first one decided wins
   grpc::CallbackServerContext* context_;
   boost::asio::strand<boost::asio::any_io_executor> strand_;
   boost::asio::steady_timer idle_timer_;

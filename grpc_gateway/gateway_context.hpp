@@ -26,6 +26,31 @@ struct GatewayContext {
   bool draining = false;
 };
 
+/// Counts one gRPC call as an open "connection" of the gRPC door for as long as it lives.
+class CountedCall {
+public:
+  explicit CountedCall(core::net::DoorCounters& counters) noexcept : counters_(counters) {
+    counters_.connections_total.fetch_add(1, std::memory_order_relaxed);
+    counters_.connections_open.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~CountedCall() { counters_.connections_open.fetch_sub(1, std::memory_order_relaxed); }
+  CountedCall(const CountedCall&) = delete;
+  CountedCall& operator=(const CountedCall&) = delete;
+
+private:
+  core::net::DoorCounters& counters_;
+};
+
+/// Records that a gRPC-door stream started or ended (with its final status).
+inline void count_stream_start(GatewayContext& context) noexcept {
+  context.core.counters.grpc.streams_total.fetch_add(1, std::memory_order_relaxed);
+  context.core.counters.grpc.streams_open.fetch_add(1, std::memory_order_relaxed);
+}
+inline void count_stream_end(GatewayContext& context, Status status) noexcept {
+  context.core.counters.grpc.streams_open.fetch_sub(1, std::memory_order_relaxed);
+  context.core.counters.grpc.count_stream_end(status);
+}
+
 /// Bytes per stream direction the gateway lets the core buffer before it stops reading from
 /// the gRPC client (the same window a native connection gets).
 inline std::int64_t gateway_window(const GatewayContext& context) {

@@ -108,6 +108,7 @@ void RespondCall::leave() {
     gateway_.drainers.erase(drain_token_);
   }
   for (auto& [id, entry] : incoming_) {
+    count_stream_end(gateway_, Status::peer_gone);
     if (entry.broadcast) {
       entry.counterpart->deliver_sink_done(entry.sink_index, Status::peer_gone);
     } else {
@@ -150,12 +151,17 @@ void RespondCall::read_done(bool ok) {
       if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
         auto& entry = it->second;
         entry.response_credit -= static_cast<std::int64_t>(chunk.data().size());
-        gateway_.core.counters.bytes_in.fetch_add(chunk.data().size(), std::memory_order_relaxed);
+        gateway_.core.counters.grpc.payload_bytes_in.fetch_add(chunk.data().size(),
+                                                               std::memory_order_relaxed);
+        if (!chunk.data().empty() && entry.response_credit <= 0) {
+          gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
+        }
         entry.counterpart->deliver_data(to_slice(chunk.data()), chunk.last());
         if (chunk.last()) {
           entry.response_done = true;
           if (entry.request_written) {
             open_requests_.fetch_sub(1);
+            count_stream_end(gateway_, entry.outcome);
             incoming_.erase(it);
           }
         }
@@ -171,8 +177,10 @@ void RespondCall::read_done(bool ok) {
             wire::End{is_valid_status(status) ? static_cast<Status>(status) : Status::internal,
                       end.app_code(), 0, 0, end.message()});
         it->second.response_done = true;
+        it->second.outcome = is_valid_status(status) ? static_cast<Status>(status) : Status::internal;
         if (it->second.request_written) {
           open_requests_.fetch_sub(1);
+          count_stream_end(gateway_, it->second.outcome);
           incoming_.erase(it);
         }
       }
@@ -198,13 +206,16 @@ void RespondCall::read_done(bool ok) {
 }
 
 void RespondCall::join() {
+  auto& counters = gateway_.core.counters.grpc;
   if (in_.kind_case() != pb::RespondClientMessage::kJoin) {
+    counters.count_handshake_failure(core::net::HandshakeFailure::unexpected_frame);
     finish(invalid_argument(context_, "the first message of Respond must be join"));
     return;
   }
   const auto& request = in_.join();
   const auto channel = parse_id(request.channel(), false);
   if (!channel || channel->is_nil()) {
+    counters.count_handshake_failure(core::net::HandshakeFailure::bad_hello);
     finish(invalid_argument(context_, request.channel().empty()
                                           ? "join.channel is required"
                                           : "join.channel is not a UUID: " + request.channel()));
@@ -212,12 +223,15 @@ void RespondCall::join() {
   }
   const auto peer = parse_id(request.peer_id(), true);
   if (!peer) {
+    counters.count_handshake_failure(core::net::HandshakeFailure::bad_hello);
     finish(invalid_argument(context_, "join.peer_id is not a UUID: " + request.peer_id()));
     return;
   }
   auto joined = gateway_.registry.join(*channel, *peer, true, shared_from_this());
   if (joined.status != Status::ok) {
-    gateway_.core.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    counters.count_handshake_failure(gateway_.registry.draining()
+                                         ? core::net::HandshakeFailure::draining
+                                         : core::net::HandshakeFailure::refused);
     finish(to_grpc(context_, joined.status, joined.message, 0,
                    joined.status == Status::refused && !peer->is_nil() &&
                        joined.message.find("already") != std::string::npos));
@@ -271,7 +285,7 @@ void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
   entry.response_done = broadcast;
   entry.response_credit = gateway_window(gateway_);
   incoming_.emplace(id, std::move(entry));
-  gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
+  count_stream_start(gateway_);
   Outgoing out;
   out.id = id;
   out.bytes = offer.first_chunk.size;
@@ -312,6 +326,7 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
   if (it == incoming_.end()) return;
   Incoming entry = std::move(it->second);
   incoming_.erase(it);
+  count_stream_end(gateway_, status);
   std::erase_if(outbox_, [&](const Outgoing& out) {
     if (out.id != id) return false;
     outbox_bytes_ -= out.bytes;
@@ -355,7 +370,7 @@ void RespondCall::enqueue(Outgoing outgoing) {
   outbox_.push_back(std::move(outgoing));
   if (outbox_bytes_ > gateway_.limits.max_connection_buffer) {
     // The client does not read what it is sent; it may not hold relay memory.
-    gateway_.core.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    gateway_.core.counters.grpc.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
     finish(to_grpc(context_, Status::slow_consumer, "outbound buffer limit"));
     return;
   }
@@ -388,7 +403,8 @@ void RespondCall::on_write_done(bool ok) {
     return;
   }
   if (writing_.id != 0) {
-    gateway_.core.counters.bytes_out.fetch_add(writing_.bytes, std::memory_order_relaxed);
+    gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_.bytes,
+                                                           std::memory_order_relaxed);
     auto it = incoming_.find(writing_.id);
     if (it != incoming_.end()) {
       auto& entry = it->second;
@@ -399,9 +415,11 @@ void RespondCall::on_write_done(bool ok) {
         entry.request_written = true;
         if (entry.broadcast) {
           entry.counterpart->deliver_sink_done(entry.sink_index, Status::ok);
+          count_stream_end(gateway_, Status::ok);
           incoming_.erase(it);
         } else if (entry.response_done) {
           open_requests_.fetch_sub(1);
+          count_stream_end(gateway_, entry.outcome);
           incoming_.erase(it);
         }
         if (draining_ && incoming_.empty()) drain();
@@ -423,7 +441,7 @@ void RespondCall::check_slow_consumers() {
     }
   }
   for (auto id : slow) {
-    gateway_.core.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    gateway_.core.counters.grpc.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("slow consumer dropped from broadcast door=grpc peer={}", peer_id_.to_string());
     drop(id, Status::slow_consumer, "receiver too slow for the broadcast", true);
   }

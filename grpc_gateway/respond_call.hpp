@@ -43,6 +43,7 @@ class RespondCall final
 public:
   static RespondCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
   RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context);
+  std::string_view door() const noexcept override { return "grpc"; }
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -61,6 +62,7 @@ private:
     std::uint32_t sink_index = 0;
     bool request_written = false;  // the whole incoming body reached the client
     bool response_done = false;
+    Status outcome = Status::ok;  // the status the responder ended with
     std::int64_t response_credit = 0;
     std::uint64_t queued = 0;  // incoming bytes waiting in the outbox
     std::chrono::steady_clock::time_point queued_since{};
@@ -90,6 +92,7 @@ private:
   void drain();
 
   GatewayContext& gateway_;
+  CountedCall counted_{gateway_.core.counters.grpc};
   grpc::CallbackServerContext* context_;
   boost::asio::strand<boost::asio::any_io_executor> strand_;
   boost::asio::steady_timer watchdog_;

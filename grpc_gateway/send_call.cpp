@@ -87,13 +87,15 @@ void SendCall::read_done(bool ok) {
   }
   if (in_.kind_case() != pb::SendClientMessage::kChunk) {
     target_->deliver_reset(wire::Reset{Status::protocol_error, 0, "second open on a Send"});
+    if (!outcome_) outcome_ = Status::protocol_error;
     response_done_ = true;
     finish(invalid_argument(context_, "only chunk messages may follow open"));
     return;
   }
   const auto& data = in_.chunk().data();
   credit_ -= static_cast<std::int64_t>(data.size());
-  gateway_.core.counters.bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+  gateway_.core.counters.grpc.payload_bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+  if (credit_ <= 0) gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
   if (!data.empty()) target_->deliver_data(to_slice(data), false);
   read_more();
 }
@@ -154,8 +156,9 @@ void SendCall::open() {
     return;
   }
   opened_ = true;
-  gateway_.core.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
-  gateway_.core.counters.bytes_in.fetch_add(request.data().size(), std::memory_order_relaxed);
+  count_stream_start(gateway_);
+  gateway_.core.counters.grpc.payload_bytes_in.fetch_add(request.data().size(),
+                                                         std::memory_order_relaxed);
   credit_ = gateway_window(gateway_) - static_cast<std::int64_t>(request.data().size());
   idle_timeout_ = request.idle_timeout_ms() != 0
                       ? std::chrono::milliseconds(request.idle_timeout_ms())
@@ -179,11 +182,13 @@ void SendCall::idle_check() {
     return;
   }
   target_->deliver_reset(wire::Reset{Status::idle_timeout, 0, "stream idle timeout"});
+  if (!outcome_) outcome_ = Status::idle_timeout;
   response_done_ = true;
   finish(to_grpc(context_, Status::idle_timeout, "no bytes moved for the idle timeout"));
 }
 
 void SendCall::on_reset(const wire::Reset& reset) {
+  if (!outcome_) outcome_ = reset.status;
   response_done_ = true;
   finish(to_grpc(context_, reset.status, reset.message, reset.app_code));
 }
@@ -201,6 +206,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
     outbox_bytes_.push_back(payload.size);
   }
   if (fin) {
+    if (!outcome_) outcome_ = Status::ok;
     response_done_ = true;
     final_status_ = grpc::Status::OK;
   }
@@ -209,6 +215,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
 
 void SendCall::on_end(const wire::End& end) {
   if (done_ || final_status_) return;
+  if (!outcome_) outcome_ = end.status;
   response_done_ = true;
   final_status_ = to_grpc(context_, end.status, end.message, end.app_code);
   pump();
@@ -241,10 +248,12 @@ void SendCall::pump() {
 void SendCall::on_write_done(bool ok) {
   write_pending_ = false;
   last_activity_ = std::chrono::steady_clock::now();
-  gateway_.core.counters.bytes_out.fetch_add(writing_bytes_, std::memory_order_relaxed);
+  gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_bytes_,
+                                                          std::memory_order_relaxed);
   // The client took these bytes: the responder may send as many more.
   if (target_) target_->deliver_credit(writing_bytes_, 0);
   if (!ok && !final_status_) {
+    if (!outcome_) outcome_ = Status::cancelled;
     final_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading");
     outbox_.clear();
     outbox_bytes_.clear();
@@ -254,6 +263,7 @@ void SendCall::on_write_done(bool ok) {
 
 void SendCall::on_cancel() {
   const bool expired = deadline_passed(context_);
+  if (!outcome_) outcome_ = expired ? Status::deadline_exceeded : Status::cancelled;
   if (target_ && !response_done_) {
     target_->deliver_reset(expired ? wire::Reset{Status::deadline_exceeded, 0, "deadline exceeded"}
                                    : wire::Reset{Status::cancelled, 0, "sender cancelled"});
@@ -265,6 +275,7 @@ void SendCall::on_cancel() {
 
 void SendCall::on_done() {
   done_ = true;
+  if (opened_) count_stream_end(gateway_, outcome_.value_or(Status::cancelled));
   // A response that ended first leaves the rest of the request unwanted: release the target.
   if (target_ && (!response_done_ || !request_done_)) {
     target_->deliver_reset(wire::Reset{Status::cancelled, 0, "sender went away"});

@@ -6,8 +6,8 @@ packages=(
   build-essential cmake ninja-build ccache clang clang-format clang-tidy
   libboost1.81-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler grpc-proto libgtest-dev libgmock-dev libbenchmark-dev libspdlog-dev
-  libfmt-dev libcli11-dev libclang-rt-14-dev python3 python3-grpcio python3-protobuf
-  libssl-dev openssl coreutils procps
+  libfmt-dev libcli11-dev libtomlplusplus-dev libclang-rt-14-dev python3 python3-grpcio
+  python3-protobuf libssl-dev openssl coreutils procps
 )
 
 missing=()

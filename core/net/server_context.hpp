@@ -1,28 +1,95 @@
 // State shared by every session of one relay: limits, the registry, and the relay's counters.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 #include "registry/limits.hpp"
 #include "registry/registry.hpp"
 
 namespace switchboard::core::net {
 
-struct Counters {
+/// Why a connection (native) or a Respond call (gRPC) never became a peer.
+enum class HandshakeFailure : std::uint8_t {
+  timeout,          ///< no HELLO within the handshake timeout
+  bad_hello,        ///< malformed HELLO or open message
+  bad_version,      ///< unsupported protocol version
+  unexpected_frame, ///< something other than HELLO came first
+  refused,          ///< the registry refused the join (duplicate id, a limit)
+  draining,         ///< the relay was draining
+  count_,
+};
+
+constexpr std::string_view handshake_failure_name(HandshakeFailure reason) noexcept {
+  switch (reason) {
+    case HandshakeFailure::timeout:
+      return "timeout";
+    case HandshakeFailure::bad_hello:
+      return "bad_hello";
+    case HandshakeFailure::bad_version:
+      return "bad_version";
+    case HandshakeFailure::unexpected_frame:
+      return "unexpected_frame";
+    case HandshakeFailure::refused:
+      return "refused";
+    case HandshakeFailure::draining:
+      return "draining";
+    case HandshakeFailure::count_:
+      break;
+  }
+  return "unknown";
+}
+
+inline constexpr std::size_t kHandshakeFailureCount =
+    static_cast<std::size_t>(HandshakeFailure::count_);
+inline constexpr std::size_t kStatusCount = kMaxStatusValue + 1;
+
+/// What one front door counts. All increments are relaxed: these are statistics, not
+/// synchronisation. For the gRPC door a "connection" is a call (gRPC multiplexes calls over
+/// HTTP/2 connections the gateway never sees).
+struct DoorCounters {
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::int64_t> connections_open{0};
-  std::atomic<std::uint64_t> handshake_failures{0};
-  /// TLS handshakes on the native door that failed or timed out (no session was started).
-  std::atomic<std::uint64_t> tls_handshake_failures{0};
+  std::atomic<std::uint64_t> connections_refused{0};  ///< turned away at the connection limit
+  std::array<std::atomic<std::uint64_t>, kHandshakeFailureCount> handshake_failures{};
   std::atomic<std::uint64_t> streams_total{0};
   std::atomic<std::int64_t> streams_open{0};
+  /// Ends of streams by final status; a stream between two peers ends once at each end.
+  std::array<std::atomic<std::uint64_t>, kStatusCount> stream_outcomes{};
+  /// Bytes read from and written to the door's sockets (native: framing included).
   std::atomic<std::uint64_t> bytes_in{0};
   std::atomic<std::uint64_t> bytes_out{0};
+  /// Stream payload bytes only: what applications sent and received through this door.
+  std::atomic<std::uint64_t> payload_bytes_in{0};
+  std::atomic<std::uint64_t> payload_bytes_out{0};
+  /// Times a stream had bytes for a client but no credit from it (the client reads slower).
+  std::atomic<std::uint64_t> credit_stalls{0};
   std::atomic<std::uint64_t> slow_consumer_drops{0};
   std::atomic<std::uint64_t> protocol_errors{0};
+
+  void count_handshake_failure(HandshakeFailure reason) noexcept {
+    handshake_failures[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void count_stream_end(Status status) noexcept {
+    const auto index = static_cast<std::size_t>(status);
+    if (index < kStatusCount) stream_outcomes[index].fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+/// The relay's counters. The native door's counters are the base so that the socket session
+/// counts with plain `counters.bytes_in` etc.; the gateway counts into `grpc`.
+struct Counters : DoorCounters {
+  DoorCounters grpc;
+  /// TLS handshakes on the native door that failed or timed out (no session was started). The
+  /// gRPC door's TLS failures happen inside gRPC, which does not report them.
+  std::atomic<std::uint64_t> tls_handshake_failures{0};
   /// Payload bytes held in stream queues across the relay (bounded by the stream windows).
   std::atomic<std::int64_t> queued_bytes{0};
+
+  DoorCounters& native() noexcept { return *this; }
+  const DoorCounters& native() const noexcept { return *this; }
 };
 
 struct ServerContext {

@@ -104,7 +104,7 @@ asio::awaitable<void> Session::watchdog() {
     }
     if (!joined_) {
       if (now - started_ > limits_.handshake_timeout) {
-        context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+        context_.counters.count_handshake_failure(HandshakeFailure::timeout);
         fail_connection(Status::protocol_error, "handshake timeout");
       }
       continue;
@@ -130,7 +130,7 @@ bool Session::handle_frame(const wire::Frame& frame) {
   const auto type = frame.header.type;
   if (!joined_) {
     if (type != FrameType::hello) {
-      context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+      context_.counters.count_handshake_failure(HandshakeFailure::unexpected_frame);
       fail_connection(Status::protocol_error,
                       "expected HELLO, got " + std::string(wire::frame_type_name(type)));
       return false;
@@ -183,7 +183,9 @@ bool Session::handle_hello(const wire::Frame& frame) {
   wire::Hello hello;
   const auto error = wire::parse_hello(frame.payload, hello);
   if (error != wire::DecodeError::none) {
-    context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    context_.counters.count_handshake_failure(error == wire::DecodeError::unsupported_version
+                                                  ? HandshakeFailure::bad_version
+                                                  : HandshakeFailure::bad_hello);
     std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
     if (error == wire::DecodeError::unsupported_version) {
       message = "unsupported protocol version " + std::to_string(hello.version) +
@@ -193,13 +195,14 @@ bool Session::handle_hello(const wire::Frame& frame) {
     return false;
   }
   if (draining_) {
+    context_.counters.count_handshake_failure(HandshakeFailure::draining);
     fail_connection(Status::refused, "relay is draining");
     return false;
   }
   const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
   auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
   if (joined.status != Status::ok) {
-    context_.counters.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    context_.counters.count_handshake_failure(HandshakeFailure::refused);
     spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
                   status_name(joined.status), joined.message);
     fail_connection(joined.status, std::move(joined.message));

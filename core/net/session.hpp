@@ -52,6 +52,7 @@ public:
   std::uint32_t id = 0;  // 0 until registered on the strand
   bool registered = false;
   bool removed = false;
+  Status outcome = Status::ok;  // the status this end finished with, for the metrics
 
   // The counterpart (requester/responder/sink) or the receivers (source).
   std::shared_ptr<Endpoint> counterpart;

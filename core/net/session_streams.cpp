@@ -100,6 +100,7 @@ bool Session::handle_open(const wire::Frame& frame) {
     return refuse(Status::protocol_error, "flow control window exceeded");
   }
   const bool fin = (frame.header.flags & wire::flags::kFin) != 0;
+  context_.counters.payload_bytes_in.fetch_add(body.size(), std::memory_order_relaxed);
   wire::Slice slice = reader_.share(body);
   if (open.kind == wire::StreamKind::broadcast) {
     open_broadcast(id, std::move(open), std::move(slice), fin);
@@ -212,6 +213,7 @@ bool Session::handle_data(const wire::Frame& frame) {
   }
   stream->in_credit -= size;
   stream->in_done = fin;
+  context_.counters.payload_bytes_in.fetch_add(size, std::memory_order_relaxed);
   touch(*stream);
   wire::Slice slice = reader_.share(frame.payload);
   if (stream->role == StreamRole::broadcast_source) {
@@ -238,6 +240,7 @@ bool Session::handle_end(const wire::Frame& frame) {
   }
   stream->in_done = true;
   touch(*stream);
+  if (stream->role == StreamRole::responder) stream->outcome = end.status;
   if (stream->role == StreamRole::broadcast_source) {
     if (end.status != Status::ok) {
       reset_stream(stream, end.status, end.message, false, true);
@@ -428,6 +431,7 @@ void Session::release_inbound(SessionStream& stream, std::uint64_t bytes) {
 void Session::reset_stream(const StreamPtr& stream, Status status, std::string message,
                            bool tell_client, bool tell_counterpart) {
   if (stream->removed) return;
+  stream->outcome = status;
   if (tell_client && stream->registered && !closing_) {
     wire::append_reset(control_, stream->id, make_reset(status, message));
     queue_control_done();
@@ -474,6 +478,7 @@ void Session::remove_stream(const StreamPtr& stream) {
       streams_.erase(it);
     }
     context_.counters.streams_open.fetch_sub(1, std::memory_order_relaxed);
+    context_.counters.count_stream_end(stream->outcome);
     if (stream->role == StreamRole::responder) {
       incoming_open_.fetch_sub(1, std::memory_order_relaxed);
     } else if (stream->role == StreamRole::requester ||

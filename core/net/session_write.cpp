@@ -176,6 +176,7 @@ void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
     if (s.out_end_pending) {
       wire::End end = std::move(*s.out_end_pending);
       s.out_end_pending.reset();
+      if (s.role == StreamRole::requester) s.outcome = end.status;
       s.out_fin_pending = false;
       const std::size_t at = arena_.size();
       wire::append_end(arena_, s.id, end);
@@ -188,6 +189,10 @@ void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
     }
   }
   if (sent > 0) {
+    context_.counters.payload_bytes_out.fetch_add(sent, std::memory_order_relaxed);
+    if (s.out_queued > 0 && s.out_credit <= 0) {
+      context_.counters.credit_stalls.fetch_add(1, std::memory_order_relaxed);
+    }
     written_.emplace_back(stream, sent);
     context_.counters.queued_bytes.fetch_sub(sent, std::memory_order_relaxed);
   }

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "switchboard/wire/buffer.hpp"
 #include "switchboard/wire/frame.hpp"
@@ -54,6 +55,8 @@ public:
   virtual std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) = 0;
   /// Whether the peer can take another incoming request now (for "any" routing).
   virtual bool has_capacity() const = 0;
+  /// The front door that carries this peer, for introspection ("native" or "grpc").
+  virtual std::string_view door() const noexcept { return "native"; }
 };
 
 }  // namespace switchboard::core

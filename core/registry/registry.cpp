@@ -67,7 +67,8 @@ JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool
   }
   result.others.reserve(channel.members.size());
   for (const auto& [member_id, member] : channel.members) result.others.push_back(member_id);
-  channel.members.emplace(id, Member{std::move(peer), accepts_requests});
+  channel.members.emplace(
+      id, Member{std::move(peer), accepts_requests, std::chrono::system_clock::now()});
   if (accepts_requests) channel.responders.push_back(id);
   ++peer_count_;
   announce_locked(channel_id, &channel, wire::PresenceEvent::joined, id);
@@ -219,6 +220,31 @@ std::vector<Uuid> Registry::members(const Uuid& channel_id, std::uint64_t& versi
 RegistryStats Registry::stats() const {
   std::lock_guard lock(mutex_);
   return RegistryStats{channels_.size(), peer_count_};
+}
+
+std::vector<ChannelInfo> Registry::channel_list() const {
+  std::lock_guard lock(mutex_);
+  std::vector<ChannelInfo> list;
+  list.reserve(channels_.size());
+  for (const auto& [id, channel] : channels_) {
+    list.push_back(ChannelInfo{id, channel.members.size(), channel.version});
+  }
+  return list;
+}
+
+std::optional<std::vector<PeerInfo>> Registry::channel_peers(const Uuid& channel_id,
+                                                             std::uint64_t& version) const {
+  std::lock_guard lock(mutex_);
+  const auto it = channels_.find(channel_id);
+  if (it == channels_.end()) return std::nullopt;
+  version = it->second.version;
+  std::vector<PeerInfo> peers;
+  peers.reserve(it->second.members.size());
+  for (const auto& [id, member] : it->second.members) {
+    peers.push_back(PeerInfo{id, member.accepts_requests, std::string(member.peer->door()),
+                             member.joined_at});
+  }
+  return peers;
 }
 
 }  // namespace switchboard::core

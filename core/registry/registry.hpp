@@ -2,6 +2,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -27,6 +29,20 @@ struct RouteResult {
   std::string message;
   std::shared_ptr<Peer> peer;
   Uuid peer_id;
+};
+
+/// One member as the admin endpoint lists it.
+struct PeerInfo {
+  Uuid id;
+  bool accepts_requests = false;
+  std::string door;
+  std::chrono::system_clock::time_point joined_at;
+};
+
+struct ChannelInfo {
+  Uuid id;
+  std::size_t peers = 0;
+  std::uint64_t version = 0;
 };
 
 struct RegistryStats {
@@ -68,11 +84,17 @@ public:
   bool draining() const noexcept { return draining_.load(); }
 
   RegistryStats stats() const;
+  /// Every channel with its peer count (a snapshot; for introspection, not the data path).
+  std::vector<ChannelInfo> channel_list() const;
+  /// The members of `channel`, or nothing when it does not exist.
+  std::optional<std::vector<PeerInfo>> channel_peers(const Uuid& channel,
+                                                     std::uint64_t& version) const;
 
 private:
   struct Member {
     std::shared_ptr<Peer> peer;
     bool accepts_requests = false;
+    std::chrono::system_clock::time_point joined_at = std::chrono::system_clock::now();
   };
   struct Channel {
     std::unordered_map<Uuid, Member, UuidHash> members;

@@ -1,89 +1,115 @@
-// switchboard-server: command line, logging set-up, and the relay's run until drained.
-#include <spdlog/sinks/stdout_color_sinks.h>
+// switchboard-server: configuration (flags, environment, file), logging, and the relay's run.
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
+#include "server/logging.hpp"
+#include "server/options.hpp"
 #include "server/server.hpp"
 
 namespace {
 
-void add_ms_option(CLI::App& app, const std::string& name, switchboard::core::Milliseconds& value,
-                   const std::string& help) {
-  app.add_option_function<long long>(
-         name, [&value](long long ms) { value = switchboard::core::Milliseconds(ms); }, help)
-      ->default_str(std::to_string(value.count()));
+constexpr int kConfigErrorExit = 2;
+
+std::string text_of(const boost::asio::ip::tcp::endpoint& endpoint) {
+  const auto address = endpoint.address();
+  const auto host = address.is_v6() ? "[" + address.to_string() + "]" : address.to_string();
+  return host + ":" + std::to_string(endpoint.port());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  using switchboard::core::ServerConfig;
-  ServerConfig config;
-  auto& limits = config.limits;
-  std::string log_level = "info";
+  using namespace switchboard::core;
 
-  CLI::App app{"switchboard-server: the Switchboard channel relay"};
-  app.add_option("--listen", config.listen,
-                 "core (native) listen address HOST:PORT; port 0 picks one")
-      ->capture_default_str();
-  app.add_option("--grpc-listen", config.grpc_listen,
-                 "gRPC gateway listen address HOST:PORT; port 0 picks one; empty disables")
-      ->capture_default_str();
-  app.add_option("--threads", config.threads, "I/O threads (0: one per core)")
-      ->capture_default_str();
-  app.add_option("--max-frame", limits.max_frame, "largest frame payload accepted (bytes)")
-      ->capture_default_str();
-  app.add_option("--stream-window", limits.stream_window,
-                 "bytes buffered per stream direction (flow-control window)")
-      ->capture_default_str();
-  app.add_option("--max-streams", limits.max_streams_per_connection,
-                 "streams one connection may have open in each direction")
-      ->capture_default_str();
-  app.add_option("--max-peers-per-channel", limits.max_peers_per_channel, "peers per channel")
-      ->capture_default_str();
-  app.add_option("--max-channels", limits.max_channels, "channels on this relay")
-      ->capture_default_str();
-  app.add_option("--max-connections", limits.max_connections, "open native connections")
-      ->capture_default_str();
-  app.add_option("--max-connection-buffer", limits.max_connection_buffer,
-                 "bytes queued towards one connection before it is closed as a slow consumer")
-      ->capture_default_str();
-  add_ms_option(app, "--handshake-timeout-ms", limits.handshake_timeout,
-                "time allowed for a connection's HELLO");
-  add_ms_option(app, "--keepalive-ms", limits.keepalive_interval,
-                "silence before a PING; twice this and the peer is dead");
-  add_ms_option(app, "--slow-consumer-timeout-ms", limits.slow_consumer_timeout,
-                "time a broadcast receiver may grant no credit before it is dropped");
-  add_ms_option(app, "--idle-timeout-ms", limits.default_idle_timeout,
-                "default stream idle timeout (0: none)");
-  add_ms_option(app, "--drain-timeout-ms", limits.drain_timeout,
-                "longest wait for streams in flight at shutdown");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
-      ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  CLI::App app{"switchboard-server: the Switchboard channel relay.\n"
+               "Settings come from flags, then SWITCHBOARD_<KEY> environment variables, then the "
+               "--config file, then defaults (see docs/OPERATIONS.md)."};
+  std::string config_file;
+  bool print_config = false;
+  bool print_reference = false;
+  app.add_option("--config", config_file, "TOML configuration file (also SWITCHBOARD_CONFIG)");
+  app.add_flag("--print-config", print_config,
+               "print the effective configuration as TOML and exit");
+  app.add_flag("--print-config-reference", print_reference,
+               "print the configuration reference (Markdown) and exit");
 
-  auto logger = spdlog::stderr_color_mt("switchboard");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(log_level));
-
+  const auto& table = option_table();
+  const ServerConfig defaults;
+  std::vector<std::string> flag_values(table.size());
+  std::vector<CLI::Option*> flag_options;
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    const auto& option = table[i];
+    std::string names = option.flag();
+    for (const auto& alias : option.flag_aliases) names += "," + alias;
+    const std::string help = option.help + " [" + option.env_name() + "]";
+    CLI::Option* added = nullptr;
+    if (option.type == OptionType::boolean) {
+      added = app.add_flag(names + "{true}", flag_values[i], help);
+    } else {
+      added = app.add_option(names, flag_values[i], help);
+    }
+    added->default_str(option.read(defaults));
+    flag_options.push_back(added);
+  }
   try {
-    switchboard::core::Server server(config);
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // A flag that does not exist or lacks its value is invalid configuration like any other.
+    (void)app.exit(e);
+    return kConfigErrorExit;
+  }
+
+  if (print_reference) {
+    std::cout << config_reference_markdown();
+    return 0;
+  }
+
+  ConfigSources sources;
+  if (!config_file.empty()) {
+    sources.file = config_file;
+  } else if (const char* from_env = std::getenv("SWITCHBOARD_CONFIG"); from_env && *from_env) {
+    sources.file = from_env;
+  }
+  sources.environment = switchboard_environment();
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    if (flag_options[i]->count() > 0) sources.flags.emplace_back(table[i].key, flag_values[i]);
+  }
+  ServerConfig config;
+  try {
+    config = load_config(sources);
+  } catch (const ConfigError& e) {
+    std::cerr << "switchboard-server: invalid configuration: " << e.what() << "\n";
+    return kConfigErrorExit;
+  }
+  if (print_config) {
+    std::cout << to_toml(config);
+    return 0;
+  }
+
+  configure_logging(config.log_level, config.log_format);
+  try {
+    Server server(config);
     server.handle_signals();
     server.start();
-    const auto bound = server.core_endpoint();
-    std::printf("listening core %s:%u\n", bound.address().to_string().c_str(),
-                static_cast<unsigned>(bound.port()));
+    std::printf("listening core %s\n", text_of(server.core_endpoint()).c_str());
     if (const auto grpc = server.grpc_address(); !grpc.empty()) {
       std::printf("listening grpc %s\n", grpc.c_str());
+    }
+    if (const auto admin = server.admin_endpoint()) {
+      std::printf("listening admin %s\n", text_of(*admin).c_str());
     }
     std::fflush(stdout);
     server.wait();
   } catch (const std::exception& e) {
+    spdlog::critical("start-up failed error=\"{}\"", e.what());
     std::cerr << "switchboard-server: " << e.what() << "\n";
-    return 2;
+    return kConfigErrorExit;
   }
   return 0;
 }

@@ -15,6 +15,8 @@
 #include <stdexcept>
 
 #include "net/session.hpp"
+#include "server/admin_http.hpp"
+#include "server/admin_views.hpp"
 #include "switchboard/wire/codec.hpp"
 #if SWITCHBOARD_WITH_GRPC
 #include "grpc_gateway/gateway.hpp"
@@ -84,6 +86,24 @@ Server::Server(ServerConfig config)
                                                   config_.grpc_listen, config_.tls);
   }
 #endif
+  if (!config_.admin_listen.empty()) {
+    AdminHandlers handlers;
+    handlers.metrics = [this] { return metrics_text(*context_, draining(), started_); };
+    handlers.draining = [this] { return draining(); };
+    if (config_.admin_introspection) {
+      handlers.channels = [this] { return channels_json(context_->registry); };
+      handlers.channel = [this](std::string_view id) {
+        return channel_json(context_->registry, id);
+      };
+    }
+    try {
+      admin_ = std::make_unique<AdminServer>(io_, parse_endpoint(config_.admin_listen),
+                                             std::move(handlers));
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error("cannot listen for admin HTTP on " + config_.admin_listen + ": " +
+                               e.code().message());
+    }
+  }
 }
 
 Server::~Server() {
@@ -103,6 +123,11 @@ std::string Server::grpc_address() const {
   return {};
 }
 
+std::optional<tcp::endpoint> Server::admin_endpoint() const {
+  if (!admin_) return std::nullopt;
+  return admin_->local_endpoint();
+}
+
 int Server::grpc_port() const {
 #if SWITCHBOARD_WITH_GRPC
   if (gateway_) return gateway_->port();
@@ -120,12 +145,62 @@ void Server::start() {
   guard_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
       io_.get_executor());
   accept_loop_start();
+  if (admin_) admin_->start();
   for (unsigned i = 0; i < config_.threads; ++i) {
     threads_.emplace_back([this] { io_.run(); });
   }
-  spdlog::info("relay started core={}:{} threads={} tls_native={} tls_grpc={} mutual_tls={}",
-               bound_.address().to_string(), bound_.port(), config_.threads, config_.tls.native,
-               config_.tls.grpc, config_.tls.any() && config_.tls.mutual());
+  const auto& l = config_.limits;
+  std::string admin = "off";
+  if (admin_) {
+    const auto endpoint = admin_->local_endpoint();
+    admin = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  }
+  const auto grpc = grpc_address();
+  spdlog::info("relay started core={}:{} grpc={} admin={} introspection={} threads={}",
+               bound_.address().to_string(), bound_.port(), grpc.empty() ? "off" : grpc, admin,
+               config_.admin_introspection, config_.threads);
+  spdlog::info(
+      "limits max_frame={} stream_window={} max_streams_per_connection={} "
+      "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "
+      "handshake_timeout_ms={} keepalive_interval_ms={} slow_consumer_timeout_ms={} "
+      "default_idle_timeout_ms={} drain_timeout_ms={}",
+      l.max_frame, l.stream_window, l.max_streams_per_connection, l.max_peers_per_channel,
+      l.max_channels, l.max_connections, l.max_connection_buffer, l.handshake_timeout.count(),
+      l.keepalive_interval.count(), l.slow_consumer_timeout.count(),
+      l.default_idle_timeout.count(), l.drain_timeout.count());
+}
+
+// One line per refused connection would let a flood fill the log: at most one a second, with
+// the number refused since the last line.
+void Server::log_refusal() {
+  ++refusals_since_log_;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_refusal_log_ < std::chrono::seconds(1)) return;
+  spdlog::warn("connection refused reason=connection_limit max_connections={} refused={}",
+               config_.limits.max_connections, refusals_since_log_);
+  last_refusal_log_ = now;
+  refusals_since_log_ = 0;
+}
+
+void Server::log_summary() {
+  if (summary_logged_) return;
+  summary_logged_ = true;
+  const auto& c = context_->counters;
+  auto ended = [](const net::DoorCounters& door) {
+    std::uint64_t sum = 0;
+    for (const auto& outcome : door.stream_outcomes) sum += outcome.load();
+    return sum;
+  };
+  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+      std::chrono::system_clock::now() - started_);
+  spdlog::info(
+      "relay stopped uptime_s={} native_connections={} grpc_calls={} native_streams={} "
+      "grpc_streams={} streams_ok={} native_bytes_in={} native_bytes_out={} grpc_bytes_in={} "
+      "grpc_bytes_out={}",
+      uptime.count(), c.connections_total.load(), c.grpc.connections_total.load(), ended(c),
+      ended(c.grpc), c.stream_outcomes[0].load() + c.grpc.stream_outcomes[0].load(),
+      c.bytes_in.load(), c.bytes_out.load(), c.grpc.payload_bytes_in.load(),
+      c.grpc.payload_bytes_out.load());
 }
 
 void Server::accept_loop_start() {
@@ -145,6 +220,8 @@ void Server::accept_loop_start() {
           }
           const auto open = context_->counters.connections_open.load(std::memory_order_relaxed);
           if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
+            context_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+            log_refusal();
             std::vector<std::uint8_t> refusal;
             wire::append_error(refusal, wire::Error{Status::resource_exhausted,
                                                     "relay is at its connection limit"});
@@ -222,8 +299,11 @@ void Server::shutdown() {
 }
 
 void Server::begin_drain() {
-  spdlog::info("relay draining sessions={} drain_timeout_ms={}",
-               context_->counters.connections_open.load(), config_.limits.drain_timeout.count());
+  spdlog::info("relay draining sessions={} grpc_calls={} streams={} drain_timeout_ms={}",
+               context_->counters.connections_open.load(),
+               context_->counters.grpc.connections_open.load(),
+               context_->counters.streams_open.load() + context_->counters.grpc.streams_open.load(),
+               config_.limits.drain_timeout.count());
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   if (signals_) signals_->cancel(ignored);
@@ -245,12 +325,24 @@ void Server::begin_drain() {
         asio::steady_timer poll(io_);
         const auto deadline = std::chrono::steady_clock::now() + config_.limits.drain_timeout;
         bool terminated = false;
+        auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(1);
         while (context_->counters.connections_open.load() > 0) {
+          if (std::chrono::steady_clock::now() >= next_progress) {
+            next_progress += std::chrono::seconds(1);
+            spdlog::info("drain progress sessions={} streams={} remaining_ms={}",
+                         context_->counters.connections_open.load(),
+                         context_->counters.streams_open.load(),
+                         std::max<std::int64_t>(
+                             0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count()));
+          }
           if (terminated &&
               std::chrono::steady_clock::now() >= deadline + std::chrono::seconds(5)) {
             spdlog::error("sessions did not close after termination remaining={}",
                           context_->counters.connections_open.load());
             stop_gateway();
+            if (admin_) admin_->stop();
             io_.stop();
             co_return;
           }
@@ -266,7 +358,7 @@ void Server::begin_drain() {
           poll.expires_after(std::chrono::milliseconds(10));
           co_await poll.async_wait(kUseTuple);
         }
-        spdlog::info("relay drained");
+        spdlog::info("relay drained terminated={}", terminated);
         if (signals_) signals_.reset();
         // gRPC's shutdown blocks until its calls are done, and they finish on these I/O
         // threads: run it elsewhere, then let the threads end.
@@ -279,7 +371,10 @@ void Server::begin_drain() {
 #if SWITCHBOARD_WITH_GRPC
           if (gateway_) gateway_->shutdown(grace);
 #endif
-          asio::post(io_, [this] { guard_.reset(); });
+          asio::post(io_, [this] {
+            if (admin_) admin_->stop();
+            guard_.reset();
+          });
         });
       },
       log_exception);
@@ -289,8 +384,10 @@ void Server::wait() {
   for (auto& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
+  const bool ran = !threads_.empty();
   threads_.clear();
   if (gateway_stopper_.joinable()) gateway_stopper_.join();
+  if (ran) log_summary();
 }
 
 void Server::handle_signals() {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -26,11 +27,19 @@ class Gateway;
 
 namespace switchboard::core {
 
+class AdminServer;
+
 struct ServerConfig {
   std::string listen = "127.0.0.1:7400";
   /// The gRPC gateway's address; empty disables it (as does a build without gRPC).
   std::string grpc_listen = "127.0.0.1:7401";
   unsigned threads = 0;  ///< 0: one per core
+  /// The HTTP admin endpoint (metrics, health, introspection); empty disables it.
+  std::string admin_listen = "127.0.0.1:7402";
+  /// Whether the admin endpoint serves /channels (channel and peer ids: off unless asked).
+  bool admin_introspection = false;
+  std::string log_level = "info";  ///< read by the program, not by Server
+  std::string log_format = "text";  ///< text or json; read by the program, not by Server
   Limits limits;
   net::TlsConfig tls;
 };
@@ -51,6 +60,10 @@ public:
   /// The gateway's "HOST:PORT", or empty when it is off.
   std::string grpc_address() const;
   int grpc_port() const;
+  /// The bound admin endpoint, or nothing when it is off.
+  std::optional<boost::asio::ip::tcp::endpoint> admin_endpoint() const;
+  /// True from the moment shutdown() is called.
+  bool draining() const noexcept { return shutting_down_.load(); }
 
   /// Starts accepting on the I/O threads and returns.
   void start();
@@ -77,6 +90,8 @@ private:
   void begin_drain();
   void stop_gateway();
   void track(const std::shared_ptr<net::Session>& session, std::uint64_t id);
+  void log_refusal();
+  void log_summary();
 
   ServerConfig config_;
   std::unique_ptr<net::ServerContext> context_;
@@ -86,6 +101,11 @@ private:
   boost::asio::ip::tcp::endpoint bound_;
   std::unique_ptr<boost::asio::signal_set> signals_;
   std::unique_ptr<gateway::Gateway> gateway_;
+  std::unique_ptr<AdminServer> admin_;
+  std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
+  std::chrono::steady_clock::time_point last_refusal_log_{};
+  std::uint64_t refusals_since_log_ = 0;
+  bool summary_logged_ = false;
   // Keeps the I/O threads running until the gateway has shut down (its calls end on them).
   std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_;
   std::thread gateway_stopper_;
