@@ -4,7 +4,11 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -76,6 +80,52 @@ asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_ex
   co_return connection;
 }
 
+asio::awaitable<Outcome> Connection::start_tls() {
+  namespace ssl = asio::ssl;
+  const auto& tls = options_.tls;
+  auto failure = [](std::string message) {
+    return Outcome{Status::unauthenticated, 0, std::move(message)};
+  };
+  auto& context = p_->tls_context.emplace(ssl::context::tls_client);
+  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  boost::system::error_code ec;
+  if (tls.ca_file.empty()) {
+    context.set_default_verify_paths(ec);
+  } else {
+    context.load_verify_file(tls.ca_file, ec);
+  }
+  if (ec) co_return failure("cannot load TLS CA file \"" + tls.ca_file + "\": " + ec.message());
+  if (!tls.cert_file.empty()) {
+    context.use_certificate_chain_file(tls.cert_file, ec);
+    if (ec) {
+      co_return failure("cannot load TLS certificate \"" + tls.cert_file + "\": " + ec.message());
+    }
+    context.use_private_key_file(tls.key_file.empty() ? tls.cert_file : tls.key_file,
+                                 ssl::context::pem, ec);
+    if (ec) co_return failure("cannot load TLS key \"" + tls.key_file + "\": " + ec.message());
+  }
+  const std::string name = tls.server_name.empty() ? options_.host : tls.server_name;
+  context.set_verify_mode(ssl::verify_peer);
+  context.set_verify_callback(ssl::host_name_verification(name));
+  p_->tls = std::make_unique<ssl::stream<tcp::socket&>>(p_->socket, context);
+  boost::system::error_code not_an_address;
+  (void)asio::ip::make_address(name, not_an_address);
+  if (not_an_address) SSL_set_tlsext_host_name(p_->tls->native_handle(), name.c_str());
+  auto [handshake_error] = co_await p_->tls->async_handshake(ssl::stream_base::client, kUseTuple);
+  if (handshake_error) {
+    std::string reason = handshake_error.message();
+    const long verify = SSL_get_verify_result(p_->tls->native_handle());
+    if (verify != X509_V_OK) {
+      reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ", checking \"" +
+                name + "\")";
+    }
+    co_return failure("TLS handshake with " + options_.host + ":" + std::to_string(options_.port) +
+                      " failed: " + reason);
+  }
+  co_return Outcome{};
+}
+
 asio::awaitable<Outcome> Connection::handshake() {
   tcp::resolver resolver(p_->executor);
   auto [resolve_error, endpoints] =
@@ -92,6 +142,9 @@ asio::awaitable<Outcome> Connection::handshake() {
   }
   boost::system::error_code ignored;
   p_->socket.set_option(tcp::no_delay(true), ignored);
+  if (options_.tls.enabled) {
+    if (auto failure = co_await start_tls(); !failure.ok()) co_return failure;
+  }
 
   wire::Hello hello;
   hello.channel = options_.channel;
@@ -102,7 +155,7 @@ asio::awaitable<Outcome> Connection::handshake() {
   hello.token = options_.token;
   std::vector<std::uint8_t> bytes;
   wire::append_hello(bytes, hello);
-  if (auto [ec, n] = co_await asio::async_write(p_->socket, asio::buffer(bytes), kUseTuple); ec) {
+  if (auto [ec, n] = co_await p_->write_all(asio::buffer(bytes)); ec) {
     co_return Outcome{Status::peer_gone, 0, "handshake write failed: " + ec.message()};
   }
 
@@ -110,9 +163,15 @@ asio::awaitable<Outcome> Connection::handshake() {
   wire::Frame frame;
   for (;;) {
     auto space = p_->reader.prepare();
-    auto [ec, n] =
-        co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
-    if (ec) co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
+    auto [ec, n] = co_await p_->read_some(asio::buffer(space.data(), space.size()));
+    if (ec) {
+      // Over TLS the relay's refusal of our certificate arrives here, as an alert.
+      if (p_->tls && ec != asio::error::eof && ec.category() == asio::error::get_ssl_category()) {
+        co_return Outcome{Status::unauthenticated, 0,
+                          "relay ended the TLS session during handshake: " + ec.message()};
+      }
+      co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
+    }
     p_->reader.commit(n);
     for (;;) {
       const auto decoded = p_->reader.next(frame);
@@ -185,8 +244,7 @@ asio::awaitable<void> Connection::read_loop() {
     }
     if (broken) break;
     auto space = p_->reader.prepare();
-    auto [ec, n] =
-        co_await p_->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
+    auto [ec, n] = co_await p_->read_some(asio::buffer(space.data(), space.size()));
     if (closed_) co_return;
     if (ec) {
       if (ec != asio::error::eof) reason.message = "connection lost: " + ec.message();
@@ -209,7 +267,7 @@ asio::awaitable<void> Connection::write_loop() {
     }
     p_->writing.clear();
     p_->writing.swap(p_->outbuf);
-    auto [ec, n] = co_await asio::async_write(p_->socket, asio::buffer(p_->writing), kUseTuple);
+    auto [ec, n] = co_await p_->write_all(asio::buffer(p_->writing));
     if (closed_) co_return;
     if (ec) {
       fail_all(Outcome{Status::peer_gone, 0, "connection lost: " + ec.message()});

@@ -33,6 +33,16 @@ struct Outcome {
   std::string describe() const;
 };
 
+/// TLS towards the relay's native door (see docs/TLS.md). The relay's certificate is always
+/// verified: against `ca_file`, or the system's CAs when it is empty, and for `server_name`.
+struct TlsOptions {
+  bool enabled = false;     ///< off: plain TCP
+  std::string ca_file;      ///< PEM CA bundle that signed the relay's certificate
+  std::string cert_file;    ///< PEM client certificate chain, for a relay requiring mutual TLS
+  std::string key_file;     ///< PEM private key of `cert_file`
+  std::string server_name;  ///< name (or IP) checked in the relay's certificate; empty: the host
+};
+
 /// Options for Connection::connect.
 struct ConnectOptions {
   std::string host = "127.0.0.1";
@@ -44,6 +54,7 @@ struct ConnectOptions {
   std::uint32_t max_frame = 256 * 1024;       ///< largest frame payload we accept
   std::uint32_t stream_window = 1024 * 1024;  ///< credit we grant per stream we receive
   std::chrono::milliseconds connect_timeout{10'000};
+  TlsOptions tls;  ///< a TLS failure makes connect() fail with UNAUTHENTICATED and OpenSSL's reason
 };
 
 /// A presence change on the channel.
@@ -200,6 +211,7 @@ public:
 private:
   friend class Stream;
   boost::asio::awaitable<Outcome> handshake();
+  boost::asio::awaitable<Outcome> start_tls();
   boost::asio::awaitable<void> read_loop();
   boost::asio::awaitable<void> write_loop();
   boost::asio::awaitable<void> keepalive();
