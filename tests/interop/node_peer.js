@@ -200,7 +200,10 @@ async function watch(client, options) {
 
 async function main() {
   const options = parseArgs(process.argv.slice(2));
-  const client = new Client(options.server);
+  const tls = options['ca-file'] ? {
+    caFile: options['ca-file'], certFile: options['cert-file'], keyFile: options['key-file'],
+  } : undefined;
+  const client = new Client(options.server, { tls });
   const roles = { respond, send, broadcast, watch };
   if (!roles[options.role]) throw new Error(`unknown role '${options.role}'`);
   await roles[options.role](client, options);
