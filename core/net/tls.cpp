@@ -111,8 +111,8 @@ std::string describe_tls_error(const error_code& error) {
 std::shared_ptr<ssl::context> make_server_tls_context(const TlsConfig& config) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
   context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                       ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use);
   error_code ec;
   context->use_certificate_chain_file(config.cert_file, ec);
   if (ec) {

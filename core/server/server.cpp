@@ -156,9 +156,12 @@ void Server::start() {
     admin = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   }
   const auto grpc = grpc_address();
-  spdlog::info("relay started core={}:{} grpc={} admin={} introspection={} threads={}",
-               bound_.address().to_string(), bound_.port(), grpc.empty() ? "off" : grpc, admin,
-               config_.admin_introspection, config_.threads);
+  spdlog::info(
+      "relay started core={}:{} grpc={} admin={} introspection={} threads={} tls_native={} "
+      "tls_grpc={} mutual_tls={}",
+      bound_.address().to_string(), bound_.port(), grpc.empty() ? "off" : grpc, admin,
+      config_.admin_introspection, config_.threads, config_.tls.native, config_.tls.grpc,
+      config_.tls.any() && config_.tls.mutual());
   spdlog::info(
       "limits max_frame={} stream_window={} max_streams_per_connection={} "
       "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "

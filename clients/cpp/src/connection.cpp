@@ -1,12 +1,12 @@
 // Client connection: handshake, read and write loops, frame dispatch, keepalive.
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
-
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -117,8 +117,8 @@ asio::awaitable<Outcome> Connection::start_tls() {
     std::string reason = handshake_error.message();
     const long verify = SSL_get_verify_result(p_->tls->native_handle());
     if (verify != X509_V_OK) {
-      reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ", checking \"" +
-                name + "\")";
+      reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ", checking \"" + name +
+                "\")";
     }
     co_return failure("TLS handshake with " + options_.host + ":" + std::to_string(options_.port) +
                       " failed: " + reason);
