@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -255,9 +256,16 @@ void Server::start_session(std::unique_ptr<net::Transport> transport) {
 // the handshake timeout bounds it, and a relay shutting down meanwhile drops the connection.
 void Server::start_tls_session(tcp::socket socket) {
   auto executor = socket.get_executor();
+  auto cancel = std::make_shared<asio::cancellation_signal>();
+  std::uint64_t key = 0;
+  {
+    std::lock_guard lock(handshakes_mutex_);
+    key = next_handshake_++;
+    handshakes_.emplace(key, PendingHandshake{executor, cancel});
+  }
   asio::co_spawn(
       executor,
-      [this, socket = std::move(socket)]() mutable -> asio::awaitable<void> {
+      [this, key, socket = std::move(socket)]() mutable -> asio::awaitable<void> {
         std::string remote;
         boost::system::error_code ec;
         if (const auto endpoint = socket.remote_endpoint(ec); !ec) {
@@ -265,6 +273,10 @@ void Server::start_tls_session(tcp::socket socket) {
         }
         auto transport = co_await net::accept_tls(std::move(socket), native_tls_->current(),
                                                   config_.limits.handshake_timeout, ec);
+        {
+          std::lock_guard lock(handshakes_mutex_);
+          handshakes_.erase(key);
+        }
         if (!transport) {
           context_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
           spdlog::debug("tls handshake failed remote={} error=\"{}\"", remote,
@@ -277,7 +289,21 @@ void Server::start_tls_session(tcp::socket socket) {
         }
         start_session(std::move(transport));
       },
-      log_exception);
+      asio::bind_cancellation_slot(cancel->slot(), log_exception));
+}
+
+void Server::cancel_handshakes() {
+  std::lock_guard lock(handshakes_mutex_);
+  for (const auto& [key, pending] : handshakes_) {
+    // Emitted on the handshake's strand, and only while it is still waiting (it leaves the map
+    // on that strand when its handshake ends).
+    asio::post(pending.executor, [this, key = key] {
+      std::lock_guard inner(handshakes_mutex_);
+      if (auto it = handshakes_.find(key); it != handshakes_.end()) {
+        it->second.cancel->emit(asio::cancellation_type::terminal);
+      }
+    });
+  }
 }
 
 bool Server::reload_tls() {
@@ -309,6 +335,7 @@ void Server::begin_drain() {
                config_.limits.drain_timeout.count());
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  cancel_handshakes();
   if (signals_) signals_->cancel(ignored);
   context_->registry.start_draining();
 #if SWITCHBOARD_WITH_GRPC

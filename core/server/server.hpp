@@ -1,6 +1,7 @@
 // The relay process: owns the io_context, its threads, the acceptor and the shared context.
 #pragma once
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -86,6 +87,7 @@ private:
   void accept_loop_start();
   void start_session(std::unique_ptr<net::Transport> transport);
   void start_tls_session(boost::asio::ip::tcp::socket socket);
+  void cancel_handshakes();
   void wait_for_signal();
   void begin_drain();
   void stop_gateway();
@@ -96,6 +98,15 @@ private:
   ServerConfig config_;
   std::unique_ptr<net::ServerContext> context_;
   std::unique_ptr<net::TlsContextHolder> native_tls_;  // null: the native door is plaintext
+  // TLS handshakes in progress, cancelled when the relay drains (else a silent client would hold
+  // the shutdown for the whole handshake timeout). Entries leave on the handshake's strand.
+  struct PendingHandshake {
+    boost::asio::any_io_executor executor;
+    std::shared_ptr<boost::asio::cancellation_signal> cancel;
+  };
+  std::mutex handshakes_mutex_;
+  std::unordered_map<std::uint64_t, PendingHandshake> handshakes_;
+  std::uint64_t next_handshake_ = 0;  // guarded by handshakes_mutex_
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint bound_;

@@ -140,7 +140,8 @@ class Proc:
 
 
 class Relay(Proc):
-    def __init__(self, pki, native=True, grpc_tls=True, mutual=False, cert=None, key=None):
+    def __init__(self, pki, native=True, grpc_tls=True, mutual=False, cert=None, key=None,
+                 extra=()):
         argv = [ARGS.server, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
                 "--admin-listen", "127.0.0.1:0", "--log-level", "debug",
                 "--tls-cert-file", cert or pki.server[1], "--tls-key-file", key or pki.server[0],
@@ -151,7 +152,7 @@ class Relay(Proc):
             argv.append("--tls-grpc")
         if mutual:
             argv += ["--tls-client-ca-file", pki.ca[1]]
-        super().__init__(argv)
+        super().__init__(argv + list(extra))
         self.core = self.wait_for(r"^listening core (\S+)$").group(1)
         self.grpc = self.wait_for(r"^listening grpc (\S+)$").group(1)
         self.admin = self.wait_for(r"^listening admin (\S+)$").group(1)
@@ -395,6 +396,25 @@ def rotation(pki):
                 proc.stop()
 
 
+def shutdown_with_silent_handshake(pki):
+    """A client that connects and never starts its TLS handshake must not hold the relay's
+    shutdown for the handshake timeout (30 s here)."""
+    relay = Relay(pki, grpc_tls=False, extra=("--handshake-timeout", "30s"))
+    try:
+        host, port = relay.core.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=WAIT):
+            time.sleep(0.2)  # the relay has accepted it and waits for a ClientHello
+            started = time.monotonic()
+            relay.popen.send_signal(signal.SIGTERM)
+            relay.popen.wait(WAIT)
+            elapsed = time.monotonic() - started
+        assert relay.popen.returncode == 0, f"exit code {relay.popen.returncode}"
+        assert elapsed < 5.0, f"exit took {elapsed:.1f} s"
+        return f"exit after {elapsed * 1000:.0f} ms"
+    finally:
+        relay.stop()
+
+
 def run_case(door, name, function, relay):
     started = time.monotonic()
     try:
@@ -440,6 +460,13 @@ def main():
         except Exception as error:
             RESULTS.append(("both", "reload", "FAIL", str(error).splitlines()[0][:200]))
             print(f"not ok - reload\n{error}", file=sys.stderr)
+        try:
+            detail = shutdown_with_silent_handshake(pki)
+            RESULTS.append(("native", "SIGTERM with a client mid-handshake: prompt exit", "ok",
+                            detail))
+        except Exception as error:
+            RESULTS.append(("native", "SIGTERM with a client mid-handshake: prompt exit", "FAIL",
+                            str(error).splitlines()[0][:200]))
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
 
