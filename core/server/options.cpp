@@ -248,10 +248,12 @@ std::vector<Option> build_table() {
       "drain_timeout", "longest wait for streams in flight at shutdown (SIGTERM)", 0,
       [](C c) -> Milliseconds& { return c.limits.drain_timeout; }, {"--drain-timeout-ms"}));
   // TLS (docs/TLS.md): one certificate and key for both doors, each door switched on by itself.
-  table.push_back(bool_option("tls_native", "TLS on the core (native) door; needs tls_cert_file "
+  table.push_back(bool_option("tls_native",
+                              "TLS on the core (native) door; needs tls_cert_file "
                               "and tls_key_file; SIGHUP re-reads the files",
                               [](C c) -> bool& { return c.tls.native; }));
-  table.push_back(bool_option("tls_grpc", "TLS on the gRPC door; needs tls_cert_file and "
+  table.push_back(bool_option("tls_grpc",
+                              "TLS on the gRPC door; needs tls_cert_file and "
                               "tls_key_file; re-read every tls_grpc_refresh_seconds",
                               [](C c) -> bool& { return c.tls.grpc; }));
   table.push_back(string_option("tls_cert_file", OptionType::string,
@@ -265,9 +267,9 @@ std::vector<Option> build_table() {
       "PEM CA bundle; when set, clients of the TLS doors must present a certificate it signed "
       "(mutual TLS)",
       [](C c) -> std::string& { return c.tls.client_ca_file; }));
-  table.push_back(unsigned_option(
-      "tls_grpc_refresh_seconds", "how often the gRPC door re-reads the TLS files", 1, 86'400,
-      [](C c) -> unsigned& { return c.tls.grpc_refresh_seconds; }));
+  table.push_back(unsigned_option("tls_grpc_refresh_seconds",
+                                  "how often the gRPC door re-reads the TLS files", 1, 86'400,
+                                  [](C c) -> unsigned& { return c.tls.grpc_refresh_seconds; }));
   return table;
 }
 
