@@ -10,6 +10,8 @@ InProcessRelay::InProcessRelay(core::Limits limits, unsigned threads) {
   core::ServerConfig config;
   config.listen = "127.0.0.1:0";
   config.grpc_listen = "127.0.0.1:0";
+  // Ephemeral like the other doors: tests run several relays at once.
+  config.admin_listen = "127.0.0.1:0";
   config.threads = threads;
   config.limits = limits;
   server_ = std::make_unique<core::Server>(config);
