@@ -3,6 +3,9 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
 #include <stdexcept>
@@ -45,6 +48,26 @@ private:
   GatewayContext& gateway_;
 };
 
+// TLS credentials that follow the files: gRPC's file watcher re-reads them on an interval and
+// keeps the previous pair when the new files do not load or do not match.
+std::shared_ptr<grpc::ServerCredentials> tls_credentials(const core::net::TlsConfig& tls) {
+  namespace tls_api = grpc::experimental;
+  // Fail at start-up with a clear message rather than serving with no certificate.
+  core::net::make_server_tls_context(tls);
+  auto provider = std::make_shared<tls_api::FileWatcherCertificateProvider>(
+      tls.key_file, tls.cert_file, tls.mutual() ? tls.client_ca_file : std::string(),
+      tls.grpc_refresh_seconds);
+  tls_api::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (tls.mutual()) {
+    options.watch_root_certs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  return tls_api::TlsServerCredentials(options);
+}
+
 }  // namespace
 
 struct Gateway::Impl {
@@ -56,12 +79,13 @@ struct Gateway::Impl {
 };
 
 Gateway::Gateway(core::net::ServerContext& context, boost::asio::any_io_executor timers,
-                 const std::string& listen)
+                 const std::string& listen, const core::net::TlsConfig& tls)
     : impl_(std::make_unique<Impl>(context, std::move(timers))) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(
+      listen, tls.grpc ? tls_credentials(tls) : grpc::InsecureServerCredentials(), &port_);
   builder.RegisterService(&impl_->service);
   builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
   impl_->server = builder.BuildAndStart();

@@ -7,15 +7,17 @@
 #include <string>
 
 #include "net/server_context.hpp"
+#include "net/tls.hpp"
 
 namespace switchboard::gateway {
 
 class Gateway {
 public:
-  /// Starts serving on `listen` (HOST:PORT, port 0 picks one). Throws std::runtime_error when
-  /// the address cannot be bound.
+  /// Starts serving on `listen` (HOST:PORT, port 0 picks one), over TLS when `tls.grpc` is on
+  /// (gRPC re-reads the certificate files every `tls.grpc_refresh_seconds`). Throws
+  /// std::runtime_error when the address cannot be bound.
   Gateway(core::net::ServerContext& context, boost::asio::any_io_executor timers,
-          const std::string& listen);
+          const std::string& listen, const core::net::TlsConfig& tls = {});
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;

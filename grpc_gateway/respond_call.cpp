@@ -177,8 +177,7 @@ void RespondCall::read_done(bool ok) {
       auto it = incoming_.find(end.request_id());
       if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
         const Status status = status_from_client(end.status(), Status::internal);
-        it->second.counterpart->deliver_end(
-            wire::End{status, end.app_code(), 0, 0, end.message()});
+        it->second.counterpart->deliver_end(wire::End{status, end.app_code(), 0, 0, end.message()});
         it->second.response_done = true;
         it->second.outcome = status;
         if (it->second.request_written) {

@@ -13,6 +13,7 @@
 
 const path = require('path');
 const { EventEmitter } = require('events');
+const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
@@ -628,17 +629,29 @@ class PeerWatch extends EventEmitter {
 class Client {
   /**
    * @param {string} target gateway address HOST:PORT
-   * @param {{token?: string, credentials?: grpc.ChannelCredentials, options?: object}} settings
+   * @param {{token?: string, credentials?: grpc.ChannelCredentials, options?: object,
+   *   tls?: boolean|{caFile?: string, certFile?: string, keyFile?: string, serverName?: string}}}
+   *   settings `tls`: true for TLS with the default roots, or an object: `caFile` (PEM CA bundle
+   *   for the gateway's certificate), `certFile`/`keyFile` (client certificate for mutual TLS),
+   *   `serverName` (name checked in the gateway's certificate; default: the target's host)
    */
   constructor(target = DEFAULT_TARGET, settings = {}) {
     this.target = target;
     this.token = settings.token || '';
+    const options = {
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      'grpc.max_send_message_length': 64 * 1024 * 1024,
+    };
+    const tls = settings.tls === true ? {} : settings.tls;
+    if (tls && tls.serverName) options['grpc.ssl_target_name_override'] = tls.serverName;
     this.stub = new proto.Switchboard(target,
-      settings.credentials || grpc.credentials.createInsecure(), {
-        'grpc.max_receive_message_length': 64 * 1024 * 1024,
-        'grpc.max_send_message_length': 64 * 1024 * 1024,
-        ...(settings.options || {}),
-      });
+      settings.credentials || Client._credentials(tls), { ...options, ...(settings.options || {}) });
+  }
+
+  static _credentials(tls) {
+    if (!tls) return grpc.credentials.createInsecure();
+    const read = (file) => (file ? fs.readFileSync(file) : null);
+    return grpc.credentials.createSsl(read(tls.caFile), read(tls.keyFile), read(tls.certFile));
   }
 
   close() {

@@ -114,6 +114,10 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
                  load(door.counters.handshake_failures[i]));
     }
   }
+  out.family("switchboard_tls_handshake_failures_total", "counter",
+             "TLS handshakes on the native door that failed or timed out.");
+  out.sample("switchboard_tls_handshake_failures_total", "door=\"native\"",
+             load(counters.tls_handshake_failures));
   per_door(
       out, doors, "switchboard_protocol_errors_total", "counter",
       "Connections closed for breaking the protocol.",

@@ -303,6 +303,29 @@ std::vector<Option> build_table() {
       "drain_timeout", "longest wait for streams in flight at shutdown (SIGTERM)", 0,
       [](C c) -> Milliseconds& { return c.limits.drain_timeout; }, {"--drain-timeout-ms"}));
   add_auth_options(table);
+  // TLS (docs/TLS.md): one certificate and key for both doors, each door switched on by itself.
+  table.push_back(bool_option("tls_native",
+                              "TLS on the core (native) door; needs tls_cert_file "
+                              "and tls_key_file; SIGHUP re-reads the files",
+                              [](C c) -> bool& { return c.tls.native; }));
+  table.push_back(bool_option("tls_grpc",
+                              "TLS on the gRPC door; needs tls_cert_file and "
+                              "tls_key_file; re-read every tls_grpc_refresh_seconds",
+                              [](C c) -> bool& { return c.tls.grpc; }));
+  table.push_back(string_option("tls_cert_file", OptionType::string,
+                                "PEM certificate chain (leaf first) served by the TLS doors",
+                                [](C c) -> std::string& { return c.tls.cert_file; }));
+  table.push_back(string_option("tls_key_file", OptionType::string,
+                                "PEM private key of the TLS certificate",
+                                [](C c) -> std::string& { return c.tls.key_file; }));
+  table.push_back(string_option(
+      "tls_client_ca_file", OptionType::string,
+      "PEM CA bundle; when set, clients of the TLS doors must present a certificate it signed "
+      "(mutual TLS)",
+      [](C c) -> std::string& { return c.tls.client_ca_file; }));
+  table.push_back(unsigned_option("tls_grpc_refresh_seconds",
+                                  "how often the gRPC door re-reads the TLS files", 1, 86'400,
+                                  [](C c) -> unsigned& { return c.tls.grpc_refresh_seconds; }));
   return table;
 }
 
@@ -482,6 +505,11 @@ ServerConfig load_config(const ConfigSources& sources) {
     config.limits.validate();
   } catch (const std::invalid_argument& e) {
     throw ConfigError(std::string("invalid limits: ") + e.what());
+  }
+  try {
+    config.tls.validate();
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string("invalid TLS settings: ") + e.what());
   }
   return config;
 }

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -11,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <csignal>
 #include <stdexcept>
 
 #include "net/session.hpp"
@@ -71,6 +73,8 @@ Server::Server(ServerConfig config)
       acceptor_(io_) {
   config_.limits.validate();
   context_->authenticator = auth::Authenticator(config_.auth);
+  config_.tls.validate();
+  if (config_.tls.native) native_tls_ = std::make_unique<net::TlsContextHolder>(config_.tls);
   const auto endpoint = parse_endpoint(config_.listen);
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(tcp::acceptor::reuse_address(true));
@@ -80,8 +84,8 @@ Server::Server(ServerConfig config)
   if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
 #if SWITCHBOARD_WITH_GRPC
   if (!config_.grpc_listen.empty()) {
-    gateway_ =
-        std::make_unique<gateway::Gateway>(*context_, io_.get_executor(), config_.grpc_listen);
+    gateway_ = std::make_unique<gateway::Gateway>(*context_, io_.get_executor(),
+                                                  config_.grpc_listen, config_.tls);
   }
 #endif
   if (!config_.admin_listen.empty()) {
@@ -154,9 +158,12 @@ void Server::start() {
     admin = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   }
   const auto grpc = grpc_address();
-  spdlog::info("relay started core={}:{} grpc={} admin={} introspection={} threads={}",
-               bound_.address().to_string(), bound_.port(), grpc.empty() ? "off" : grpc, admin,
-               config_.admin_introspection, config_.threads);
+  spdlog::info(
+      "relay started core={}:{} grpc={} admin={} introspection={} threads={} tls_native={} "
+      "tls_grpc={} mutual_tls={}",
+      bound_.address().to_string(), bound_.port(), grpc.empty() ? "off" : grpc, admin,
+      config_.admin_introspection, config_.threads, config_.tls.native, config_.tls.grpc,
+      config_.tls.any() && config_.tls.mutual());
   spdlog::info(
       "limits max_frame={} stream_window={} max_streams_per_connection={} "
       "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "
@@ -229,14 +236,83 @@ void Server::accept_loop_start() {
             socket.close(ignored);
             continue;
           }
-          const auto id = next_connection_id_.fetch_add(1);
-          auto session = std::make_shared<net::Session>(net::make_tcp_transport(std::move(socket)),
-                                                        *context_, id);
-          track(session, id);
-          session->start();
+          if (native_tls_) {
+            start_tls_session(std::move(socket));
+          } else {
+            start_session(net::make_tcp_transport(std::move(socket)));
+          }
         }
       },
       log_exception);
+}
+
+void Server::start_session(std::unique_ptr<net::Transport> transport) {
+  const auto id = next_connection_id_.fetch_add(1);
+  auto session = std::make_shared<net::Session>(std::move(transport), *context_, id);
+  track(session, id);
+  session->start();
+}
+
+// The handshake runs on the connection's own strand, so a slow or silent client holds up no one;
+// the handshake timeout bounds it, and a relay shutting down meanwhile drops the connection.
+void Server::start_tls_session(tcp::socket socket) {
+  auto executor = socket.get_executor();
+  auto cancel = std::make_shared<asio::cancellation_signal>();
+  std::uint64_t key = 0;
+  {
+    std::lock_guard lock(handshakes_mutex_);
+    key = next_handshake_++;
+    handshakes_.emplace(key, PendingHandshake{executor, cancel});
+  }
+  asio::co_spawn(
+      executor,
+      [this, key, socket = std::move(socket)]() mutable -> asio::awaitable<void> {
+        std::string remote;
+        boost::system::error_code ec;
+        if (const auto endpoint = socket.remote_endpoint(ec); !ec) {
+          remote = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+        }
+        auto transport = co_await net::accept_tls(std::move(socket), native_tls_->current(),
+                                                  config_.limits.handshake_timeout, ec);
+        {
+          std::lock_guard lock(handshakes_mutex_);
+          handshakes_.erase(key);
+        }
+        if (!transport) {
+          context_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+          spdlog::debug("tls handshake failed remote={} error=\"{}\"", remote,
+                        net::describe_tls_error(ec));
+          co_return;
+        }
+        if (shutting_down_.load()) {
+          transport->close();
+          co_return;
+        }
+        start_session(std::move(transport));
+      },
+      asio::bind_cancellation_slot(cancel->slot(), log_exception));
+}
+
+void Server::cancel_handshakes() {
+  std::lock_guard lock(handshakes_mutex_);
+  for (const auto& [key, pending] : handshakes_) {
+    // Emitted on the handshake's strand, and only while it is still waiting (it leaves the map
+    // on that strand when its handshake ends).
+    asio::post(pending.executor, [this, key = key] {
+      std::lock_guard inner(handshakes_mutex_);
+      if (auto it = handshakes_.find(key); it != handshakes_.end()) {
+        it->second.cancel->emit(asio::cancellation_type::terminal);
+      }
+    });
+  }
+}
+
+bool Server::reload_tls() {
+  if (!native_tls_) {
+    spdlog::info("tls reload skipped: the native door has no TLS");
+    return false;
+  }
+  return native_tls_->reload();
 }
 
 void Server::track(const std::shared_ptr<net::Session>& session, std::uint64_t id) {
@@ -260,6 +336,7 @@ void Server::begin_drain() {
                config_.limits.drain_timeout.count());
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  cancel_handshakes();
   if (signals_) signals_->cancel(ignored);
   context_->registry.start_draining();
 #if SWITCHBOARD_WITH_GRPC
@@ -344,11 +421,20 @@ void Server::wait() {
 }
 
 void Server::handle_signals() {
-  signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM);
+  signals_ = std::make_unique<asio::signal_set>(io_, SIGINT, SIGTERM, SIGHUP);
+  wait_for_signal();
+}
+
+void Server::wait_for_signal() {
   signals_->async_wait([this](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("signal received signal={}", signal);
-    shutdown();
+    if (signal != SIGHUP) {
+      shutdown();
+      return;
+    }
+    reload_tls();
+    if (!shutting_down_.load() && signals_) wait_for_signal();
   });
 }
 

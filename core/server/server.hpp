@@ -1,6 +1,7 @@
 // The relay process: owns the io_context, its threads, the acceptor and the shared context.
 #pragma once
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,6 +17,7 @@
 
 #include "auth/authenticator.hpp"
 #include "net/server_context.hpp"
+#include "net/tls.hpp"
 #include "registry/limits.hpp"
 
 namespace switchboard::core::net {
@@ -43,6 +45,7 @@ struct ServerConfig {
   Limits limits;
   /// Token checks on both doors (open by default: tokens are ignored).
   auth::AuthConfig auth;
+  net::TlsConfig tls;
 };
 
 /// Splits "HOST:PORT" or "[V6]:PORT"; throws std::invalid_argument on a malformed address.
@@ -73,13 +76,22 @@ public:
   void shutdown();
   /// Blocks until the server has shut down and every thread has ended.
   void wait();
-  /// Installs SIGINT/SIGTERM handlers that call shutdown(); a second signal terminates at once.
+  /// Installs SIGINT/SIGTERM handlers that call shutdown(), and a SIGHUP handler that calls
+  /// reload_tls().
   void handle_signals();
+  /// Re-reads the native door's certificate files: new connections use them, live ones keep
+  /// theirs. A file that fails to load is logged and the previous certificates stay. Returns
+  /// whether the new files are in use (false also when the native door has no TLS).
+  bool reload_tls();
 
   net::ServerContext& context() noexcept { return *context_; }
 
 private:
   void accept_loop_start();
+  void start_session(std::unique_ptr<net::Transport> transport);
+  void start_tls_session(boost::asio::ip::tcp::socket socket);
+  void cancel_handshakes();
+  void wait_for_signal();
   void begin_drain();
   void stop_gateway();
   void track(const std::shared_ptr<net::Session>& session, std::uint64_t id);
@@ -88,6 +100,16 @@ private:
 
   ServerConfig config_;
   std::unique_ptr<net::ServerContext> context_;
+  std::unique_ptr<net::TlsContextHolder> native_tls_;  // null: the native door is plaintext
+  // TLS handshakes in progress, cancelled when the relay drains (else a silent client would hold
+  // the shutdown for the whole handshake timeout). Entries leave on the handshake's strand.
+  struct PendingHandshake {
+    boost::asio::any_io_executor executor;
+    std::shared_ptr<boost::asio::cancellation_signal> cancel;
+  };
+  std::mutex handshakes_mutex_;
+  std::unordered_map<std::uint64_t, PendingHandshake> handshakes_;
+  std::uint64_t next_handshake_ = 0;  // guarded by handshakes_mutex_
   boost::asio::io_context io_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint bound_;

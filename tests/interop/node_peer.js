@@ -201,7 +201,10 @@ async function watch(client, options) {
 
 async function main() {
   const options = parseArgs(process.argv.slice(2));
-  const client = new Client(options.server, { token: options.token || '' });
+  const tls = options['ca-file'] ? {
+    caFile: options['ca-file'], certFile: options['cert-file'], keyFile: options['key-file'],
+  } : undefined;
+  const client = new Client(options.server, { token: options.token || '', tls });
   const roles = { respond, send, broadcast, watch };
   if (!roles[options.role]) throw new Error(`unknown role '${options.role}'`);
   await roles[options.role](client, options);

@@ -189,11 +189,9 @@ def child_env():
 
 
 def relay_env():
-    """The relay refuses SWITCHBOARD_* variables that are not its options (typos must not pass
-    silently), so it does not get the Python stubs' variable."""
-    env = child_env()
-    env.pop("SWITCHBOARD_PY_STUBS", None)
-    return env
+    """The relay reads every SWITCHBOARD_* variable as configuration: pass it none of ours."""
+    return {key: value for key, value in child_env().items()
+            if not key.startswith("SWITCHBOARD_")}
 
 
 def cleanup_processes():
@@ -239,7 +237,7 @@ def wait_until(predicate, timeout=WAIT, interval=0.05):
 
 
 class Relay:
-    def __init__(self, binary, extra_args=(), name="relay"):
+    def __init__(self, binary, extra_args=(), name="relay", extra=()):
         self.slow_consumer_s = 2.0
         self.drain_s = 5.0
         self.proc = Proc(name, [binary, "--listen", "127.0.0.1:0",
@@ -248,7 +246,7 @@ class Relay:
                                 "--slow-consumer-timeout-ms",
                                 str(int(self.slow_consumer_s * 1000)),
                                 "--drain-timeout-ms", str(int(self.drain_s * 1000)),
-                                *extra_args],
+                                *extra_args, *extra],
                          stdin=False, env=relay_env())
         core = self.proc.wait_for(r"^listening core (\S+:\d+)$", timeout=15)
         grpc_line = self.proc.wait_for(r"^listening grpc (\S+:\d+)$", timeout=15)
@@ -1557,8 +1555,115 @@ class Shutdown(InteropCase):
         self.assertTrue(RELAY.alive(), f"the relay has died:\n{RELAY.proc.describe()}")
 
 
+# ---- TLS on both doors (a relay of its own) --------------------------------------------------
+
+
+def make_tls_files(folder):
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, made by the openssl CLI;
+    returns {"ca": path, "cert": path, "key": path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", folder / "ca.key", "-out", folder / "ca.pem",
+            "-days", "2", "-subj", "/CN=interop-ca", "-addext", "basicConstraints=critical,CA:TRUE")
+    openssl("req", "-new", *ec, "-keyout", folder / "server.key", "-out", folder / "server.csr",
+            "-subj", "/CN=localhost")
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", folder / "server.csr", "-CA", folder / "ca.pem", "-CAkey",
+            folder / "ca.key", "-set_serial", "77", "-days", "2", "-out", folder / "server.pem",
+            "-extfile", folder / "server.ext")
+    return {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+
+
+class TlsPeers(InteropCase):
+    """Python and Node clients over TLS to the gateway, native peers over TLS to the core door."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.files = make_tls_files(WORK / "tls")
+        cls.relay = Relay(ARGS.server, extra=(
+            "--tls-native", "--tls-grpc", "--tls-cert-file",
+            cls.files["cert"], "--tls-key-file", cls.files["key"]))
+        cls.client = sb.Client(cls.relay.grpc, ca_file=str(cls.files["ca"]))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        cls.relay.proc.stop()
+
+    def native_tls(self, *args):
+        return [ARGS.cli, "--server", self.relay.core, "--ca-file", self.files["ca"], *args]
+
+    def native_tls_echo(self, channel):
+        proc = self.track(Proc("native-tls-echo",
+                               self.native_tls("respond", "--channel", channel, "--echo")))
+        proc.wait_for(r"^ready peer=", key="err", timeout=WAIT)
+
+    def node_tls(self, name, role, channel, *extra):
+        return self.track(Proc(name, [ARGS.node, NODE_PEER, role, "--server", self.relay.grpc,
+                                      "--channel", channel, "--ca-file", self.files["ca"],
+                                      *extra]))
+
+    def native_tls_send(self, channel, body):
+        return subprocess.run(self.native_tls("send", "--channel", channel), input=body,
+                              capture_output=True, timeout=60, env=child_env())
+
+    @cell("tls", "python", "native", "1MiB echo, TLS on both doors")
+    def test_python_to_native(self):
+        channel = new_channel()
+        self.native_tls_echo(channel)
+        body = os.urandom(MIB)
+        self.assertEqual(sha(self.client.send(channel, body, timeout=60)), sha(body))
+
+    @cell("tls", "node", "native", "1MiB echo, TLS on both doors")
+    def test_node_to_native(self):
+        channel = new_channel()
+        self.native_tls_echo(channel)
+        proc = self.node_tls("node-tls-send", "send", channel, "--size", str(MIB))
+        status = node_status(proc, timeout=60)
+        self.assertEqual(status.code, "OK", f"Node send over TLS: {status}\n{proc.describe()}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent)
+
+    @cell("tls", "native", "python", "1MiB echo, TLS on both doors")
+    def test_native_to_python(self):
+        channel = new_channel()
+
+        def echo(request):
+            for chunk in request:
+                request.write(chunk)
+
+        session = self.client.respond(channel, echo)
+        self.sessions.append(session)
+        body = os.urandom(MIB)
+        done = self.native_tls_send(channel, body)
+        self.assertEqual(done.returncode, 0, done.stderr.decode())
+        self.assertEqual(sha(done.stdout), sha(body))
+
+    @cell("tls", "native", "node", "1MiB echo, TLS on both doors")
+    def test_native_to_node(self):
+        channel = new_channel()
+        proc = self.node_tls("node-tls-respond", "respond", channel, "--mode", "echo")
+        proc.wait_for(r"^ready (\S+) (\d+)$", timeout=20)
+        body = os.urandom(MIB)
+        done = self.native_tls_send(channel, body)
+        self.assertEqual(done.returncode, 0, done.stderr.decode())
+        self.assertEqual(sha(done.stdout), sha(body))
+
+    @cell("tls", "python (plaintext)", "-", "refused by the TLS gateway: UNAVAILABLE")
+    def test_plaintext_python_refused(self):
+        plain = sb.Client(self.relay.grpc)
+        self.addCleanup(plain.close)
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            plain.send(new_channel(), b"x", timeout=10)
+        self.assert_error(caught.exception, "UNAVAILABLE", None, "plaintext client, TLS gateway")
+
+
 ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures,
-         Malformed, AuthTokens, SlowReader, Throughput, Draining, Metrics, Shutdown]
+         Malformed, AuthTokens, SlowReader, Throughput, TlsPeers, Draining, Metrics, Shutdown]
 
 
 # ---- main ----------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const 
   options.accept_requests = accept_requests;
   options.token = global.token;
   options.reconnect.enabled = reconnect;
+  options.tls = global.tls;
   if (!global.peer_id.empty()) options.peer_id = parse_uuid(global.peer_id, true).value_or(Uuid{});
   try {
     return std::make_unique<client::BlockingClient>(std::move(options));

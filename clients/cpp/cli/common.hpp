@@ -25,6 +25,7 @@ struct GlobalOptions {
   std::string server{kDefaultServer};
   std::string peer_id;  ///< empty: the relay assigns one
   std::string token;
+  client::TlsOptions tls;  ///< --tls, --ca-file, --cert-file, --key-file, --server-name
 };
 
 struct ServerAddress {

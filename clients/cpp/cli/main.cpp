@@ -67,6 +67,22 @@ int main(int argc, char** argv) {
                                                                     : "token over 4096 bytes";
           },
           ""));
+  // TLS towards the relay's native door; any of the files implies --tls.
+  app.add_flag("--tls", global.tls.enabled, "connect over TLS (verifying the relay's certificate)")
+      ->envname("SWITCHBOARD_TLS");
+  app.add_option("--ca-file", global.tls.ca_file,
+                 "PEM CA bundle for the relay's certificate (default: the system's CAs)")
+      ->envname("SWITCHBOARD_CA_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--cert-file", global.tls.cert_file,
+                 "PEM client certificate, for a relay requiring mutual TLS")
+      ->envname("SWITCHBOARD_CERT_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--key-file", global.tls.key_file, "PEM private key of --cert-file")
+      ->envname("SWITCHBOARD_KEY_FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--server-name", global.tls.server_name,
+                 "name checked in the relay's certificate (default: the host of --server)");
 
   auto* respond_cmd = app.add_subcommand(
       "respond", "serve requests: echo them, or run a command per request (after --)");
@@ -166,6 +182,10 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+    if (!global.tls.ca_file.empty() || !global.tls.cert_file.empty()) global.tls.enabled = true;
+    if (global.tls.cert_file.empty() != global.tls.key_file.empty()) {
+      throw CLI::ValidationError("--cert-file", "give --cert-file and --key-file together");
+    }
     if (*respond_cmd && !respond.echo && respond.command.empty()) {
       throw CLI::ValidationError("respond", "give --echo or a command after --");
     }

@@ -1,10 +1,14 @@
 // Client connection: handshake, read and write loops, frame dispatch, keepalive.
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -66,6 +70,52 @@ asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_ex
   co_return connection;
 }
 
+asio::awaitable<Outcome> Connection::start_tls(Link& link) {
+  namespace ssl = asio::ssl;
+  const auto& tls = options_.tls;
+  auto failure = [](std::string message) {
+    return Outcome{Status::unauthenticated, 0, std::move(message)};
+  };
+  auto& context = link.tls_context.emplace(ssl::context::tls_client);
+  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  boost::system::error_code ec;
+  if (tls.ca_file.empty()) {
+    context.set_default_verify_paths(ec);
+  } else {
+    context.load_verify_file(tls.ca_file, ec);
+  }
+  if (ec) co_return failure("cannot load TLS CA file \"" + tls.ca_file + "\": " + ec.message());
+  if (!tls.cert_file.empty()) {
+    context.use_certificate_chain_file(tls.cert_file, ec);
+    if (ec) {
+      co_return failure("cannot load TLS certificate \"" + tls.cert_file + "\": " + ec.message());
+    }
+    context.use_private_key_file(tls.key_file.empty() ? tls.cert_file : tls.key_file,
+                                 ssl::context::pem, ec);
+    if (ec) co_return failure("cannot load TLS key \"" + tls.key_file + "\": " + ec.message());
+  }
+  const std::string name = tls.server_name.empty() ? options_.host : tls.server_name;
+  context.set_verify_mode(ssl::verify_peer);
+  context.set_verify_callback(ssl::host_name_verification(name));
+  link.tls = std::make_unique<ssl::stream<tcp::socket&>>(link.socket, context);
+  boost::system::error_code not_an_address;
+  (void)asio::ip::make_address(name, not_an_address);
+  if (not_an_address) SSL_set_tlsext_host_name(link.tls->native_handle(), name.c_str());
+  auto [handshake_error] = co_await link.tls->async_handshake(ssl::stream_base::client, kUseTuple);
+  if (handshake_error) {
+    std::string reason = handshake_error.message();
+    const long verify = SSL_get_verify_result(link.tls->native_handle());
+    if (verify != X509_V_OK) {
+      reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ", checking \"" + name +
+                "\")";
+    }
+    co_return failure("TLS handshake with " + options_.host + ":" + std::to_string(options_.port) +
+                      " failed: " + reason);
+  }
+  co_return Outcome{};
+}
+
 asio::awaitable<Outcome> Connection::attempt(Joined& joined) {
   auto link = std::make_shared<Link>(p_->executor, options_);
   p_->link = link;
@@ -121,6 +171,9 @@ asio::awaitable<Outcome> Connection::handshake(Link& link, Joined& joined) {
   }
   boost::system::error_code ignored;
   link.socket.set_option(tcp::no_delay(true), ignored);
+  if (options_.tls.enabled) {
+    if (auto failure = co_await start_tls(link); !failure.ok()) co_return failure;
+  }
 
   wire::Hello hello;
   hello.channel = options_.channel;
@@ -132,7 +185,7 @@ asio::awaitable<Outcome> Connection::handshake(Link& link, Joined& joined) {
   hello.token = options_.token;
   std::vector<std::uint8_t> bytes;
   wire::append_hello(bytes, hello);
-  if (auto [ec, n] = co_await asio::async_write(link.socket, asio::buffer(bytes), kUseTuple); ec) {
+  if (auto [ec, n] = co_await link.write_all(asio::buffer(bytes)); ec) {
     co_return Outcome{Status::peer_gone, 0, "handshake write failed: " + ec.message()};
   }
 
@@ -140,9 +193,15 @@ asio::awaitable<Outcome> Connection::handshake(Link& link, Joined& joined) {
   wire::Frame frame;
   for (;;) {
     auto space = link.reader.prepare();
-    auto [ec, n] =
-        co_await link.socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
-    if (ec) co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
+    auto [ec, n] = co_await link.read_some(asio::buffer(space.data(), space.size()));
+    if (ec) {
+      // Over TLS the relay's refusal of our certificate arrives here, as an alert.
+      if (link.tls && ec != asio::error::eof && ec.category() == asio::error::get_ssl_category()) {
+        co_return Outcome{Status::unauthenticated, 0,
+                          "relay ended the TLS session during handshake: " + ec.message()};
+      }
+      co_return Outcome{Status::peer_gone, 0, "relay closed during handshake"};
+    }
     link.reader.commit(n);
     for (;;) {
       const auto decoded = link.reader.next(frame);
@@ -218,8 +277,7 @@ asio::awaitable<void> Connection::read_loop(std::shared_ptr<Link> link) {
     }
     if (broken) break;
     auto space = link->reader.prepare();
-    auto [ec, n] =
-        co_await link->socket.async_read_some(asio::buffer(space.data(), space.size()), kUseTuple);
+    auto [ec, n] = co_await link->read_some(asio::buffer(space.data(), space.size()));
     if (link->dead) co_return;
     if (ec) {
       if (ec != asio::error::eof) reason.message = ec.message();
@@ -242,7 +300,7 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
     }
     link->writing.clear();
     link->writing.swap(link->outbuf);
-    auto [ec, n] = co_await asio::async_write(link->socket, asio::buffer(link->writing), kUseTuple);
+    auto [ec, n] = co_await link->write_all(asio::buffer(link->writing));
     if (link->dead) co_return;
     if (ec) {
       link_lost(link, Outcome{Status::peer_gone, 0, "write failed: " + ec.message()});

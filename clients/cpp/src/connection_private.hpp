@@ -2,9 +2,16 @@
 // outbound bytes), streams, presence view, handlers and reconnect timers.
 #pragma once
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <optional>
 #include <random>
+#include <tuple>
 #include <unordered_map>
 
 #include "switchboard/client.hpp"
@@ -20,7 +27,22 @@ struct Connection::Link {
         wake(ex),
         keepalive_timer(ex) {}
 
+  using IoResult = std::tuple<boost::system::error_code, std::size_t>;
+  static constexpr auto kUseTuple = boost::asio::as_tuple(boost::asio::use_awaitable);
+
+  // Every read and write goes through these two: over TLS when it is on, else the socket.
+  boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) {
+    return tls ? tls->async_read_some(buffer, kUseTuple)
+               : socket.async_read_some(buffer, kUseTuple);
+  }
+  boost::asio::awaitable<IoResult> write_all(boost::asio::const_buffer buffer) {
+    return tls ? boost::asio::async_write(*tls, buffer, kUseTuple)
+               : boost::asio::async_write(socket, buffer, kUseTuple);
+  }
+
   boost::asio::ip::tcp::socket socket;
+  std::optional<boost::asio::ssl::context> tls_context;
+  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls;
   wire::FrameReader reader;
   std::vector<std::uint8_t> outbuf;
   std::vector<std::uint8_t> writing;

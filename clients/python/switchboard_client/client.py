@@ -557,16 +557,37 @@ class PeerWatch:
 # ---- The client ----------------------------------------------------------------------------
 
 
+def _read_file(path):
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class Client:
     """A connection to a Switchboard gateway. Thread-safe; close() (or a with block) ends it."""
 
-    def __init__(self, target=DEFAULT_TARGET, token="", options=None):
+    def __init__(self, target=DEFAULT_TARGET, token="", options=None, tls=False, ca_file=None,
+                 cert_file=None, key_file=None, server_name=None):
+        """``tls``: connect over TLS (implied by ``ca_file`` or ``cert_file``). ``ca_file``: PEM
+        CA bundle for the gateway's certificate (None: gRPC's default roots); ``cert_file`` and
+        ``key_file``: a client certificate for a gateway requiring mutual TLS; ``server_name``:
+        the name checked in the gateway's certificate (None: the host of ``target``)."""
         self.target = target
         self.token = token or ""
         channel_options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
                            ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        if server_name:
+            channel_options.append(("grpc.ssl_target_name_override", server_name))
         channel_options += list(options or [])
-        self.channel = grpc.insecure_channel(target, options=channel_options)
+        if tls or ca_file or cert_file:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read_file(ca_file),
+                private_key=_read_file(key_file),
+                certificate_chain=_read_file(cert_file))
+            self.channel = grpc.secure_channel(target, credentials, options=channel_options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=channel_options)
         self.stub = pb2_grpc.SwitchboardStub(self.channel)
 
     def close(self):

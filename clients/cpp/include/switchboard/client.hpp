@@ -107,6 +107,16 @@ struct ConnectionEvent {
 /// "disconnected", "retry_scheduled", "reconnected" or "closed".
 const char* event_name(ConnectionEvent::Kind kind) noexcept;
 
+/// TLS towards the relay's native door (see docs/TLS.md). The relay's certificate is always
+/// verified: against `ca_file`, or the system's CAs when it is empty, and for `server_name`.
+struct TlsOptions {
+  bool enabled = false;     ///< off: plain TCP
+  std::string ca_file;      ///< PEM CA bundle that signed the relay's certificate
+  std::string cert_file;    ///< PEM client certificate chain, for a relay requiring mutual TLS
+  std::string key_file;     ///< PEM private key of `cert_file`
+  std::string server_name;  ///< name (or IP) checked in the relay's certificate; empty: the host
+};
+
 /// Options for Connection::connect.
 struct ConnectOptions {
   std::string host = "127.0.0.1";
@@ -118,10 +128,11 @@ struct ConnectOptions {
   /// handshake; ignored by an open relay. A refused token fails the connect with UNAUTHENTICATED
   /// or PERMISSION_DENIED; when it expires the relay ends the connection with UNAUTHENTICATED.
   std::string token;
-  std::uint32_t max_frame = 256 * 1024;       ///< largest frame payload we accept
-  std::uint32_t stream_window = 1024 * 1024;  ///< credit we grant per stream we receive
+  std::uint32_t max_frame = 256 * 1024;               ///< largest frame payload we accept
+  std::uint32_t stream_window = 1024 * 1024;          ///< credit we grant per stream we receive
   std::chrono::milliseconds connect_timeout{10'000};  ///< also bounds each reconnect attempt
   ReconnectPolicy reconnect;                          ///< off by default
+  TlsOptions tls;  ///< a TLS failure makes connect() fail with UNAUTHENTICATED and OpenSSL's reason
 };
 
 /// A presence change on the channel.
@@ -310,6 +321,7 @@ private:
   /// Waits until a new stream may be opened on a live link; fails with the reason it cannot.
   boost::asio::awaitable<Outcome> wait_linked(Stream& stream);
   bool linked() const noexcept;
+  boost::asio::awaitable<Outcome> start_tls(Link& link);
   void dispatch(const wire::Frame& frame);
   void link_lost(const std::shared_ptr<Link>& link, const Outcome& reason);
   void fail_all(const Outcome& outcome);

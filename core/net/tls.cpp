@@ -1,0 +1,200 @@
+// TLS server contexts from PEM files, their reload, the bounded handshake and the TLS transport.
+#include "net/tls.hpp"
+
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+#include <vector>
+
+namespace switchboard::core::net {
+namespace {
+
+namespace ssl = asio::ssl;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using TlsStream = ssl::stream<tcp::socket>;
+
+void require_readable(const std::string& what, const std::string& path) {
+  if (path.empty()) throw std::invalid_argument("TLS is on but no " + what + " is configured");
+  if (!std::ifstream(path).good()) {
+    throw std::invalid_argument("TLS " + what + " \"" + path + "\" cannot be read");
+  }
+}
+
+class TlsTransport final : public Transport {
+public:
+  TlsTransport(std::shared_ptr<TlsStream> stream, std::shared_ptr<ssl::context> context)
+      : stream_(std::move(stream)), context_(std::move(context)) {
+    error_code ec;
+    stream_->next_layer().set_option(tcp::no_delay(true), ec);
+    const auto endpoint = stream_->next_layer().remote_endpoint(ec);
+    if (!ec) remote_ = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  }
+
+  asio::any_io_executor get_executor() override { return stream_->get_executor(); }
+
+  // The session closes right after this, so the peer's close_notify is never awaited: the
+  // shutdown operation writes ours at once and is cancelled by close(). It keeps the stream
+  // alive until it has unwound.
+  void shutdown_send() noexcept override {
+    if (shutdown_started_) return;
+    shutdown_started_ = true;
+    stream_->async_shutdown([keep = stream_, context = context_](const error_code&) {});
+  }
+
+  void close() noexcept override {
+    error_code ec;
+    stream_->next_layer().shutdown(tcp::socket::shutdown_both, ec);
+    stream_->next_layer().close(ec);
+  }
+
+  std::string remote() const override { return remote_; }
+
+protected:
+  void start_read_some(asio::mutable_buffer buffer, IoHandler handler) override {
+    stream_->async_read_some(buffer, std::move(handler));
+  }
+
+  void start_write(std::span<const asio::const_buffer> buffers, IoHandler handler) override {
+    if (buffers.size() == 1) {
+      asio::async_write(*stream_, buffers.front(), std::move(handler));
+      return;
+    }
+    // An SSL stream encrypts one buffer per record: gather the pieces first so a burst of small
+    // frames becomes a few full records and one socket write, not one of each per piece.
+    std::size_t total = 0;
+    for (const auto& buffer : buffers) total += buffer.size();
+    gathered_.resize(total);
+    std::size_t at = 0;
+    for (const auto& buffer : buffers) {
+      std::memcpy(gathered_.data() + at, buffer.data(), buffer.size());
+      at += buffer.size();
+    }
+    asio::async_write(*stream_, asio::buffer(gathered_), std::move(handler));
+  }
+
+private:
+  std::shared_ptr<TlsStream> stream_;
+  std::shared_ptr<ssl::context> context_;
+  std::vector<std::uint8_t> gathered_;
+  std::string remote_;
+  bool shutdown_started_ = false;
+};
+
+}  // namespace
+
+void TlsConfig::validate() const {
+  if (!any()) return;
+  require_readable("certificate file", cert_file);
+  require_readable("key file", key_file);
+  if (mutual()) require_readable("client CA file", client_ca_file);
+  if (grpc_refresh_seconds == 0) {
+    throw std::invalid_argument("the gRPC certificate refresh interval must be at least 1 s");
+  }
+}
+
+std::string describe_tls_error(const error_code& error) {
+  if (error == ssl::error::stream_truncated) return "peer closed without close_notify";
+  if (error == asio::error::timed_out) return "handshake timed out";
+  return error.message();
+}
+
+std::shared_ptr<ssl::context> make_server_tls_context(const TlsConfig& config) {
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+  context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                       ssl::context::single_dh_use);
+  error_code ec;
+  context->use_certificate_chain_file(config.cert_file, ec);
+  if (ec) {
+    throw std::runtime_error("cannot load TLS certificate chain \"" + config.cert_file +
+                             "\": " + ec.message());
+  }
+  context->use_private_key_file(config.key_file, ssl::context::pem, ec);
+  if (ec) {
+    throw std::runtime_error("cannot load TLS private key \"" + config.key_file +
+                             "\": " + ec.message());
+  }
+  if (SSL_CTX_check_private_key(context->native_handle()) != 1) {
+    throw std::runtime_error("TLS private key \"" + config.key_file +
+                             "\" does not match the certificate \"" + config.cert_file + "\"");
+  }
+  if (config.mutual()) {
+    context->load_verify_file(config.client_ca_file, ec);
+    if (ec) {
+      throw std::runtime_error("cannot load TLS client CA \"" + config.client_ca_file +
+                               "\": " + ec.message());
+    }
+    // Tell clients which CAs we accept, and refuse a handshake without a verified certificate.
+    if (auto* names = SSL_load_client_CA_file(config.client_ca_file.c_str())) {
+      SSL_CTX_set_client_CA_list(context->native_handle(), names);
+    }
+    context->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    static constexpr unsigned char kSessionContext[] = "switchboard";
+    SSL_CTX_set_session_id_context(context->native_handle(), kSessionContext,
+                                   sizeof(kSessionContext) - 1);
+  }
+  return context;
+}
+
+TlsContextHolder::TlsContextHolder(TlsConfig config)
+    : config_(std::move(config)), context_(make_server_tls_context(config_)) {}
+
+std::shared_ptr<ssl::context> TlsContextHolder::current() const {
+  std::lock_guard lock(mutex_);
+  return context_;
+}
+
+bool TlsContextHolder::reload() {
+  std::shared_ptr<ssl::context> fresh;
+  try {
+    fresh = make_server_tls_context(config_);
+  } catch (const std::exception& e) {
+    spdlog::error("tls reload failed, keeping the previous certificates error=\"{}\"", e.what());
+    return false;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    context_.swap(fresh);
+  }
+  spdlog::info("tls reloaded cert={}", config_.cert_file);
+  return true;
+}
+
+asio::awaitable<std::unique_ptr<Transport>> accept_tls(tcp::socket socket,
+                                                       std::shared_ptr<ssl::context> context,
+                                                       std::chrono::milliseconds timeout,
+                                                       error_code& error) {
+  auto stream = std::make_shared<TlsStream>(std::move(socket), *context);
+  asio::steady_timer timer(stream->get_executor(), timeout);
+  timer.async_wait([weak = std::weak_ptr<TlsStream>(stream)](const error_code& ec) {
+    if (ec) return;
+    if (auto expired = weak.lock()) {
+      error_code ignored;
+      expired->next_layer().close(ignored);
+    }
+  });
+  auto [ec] = co_await stream->async_handshake(ssl::stream_base::server,
+                                               asio::as_tuple(asio::use_awaitable));
+  // Nothing cancelled: the timer has already fired and closed the socket under the handshake.
+  const bool timed_out = timer.cancel() == 0;
+  if (ec || timed_out) {
+    error = timed_out ? error_code(asio::error::timed_out) : ec;
+    error_code ignored;
+    stream->next_layer().close(ignored);
+    co_return nullptr;
+  }
+  error = {};
+  co_return std::make_unique<TlsTransport>(std::move(stream), std::move(context));
+}
+
+}  // namespace switchboard::core::net

@@ -1,0 +1,65 @@
+// TLS for the native door: the settings, server contexts built from PEM files, and the TLS
+// transport (a handshake bounded in time, then a Transport over ssl::stream).
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "net/transport.hpp"
+
+namespace switchboard::core::net {
+
+/// TLS settings shared by both doors. One certificate chain and key serve both; a client CA turns
+/// on mutual TLS (clients must present a certificate signed by it).
+struct TlsConfig {
+  std::string cert_file;       ///< PEM certificate chain, leaf first
+  std::string key_file;        ///< PEM private key of the leaf
+  std::string client_ca_file;  ///< PEM CA bundle for client certificates; empty: no mutual TLS
+  bool native = false;         ///< TLS on the native (core) door
+  bool grpc = false;           ///< TLS on the gRPC door
+  /// How often the gRPC door re-reads the files (gRPC reloads them by itself; SIGHUP reloads the
+  /// native door).
+  unsigned grpc_refresh_seconds = 10;
+
+  bool any() const noexcept { return native || grpc; }
+  bool mutual() const noexcept { return !client_ca_file.empty(); }
+  /// Throws std::invalid_argument when a door has TLS on but a file is missing or unreadable.
+  void validate() const;
+};
+
+/// A server-side context from the files: TLS 1.2 or newer, the chain and key (checked to
+/// match), and with a client CA, required and verified client certificates. Throws
+/// std::runtime_error naming the file and OpenSSL's reason.
+std::shared_ptr<asio::ssl::context> make_server_tls_context(const TlsConfig& config);
+
+/// The native door's current context. New connections take the current one; a reload swaps it,
+/// while live connections keep theirs (each holds its shared_ptr). Thread-safe.
+class TlsContextHolder {
+public:
+  explicit TlsContextHolder(TlsConfig config);
+  std::shared_ptr<asio::ssl::context> current() const;
+  /// Re-reads the files. On failure logs why, keeps the old context and returns false.
+  bool reload();
+
+private:
+  TlsConfig config_;
+  mutable std::mutex mutex_;
+  std::shared_ptr<asio::ssl::context> context_;
+};
+
+/// Runs the server side of a TLS handshake on `socket` (on the socket's executor), closing the
+/// socket if it takes longer than `timeout`. Returns the transport, or nullptr with `error` set.
+asio::awaitable<std::unique_ptr<Transport>> accept_tls(asio::ip::tcp::socket socket,
+                                                       std::shared_ptr<asio::ssl::context> context,
+                                                       std::chrono::milliseconds timeout,
+                                                       boost::system::error_code& error);
+
+/// A one-line description of a TLS error, with OpenSSL's reason when there is one.
+std::string describe_tls_error(const boost::system::error_code& error);
+
+}  // namespace switchboard::core::net
