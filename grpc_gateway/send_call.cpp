@@ -237,7 +237,8 @@ void SendCall::pump() {
       // through the strand before the trailers (the whole latency of a small request). Nothing
       // follows, so the responder needs no credit for these bytes.
       finished_ = true;
-      gateway_.core.counters.bytes_out.fetch_add(writing_bytes_, std::memory_order_relaxed);
+      gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_bytes_,
+                                                              std::memory_order_relaxed);
       StartWriteAndFinish(&writing_, grpc::WriteOptions(), *final_status_);
       return;
     }

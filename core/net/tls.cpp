@@ -22,6 +22,7 @@ namespace ssl = asio::ssl;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using TlsStream = ssl::stream<tcp::socket>;
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
 void require_readable(const std::string& what, const std::string& path) {
   if (path.empty()) throw std::invalid_argument("TLS is on but no " + what + " is configured");
@@ -59,16 +60,13 @@ public:
 
   std::string remote() const override { return remote_; }
 
-protected:
-  void start_read_some(asio::mutable_buffer buffer, IoHandler handler) override {
-    stream_->async_read_some(buffer, std::move(handler));
+  asio::awaitable<IoResult> read_some(asio::mutable_buffer buffer) override {
+    co_return co_await stream_->async_read_some(buffer, kUseTuple);
   }
 
-  void start_write(std::span<const asio::const_buffer> buffers, IoHandler handler) override {
-    if (buffers.size() == 1) {
-      asio::async_write(*stream_, buffers.front(), std::move(handler));
-      return;
-    }
+  asio::awaitable<IoResult> write(std::span<const asio::const_buffer> buffers) override {
+    if (buffers.size() == 1)
+      co_return co_await asio::async_write(*stream_, buffers.front(), kUseTuple);
     // An SSL stream encrypts one buffer per record: gather the pieces first so a burst of small
     // frames becomes a few full records and one socket write, not one of each per piece.
     std::size_t total = 0;
@@ -79,7 +77,7 @@ protected:
       std::memcpy(gathered_.data() + at, buffer.data(), buffer.size());
       at += buffer.size();
     }
-    asio::async_write(*stream_, asio::buffer(gathered_), std::move(handler));
+    co_return co_await asio::async_write(*stream_, asio::buffer(gathered_), kUseTuple);
   }
 
 private:

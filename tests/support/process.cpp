@@ -50,7 +50,8 @@ ServerProcess::ServerProcess(const std::string& binary, std::vector<std::string>
     ::dup2(out[1], STDOUT_FILENO);
     ::close(out[0]);
     ::close(out[1]);
-    std::vector<std::string> all{binary, "--listen", listen, "--grpc-listen", "127.0.0.1:0"};
+    std::vector<std::string> all{binary,        "--listen",       listen,       "--grpc-listen",
+                                 "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : all) argv.push_back(a.data());
