@@ -112,7 +112,7 @@ run_test() {
 
 # --- the relay -----------------------------------------------------------------------------
 
-spawn relay "$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
+spawn relay "$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
 RELAY_PID=$BG_PID
 if ! wait_for '^listening core ' "$WORK/relay.out"; then
   echo "relay did not start: $(cat "$WORK/relay.err")" >&2
@@ -352,7 +352,7 @@ test_respond_sigterm() {
 # (same peer id) and the watcher going; the watcher reports who left during the outage.
 test_reconnect_after_relay_restart() {
   local channel port addr responder gone rc=0 out
-  spawn relay2 "$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0
+  spawn relay2 "$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
   wait_for '^listening core ' "$WORK/relay2.out" || fail "second relay did not start"
   port=$(sed -n 's/^listening core .*:\([0-9]*\)$/\1/p' "$WORK/relay2.out")
   addr=127.0.0.1:$port
@@ -377,7 +377,7 @@ test_reconnect_after_relay_restart() {
   wait_exit gone || fail "respond without --reconnect still running"
   ((EXIT_RC == 3)) || fail "respond without --reconnect exited $EXIT_RC, expected 3"
 
-  spawn relay3 "$SERVER_BIN" --listen "$addr" --grpc-listen 127.0.0.1:0
+  spawn relay3 "$SERVER_BIN" --listen "$addr" --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0
   wait_for '^listening core ' "$WORK/relay3.out" || fail "relay did not restart on $addr"
   wait_for "^reconnected peer=$responder version=" "$WORK/rr.err" ||
     fail "respond did not rejoin as $responder: $(cat "$WORK/rr.err")"

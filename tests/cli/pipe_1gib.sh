@@ -41,7 +41,7 @@ wait_for() {
 # hwm_kib PID: the process's peak resident set size (VmHWM) in KiB.
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
-"$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 >"$WORK/relay.out" 2>"$WORK/relay.err" &
+"$SERVER_BIN" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$WORK/relay.out" 2>"$WORK/relay.err" &
 RELAY_PID=$!
 PIDS+=("$RELAY_PID")
 wait_for '^listening core ' "$WORK/relay.out" || fail "relay did not start: $(cat "$WORK/relay.err")"

@@ -27,7 +27,7 @@ cmake -S "$source_dir/clients/cpp/examples/consumer" -B "$scratch/consumer" -G N
 cmake --build "$scratch/consumer" >/dev/null
 echo "ok - consumer builds with find_package(switchboard CONFIG)"
 
-"$scratch/prefix/bin/switchboard-server" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --log-level warn >"$scratch/relay.out" &
+"$scratch/prefix/bin/switchboard-server" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --log-level warn >"$scratch/relay.out" &
 relay_pid=$!
 port=
 for _ in $(seq 1 200); do
