@@ -263,7 +263,10 @@ stop_drains() {
 # SWITCHBOARD_<KEY> itself gets the file passed by the entry point, and its admin port must
 # answer /healthz; an older relay gets the environment as flags and refuses a mounted file.
 relay_has_flag() {
-  dk run --rm --entrypoint switchboard-server "$image" --help | grep -q -- "$1[ =,]"
+  local help
+  # Captured first: grep -q on the pipe would close it early and fail the pipeline.
+  help=$(dk run --rm --entrypoint switchboard-server "$image" --help)
+  grep -q -- "$1[ =,]" <<<"$help"
 }
 
 check_configuration() {
@@ -284,8 +287,10 @@ check_configuration() {
   if relay_has_flag --config; then
     start_container sbverify-file -v "$config_dir:/etc/switchboard:ro" "$image"
     wait_healthy sbverify-file
-    dk inspect -f '{{json .Args}}' sbverify-file
-    log "mounted config file accepted (healthy)"
+    # The file sets log_level = "debug": the health check's connection is then logged.
+    dk logs sbverify-file 2>&1 | grep -q 'session open' ||
+      die "the mounted config file was not applied (no debug log line)"
+    log "mounted config file applied (log_level = debug from /etc/switchboard/switchboard.toml)"
     if relay_has_flag --admin-listen; then
       port=$(published_port sbverify-file 7402)
       out=$(/usr/bin/python3 -c 'import sys, urllib.request
