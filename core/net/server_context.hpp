@@ -89,6 +89,8 @@ struct Counters : DoorCounters {
   /// TLS handshakes on the native door that failed or timed out (no session was started). The
   /// gRPC door's TLS failures happen inside gRPC, which does not report them.
   std::atomic<std::uint64_t> tls_handshake_failures{0};
+  /// Native connections turned away because their source address opened too many too fast.
+  std::atomic<std::uint64_t> connections_throttled{0};
   /// Payload bytes held in stream queues across the relay (bounded by the stream windows).
   std::atomic<std::int64_t> queued_bytes{0};
 

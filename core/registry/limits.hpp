@@ -17,6 +17,10 @@ struct Limits {
   std::uint32_t max_peers_per_channel = 10'000;
   std::uint32_t max_channels = 100'000;
   std::uint32_t max_connections = 50'000;
+  /// Native connections one source address may open per second (token bucket; 0: unlimited)
+  /// and how many it may open at once before that rate applies.
+  std::uint32_t connect_rate_per_address = 200;
+  std::uint32_t connect_burst_per_address = 400;
   /// Bytes queued towards one connection (control frames and data) before it is closed as a slow
   /// consumer; data alone is already bounded by the stream windows.
   std::size_t max_connection_buffer = 64 * 1024 * 1024;

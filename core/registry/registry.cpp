@@ -15,6 +15,9 @@ void Limits::validate() const {
   if (max_peers_per_channel == 0) fail("max_peers_per_channel must be positive");
   if (max_channels == 0) fail("max_channels must be positive");
   if (max_connections == 0) fail("max_connections must be positive");
+  if (connect_rate_per_address > 0 && connect_burst_per_address == 0) {
+    fail("connect_burst_per_address must be positive when connect_rate_per_address is set");
+  }
   if (read_block_size < max_frame + wire::kHeaderSize) {
     fail("read_block_size must hold one whole frame (max_frame + 12)");
   }

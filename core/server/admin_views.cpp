@@ -103,6 +103,10 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
       out, doors, "switchboard_connections_refused_total", "counter",
       "Connections turned away at the connection limit.",
       [](const DoorCounters& c) -> auto& { return c.connections_refused; });
+  out.family("switchboard_connections_throttled_total", "counter",
+             "Native connections turned away because their address connected too fast.");
+  out.sample("switchboard_connections_throttled_total", "door=\"native\"",
+             load(counters.connections_throttled));
 
   out.family("switchboard_handshake_failures_total", "counter",
              "Connections (gRPC: Respond calls) that never became a peer, by reason.");

@@ -280,6 +280,14 @@ std::vector<Option> build_table() {
   table.push_back(unsigned_option("max_connections", "open native connections", 1, kU32,
                                   [](C c) -> std::uint32_t& { return c.limits.max_connections; }));
   table.push_back(unsigned_option(
+      "connect_rate_per_address",
+      "native connections one source address may open per second (0: unlimited)", 0, kU32,
+      [](C c) -> std::uint32_t& { return c.limits.connect_rate_per_address; }));
+  table.push_back(unsigned_option(
+      "connect_burst_per_address",
+      "native connections one source address may open at once before the rate applies", 0, kU32,
+      [](C c) -> std::uint32_t& { return c.limits.connect_burst_per_address; }));
+  table.push_back(unsigned_option(
       "max_connection_buffer",
       "bytes queued towards one connection before it is closed as a slow consumer", 1, 64 * kGiB,
       [](C c) -> std::size_t& { return c.limits.max_connection_buffer; }, OptionType::size));

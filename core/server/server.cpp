@@ -70,7 +70,9 @@ tcp::endpoint parse_endpoint(const std::string& text) {
 Server::Server(ServerConfig config)
     : config_(std::move(config)),
       context_(std::make_unique<net::ServerContext>(config_.limits)),
-      acceptor_(io_) {
+      acceptor_(io_),
+      connect_throttle_(config_.limits.connect_rate_per_address,
+                        config_.limits.connect_burst_per_address) {
   config_.limits.validate();
   context_->authenticator = auth::Authenticator(config_.auth);
   config_.tls.validate();
@@ -167,12 +169,13 @@ void Server::start() {
   spdlog::info(
       "limits max_frame={} stream_window={} max_streams_per_connection={} "
       "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "
+      "connect_rate_per_address={} connect_burst_per_address={} "
       "handshake_timeout_ms={} keepalive_interval_ms={} slow_consumer_timeout_ms={} "
       "default_idle_timeout_ms={} drain_timeout_ms={}",
       l.max_frame, l.stream_window, l.max_streams_per_connection, l.max_peers_per_channel,
-      l.max_channels, l.max_connections, l.max_connection_buffer, l.handshake_timeout.count(),
-      l.keepalive_interval.count(), l.slow_consumer_timeout.count(), l.default_idle_timeout.count(),
-      l.drain_timeout.count());
+      l.max_channels, l.max_connections, l.max_connection_buffer, l.connect_rate_per_address,
+      l.connect_burst_per_address, l.handshake_timeout.count(), l.keepalive_interval.count(),
+      l.slow_consumer_timeout.count(), l.default_idle_timeout.count(), l.drain_timeout.count());
 }
 
 // One line per refused connection would let a flood fill the log: at most one a second, with
@@ -185,6 +188,19 @@ void Server::log_refusal() {
                config_.limits.max_connections, refusals_since_log_);
   last_refusal_log_ = now;
   refusals_since_log_ = 0;
+}
+
+void Server::log_throttled() {
+  ++throttled_since_log_;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_throttle_log_ < std::chrono::seconds(1)) return;
+  spdlog::warn(
+      "connection refused reason=connect_rate connect_rate_per_address={} "
+      "connect_burst_per_address={} refused={}",
+      config_.limits.connect_rate_per_address, config_.limits.connect_burst_per_address,
+      throttled_since_log_);
+  last_throttle_log_ = now;
+  throttled_since_log_ = 0;
 }
 
 void Server::log_summary() {
@@ -223,17 +239,29 @@ void Server::accept_loop_start() {
             co_await backoff.async_wait(kUseTuple);
             continue;
           }
-          const auto open = context_->counters.connections_open.load(std::memory_order_relaxed);
-          if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
-            context_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
-            log_refusal();
+          // The refusal is best effort: one non-blocking write, so a client that does not read
+          // cannot hold up the accept loop.
+          auto refuse = [&socket](std::string_view why) {
             std::vector<std::uint8_t> refusal;
-            wire::append_error(refusal, wire::Error{Status::resource_exhausted,
-                                                    "relay is at its connection limit"});
+            wire::append_error(refusal, wire::Error{Status::resource_exhausted, std::string(why)});
             boost::system::error_code ignored;
             socket.non_blocking(true, ignored);
             socket.write_some(asio::buffer(refusal), ignored);
             socket.close(ignored);
+          };
+          boost::system::error_code endpoint_error;
+          const auto remote = socket.remote_endpoint(endpoint_error);
+          if (!endpoint_error && !connect_throttle_.admit(remote.address())) {
+            context_->counters.connections_throttled.fetch_add(1, std::memory_order_relaxed);
+            log_throttled();
+            refuse("too many connections from your address");
+            continue;
+          }
+          const auto open = context_->counters.connections_open.load(std::memory_order_relaxed);
+          if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
+            context_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+            log_refusal();
+            refuse("relay is at its connection limit");
             continue;
           }
           if (native_tls_) {

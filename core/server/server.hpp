@@ -19,6 +19,7 @@
 #include "net/server_context.hpp"
 #include "net/tls.hpp"
 #include "registry/limits.hpp"
+#include "server/connect_throttle.hpp"
 
 namespace switchboard::core::net {
 class Session;
@@ -96,6 +97,7 @@ private:
   void stop_gateway();
   void track(const std::shared_ptr<net::Session>& session, std::uint64_t id);
   void log_refusal();
+  void log_throttled();
   void log_summary();
 
   ServerConfig config_;
@@ -119,6 +121,11 @@ private:
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
   std::chrono::steady_clock::time_point last_refusal_log_{};
   std::uint64_t refusals_since_log_ = 0;
+  // Touched only by the accept coroutine (which runs one step at a time), so these
+  // need no lock.
+  ConnectThrottle connect_throttle_;
+  std::chrono::steady_clock::time_point last_throttle_log_{};
+  std::uint64_t throttled_since_log_ = 0;
   bool summary_logged_ = false;
   // Keeps the I/O threads running until the gateway has shut down (its calls end on them).
   std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_;

@@ -1,0 +1,168 @@
+// Limits at their boundary: the last connection or channel within a limit is served, the first
+// beyond it is refused with its status and counted; and the per-address connect throttle.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "support/raw_peer.hpp"
+#include "support/relay.hpp"
+
+namespace switchboard {
+namespace {
+
+using test::RawPeer;
+using namespace std::chrono_literals;
+
+std::vector<std::uint8_t> hello_bytes(const Uuid& channel) {
+  wire::Hello hello;
+  hello.channel = channel;
+  hello.max_frame = 65536;
+  hello.stream_window = 65536;
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello);
+  return bytes;
+}
+
+// The ERROR frame a refused connection receives, after which the relay closes it.
+wire::Error expect_error_and_close(RawPeer& raw) {
+  wire::Error error;
+  auto frame = raw.expect_type(wire::FrameType::error);
+  if (!frame) {
+    ADD_FAILURE() << "no ERROR frame";
+    return error;
+  }
+  EXPECT_EQ(wire::parse_error(frame->bytes(), error), wire::DecodeError::none);
+  EXPECT_TRUE(raw.expect_closed());
+  return error;
+}
+
+core::Limits limits_without_throttle() {
+  auto limits = test::fast_limits();
+  limits.connect_rate_per_address = 0;
+  return limits;
+}
+
+TEST(Limits, MaxConnectionsServesNAndRefusesTheNext) {
+  constexpr std::uint32_t kMax = 4;
+  auto limits = limits_without_throttle();
+  limits.max_connections = kMax;
+  test::InProcessRelay relay(limits);
+  const auto channel = Uuid::random();
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  for (std::uint32_t i = 0; i < kMax; ++i) {
+    peers.push_back(std::make_unique<RawPeer>(relay.port()));
+    peers.back()->join(channel);
+  }
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().connections_open.load() == kMax; }));
+
+  RawPeer extra(relay.port());
+  const auto error = expect_error_and_close(extra);
+  EXPECT_EQ(error.status, Status::resource_exhausted);
+  EXPECT_NE(error.message.find("connection limit"), std::string::npos) << error.message;
+  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+  EXPECT_EQ(relay.counters().connections_throttled.load(), 0u);
+
+  // A slot freed is a slot served again.
+  peers.back()->close();
+  peers.pop_back();
+  ASSERT_TRUE(
+      test::eventually([&] { return relay.counters().connections_open.load() == kMax - 1; }));
+  RawPeer again(relay.port());
+  again.join(channel);
+  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+}
+
+TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
+  constexpr std::uint32_t kMax = 3;
+  auto limits = limits_without_throttle();
+  limits.max_channels = kMax;
+  test::InProcessRelay relay(limits);
+  std::vector<Uuid> channels;
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  for (std::uint32_t i = 0; i < kMax; ++i) {
+    channels.push_back(Uuid::random());
+    peers.push_back(std::make_unique<RawPeer>(relay.port()));
+    peers.back()->join(channels.back());
+  }
+  EXPECT_EQ(relay.registry().stats().channels, kMax);
+  const auto refused_before =
+      relay.counters()
+          .handshake_failures[static_cast<std::size_t>(core::net::HandshakeFailure::refused)]
+          .load();
+
+  RawPeer newcomer(relay.port());
+  newcomer.send(hello_bytes(Uuid::random()));
+  const auto error = expect_error_and_close(newcomer);
+  EXPECT_EQ(error.status, Status::resource_exhausted);
+  EXPECT_NE(error.message.find("channel limit"), std::string::npos) << error.message;
+  EXPECT_EQ(relay.counters()
+                .handshake_failures[static_cast<std::size_t>(core::net::HandshakeFailure::refused)]
+                .load(),
+            refused_before + 1);
+
+  // An existing channel still takes more peers.
+  RawPeer joiner(relay.port());
+  joiner.join(channels.front());
+  EXPECT_EQ(relay.registry().stats().channels, kMax);
+}
+
+TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
+  constexpr std::uint32_t kBurst = 5;
+  auto limits = test::fast_limits();
+  limits.connect_rate_per_address = 2;  // one token every 500 ms
+  limits.connect_burst_per_address = kBurst;
+  test::InProcessRelay relay(limits);
+  const auto channel = Uuid::random();
+
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  for (std::uint32_t i = 0; i < kBurst; ++i) {
+    peers.push_back(std::make_unique<RawPeer>(relay.port()));
+    peers.back()->join(channel);
+  }
+  EXPECT_EQ(relay.counters().connections_throttled.load(), 0u);
+
+  // Five connections took well under the 500 ms a token takes to come back (were the machine so
+  // slow that one did come back, the throttled count below would say so by being 0).
+  RawPeer over(relay.port());
+  const auto error = expect_error_and_close(over);
+  EXPECT_EQ(error.status, Status::resource_exhausted);
+  EXPECT_EQ(error.message, "too many connections from your address");
+  EXPECT_EQ(relay.counters().connections_throttled.load(), 1u);
+  EXPECT_EQ(relay.counters().connections_refused.load(), 0u);
+
+  // The refused connection did not disturb those admitted: all still on the channel.
+  EXPECT_EQ(relay.counters().connections_open.load(), static_cast<std::int64_t>(kBurst));
+  EXPECT_EQ(relay.registry().stats().peers, kBurst);
+
+  // After refill: probe (bounded by eventually's timeout) until a connection is admitted again;
+  // each refused probe is counted, so the throttled count grows by exactly those.
+  std::uint64_t refused_probes = 0;
+  const bool admitted = test::eventually([&] {
+    RawPeer probe(relay.port());
+    probe.send(hello_bytes(channel));
+    const auto frame = probe.expect_frame();
+    if (frame && frame->header.type == wire::FrameType::welcome) return true;
+    EXPECT_TRUE(frame && frame->header.type == wire::FrameType::error);
+    ++refused_probes;
+    return false;
+  });
+  EXPECT_TRUE(admitted);
+  EXPECT_EQ(relay.counters().connections_throttled.load(), 1u + refused_probes);
+}
+
+TEST(Limits, ConnectThrottleOffAdmitsBeyondAnyBurst) {
+  auto limits = limits_without_throttle();
+  limits.connect_burst_per_address = 1;
+  test::InProcessRelay relay(limits);
+  const auto channel = Uuid::random();
+  std::vector<std::unique_ptr<RawPeer>> peers;
+  for (int i = 0; i < 10; ++i) {
+    peers.push_back(std::make_unique<RawPeer>(relay.port()));
+    peers.back()->join(channel);
+  }
+  EXPECT_EQ(relay.counters().connections_throttled.load(), 0u);
+}
+
+}  // namespace
+}  // namespace switchboard
