@@ -126,7 +126,7 @@ uuid() { cat /proc/sys/kernel/random/uuid; }
 
 start_relay() {
   start_bg relay "$SERVER" --listen 127.0.0.1:0 "${GRPC_FLAG[@]}" --threads "$RELAY_THREADS" \
-    --log-level warn --drain-timeout-ms 1000
+    --log-level warn --drain-timeout-ms 1000 --connect-rate-per-address 0  # conns: 10,000 from one address
   RELAY_PID=$BG_PID
   wait_line relay '^listening core'
   RELAY_PORT=$(sed -n 's/^listening core 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")

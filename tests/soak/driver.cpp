@@ -413,7 +413,10 @@ int Driver::run() {
       std::vector<std::string>{"--keepalive-ms", std::to_string(o_.keepalive_ms),
                                "--handshake-timeout-ms", std::to_string(o_.handshake_timeout_ms),
                                "--slow-consumer-timeout-ms", "2000", "--idle-timeout-ms", "8000",
-                               "--drain-timeout-ms", "5000", "--log-level", "error"});
+                               "--drain-timeout-ms", "5000", "--log-level", "error",
+                               // Every soak peer connects from 127.0.0.1, and reconnect churn
+                               // is the point: the per-address throttle would distort it.
+                               "--connect-rate-per-address", "0"});
   const int pid = relay_->pid();
   start_watchdog(std::chrono::seconds(o_.warmup_s + o_.duration_s + 180 +
                                       2 * (o_.deadline_ms + o_.margin_ms) / 1000));
