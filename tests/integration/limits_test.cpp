@@ -37,6 +37,11 @@ wire::Error expect_error_and_close(RawPeer& raw) {
   return error;
 }
 
+wire::Bytes test_bytes() {
+  static const std::uint8_t kBody[] = {'h', 'i'};
+  return {kBody, sizeof(kBody)};
+}
+
 core::Limits limits_without_throttle() {
   auto limits = test::fast_limits();
   limits.connect_rate_per_address = 0;
@@ -105,6 +110,81 @@ TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
   RawPeer joiner(relay.port());
   joiner.join(channels.front());
   EXPECT_EQ(relay.registry().stats().channels, kMax);
+}
+
+TEST(Limits, MaxStreamsPerConnectionRefusesTheNextAndKeepsTheOthers) {
+  constexpr std::uint32_t kMax = 3;
+  auto limits = limits_without_throttle();
+  limits.max_streams_per_connection = kMax;
+  test::InProcessRelay relay(limits);
+  const auto channel = Uuid::random();
+  RawPeer responder(relay.port());
+  const auto responder_id = responder.join(channel, true);
+  RawPeer opener(relay.port());
+  opener.join(channel);
+  // The opener hears of the responder (presence) and the responder of the opener: skip both.
+  (void)opener.expect_nothing(50ms);
+  (void)responder.expect_nothing(50ms);
+
+  wire::Open open;
+  open.kind = wire::StreamKind::to_peer;
+  open.peer = responder_id;
+  for (std::uint32_t i = 0; i < kMax; ++i) {
+    std::vector<std::uint8_t> bytes;
+    wire::append_open(bytes, 2 * i + 1, open, {}, false);
+    opener.send(bytes);
+    auto delivered = responder.expect_type(wire::FrameType::open);
+    ASSERT_TRUE(delivered.has_value()) << "stream " << 2 * i + 1 << " never reached the responder";
+  }
+
+  const std::uint32_t over = 2 * kMax + 1;
+  std::vector<std::uint8_t> bytes;
+  wire::append_open(bytes, over, open, {}, false);
+  opener.send(bytes);
+  auto frame = opener.expect_type(wire::FrameType::reset);
+  ASSERT_TRUE(frame.has_value());
+  EXPECT_EQ(frame->header.stream, over);
+  wire::Reset reset;
+  ASSERT_EQ(wire::parse_reset(frame->bytes(), reset), wire::DecodeError::none);
+  EXPECT_EQ(reset.status, Status::resource_exhausted);
+  EXPECT_NE(reset.message.find("too many open streams"), std::string::npos) << reset.message;
+  EXPECT_TRUE(responder.expect_nothing(100ms)) << "the refused stream reached the responder";
+
+  // The connection and its streams go on: data on the first stream still arrives.
+  std::vector<std::uint8_t> data;
+  wire::append_data(data, 1, test_bytes(), false);
+  opener.send(data);
+  auto arrived = responder.expect_type(wire::FrameType::data);
+  ASSERT_TRUE(arrived.has_value());
+  EXPECT_EQ(relay.counters().streams_open.load(), static_cast<std::int64_t>(2 * kMax));
+  EXPECT_EQ(relay.counters().connections_open.load(), 2);
+}
+
+TEST(Limits, ConnectionBufferClosesAClientThatDoesNotRead) {
+  auto limits = limits_without_throttle();
+  limits.max_frame = 1024;
+  limits.stream_window = 1024;
+  limits.max_connection_buffer = limits.stream_window + limits.max_frame;  // the least allowed
+  test::InProcessRelay relay(limits);
+  RawPeer sluggard(relay.port());
+  sluggard.join(Uuid::random());
+
+  // Every PING queues a PONG for a client that reads none of them: 200 PONGs (4000 bytes) are
+  // more than the connection's 2 KiB buffer. One send, so the relay reads it all before it
+  // closes the connection (unread input would turn its close into a reset that loses the ERROR).
+  std::vector<std::uint8_t> pings;
+  for (int i = 0; i < 200; ++i) wire::append_ping(pings, static_cast<std::uint64_t>(i), false);
+  sluggard.send(pings);
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().slow_consumer_drops.load() == 1; }));
+
+  // Reading at last: after any PONGs written before the limit passed, the relay's last word.
+  auto frame = sluggard.expect_type(wire::FrameType::error);
+  ASSERT_TRUE(frame.has_value());
+  wire::Error error;
+  ASSERT_EQ(wire::parse_error(frame->bytes(), error), wire::DecodeError::none);
+  EXPECT_EQ(error.status, Status::slow_consumer);
+  EXPECT_TRUE(sluggard.expect_closed());
+  EXPECT_TRUE(test::eventually([&] { return relay.counters().connections_open.load() == 0; }));
 }
 
 TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
