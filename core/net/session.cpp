@@ -11,7 +11,6 @@
 
 namespace switchboard::core::net {
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::uint32_t kMaxHelloSize = 50 + wire::kMaxTokenSize;
 // A connection reads into a block this small until its traffic needs full-size blocks.
 constexpr std::size_t kIdleReadBlockSize = 1024;
