@@ -241,27 +241,27 @@ void Server::accept_loop_start() {
           }
           // The refusal is best effort: one non-blocking write, so a client that does not read
           // cannot hold up the accept loop.
-          auto refuse = [&socket](std::string_view why) {
+          auto refuse = [](auto& refused, std::string_view why) {
             std::vector<std::uint8_t> refusal;
             wire::append_error(refusal, wire::Error{Status::resource_exhausted, std::string(why)});
             boost::system::error_code ignored;
-            socket.non_blocking(true, ignored);
-            socket.write_some(asio::buffer(refusal), ignored);
-            socket.close(ignored);
+            refused.non_blocking(true, ignored);
+            refused.write_some(asio::buffer(refusal), ignored);
+            refused.close(ignored);
           };
           boost::system::error_code endpoint_error;
           const auto remote = socket.remote_endpoint(endpoint_error);
           if (!endpoint_error && !connect_throttle_.admit(remote.address())) {
             context_->counters.connections_throttled.fetch_add(1, std::memory_order_relaxed);
             log_throttled();
-            refuse("too many connections from your address");
+            refuse(socket, "too many connections from your address");
             continue;
           }
           const auto open = context_->counters.connections_open.load(std::memory_order_relaxed);
           if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
             context_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
             log_refusal();
-            refuse("relay is at its connection limit");
+            refuse(socket, "relay is at its connection limit");
             continue;
           }
           if (native_tls_) {
