@@ -12,6 +12,8 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 #include <cstddef>
@@ -59,10 +61,14 @@ public:
 
   void write(Buffer bytes) {
     sent_.insert(sent_.end(), bytes.begin(), bytes.end());
-    auto owned = std::make_shared<Buffer>(std::move(bytes));
-    buffer_ = asio::const_buffer(owned->data(), owned->size());
-    end_->async_write(std::span<const asio::const_buffer>(&buffer_, 1),
-                      [owned](boost::system::error_code, std::size_t) {});
+    // Spawned writes start in order on the pipe's strand, so chunks arrive in order.
+    asio::co_spawn(
+        end_->get_executor(),
+        [this, owned = std::move(bytes)]() -> asio::awaitable<void> {
+          const asio::const_buffer buffer(owned.data(), owned.size());
+          co_await end_->write(std::span<const asio::const_buffer>(&buffer, 1));
+        },
+        asio::detached);
   }
 
   void shutdown_send() { end_->shutdown_send(); }
@@ -97,15 +103,20 @@ public:
 
 private:
   void read() {
-    end_->async_read_some(
-        asio::buffer(chunk_), [this](boost::system::error_code ec, std::size_t n) {
-          if (ec) {
-            eof_ = true;
-            return;
+    asio::co_spawn(
+        end_->get_executor(),
+        [this]() -> asio::awaitable<void> {
+          for (;;) {
+            auto [ec, n] = co_await end_->read_some(asio::buffer(chunk_));
+            if (ec) {
+              eof_ = true;
+              co_return;
+            }
+            received_.insert(received_.end(), chunk_.begin(),
+                             chunk_.begin() + static_cast<long>(n));
           }
-          received_.insert(received_.end(), chunk_.begin(), chunk_.begin() + static_cast<long>(n));
-          read();
-        });
+        },
+        asio::detached);
   }
 
   static void check_frame(const wire::FrameHeader& header, wire::Bytes payload, bool& welcomed) {
@@ -181,7 +192,6 @@ private:
 
   std::unique_ptr<Transport> end_;
   std::shared_ptr<Session> session_;
-  asio::const_buffer buffer_;
   std::array<std::uint8_t, 4096> chunk_{};
   Buffer sent_;
   Buffer received_;
