@@ -125,8 +125,10 @@ rss_kib() { proc_kib "$1" VmRSS; }
 uuid() { cat /proc/sys/kernel/random/uuid; }
 
 start_relay() {
+  # conns joins 10,000 peers from one address; the admin port is ephemeral so that a relay
+  # already running on this machine does not stop the run.
   start_bg relay "$SERVER" --listen 127.0.0.1:0 "${GRPC_FLAG[@]}" --threads "$RELAY_THREADS" \
-    --log-level warn --drain-timeout-ms 1000 --connect-rate-per-address 0  # conns: 10,000 from one address
+    --log-level warn --drain-timeout-ms 1000 --connect-rate-per-address 0 --admin-listen 127.0.0.1:0
   RELAY_PID=$BG_PID
   wait_line relay '^listening core'
   RELAY_PORT=$(sed -n 's/^listening core 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")

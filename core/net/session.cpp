@@ -19,6 +19,7 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
                  std::uint64_t connection_id)
     : transport_(std::move(transport)),
       executor_(transport_->get_executor()),
+      delivery_executor_(asio::prefer(executor_, asio::execution::relationship.continuation)),
       context_(context),
       limits_(context.limits),
       connection_id_(connection_id),

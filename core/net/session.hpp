@@ -166,6 +166,9 @@ private:
 
   std::unique_ptr<Transport> transport_;
   asio::any_io_executor executor_;  // the connection's strand
+  // The strand, marked so that a delivery posted from a relay I/O thread runs on that thread
+  // once its current handler returns, instead of waking another thread for it.
+  asio::any_io_executor delivery_executor_;
   ServerContext& context_;
   const Limits& limits_;
   const std::uint64_t connection_id_;
@@ -207,6 +210,7 @@ private:
   std::vector<std::pair<StreamPtr, std::uint32_t>> written_;
   std::vector<StreamPtr> finished_out_;
   bool writing_ = false;
+  bool writer_parked_ = false;     // the writer waits on wake_
   bool wrote_since_tick_ = false;  // the watchdog gives idle connections' buffers back
 
   // Liveness and closing.

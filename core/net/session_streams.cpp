@@ -20,34 +20,34 @@ bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
 
 void SessionStream::deliver_data(wire::Slice payload, bool fin) {
   auto self = shared_from_this();
-  asio::post(session_->executor_, [self, payload = std::move(payload), fin]() mutable {
+  asio::post(session_->delivery_executor_, [self, payload = std::move(payload), fin]() mutable {
     self->session_->on_data(self, std::move(payload), fin);
   });
 }
 
 void SessionStream::deliver_end(wire::End end) {
   auto self = shared_from_this();
-  asio::post(session_->executor_, [self, end = std::move(end)]() mutable {
+  asio::post(session_->delivery_executor_, [self, end = std::move(end)]() mutable {
     self->session_->on_end(self, std::move(end));
   });
 }
 
 void SessionStream::deliver_reset(wire::Reset reset) {
   auto self = shared_from_this();
-  asio::post(session_->executor_, [self, reset = std::move(reset)]() mutable {
+  asio::post(session_->delivery_executor_, [self, reset = std::move(reset)]() mutable {
     self->session_->on_reset(self, std::move(reset));
   });
 }
 
 void SessionStream::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
   auto self = shared_from_this();
-  asio::post(session_->executor_,
+  asio::post(session_->delivery_executor_,
              [self, bytes, sink] { self->session_->on_credit(self, bytes, sink); });
 }
 
 void SessionStream::deliver_sink_done(std::uint32_t sink, Status status) {
   auto self = shared_from_this();
-  asio::post(session_->executor_,
+  asio::post(session_->delivery_executor_,
              [self, sink, status] { self->session_->on_sink_done(self, sink, status); });
 }
 
@@ -309,9 +309,10 @@ std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
   const auto role = offer.kind == wire::StreamKind::broadcast ? StreamRole::broadcast_sink
                                                               : StreamRole::responder;
   auto stream = std::make_shared<SessionStream>(shared_from_this(), role);
-  asio::post(executor_, [self = shared_from_this(), stream, offer = std::move(offer)]() mutable {
-    self->on_incoming(stream, std::move(offer));
-  });
+  asio::post(delivery_executor_,
+             [self = shared_from_this(), stream, offer = std::move(offer)]() mutable {
+               self->on_incoming(stream, std::move(offer));
+             });
   return stream;
 }
 

@@ -21,7 +21,13 @@ constexpr std::size_t kIdleBufferBytes = 1024;
 
 }  // namespace
 
-void Session::wake_writer() noexcept { wake_.cancel(); }
+void Session::wake_writer() noexcept {
+  // Cancelling the timer takes the reactor's lock and queues a completion: only do it when the
+  // writer is actually parked on it.
+  if (!writer_parked_) return;
+  writer_parked_ = false;
+  wake_.cancel();
+}
 
 void Session::release_idle_buffers() noexcept {
   if (writing_) return;
@@ -79,7 +85,9 @@ asio::awaitable<bool> Session::write_loop() {
         std::vector<std::uint8_t>().swap(control_);
       }
       wake_.expires_at(Clock::time_point::max());
+      writer_parked_ = true;
       co_await wake_.async_wait(kUseTuple);
+      writer_parked_ = false;
       continue;
     }
     gather_.clear();

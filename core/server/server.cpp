@@ -84,6 +84,9 @@ Server::Server(ServerConfig config)
   acceptor_.listen(asio::socket_base::max_listen_connections);
   bound_ = acceptor_.local_endpoint();
   if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
+  for (unsigned i = 1; i < config_.threads; ++i) {
+    workers_.push_back(std::make_unique<asio::io_context>(1));
+  }
 #if SWITCHBOARD_WITH_GRPC
   if (!config_.grpc_listen.empty()) {
     gateway_ = std::make_unique<gateway::Gateway>(*context_, io_.get_executor(),
@@ -146,12 +149,13 @@ void Server::stop_gateway() {
 }
 
 void Server::start() {
-  guard_ = std::make_unique<asio::executor_work_guard<asio::io_context::executor_type>>(
-      io_.get_executor());
+  guards_.push_back(asio::make_work_guard(io_));
+  for (auto& worker : workers_) guards_.push_back(asio::make_work_guard(*worker));
   accept_loop_start();
   if (admin_) admin_->start();
-  for (unsigned i = 0; i < config_.threads; ++i) {
-    threads_.emplace_back([this] { io_.run(); });
+  threads_.emplace_back([this] { io_.run(); });
+  for (auto& worker : workers_) {
+    threads_.emplace_back([&context = *worker] { context.run(); });
   }
   const auto& l = config_.limits;
   std::string admin = "off";
@@ -230,7 +234,8 @@ void Server::accept_loop_start() {
       [this]() -> asio::awaitable<void> {
         asio::steady_timer backoff(io_);
         while (acceptor_.is_open()) {
-          auto [ec, socket] = co_await acceptor_.async_accept(asio::make_strand(io_), kUseTuple);
+          auto [ec, socket] =
+              co_await acceptor_.async_accept(asio::make_strand(next_context()), kUseTuple);
           if (ec) {
             if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
             // Out of descriptors or similar: back off instead of spinning.
@@ -272,6 +277,12 @@ void Server::accept_loop_start() {
         }
       },
       log_exception);
+}
+
+asio::io_context& Server::next_context() {
+  const std::size_t n =
+      next_worker_.fetch_add(1, std::memory_order_relaxed) % (workers_.size() + 1);
+  return n == 0 ? io_ : *workers_[n - 1];
 }
 
 void Server::start_session(std::unique_ptr<net::Transport> transport) {
@@ -402,6 +413,7 @@ void Server::begin_drain() {
             stop_gateway();
             if (admin_) admin_->stop();
             io_.stop();
+            for (auto& worker : workers_) worker->stop();
             co_return;
           }
           if (!terminated && std::chrono::steady_clock::now() >= deadline) {
@@ -431,7 +443,7 @@ void Server::begin_drain() {
 #endif
           asio::post(io_, [this] {
             if (admin_) admin_->stop();
-            guard_.reset();
+            for (auto& guard : guards_) guard.reset();
           });
         });
       },

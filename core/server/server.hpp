@@ -89,6 +89,8 @@ public:
 
 private:
   void accept_loop_start();
+  /// The context of the next session, round-robin over the I/O threads.
+  boost::asio::io_context& next_context();
   void start_session(std::unique_ptr<net::Transport> transport);
   void start_tls_session(boost::asio::ip::tcp::socket socket);
   void cancel_handshakes();
@@ -112,7 +114,12 @@ private:
   std::mutex handshakes_mutex_;
   std::unordered_map<std::uint64_t, PendingHandshake> handshakes_;
   std::uint64_t next_handshake_ = 0;  // guarded by handshakes_mutex_
-  boost::asio::io_context io_;
+  // I/O thread 0 runs io_ (acceptor, admin, signals, gateway calls, its share of sessions);
+  // thread i runs workers_[i - 1]. Each context has one thread, so a hand-off between two
+  // sessions of one thread is a queue push, never a wake-up of another thread.
+  boost::asio::io_context io_{1};
+  std::vector<std::unique_ptr<boost::asio::io_context>> workers_;
+  std::atomic<std::size_t> next_worker_{0};
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint bound_;
   std::unique_ptr<boost::asio::signal_set> signals_;
@@ -128,7 +135,7 @@ private:
   std::uint64_t throttled_since_log_ = 0;
   bool summary_logged_ = false;
   // Keeps the I/O threads running until the gateway has shut down (its calls end on them).
-  std::unique_ptr<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_;
+  std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards_;
   std::thread gateway_stopper_;
   std::vector<std::thread> threads_;
   std::mutex sessions_mutex_;
