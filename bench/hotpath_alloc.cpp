@@ -103,6 +103,7 @@ public:
     core::ServerConfig config;
     config.listen = "127.0.0.1:0";
     config.threads = 1;
+    config.admin_listen = "";  // no admin endpoint: never collides with a running relay
     config.limits.drain_timeout = std::chrono::milliseconds(200);
     if constexpr (requires { config.grpc_listen; }) config.grpc_listen = "";  // core door only
     server_ = std::make_unique<core::Server>(config);

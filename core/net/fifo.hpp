@@ -1,15 +1,19 @@
 // Fifo<T>: a first-in first-out queue that owns one vector of items.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace switchboard::core::net {
 
 /// A queue over one vector. Unlike std::deque it allocates nothing until the first push, and once
-/// grown it reuses its storage, so a steady flow through it does not allocate.
-template <typename T>
+/// grown it reuses its storage, so a steady flow through it does not allocate. With `Inline` > 0
+/// the first `Inline` items live in the queue itself, so a queue that never holds more allocates
+/// nothing at all.
+template <typename T, std::size_t Inline = 0>
 class Fifo {
 public:
   bool empty() const noexcept { return head_ == items_.size(); }
@@ -36,13 +40,15 @@ public:
 
   /// Empties the queue and gives its storage back.
   void release() noexcept {
-    std::vector<T>().swap(items_);
+    Items().swap(items_);
     head_ = 0;
   }
 
 private:
+  using Items =
+      std::conditional_t<Inline == 0, std::vector<T>, boost::container::small_vector<T, Inline>>;
   static constexpr std::size_t kCompactAfter = 32;
-  std::vector<T> items_;
+  Items items_;
   std::size_t head_ = 0;
 };
 

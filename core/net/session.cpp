@@ -29,6 +29,7 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       wake_(executor_),
       watchdog_(executor_),
       token_expiry_(executor_),
+      stream_timer_(executor_),
       started_(Clock::now()),
       last_read_(started_) {
   remote_ = transport_->remote();
@@ -377,6 +378,8 @@ void Session::begin_close() {
 void Session::cleanup() {
   closed_ = true;
   token_expiry_.cancel();
+  stream_timer_.cancel();  // its wait holds this session
+  std::vector<TimerEntry>().swap(timer_heap_);
   if (joined_) {
     context_.registry.leave(channel_, peer_id_);
     joined_ = false;

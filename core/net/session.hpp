@@ -4,6 +4,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -66,7 +67,7 @@ public:
 
   // Relay -> client direction.
   std::optional<wire::Open> open_pending;  // relay-initiated: OPEN not yet written
-  Fifo<wire::Slice> out_queue;
+  Fifo<wire::Slice, 1> out_queue;          // most streams queue one slice at a time
   std::uint64_t out_queued = 0;
   std::int64_t out_credit = 0;
   bool out_fin_pending = false;
@@ -79,8 +80,7 @@ public:
   Clock::duration idle_timeout{};
   Clock::time_point last_activity{};
   std::optional<Clock::time_point> stalled_since;
-  std::unique_ptr<asio::steady_timer> timer;
-  bool timer_armed = false;
+  bool timer_armed = false;  // the session's timer queue holds an entry for this stream
 };
 
 /// The native door's per-connection session. Kept alive by its own coroutines and by the
@@ -145,6 +145,8 @@ private:
   void schedule(const StreamPtr& stream);
   void arm_timer(const StreamPtr& stream, Clock::time_point when);
   void on_timer(const StreamPtr& stream);
+  void arm_stream_timer();
+  void on_stream_timer();
   void touch(SessionStream& stream) noexcept;
 
   // Outbound (session_write.cpp).
@@ -189,7 +191,17 @@ private:
   asio::steady_timer token_expiry_;
 
   // Streams.
-  std::unordered_map<std::uint32_t, StreamPtr> streams_;
+  boost::unordered_flat_map<std::uint32_t, StreamPtr> streams_;
+  // Every stream's deadline, idle and slow-consumer checks share one timer: a min-heap of
+  // (due, stream id), one entry per stream with timer_armed. Entries of streams removed
+  // meanwhile are dropped when they come due, or when they outnumber the live streams.
+  struct TimerEntry {
+    Clock::time_point due;
+    std::uint32_t stream;
+  };
+  std::vector<TimerEntry> timer_heap_;
+  asio::steady_timer stream_timer_;
+  Clock::time_point stream_timer_due_ = Clock::time_point::max();
   std::uint32_t last_client_stream_ = 0;
   std::uint32_t next_relay_stream_ = 2;
   std::uint32_t client_streams_open_ = 0;

@@ -186,6 +186,9 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
     offer.deadline_ms = open.deadline_ms;
     offer.idle_ms = open.idle_ms;
     offer.metadata = open.metadata;
+    // The OPEN's body and end travel with the offer: one hand-off per receiver, not two.
+    offer.first_chunk = body;
+    offer.fin = fin;
     offer.counterpart = stream;
     offer.sink_index = stream->fanout.size();
     stream->fanout.add(target->accept_stream(std::move(offer)));
@@ -198,7 +201,7 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
   register_stream(stream);
   ++client_streams_open_;
   touch(*stream);
-  if (body.size > 0 || fin) release_inbound(*stream, stream->fanout.forward(body, fin));
+  if (body.size > 0) release_inbound(*stream, stream->fanout.forwarded_with_offer(body.size));
   arm_timer(stream, std::min(stream->deadline, stream->idle_timeout.count() > 0
                                                    ? now + stream->idle_timeout
                                                    : Clock::time_point::max()));
@@ -500,22 +503,55 @@ void Session::remove_stream(const StreamPtr& stream) {
   stream->out_queued = 0;
   stream->counterpart.reset();
   stream->fanout = Fanout{};
-  if (stream->timer) stream->timer->cancel();
   if (draining_ && streams_.empty()) begin_close();
 }
 
 void Session::touch(SessionStream& stream) noexcept { stream.last_activity = Clock::now(); }
 
 void Session::arm_timer(const StreamPtr& stream, Clock::time_point when) {
-  if (when == Clock::time_point::max() || stream->removed) return;
-  if (!stream->timer) stream->timer = std::make_unique<asio::steady_timer>(executor_);
-  if (stream->timer_armed) return;  // the pending wait re-checks and re-arms itself
+  if (when == Clock::time_point::max() || stream->removed || closed_) return;
+  if (stream->timer_armed) return;  // the pending entry re-checks and re-arms itself
   stream->timer_armed = true;
-  stream->timer->expires_at(when);
-  stream->timer->async_wait([self = shared_from_this(), stream](boost::system::error_code) {
-    stream->timer_armed = false;
-    self->on_timer(stream);
+  const auto later = [](const TimerEntry& a, const TimerEntry& b) { return a.due > b.due; };
+  if (timer_heap_.size() >= 2 * streams_.size() + 64) {
+    // Mostly entries of streams gone meanwhile: keep the queue proportional to live streams.
+    std::erase_if(timer_heap_, [this](const TimerEntry& entry) {
+      const auto it = streams_.find(entry.stream);
+      return it == streams_.end() || !it->second->timer_armed;
+    });
+    std::make_heap(timer_heap_.begin(), timer_heap_.end(), later);
+  }
+  timer_heap_.push_back(TimerEntry{when, stream->id});
+  std::push_heap(timer_heap_.begin(), timer_heap_.end(), later);
+  arm_stream_timer();
+}
+
+void Session::arm_stream_timer() {
+  if (timer_heap_.empty() || timer_heap_.front().due >= stream_timer_due_) return;
+  // Re-arming cancels the pending wait; its handler sees operation_aborted and does nothing.
+  stream_timer_due_ = timer_heap_.front().due;
+  stream_timer_.expires_at(stream_timer_due_);
+  stream_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec != asio::error::operation_aborted) self->on_stream_timer();
   });
+}
+
+void Session::on_stream_timer() {
+  stream_timer_due_ = Clock::time_point::max();
+  if (closed_) return;
+  const auto later = [](const TimerEntry& a, const TimerEntry& b) { return a.due > b.due; };
+  const auto now = Clock::now();
+  while (!timer_heap_.empty() && timer_heap_.front().due <= now) {
+    const std::uint32_t id = timer_heap_.front().stream;
+    std::pop_heap(timer_heap_.begin(), timer_heap_.end(), later);
+    timer_heap_.pop_back();
+    const auto it = streams_.find(id);
+    if (it == streams_.end() || !it->second->timer_armed) continue;
+    auto stream = it->second;
+    stream->timer_armed = false;
+    on_timer(stream);  // re-arms with a due time after now, or removes the stream
+  }
+  arm_stream_timer();
 }
 
 void Session::on_timer(const StreamPtr& stream) {

@@ -41,6 +41,10 @@ void Session::release_idle_buffers() noexcept {
   std::vector<std::pair<StreamPtr, std::uint32_t>>().swap(written_);
   std::vector<StreamPtr>().swap(finished_out_);
   if (ready_.empty()) ready_.release();
+  if (streams_.empty()) {
+    decltype(streams_)().swap(streams_);
+    std::vector<TimerEntry>().swap(timer_heap_);
+  }
 }
 
 void Session::queue_control_done() {
@@ -236,12 +240,15 @@ void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
 
 void Session::complete_write() {
   in_flight_.clear();
+  for (auto& stream : finished_out_) stream->out_done = true;
   for (auto& [stream, bytes] : written_) {
+    // A receiver that has now written the whole broadcast reports done below, which releases
+    // its share of the credit too: one hand-off instead of two.
+    if (stream->role == StreamRole::broadcast_sink && stream->out_done) continue;
     if (stream->counterpart) stream->counterpart->deliver_credit(bytes, stream->sink_index);
   }
   written_.clear();
   for (auto& stream : finished_out_) {
-    stream->out_done = true;
     if (stream->role == StreamRole::broadcast_sink && stream->counterpart && !stream->removed) {
       stream->counterpart->deliver_sink_done(stream->sink_index, Status::ok);
     }

@@ -23,6 +23,11 @@ std::uint64_t Fanout::forward(const wire::Slice& payload, bool fin) {
   return advance_floor();
 }
 
+std::uint64_t Fanout::forwarded_with_offer(std::uint32_t bytes) {
+  received_ += bytes;
+  return advance_floor();
+}
+
 std::uint64_t Fanout::written(std::uint32_t sink, std::uint32_t bytes) {
   if (sink >= sinks_.size() || !sinks_[sink].active) return 0;
   sinks_[sink].written += bytes;

@@ -24,6 +24,8 @@ public:
 
   /// Sends a payload (and the end, with `fin`) to every receiver still in the broadcast.
   std::uint64_t forward(const wire::Slice& payload, bool fin);
+  /// Counts `bytes` that every receiver was handed with its offer (the OPEN's body).
+  std::uint64_t forwarded_with_offer(std::uint32_t bytes);
   /// Receiver `sink` wrote `bytes` to its client.
   std::uint64_t written(std::uint32_t sink, std::uint32_t bytes);
   /// Receiver `sink` got everything (OK) or left the broadcast (any other status).

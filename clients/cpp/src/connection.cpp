@@ -295,7 +295,9 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
   while (!link->dead) {
     if (link->outbuf.empty()) {
       link->wake.expires_at(asio::steady_timer::time_point::max());
+      link->writer_parked = true;
       co_await link->wake.async_wait(kUseTuple);
+      link->writer_parked = false;
       continue;
     }
     link->writing.clear();
@@ -333,7 +335,13 @@ asio::awaitable<void> Connection::keepalive(std::shared_ptr<Link> link) {
   }
 }
 
-void Connection::queue_bytes() { p_->link->wake.cancel(); }
+void Connection::queue_bytes() {
+  // A cancel takes the reactor's lock and queues a completion: only for a parked writer.
+  auto& link = *p_->link;
+  if (!link.writer_parked) return;
+  link.writer_parked = false;
+  link.wake.cancel();
+}
 
 std::vector<std::uint8_t>& Connection::outbuf() { return p_->link->outbuf; }
 

@@ -47,6 +47,7 @@ struct Connection::Link {
   std::vector<std::uint8_t> outbuf;
   std::vector<std::uint8_t> writing;
   boost::asio::steady_timer wake;
+  bool writer_parked = false;  // write_loop waits on wake
   boost::asio::steady_timer keepalive_timer;
   std::uint32_t next_stream_id = 1;
   std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();

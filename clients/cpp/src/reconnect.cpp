@@ -186,6 +186,10 @@ asio::awaitable<Outcome> Connection::wait_linked(Stream& stream) {
           ? clock::time_point::max()
           : stream.opened_at_ + std::chrono::milliseconds(stream.open_.deadline_ms);
   asio::steady_timer expiry(p_->executor, deadline);
+  if (!stream.write_signal_) {
+    stream.write_signal_ =
+        std::make_unique<asio::steady_timer>(p_->executor, asio::steady_timer::time_point::max());
+  }
   while (!linked() && !closed_ && !stream.terminal_) {
     if (clock::now() >= deadline) break;
     // The stream's own signal too: a reset while waiting ends the wait at once.

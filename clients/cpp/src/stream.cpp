@@ -18,20 +18,21 @@ std::unique_ptr<asio::steady_timer> make_signal(const asio::any_io_executor& exe
 }  // namespace
 
 Stream::Stream(std::shared_ptr<Connection> connection, Kind kind, std::uint32_t id)
-    : connection_(std::move(connection)),
-      kind_(kind),
-      id_(id),
-      read_signal_(make_signal(connection_->p_->executor)),
-      write_signal_(make_signal(connection_->p_->executor)),
-      end_signal_(make_signal(connection_->p_->executor)) {}
+    : connection_(std::move(connection)), kind_(kind), id_(id) {}
 
 asio::awaitable<void> Stream::wait_on(std::unique_ptr<asio::steady_timer>& signal) {
   // Signals never expire; cancel() wakes every waiter, which then re-checks its condition.
+  // They are made on the first wait: most short streams never wait on some of them, and a
+  // cancel costs a lock in the reactor.
+  if (!signal) signal = make_signal(connection_->p_->executor);
   co_await signal->async_wait(kUseTuple);
 }
 
-void Stream::notify_readers() { read_signal_->cancel(); }
-void Stream::notify_writers() { write_signal_->cancel(); }
+void Stream::notify(std::unique_ptr<asio::steady_timer>& signal) {
+  if (signal) signal->cancel();
+}
+void Stream::notify_readers() { notify(read_signal_); }
+void Stream::notify_writers() { notify(write_signal_); }
 
 void Stream::push(wire::Slice chunk, bool fin) {
   if (terminal_) return;
@@ -57,7 +58,7 @@ void Stream::finish_inbound(const Outcome& outcome) {
     return;
   }
   notify_readers();
-  end_signal_->cancel();
+  notify(end_signal_);
 }
 
 void Stream::terminate(const Outcome& outcome) {
@@ -69,7 +70,7 @@ void Stream::terminate(const Outcome& outcome) {
   if (!connection_->closed_ && id_ != 0) connection_->forget(id_);
   notify_readers();
   notify_writers();
-  end_signal_->cancel();
+  notify(end_signal_);
 }
 
 asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool last) {

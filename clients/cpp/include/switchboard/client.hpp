@@ -209,6 +209,7 @@ private:
   void finish_inbound(const Outcome& outcome);
   void terminate(const Outcome& outcome);
   void notify_readers();
+  static void notify(std::unique_ptr<boost::asio::steady_timer>& signal);
   void notify_writers();
   boost::asio::awaitable<void> wait_on(std::unique_ptr<boost::asio::steady_timer>& signal);
 
