@@ -185,7 +185,8 @@ void RespondCall::read_done(bool ok) {
         if (!chunk.data().empty() && entry.response_credit <= 0) {
           gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
         }
-        entry.counterpart->deliver_data(to_slice(chunk.data()), chunk.last());
+        entry.counterpart->deliver_data(take_slice(*in_.mutable_chunk()->mutable_data()),
+                                        chunk.last());
         if (chunk.last()) {
           entry.response_done = true;
           if (entry.request_written) {

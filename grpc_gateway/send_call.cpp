@@ -53,14 +53,14 @@ void SendCall::OnReadDone(bool ok) {
       touch();
       return;
     } else {
-      const auto& data = in_.chunk().data();
+      auto& data = *in_.mutable_chunk()->mutable_data();
       credit_ -= static_cast<std::int64_t>(data.size());
       next = credit_ > 0;
       read_pending_ = next;
       auto& counters = gateway_.core.counters.grpc;
       counters.payload_bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
       if (!next) counters.credit_stalls.fetch_add(1, std::memory_order_relaxed);
-      if (!data.empty()) read_target_->deliver_data(to_slice(data), false);
+      if (!data.empty()) read_target_->deliver_data(take_slice(data), false);
       touch();
       if (!next) return;
     }
