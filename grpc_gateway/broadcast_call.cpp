@@ -91,8 +91,8 @@ void BroadcastCall::read_done(bool ok) {
     finish(invalid_argument(context_, "only chunk messages may follow open"));
     return;
   }
-  const auto& data = in_.chunk().data();
-  if (!data.empty()) forward(to_slice(data), false);
+  auto& data = *in_.mutable_chunk()->mutable_data();
+  if (!data.empty()) forward(take_slice(data), false);
   read_more();
 }
 

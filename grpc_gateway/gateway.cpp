@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "grpc_gateway/broadcast_call.hpp"
+#include "grpc_gateway/heap_trim.hpp"
 #include "grpc_gateway/presence_calls.hpp"
 #include "grpc_gateway/respond_call.hpp"
 #include "grpc_gateway/send_call.hpp"
@@ -76,11 +77,13 @@ struct Gateway::Impl {
   GatewayContext context;
   Service service;
   std::unique_ptr<grpc::Server> server;
+  std::shared_ptr<HeapTrimmer> trimmer;
 };
 
 Gateway::Gateway(core::net::ServerContext& context, boost::asio::any_io_executor timers,
                  const std::string& listen, const core::net::TlsConfig& tls)
     : impl_(std::make_unique<Impl>(context, std::move(timers))) {
+  tune_heap();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -97,6 +100,8 @@ Gateway::Gateway(core::net::ServerContext& context, boost::asio::any_io_executor
   if (auto* health = impl_->server->GetHealthCheckService()) {
     health->SetServingStatus("switchboard.v1.Switchboard", true);
   }
+  impl_->trimmer =
+      HeapTrimmer::start(impl_->context.timers, context.counters, std::chrono::seconds(1));
 }
 
 Gateway::~Gateway() { shutdown(std::chrono::system_clock::now()); }
@@ -115,6 +120,7 @@ void Gateway::drain() {
 }
 
 void Gateway::shutdown(std::chrono::system_clock::time_point deadline) {
+  if (impl_->trimmer) impl_->trimmer->stop();
   if (!impl_->server) return;
   impl_->server->Shutdown(deadline);
   impl_->server->Wait();

@@ -65,6 +65,10 @@ inline wire::Slice to_slice(const std::string& bytes) {
   return wire::Slice::copy_of({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
 }
 
+/// Payload bytes taken out of a parsed message (which is read into again) as a slice, without a
+/// copy; `bytes` is left empty.
+inline wire::Slice take_slice(std::string& bytes) { return wire::Slice::adopt(std::move(bytes)); }
+
 /// Remaining milliseconds until the call's deadline (0: none; at least 1 when one is set).
 std::uint32_t remaining_ms(grpc::CallbackServerContext* context);
 bool deadline_passed(grpc::CallbackServerContext* context);

@@ -51,8 +51,30 @@ RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* c
 void RespondCall::OnReadDone(bool ok) {
   asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
 }
+// The next queued message starts here rather than from the strand, so consecutive writes are
+// not paced by two thread hand-offs each; what the finished write means (credit, ends) is still
+// decided on the strand.
 void RespondCall::OnWriteDone(bool ok) {
-  asio::post(strand_, [self = shared_from_this(), ok] { self->on_write_done(ok); });
+  Written written;
+  bool next = false;
+  {
+    std::lock_guard lock(write_mutex_);
+    written.id = writing_.id;
+    written.bytes = writing_.bytes;
+    written.last = writing_.last;
+    written.size = writing_.bytes + static_cast<std::size_t>(writing_.message.ByteSizeLong());
+    write_pending_ = false;
+    if (ok && writes_open_ && !outbox_.empty()) {
+      writing_ = std::move(outbox_.front());
+      outbox_.pop_front();
+      write_pending_ = true;
+      next = true;
+    }
+  }
+  // Posted first: the strand sees the writes' completions in order.
+  asio::post(strand_,
+             [self = shared_from_this(), ok, written] { self->on_write_done(ok, written); });
+  if (next) StartWrite(&writing_.message);
 }
 void RespondCall::OnCancel() {
   asio::post(strand_, [self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
@@ -120,7 +142,10 @@ void RespondCall::leave() {
     }
   }
   incoming_.clear();
-  outbox_.clear();
+  {
+    std::lock_guard lock(write_mutex_);
+    outbox_.clear();
+  }
   outbox_bytes_ = 0;
   watchdog_.cancel();
   token_expiry_.cancel();
@@ -160,7 +185,8 @@ void RespondCall::read_done(bool ok) {
         if (!chunk.data().empty() && entry.response_credit <= 0) {
           gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
         }
-        entry.counterpart->deliver_data(to_slice(chunk.data()), chunk.last());
+        entry.counterpart->deliver_data(take_slice(*in_.mutable_chunk()->mutable_data()),
+                                        chunk.last());
         if (chunk.last()) {
           entry.response_done = true;
           if (entry.request_written) {
@@ -328,11 +354,14 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
   Incoming entry = std::move(it->second);
   incoming_.erase(it);
   count_stream_end(gateway_, status);
-  std::erase_if(outbox_, [&](const Outgoing& out) {
-    if (out.id != id) return false;
-    outbox_bytes_ -= out.bytes;
-    return true;
-  });
+  {
+    std::lock_guard lock(write_mutex_);
+    std::erase_if(outbox_, [&](const Outgoing& out) {
+      if (out.id != id) return false;
+      outbox_bytes_ -= out.bytes;
+      return true;
+    });
+  }
   if (entry.broadcast) {
     if (!tell_client || status == Status::slow_consumer) {
       entry.counterpart->deliver_sink_done(entry.sink_index, status);
@@ -368,7 +397,10 @@ void RespondCall::enqueue(Outgoing outgoing) {
     }
   }
   outbox_bytes_ += outgoing.bytes + static_cast<std::size_t>(outgoing.message.ByteSizeLong());
-  outbox_.push_back(std::move(outgoing));
+  {
+    std::lock_guard lock(write_mutex_);
+    outbox_.push_back(std::move(outgoing));
+  }
   if (outbox_bytes_ > gateway_.limits.max_connection_buffer) {
     // The client does not read what it is sent; it may not hold relay memory.
     gateway_.core.counters.grpc.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
@@ -379,40 +411,46 @@ void RespondCall::enqueue(Outgoing outgoing) {
 }
 
 void RespondCall::pump() {
-  if (write_pending_ || finished_ || done_) return;
-  if (!outbox_.empty()) {
-    writing_ = std::move(outbox_.front());
-    outbox_.pop_front();
-    write_pending_ = true;
-    StartWrite(&writing_.message);
-    return;
+  if (finished_ || done_) return;
+  bool start = false;
+  {
+    std::lock_guard lock(write_mutex_);
+    if (write_pending_) return;
+    if (!outbox_.empty()) {
+      writing_ = std::move(outbox_.front());
+      outbox_.pop_front();
+      write_pending_ = true;
+      start = true;
+    } else if (final_status_) {
+      finished_ = true;
+      writes_open_ = false;
+    }
   }
-  if (final_status_) {
-    finished_ = true;
+  if (start) {
+    StartWrite(&writing_.message);
+  } else if (finished_) {
     Finish(*final_status_);
   }
 }
 
-void RespondCall::on_write_done(bool ok) {
-  write_pending_ = false;
-  outbox_bytes_ -= std::min<std::size_t>(
-      outbox_bytes_, writing_.bytes + static_cast<std::size_t>(writing_.message.ByteSizeLong()));
+void RespondCall::on_write_done(bool ok, const Written& written) {
+  outbox_bytes_ -= std::min<std::size_t>(outbox_bytes_, written.size);
   if (!ok) {
     finish(grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading"));
     // The status may have been set while this write was in flight (drain, cancel): finish now.
     pump();
     return;
   }
-  if (writing_.id != 0) {
-    gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_.bytes,
+  if (written.id != 0) {
+    gateway_.core.counters.grpc.payload_bytes_out.fetch_add(written.bytes,
                                                             std::memory_order_relaxed);
-    auto it = incoming_.find(writing_.id);
+    auto it = incoming_.find(written.id);
     if (it != incoming_.end()) {
       auto& entry = it->second;
-      entry.queued -= std::min<std::uint64_t>(entry.queued, writing_.bytes);
+      entry.queued -= std::min<std::uint64_t>(entry.queued, written.bytes);
       if (entry.queued > 0) entry.queued_since = std::chrono::steady_clock::now();
-      if (writing_.bytes > 0) entry.counterpart->deliver_credit(writing_.bytes, entry.sink_index);
-      if (writing_.last) {
+      if (written.bytes > 0) entry.counterpart->deliver_credit(written.bytes, entry.sink_index);
+      if (written.last) {
         entry.request_written = true;
         if (entry.broadcast) {
           entry.counterpart->deliver_sink_done(entry.sink_index, Status::ok);
@@ -454,6 +492,10 @@ void RespondCall::check_slow_consumers() {
 
 void RespondCall::on_done() {
   done_ = true;
+  {
+    std::lock_guard lock(write_mutex_);
+    writes_open_ = false;
+  }
   leave();
   self_.reset();
 }

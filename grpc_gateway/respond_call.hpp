@@ -6,6 +6,7 @@
 #include <boost/asio/strand.hpp>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 
@@ -34,8 +35,9 @@ private:
   std::uint64_t id_;
 };
 
-/// Reactor and registry peer. Every field is owned by the call's strand; gRPC reactions and
-/// registry/core deliveries are posted there.
+/// Reactor and registry peer. Every field is owned by the call's strand, where gRPC reactions and
+/// registry/core deliveries are posted, except the write side (`write_mutex_`): OnWriteDone starts
+/// the next queued message itself.
 class RespondCall final
     : public grpc::ServerBidiReactor<pb::RespondClientMessage, pb::RespondServerMessage>,
       public core::Peer,
@@ -73,6 +75,12 @@ private:
     std::uint32_t bytes = 0;
     bool last = false;
   };
+  struct Written {  // what the strand needs of a finished write
+    std::uint64_t id = 0;
+    std::uint32_t bytes = 0;
+    bool last = false;
+    std::size_t size = 0;  // as counted in outbox_bytes_
+  };
 
   void read_done(bool ok);
   void join();
@@ -80,7 +88,7 @@ private:
   void on_data(std::uint64_t id, wire::Slice payload, bool fin);
   void on_reset(std::uint64_t id, const wire::Reset& reset);
   void on_credit(std::uint64_t id, std::uint32_t bytes);
-  void on_write_done(bool ok);
+  void on_write_done(bool ok, const Written& written);
   void on_done();
   void enqueue(Outgoing outgoing);
   void pump();
@@ -111,11 +119,15 @@ private:
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::uint32_t> open_requests_{0};
   std::unordered_map<std::uint64_t, Incoming> incoming_;
-  std::deque<Outgoing> outbox_;
   std::size_t outbox_bytes_ = 0;
-  Outgoing writing_;
-  bool write_pending_ = false;
   std::optional<grpc::Status> final_status_;
+
+  // The write side, shared by OnWriteDone (gRPC's thread) and the strand.
+  std::mutex write_mutex_;
+  std::deque<Outgoing> outbox_;
+  Outgoing writing_;  // gRPC's while a write is in flight
+  bool write_pending_ = false;
+  bool writes_open_ = true;  // false once Finish is decided or the call is done
 };
 
 }  // namespace switchboard::gateway

@@ -12,7 +12,10 @@ namespace asio = boost::asio;
 SendCall* SendCall::start(GatewayContext& gateway, grpc::CallbackServerContext* context) {
   auto call = std::make_shared<SendCall>(gateway, context);
   call->self_ = call;
-  call->read_pending_ = true;
+  {
+    std::lock_guard lock(call->read_mutex_);
+    call->read_pending_ = true;
+  }
   call->StartRead(&call->in_);
   return call.get();
 }
@@ -22,13 +25,55 @@ SendCall::SendCall(GatewayContext& gateway, grpc::CallbackServerContext* context
       context_(context),
       strand_(asio::make_strand(gateway.timers)),
       idle_timer_(strand_),
-      last_activity_(std::chrono::steady_clock::now()) {}
+      last_activity_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
+
+void SendCall::touch() noexcept {
+  last_activity_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                       std::memory_order_relaxed);
+}
+
+// ---- On gRPC's thread: request chunks once the stream is open. ----
+
+// Forwarding here and starting the next read at once keeps a read in flight whenever the target
+// has credit, instead of waiting for two thread hand-offs (to the strand and back) per message.
+void SendCall::OnReadDone(bool ok) {
+  bool next = false;
+  {
+    // Deliveries only post, so they are made under the lock: none can follow a stop (and the
+    // reset the strand sends after it), and the target sees the chunks in read order.
+    std::lock_guard lock(read_mutex_);
+    read_pending_ = false;
+    if (!reading_ || (ok && in_.kind_case() != pb::SendClientMessage::kChunk)) {
+      // The open message, a read that lands after a stop, or a protocol error.
+      reading_ = false;
+    } else if (!ok) {
+      reading_ = false;
+      request_done_ = true;
+      read_target_->deliver_data(wire::Slice{}, true);
+      touch();
+      return;
+    } else {
+      auto& data = *in_.mutable_chunk()->mutable_data();
+      credit_ -= static_cast<std::int64_t>(data.size());
+      next = credit_ > 0;
+      read_pending_ = next;
+      auto& counters = gateway_.core.counters.grpc;
+      counters.payload_bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
+      if (!next) counters.credit_stalls.fetch_add(1, std::memory_order_relaxed);
+      if (!data.empty()) read_target_->deliver_data(take_slice(data), false);
+      touch();
+      if (!next) return;
+    }
+  }
+  if (next) {
+    StartRead(&in_);
+  } else {
+    asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+  }
+}
 
 // ---- Posting onto the strand. ----
 
-void SendCall::OnReadDone(bool ok) {
-  asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
-}
 void SendCall::OnWriteDone(bool ok) {
   asio::post(strand_, [self = shared_from_this(), ok] { self->on_write_done(ok); });
 }
@@ -59,48 +104,46 @@ void SendCall::deliver_credit(std::uint32_t bytes, std::uint32_t) {
 void SendCall::finish(grpc::Status status) {
   if (finished_ || done_) return;
   final_status_ = std::move(status);
+  stop_reading();
   outbox_.clear();
   outbox_bytes_.clear();
   pump();  // finishes now, or after the write in flight
 }
 
+// Reads on once the target granted credit again (the read side stopped at zero).
 void SendCall::read_more() {
-  if (read_pending_ || request_done_ || !opened_ || final_status_ || done_ || credit_ <= 0) return;
-  read_pending_ = true;
+  {
+    std::lock_guard lock(read_mutex_);
+    if (read_pending_ || !reading_ || credit_ <= 0) return;
+    read_pending_ = true;
+  }
   StartRead(&in_);
 }
 
+// No read starts after this; one already in flight lands in read_done and is dropped.
+void SendCall::stop_reading() {
+  std::lock_guard lock(read_mutex_);
+  reading_ = false;
+}
+
+// A read the read side did not take: the open, or a message that is not a chunk.
 void SendCall::read_done(bool ok) {
-  read_pending_ = false;
-  last_activity_ = std::chrono::steady_clock::now();
+  touch();
   if (done_ || final_status_) return;
-  if (!ok) {
-    if (!opened_) {
+  if (!opened_) {
+    if (ok) {
+      open();
+    } else {
       finish(invalid_argument(context_, "the request ended before its open message"));
-    } else if (!request_done_) {
-      request_done_ = true;
-      target_->deliver_data(wire::Slice{}, true);
     }
     return;
   }
-  if (!opened_) {
-    open();
-    return;
-  }
-  if (in_.kind_case() != pb::SendClientMessage::kChunk) {
+  if (ok && in_.kind_case() != pb::SendClientMessage::kChunk) {
     target_->deliver_reset(wire::Reset{Status::protocol_error, 0, "second open on a Send"});
     if (!outcome_) outcome_ = Status::protocol_error;
     response_done_ = true;
     finish(invalid_argument(context_, "only chunk messages may follow open"));
-    return;
   }
-  const auto& data = in_.chunk().data();
-  credit_ -= static_cast<std::int64_t>(data.size());
-  gateway_.core.counters.grpc.payload_bytes_in.fetch_add(data.size(), std::memory_order_relaxed);
-  if (credit_ <= 0)
-    gateway_.core.counters.grpc.credit_stalls.fetch_add(1, std::memory_order_relaxed);
-  if (!data.empty()) target_->deliver_data(to_slice(data), false);
-  read_more();
 }
 
 void SendCall::open() {
@@ -156,7 +199,12 @@ void SendCall::open() {
   count_stream_start(gateway_);
   gateway_.core.counters.grpc.payload_bytes_in.fetch_add(request.data().size(),
                                                          std::memory_order_relaxed);
-  credit_ = gateway_window(gateway_) - static_cast<std::int64_t>(request.data().size());
+  {
+    std::lock_guard lock(read_mutex_);
+    reading_ = true;
+    read_target_ = target_;
+    credit_ = gateway_window(gateway_) - static_cast<std::int64_t>(request.data().size());
+  }
   idle_timeout_ = request.idle_timeout_ms() != 0
                       ? std::chrono::milliseconds(request.idle_timeout_ms())
                       : gateway_.limits.default_idle_timeout;
@@ -165,7 +213,9 @@ void SendCall::open() {
 }
 
 void SendCall::arm_idle_timer() {
-  idle_timer_.expires_at(last_activity_ + idle_timeout_);
+  const std::chrono::steady_clock::time_point last{
+      std::chrono::steady_clock::duration{last_activity_.load(std::memory_order_relaxed)}};
+  idle_timer_.expires_at(last + idle_timeout_);
   idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
     if (!ec) self->idle_check();
   });
@@ -174,10 +224,13 @@ void SendCall::arm_idle_timer() {
 void SendCall::idle_check() {
   if (done_ || final_status_ || response_done_) return;
   // Reset only when nothing moved for the whole timeout; otherwise look again later.
-  if (std::chrono::steady_clock::now() < last_activity_ + idle_timeout_) {
+  const std::chrono::steady_clock::time_point last{
+      std::chrono::steady_clock::duration{last_activity_.load(std::memory_order_relaxed)}};
+  if (std::chrono::steady_clock::now() < last + idle_timeout_) {
     arm_idle_timer();
     return;
   }
+  stop_reading();
   target_->deliver_reset(wire::Reset{Status::idle_timeout, 0, "stream idle timeout"});
   if (!outcome_) outcome_ = Status::idle_timeout;
   response_done_ = true;
@@ -195,7 +248,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
     if (target_ && payload.size > 0) target_->deliver_credit(payload.size, 0);
     return;
   }
-  last_activity_ = std::chrono::steady_clock::now();
+  touch();
   if (payload.size > 0) {
     pb::SendServerMessage message;
     message.mutable_chunk()->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
@@ -206,6 +259,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
     if (!outcome_) outcome_ = Status::ok;
     response_done_ = true;
     final_status_ = grpc::Status::OK;
+    stop_reading();
   }
   pump();
 }
@@ -215,13 +269,17 @@ void SendCall::on_end(const wire::End& end) {
   if (!outcome_) outcome_ = end.status;
   response_done_ = true;
   final_status_ = to_grpc(context_, end.status, end.message, end.app_code);
+  stop_reading();
   pump();
 }
 
 void SendCall::on_credit(std::uint32_t bytes) {
-  credit_ += bytes;
-  last_activity_ = std::chrono::steady_clock::now();
-  read_more();
+  {
+    std::lock_guard lock(read_mutex_);
+    credit_ += bytes;
+  }
+  touch();
+  if (!done_ && !final_status_) read_more();
 }
 
 // Starts the next write, or finishes once the outbox is empty and the status is known.
@@ -254,7 +312,7 @@ void SendCall::pump() {
 
 void SendCall::on_write_done(bool ok) {
   write_pending_ = false;
-  last_activity_ = std::chrono::steady_clock::now();
+  touch();
   gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_bytes_,
                                                           std::memory_order_relaxed);
   // The client took these bytes: the responder may send as many more.
@@ -272,6 +330,7 @@ void SendCall::on_cancel() {
   const bool expired = deadline_passed(context_);
   if (!outcome_) outcome_ = expired ? Status::deadline_exceeded : Status::cancelled;
   if (target_ && !response_done_) {
+    stop_reading();
     target_->deliver_reset(expired ? wire::Reset{Status::deadline_exceeded, 0, "deadline exceeded"}
                                    : wire::Reset{Status::cancelled, 0, "sender cancelled"});
     response_done_ = true;
@@ -282,9 +341,16 @@ void SendCall::on_cancel() {
 
 void SendCall::on_done() {
   done_ = true;
+  bool request_done = false;
+  {
+    std::lock_guard lock(read_mutex_);
+    reading_ = false;
+    request_done = request_done_;
+    read_target_.reset();
+  }
   if (opened_) count_stream_end(gateway_, outcome_.value_or(Status::cancelled));
   // A response that ended first leaves the rest of the request unwanted: release the target.
-  if (target_ && (!response_done_ || !request_done_)) {
+  if (target_ && (!response_done_ || !request_done)) {
     target_->deliver_reset(wire::Reset{Status::cancelled, 0, "sender went away"});
   }
   target_.reset();

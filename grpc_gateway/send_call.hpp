@@ -1,10 +1,12 @@
 // One Send RPC: a request streamed from a gRPC client to a peer, and the response back.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "grpc_gateway/gateway_context.hpp"
@@ -15,8 +17,11 @@
 namespace switchboard::gateway {
 
 /// The reactor and the endpoint the responder's side delivers to. gRPC reactions and core
-/// deliveries are both posted onto the call's strand, which owns every field; the object lives
-/// until OnDone has run and no counterpart holds it.
+/// deliveries are posted onto the call's strand, which owns every field except the read side:
+/// once the stream is open, request chunks go from OnReadDone straight to the target and the
+/// next read starts there while credit remains, so reads are not paced by the strand. The read
+/// side is guarded by `read_mutex_`. The object lives until OnDone has run and no counterpart
+/// holds it.
 class SendCall final : public grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>,
                        public core::Endpoint,
                        public std::enable_shared_from_this<SendCall> {
@@ -37,6 +42,8 @@ public:
 
 private:
   void read_done(bool ok);
+  void stop_reading();
+  void touch() noexcept;
   void open();
   void on_data(wire::Slice payload, bool fin);
   void on_end(const wire::End& end);
@@ -59,22 +66,27 @@ private:
   boost::asio::steady_timer idle_timer_;
   std::shared_ptr<SendCall> self_;  // released once OnDone has run
 
-  pb::SendClientMessage in_;
+  pb::SendClientMessage in_;  // gRPC's while a read is in flight, then the read side's
   bool done_ = false;
   bool opened_ = false;
-  bool read_pending_ = false;
-  bool request_done_ = false;
   bool response_done_ = false;
   bool finished_ = false;
-  std::int64_t credit_ = 0;
   std::shared_ptr<core::Endpoint> target_;
+
+  // The read side, shared by OnReadDone (gRPC's thread) and the strand.
+  std::mutex read_mutex_;
+  bool read_pending_ = false;  // a StartRead is in flight
+  bool reading_ = false;       // open, and neither end has stopped the request
+  bool request_done_ = false;  // the request's end reached the target
+  std::int64_t credit_ = 0;    // bytes the target can still take
+  std::shared_ptr<core::Endpoint> read_target_;
   std::deque<pb::SendServerMessage> outbox_;
   std::deque<std::uint32_t> outbox_bytes_;
   pb::SendServerMessage writing_;
   std::uint32_t writing_bytes_ = 0;
   bool write_pending_ = false;
   std::optional<grpc::Status> final_status_;
-  std::chrono::steady_clock::time_point last_activity_;
+  std::atomic<std::chrono::steady_clock::rep> last_activity_;
   std::chrono::milliseconds idle_timeout_{0};
 };
 
