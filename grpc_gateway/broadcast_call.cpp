@@ -20,7 +20,7 @@ BroadcastCall* BroadcastCall::start(GatewayContext& gateway, grpc::CallbackServe
 BroadcastCall::BroadcastCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
-      strand_(asio::make_strand(gateway.timers)),
+      strand_(asio::make_strand(gateway.next_call_executor())),
       idle_timer_(strand_),
       last_activity_(std::chrono::steady_clock::now()) {}
 

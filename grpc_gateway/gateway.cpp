@@ -72,17 +72,18 @@ std::shared_ptr<grpc::ServerCredentials> tls_credentials(const core::net::TlsCon
 }  // namespace
 
 struct Gateway::Impl {
-  Impl(core::net::ServerContext& core, boost::asio::any_io_executor timers)
-      : context(core, std::move(timers)), service(context) {}
+  Impl(core::net::ServerContext& core, std::vector<boost::asio::any_io_executor> executors)
+      : context(core, std::move(executors)), service(context) {}
   GatewayContext context;
   Service service;
   std::unique_ptr<grpc::Server> server;
   std::shared_ptr<HeapTrimmer> trimmer;
 };
 
-Gateway::Gateway(core::net::ServerContext& context, boost::asio::any_io_executor timers,
-                 const std::string& listen, const core::net::TlsConfig& tls)
-    : impl_(std::make_unique<Impl>(context, std::move(timers))) {
+Gateway::Gateway(core::net::ServerContext& context,
+                 std::vector<boost::asio::any_io_executor> executors, const std::string& listen,
+                 const core::net::TlsConfig& tls)
+    : impl_(std::make_unique<Impl>(context, std::move(executors))) {
   tune_heap();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "net/server_context.hpp"
 #include "net/tls.hpp"
@@ -16,7 +17,8 @@ public:
   /// Starts serving on `listen` (HOST:PORT, port 0 picks one), over TLS when `tls.grpc` is on
   /// (gRPC re-reads the certificate files every `tls.grpc_refresh_seconds`). Throws
   /// std::runtime_error when the address cannot be bound.
-  Gateway(core::net::ServerContext& context, boost::asio::any_io_executor timers,
+  /// Calls run on strands spread over `executors` (the relay's I/O threads; at least one).
+  Gateway(core::net::ServerContext& context, std::vector<boost::asio::any_io_executor> executors,
           const std::string& listen, const core::net::TlsConfig& tls = {});
   ~Gateway();
   Gateway(const Gateway&) = delete;

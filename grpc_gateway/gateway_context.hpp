@@ -1,23 +1,38 @@
 // State the gateway's calls share: the relay's core context, a timer executor, live peers.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "net/server_context.hpp"
 
 namespace switchboard::gateway {
 
 struct GatewayContext {
-  GatewayContext(core::net::ServerContext& c, boost::asio::any_io_executor e)
-      : core(c), limits(c.limits), registry(c.registry), timers(std::move(e)) {}
+  /// `executors`: the relay's I/O threads (at least one); calls are spread over them.
+  GatewayContext(core::net::ServerContext& c, std::vector<boost::asio::any_io_executor> executors)
+      : core(c),
+        limits(c.limits),
+        registry(c.registry),
+        timers(executors.at(0)),
+        call_executors(std::move(executors)) {}
+
+  /// The executor of a new call's strand, round-robin over the I/O threads. Any thread.
+  boost::asio::any_io_executor next_call_executor() {
+    const auto n = next_executor.fetch_add(1, std::memory_order_relaxed);
+    return call_executors[n % call_executors.size()];
+  }
 
   core::net::ServerContext& core;
   const core::Limits& limits;
   core::Registry& registry;
-  boost::asio::any_io_executor timers;  ///< for idle and slow-consumer timers
+  boost::asio::any_io_executor timers;  ///< for the gateway's own timers
+  const std::vector<boost::asio::any_io_executor> call_executors;
+  std::atomic<std::size_t> next_executor{0};
 
   /// Respond sessions, so draining can ask each to finish once it is idle.
   std::mutex peers_mutex;

@@ -49,7 +49,7 @@ public:
   WatchCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
       : gateway_(gateway),
         context_(context),
-        strand_(asio::make_strand(gateway.timers)),
+        strand_(asio::make_strand(gateway.next_call_executor())),
         token_expiry_(strand_) {}
 
   void begin(std::shared_ptr<WatchCall> self, const pb::WatchPeersRequest& request) {

@@ -44,7 +44,7 @@ RespondCall* RespondCall::start(GatewayContext& gateway, grpc::CallbackServerCon
 RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
-      strand_(asio::make_strand(gateway.timers)),
+      strand_(asio::make_strand(gateway.next_call_executor())),
       watchdog_(strand_),
       token_expiry_(strand_) {}
 

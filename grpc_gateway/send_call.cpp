@@ -23,7 +23,7 @@ SendCall* SendCall::start(GatewayContext& gateway, grpc::CallbackServerContext* 
 SendCall::SendCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
-      strand_(asio::make_strand(gateway.timers)),
+      strand_(asio::make_strand(gateway.next_call_executor())),
       idle_timer_(strand_),
       last_activity_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
 

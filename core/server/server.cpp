@@ -89,7 +89,9 @@ Server::Server(ServerConfig config)
   }
 #if SWITCHBOARD_WITH_GRPC
   if (!config_.grpc_listen.empty()) {
-    gateway_ = std::make_unique<gateway::Gateway>(*context_, io_.get_executor(),
+    std::vector<asio::any_io_executor> executors{io_.get_executor()};
+    for (auto& worker : workers_) executors.emplace_back(worker->get_executor());
+    gateway_ = std::make_unique<gateway::Gateway>(*context_, std::move(executors),
                                                   config_.grpc_listen, config_.tls);
   }
 #endif
