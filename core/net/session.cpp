@@ -91,6 +91,7 @@ asio::awaitable<bool> Session::read_loop() {
     last_read_ = Clock::now();
     ping_outstanding_ = false;
     context_.counters.bytes_in.fetch_add(n, std::memory_order_relaxed);
+    const DeliveryScope gather;  // no co_await inside: the scope is this thread's
     for (;;) {
       const auto result = reader_.next(frame);
       if (result.kind == wire::DecodeResult::Kind::need_more) break;

@@ -127,6 +127,37 @@ private:
   void open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
 
   // Deliveries from counterparts, on the strand.
+  // Hand-offs to other sessions made while this thread handles one read or one completed write
+  // are gathered and posted once per target session when that handling ends, so a read that
+  // carried many small messages wakes each target once, not once per message.
+  struct Delivery {
+    enum class Kind : std::uint8_t { incoming, data, end, reset, credit, sink_done };
+    Kind kind = Kind::data;
+    StreamPtr stream;  // the target stream; it holds its session
+    StreamOffer offer;
+    wire::Slice payload;
+    bool fin = false;
+    wire::End end;
+    wire::Reset reset;
+    std::uint32_t bytes = 0;
+    std::uint32_t sink = 0;
+    Status status = Status::ok;
+  };
+  class DeliveryScope {
+  public:
+    DeliveryScope() noexcept;
+    ~DeliveryScope();
+    DeliveryScope(const DeliveryScope&) = delete;
+    DeliveryScope& operator=(const DeliveryScope&) = delete;
+
+  private:
+    bool owner_;  // the outermost scope of this thread posts the gathered hand-offs
+  };
+  struct PendingBatch;
+  static PendingBatch& this_thread_batch();
+  static void hand_off(Delivery delivery);
+  void run_delivery(Delivery& delivery);
+
   void on_incoming(const StreamPtr& stream, StreamOffer offer);
   void on_data(const StreamPtr& stream, wire::Slice payload, bool fin);
   void on_end(const StreamPtr& stream, wire::End end);

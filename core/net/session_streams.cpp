@@ -18,37 +18,116 @@ bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
 
 // ---- Endpoint: called from any thread, hops onto the owning session's strand. ----
 
+struct Session::PendingBatch {
+  bool open = false;
+  // Target sessions in first-delivery order, each with its deliveries in call order.
+  std::vector<std::pair<Session*, std::vector<Delivery>>> targets;
+};
+
+Session::PendingBatch& Session::this_thread_batch() {
+  thread_local PendingBatch batch;
+  return batch;
+}
+
+Session::DeliveryScope::DeliveryScope() noexcept : owner_(!this_thread_batch().open) {
+  this_thread_batch().open = true;
+}
+
+Session::DeliveryScope::~DeliveryScope() {
+  if (!owner_) return;
+  auto& t_batch = this_thread_batch();
+  t_batch.open = false;
+  for (auto& [session, deliveries] : t_batch.targets) {
+    asio::post(session->delivery_executor_, [deliveries = std::move(deliveries)]() mutable {
+      for (auto& delivery : deliveries) delivery.stream->session_->run_delivery(delivery);
+    });
+  }
+  t_batch.targets.clear();
+}
+
+void Session::hand_off(Delivery delivery) {
+  Session* target = delivery.stream->session_.get();
+  auto& t_batch = this_thread_batch();
+  if (!t_batch.open) {
+    asio::post(target->delivery_executor_, [delivery = std::move(delivery)]() mutable {
+      delivery.stream->session_->run_delivery(delivery);
+    });
+    return;
+  }
+  for (auto& [session, deliveries] : t_batch.targets) {
+    if (session == target) {
+      deliveries.push_back(std::move(delivery));
+      return;
+    }
+  }
+  t_batch.targets.emplace_back(target, std::vector<Delivery>{})
+      .second.push_back(std::move(delivery));
+}
+
+void Session::run_delivery(Delivery& delivery) {
+  switch (delivery.kind) {
+    case Delivery::Kind::incoming:
+      on_incoming(delivery.stream, std::move(delivery.offer));
+      break;
+    case Delivery::Kind::data:
+      on_data(delivery.stream, std::move(delivery.payload), delivery.fin);
+      break;
+    case Delivery::Kind::end:
+      on_end(delivery.stream, std::move(delivery.end));
+      break;
+    case Delivery::Kind::reset:
+      on_reset(delivery.stream, std::move(delivery.reset));
+      break;
+    case Delivery::Kind::credit:
+      on_credit(delivery.stream, delivery.bytes, delivery.sink);
+      break;
+    case Delivery::Kind::sink_done:
+      on_sink_done(delivery.stream, delivery.sink, delivery.status);
+      break;
+  }
+}
+
 void SessionStream::deliver_data(wire::Slice payload, bool fin) {
-  auto self = shared_from_this();
-  asio::post(session_->delivery_executor_, [self, payload = std::move(payload), fin]() mutable {
-    self->session_->on_data(self, std::move(payload), fin);
-  });
+  Session::Delivery delivery;
+  delivery.kind = Session::Delivery::Kind::data;
+  delivery.stream = shared_from_this();
+  delivery.payload = std::move(payload);
+  delivery.fin = fin;
+  Session::hand_off(std::move(delivery));
 }
 
 void SessionStream::deliver_end(wire::End end) {
-  auto self = shared_from_this();
-  asio::post(session_->delivery_executor_, [self, end = std::move(end)]() mutable {
-    self->session_->on_end(self, std::move(end));
-  });
+  Session::Delivery delivery;
+  delivery.kind = Session::Delivery::Kind::end;
+  delivery.stream = shared_from_this();
+  delivery.end = std::move(end);
+  Session::hand_off(std::move(delivery));
 }
 
 void SessionStream::deliver_reset(wire::Reset reset) {
-  auto self = shared_from_this();
-  asio::post(session_->delivery_executor_, [self, reset = std::move(reset)]() mutable {
-    self->session_->on_reset(self, std::move(reset));
-  });
+  Session::Delivery delivery;
+  delivery.kind = Session::Delivery::Kind::reset;
+  delivery.stream = shared_from_this();
+  delivery.reset = std::move(reset);
+  Session::hand_off(std::move(delivery));
 }
 
 void SessionStream::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
-  auto self = shared_from_this();
-  asio::post(session_->delivery_executor_,
-             [self, bytes, sink] { self->session_->on_credit(self, bytes, sink); });
+  Session::Delivery delivery;
+  delivery.kind = Session::Delivery::Kind::credit;
+  delivery.stream = shared_from_this();
+  delivery.bytes = bytes;
+  delivery.sink = sink;
+  Session::hand_off(std::move(delivery));
 }
 
 void SessionStream::deliver_sink_done(std::uint32_t sink, Status status) {
-  auto self = shared_from_this();
-  asio::post(session_->delivery_executor_,
-             [self, sink, status] { self->session_->on_sink_done(self, sink, status); });
+  Session::Delivery delivery;
+  delivery.kind = Session::Delivery::Kind::sink_done;
+  delivery.stream = shared_from_this();
+  delivery.sink = sink;
+  delivery.status = status;
+  Session::hand_off(std::move(delivery));
 }
 
 // ---- Frames from our client. ----
@@ -312,10 +391,11 @@ std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
   const auto role = offer.kind == wire::StreamKind::broadcast ? StreamRole::broadcast_sink
                                                               : StreamRole::responder;
   auto stream = std::make_shared<SessionStream>(shared_from_this(), role);
-  asio::post(delivery_executor_,
-             [self = shared_from_this(), stream, offer = std::move(offer)]() mutable {
-               self->on_incoming(stream, std::move(offer));
-             });
+  Delivery delivery;
+  delivery.kind = Delivery::Kind::incoming;
+  delivery.stream = stream;
+  delivery.offer = std::move(offer);
+  hand_off(std::move(delivery));
   return stream;
 }
 

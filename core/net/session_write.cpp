@@ -239,6 +239,7 @@ void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
 }
 
 void Session::complete_write() {
+  const DeliveryScope gather;
   in_flight_.clear();
   for (auto& stream : finished_out_) stream->out_done = true;
   for (auto& [stream, bytes] : written_) {
