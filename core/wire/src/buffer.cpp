@@ -3,11 +3,19 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 namespace switchboard::wire {
 
 Block::Block(std::size_t capacity)
-    : data_(std::make_unique_for_overwrite<std::uint8_t[]>(capacity)), capacity_(capacity) {}
+    : storage_(std::make_unique_for_overwrite<std::uint8_t[]>(capacity)),
+      data_(storage_.get()),
+      capacity_(capacity) {}
+
+Block::Block(std::string&& bytes) noexcept
+    : adopted_(std::move(bytes)),
+      data_(reinterpret_cast<std::uint8_t*>(adopted_.data())),
+      capacity_(adopted_.size()) {}
 
 Slice Slice::take_front(std::uint32_t n) noexcept {
   Slice front{block, data, std::min(n, size)};
@@ -21,6 +29,13 @@ Slice Slice::copy_of(Bytes bytes) {
   if (!bytes.empty()) std::memcpy(block->data(), bytes.data(), bytes.size());
   const std::uint8_t* data = block->data();
   return Slice{std::move(block), data, static_cast<std::uint32_t>(bytes.size())};
+}
+
+Slice Slice::adopt(std::string&& bytes) {
+  auto block = std::make_shared<const Block>(std::move(bytes));
+  const std::uint8_t* data = block->data();
+  const auto size = static_cast<std::uint32_t>(block->capacity());
+  return Slice{std::move(block), data, size};
 }
 
 FrameReader::FrameReader(std::uint32_t max_frame, std::size_t block_size,

@@ -986,6 +986,42 @@ TEST(SliceHelpers, CopyOfEmptyBytes) {
   EXPECT_TRUE(copy.bytes().empty());
 }
 
+TEST(SliceHelpers, AdoptTakesTheStringsStorageWithoutCopying) {
+  const Buffer body = pattern(5000, 11);
+  std::string bytes(body.begin(), body.end());
+  const auto* storage = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  Slice slice = Slice::adopt(std::move(bytes));
+  ASSERT_TRUE(slice.block);
+  EXPECT_EQ(slice.block.use_count(), 1);
+  EXPECT_EQ(slice.data, storage);  // the same heap buffer: nothing was copied
+  EXPECT_EQ(slice.block->data(), storage);
+  EXPECT_EQ(slice.size, 5000u);
+  EXPECT_EQ(slice.block->capacity(), 5000u);
+  EXPECT_EQ(Buffer(slice.bytes().begin(), slice.bytes().end()), body);
+
+  // Pieces share the block and keep the bytes alive after the first slice is gone.
+  Slice front = slice.take_front(1000);
+  EXPECT_EQ(front.block, slice.block);
+  slice = Slice{};
+  EXPECT_EQ(front.block.use_count(), 1);
+  EXPECT_EQ(Buffer(front.bytes().begin(), front.bytes().end()),
+            Buffer(body.begin(), body.begin() + 1000));
+}
+
+TEST(SliceHelpers, AdoptKeepsShortAndEmptyStringsIntact) {
+  // A short string keeps its bytes inside the string object, which moves into the block.
+  const Slice short_slice = Slice::adopt(std::string("hello"));
+  EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(short_slice.data), short_slice.size),
+            "hello");
+  EXPECT_EQ(short_slice.data, short_slice.block->data());
+
+  const Slice empty = Slice::adopt(std::string());
+  EXPECT_TRUE(empty.block);
+  EXPECT_NE(empty.data, nullptr);
+  EXPECT_EQ(empty.size, 0u);
+  EXPECT_TRUE(empty.bytes().empty());
+}
+
 TEST(SliceHelpers, DefaultSliceIsEmpty) {
   const Slice slice;
   EXPECT_FALSE(slice.block);

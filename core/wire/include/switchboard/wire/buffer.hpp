@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "switchboard/wire/codec.hpp"
 
@@ -15,15 +16,19 @@ namespace switchboard::wire {
 class Block {
 public:
   explicit Block(std::size_t capacity);
+  /// Takes over the string's storage: its bytes are the block's, nothing is copied.
+  explicit Block(std::string&& bytes) noexcept;
   Block(const Block&) = delete;
   Block& operator=(const Block&) = delete;
 
-  std::uint8_t* data() noexcept { return data_.get(); }
-  const std::uint8_t* data() const noexcept { return data_.get(); }
+  std::uint8_t* data() noexcept { return data_; }
+  const std::uint8_t* data() const noexcept { return data_; }
   std::size_t capacity() const noexcept { return capacity_; }
 
 private:
-  std::unique_ptr<std::uint8_t[]> data_;
+  std::unique_ptr<std::uint8_t[]> storage_;
+  std::string adopted_;
+  std::uint8_t* data_;
   std::size_t capacity_;
 };
 
@@ -38,6 +43,9 @@ struct Slice {
   Slice take_front(std::uint32_t n) noexcept;
   /// A slice over a new block holding a copy of `bytes`.
   static Slice copy_of(Bytes bytes);
+  /// A slice over all of `bytes`, whose storage becomes the block's without a copy (a decoded
+  /// protobuf `bytes` field forwarded as is).
+  static Slice adopt(std::string&& bytes);
 };
 
 /// One decoded frame; `payload` points into the reader's current block.
