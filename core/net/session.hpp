@@ -66,7 +66,7 @@ public:
 
   // Relay -> client direction.
   std::optional<wire::Open> open_pending;  // relay-initiated: OPEN not yet written
-  Fifo<wire::Slice> out_queue;
+  Fifo<wire::Slice, 2> out_queue;          // inline: a one-frame stream queues without allocating
   std::uint64_t out_queued = 0;
   std::int64_t out_credit = 0;
   bool out_fin_pending = false;
@@ -79,7 +79,7 @@ public:
   Clock::duration idle_timeout{};
   Clock::time_point last_activity{};
   std::optional<Clock::time_point> stalled_since;
-  std::unique_ptr<asio::steady_timer> timer;
+  std::optional<asio::steady_timer> timer;  // made on first use, inside the stream object
   bool timer_armed = false;
 };
 

@@ -507,7 +507,7 @@ void Session::touch(SessionStream& stream) noexcept { stream.last_activity = Clo
 
 void Session::arm_timer(const StreamPtr& stream, Clock::time_point when) {
   if (when == Clock::time_point::max() || stream->removed) return;
-  if (!stream->timer) stream->timer = std::make_unique<asio::steady_timer>(executor_);
+  if (!stream->timer) stream->timer.emplace(executor_);
   if (stream->timer_armed) return;  // the pending wait re-checks and re-arms itself
   stream->timer_armed = true;
   stream->timer->expires_at(when);
