@@ -3,6 +3,7 @@
 
 #include <boost/container/small_vector.hpp>
 #include <cstddef>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -11,8 +12,8 @@ namespace switchboard::core::net {
 
 /// A queue over one vector. Unlike std::deque it allocates nothing until the first push, and once
 /// grown it reuses its storage, so a steady flow through it does not allocate. With `Inline` > 0
-/// the first `Inline` items live in the queue itself, so a queue that never holds more allocates
-/// nothing at all.
+/// the first `Inline` items live in the queue object itself, so a short-lived queue that never
+/// holds more (a one-frame request) does not allocate at all.
 template <typename T, std::size_t Inline = 0>
 class Fifo {
 public:
@@ -40,7 +41,9 @@ public:
 
   /// Empties the queue and gives its storage back.
   void release() noexcept {
-    Items().swap(items_);
+    // Rebuilt rather than swapped with an empty one: a small_vector swap keeps a heap buffer.
+    std::destroy_at(&items_);
+    std::construct_at(&items_);
     head_ = 0;
   }
 

@@ -1,14 +1,17 @@
-// State shared by every session of one relay: limits, the registry, and the relay's counters.
+// State shared by every session of one relay: limits, the registry, the read block pool and
+// the relay's counters.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "auth/authenticator.hpp"
 #include "registry/limits.hpp"
 #include "registry/registry.hpp"
+#include "switchboard/wire/block.hpp"
 
 namespace switchboard::core::net {
 
@@ -105,10 +108,15 @@ struct Counters : DoorCounters {
 };
 
 struct ServerContext {
-  explicit ServerContext(const Limits& l) : limits(l), registry(limits) {}
+  explicit ServerContext(const Limits& l)
+      : limits(l),
+        registry(limits),
+        read_blocks(wire::BlockPool::create(limits.read_block_size, limits.read_block_pool)) {}
 
   Limits limits;
   Registry registry;
+  /// Full-size read blocks shared by every connection's frame reader.
+  std::shared_ptr<wire::BlockPool> read_blocks;
   Counters counters;
   /// Open (tokens ignored) unless the server configures otherwise before the doors start.
   auth::Authenticator authenticator;

@@ -25,7 +25,7 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       connection_id_(connection_id),
       // Until the handshake a HELLO with a full-size token must fit, whatever max_frame is.
       reader_(std::max<std::uint32_t>(context.limits.max_frame, kMaxHelloSize),
-              context.limits.read_block_size, kIdleReadBlockSize),
+              context.limits.read_block_size, kIdleReadBlockSize, context.read_blocks),
       wake_(executor_),
       watchdog_(executor_),
       token_expiry_(executor_),

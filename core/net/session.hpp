@@ -67,7 +67,7 @@ public:
 
   // Relay -> client direction.
   std::optional<wire::Open> open_pending;  // relay-initiated: OPEN not yet written
-  Fifo<wire::Slice, 1> out_queue;          // most streams queue one slice at a time
+  Fifo<wire::Slice, 2> out_queue;          // inline: a one-frame stream queues without allocating
   std::uint64_t out_queued = 0;
   std::int64_t out_credit = 0;
   bool out_fin_pending = false;

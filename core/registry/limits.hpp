@@ -25,6 +25,9 @@ struct Limits {
   /// consumer; data alone is already bounded by the stream windows.
   std::size_t max_connection_buffer = 64 * 1024 * 1024;
   std::size_t read_block_size = 256 * 1024;
+  /// Free read blocks kept for reuse by any connection: a reader whose last block is still being
+  /// forwarded takes one instead of allocating. Bounds the memory kept after traffic stops.
+  std::uint32_t read_block_pool = 4;
   Milliseconds handshake_timeout{10'000};
   Milliseconds keepalive_interval{15'000};
   Milliseconds slow_consumer_timeout{5'000};

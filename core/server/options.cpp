@@ -294,6 +294,9 @@ std::vector<Option> build_table() {
   table.push_back(unsigned_option(
       "read_block_size", "bytes read from a socket at once; must hold one whole frame", 4096, kGiB,
       [](C c) -> std::size_t& { return c.limits.read_block_size; }, OptionType::size));
+  table.push_back(unsigned_option(
+      "read_block_pool", "free read blocks kept for reuse by any connection (0: none)", 0, 4096,
+      [](C c) -> std::uint32_t& { return c.limits.read_block_pool; }));
   table.push_back(duration_option("handshake_timeout", "time allowed for a connection's HELLO", 1,
                                   [](C c) -> Milliseconds& { return c.limits.handshake_timeout; },
                                   {"--handshake-timeout-ms"}));

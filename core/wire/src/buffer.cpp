@@ -1,4 +1,4 @@
-// Block allocation and the frame reader's buffer management.
+// Slice helpers and the frame reader's buffer management.
 #include "switchboard/wire/buffer.hpp"
 
 #include <algorithm>
@@ -6,16 +6,6 @@
 #include <utility>
 
 namespace switchboard::wire {
-
-Block::Block(std::size_t capacity)
-    : storage_(std::make_unique_for_overwrite<std::uint8_t[]>(capacity)),
-      data_(storage_.get()),
-      capacity_(capacity) {}
-
-Block::Block(std::string&& bytes) noexcept
-    : adopted_(std::move(bytes)),
-      data_(reinterpret_cast<std::uint8_t*>(adopted_.data())),
-      capacity_(adopted_.size()) {}
 
 Slice Slice::take_front(std::uint32_t n) noexcept {
   Slice front{block, data, std::min(n, size)};
@@ -25,22 +15,23 @@ Slice Slice::take_front(std::uint32_t n) noexcept {
 }
 
 Slice Slice::copy_of(Bytes bytes) {
-  auto block = std::make_shared<Block>(std::max<std::size_t>(bytes.size(), 1));
+  auto block = Block::allocate(std::max<std::size_t>(bytes.size(), 1));
   if (!bytes.empty()) std::memcpy(block->data(), bytes.data(), bytes.size());
   const std::uint8_t* data = block->data();
   return Slice{std::move(block), data, static_cast<std::uint32_t>(bytes.size())};
 }
 
 Slice Slice::adopt(std::string&& bytes) {
-  auto block = std::make_shared<const Block>(std::move(bytes));
+  auto block = Block::adopt(std::move(bytes));
   const std::uint8_t* data = block->data();
   const auto size = static_cast<std::uint32_t>(block->capacity());
   return Slice{std::move(block), data, size};
 }
 
 FrameReader::FrameReader(std::uint32_t max_frame, std::size_t block_size,
-                         std::size_t small_block_size)
-    : max_frame_(max_frame),
+                         std::size_t small_block_size, std::shared_ptr<BlockPool> pool)
+    : pool_(std::move(pool)),
+      max_frame_(max_frame),
       block_size_(block_size),
       small_block_size_(small_block_size == 0 ? block_size
                                               : std::min(small_block_size, block_size)) {}
@@ -60,13 +51,18 @@ std::span<std::uint8_t> FrameReader::prepare() {
     // A connection starts with a small block and moves to full-size blocks once its frames
     // outgrow it or its slices are still being forwarded when more bytes arrive.
     const std::size_t size = block_ ? block_size_ : small_block_size_;
-    auto fresh = std::make_shared<Block>(std::max(size, want));
+    auto fresh = new_block(std::max(size, want));
     if (pending > 0) std::memcpy(fresh->data(), block_->data() + begin_, pending);
     block_ = std::move(fresh);
     begin_ = 0;
     end_ = pending;
   }
   return {block_->data() + end_, block_->capacity() - end_};
+}
+
+BlockPtr<Block> FrameReader::new_block(std::size_t size) const {
+  if (pool_ && size == pool_->block_size()) return pool_->acquire();
+  return Block::allocate(size);
 }
 
 DecodeResult FrameReader::next(Frame& frame) noexcept {

@@ -1,4 +1,4 @@
-// Reference-counted byte blocks, slices into them, and the frame reader that fills them.
+// Slices into reference-counted byte blocks, and the frame reader that fills the blocks.
 #pragma once
 
 #include <cstddef>
@@ -7,34 +7,14 @@
 #include <span>
 #include <string>
 
+#include "switchboard/wire/block.hpp"
 #include "switchboard/wire/codec.hpp"
 
 namespace switchboard::wire {
 
-/// A fixed-capacity byte block. Frames are decoded in place; payload slices keep the block alive,
-/// so forwarding a payload shares the bytes instead of copying them.
-class Block {
-public:
-  explicit Block(std::size_t capacity);
-  /// Takes over the string's storage: its bytes are the block's, nothing is copied.
-  explicit Block(std::string&& bytes) noexcept;
-  Block(const Block&) = delete;
-  Block& operator=(const Block&) = delete;
-
-  std::uint8_t* data() noexcept { return data_; }
-  const std::uint8_t* data() const noexcept { return data_; }
-  std::size_t capacity() const noexcept { return capacity_; }
-
-private:
-  std::unique_ptr<std::uint8_t[]> storage_;
-  std::string adopted_;
-  std::uint8_t* data_;
-  std::size_t capacity_;
-};
-
 /// A view of bytes that owns a reference to the block holding them.
 struct Slice {
-  std::shared_ptr<const Block> block;
+  BlockPtr<const Block> block;
   const std::uint8_t* data = nullptr;
   std::uint32_t size = 0;
 
@@ -44,7 +24,7 @@ struct Slice {
   /// A slice over a new block holding a copy of `bytes`.
   static Slice copy_of(Bytes bytes);
   /// A slice over all of `bytes`, whose storage becomes the block's without a copy (a decoded
-  /// protobuf `bytes` field forwarded as is).
+  /// protobuf `bytes` field forwarded as is). One allocation, for the block's header.
   static Slice adopt(std::string&& bytes);
 };
 
@@ -63,8 +43,11 @@ class FrameReader {
 public:
   /// `small_block_size` (at most `block_size`) is the first block's size and the size the reader
   /// returns to when the blocks it fills are released and its reads have become small, so that
-  /// idle connections hold little memory; by default every block is `block_size`.
-  FrameReader(std::uint32_t max_frame, std::size_t block_size, std::size_t small_block_size = 0);
+  /// idle connections hold little memory; by default every block is `block_size`. Full-size
+  /// blocks come from `pool` when it is given and its block size is `block_size`, so a reader
+  /// whose blocks are still shared when it needs a new one does not allocate.
+  FrameReader(std::uint32_t max_frame, std::size_t block_size, std::size_t small_block_size = 0,
+              std::shared_ptr<BlockPool> pool = nullptr);
 
   /// Space to read into: at least the rest of the current frame, at least 1 byte.
   std::span<std::uint8_t> prepare();
@@ -83,7 +66,10 @@ public:
   std::size_t buffered() const noexcept { return end_ - begin_; }
 
 private:
-  std::shared_ptr<Block> block_;
+  BlockPtr<Block> new_block(std::size_t size) const;
+
+  BlockPtr<Block> block_;
+  std::shared_ptr<BlockPool> pool_;
   std::size_t last_commit_ = 0;
   std::size_t begin_ = 0;  // first undecoded byte
   std::size_t end_ = 0;    // one past the last byte read

@@ -1,0 +1,101 @@
+// Block allocation and release, and the pool that recycles full-size blocks.
+#include "switchboard/wire/block.hpp"
+
+#include <new>
+
+namespace switchboard::wire {
+
+static_assert(alignof(Block) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+static_assert(alignof(std::string) <= alignof(Block));
+
+namespace {
+// The bytes (or the adopted string) follow the header in the same allocation.
+std::byte* after_header(Block* block) noexcept {
+  return reinterpret_cast<std::byte*>(block) + sizeof(Block);
+}
+}  // namespace
+
+BlockPtr<Block> Block::allocate(std::size_t capacity) {
+  void* memory = ::operator new(sizeof(Block) + capacity);
+  auto* bytes = reinterpret_cast<std::uint8_t*>(static_cast<std::byte*>(memory) + sizeof(Block));
+  return BlockPtr<Block>::from_counted(new (memory) Block(bytes, capacity, Storage::inline_bytes));
+}
+
+BlockPtr<Block> Block::adopt(std::string&& bytes) {
+  void* memory = ::operator new(sizeof(Block) + sizeof(std::string));
+  auto* string =
+      new (static_cast<std::byte*>(memory) + sizeof(Block)) std::string(std::move(bytes));
+  auto* data = reinterpret_cast<std::uint8_t*>(string->data());
+  return BlockPtr<Block>::from_counted(new (memory) Block(data, string->size(), Storage::string));
+}
+
+void Block::dispose() noexcept {
+  if (pool_) {
+    // The local keeps the pool alive through recycle() even if this block held its last owner.
+    const std::shared_ptr<BlockPool> pool = std::move(pool_);
+    pool->recycle(this);
+    return;
+  }
+  destroy();
+}
+
+void Block::destroy() noexcept {
+  if (storage_ == Storage::string) {
+    std::launder(reinterpret_cast<std::string*>(after_header(this)))->~basic_string();
+  }
+  this->~Block();
+  ::operator delete(static_cast<void*>(this));
+}
+
+std::shared_ptr<BlockPool> BlockPool::create(std::size_t block_size, std::size_t max_cached) {
+  // Not make_shared: the constructor is private so that every pool is owned by a shared_ptr,
+  // which its outstanding blocks copy.
+  return std::shared_ptr<BlockPool>(new BlockPool(block_size, max_cached));
+}
+
+BlockPool::BlockPool(std::size_t block_size, std::size_t max_cached)
+    : block_size_(block_size), max_cached_(max_cached) {
+  free_.reserve(max_cached_);
+}
+
+BlockPool::~BlockPool() {
+  for (Block* block : free_) block->destroy();
+}
+
+BlockPtr<Block> BlockPool::acquire() {
+  Block* block = nullptr;
+  {
+    const std::lock_guard lock(mutex_);
+    if (!free_.empty()) {
+      block = free_.back();
+      free_.pop_back();
+    }
+  }
+  if (block == nullptr) {
+    BlockPtr<Block> fresh = Block::allocate(block_size_);
+    fresh->pool_ = shared_from_this();
+    return fresh;
+  }
+  // The mutex ordered the last owner's release before this reuse.
+  block->refs_.store(1, std::memory_order_relaxed);
+  block->pool_ = shared_from_this();
+  return BlockPtr<Block>::from_counted(block);
+}
+
+std::size_t BlockPool::cached() const {
+  const std::lock_guard lock(mutex_);
+  return free_.size();
+}
+
+void BlockPool::recycle(Block* block) noexcept {
+  {
+    const std::lock_guard lock(mutex_);
+    if (free_.size() < max_cached_) {
+      free_.push_back(block);
+      return;
+    }
+  }
+  block->destroy();
+}
+
+}  // namespace switchboard::wire
