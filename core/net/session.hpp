@@ -27,6 +27,8 @@ using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
 class Session;
+template <typename List>
+class ListPool;
 
 enum class StreamRole : std::uint8_t {
   requester,         // our client opened a Send; the counterpart is the responder
@@ -155,6 +157,7 @@ private:
   };
   struct PendingBatch;
   static PendingBatch& this_thread_batch();
+  static ListPool<std::vector<Delivery>>& delivery_lists();
   static void hand_off(Delivery delivery);
   void run_delivery(Delivery& delivery);
 

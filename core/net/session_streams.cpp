@@ -2,6 +2,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
+#include <mutex>
 
 #include "net/session.hpp"
 
@@ -29,6 +30,38 @@ Session::PendingBatch& Session::this_thread_batch() {
   return batch;
 }
 
+// Delivery lists travel from the thread that gathers them to the target's thread and come
+// back here once run, so a steady flow of hand-offs allocates nothing. Bounded: a few lists of
+// modest capacity are kept, the rest freed.
+template <typename List>
+class ListPool {
+public:
+  List take() {
+    std::lock_guard lock(mutex_);
+    if (free_.empty()) return {};
+    List list = std::move(free_.back());
+    free_.pop_back();
+    return list;
+  }
+  void give_back(List list) {
+    list.clear();
+    if (list.capacity() > kMaxKeptCapacity) return;
+    std::lock_guard lock(mutex_);
+    if (free_.size() < kMaxKeptLists) free_.push_back(std::move(list));
+  }
+
+private:
+  static constexpr std::size_t kMaxKeptLists = 64;
+  static constexpr std::size_t kMaxKeptCapacity = 256;
+  std::mutex mutex_;
+  std::vector<List> free_;
+};
+
+ListPool<std::vector<Session::Delivery>>& Session::delivery_lists() {
+  static ListPool<std::vector<Delivery>> pool;
+  return pool;
+}
+
 Session::DeliveryScope::DeliveryScope() noexcept : owner_(!this_thread_batch().open) {
   this_thread_batch().open = true;
 }
@@ -40,6 +73,7 @@ Session::DeliveryScope::~DeliveryScope() {
   for (auto& [session, deliveries] : t_batch.targets) {
     asio::post(session->delivery_executor_, [deliveries = std::move(deliveries)]() mutable {
       for (auto& delivery : deliveries) delivery.stream->session_->run_delivery(delivery);
+      delivery_lists().give_back(std::move(deliveries));
     });
   }
   t_batch.targets.clear();
@@ -60,7 +94,7 @@ void Session::hand_off(Delivery delivery) {
       return;
     }
   }
-  t_batch.targets.emplace_back(target, std::vector<Delivery>{})
+  t_batch.targets.emplace_back(target, delivery_lists().take())
       .second.push_back(std::move(delivery));
 }
 
