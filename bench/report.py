@@ -82,6 +82,8 @@ def fmt(v):
         return f"{v:.0f}"
     if a >= 10:
         return f"{v:.1f}"
+    if 0 < a < 0.005:
+        return f"{v:.1e}"  # a rare allocation must not print as 0.00
     return f"{v:.2f}"
 
 
@@ -295,6 +297,8 @@ def markdown(summary, errors, hot, goals, machine, args, date):
         out.append(f"- {g['workload']} {g['metric']}{who} {g['goal']}: **{mark}** ({detail})")
     out.append("")
     out.append(WORKLOAD_NOTES)
+    out.append("Where the native door's time goes in the rows that miss their goal: "
+               "[NATIVE_PROFILE.md](NATIVE_PROFILE.md).\n")
     return "\n".join(out)
 
 
