@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "feed.hpp"
 #include "switchboard/wire/block.hpp"
 #include "switchboard/wire/buffer.hpp"
 #include "switchboard/wire/codec.hpp"
@@ -24,28 +25,13 @@ namespace {
 
 using Buffer = std::vector<std::uint8_t>;
 using Kind = DecodeResult::Kind;
+using test::feed_one;
 constexpr std::size_t KiB = 1024;
 
 Buffer data_frame(std::uint32_t stream, std::size_t size, std::uint8_t fill) {
   Buffer out;
   append_data(out, stream, Buffer(size, fill), false);
   return out;
-}
-
-/// Feeds one encoded frame through prepare/commit and decodes it.
-DecodeResult feed_one(FrameReader& reader, const Buffer& bytes, Frame& frame) {
-  std::size_t done = 0;
-  DecodeResult r;
-  while (done < bytes.size()) {
-    auto space = reader.prepare();
-    const std::size_t n = std::min(space.size(), bytes.size() - done);
-    std::memcpy(space.data(), bytes.data() + done, n);
-    reader.commit(n);
-    done += n;
-    r = reader.next(frame);
-    if (r.kind != Kind::need_more) return r;
-  }
-  return r;
 }
 
 TEST(BlockPtr, CountsOwnersLikeASharedPtr) {
