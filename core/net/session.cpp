@@ -16,10 +16,9 @@ constexpr std::uint32_t kMaxHelloSize = 50 + wire::kMaxTokenSize;
 constexpr std::size_t kIdleReadBlockSize = 1024;
 
 Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
-                 std::uint64_t connection_id)
+                 std::uint64_t connection_id, Clock::time_point accepted_at)
     : transport_(std::move(transport)),
       executor_(transport_->get_executor()),
-      delivery_executor_(asio::prefer(executor_, asio::execution::relationship.continuation)),
       context_(context),
       limits_(context.limits),
       connection_id_(connection_id),
@@ -30,8 +29,8 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       watchdog_(executor_),
       token_expiry_(executor_),
       stream_timer_(executor_),
-      started_(Clock::now()),
-      last_read_(started_) {
+      started_(accepted_at),
+      last_read_(Clock::now()) {
   remote_ = transport_->remote();
   context_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
   context_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);

@@ -38,7 +38,7 @@ enum class StreamRole : std::uint8_t {
 };
 
 /// One stream on this connection, and the Endpoint its counterparts deliver to. Every field is
-/// touched only on the session's strand; the Endpoint methods post there.
+/// touched only on the session's executor; the Endpoint methods post there.
 class SessionStream final : public Endpoint, public std::enable_shared_from_this<SessionStream> {
 public:
   SessionStream(std::shared_ptr<Session> session, StreamRole stream_role) noexcept
@@ -52,7 +52,7 @@ public:
 
   std::shared_ptr<Session> session_;
   const StreamRole role;
-  std::uint32_t id = 0;  // 0 until registered on the strand
+  std::uint32_t id = 0;  // 0 until registered on the executor
   bool registered = false;
   bool removed = false;
   Status outcome = Status::ok;  // the status this end finished with, for the metrics
@@ -86,11 +86,12 @@ public:
 };
 
 /// The native door's per-connection session. Kept alive by its own coroutines and by the
-/// registry while joined; all state lives on the socket's strand.
+/// registry while joined; all state lives on the transport's executor (one thread, or a strand).
 class Session final : public Peer, public std::enable_shared_from_this<Session> {
 public:
-  Session(std::unique_ptr<Transport> transport, ServerContext& context,
-          std::uint64_t connection_id);
+  /// `accepted_at` starts the handshake timeout (a connection may wait before its session).
+  Session(std::unique_ptr<Transport> transport, ServerContext& context, std::uint64_t connection_id,
+          Clock::time_point accepted_at = Clock::now());
   ~Session() override;
 
   void start();
@@ -128,7 +129,7 @@ private:
   void open_request(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
   void open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
 
-  // Deliveries from counterparts, on the strand.
+  // Deliveries from counterparts, on the session's executor.
   // Hand-offs to other sessions made while this thread handles one read or one completed write
   // are gathered and posted once per target session when that handling ends, so a read that
   // carried many small messages wakes each target once, not once per message.
@@ -201,10 +202,9 @@ private:
   void cleanup();
 
   std::unique_ptr<Transport> transport_;
-  asio::any_io_executor executor_;  // the connection's strand
-  // The strand, marked so that a delivery posted from a relay I/O thread runs on that thread
-  // once its current handler returns, instead of waking another thread for it.
-  asio::any_io_executor delivery_executor_;
+  // One I/O thread's context (or a strand): hand-offs posted to it from any thread run in the
+  // order they were posted, which the streams rely on (an OPEN before its DATA).
+  asio::any_io_executor executor_;
   ServerContext& context_;
   const Limits& limits_;
   const std::uint64_t connection_id_;

@@ -17,7 +17,7 @@ bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
 
 }  // namespace
 
-// ---- Endpoint: called from any thread, hops onto the owning session's strand. ----
+// ---- Endpoint: called from any thread, hops onto the owning session's executor. ----
 
 struct Session::PendingBatch {
   bool open = false;
@@ -71,7 +71,7 @@ Session::DeliveryScope::~DeliveryScope() {
   auto& t_batch = this_thread_batch();
   t_batch.open = false;
   for (auto& [session, deliveries] : t_batch.targets) {
-    asio::post(session->delivery_executor_, [deliveries = std::move(deliveries)]() mutable {
+    asio::post(session->executor_, [deliveries = std::move(deliveries)]() mutable {
       for (auto& delivery : deliveries) delivery.stream->session_->run_delivery(delivery);
       delivery_lists().give_back(std::move(deliveries));
     });
@@ -83,7 +83,7 @@ void Session::hand_off(Delivery delivery) {
   Session* target = delivery.stream->session_.get();
   auto& t_batch = this_thread_batch();
   if (!t_batch.open) {
-    asio::post(target->delivery_executor_, [delivery = std::move(delivery)]() mutable {
+    asio::post(target->executor_, [delivery = std::move(delivery)]() mutable {
       delivery.stream->session_->run_delivery(delivery);
     });
     return;
@@ -411,7 +411,7 @@ bool Session::handle_window(const wire::Frame& frame) {
   return true;
 }
 
-// ---- Deliveries from counterparts, on our strand. ----
+// ---- Deliveries from counterparts, on our executor. ----
 
 std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
   if (offer.kind != wire::StreamKind::broadcast) {
@@ -508,7 +508,7 @@ void Session::on_end(const StreamPtr& stream, wire::End end) {
 void Session::on_reset(const StreamPtr& stream, wire::Reset reset) {
   if (stream->removed) return;
   if (!stream->registered) {
-    // Reset before our strand saw the stream: nothing reached the client yet.
+    // Reset before our executor saw the stream: nothing reached the client yet.
     stream->removed = true;
     stream->counterpart.reset();
     return;

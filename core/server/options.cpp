@@ -254,6 +254,11 @@ std::vector<Option> build_table() {
                               [](C c) -> bool& { return c.admin_introspection; }));
   table.push_back(unsigned_option("threads", "I/O threads (0: one per core)", 0, 1024,
                                   [](C c) -> unsigned& { return c.threads; }));
+  table.push_back(string_option(
+      "placement", OptionType::choice,
+      "thread of a plaintext native connection: channel (the one its channel hashes to: "
+      "lowest latency) or round_robin (spreads one busy channel over all threads)",
+      [](C c) -> std::string& { return c.placement; }, {"channel", "round_robin"}));
   table.push_back(string_option("log_level", OptionType::choice, "least severe level logged",
                                 [](C c) -> std::string& { return c.log_level; },
                                 {"trace", "debug", "info", "warn", "error", "critical", "off"}));

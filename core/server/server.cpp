@@ -2,17 +2,19 @@
 #include "server/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <csignal>
+#include <span>
 #include <stdexcept>
 
 #include "net/session.hpp"
@@ -85,7 +87,7 @@ Server::Server(ServerConfig config)
   bound_ = acceptor_.local_endpoint();
   if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
   for (unsigned i = 1; i < config_.threads; ++i) {
-    workers_.push_back(std::make_unique<asio::io_context>(1));
+    workers_.push_back(std::make_unique<asio::io_context>());
   }
 #if SWITCHBOARD_WITH_GRPC
   if (!config_.grpc_listen.empty()) {
@@ -236,8 +238,7 @@ void Server::accept_loop_start() {
       [this]() -> asio::awaitable<void> {
         asio::steady_timer backoff(io_);
         while (acceptor_.is_open()) {
-          auto [ec, socket] =
-              co_await acceptor_.async_accept(asio::make_strand(next_context()), kUseTuple);
+          auto [ec, socket] = co_await acceptor_.async_accept(kUseTuple);
           if (ec) {
             if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
             // Out of descriptors or similar: back off instead of spinning.
@@ -264,7 +265,8 @@ void Server::accept_loop_start() {
             refuse(socket, "too many connections from your address");
             continue;
           }
-          const auto open = context_->counters.connections_open.load(std::memory_order_relaxed);
+          const auto open = context_->counters.connections_open.load(std::memory_order_relaxed) +
+                            static_cast<std::int64_t>(placements_.size());
           if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
             context_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
             log_refusal();
@@ -272,9 +274,12 @@ void Server::accept_loop_start() {
             continue;
           }
           if (native_tls_) {
-            start_tls_session(std::move(socket));
+            start_tls_session(move_to(std::move(socket), next_context()));
+          } else if (config_.placement == "channel" && !workers_.empty()) {
+            place_session(std::move(socket));
           } else {
-            start_session(net::make_tcp_transport(std::move(socket)));
+            start_session(net::make_tcp_transport(move_to(std::move(socket), next_context())),
+                          std::chrono::steady_clock::now());
           }
         }
       },
@@ -287,9 +292,76 @@ asio::io_context& Server::next_context() {
   return n == 0 ? io_ : *workers_[n - 1];
 }
 
-void Server::start_session(std::unique_ptr<net::Transport> transport) {
+asio::io_context& Server::channel_context(const Uuid& channel) {
+  // Channel ids are random (v4), so any eight of their bytes spread channels evenly.
+  std::uint64_t hash = 0;
+  for (std::size_t i = 0; i < 8; ++i) hash = (hash << 8) | channel.bytes[i + 8];
+  const std::size_t n = hash % (workers_.size() + 1);
+  return n == 0 ? io_ : *workers_[n - 1];
+}
+
+struct Server::PendingPlacement {
+  PendingPlacement(tcp::socket s, asio::io_context& io) : socket(std::move(s)), deadline(io) {}
+  tcp::socket socket;
+  asio::steady_timer deadline;
+  std::chrono::steady_clock::time_point accepted_at = std::chrono::steady_clock::now();
+  bool timed_out = false;
+};
+
+// A session hands frames to the other sessions of its channel; on one thread that is a queue
+// push, across threads a wake-up each way. So a plaintext connection waits for its first bytes
+// here, the channel is peeked from its HELLO (the session reads the HELLO again for real), and
+// the socket moves to that channel's thread. A client that sends nothing, or something other
+// than a HELLO, gets its session anyway, which reports the error.
+void Server::place_session(tcp::socket socket) {
+  const auto key = next_placement_++;
+  auto pending = std::make_shared<PendingPlacement>(std::move(socket), io_);
+  placements_.emplace(key, pending);
+  pending->deadline.expires_at(pending->accepted_at + config_.limits.handshake_timeout);
+  pending->deadline.async_wait([pending](boost::system::error_code ec) {
+    if (ec) return;
+    pending->timed_out = true;
+    pending->socket.cancel(ec);
+  });
+  pending->socket.async_wait(
+      tcp::socket::wait_read, [this, key, pending](boost::system::error_code ec) {
+        pending->deadline.cancel();
+        placements_.erase(key);
+        // Closed by a drain: the relay takes no new sessions.
+        if (!pending->socket.is_open() || (ec && !pending->timed_out)) return;
+        asio::io_context* target = &next_context();
+        std::array<std::uint8_t, wire::kHelloChannelPrefixSize> head{};
+        boost::system::error_code peek_error;
+        pending->socket.non_blocking(true, peek_error);
+        const auto n =
+            pending->socket.receive(asio::buffer(head), tcp::socket::message_peek, peek_error);
+        if (!peek_error) {
+          if (auto channel = wire::hello_channel_hint(std::span(head.data(), n))) {
+            target = &channel_context(*channel);
+          }
+        }
+        start_session(net::make_tcp_transport(move_to(std::move(pending->socket), *target)),
+                      pending->accepted_at);
+      });
+}
+
+tcp::socket Server::move_to(tcp::socket socket, asio::io_context& target) {
+  if (&asio::query(socket.get_executor(), asio::execution::context) == &target) return socket;
+  boost::system::error_code ec;
+  const auto protocol = socket.local_endpoint(ec).protocol();
+  tcp::socket moved(target);
+  if (ec) return moved;  // not connected any more: the session sees a closed socket
+  const auto handle = socket.release(ec);
+  if (ec) return moved;
+  moved.assign(protocol, handle, ec);
+  if (ec) ::close(handle);
+  return moved;
+}
+
+void Server::start_session(std::unique_ptr<net::Transport> transport,
+                           std::chrono::steady_clock::time_point accepted_at) {
   const auto id = next_connection_id_.fetch_add(1);
-  auto session = std::make_shared<net::Session>(std::move(transport), *context_, id);
+  auto session = std::make_shared<net::Session>(std::move(transport), *context_, id, accepted_at);
   track(session, id);
   session->start();
 }
@@ -307,7 +379,8 @@ void Server::start_tls_session(tcp::socket socket) {
   }
   asio::co_spawn(
       executor,
-      [this, key, socket = std::move(socket)]() mutable -> asio::awaitable<void> {
+      [this, key, socket = std::move(socket),
+       accepted_at = std::chrono::steady_clock::now()]() mutable -> asio::awaitable<void> {
         std::string remote;
         boost::system::error_code ec;
         if (const auto endpoint = socket.remote_endpoint(ec); !ec) {
@@ -329,7 +402,7 @@ void Server::start_tls_session(tcp::socket socket) {
           transport->close();
           co_return;
         }
-        start_session(std::move(transport));
+        start_session(std::move(transport), accepted_at);
       },
       asio::bind_cancellation_slot(cancel->slot(), log_exception));
 }
@@ -378,6 +451,7 @@ void Server::begin_drain() {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   cancel_handshakes();
+  for (auto& [key, pending] : placements_) pending->socket.close(ignored);
   if (signals_) signals_->cancel(ignored);
   context_->registry.start_draining();
 #if SWITCHBOARD_WITH_GRPC

@@ -20,6 +20,7 @@
 #include "net/tls.hpp"
 #include "registry/limits.hpp"
 #include "server/connect_throttle.hpp"
+#include "switchboard/wire/uuid.hpp"
 
 namespace switchboard::core::net {
 class Session;
@@ -37,6 +38,9 @@ struct ServerConfig {
   /// The gRPC gateway's address; empty disables it (as does a build without gRPC).
   std::string grpc_listen = "127.0.0.1:7401";
   unsigned threads = 0;  ///< 0: one per core
+  /// Which I/O thread runs a plaintext native connection: "channel" (the thread its HELLO's
+  /// channel hashes to, so one channel's hand-offs stay on one thread) or "round_robin".
+  std::string placement = "channel";
   /// The HTTP admin endpoint (metrics, health, introspection); empty disables it.
   std::string admin_listen = "127.0.0.1:7402";
   /// Whether the admin endpoint serves /channels (channel and peer ids: off unless asked).
@@ -91,7 +95,16 @@ private:
   void accept_loop_start();
   /// The context of the next session, round-robin over the I/O threads.
   boost::asio::io_context& next_context();
-  void start_session(std::unique_ptr<net::Transport> transport);
+  /// The context every plaintext session of `channel` runs on (placement "channel").
+  boost::asio::io_context& channel_context(const Uuid& channel);
+  /// Waits (on io_) for a plaintext connection's first bytes, then starts its session on the
+  /// context its HELLO's channel names.
+  void place_session(boost::asio::ip::tcp::socket socket);
+  /// The same connection, served by `target` from now on (no operation may be outstanding).
+  static boost::asio::ip::tcp::socket move_to(boost::asio::ip::tcp::socket socket,
+                                              boost::asio::io_context& target);
+  void start_session(std::unique_ptr<net::Transport> transport,
+                     std::chrono::steady_clock::time_point accepted_at);
   void start_tls_session(boost::asio::ip::tcp::socket socket);
   void cancel_handshakes();
   void wait_for_signal();
@@ -114,10 +127,17 @@ private:
   std::mutex handshakes_mutex_;
   std::unordered_map<std::uint64_t, PendingHandshake> handshakes_;
   std::uint64_t next_handshake_ = 0;  // guarded by handshakes_mutex_
+  // Plaintext connections waiting for their first bytes before placement; touched only on io_.
+  struct PendingPlacement;
+  std::unordered_map<std::uint64_t, std::shared_ptr<PendingPlacement>> placements_;
+  std::uint64_t next_placement_ = 0;
   // I/O thread 0 runs io_ (acceptor, admin, signals, gateway calls, its share of sessions);
   // thread i runs workers_[i - 1]. Each context has one thread, so a hand-off between two
   // sessions of one thread is a queue push, never a wake-up of another thread.
-  boost::asio::io_context io_{1};
+  // Not built with concurrency hint 1: that hint queues a post made on the context's own thread
+  // privately until the running handler returns, so a post from another thread made later
+  // could run first. Sessions run on these contexts without a strand and need posts in order.
+  boost::asio::io_context io_;
   std::vector<std::unique_ptr<boost::asio::io_context>> workers_;
   std::atomic<std::size_t> next_worker_{0};
   boost::asio::ip::tcp::acceptor acceptor_;

@@ -78,6 +78,32 @@ TEST(Limits, MaxConnectionsServesNAndRefusesTheNext) {
   EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
 }
 
+// A connection that has not sent its HELLO yet waits to be placed on its channel's thread
+// before it has a session; it still takes a slot, and the relay still ends it.
+TEST(Limits, ConnectionsThatHaveNotSpokenYetCountAgainstMaxConnections) {
+  constexpr std::uint32_t kMax = 3;
+  auto limits = limits_without_throttle();
+  limits.max_connections = kMax;
+  limits.handshake_timeout = 500ms;
+  test::InProcessRelay relay(limits, 2);
+  std::vector<std::unique_ptr<RawPeer>> silent;
+  for (std::uint32_t i = 0; i < kMax; ++i)
+    silent.push_back(std::make_unique<RawPeer>(relay.port()));
+  // Accepted in connection order, so these are counted before the next one is seen.
+  RawPeer extra(relay.port());
+  EXPECT_EQ(expect_error_and_close(extra).status, Status::resource_exhausted);
+  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+  // Silence past the handshake timeout: each gets its error and is closed, freeing its slot.
+  for (auto& peer : silent) {
+    const auto error = expect_error_and_close(*peer);
+    EXPECT_NE(error.message.find("handshake timeout"), std::string::npos) << error.message;
+  }
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().connections_open.load() == 0; }));
+  RawPeer again(relay.port());
+  again.join(Uuid::random());
+  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+}
+
 TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
   constexpr std::uint32_t kMax = 3;
   auto limits = limits_without_throttle();

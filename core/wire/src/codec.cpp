@@ -243,6 +243,17 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
   return finish(r);
 }
 
+std::optional<Uuid> hello_channel_hint(Bytes prefix) noexcept {
+  if (prefix.size() < kHelloChannelPrefixSize) return std::nullopt;
+  if (prefix[0] != static_cast<std::uint8_t>(FrameType::hello)) return std::nullopt;
+  const auto payload = prefix.subspan(kHeaderSize);
+  if (std::memcmp(payload.data(), kMagic, 4) != 0) return std::nullopt;
+  Uuid channel;
+  std::memcpy(channel.bytes.data(), payload.data() + 8, channel.bytes.size());
+  if (channel.is_nil()) return std::nullopt;
+  return channel;
+}
+
 void append_hello(std::vector<std::uint8_t>& out, const Hello& hello) {
   const auto at = begin_frame(out, FrameType::hello, 0, 0);
   put_bytes(out, kMagic, 4);

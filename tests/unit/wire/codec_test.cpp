@@ -865,6 +865,25 @@ TEST(CodecHello, WrongMagicIsBadMagic) {
   EXPECT_EQ(parse_hello(zeros, out), DecodeError::bad_magic);
 }
 
+TEST(CodecHello, ChannelHintNeedsTheHeaderMagicAndChannel) {
+  const Hello hello = sample_hello();
+  const Buffer frame = encode([&](Buffer& b) { append_hello(b, hello); });
+  ASSERT_GT(frame.size(), kHelloChannelPrefixSize);
+  EXPECT_EQ(hello_channel_hint(frame), hello.channel);
+  EXPECT_EQ(hello_channel_hint(prefix(frame, kHelloChannelPrefixSize)), hello.channel);
+  EXPECT_EQ(hello_channel_hint(prefix(frame, kHelloChannelPrefixSize - 1)), std::nullopt);
+  Buffer not_hello = frame;
+  not_hello[0] = static_cast<std::uint8_t>(FrameType::ping);
+  EXPECT_EQ(hello_channel_hint(not_hello), std::nullopt);
+  Buffer bad_magic = frame;
+  bad_magic[kHeaderSize] = 'X';
+  EXPECT_EQ(hello_channel_hint(bad_magic), std::nullopt);
+  Hello nil_channel = hello;
+  nil_channel.channel = Uuid{};
+  const Buffer nil_frame = encode([&](Buffer& b) { append_hello(b, nil_channel); });
+  EXPECT_EQ(hello_channel_hint(nil_frame), std::nullopt);
+}
+
 TEST(CodecHello, UnsupportedVersionsAreRejected) {
   for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{2}, std::uint16_t{0xFFFF}}) {
     SCOPED_TRACE(version);

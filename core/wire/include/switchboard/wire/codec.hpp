@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,12 @@ void encode_header(const FrameHeader& header, std::uint8_t* out) noexcept;
 // Payload parsers. Each validates the whole layout; trailing bytes are an error except where the
 // layout says "rest" (OPEN's first body chunk).
 DecodeError parse_hello(Bytes payload, Hello& out);
+/// Bytes from the start of a connection up to the end of its HELLO's channel id.
+inline constexpr std::size_t kHelloChannelPrefixSize = kHeaderSize + 4 + 2 + 2 + 16;
+/// The channel named by the HELLO that `prefix` (the first bytes a client sent) starts with;
+/// nullopt if they are too few or not the start of a HELLO. Only a hint for placing the
+/// connection: the full HELLO is still parsed and validated by parse_hello.
+std::optional<Uuid> hello_channel_hint(Bytes prefix) noexcept;
 DecodeError parse_welcome(Bytes payload, Welcome& out);
 DecodeError parse_presence(Bytes payload, Presence& out);
 /// `body` receives the view of the first body chunk carried by the OPEN frame.
