@@ -11,8 +11,10 @@ namespace switchboard::core {
 using Milliseconds = std::chrono::milliseconds;
 
 struct Limits {
-  std::uint32_t max_frame = 64 * 1024;       ///< largest frame payload the relay accepts
-  std::uint32_t stream_window = 256 * 1024;  ///< bytes buffered per stream direction
+  std::uint32_t max_frame = 64 * 1024;  ///< largest frame payload the relay accepts
+  /// Bytes buffered per stream direction. 1 MiB covers a loopback or LAN bandwidth-delay product
+  /// through two hops; 256 KiB held a single stream to about 60% of what the path carries.
+  std::uint32_t stream_window = 1024 * 1024;
   std::uint32_t max_streams_per_connection = 256;
   std::uint32_t max_peers_per_channel = 10'000;
   std::uint32_t max_channels = 100'000;
@@ -26,8 +28,10 @@ struct Limits {
   std::size_t max_connection_buffer = 64 * 1024 * 1024;
   std::size_t read_block_size = 256 * 1024;
   /// Free read blocks kept for reuse by any connection: a reader whose last block is still being
-  /// forwarded takes one instead of allocating. Bounds the memory kept after traffic stops.
-  std::uint32_t read_block_pool = 4;
+  /// forwarded takes one instead of allocating. Bounds the memory kept after traffic stops. A
+  /// full stream window spans window / block size blocks (4 by default) and a reader holds one
+  /// more, so a steady stream cycles through its blocks without allocating.
+  std::uint32_t read_block_pool = 8;
   Milliseconds handshake_timeout{10'000};
   Milliseconds keepalive_interval{15'000};
   Milliseconds slow_consumer_timeout{5'000};

@@ -163,7 +163,7 @@ TEST(Lifecycle, RelayMemoryStaysBoundedForFastSenderAndSlowReader) {
   const auto peak = server.peak_rss();
   std::printf("relay RSS: baseline %.1f MiB, peak %.1f MiB while 1 GiB streamed to a slow reader\n",
               static_cast<double>(baseline) / (1 << 20), static_cast<double>(peak) / (1 << 20));
-  // Bound: one stream window (256 KiB) in relay queues plus a few 256 KiB read blocks, on top
+  // Bound: one stream window (1 MiB) in relay queues plus a few 256 KiB read blocks, on top
   // of the process baseline. 32 MiB leaves room for allocator slack, never for the 1 GiB.
   EXPECT_LT(peak, baseline + (32U << 20));
 }

@@ -1,4 +1,4 @@
-// Unit tests for Fifo (net/fifo.hpp): order, compaction, storage reuse and inline items.
+// Unit tests for Fifo (net/fifo.hpp): order, wrap-around, storage reuse and inline items.
 #include "net/fifo.hpp"
 
 #include <gtest/gtest.h>
@@ -23,7 +23,7 @@ template <typename Queue>
 void expect_first_in_first_out(Queue& queue) {
   int next_out = 0;
   int next_in = 0;
-  // Uneven pushes and pops cross the compaction threshold several times.
+  // Uneven pushes and pops wrap around the ring and grow it several times.
   for (int round = 0; round < 50; ++round) {
     for (int i = 0; i < 7; ++i) queue.push_back(next_in++);
     for (int i = 0; i < 5; ++i) {
@@ -40,11 +40,29 @@ void expect_first_in_first_out(Queue& queue) {
   EXPECT_EQ(next_out, next_in);
 }
 
-TEST(Fifo, KeepsOrderAcrossCompactions) {
+TEST(Fifo, KeepsOrderAcrossWrapsAndGrowth) {
   Fifo<int> queue;
   expect_first_in_first_out(queue);
   Fifo<int, 2> small;
   expect_first_in_first_out(small);
+}
+
+TEST(Fifo, BoundedDepthStopsGrowingOnceReached) {
+  Fifo<int> queue;
+  int next_out = 0;
+  int next_in = 0;
+  std::size_t reached = 0;
+  // Depth cycles between 1 and 6 while the ring's start walks all the way round many times.
+  for (int round = 0; round < 1000; ++round) {
+    while (queue.size() < 6) queue.push_back(next_in++);
+    while (queue.size() > 1) {
+      ASSERT_EQ(queue.front(), next_out++);
+      queue.pop_front();
+    }
+    if (round == 0) reached = queue.capacity();
+    ASSERT_EQ(queue.capacity(), reached) << "round " << round;
+  }
+  EXPECT_EQ(reached, 8U);
 }
 
 TEST(Fifo, InlineItemsLiveInTheQueueUntilItOutgrowsThem) {
