@@ -32,6 +32,7 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       started_(accepted_at),
       last_read_(Clock::now()) {
   remote_ = transport_->remote();
+  if (const auto* io = executor_.target<asio::io_context::executor_type>()) home_ = *io;
   context_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
   context_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
@@ -146,6 +147,10 @@ private:
     std::uint32_t sink = 0;
     Status status = Status::ok;
   };
+  // When the outermost scope ends, hand-offs to sessions of this same thread run there and
+  // then (unless earlier ones posted to that session are still queued: order is kept), the
+  // others are posted; and sessions whose parked writer was woken meanwhile write at once
+  // (flush_now), so a message crosses the relay in one pass of the event loop.
   class DeliveryScope {
   public:
     DeliveryScope() noexcept;
@@ -154,13 +159,24 @@ private:
     DeliveryScope& operator=(const DeliveryScope&) = delete;
 
   private:
-    bool owner_;  // the outermost scope of this thread posts the gathered hand-offs
+    bool owner_;  // the outermost scope of this thread runs or posts the gathered hand-offs
   };
-  struct PendingBatch;
+  struct PendingBatch {
+    using Targets = std::vector<std::pair<Session*, std::vector<Delivery>>>;
+    bool open = false;
+    // Target sessions in first-delivery order, each with its deliveries in call order.
+    Targets targets;
+    Targets running;  // the targets being run when the scope ends; kept for its capacity
+    // Sessions whose parked writer was woken inside the scope, in wake order.
+    std::vector<std::shared_ptr<Session>> flushes;
+    std::vector<std::shared_ptr<Session>> flushing;
+  };
   static PendingBatch& this_thread_batch();
   static ListPool<std::vector<Delivery>>& delivery_lists();
   static void hand_off(Delivery delivery);
+  static void post_deliveries(Session* target, std::vector<Delivery> deliveries);
   void run_delivery(Delivery& delivery);
+  bool runs_on_this_thread() const noexcept;
 
   void on_incoming(const StreamPtr& stream, StreamOffer offer);
   void on_data(const StreamPtr& stream, wire::Slice payload, bool fin);
@@ -190,6 +206,8 @@ private:
   void emit_stream(const StreamPtr& stream, std::size_t& budget);
   void complete_write();
   void wake_writer() noexcept;
+  void flush_now();
+  void fill_gather(std::size_t skip);
   void release_idle_buffers() noexcept;
 
   // Token expiry (session.cpp).
@@ -205,6 +223,12 @@ private:
   // One I/O thread's context (or a strand): hand-offs posted to it from any thread run in the
   // order they were posted, which the streams rely on (an OPEN before its DATA).
   asio::any_io_executor executor_;
+  // The same executor when it is an io_context's (it is, but for tests on other executors):
+  // hand-offs made on its thread may run inline.
+  std::optional<asio::io_context::executor_type> home_;
+  // Delivery batches posted to this session and not yet run; while any is queued, a hand-off
+  // from this thread is posted behind them instead of running inline ahead of them.
+  std::atomic<std::uint32_t> deliveries_posted_{0};
   ServerContext& context_;
   const Limits& limits_;
   const std::uint64_t connection_id_;
@@ -256,7 +280,11 @@ private:
   std::vector<std::pair<StreamPtr, std::uint32_t>> written_;
   std::vector<StreamPtr> finished_out_;
   bool writing_ = false;
-  bool writer_parked_ = false;     // the writer waits on wake_
+  bool writer_parked_ = false;  // the writer waits on wake_
+  bool flush_queued_ = false;   // flush_now is due when this thread's delivery scope ends
+  // A direct write (flush_now) left part of the composed write unsent: the writer sends the
+  // rest, from this offset, before it composes anew.
+  std::optional<std::size_t> resume_at_;
   bool wrote_since_tick_ = false;  // the watchdog gives idle connections' buffers back
 
   // Liveness and closing.

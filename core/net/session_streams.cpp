@@ -19,12 +19,6 @@ bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
 
 // ---- Endpoint: called from any thread, hops onto the owning session's executor. ----
 
-struct Session::PendingBatch {
-  bool open = false;
-  // Target sessions in first-delivery order, each with its deliveries in call order.
-  std::vector<std::pair<Session*, std::vector<Delivery>>> targets;
-};
-
 Session::PendingBatch& Session::this_thread_batch() {
   thread_local PendingBatch batch;
   return batch;
@@ -68,24 +62,63 @@ Session::DeliveryScope::DeliveryScope() noexcept : owner_(!this_thread_batch().o
 
 Session::DeliveryScope::~DeliveryScope() {
   if (!owner_) return;
-  auto& t_batch = this_thread_batch();
-  t_batch.open = false;
-  for (auto& [session, deliveries] : t_batch.targets) {
-    asio::post(session->executor_, [deliveries = std::move(deliveries)]() mutable {
-      for (auto& delivery : deliveries) delivery.stream->session_->run_delivery(delivery);
-      delivery_lists().give_back(std::move(deliveries));
-    });
+  auto& batch = this_thread_batch();
+  // What runs here may hand off and wake writers again; those are handled in the next round.
+  // The rounds are bounded: what is left after them is posted, as it would be without a scope.
+  constexpr int kMaxRounds = 8;
+  for (int round = 0; !batch.targets.empty() || !batch.flushes.empty(); ++round) {
+    const bool last = round + 1 == kMaxRounds;
+    batch.running.swap(batch.targets);
+    for (auto& [session, deliveries] : batch.running) {
+      if (!last && session->runs_on_this_thread() &&
+          session->deliveries_posted_.load(std::memory_order_acquire) == 0) {
+        for (auto& delivery : deliveries) delivery.stream->session_->run_delivery(delivery);
+        delivery_lists().give_back(std::move(deliveries));
+      } else {
+        post_deliveries(session, std::move(deliveries));
+      }
+    }
+    batch.running.clear();
+    batch.flushing.swap(batch.flushes);
+    for (auto& session : batch.flushing) {
+      session->flush_queued_ = false;
+      if (last) {
+        if (session->writer_parked_) {  // wake it the ordinary way
+          session->writer_parked_ = false;
+          session->wake_.cancel();
+        }
+      } else {
+        session->flush_now();
+      }
+    }
+    batch.flushing.clear();
+    if (last) break;
   }
-  t_batch.targets.clear();
+  batch.open = false;
+}
+
+bool Session::runs_on_this_thread() const noexcept {
+  return home_ && home_->running_in_this_thread();
+}
+
+void Session::post_deliveries(Session* target, std::vector<Delivery> deliveries) {
+  target->deliveries_posted_.fetch_add(1, std::memory_order_relaxed);
+  asio::post(target->executor_, [target, deliveries = std::move(deliveries)]() mutable {
+    // The deliveries hold their streams, which hold the target session.
+    target->deliveries_posted_.fetch_sub(1, std::memory_order_release);
+    const DeliveryScope scope;
+    for (auto& delivery : deliveries) target->run_delivery(delivery);
+    delivery_lists().give_back(std::move(deliveries));
+  });
 }
 
 void Session::hand_off(Delivery delivery) {
   Session* target = delivery.stream->session_.get();
   auto& t_batch = this_thread_batch();
   if (!t_batch.open) {
-    asio::post(target->executor_, [delivery = std::move(delivery)]() mutable {
-      delivery.stream->session_->run_delivery(delivery);
-    });
+    auto deliveries = delivery_lists().take();
+    deliveries.push_back(std::move(delivery));
+    post_deliveries(target, std::move(deliveries));
     return;
   }
   for (auto& [session, deliveries] : t_batch.targets) {

@@ -24,9 +24,59 @@ constexpr std::size_t kIdleBufferBytes = 1024;
 void Session::wake_writer() noexcept {
   // Cancelling the timer takes the reactor's lock and queues a completion: only do it when the
   // writer is actually parked on it.
-  if (!writer_parked_) return;
+  if (!writer_parked_ || flush_queued_) return;
+  auto& batch = this_thread_batch();
+  if (batch.open && !closing_ && !io_stopped_ && runs_on_this_thread()) {
+    // Inside a delivery scope: write when the scope ends, straight from this thread, instead
+    // of a round through the event loop to resume the writer and another for its completion.
+    flush_queued_ = true;
+    batch.flushes.push_back(shared_from_this());
+    return;
+  }
   writer_parked_ = false;
   wake_.cancel();
+}
+
+void Session::flush_now() {
+  if (!writer_parked_) return;  // the writer is running: it composes again before it parks
+  if (closing_ || io_stopped_) {
+    writer_parked_ = false;
+    wake_.cancel();
+    return;
+  }
+  compose_write();
+  if (pieces_.empty()) return;
+  fill_gather(0);
+  std::size_t total = 0;
+  for (const auto& buffer : gather_) total += buffer.size();
+  boost::system::error_code ec;
+  const std::size_t n = transport_->try_write(gather_, ec);
+  if (n == total) {
+    context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    wrote_since_tick_ = true;
+    complete_write();
+    return;
+  }
+  // The socket took part of it, or none, or failed: the writer tries the rest (and meets the
+  // error, if any) and completes this write as usual. Until then a write is in flight.
+  context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+  resume_at_ = n;
+  writing_ = true;
+  writer_parked_ = false;
+  wake_.cancel();
+}
+
+void Session::fill_gather(std::size_t skip) {
+  gather_.clear();
+  for (const auto& piece : pieces_) {
+    const std::uint8_t* base = piece.data ? piece.data : arena_.data() + piece.offset;
+    if (skip >= piece.size) {
+      skip -= piece.size;
+      continue;
+    }
+    gather_.emplace_back(base + skip, piece.size - skip);
+    skip = 0;
+  }
 }
 
 void Session::release_idle_buffers() noexcept {
@@ -78,7 +128,13 @@ void Session::schedule(const StreamPtr& stream) {
 asio::awaitable<bool> Session::write_loop() {
   for (;;) {
     if (io_stopped_) co_return false;
-    compose_write();
+    std::size_t skip = 0;
+    if (resume_at_) {
+      skip = *resume_at_;  // finish what flush_now began
+      resume_at_.reset();
+    } else {
+      compose_write();
+    }
     if (pieces_.empty()) {
       if (closing_) {
         transport_->shutdown_send();
@@ -94,13 +150,20 @@ asio::awaitable<bool> Session::write_loop() {
       writer_parked_ = false;
       continue;
     }
-    gather_.clear();
-    for (const auto& piece : pieces_) {
-      const std::uint8_t* base = piece.data ? piece.data : arena_.data() + piece.offset;
-      gather_.emplace_back(base, piece.size);
-    }
+    fill_gather(skip);
     writing_ = true;
-    auto [ec, n] = co_await transport_->write(gather_);
+    // The socket usually takes the whole write at once: try that first, which saves a pass of
+    // the event loop for the completion; wait for room only for what it did not take.
+    std::size_t total = 0;
+    for (const auto& buffer : gather_) total += buffer.size();
+    boost::system::error_code ec;
+    std::size_t n = transport_->try_write(gather_, ec);
+    if (n < total && (!ec || ec == asio::error::would_block)) {
+      fill_gather(skip + n);
+      auto [write_error, written] = co_await transport_->write(gather_);
+      ec = write_error;
+      n += written;
+    }
     writing_ = false;
     if (ec) {
       if (!io_stopped_) close_reason_ = "write failed: " + ec.message();

@@ -5,6 +5,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
 #include <cstddef>
@@ -19,7 +20,8 @@ namespace switchboard::core::net {
 namespace asio = boost::asio;
 
 /// An ordered, reliable byte stream. Not thread-safe: every call is made on the executor it
-/// returns (the session's strand). At most one read and one write are outstanding at a time.
+/// returns (the session's I/O thread). At most one read and one write are outstanding at a
+/// time.
 /// Operations are coroutines so that a TCP transport completes straight into the session's
 /// awaitable, with no type-erased handler (which would allocate per operation).
 class Transport {
@@ -33,6 +35,15 @@ public:
   virtual asio::awaitable<IoResult> read_some(asio::mutable_buffer buffer) = 0;
   /// Writes every byte of `buffers`, which must stay valid until completion.
   virtual asio::awaitable<IoResult> write(std::span<const asio::const_buffer> buffers) = 0;
+  /// Writes what the connection takes at once, without waiting, when no write is outstanding.
+  /// Returns the bytes written; 0 with `would_block` when it takes nothing now or when this
+  /// transport cannot write synchronously (the caller then uses write()).
+  virtual std::size_t try_write(std::span<const asio::const_buffer> buffers,
+                                boost::system::error_code& ec) noexcept {
+    (void)buffers;
+    ec = asio::error::would_block;
+    return 0;
+  }
   /// Ends the sending direction after the last write (the peer reads eof).
   virtual void shutdown_send() noexcept = 0;
   /// Closes both directions now; outstanding operations complete with an error.

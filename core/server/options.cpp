@@ -259,6 +259,10 @@ std::vector<Option> build_table() {
       "thread of a plaintext native connection: channel (the one its channel hashes to: "
       "lowest latency) or round_robin (spreads one busy channel over all threads)",
       [](C c) -> std::string& { return c.placement; }, {"channel", "round_robin"}));
+  table.push_back(unsigned_option(
+      "idle_spin_us",
+      "microseconds an I/O thread keeps polling after its last event before it sleeps (0: none)", 0,
+      100'000, [](C c) -> unsigned& { return c.idle_spin_us; }));
   table.push_back(string_option("log_level", OptionType::choice, "least severe level logged",
                                 [](C c) -> std::string& { return c.log_level; },
                                 {"trace", "debug", "info", "warn", "error", "critical", "off"}));

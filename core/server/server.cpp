@@ -152,14 +152,34 @@ void Server::stop_gateway() {
 #endif
 }
 
+void Server::run_io(asio::io_context& io, std::chrono::microseconds spin) {
+  if (spin.count() == 0) {
+    io.run();
+    return;
+  }
+  // Runs what is ready without sleeping while events keep coming; sleeps (run_one) once none
+  // came for `spin`. Ends, as run() does, when the context is stopped or out of work.
+  using Clock = std::chrono::steady_clock;
+  auto last_event = Clock::now();
+  while (!io.stopped()) {
+    if (io.poll() > 0) {
+      last_event = Clock::now();
+    } else if (Clock::now() - last_event >= spin) {
+      if (io.run_one() == 0) break;
+      last_event = Clock::now();
+    }
+  }
+}
+
 void Server::start() {
   guards_.push_back(asio::make_work_guard(io_));
   for (auto& worker : workers_) guards_.push_back(asio::make_work_guard(*worker));
   accept_loop_start();
   if (admin_) admin_->start();
-  threads_.emplace_back([this] { io_.run(); });
+  const auto spin = std::chrono::microseconds(config_.idle_spin_us);
+  threads_.emplace_back([this, spin] { run_io(io_, spin); });
   for (auto& worker : workers_) {
-    threads_.emplace_back([&context = *worker] { context.run(); });
+    threads_.emplace_back([&context = *worker, spin] { run_io(context, spin); });
   }
   const auto& l = config_.limits;
   std::string admin = "off";

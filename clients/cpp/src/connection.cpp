@@ -21,6 +21,8 @@ using tcp = asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+// A link that sent nothing for this long is idle: what is queued on it goes out at once.
+constexpr auto kIdleLink = std::chrono::microseconds(50);
 }  // namespace
 
 std::string Outcome::describe() const {
@@ -302,8 +304,14 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
     }
     link->writing.clear();
     link->writing.swap(link->outbuf);
-    auto [ec, n] = co_await link->write_all(asio::buffer(link->writing));
-    if (link->dead) co_return;
+    boost::system::error_code ec;
+    link->last_send = std::chrono::steady_clock::now();
+    const std::size_t sent = link->try_send(asio::buffer(link->writing), ec);
+    if (!ec && sent < link->writing.size()) {
+      auto [write_error, n] = co_await link->write_all(asio::buffer(link->writing) + sent);
+      if (link->dead) co_return;
+      ec = write_error;
+    }
     if (ec) {
       link_lost(link, Outcome{Status::peer_gone, 0, "write failed: " + ec.message()});
       co_return;
@@ -339,6 +347,18 @@ void Connection::queue_bytes() {
   // A cancel takes the reactor's lock and queues a completion: only for a parked writer.
   auto& link = *p_->link;
   if (!link.writer_parked) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - link.last_send > kIdleLink) {
+    link.last_send = now;
+    boost::system::error_code ec;
+    const std::size_t sent = link.try_send(asio::buffer(link.outbuf), ec);
+    if (!ec && sent == link.outbuf.size()) {
+      link.outbuf.clear();
+      return;
+    }
+    // Not all of it (or a failure the writer will meet): the writer takes over the rest.
+    link.outbuf.erase(link.outbuf.begin(), link.outbuf.begin() + static_cast<std::ptrdiff_t>(sent));
+  }
   link.writer_parked = false;
   link.wake.cancel();
 }

@@ -2,6 +2,8 @@
 // outbound bytes), streams, presence view, handlers and reconnect timers.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -9,6 +11,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <optional>
 #include <random>
 #include <tuple>
@@ -39,6 +42,18 @@ struct Connection::Link {
     return tls ? boost::asio::async_write(*tls, buffer, kUseTuple)
                : boost::asio::async_write(socket, buffer, kUseTuple);
   }
+  /// Sends what the socket takes at once, without waiting (plain TCP only: 0 over TLS). Saves
+  /// the event loop pass an asynchronous write spends on its completion.
+  std::size_t try_send(boost::asio::const_buffer buffer, boost::system::error_code& ec) {
+    if (tls) return 0;
+    const auto n =
+        ::send(socket.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      ec.assign(errno, boost::asio::error::get_system_category());
+    }
+    return 0;
+  }
 
   boost::asio::ip::tcp::socket socket;
   std::optional<boost::asio::ssl::context> tls_context;
@@ -48,6 +63,10 @@ struct Connection::Link {
   std::vector<std::uint8_t> writing;
   boost::asio::steady_timer wake;
   bool writer_parked = false;  // write_loop waits on wake
+  // When bytes last went out. Bytes queued on a link idle for a while are sent at once (an
+  // isolated request should not wait for the writer's turn); on a busy link they wait for the
+  // writer, which gathers everything queued meanwhile into one write.
+  std::chrono::steady_clock::time_point last_send{};
   boost::asio::steady_timer keepalive_timer;
   std::uint32_t next_stream_id = 1;
   std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
