@@ -88,6 +88,7 @@ asio::awaitable<bool> Session::read_loop() {
       co_return true;
     }
     reader_.commit(n);
+    read_since_tick_ = true;
     last_read_ = Clock::now();
     ping_outstanding_ = false;
     context_.counters.bytes_in.fetch_add(n, std::memory_order_relaxed);
@@ -148,7 +149,9 @@ void Session::on_watchdog() {
       queue_control_done();
     }
     if (!wrote_since_tick_) release_idle_buffers();
+    if (!read_since_tick_) reader_.release_idle_block();
     wrote_since_tick_ = false;
+    read_since_tick_ = false;
   }
   arm_watchdog();
 }

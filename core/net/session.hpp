@@ -286,6 +286,7 @@ private:
   // rest, from this offset, before it composes anew.
   std::optional<std::size_t> resume_at_;
   bool wrote_since_tick_ = false;  // the watchdog gives idle connections' buffers back
+  bool read_since_tick_ = false;   // and their full-size read blocks
 
   // Liveness and closing.
   Clock::time_point started_;

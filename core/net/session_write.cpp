@@ -13,6 +13,8 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 // meanwhile wait at most one write, and iovec stays within IOV_MAX.
 constexpr std::size_t kMaxWriteBytes = 512 * 1024;
 constexpr std::size_t kMaxPieces = 512;
+// A write of this many pieces marks a bulk connection (see compose_write).
+constexpr std::size_t kBulkPieces = 8;
 // Bytes one stream may put in a write before the next ready stream gets its turn.
 constexpr std::uint32_t kQuantum = 64 * 1024;
 // A writer going idle keeps byte buffers up to this size; a burst (a presence snapshot of a big
@@ -140,9 +142,14 @@ asio::awaitable<bool> Session::write_loop() {
         transport_->shutdown_send();
         co_return true;
       }
-      if (arena_.capacity() > kIdleBufferBytes) std::vector<std::uint8_t>().swap(arena_);
-      if (control_.capacity() > kIdleBufferBytes && control_.empty()) {
-        std::vector<std::uint8_t>().swap(control_);
+      // A connection with no stream open has gone quiet (a presence snapshot was its burst):
+      // it gives its byte buffers back now. One with streams keeps them for the next write;
+      // the watchdog takes them once it has written nothing for a tick.
+      if (streams_.empty()) {
+        if (arena_.capacity() > kIdleBufferBytes) std::vector<std::uint8_t>().swap(arena_);
+        if (control_.capacity() > kIdleBufferBytes && control_.empty()) {
+          std::vector<std::uint8_t>().swap(control_);
+        }
       }
       wake_.expires_at(Clock::time_point::max());
       writer_parked_ = true;
@@ -181,6 +188,14 @@ void Session::compose_write() {
   in_flight_.clear();
   written_.clear();
   finished_out_.clear();
+  if (pieces_.capacity() >= kBulkPieces && pieces_.capacity() < kMaxPieces) {
+    // Writes have begun to gather many frames: size the per-piece buffers for the largest write
+    // once, rather than growing them each time a write gathers more than any before it.
+    pieces_.reserve(kMaxPieces);
+    gather_.reserve(kMaxPieces);
+    in_flight_.reserve(kMaxPieces);
+    arena_.reserve(kMaxPieces * wire::kHeaderSize);
+  }
   if (!control_.empty()) {
     arena_.swap(control_);
     pieces_.push_back(Piece{nullptr, 0, arena_.size()});

@@ -42,10 +42,6 @@ std::span<std::uint8_t> FrameReader::prepare() {
   if (block_ && block_.use_count() == 1 && pending == 0) {
     // Nobody shares the block any more: rewind instead of allocating.
     begin_ = end_ = 0;
-    if (block_->capacity() > small_block_size_ && last_commit_ < small_block_size_ / 4) {
-      // The traffic has become small: an idle connection should not pin a large block.
-      block_.reset();
-    }
   }
   if (!block_ || block_->capacity() - begin_ < want) {
     // A connection starts with a small block and moves to full-size blocks once its frames
@@ -58,6 +54,16 @@ std::span<std::uint8_t> FrameReader::prepare() {
     end_ = pending;
   }
   return {block_->data() + end_, block_->capacity() - end_};
+}
+
+bool FrameReader::release_idle_block() noexcept {
+  if (!block_ || block_->capacity() <= small_block_size_ || end_ != begin_ ||
+      block_.use_count() != 1) {
+    return false;
+  }
+  block_.reset();  // a pooled block goes back to its pool
+  begin_ = end_ = 0;
+  return true;
 }
 
 BlockPtr<Block> FrameReader::new_block(std::size_t size) const {

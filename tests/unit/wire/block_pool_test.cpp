@@ -241,12 +241,34 @@ TEST(FrameReaderPool, SmallBlocksAreNotPooledAndAnIdleReaderGivesItsBlockBack) {
   ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
   EXPECT_EQ(reader.prepare().size(), 256 * KiB);  // a full-size pooled block
 
-  // A small read, then nothing shares the big block: the reader drops back to a small block and
-  // the big one returns to the pool rather than staying pinned by an idle connection.
+  // Small reads keep rewinding the big block (a busy connection does not allocate)...
   ASSERT_EQ(feed_one(reader, data_frame(1, 16, 2), frame).kind, Kind::frame);
   ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
-  EXPECT_EQ(reader.prepare().size(), 1 * KiB);
+  EXPECT_EQ(reader.prepare().size(), 256 * KiB);
+  EXPECT_EQ(pool->cached(), 0u);
+  // ...until the connection goes quiet: then the big block returns to the pool rather than
+  // staying pinned, and the next read uses a small block.
+  EXPECT_TRUE(reader.release_idle_block());
   EXPECT_EQ(pool->cached(), 1u);
+  EXPECT_EQ(reader.prepare().size(), 1 * KiB);
+  EXPECT_FALSE(reader.release_idle_block());  // a small block is kept
+}
+
+TEST(FrameReaderPool, ABlockStillSharedOrHoldingAPartialFrameIsKept) {
+  auto pool = BlockPool::create(256 * KiB, 2);
+  FrameReader reader(64 * KiB, 256 * KiB, 1 * KiB, pool);
+  Frame frame;
+  ASSERT_EQ(feed_one(reader, data_frame(1, 3000, 1), frame).kind, Kind::frame);
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  const Slice held = reader.share(frame.payload);  // still being forwarded
+  EXPECT_FALSE(reader.release_idle_block());
+  // Half a frame waits in the block: letting go of it would lose the bytes.
+  const auto bytes = data_frame(3, 100, 4);
+  auto space = reader.prepare();
+  std::memcpy(space.data(), bytes.data(), 20);
+  reader.commit(20);
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  EXPECT_FALSE(reader.release_idle_block());
 }
 
 TEST(FrameReaderPool, APoolOfAnotherSizeIsNotUsed) {

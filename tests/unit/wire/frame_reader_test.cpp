@@ -1067,7 +1067,7 @@ TEST(FrameReaderSmallBlocks, StartsSmallGrowsForBigFramesAndShrinksWhenTrafficIs
   EXPECT_EQ(Buffer(held.bytes().begin(), held.bytes().end()), pattern(16, 8));
 }
 
-TEST(FrameReaderSmallBlocks, ReleasedBigBlockIsDroppedAfterSmallTraffic) {
+TEST(FrameReaderSmallBlocks, BigBlockIsRewoundWhileBusyAndDroppedOnceIdle) {
   FrameReader reader(64 * KiB, 256 * KiB, 1 * KiB);
   const Buffer big = data_frame(1, pattern(2000, 3));
   auto space = reader.prepare();
@@ -1086,6 +1086,9 @@ TEST(FrameReaderSmallBlocks, ReleasedBigBlockIsDroppedAfterSmallTraffic) {
   reader.commit(small.size());
   ASSERT_EQ(reader.next(frame).kind, Kind::frame);
   ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  // Small traffic keeps the big block (rewound, no allocation); going quiet gives it up.
+  EXPECT_EQ(reader.prepare().size(), 256 * KiB);
+  EXPECT_TRUE(reader.release_idle_block());
   EXPECT_EQ(reader.prepare().size(), 1 * KiB);
 }
 

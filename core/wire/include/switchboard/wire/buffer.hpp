@@ -42,8 +42,8 @@ struct Frame {
 class FrameReader {
 public:
   /// `small_block_size` (at most `block_size`) is the first block's size and the size the reader
-  /// returns to when the blocks it fills are released and its reads have become small, so that
-  /// idle connections hold little memory; by default every block is `block_size`. Full-size
+  /// returns to after release_idle_block(), so that idle connections hold little memory; by
+  /// default every block is `block_size`. Full-size
   /// blocks come from `pool` when it is given and its block size is `block_size`, so a reader
   /// whose blocks are still shared when it needs a new one does not allocate.
   FrameReader(std::uint32_t max_frame, std::size_t block_size, std::size_t small_block_size = 0,
@@ -51,10 +51,12 @@ public:
 
   /// Space to read into: at least the rest of the current frame, at least 1 byte.
   std::span<std::uint8_t> prepare();
-  void commit(std::size_t n) noexcept {
-    end_ += n;
-    last_commit_ = n;
-  }
+  void commit(std::size_t n) noexcept { end_ += n; }
+
+  /// Lets go of a full-size block that nothing shares and that holds no partial frame, so the
+  /// next read uses a small block: for a connection that has gone quiet. Called off the hot
+  /// path (a busy connection keeps rewinding the same block), returns whether it let go.
+  bool release_idle_block() noexcept;
 
   /// Decodes the next whole frame, or says need_more or error (sticky: the stream is broken).
   DecodeResult next(Frame& frame) noexcept;
@@ -70,7 +72,6 @@ private:
 
   BlockPtr<Block> block_;
   std::shared_ptr<BlockPool> pool_;
-  std::size_t last_commit_ = 0;
   std::size_t begin_ = 0;  // first undecoded byte
   std::size_t end_ = 0;    // one past the last byte read
   std::size_t needed_ = kHeaderSize;
