@@ -103,6 +103,10 @@ asio::awaitable<bool> Session::read_loop() {
       }
       if (!handle_frame(frame)) break;
     }
+    if (release_read_block_) {
+      release_read_block_ = false;
+      reader_.release_idle_block();
+    }
     if (closing_) {
       // Stop reading; the writer flushes the final frames, then closes the transport.
       co_return false;
@@ -149,7 +153,9 @@ void Session::on_watchdog() {
       queue_control_done();
     }
     if (!wrote_since_tick_) release_idle_buffers();
-    if (!read_since_tick_) reader_.release_idle_block();
+    // A read is pending into the reader's block while the connection is quiet: the block can
+    // only be let go between reads, so the read loop does it after the next one completes.
+    if (!read_since_tick_) release_read_block_ = true;
     wrote_since_tick_ = false;
     read_since_tick_ = false;
   }

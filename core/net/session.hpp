@@ -285,8 +285,9 @@ private:
   // A direct write (flush_now) left part of the composed write unsent: the writer sends the
   // rest, from this offset, before it composes anew.
   std::optional<std::size_t> resume_at_;
-  bool wrote_since_tick_ = false;  // the watchdog gives idle connections' buffers back
-  bool read_since_tick_ = false;   // and their full-size read blocks
+  bool wrote_since_tick_ = false;    // the watchdog gives idle connections' buffers back
+  bool read_since_tick_ = false;     // and their full-size read blocks
+  bool release_read_block_ = false;  // idle for a tick: the read loop lets its block go
 
   // Liveness and closing.
   Clock::time_point started_;

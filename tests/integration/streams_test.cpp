@@ -71,6 +71,25 @@ TEST_F(Streams, QuarterGibibyteIsChecksummedEndToEnd) {
   expect_echo(sender, 256ULL << 20, 256 * 1024, 4);
 }
 
+TEST(StreamsQuiet, BulkPeersThatGoQuietAndComeBackStillEchoIntact) {
+  // Bulk frames move a connection to full-size read blocks, which the relay gives back once the
+  // connection has been quiet for a watchdog tick (50 ms with these limits) while its next read
+  // is already waiting. Each quiet spell spans a few ticks; what is read after it must be whole.
+  test::InProcessRelay relay(test::fast_limits());
+  const auto channel = Uuid::random();
+  BlockingClient responder(options_for(relay.port(), channel, true));
+  responder.serve(test::echo);
+  BlockingClient sender(options_for(relay.port(), channel));
+  for (std::uint64_t round = 0; round < 3; ++round) {
+    expect_echo(sender, 256 * 1024, 60'000, 10 + round);
+    std::this_thread::sleep_for(std::chrono::milliseconds(180));  // quiet, not synchronisation
+    std::vector<std::uint8_t> response;
+    const std::string ping = "after a quiet spell";
+    ASSERT_TRUE(sender.send(Target::any(), test::as_bytes(ping), response).ok());
+    EXPECT_EQ(std::string(response.begin(), response.end()), ping);
+  }
+}
+
 TEST_F(Streams, SmallMessageIsOneFrameEachWay) {
   // A raw responder sees the whole request in the OPEN frame (body + FIN).
   test::RawPeer raw(relay_.port());

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -84,7 +85,23 @@ bool poll_until(F condition, milliseconds timeout) {
 class Driver {
 public:
   explicit Driver(const SoakOptions& options) : o_(options), rng_(options.seed) {}
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
+  // A run that ends by an exception (a peer that cannot reach a relay that died, say) still
+  // stops its threads, so the error is reported instead of aborting the process.
+  ~Driver() {
+    raw_stop_ = true;
+    if (raw_thread_.joinable()) raw_thread_.join();
+    {
+      std::lock_guard lock(watchdog_mutex_);
+      finished_ = true;
+    }
+    watchdog_wake_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+  }
   int run();
+  /// How the relay ended, when it is no longer running (for the report of a failed run).
+  std::string relay_fate() const;
 
 private:
   std::shared_ptr<SoakPeer> make_local(int channel_index);
@@ -130,6 +147,7 @@ private:
   std::condition_variable watchdog_wake_;
   bool finished_ = false;
   std::thread watchdog_;
+  std::thread raw_thread_;
   void start_watchdog(std::chrono::seconds bound);
 
   void count_fault(const std::string& kind) {
@@ -407,6 +425,18 @@ void Driver::start_watchdog(std::chrono::seconds bound) {
   });
 }
 
+std::string Driver::relay_fate() const {
+  if (!relay_) return "";
+  siginfo_t info{};
+  // WNOWAIT: look without reaping; the relay's owner still waits for it.
+  if (::waitid(P_PID, static_cast<id_t>(relay_->pid()), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+      info.si_pid == 0) {
+    return " (the relay is still running)";
+  }
+  if (info.si_code == CLD_EXITED) return fmt::format(" (the relay exited with {})", info.si_status);
+  return fmt::format(" (the relay was killed by {})", ::strsignal(info.si_status));
+}
+
 int Driver::run() {
   relay_ = std::make_unique<test::ServerProcess>(
       o_.server,
@@ -441,7 +471,7 @@ int Driver::run() {
   phase_ = "chaos";
   spawn_peers();
   const auto chaos_end = Clock::now() + std::chrono::seconds(o_.duration_s);
-  std::thread raw_thread([this] { raw_fault_loop(); });
+  raw_thread_ = std::thread([this] { raw_fault_loop(); });
   // The chaos loop: one fault every 250 to 600 ms, bounded by the duration and a step count.
   for (int step = 0; step < 1'000'000 && Clock::now() < chaos_end; ++step) {
     std::this_thread::sleep_for(milliseconds(250 + rng_() % 350));
@@ -451,7 +481,7 @@ int Driver::run() {
   }
   phase_ = "drain";
   raw_stop_ = true;
-  raw_thread.join();
+  raw_thread_.join();
   reap_frozen(false);
   const auto drain_ms = stop_and_drain(drained);
   auto report = ledger_.check(milliseconds(o_.margin_ms));
@@ -536,11 +566,11 @@ int Driver::run() {
 }  // namespace
 
 int run_soak(const SoakOptions& options) {
+  Driver driver(options);
   try {
-    Driver driver(options);
     return driver.run();
   } catch (const std::exception& e) {
-    fmt::print(stderr, "soak failed to run: {}\n", e.what());
+    fmt::print(stderr, "soak failed to run: {}{}\n", e.what(), driver.relay_fate());
     return 2;
   }
 }

@@ -55,7 +55,8 @@ public:
 
   /// Lets go of a full-size block that nothing shares and that holds no partial frame, so the
   /// next read uses a small block: for a connection that has gone quiet. Called off the hot
-  /// path (a busy connection keeps rewinding the same block), returns whether it let go.
+  /// path (a busy connection keeps rewinding the same block), and never while a read into the
+  /// space prepare() gave is still pending; returns whether it let go.
   bool release_idle_block() noexcept;
 
   /// Decodes the next whole frame, or says need_more or error (sticky: the stream is broken).
