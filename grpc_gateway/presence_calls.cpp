@@ -70,6 +70,7 @@ public:
     channel_ = *channel;
     asio::post(strand_, [self = shared_from_this(), grant] {
       arm_expiry(self->token_expiry_, grant, [self] {
+        if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
         self->stop(token_expired(self->gateway_, self->context_, "watch", self->channel_));
       });
       std::vector<Uuid> members;

@@ -284,6 +284,8 @@ void RespondCall::join() {
   enqueue(std::move(snapshot));
   check_slow_consumers();
   arm_expiry(token_expiry_, grant, [self = shared_from_this()] {
+    // Once Finish was called the context may be gone: do not build a status from it.
+    if (self->finished_ || self->done_ || self->final_status_) return;
     self->finish(token_expired(self->gateway_, self->context_, "respond", self->channel_));
   });
   read_more();

@@ -78,7 +78,10 @@ void SendCall::OnWriteDone(bool ok) {
   asio::post(strand_, [self = shared_from_this(), ok] { self->on_write_done(ok); });
 }
 void SendCall::OnCancel() {
-  asio::post(strand_, [self = shared_from_this()] { self->on_cancel(); });
+  // gRPC frees the context once the call is done, which may come before the strand runs the
+  // reaction: the deadline is read here, inside gRPC's callback.
+  const bool expired = deadline_passed(context_);
+  asio::post(strand_, [self = shared_from_this(), expired] { self->on_cancel(expired); });
 }
 void SendCall::OnDone() {
   asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
@@ -240,6 +243,7 @@ void SendCall::idle_check() {
 void SendCall::on_reset(const wire::Reset& reset) {
   if (!outcome_) outcome_ = reset.status;
   response_done_ = true;
+  if (finished_ || done_) return;  // Finish was called: the context may already be gone
   finish(to_grpc(context_, reset.status, reset.message, reset.app_code));
 }
 
@@ -326,8 +330,7 @@ void SendCall::on_write_done(bool ok) {
   pump();
 }
 
-void SendCall::on_cancel() {
-  const bool expired = deadline_passed(context_);
+void SendCall::on_cancel(bool expired) {
   if (!outcome_) outcome_ = expired ? Status::deadline_exceeded : Status::cancelled;
   if (target_ && !response_done_) {
     stop_reading();
@@ -335,6 +338,7 @@ void SendCall::on_cancel() {
                                    : wire::Reset{Status::cancelled, 0, "sender cancelled"});
     response_done_ = true;
   }
+  if (finished_ || done_) return;  // Finish was called: the context may already be gone
   finish(expired ? to_grpc(context_, Status::deadline_exceeded, "deadline exceeded")
                  : grpc::Status::CANCELLED);
 }

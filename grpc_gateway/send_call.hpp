@@ -50,7 +50,7 @@ private:
   void on_reset(const wire::Reset& reset);
   void on_credit(std::uint32_t bytes);
   void on_write_done(bool ok);
-  void on_cancel();
+  void on_cancel(bool expired);
   void on_done();
   void idle_check();
   void arm_idle_timer();
