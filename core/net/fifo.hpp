@@ -41,6 +41,11 @@ public:
     while (count_ > 0) pop_front();
   }
 
+  /// Makes room for `n` items at once, so a queue whose depth is known grows once.
+  void reserve(std::size_t n) {
+    if (n > slots_.size()) grow_to(n);
+  }
+
   /// Empties the queue and gives its storage back.
   void release() noexcept {
     // Rebuilt rather than swapped with an empty one: a small_vector swap keeps a heap buffer.
@@ -58,8 +63,9 @@ private:
     return index >= slots_.size() ? index - slots_.size() : index;
   }
 
-  void grow() {
-    const std::size_t capacity = slots_.empty() ? (Inline > 0 ? Inline : 4) : slots_.size() * 2;
+  void grow() { grow_to(slots_.empty() ? (Inline > 0 ? Inline : 4) : slots_.size() * 2); }
+
+  void grow_to(std::size_t capacity) {
     if (head_ == 0) {
       slots_.resize(capacity);  // already in order: the new slots go after the last item
       return;

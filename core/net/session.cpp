@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <bit>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -14,6 +15,8 @@ namespace switchboard::core::net {
 constexpr std::uint32_t kMaxHelloSize = 50 + wire::kMaxTokenSize;
 // A connection reads into a block this small until its traffic needs full-size blocks.
 constexpr std::size_t kIdleReadBlockSize = 1024;
+// Small frames in a big window would ask for more: their queue grows as it fills instead.
+constexpr std::size_t kMaxBulkQueueSlots = 256;
 
 Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
                  std::uint64_t connection_id, Clock::time_point accepted_at)
@@ -21,6 +24,8 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       executor_(transport_->get_executor()),
       context_(context),
       limits_(context.limits),
+      bulk_queue_slots_(std::bit_ceil(std::min<std::size_t>(
+          context.limits.stream_window / context.limits.max_frame + 2, kMaxBulkQueueSlots))),
       connection_id_(connection_id),
       // Until the handshake a HELLO with a full-size token must fit, whatever max_frame is.
       reader_(std::max<std::uint32_t>(context.limits.max_frame, kMaxHelloSize),
@@ -41,11 +46,12 @@ Session::~Session() { context_.counters.connections_open.fetch_sub(1, std::memor
 
 void Session::start() {
   spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
-  // Two coroutines and one timer per connection: an idle peer costs little memory.
+  // Two coroutines and three timer waits per connection: an idle peer costs little memory.
   loops_running_ = 2;
   spawn_loop(&Session::read_loop);
   spawn_loop(&Session::write_loop);
   arm_watchdog();
+  wait_stream_timer(Clock::time_point::max());
 }
 
 void Session::spawn_loop(asio::awaitable<bool> (Session::*loop)()) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "net/fifo.hpp"
+#include "net/handler_slot.hpp"
 #include "net/server_context.hpp"
 #include "net/transport.hpp"
 #include "registry/fanout.hpp"
@@ -163,6 +164,7 @@ private:
   };
   struct PendingBatch {
     using Targets = std::vector<std::pair<Session*, std::vector<Delivery>>>;
+    PendingBatch();
     bool open = false;
     // Target sessions in first-delivery order, each with its deliveries in call order.
     Targets targets;
@@ -197,6 +199,7 @@ private:
   void arm_timer(const StreamPtr& stream, Clock::time_point when);
   void on_timer(const StreamPtr& stream);
   void arm_stream_timer();
+  void wait_stream_timer(Clock::time_point due);
   void on_stream_timer();
   void touch(SessionStream& stream) noexcept;
 
@@ -231,6 +234,8 @@ private:
   std::atomic<std::uint32_t> deliveries_posted_{0};
   ServerContext& context_;
   const Limits& limits_;
+  // Slots a bulk stream's out_queue is given at once: a stream window of full-size frames.
+  const std::size_t bulk_queue_slots_;
   const std::uint64_t connection_id_;
   std::string remote_;
   wire::FrameReader reader_;
@@ -259,6 +264,7 @@ private:
   };
   std::vector<TimerEntry> timer_heap_;
   asio::steady_timer stream_timer_;
+  HandlerSlots stream_timer_memory_;  // a pending wait holds the session, so this outlives it
   Clock::time_point stream_timer_due_ = Clock::time_point::max();
   std::uint32_t last_client_stream_ = 0;
   std::uint32_t next_relay_stream_ = 2;

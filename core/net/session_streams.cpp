@@ -1,6 +1,7 @@
 // Stream handling on a session: frames from the client, deliveries from counterparts, timers.
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/post.hpp>
 #include <mutex>
 
@@ -19,6 +20,16 @@ bool is_client_id(std::uint32_t id) noexcept { return (id & 1U) == 1U; }
 
 // ---- Endpoint: called from any thread, hops onto the owning session's executor. ----
 
+Session::PendingBatch::PendingBatch() {
+  // Sized once per thread for a busy scope, so that a scope reaching more sessions than any
+  // before it rarely grows them in the middle of a flow.
+  constexpr std::size_t kSessionsPerScope = 64;
+  targets.reserve(kSessionsPerScope);
+  running.reserve(kSessionsPerScope);
+  flushes.reserve(kSessionsPerScope);
+  flushing.reserve(kSessionsPerScope);
+}
+
 Session::PendingBatch& Session::this_thread_batch() {
   thread_local PendingBatch batch;
   return batch;
@@ -30,6 +41,12 @@ Session::PendingBatch& Session::this_thread_batch() {
 template <typename List>
 class ListPool {
 public:
+  ListPool() {
+    // Lists for the hand-offs of a few busy flows at once, made before the first flow.
+    free_.resize(kFirstLists);
+    for (auto& list : free_) list.reserve(kFirstCapacity);
+  }
+
   List take() {
     std::lock_guard lock(mutex_);
     if (free_.empty()) return {};
@@ -45,6 +62,8 @@ public:
   }
 
 private:
+  static constexpr std::size_t kFirstLists = 8;
+  static constexpr std::size_t kFirstCapacity = 16;
   static constexpr std::size_t kMaxKeptLists = 64;
   static constexpr std::size_t kMaxKeptCapacity = 256;
   std::mutex mutex_;
@@ -520,7 +539,13 @@ void Session::on_data(const StreamPtr& stream, wire::Slice payload, bool fin) {
     }
     stream->out_queued += payload.size;
     context_.counters.queued_bytes.fetch_add(payload.size, std::memory_order_relaxed);
-    stream->out_queue.push_back(std::move(payload));
+    auto& queue = stream->out_queue;
+    if (queue.size() == queue.capacity() && queue.capacity() < bulk_queue_slots_) {
+      // More than a one-frame stream queues: size it for a window of full frames at once
+      // rather than growing it each time the flow runs deeper than before.
+      queue.reserve(bulk_queue_slots_);
+    }
+    queue.push_back(std::move(payload));
   }
   if (fin) stream->out_fin_pending = true;
   if (stream->role == StreamRole::broadcast_sink && stream->out_credit <= 0 &&
@@ -569,6 +594,10 @@ void Session::on_sink_done(const StreamPtr& stream, std::uint32_t sink, Status s
 void Session::register_stream(const StreamPtr& stream) {
   stream->registered = true;
   streams_.emplace(stream->id, stream);
+  if (timer_heap_.capacity() < streams_.size()) {
+    // Room for each stream's timer entry now, not when its timer is first armed mid-flow.
+    timer_heap_.reserve(std::max<std::size_t>(8, 2 * streams_.size()));
+  }
   context_.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
   context_.counters.streams_open.fetch_add(1, std::memory_order_relaxed);
 }
@@ -675,12 +704,22 @@ void Session::arm_timer(const StreamPtr& stream, Clock::time_point when) {
 
 void Session::arm_stream_timer() {
   if (timer_heap_.empty() || timer_heap_.front().due >= stream_timer_due_) return;
+  wait_stream_timer(timer_heap_.front().due);
+}
+
+void Session::wait_stream_timer(Clock::time_point due) {
   // Re-arming cancels the pending wait; its handler sees operation_aborted and does nothing.
-  stream_timer_due_ = timer_heap_.front().due;
-  stream_timer_.expires_at(stream_timer_due_);
-  stream_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    if (ec != asio::error::operation_aborted) self->on_stream_timer();
-  });
+  // A wait is always pending, until cleanup (due "never" when no stream has a timer), and its
+  // memory is the session's own: a broadcast receiver that runs out of credit arms it in the
+  // middle of a flow, which then neither allocates an operation nor grows the reactor's heap
+  // of pending timers.
+  stream_timer_due_ = due;
+  stream_timer_.expires_at(due);
+  stream_timer_.async_wait(
+      asio::bind_allocator(SlotAllocator<void>(stream_timer_memory_),
+                           [self = shared_from_this()](boost::system::error_code ec) {
+                             if (ec != asio::error::operation_aborted) self->on_stream_timer();
+                           }));
 }
 
 void Session::on_stream_timer() {
@@ -698,7 +737,9 @@ void Session::on_stream_timer() {
     stream->timer_armed = false;
     on_timer(stream);  // re-arms with a due time after now, or removes the stream
   }
-  arm_stream_timer();
+  if (stream_timer_due_ == Clock::time_point::max()) {
+    wait_stream_timer(timer_heap_.empty() ? Clock::time_point::max() : timer_heap_.front().due);
+  }
 }
 
 void Session::on_timer(const StreamPtr& stream) {

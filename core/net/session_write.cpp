@@ -17,6 +17,11 @@ constexpr std::size_t kMaxPieces = 512;
 constexpr std::size_t kBulkPieces = 8;
 // Bytes one stream may put in a write before the next ready stream gets its turn.
 constexpr std::uint32_t kQuantum = 64 * 1024;
+// Control bytes a bulk connection's buffers are sized for; up to this much queued control is
+// copied into the write's arena, and more (a presence snapshot) is swapped in instead.
+constexpr std::size_t kBulkControlBytes = 4096;
+// Streams whose bytes or end one write of a bulk connection carries, sized for up front.
+constexpr std::size_t kBulkStreamsPerWrite = 64;
 // A writer going idle keeps byte buffers up to this size; a burst (a presence snapshot of a big
 // channel) does not stay allocated on a quiet connection.
 constexpr std::size_t kIdleBufferBytes = 1024;
@@ -194,10 +199,18 @@ void Session::compose_write() {
     pieces_.reserve(kMaxPieces);
     gather_.reserve(kMaxPieces);
     in_flight_.reserve(kMaxPieces);
-    arena_.reserve(kMaxPieces * wire::kHeaderSize);
+    arena_.reserve(kBulkControlBytes + kMaxPieces * wire::kHeaderSize);
+    control_.reserve(kBulkControlBytes);
+    written_.reserve(kBulkStreamsPerWrite);
+    finished_out_.reserve(kBulkStreamsPerWrite);
   }
-  if (!control_.empty()) {
-    arena_.swap(control_);
+  if (control_.size() > kBulkControlBytes) {
+    arena_.swap(control_);  // not copied; the buffers' capacities change places this once
+    pieces_.push_back(Piece{nullptr, 0, arena_.size()});
+  } else if (!control_.empty()) {
+    // Copied rather than swapped, so that each buffer keeps the capacity it grew to.
+    arena_.insert(arena_.end(), control_.begin(), control_.end());
+    control_.clear();
     pieces_.push_back(Piece{nullptr, 0, arena_.size()});
   }
   if (closing_) {

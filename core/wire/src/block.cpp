@@ -82,6 +82,18 @@ BlockPtr<Block> BlockPool::acquire() {
   return BlockPtr<Block>::from_counted(block);
 }
 
+void BlockPool::fill() {
+  std::size_t missing = 0;
+  {
+    const std::lock_guard lock(mutex_);
+    missing = max_cached_ - free_.size();
+  }
+  // Allocated outside the lock; recycle() frees whatever finds the pool full meanwhile.
+  for (; missing > 0; --missing) {
+    recycle(Block::allocate(block_size_).release_ownership());
+  }
+}
+
 std::size_t BlockPool::cached() const {
   const std::lock_guard lock(mutex_);
   return free_.size();

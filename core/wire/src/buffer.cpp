@@ -63,11 +63,18 @@ bool FrameReader::release_idle_block() noexcept {
   }
   block_.reset();  // a pooled block goes back to its pool
   begin_ = end_ = 0;
+  pool_filled_ = false;
   return true;
 }
 
-BlockPtr<Block> FrameReader::new_block(std::size_t size) const {
-  if (pool_ && size == pool_->block_size()) return pool_->acquire();
+BlockPtr<Block> FrameReader::new_block(std::size_t size) {
+  if (pool_ && size == pool_->block_size()) {
+    if (!pool_filled_) {
+      pool_->fill();
+      pool_filled_ = true;
+    }
+    return pool_->acquire();
+  }
   return Block::allocate(size);
 }
 

@@ -80,6 +80,30 @@ TEST(Fifo, InlineItemsLiveInTheQueueUntilItOutgrowsThem) {
   EXPECT_EQ(queue.front(), 4);
 }
 
+TEST(Fifo, ReserveGrowsOnceAndKeepsTheOrderOfAWrappedRing) {
+  Fifo<int, 2> queue;
+  for (int i = 0; i < 4; ++i) queue.push_back(i);
+  queue.pop_front();
+  queue.pop_front();
+  queue.push_back(4);
+  queue.push_back(5);  // wrapped: the ring holds 2 3 | 4 5 from its middle
+  queue.reserve(32);
+  EXPECT_EQ(queue.capacity(), 32U);
+  const int* storage = &queue.front();
+  for (int i = 6; i < 32 + 2; ++i) queue.push_back(i);  // fills it without growing
+  EXPECT_EQ(queue.capacity(), 32U);
+  for (int expected = 2; expected < 34; ++expected) {
+    ASSERT_EQ(queue.front(), expected);
+    if (expected == 2) {
+      EXPECT_EQ(&queue.front(), storage);
+    }
+    queue.pop_front();
+  }
+  EXPECT_TRUE(queue.empty());
+  queue.reserve(8);  // smaller than it has: nothing changes
+  EXPECT_EQ(queue.capacity(), 32U);
+}
+
 TEST(Fifo, PopDropsTheItemsReferenceAtOnce) {
   Fifo<wire::Slice, 2> queue;
   const wire::Slice slice = wire::Slice::copy_of(std::vector<std::uint8_t>{1, 2, 3});

@@ -108,6 +108,28 @@ TEST(BlockPool, KeepsNoMoreThanItsCap) {
   EXPECT_EQ(pool->cached(), 3u);
 }
 
+TEST(BlockPool, FillMakesItsCapOfFreeBlocksAndKeepsNoMore) {
+  auto pool = BlockPool::create(1 * KiB, 3);
+  BlockPtr<Block> out = pool->acquire();
+  pool->fill();
+  EXPECT_EQ(pool->cached(), 3u);  // besides the one outstanding
+  std::set<const Block*> filled;
+  std::vector<BlockPtr<Block>> blocks;
+  for (int i = 0; i < 3; ++i) {
+    blocks.push_back(pool->acquire());
+    filled.insert(blocks.back().get());
+    std::memset(blocks.back()->data(), 0x33, blocks.back()->capacity());
+  }
+  EXPECT_EQ(filled.size(), 3u);
+  EXPECT_EQ(filled.count(out.get()), 0u);
+  EXPECT_EQ(pool->cached(), 0u);
+  blocks.clear();
+  out.reset();  // the pool is full again: this one is freed
+  EXPECT_EQ(pool->cached(), 3u);
+  pool->fill();  // already full: nothing more
+  EXPECT_EQ(pool->cached(), 3u);
+}
+
 TEST(BlockPool, ZeroCapFreesEveryBlock) {
   auto pool = BlockPool::create(1 * KiB, 0);
   pool->acquire().reset();
@@ -237,21 +259,31 @@ TEST(FrameReaderPool, SmallBlocksAreNotPooledAndAnIdleReaderGivesItsBlockBack) {
   EXPECT_EQ(reader.prepare().size(), 1 * KiB);
   Frame frame;
   ASSERT_EQ(feed_one(reader, data_frame(1, 3000, 1), frame).kind, Kind::frame);
-  EXPECT_EQ(pool->cached(), 0u);
+  // The frame outgrew the small block, so the reader took a full-size one from the pool, and
+  // filled the pool first for the flow to come: two made, one taken.
+  EXPECT_EQ(pool->cached(), 1u);
   ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
-  EXPECT_EQ(reader.prepare().size(), 256 * KiB);  // a full-size pooled block
+  EXPECT_EQ(reader.prepare().size(), 256 * KiB);  // the same full-size block, rewound
+  EXPECT_EQ(pool->cached(), 1u);
 
   // Small reads keep rewinding the big block (a busy connection does not allocate)...
   ASSERT_EQ(feed_one(reader, data_frame(1, 16, 2), frame).kind, Kind::frame);
   ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
   EXPECT_EQ(reader.prepare().size(), 256 * KiB);
-  EXPECT_EQ(pool->cached(), 0u);
+  EXPECT_EQ(pool->cached(), 1u);
   // ...until the connection goes quiet: then the big block returns to the pool rather than
   // staying pinned, and the next read uses a small block.
   EXPECT_TRUE(reader.release_idle_block());
-  EXPECT_EQ(pool->cached(), 1u);
+  EXPECT_EQ(pool->cached(), 2u);
   EXPECT_EQ(reader.prepare().size(), 1 * KiB);
   EXPECT_FALSE(reader.release_idle_block());  // a small block is kept
+
+  // Back to full-size blocks after a quiet spell: the pool is filled again before one is taken.
+  BlockPtr<Block> elsewhere = pool->acquire();  // another reader's, say
+  ASSERT_EQ(feed_one(reader, data_frame(1, 3000, 3), frame).kind, Kind::frame);
+  EXPECT_EQ(pool->cached(), 1u);  // two free again, then one taken
+  ASSERT_EQ(reader.next(frame).kind, Kind::need_more);
+  EXPECT_EQ(reader.prepare().size(), 256 * KiB);
 }
 
 TEST(FrameReaderPool, ABlockStillSharedOrHoldingAPartialFrameIsKept) {

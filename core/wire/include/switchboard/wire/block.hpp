@@ -135,6 +135,10 @@ public:
 
   /// A block of `block_size()` bytes: a free one if any, else a new one.
   BlockPtr<Block> acquire();
+  /// Allocates blocks until `max_cached()` are free. A reader calls it when it starts taking
+  /// full-size blocks, so that a flow allocates before its first frames rather than each time
+  /// more of its blocks are in flight than ever before. Throws std::bad_alloc.
+  void fill();
 
   std::size_t block_size() const noexcept { return block_size_; }
   std::size_t max_cached() const noexcept { return max_cached_; }

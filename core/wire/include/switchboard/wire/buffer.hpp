@@ -43,9 +43,10 @@ class FrameReader {
 public:
   /// `small_block_size` (at most `block_size`) is the first block's size and the size the reader
   /// returns to after release_idle_block(), so that idle connections hold little memory; by
-  /// default every block is `block_size`. Full-size
-  /// blocks come from `pool` when it is given and its block size is `block_size`, so a reader
-  /// whose blocks are still shared when it needs a new one does not allocate.
+  /// default every block is `block_size`. Full-size blocks come from `pool` when it is given and
+  /// its block size is `block_size`, so a reader whose blocks are still shared when it needs a
+  /// new one does not allocate; the reader fills the pool when it takes its first full-size block
+  /// (and again after release_idle_block), so a flow needs no allocation after it starts.
   FrameReader(std::uint32_t max_frame, std::size_t block_size, std::size_t small_block_size = 0,
               std::shared_ptr<BlockPool> pool = nullptr);
 
@@ -69,7 +70,7 @@ public:
   std::size_t buffered() const noexcept { return end_ - begin_; }
 
 private:
-  BlockPtr<Block> new_block(std::size_t size) const;
+  BlockPtr<Block> new_block(std::size_t size);
 
   BlockPtr<Block> block_;
   std::shared_ptr<BlockPool> pool_;
@@ -79,6 +80,7 @@ private:
   std::uint32_t max_frame_;
   std::size_t block_size_;
   std::size_t small_block_size_;
+  bool pool_filled_ = false;
   DecodeError error_ = DecodeError::none;
 };
 
