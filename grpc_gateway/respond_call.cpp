@@ -339,7 +339,12 @@ void RespondCall::on_data(std::uint64_t id, wire::Slice payload, bool fin) {
   out.last = fin;
   auto* chunk = out.message.mutable_chunk();
   chunk->set_id(id);
-  chunk->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
+  // A chunk from a gRPC sender is its parsed message's own string: it moves, not copied.
+  if (std::string bytes; payload.release_string(bytes)) {
+    chunk->set_data(std::move(bytes));
+  } else {
+    chunk->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
+  }
   chunk->set_last(fin);
   enqueue(std::move(out));
 }

@@ -46,12 +46,11 @@ Session::~Session() { context_.counters.connections_open.fetch_sub(1, std::memor
 
 void Session::start() {
   spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
-  // Two coroutines and three timer waits per connection: an idle peer costs little memory.
+  // Two coroutines and one timer wait per connection: an idle peer costs little memory.
   loops_running_ = 2;
   spawn_loop(&Session::read_loop);
   spawn_loop(&Session::write_loop);
   arm_watchdog();
-  wait_stream_timer(Clock::time_point::max());
 }
 
 void Session::spawn_loop(asio::awaitable<bool> (Session::*loop)()) {

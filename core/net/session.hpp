@@ -264,7 +264,9 @@ private:
   };
   std::vector<TimerEntry> timer_heap_;
   asio::steady_timer stream_timer_;
-  HandlerSlots stream_timer_memory_;  // a pending wait holds the session, so this outlives it
+  // Made with the first stream (an idle peer does without): a pending wait holds the session,
+  // so this outlives it.
+  std::unique_ptr<HandlerSlots> stream_timer_memory_;
   Clock::time_point stream_timer_due_ = Clock::time_point::max();
   std::uint32_t last_client_stream_ = 0;
   std::uint32_t next_relay_stream_ = 2;

@@ -598,6 +598,7 @@ void Session::register_stream(const StreamPtr& stream) {
     // Room for each stream's timer entry now, not when its timer is first armed mid-flow.
     timer_heap_.reserve(std::max<std::size_t>(8, 2 * streams_.size()));
   }
+  if (!stream_timer_memory_ && !closed_) wait_stream_timer(Clock::time_point::max());
   context_.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
   context_.counters.streams_open.fetch_add(1, std::memory_order_relaxed);
 }
@@ -709,14 +710,15 @@ void Session::arm_stream_timer() {
 
 void Session::wait_stream_timer(Clock::time_point due) {
   // Re-arming cancels the pending wait; its handler sees operation_aborted and does nothing.
-  // A wait is always pending, until cleanup (due "never" when no stream has a timer), and its
-  // memory is the session's own: a broadcast receiver that runs out of credit arms it in the
-  // middle of a flow, which then neither allocates an operation nor grows the reactor's heap
-  // of pending timers.
+  // From the first stream on, a wait is always pending until cleanup (due "never" when no stream
+  // has a timer), in memory of the session's own: a broadcast receiver that runs out of credit
+  // arms it in the middle of a flow, which then neither allocates an operation nor grows the
+  // reactor's heap of pending timers.
+  if (!stream_timer_memory_) stream_timer_memory_ = std::make_unique<HandlerSlots>();
   stream_timer_due_ = due;
   stream_timer_.expires_at(due);
   stream_timer_.async_wait(
-      asio::bind_allocator(SlotAllocator<void>(stream_timer_memory_),
+      asio::bind_allocator(SlotAllocator<void>(*stream_timer_memory_),
                            [self = shared_from_this()](boost::system::error_code ec) {
                              if (ec != asio::error::operation_aborted) self->on_stream_timer();
                            }));

@@ -200,7 +200,7 @@ TEST_F(Gateway, OpenMetadataBeyondTheNativeOpenLimitsIsInvalidArgument) {
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_data("body");
     for (int i = 0; i < entries; ++i) {
-      (*open.mutable_open()->mutable_metadata())["k" + std::to_string(i)] =
+      (*open.mutable_open()->mutable_metadata())[std::string("k").append(std::to_string(i))] =
           std::string(value_size, 'v');
     }
     call->Write(open);

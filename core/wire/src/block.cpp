@@ -29,6 +29,11 @@ BlockPtr<Block> Block::adopt(std::string&& bytes) {
   return BlockPtr<Block>::from_counted(new (memory) Block(data, string->size(), Storage::string));
 }
 
+std::string* Block::adopted_string() noexcept {
+  if (storage_ != Storage::string) return nullptr;
+  return std::launder(reinterpret_cast<std::string*>(after_header(this)));
+}
+
 void Block::dispose() noexcept {
   if (pool_) {
     // The local keeps the pool alive through recycle() even if this block held its last owner.
@@ -40,9 +45,7 @@ void Block::dispose() noexcept {
 }
 
 void Block::destroy() noexcept {
-  if (storage_ == Storage::string) {
-    std::launder(reinterpret_cast<std::string*>(after_header(this)))->~basic_string();
-  }
+  if (std::string* string = adopted_string()) string->~basic_string();
   this->~Block();
   ::operator delete(static_cast<void*>(this));
 }

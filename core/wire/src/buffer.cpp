@@ -28,6 +28,19 @@ Slice Slice::adopt(std::string&& bytes) {
   return Slice{std::move(block), data, size};
 }
 
+bool Slice::release_string(std::string& out) noexcept {
+  if (!block || block.use_count() != 1) return false;
+  // The only owner: nobody else reads the bytes, so the block may give its string away.
+  std::string* string = const_cast<Block*>(block.get())->adopted_string();
+  if (string == nullptr || data != reinterpret_cast<const std::uint8_t*>(string->data()) ||
+      size != string->size()) {
+    return false;
+  }
+  out = std::move(*string);
+  *this = Slice{};
+  return true;
+}
+
 FrameReader::FrameReader(std::uint32_t max_frame, std::size_t block_size,
                          std::size_t small_block_size, std::shared_ptr<BlockPool> pool)
     : pool_(std::move(pool)),

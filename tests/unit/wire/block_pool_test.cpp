@@ -227,6 +227,35 @@ TEST(BlockAdopt, HoldsTheStringsBytes) {
   EXPECT_EQ(block->data()[2999], 'x');
 }
 
+TEST(BlockAdopt, ASoleWholeSliceGivesItsStringBackWithoutACopy) {
+  std::string text(3000, 'y');
+  const char* storage = text.data();
+  Slice slice = Slice::adopt(std::move(text));
+  {
+    Slice shared = slice;  // a second owner: the string stays where it is
+    std::string out;
+    EXPECT_FALSE(shared.release_string(out));
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(shared.size, 3000u);
+  }
+  Slice front = slice;
+  Slice part = front.take_front(10);  // covers part of the string only
+  std::string out;
+  EXPECT_FALSE(front.release_string(out));
+  front = Slice{};
+  Slice copy = Slice::copy_of(part.bytes());  // not an adopted string
+  EXPECT_FALSE(copy.release_string(out));
+
+  EXPECT_EQ(slice.block.use_count(), 2);  // `part` still holds it
+  EXPECT_FALSE(slice.release_string(out));
+  part = Slice{};
+  ASSERT_TRUE(slice.release_string(out));
+  EXPECT_EQ(out.data(), storage);  // the same bytes, moved
+  EXPECT_EQ(out, std::string(3000, 'y'));
+  EXPECT_FALSE(slice.block);
+  EXPECT_EQ(slice.size, 0u);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The frame reader with a pool
 

@@ -356,7 +356,7 @@ std::vector<Buffer> mixed_frames(const std::vector<std::size_t>& data_bodies,
     Open open;
     open.kind = StreamKind::to_peer;
     open.peer = make_uuid(static_cast<std::uint8_t>(seed));
-    open.metadata = {{"k" + std::to_string(seed), "v"}};
+    open.metadata = {{std::string("k").append(std::to_string(seed)), "v"}};
     const std::uint32_t stream = 2 * seed + 1;
     bodies.push_back(encode([&](Buffer& b) { append_open(b, stream, open, body, false); }));
     ++seed;

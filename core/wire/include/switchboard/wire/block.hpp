@@ -92,6 +92,8 @@ public:
   const std::uint8_t* data() const noexcept { return data_; }
   std::size_t capacity() const noexcept { return capacity_; }
   long use_count() const noexcept { return refs_.load(std::memory_order_acquire); }
+  /// The string whose storage the block adopted (Block::adopt), or nullptr.
+  std::string* adopted_string() noexcept;
 
 private:
   template <typename T>

@@ -26,6 +26,11 @@ struct Slice {
   /// A slice over all of `bytes`, whose storage becomes the block's without a copy (a decoded
   /// protobuf `bytes` field forwarded as is). One allocation, for the block's header.
   static Slice adopt(std::string&& bytes);
+  /// Gives back the string an adopt()ed block holds, when this slice is its block's only owner
+  /// and covers all of it (a chunk from a gRPC peer on its way to another): the bytes then
+  /// change hands without a copy, and the slice is left empty. Otherwise returns false and
+  /// changes nothing.
+  bool release_string(std::string& out) noexcept;
 };
 
 /// One decoded frame; `payload` points into the reader's current block.
