@@ -11,12 +11,14 @@ namespace switchboard::gateway {
 
 namespace asio = boost::asio;
 
-// ---- IncomingLink: deliveries from a sender, posted onto the call's strand. ----
+// ---- IncomingLink: deliveries from a sender, run on the call's Serial. ----
 
+// Run here when the call is idle. Not drained: the sender may hold its read lock, which a queued
+// write completion (returning credit to that sender) would take.
 void IncomingLink::deliver_data(wire::Slice payload, bool fin) {
-  asio::post(call_->strand_, [call = call_, id = id_, payload = std::move(payload), fin]() mutable {
-    call->on_data(id, std::move(payload), fin);
-  });
+  call_->serial_.dispatch([call = call_, id = id_, payload = std::move(payload),
+                           fin]() mutable { call->on_data(id, std::move(payload), fin); },
+                          false, call_);
 }
 void IncomingLink::deliver_end(wire::End end) {
   // A requester that ends its request with an error status aborts it.
@@ -24,11 +26,10 @@ void IncomingLink::deliver_end(wire::End end) {
                             std::move(end.message)});
 }
 void IncomingLink::deliver_reset(wire::Reset reset) {
-  asio::post(call_->strand_,
-             [call = call_, id = id_, reset = std::move(reset)] { call->on_reset(id, reset); });
+  call_->post([call = call_, id = id_, reset = std::move(reset)] { call->on_reset(id, reset); });
 }
 void IncomingLink::deliver_credit(std::uint32_t bytes, std::uint32_t) {
-  asio::post(call_->strand_, [call = call_, id = id_, bytes] { call->on_credit(id, bytes); });
+  call_->post([call = call_, id = id_, bytes] { call->on_credit(id, bytes); });
 }
 
 // ---- The call. ----
@@ -44,16 +45,16 @@ RespondCall* RespondCall::start(GatewayContext& gateway, grpc::CallbackServerCon
 RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
-      strand_(asio::make_strand(gateway.next_call_executor())),
-      watchdog_(strand_),
-      token_expiry_(strand_) {}
+      serial_(gateway.next_call_executor()),
+      watchdog_(serial_.executor()),
+      token_expiry_(serial_.executor()) {}
 
+// gRPC's thread holds none of our locks here: the reaction runs, and drains, where it lands.
 void RespondCall::OnReadDone(bool ok) {
-  asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+  serial_.dispatch([this, ok] { read_done(ok); }, true, shared_from_this());
 }
-// The next queued message starts here rather than from the strand, so consecutive writes are
-// not paced by two thread hand-offs each; what the finished write means (credit, ends) is still
-// decided on the strand.
+// The next queued message starts here, before the Serial runs, so consecutive writes are not
+// paced by the handlers; what the finished write means (credit, ends) is decided on the Serial.
 void RespondCall::OnWriteDone(bool ok) {
   Written written;
   bool next = false;
@@ -62,29 +63,26 @@ void RespondCall::OnWriteDone(bool ok) {
     written.id = writing_.id;
     written.bytes = writing_.bytes;
     written.last = writing_.last;
-    written.size = writing_.bytes + static_cast<std::size_t>(writing_.message.ByteSizeLong());
+    written.size = writing_.size;
     write_pending_ = false;
     if (ok && writes_open_ && !outbox_.empty()) {
-      writing_ = std::move(outbox_.front());
-      outbox_.pop_front();
-      write_pending_ = true;
+      take_next_write();
       next = true;
     }
   }
-  // Posted first: the strand sees the writes' completions in order.
-  asio::post(strand_,
-             [self = shared_from_this(), ok, written] { self->on_write_done(ok, written); });
+  // Handed to the Serial before the next write starts: it sees the writes' completions in order.
+  serial_.dispatch([this, ok, written] { on_write_done(ok, written); }, true, shared_from_this());
   if (next) StartWrite(&writing_.message);
 }
 void RespondCall::OnCancel() {
-  asio::post(strand_, [self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
+  post([self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
 }
 void RespondCall::OnDone() {
-  asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
+  post([self = shared_from_this()] { self->on_done(); });
 }
 
 void RespondCall::on_presence(const wire::Presence& event) {
-  asio::post(strand_, [self = shared_from_this(), event] {
+  post([self = shared_from_this(), event] {
     if (self->done_ || self->final_status_) return;
     Outgoing out;
     auto* update = out.message.mutable_presence();
@@ -105,7 +103,9 @@ std::shared_ptr<core::Endpoint> RespondCall::accept_stream(core::StreamOffer off
   }
   const std::uint64_t id = next_id_.fetch_add(1);
   auto link = std::make_shared<IncomingLink>(shared_from_this(), id);
-  asio::post(strand_, [self = shared_from_this(), id, offer = std::move(offer)]() mutable {
+  // Posted, never run here: the registry may hold its lock while it offers the stream. The
+  // sender's first chunk queues behind it.
+  post([self = shared_from_this(), id, offer = std::move(offer)]() mutable {
     self->on_incoming(id, std::move(offer));
   });
   return link;
@@ -269,7 +269,7 @@ void RespondCall::join() {
     drain_token_ = gateway_.next_call_id++;
     gateway_.drainers.emplace(drain_token_, [weak = weak_from_this()] {
       if (auto self = weak.lock()) {
-        asio::post(self->strand_, [self] { self->drain(); });
+        self->post([self] { self->drain(); });
       }
     });
   }
@@ -283,12 +283,15 @@ void RespondCall::join() {
   for (const auto& id : joined.others) update->add_peers(id.to_string());
   enqueue(std::move(snapshot));
   check_slow_consumers();
-  arm_expiry(token_expiry_, grant, [self = shared_from_this()] {
-    // Once Finish was called the context may be gone: do not build a status from it.
-    if (self->finished_ || self->done_ || self->final_status_) return;
-    self->finish(token_expired(self->gateway_, self->context_, "respond", self->channel_));
-  });
+  arm_expiry(token_expiry_, grant,
+             [self = shared_from_this()] { self->post([self] { self->token_expired_now(); }); });
   read_more();
+}
+
+void RespondCall::token_expired_now() {
+  // Once Finish was called the context may be gone: do not build a status from it.
+  if (finished_ || done_ || final_status_) return;
+  finish(token_expired(gateway_, context_, "respond", channel_));
 }
 
 void RespondCall::drain() {
@@ -365,7 +368,7 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
     std::lock_guard lock(write_mutex_);
     std::erase_if(outbox_, [&](const Outgoing& out) {
       if (out.id != id) return false;
-      outbox_bytes_ -= out.bytes;
+      outbox_bytes_ -= out.size;
       return true;
     });
   }
@@ -403,7 +406,8 @@ void RespondCall::enqueue(Outgoing outgoing) {
       it->second.queued += outgoing.bytes;
     }
   }
-  outbox_bytes_ += outgoing.bytes + static_cast<std::size_t>(outgoing.message.ByteSizeLong());
+  outgoing.size = outgoing.bytes + static_cast<std::size_t>(outgoing.message.ByteSizeLong());
+  outbox_bytes_ += outgoing.size;
   {
     std::lock_guard lock(write_mutex_);
     outbox_.push_back(std::move(outgoing));
@@ -424,9 +428,7 @@ void RespondCall::pump() {
     std::lock_guard lock(write_mutex_);
     if (write_pending_) return;
     if (!outbox_.empty()) {
-      writing_ = std::move(outbox_.front());
-      outbox_.pop_front();
-      write_pending_ = true;
+      take_next_write();
       start = true;
     } else if (final_status_) {
       finished_ = true;
@@ -438,6 +440,14 @@ void RespondCall::pump() {
   } else if (finished_) {
     Finish(*final_status_);
   }
+}
+
+// Moves the outbox's first message into `writing_`. Called with write_mutex_ held and the outbox
+// not empty.
+void RespondCall::take_next_write() {
+  writing_ = std::move(outbox_.front());
+  outbox_.pop_front();
+  write_pending_ = true;
 }
 
 void RespondCall::on_write_done(bool ok, const Written& written) {
@@ -493,7 +503,7 @@ void RespondCall::check_slow_consumers() {
   }
   watchdog_.expires_after(gateway_.limits.slow_consumer_timeout / 4);
   watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (!ec) self->check_slow_consumers();
+    if (!ec) self->post([self] { self->check_slow_consumers(); });
   });
 }
 

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -12,6 +11,7 @@
 
 #include "grpc_gateway/gateway_context.hpp"
 #include "grpc_gateway/mapping.hpp"
+#include "grpc_gateway/serial.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
@@ -35,9 +35,10 @@ private:
   std::uint64_t id_;
 };
 
-/// Reactor and registry peer. Every field is owned by the call's strand, where gRPC reactions and
-/// registry/core deliveries are posted, except the write side (`write_mutex_`): OnWriteDone starts
-/// the next queued message itself.
+/// Reactor and registry peer. Every field is owned by the call's Serial, which runs gRPC reactions
+/// and registry/core deliveries one at a time, except the write side (`write_mutex_`): OnWriteDone
+/// starts the next queued message itself. The hot reactions (a read or a write done, a request
+/// chunk) run on the thread they arrive on whenever the Serial is idle; the rest are posted.
 class RespondCall final
     : public grpc::ServerBidiReactor<pb::RespondClientMessage, pb::RespondServerMessage>,
       public core::Peer,
@@ -74,6 +75,7 @@ private:
     std::uint64_t id = 0;  // 0: not a stream message
     std::uint32_t bytes = 0;
     bool last = false;
+    std::size_t size = 0;  // as counted in outbox_bytes_
   };
   struct Written {  // what the strand needs of a finished write
     std::uint64_t id = 0;
@@ -82,6 +84,10 @@ private:
     std::size_t size = 0;  // as counted in outbox_bytes_
   };
 
+  template <class F>
+  void post(F&& handler) {
+    serial_.post(std::forward<F>(handler), shared_from_this());
+  }
   void read_done(bool ok);
   void join();
   void on_incoming(std::uint64_t id, core::StreamOffer offer);
@@ -92,17 +98,19 @@ private:
   void on_done();
   void enqueue(Outgoing outgoing);
   void pump();
+  void take_next_write();
   void read_more();
   void drop(std::uint64_t id, Status status, const std::string& message, bool tell_client);
   void finish(grpc::Status status);
   void leave();
   void check_slow_consumers();
+  void token_expired_now();
   void drain();
 
   GatewayContext& gateway_;
   CountedCall counted_{gateway_.core.counters.grpc};
   grpc::CallbackServerContext* context_;
-  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  Serial serial_;
   boost::asio::steady_timer watchdog_;
   boost::asio::steady_timer token_expiry_;
   std::shared_ptr<RespondCall> self_;

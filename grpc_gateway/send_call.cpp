@@ -98,8 +98,22 @@ void SendCall::deliver_reset(wire::Reset reset) {
   asio::post(strand_,
              [self = shared_from_this(), reset = std::move(reset)] { self->on_reset(reset); });
 }
+// Credit concerns only the read side, so it is taken here, under the read lock, and the next read
+// starts at once: a responder's write completion reads the sender's next chunk without a thread
+// hand-off. Callers hold no lock of this call (a target's deliveries never run its handlers
+// inside OnReadDone's lock: see IncomingLink::deliver_data).
 void SendCall::deliver_credit(std::uint32_t bytes, std::uint32_t) {
-  asio::post(strand_, [self = shared_from_this(), bytes] { self->on_credit(bytes); });
+  {
+    std::lock_guard lock(read_mutex_);
+    credit_ += bytes;
+    if (read_pending_ || !reading_ || credit_ <= 0) {
+      touch();
+      return;
+    }
+    read_pending_ = true;
+  }
+  touch();
+  StartRead(&in_);
 }
 
 // ---- On the strand. ----
@@ -277,15 +291,6 @@ void SendCall::on_end(const wire::End& end) {
   pump();
 }
 
-void SendCall::on_credit(std::uint32_t bytes) {
-  {
-    std::lock_guard lock(read_mutex_);
-    credit_ += bytes;
-  }
-  touch();
-  if (!done_ && !final_status_) read_more();
-}
-
 // Starts the next write, or finishes once the outbox is empty and the status is known.
 void SendCall::pump() {
   if (write_pending_ || finished_ || done_) return;
@@ -299,6 +304,7 @@ void SendCall::pump() {
       // through the strand before the trailers (the whole latency of a small request). Nothing
       // follows, so the responder needs no credit for these bytes.
       finished_ = true;
+      stop_reading();  // no read may start once Finish is called
       gateway_.core.counters.grpc.payload_bytes_out.fetch_add(writing_bytes_,
                                                               std::memory_order_relaxed);
       StartWriteAndFinish(&writing_, grpc::WriteOptions(), *final_status_);
@@ -310,6 +316,7 @@ void SendCall::pump() {
   }
   if (final_status_) {
     finished_ = true;
+    stop_reading();
     Finish(*final_status_);
   }
 }

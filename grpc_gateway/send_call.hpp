@@ -18,10 +18,10 @@ namespace switchboard::gateway {
 
 /// The reactor and the endpoint the responder's side delivers to. gRPC reactions and core
 /// deliveries are posted onto the call's strand, which owns every field except the read side:
-/// once the stream is open, request chunks go from OnReadDone straight to the target and the
-/// next read starts there while credit remains, so reads are not paced by the strand. The read
-/// side is guarded by `read_mutex_`. The object lives until OnDone has run and no counterpart
-/// holds it.
+/// once the stream is open, request chunks go from OnReadDone straight to the target, and the
+/// next read starts there while credit remains or from the target's credit delivery, so reads
+/// are not paced by the strand. The read side is guarded by `read_mutex_`. The object lives until
+/// OnDone has run and no counterpart holds it.
 class SendCall final : public grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>,
                        public core::Endpoint,
                        public std::enable_shared_from_this<SendCall> {
@@ -48,7 +48,6 @@ private:
   void on_data(wire::Slice payload, bool fin);
   void on_end(const wire::End& end);
   void on_reset(const wire::Reset& reset);
-  void on_credit(std::uint32_t bytes);
   void on_write_done(bool ok);
   void on_cancel(bool expired);
   void on_done();
