@@ -23,8 +23,8 @@ SendCall* SendCall::start(GatewayContext& gateway, grpc::CallbackServerContext* 
 SendCall::SendCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
-      strand_(asio::make_strand(gateway.next_call_executor())),
-      idle_timer_(strand_),
+      serial_(gateway.next_call_executor()),
+      idle_timer_(serial_.executor()),
       last_activity_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
 
 void SendCall::touch() noexcept {
@@ -35,12 +35,13 @@ void SendCall::touch() noexcept {
 // ---- On gRPC's thread: request chunks once the stream is open. ----
 
 // Forwarding here and starting the next read at once keeps a read in flight whenever the target
-// has credit, instead of waiting for two thread hand-offs (to the strand and back) per message.
+// has credit, instead of waiting for two thread hand-offs (to the Serial and back) per message.
 void SendCall::OnReadDone(bool ok) {
   bool next = false;
   {
-    // Deliveries only post, so they are made under the lock: none can follow a stop (and the
-    // reset the strand sends after it), and the target sees the chunks in read order.
+    // Deliveries are made under the lock, so none can follow a stop (and the reset the Serial
+    // sends after it) and the target sees the chunks in read order. A target never runs this
+    // call's handlers inside a delivery (they take this lock): it posts them.
     std::lock_guard lock(read_mutex_);
     read_pending_ = false;
     if (!reading_ || (ok && in_.kind_case() != pb::SendClientMessage::kChunk)) {
@@ -68,35 +69,37 @@ void SendCall::OnReadDone(bool ok) {
   if (next) {
     StartRead(&in_);
   } else {
-    asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+    serial_.dispatch([this, ok] { read_done(ok); }, true, shared_from_this());
   }
 }
 
-// ---- Posting onto the strand. ----
+// ---- Handing over to the Serial. ----
 
 void SendCall::OnWriteDone(bool ok) {
-  asio::post(strand_, [self = shared_from_this(), ok] { self->on_write_done(ok); });
+  serial_.dispatch([this, ok] { on_write_done(ok); }, true, shared_from_this());
 }
 void SendCall::OnCancel() {
-  // gRPC frees the context once the call is done, which may come before the strand runs the
+  // gRPC frees the context once the call is done, which may come before the Serial runs the
   // reaction: the deadline is read here, inside gRPC's callback.
   const bool expired = deadline_passed(context_);
-  asio::post(strand_, [self = shared_from_this(), expired] { self->on_cancel(expired); });
+  post([self = shared_from_this(), expired] { self->on_cancel(expired); });
 }
 void SendCall::OnDone() {
-  asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
+  post([self = shared_from_this()] { self->on_done(); });
 }
+// Response bytes run here when the Serial is idle; not drained, since the caller may be a target
+// inside its own handlers. Ends and resets are always posted: a target may deliver them from
+// inside this call's OnReadDone, under the read lock their handlers take.
 void SendCall::deliver_data(wire::Slice payload, bool fin) {
-  asio::post(strand_, [self = shared_from_this(), payload = std::move(payload), fin]() mutable {
-    self->on_data(std::move(payload), fin);
-  });
+  serial_.dispatch([self = shared_from_this(), payload = std::move(payload),
+                    fin]() mutable { self->on_data(std::move(payload), fin); },
+                   false, shared_from_this());
 }
 void SendCall::deliver_end(wire::End end) {
-  asio::post(strand_, [self = shared_from_this(), end = std::move(end)] { self->on_end(end); });
+  post([self = shared_from_this(), end = std::move(end)] { self->on_end(end); });
 }
 void SendCall::deliver_reset(wire::Reset reset) {
-  asio::post(strand_,
-             [self = shared_from_this(), reset = std::move(reset)] { self->on_reset(reset); });
+  post([self = shared_from_this(), reset = std::move(reset)] { self->on_reset(reset); });
 }
 // Credit concerns only the read side, so it is taken here, under the read lock, and the next read
 // starts at once: a responder's write completion reads the sender's next chunk without a thread
@@ -116,7 +119,7 @@ void SendCall::deliver_credit(std::uint32_t bytes, std::uint32_t) {
   StartRead(&in_);
 }
 
-// ---- On the strand. ----
+// ---- On the Serial. ----
 
 void SendCall::finish(grpc::Status status) {
   if (finished_ || done_) return;
@@ -234,7 +237,7 @@ void SendCall::arm_idle_timer() {
       std::chrono::steady_clock::duration{last_activity_.load(std::memory_order_relaxed)}};
   idle_timer_.expires_at(last + idle_timeout_);
   idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (!ec) self->idle_check();
+    if (!ec) self->post([self] { self->idle_check(); });
   });
 }
 
@@ -301,7 +304,7 @@ void SendCall::pump() {
     outbox_bytes_.pop_front();
     if (outbox_.empty() && final_status_) {
       // The response's last bytes and its status leave in one batch: no OnWriteDone trip
-      // through the strand before the trailers (the whole latency of a small request). Nothing
+      // through the Serial before the trailers (the whole latency of a small request). Nothing
       // follows, so the responder needs no credit for these bytes.
       finished_ = true;
       stop_reading();  // no read may start once Finish is called

@@ -3,7 +3,6 @@
 
 #include <atomic>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -11,16 +10,18 @@
 
 #include "grpc_gateway/gateway_context.hpp"
 #include "grpc_gateway/mapping.hpp"
+#include "grpc_gateway/serial.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
 namespace switchboard::gateway {
 
-/// The reactor and the endpoint the responder's side delivers to. gRPC reactions and core
-/// deliveries are posted onto the call's strand, which owns every field except the read side:
+/// The reactor and the endpoint the responder's side delivers to. The call's Serial runs gRPC
+/// reactions and core deliveries one at a time (a read or write completion and response bytes
+/// on the thread they arrive on when it is idle) and owns every field except the read side:
 /// once the stream is open, request chunks go from OnReadDone straight to the target, and the
 /// next read starts there while credit remains or from the target's credit delivery, so reads
-/// are not paced by the strand. The read side is guarded by `read_mutex_`. The object lives until
+/// are not paced by the Serial. The read side is guarded by `read_mutex_`. The object lives until
 /// OnDone has run and no counterpart holds it.
 class SendCall final : public grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>,
                        public core::Endpoint,
@@ -41,6 +42,10 @@ public:
   void deliver_sink_done(std::uint32_t, Status) override {}
 
 private:
+  template <class F>
+  void post(F&& handler) {
+    serial_.post(std::forward<F>(handler), shared_from_this());
+  }
   void read_done(bool ok);
   void stop_reading();
   void touch() noexcept;
@@ -61,7 +66,7 @@ private:
   CountedCall counted_{gateway_.core.counters.grpc};
   std::optional<Status> outcome_;  // the stream's final status, first one decided wins
   grpc::CallbackServerContext* context_;
-  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  Serial serial_;
   boost::asio::steady_timer idle_timer_;
   std::shared_ptr<SendCall> self_;  // released once OnDone has run
 
@@ -72,7 +77,7 @@ private:
   bool finished_ = false;
   std::shared_ptr<core::Endpoint> target_;
 
-  // The read side, shared by OnReadDone (gRPC's thread) and the strand.
+  // The read side, shared by OnReadDone (gRPC's thread), credit deliveries and the Serial.
   std::mutex read_mutex_;
   bool read_pending_ = false;  // a StartRead is in flight
   bool reading_ = false;       // open, and neither end has stopped the request
