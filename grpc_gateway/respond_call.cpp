@@ -103,11 +103,13 @@ std::shared_ptr<core::Endpoint> RespondCall::accept_stream(core::StreamOffer off
   }
   const std::uint64_t id = next_id_.fetch_add(1);
   auto link = std::make_shared<IncomingLink>(shared_from_this(), id);
-  // Posted, never run here: the registry may hold its lock while it offers the stream. The
-  // sender's first chunk queues behind it.
-  post([self = shared_from_this(), id, offer = std::move(offer)]() mutable {
-    self->on_incoming(id, std::move(offer));
-  });
+  // Run here when the call is idle (senders offer streams holding no registry lock), else queued:
+  // either way before the sender's first chunk. Not drained, as for a chunk.
+  serial_.dispatch(
+      [self = shared_from_this(), id, offer = std::move(offer)]() mutable {
+        self->on_incoming(id, std::move(offer));
+      },
+      false, shared_from_this());
   return link;
 }
 
