@@ -217,17 +217,21 @@ void SendCall::open() {
   }
   opened_ = true;
   count_stream_start(gateway_);
+  const auto first_bytes = static_cast<std::int64_t>(request.data().size());
   gateway_.core.counters.grpc.payload_bytes_in.fetch_add(request.data().size(),
                                                          std::memory_order_relaxed);
+  idle_timeout_ = request.idle_timeout_ms() != 0
+                      ? std::chrono::milliseconds(request.idle_timeout_ms())
+                      : gateway_.limits.default_idle_timeout;
   {
     std::lock_guard lock(read_mutex_);
     reading_ = true;
     read_target_ = target_;
-    credit_ = gateway_window(gateway_) - static_cast<std::int64_t>(request.data().size());
+    // Added, not set: the target may already have returned credit for the open's data.
+    credit_ += gateway_window(gateway_) - first_bytes;
   }
-  idle_timeout_ = request.idle_timeout_ms() != 0
-                      ? std::chrono::milliseconds(request.idle_timeout_ms())
-                      : gateway_.limits.default_idle_timeout;
+  // From here a credit delivery may start the next read into in_ on another thread: the open
+  // message is not looked at again.
   if (idle_timeout_.count() > 0) arm_idle_timer();
   read_more();
 }

@@ -72,6 +72,82 @@ TEST_F(Gateway, GrpcSenderToNativeResponderStreamsBothWays) {
   EXPECT_EQ(response, body);
 }
 
+// The open's data uses the whole window: the rest of the body moves only on the credit the
+// responder returns for it, which may reach the call before the open is done with.
+TEST_F(Gateway, AnOpenCarryingAWholeWindowIsFollowedByTheRestOfTheBody) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  const std::size_t window = test::fast_limits().stream_window;
+  std::string body(window + 3 * 65536 + 5, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 13 + 1);
+  grpc::ClientContext context;
+  auto call = stub_->Send(&context);
+  std::thread writer([&] {
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_data(body.substr(0, window));
+    if (!call->Write(open)) return;
+    for (std::size_t at = window; at < body.size(); at += 65536) {
+      pb::SendClientMessage message;
+      message.mutable_chunk()->set_data(body.substr(at, 65536));
+      if (!call->Write(message)) return;
+    }
+    call->WritesDone();
+  });
+  std::string response;
+  pb::SendServerMessage in;
+  while (call->Read(&in)) response += in.chunk().data();
+  writer.join();
+  const auto status = call->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response, body);
+}
+
+// gRPC on both sides: the chunks and the credit pass between two calls of the gateway.
+TEST_F(Gateway, GrpcSenderToGrpcResponderStreamsBothWays) {
+  grpc::ClientContext respond_context;
+  auto respond = stub_->Respond(&respond_context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondServerMessage in;
+  ASSERT_TRUE(respond->Read(&in));
+  ASSERT_TRUE(in.has_joined());
+  const std::string grpc_peer = in.joined().peer_id();
+  ASSERT_TRUE(respond->Read(&in));  // the presence snapshot
+
+  // Echoes each incoming piece back as it comes, then ends the response with the request.
+  std::thread echo([&] {
+    pb::RespondServerMessage incoming;
+    for (bool last = false; !last && respond->Read(&incoming);) {
+      pb::RespondClientMessage out;
+      if (incoming.has_start()) {
+        out.mutable_chunk()->set_request_id(incoming.start().id());
+        out.mutable_chunk()->set_data(incoming.start().data());
+        last = incoming.start().last();
+      } else if (incoming.has_chunk()) {
+        out.mutable_chunk()->set_request_id(incoming.chunk().id());
+        out.mutable_chunk()->set_data(incoming.chunk().data());
+        last = incoming.chunk().last();
+      } else {
+        continue;
+      }
+      out.mutable_chunk()->set_last(last);
+      if (!respond->Write(out)) return;
+    }
+  });
+  std::string body(3 * 1024 * 1024 + 17, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 7 + 3);
+  grpc::ClientContext context;
+  std::string response;
+  const auto status = send(context, grpc_peer, body, response);
+  echo.join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response, body);
+  respond_context.TryCancel();
+  (void)respond->Finish();
+}
+
 TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
   grpc::ClientContext context;
   auto respond = stub_->Respond(&context);
