@@ -101,22 +101,19 @@ void SendCall::deliver_end(wire::End end) {
 void SendCall::deliver_reset(wire::Reset reset) {
   post([self = shared_from_this(), reset = std::move(reset)] { self->on_reset(reset); });
 }
-// Credit concerns only the read side, so it is taken here, under the read lock, and the next read
-// starts at once: a responder's write completion reads the sender's next chunk without a thread
-// hand-off. Callers hold no lock of this call (a target's deliveries never run its handlers
-// inside OnReadDone's lock: see IncomingLink::deliver_data).
+// Credit is taken here, under the read lock; the next read starts on the Serial, in order with
+// Finish (a read started after it could outlive the call's stream), which is this thread when
+// the call is idle: a responder's write completion reads the sender's next chunk without a
+// thread hand-off. Callers hold no lock of this call.
 void SendCall::deliver_credit(std::uint32_t bytes, std::uint32_t) {
+  bool wanted = false;
   {
     std::lock_guard lock(read_mutex_);
     credit_ += bytes;
-    if (read_pending_ || !reading_ || credit_ <= 0) {
-      touch();
-      return;
-    }
-    read_pending_ = true;
+    wanted = !read_pending_ && reading_ && credit_ > 0;
   }
   touch();
-  StartRead(&in_);
+  if (wanted) serial_.dispatch([this] { read_more(); }, false, shared_from_this());
 }
 
 // ---- On the Serial. ----
