@@ -235,8 +235,9 @@ std::int64_t one_rpc(pb::Switchboard::Stub& stub, const pb::SendClientMessage& o
   return bench::now_ns() - start;
 }
 
-// Sequential round trips: one RPC each (--mode rpc), or ping-pong of chunks on one Send stream
-// to the direct server (--mode pingpong, the cheapest a gRPC round trip gets).
+// Sequential round trips: one RPC each (--mode rpc), all on one Requests stream through the
+// gateway (--mode mux), or ping-pong of chunks on one Send stream to the direct server
+// (--mode pingpong, the cheapest a gRPC round trip gets).
 int rr(const bench::Args& args) {
   const auto n = args.num("n", 5000);
   const auto warmup = args.num("warmup", 500);
@@ -278,8 +279,42 @@ int rr(const bench::Args& args) {
     call->WritesDone();
     const auto status = call->Finish();
     if (!status.ok()) throw std::runtime_error("ping-pong stream: " + describe(status));
+  } else if (mode == "mux") {
+    // Every request on one Requests stream, each under its own id: open with the body, last.
+    grpc::ClientContext context;
+    auto call = stub->Requests(&context);
+    pb::RequestsClientMessage request;
+    *request.mutable_open()->mutable_open() = open_message(args).open();
+    request.mutable_open()->mutable_open()->set_data(body);
+    request.mutable_open()->set_last(true);
+    pb::RequestsServerMessage in;
+    std::uint64_t id = 0;
+    auto round_trip = [&] {
+      const auto t0 = bench::now_ns();
+      request.mutable_open()->set_id(++id);
+      if (!call->Write(request)) throw std::runtime_error("request write failed");
+      std::size_t received = 0;
+      for (bool last = false; !last;) {
+        if (!call->Read(&in)) throw std::runtime_error("stream ended: " + describe(call->Finish()));
+        if (in.has_end()) {
+          throw std::runtime_error("request ended with status " +
+                                   std::to_string(in.end().status()) + ": " + in.end().message());
+        }
+        received += in.chunk().data().size();
+        last = in.chunk().last();
+      }
+      if (received == 0) throw std::runtime_error("empty response");
+      return bench::now_ns() - t0;
+    };
+    for (std::uint64_t i = 0; i < warmup; ++i) round_trip();
+    const auto start = bench::now_ns();
+    for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(round_trip()));
+    elapsed = bench::now_ns() - start;
+    call->WritesDone();
+    const auto status = call->Finish();
+    if (!status.ok()) throw std::runtime_error("requests stream: " + describe(status));
   } else {
-    throw std::invalid_argument("--mode is rpc or pingpong");
+    throw std::invalid_argument("--mode is rpc, mux or pingpong");
   }
   bench::Json json;
   json.add("workload", "gw-rr").add("system", args.str("system", "gw")).add("mode", mode);
@@ -290,14 +325,15 @@ int rr(const bench::Args& args) {
 }
 
 void usage() {
-  std::fprintf(stderr,
-               "usage: gw-bench COMMAND --port P [flags]   (gRPC port; loopback only)\n"
-               "  serve-direct [--reply-size 128]   gRPC Send server without a relay; prints\n"
-               "                                    'listening 127.0.0.1:PORT'\n"
-               "  respond --channel UUID [--reply-size 128]   gRPC Respond peer; prints 'ready'\n"
-               "  stream [--channel UUID] [--bytes 1G --chunk 64K] [--system NAME]\n"
-               "  rr [--channel UUID] [--mode rpc|pingpong] [--n 5000 --warmup 500 --size 128]\n"
-               "every command: [--timeout SECONDS (120)]; workloads print one JSON line.\n");
+  std::fprintf(
+      stderr,
+      "usage: gw-bench COMMAND --port P [flags]   (gRPC port; loopback only)\n"
+      "  serve-direct [--reply-size 128]   gRPC Send server without a relay; prints\n"
+      "                                    'listening 127.0.0.1:PORT'\n"
+      "  respond --channel UUID [--reply-size 128]   gRPC Respond peer; prints 'ready'\n"
+      "  stream [--channel UUID] [--bytes 1G --chunk 64K] [--system NAME]\n"
+      "  rr [--channel UUID] [--mode rpc|mux|pingpong] [--n 5000 --warmup 500 --size 128]\n"
+      "every command: [--timeout SECONDS (120)]; workloads print one JSON line.\n");
 }
 
 }  // namespace

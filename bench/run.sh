@@ -337,24 +337,28 @@ run_gw_stream() {
     --bytes "$STREAM_BYTES" --system grpc-direct --timeout 200
 }
 
-# Every gRPC request through the gateway is one Send RPC; the baseline is ping-pong on one direct
-# stream (grpc-direct), and one direct RPC per request is measured beside it (grpc-direct-rpc).
+# gRPC requests through the gateway, each its own Send RPC and all on one Requests stream (-mux);
+# the baseline is ping-pong on one direct stream (grpc-direct), and one direct RPC per request is
+# measured beside it (grpc-direct-rpc).
 run_gw_rr() {
-  local r=$1 ch resp GRPC_FLAG=(--grpc-listen 127.0.0.1:0)
+  local r=$1 ch resp mode suffix GRPC_FLAG=(--grpc-listen 127.0.0.1:0)
   local sizes=(--n "$LAT_N" --warmup "$LAT_WARM" --size 128 --timeout 200)
-  start_relay; ch=$(uuid)
-  start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
-  wait_line resp '^ready'
-  drive gw-rr gw-native "$r" "$GW" rr --port "$GRPC_PORT" --channel "$ch" --mode rpc \
-    --system gw-native "${sizes[@]}"
-  stop_roles "$resp"
+  for mode in rpc mux; do
+    suffix=""; [[ $mode == mux ]] && suffix="-mux"
+    start_relay; ch=$(uuid)
+    start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+    wait_line resp '^ready'
+    drive gw-rr "gw-native$suffix" "$r" "$GW" rr --port "$GRPC_PORT" --channel "$ch" \
+      --mode "$mode" --system "gw-native$suffix" "${sizes[@]}"
+    stop_roles "$resp"
 
-  start_relay; ch=$(uuid)
-  start_bg gwresp "$GW" respond --port "$GRPC_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
-  wait_line gwresp '^ready'
-  drive gw-rr gw-grpc "$r" "$GW" rr --port "$GRPC_PORT" --channel "$ch" --mode rpc \
-    --system gw-grpc "${sizes[@]}"
-  stop_roles "$resp"
+    start_relay; ch=$(uuid)
+    start_bg gwresp "$GW" respond --port "$GRPC_PORT" --channel "$ch" --timeout 200; resp=$BG_PID
+    wait_line gwresp '^ready'
+    drive gw-rr "gw-grpc$suffix" "$r" "$GW" rr --port "$GRPC_PORT" --channel "$ch" \
+      --mode "$mode" --system "gw-grpc$suffix" "${sizes[@]}"
+    stop_roles "$resp"
+  done
 
   start_grpc_direct
   drive gw-rr grpc-direct "$r" "$GW" rr --port "$DIRECT_GRPC_PORT" --mode pingpong \

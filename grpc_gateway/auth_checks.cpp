@@ -43,6 +43,19 @@ std::optional<grpc::Status> check_token(GatewayContext& gateway,
   return to_grpc(context, decision.status, decision.reason);
 }
 
+std::optional<RequestRefusal> check_request_token(GatewayContext& gateway,
+                                                  grpc::CallbackServerContext* context,
+                                                  const std::string& token_field,
+                                                  const Uuid& channel, std::optional<Uuid> peer,
+                                                  core::auth::Permission permission) {
+  auto decision = gateway.core.authenticator.authorize(request_token(context, token_field), channel,
+                                                       peer, permission);
+  if (decision.ok()) return std::nullopt;
+  core::net::record_auth_refusal(gateway.core, decision, "grpc",
+                                 core::auth::permission_name(permission), channel);
+  return RequestRefusal{decision.status, decision.reason};
+}
+
 grpc::Status token_expired(GatewayContext& gateway, grpc::CallbackServerContext* context,
                            const char* call, const Uuid& channel) {
   gateway.core.counters.auth_failures[static_cast<std::size_t>(core::auth::Failure::expired_token)]

@@ -23,6 +23,19 @@ std::optional<grpc::Status> check_token(GatewayContext& gateway,
                                         std::optional<Uuid> peer, core::auth::Permission permission,
                                         core::auth::Grant& grant);
 
+/// A refusal of one request among many on a call: the status and reason to end it with.
+struct RequestRefusal {
+  Status status;
+  std::string reason;
+};
+
+/// As check_token, for one request of a call that carries many: the call goes on either way.
+std::optional<RequestRefusal> check_request_token(GatewayContext& gateway,
+                                                  grpc::CallbackServerContext* context,
+                                                  const std::string& token_field,
+                                                  const Uuid& channel, std::optional<Uuid> peer,
+                                                  core::auth::Permission permission);
+
 /// Arms `timer` (on the call's strand) to call `on_expired` when `grant` runs out; no-op for a
 /// grant without expiry.
 template <typename Handler>

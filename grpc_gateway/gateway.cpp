@@ -13,6 +13,7 @@
 #include "grpc_gateway/broadcast_call.hpp"
 #include "grpc_gateway/heap_trim.hpp"
 #include "grpc_gateway/presence_calls.hpp"
+#include "grpc_gateway/requests_call.hpp"
 #include "grpc_gateway/respond_call.hpp"
 #include "grpc_gateway/send_call.hpp"
 
@@ -30,6 +31,10 @@ public:
   grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>* Send(
       grpc::CallbackServerContext* context) override {
     return SendCall::start(gateway_, context);
+  }
+  grpc::ServerBidiReactor<pb::RequestsClientMessage, pb::RequestsServerMessage>* Requests(
+      grpc::CallbackServerContext* context) override {
+    return RequestsCall::start(gateway_, context);
   }
   grpc::ServerBidiReactor<pb::BroadcastClientMessage, pb::BroadcastServerMessage>* Broadcast(
       grpc::CallbackServerContext* context) override {

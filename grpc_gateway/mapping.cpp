@@ -129,6 +129,10 @@ Checked<OpenRequest> check_first(const pb::SendClientMessage& first) {
   return check_open(open.channel(), &open.target(), open.sender_peer_id(), open.metadata());
 }
 
+Checked<OpenRequest> check_open(const pb::SendOpen& open) {
+  return check_open(open.channel(), &open.target(), open.sender_peer_id(), open.metadata());
+}
+
 Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first) {
   if (first.kind_case() != pb::BroadcastClientMessage::kOpen) {
     return rejected<OpenRequest>("the first message of Broadcast must be open");

@@ -52,6 +52,8 @@ struct Checked {
 Checked<JoinRequest> check_first(const pb::RespondClientMessage& first);
 Checked<OpenRequest> check_first(const pb::SendClientMessage& first);
 Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first);
+/// The open of one request of a Requests call.
+Checked<OpenRequest> check_open(const pb::SendOpen& open);
 
 /// A status a client sent (ResponseEnd, StreamCancel); a value outside the enum is `fallback`.
 Status status_from_client(int value, Status fallback);

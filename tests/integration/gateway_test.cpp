@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "support/clients.hpp"
@@ -436,6 +438,196 @@ TEST_F(Gateway, DuplicateRespondPeerIdIsAlreadyExists) {
   const auto status = respond->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
   EXPECT_EQ(trailer(context, "switchboard-status"), "REFUSED");
+}
+
+// ---- Requests: many requests on one stream. ----
+
+pb::RequestsClientMessage request_open(std::uint64_t id, const Uuid& channel,
+                                       const std::string& data, bool last,
+                                       const std::string& target = "") {
+  pb::RequestsClientMessage message;
+  auto* open = message.mutable_open();
+  open->set_id(id);
+  open->mutable_open()->set_channel(channel.to_string());
+  open->mutable_open()->set_target(target);
+  open->mutable_open()->set_data(data);
+  open->set_last(last);
+  return message;
+}
+
+pb::RequestsClientMessage request_chunk(std::uint64_t id, const std::string& data, bool last) {
+  pb::RequestsClientMessage message;
+  message.mutable_chunk()->set_id(id);
+  message.mutable_chunk()->set_data(data);
+  message.mutable_chunk()->set_last(last);
+  return message;
+}
+
+TEST_F(Gateway, ManyRequestsOnOneStreamEachGetTheirOwnResponse) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  grpc::ClientContext context;
+  auto call = stub_->Requests(&context);
+  // Three requests open at once, their chunks interleaved; each body ends on a chunk.
+  const std::string big(300 * 1024, 'z');
+  ASSERT_TRUE(call->Write(request_open(1, channel_id_, "one:", false)));
+  ASSERT_TRUE(call->Write(request_open(2, channel_id_, "two:", false)));
+  ASSERT_TRUE(call->Write(request_open(3, channel_id_, "", false)));
+  ASSERT_TRUE(call->Write(request_chunk(3, big, false)));
+  ASSERT_TRUE(call->Write(request_chunk(2, "b", false)));
+  ASSERT_TRUE(call->Write(request_chunk(1, "a", true)));
+  ASSERT_TRUE(call->Write(request_chunk(3, "!", true)));
+  ASSERT_TRUE(call->Write(request_chunk(2, "c", true)));
+  std::map<std::uint64_t, std::string> responses;
+  std::set<std::uint64_t> ended;
+  pb::RequestsServerMessage in;
+  while (ended.size() < 3 && call->Read(&in)) {
+    ASSERT_TRUE(in.has_chunk()) << in.DebugString();
+    responses[in.chunk().request_id()] += in.chunk().data();
+    if (in.chunk().last()) ended.insert(in.chunk().request_id());
+  }
+  EXPECT_EQ(responses[1], "one:a");
+  EXPECT_EQ(responses[2], "two:bc");
+  EXPECT_EQ(responses[3], big + "!");
+  // An id is free again once its response ended.
+  ASSERT_TRUE(call->Write(request_open(1, channel_id_, "again", true)));
+  std::string again;
+  for (bool last = false; !last && call->Read(&in);) {
+    ASSERT_TRUE(in.has_chunk());
+    EXPECT_EQ(in.chunk().request_id(), 1u);
+    again += in.chunk().data();
+    last = in.chunk().last();
+  }
+  EXPECT_EQ(again, "again");
+  call->WritesDone();
+  EXPECT_FALSE(call->Read(&in));
+  const auto status = call->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST_F(Gateway, ARefusedRequestEndsAloneAndTheStreamGoesOn) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  grpc::ClientContext context;
+  auto call = stub_->Requests(&context);
+  ASSERT_TRUE(call->Write(request_open(5, channel_id_, "x", true, Uuid::random().to_string())));
+  pb::RequestsServerMessage in;
+  ASSERT_TRUE(call->Read(&in));
+  ASSERT_TRUE(in.has_end()) << in.DebugString();
+  EXPECT_EQ(in.end().request_id(), 5u);
+  EXPECT_EQ(in.end().status(), pb::NO_RESPONDERS);
+  ASSERT_TRUE(call->Write(request_open(6, channel_id_, "y", true)));
+  std::string response;
+  for (bool last = false; !last;) {
+    ASSERT_TRUE(call->Read(&in));
+    ASSERT_TRUE(in.has_chunk()) << in.DebugString();
+    EXPECT_EQ(in.chunk().request_id(), 6u);
+    response += in.chunk().data();
+    last = in.chunk().last();
+  }
+  EXPECT_EQ(response, "y");
+  context.TryCancel();
+  (void)call->Finish();
+}
+
+TEST_F(Gateway, AnOpenWhoseIdIsStillOpenIsInvalidArgument) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  grpc::ClientContext context;
+  auto call = stub_->Requests(&context);
+  ASSERT_TRUE(call->Write(request_open(1, channel_id_, "x", false)));
+  (void)call->Write(request_open(1, channel_id_, "y", false));
+  pb::RequestsServerMessage in;
+  while (call->Read(&in)) {
+  }
+  const auto status = call->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(trailer(context, "switchboard-status"), "PROTOCOL_ERROR");
+}
+
+// A gRPC responder that never answers: one request runs out of its deadline, another is
+// cancelled by its sender; the responder learns both, and the stream stays usable.
+TEST_F(Gateway, RequestDeadlineAndCancelReachTheResponder) {
+  grpc::ClientContext respond_context;
+  auto respond = stub_->Respond(&respond_context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondServerMessage incoming;
+  ASSERT_TRUE(respond->Read(&incoming));
+  ASSERT_TRUE(respond->Read(&incoming));
+
+  grpc::ClientContext context;
+  auto call = stub_->Requests(&context);
+  auto late = request_open(1, channel_id_, "late", true);
+  late.mutable_open()->set_deadline_ms(100);
+  ASSERT_TRUE(call->Write(late));
+  ASSERT_TRUE(respond->Read(&incoming));
+  ASSERT_TRUE(incoming.has_start());
+  EXPECT_GT(incoming.start().deadline_ms(), 0u);
+  EXPECT_LE(incoming.start().deadline_ms(), 100u);
+  pb::RequestsServerMessage in;
+  ASSERT_TRUE(call->Read(&in));
+  ASSERT_TRUE(in.has_end()) << in.DebugString();
+  EXPECT_EQ(in.end().request_id(), 1u);
+  EXPECT_EQ(in.end().status(), pb::DEADLINE_EXCEEDED);
+  ASSERT_TRUE(respond->Read(&incoming));
+  ASSERT_TRUE(incoming.has_reset()) << incoming.DebugString();
+  EXPECT_EQ(incoming.reset().status(), pb::DEADLINE_EXCEEDED);
+
+  ASSERT_TRUE(call->Write(request_open(2, channel_id_, "never mind", false)));
+  ASSERT_TRUE(respond->Read(&incoming));
+  ASSERT_TRUE(incoming.has_start());
+  const auto second = incoming.start().id();
+  pb::RequestsClientMessage cancel;
+  cancel.mutable_cancel()->set_id(2);
+  ASSERT_TRUE(call->Write(cancel));
+  ASSERT_TRUE(respond->Read(&incoming));
+  ASSERT_TRUE(incoming.has_reset()) << incoming.DebugString();
+  EXPECT_EQ(incoming.reset().id(), second);
+  EXPECT_EQ(incoming.reset().status(), pb::CANCELLED);
+
+  call->WritesDone();
+  EXPECT_FALSE(call->Read(&in));
+  EXPECT_TRUE(call->Finish().ok());
+  respond_context.TryCancel();
+  (void)respond->Finish();
+}
+
+// Requests past the per-call limit are refused alone; a half-closed call lets its open request
+// finish before it ends OK.
+TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTheRest) {
+  auto limits = test::fast_limits();
+  limits.max_streams_per_connection = 2;
+  test::InProcessRelay relay(limits);
+  const auto channel_id = Uuid::random();
+  auto stub = pb::Switchboard::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(relay.server().grpc_port()),
+                          grpc::InsecureChannelCredentials()));
+  BlockingClient responder(options_for(relay.port(), channel_id, true));
+  responder.serve(test::echo);
+  grpc::ClientContext context;
+  auto call = stub->Requests(&context);
+  ASSERT_TRUE(call->Write(request_open(1, channel_id, "a", false)));
+  ASSERT_TRUE(call->Write(request_open(2, channel_id, "b", false)));
+  ASSERT_TRUE(call->Write(request_open(3, channel_id, "c", false)));
+  pb::RequestsServerMessage in;
+  ASSERT_TRUE(call->Read(&in));
+  ASSERT_TRUE(in.has_end()) << in.DebugString();
+  EXPECT_EQ(in.end().request_id(), 3u);
+  EXPECT_EQ(in.end().status(), pb::RESOURCE_EXHAUSTED);
+  ASSERT_TRUE(call->Write(request_chunk(1, "1", true)));
+  ASSERT_TRUE(call->Write(request_chunk(2, "2", true)));
+  call->WritesDone();
+  std::map<std::uint64_t, std::string> responses;
+  while (call->Read(&in)) {
+    ASSERT_TRUE(in.has_chunk()) << in.DebugString();
+    responses[in.chunk().request_id()] += in.chunk().data();
+  }
+  const auto status = call->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(responses[1], "a1");
+  EXPECT_EQ(responses[2], "b2");
 }
 
 }  // namespace
