@@ -19,12 +19,12 @@ void RequestLink::deliver_data(wire::Slice payload, bool fin) {
 }
 void RequestLink::deliver_end(wire::End end) {
   call_->post([call = call_, key = key_, end = std::move(end)] {
-    call->on_response_end(key, end.status, end.app_code, end.message);
+    call->on_response_end(key, end.status, end.app_code, end.message, false);
   });
 }
 void RequestLink::deliver_reset(wire::Reset reset) {
   call_->post([call = call_, key = key_, reset = std::move(reset)] {
-    call->on_response_end(key, reset.status, reset.app_code, reset.message);
+    call->on_response_end(key, reset.status, reset.app_code, reset.message, true);
   });
 }
 void RequestLink::deliver_credit(std::uint32_t bytes, std::uint32_t) {
@@ -73,8 +73,17 @@ void RequestsCall::read_done(bool ok) {
   read_pending_ = false;
   if (done_ || final_status_) return;
   if (!ok) {
-    half_closed_ = true;  // the client opens no more; the open requests finish
-    if (requests_.empty()) finish(grpc::Status::OK);
+    // The client sends no more: the requests whose body has not ended never will. The others
+    // finish; the RPC ends after the last of them.
+    half_closed_ = true;
+    std::vector<std::uint64_t> truncated;
+    for (const auto& [key, entry] : requests_) {
+      if (!entry.request_done) truncated.push_back(key);
+    }
+    for (auto key : truncated) {
+      end_request(key, Status::cancelled, "the stream was half-closed before the request's last");
+    }
+    if (requests_.empty()) finish(grpc::Status::OK, true);
     return;
   }
   switch (in_.kind_case()) {
@@ -88,7 +97,7 @@ void RequestsCall::read_done(bool ok) {
       on_cancel_request(in_.cancel());
       break;
     default:
-      finish(invalid_argument(context_, "empty Requests message"));
+      finish(invalid_argument(context_, "empty Requests message"), false);
       return;
   }
   read_more();
@@ -97,16 +106,17 @@ void RequestsCall::read_done(bool ok) {
 void RequestsCall::open(pb::RequestOpen& open) {
   const std::uint64_t id = open.id();
   if (id == 0) {
-    finish(invalid_argument(context_, "a request id must not be 0"));
+    finish(invalid_argument(context_, "a request id must not be 0"), false);
     return;
   }
   if (by_id_.contains(id)) {
-    finish(invalid_argument(context_, "request id " + std::to_string(id) + " is still open"));
+    finish(invalid_argument(context_, "request id " + std::to_string(id) + " is still open"),
+           false);
     return;
   }
   auto checked = check_open(open.open());
   if (!checked.request) {
-    finish(invalid_argument(context_, checked.error));
+    finish(invalid_argument(context_, checked.error), false);
     return;
   }
   const OpenRequest& valid = *checked.request;
@@ -190,13 +200,7 @@ void RequestsCall::on_chunk(pb::RequestChunk& chunk) {
   if (found == by_id_.end()) return;
   auto& entry = requests_.at(found->second);
   if (entry.request_done) {
-    const auto key = found->second;
-    entry.target->deliver_reset(
-        wire::Reset{Status::protocol_error, 0, "request chunk after the request's last"});
-    entry.response_done = true;
-    entry.outcome = Status::protocol_error;
-    refuse(entry.id, Status::protocol_error, "request chunk after the request's last");
-    complete(key, false);
+    end_request(found->second, Status::protocol_error, "request chunk after the request's last");
     return;
   }
   auto& data = *chunk.mutable_data();
@@ -214,16 +218,27 @@ void RequestsCall::on_chunk(pb::RequestChunk& chunk) {
 void RequestsCall::on_cancel_request(const pb::StreamCancel& cancel) {
   auto found = by_id_.find(cancel.id());
   if (found == by_id_.end()) return;
-  const auto key = found->second;
-  auto& entry = requests_.at(key);
   const Status status = cancel.status() == pb::OK
                             ? Status::cancelled
                             : status_from_client(cancel.status(), Status::cancelled);
-  entry.target->deliver_reset(
-      wire::Reset{status, 0, cancel.message().empty() ? "cancelled by sender" : cancel.message()});
-  entry.outcome = status;
-  entry.request_done = entry.response_done = true;
-  complete(key, false);
+  end_request(found->second, status,
+              cancel.message().empty() ? "cancelled by sender" : cancel.message());
+}
+
+// Ends a request early on the relay's side: its target is reset, its response bytes not yet
+// written are dropped, and the client gets `end` with `status`, after which the id is free.
+void RequestsCall::end_request(std::uint64_t key, Status status, const std::string& message) {
+  auto it = requests_.find(key);
+  if (it == requests_.end()) return;
+  auto& entry = it->second;
+  entry.target->deliver_reset(wire::Reset{status, 0, message});
+  entry.request_done = true;
+  std::erase_if(outbox_, [&](const Outgoing& out) {
+    if (out.key != key) return false;
+    outbox_bytes_ -= std::min(outbox_bytes_, out.size);
+    return true;
+  });
+  on_response_end(key, status, 0, message, true);
 }
 
 // A request that never reached a target: answered at once, the stream goes on.
@@ -246,6 +261,11 @@ void RequestsCall::on_response_data(std::uint64_t key, wire::Slice payload, bool
   }
   auto& entry = it->second;
   entry.last_activity = Clock::now();
+  const bool request_done = entry.request_done;
+  if (fin) {
+    entry.response_done = true;
+    entry.outcome = Status::ok;
+  }
   Outgoing out;
   out.key = key;
   out.bytes = static_cast<std::uint32_t>(payload.size);
@@ -257,19 +277,21 @@ void RequestsCall::on_response_data(std::uint64_t key, wire::Slice payload, bool
     chunk->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
   }
   chunk->set_last(fin);
+  // May finish the call (buffer limit), which forgets every request: `entry` is not used after.
   enqueue(std::move(out));
-  if (fin) {
-    entry.response_done = true;
-    entry.outcome = Status::ok;
-    complete(key, !entry.request_done);
-  }
+  if (fin) complete(key, !request_done);
 }
 
 void RequestsCall::on_response_end(std::uint64_t key, Status status, std::uint32_t app_code,
-                                   const std::string& message) {
+                                   const std::string& message, bool target_gone) {
   auto it = requests_.find(key);
   if (it == requests_.end()) return;
   auto& entry = it->second;
+  entry.response_done = true;
+  entry.outcome = status;
+  // A target that ended its response leaves the rest of the request unwanted; one that reset
+  // the stream has ended both directions already.
+  const bool abandon_target = !target_gone && !entry.request_done;
   if (!done_ && !final_status_) {
     Outgoing out;
     if (status == Status::ok) {
@@ -283,12 +305,9 @@ void RequestsCall::on_response_end(std::uint64_t key, Status status, std::uint32
       end->set_app_code(app_code);
       end->set_message(message);
     }
-    enqueue(std::move(out));
+    enqueue(std::move(out));  // may finish the call: `entry` is not used after
   }
-  entry.response_done = true;
-  entry.outcome = status;
-  // A reset ends both directions at the target already; an end leaves the request's rest unwanted.
-  complete(key, !entry.request_done);
+  complete(key, abandon_target);
 }
 
 void RequestsCall::on_credit(std::uint64_t key, std::uint32_t bytes) {
@@ -312,11 +331,13 @@ void RequestsCall::complete(std::uint64_t key, bool abandon_target) {
   requests_.erase(it);
   if (requests_.empty() && (half_closed_ || draining_)) {
     if (half_closed_) {
-      finish(grpc::Status::OK);
+      finish(grpc::Status::OK, true);
     } else {
       drain();
     }
+    return;
   }
+  read_more();  // the request may have been the one out of credit
 }
 
 // Ends every open request with `status` (to its target and, while the call can write, to the
@@ -337,7 +358,7 @@ void RequestsCall::enqueue(Outgoing outgoing) {
   if (outbox_bytes_ > gateway_.limits.max_connection_buffer) {
     // The client does not read what it is sent; it may not hold relay memory.
     gateway_.core.counters.grpc.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
-    finish(to_grpc(context_, Status::slow_consumer, "outbound buffer limit"));
+    finish(to_grpc(context_, Status::slow_consumer, "outbound buffer limit"), false);
     return;
   }
   pump();
@@ -363,7 +384,7 @@ void RequestsCall::on_write_done(bool ok) {
   write_pending_ = false;
   outbox_bytes_ -= std::min(outbox_bytes_, writing_.size);
   if (!ok) {
-    finish(grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading"));
+    finish(grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading"), false);
     pump();
     return;
   }
@@ -373,6 +394,7 @@ void RequestsCall::on_write_done(bool ok) {
     // The client took these bytes: the target may send as many more. After the response's
     // end the target needs no more credit.
     if (auto it = requests_.find(writing_.key); it != requests_.end()) {
+      it->second.last_activity = Clock::now();
       it->second.target->deliver_credit(writing_.bytes, 0);
     }
   }
@@ -390,23 +412,31 @@ void RequestsCall::read_more() {
   StartRead(&in_);
 }
 
-void RequestsCall::finish(grpc::Status status) {
+// With `flush`, what is queued (the last responses, the ends of refused requests) goes out
+// before Finish; without, it is dropped: the client is gone, stopped reading or broke the
+// protocol.
+void RequestsCall::finish(grpc::Status status, bool flush) {
   if (finished_ || done_ || final_status_) return;
   final_status_ = std::move(status);
   const Status reason = final_status_->ok() ? Status::cancelled : Status::peer_gone;
   end_all(reason, "sender's call ended");
+  if (!flush) {
+    outbox_.clear();
+    outbox_bytes_ = 0;
+  }
   {
     std::lock_guard lock(gateway_.peers_mutex);
     gateway_.drainers.erase(drain_token_);
   }
   sweep_timer_.cancel();
-  // What is queued still goes out (the ends of refused and finished requests) before Finish.
   pump();
 }
 
 void RequestsCall::drain() {
   draining_ = true;
-  if (requests_.empty()) finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "relay is draining"));
+  if (requests_.empty()) {
+    finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "relay is draining"), true);
+  }
 }
 
 void RequestsCall::on_cancel(bool expired) {
@@ -414,7 +444,8 @@ void RequestsCall::on_cancel(bool expired) {
   end_all(status, expired ? "deadline exceeded" : "sender cancelled");
   if (finished_ || done_) return;  // Finish was called: the context may already be gone
   finish(expired ? to_grpc(context_, Status::deadline_exceeded, "deadline exceeded")
-                 : grpc::Status::CANCELLED);
+                 : grpc::Status::CANCELLED,
+         false);
 }
 
 void RequestsCall::on_done() {
@@ -459,12 +490,9 @@ void RequestsCall::sweep() {
     }
   }
   for (const auto& [key, status] : expired) {
-    auto& entry = requests_.at(key);
-    const std::string message =
-        status == Status::deadline_exceeded ? "deadline exceeded" : "stream idle timeout";
-    entry.target->deliver_reset(wire::Reset{status, 0, message});
-    entry.request_done = true;
-    on_response_end(key, status, 0, message);
+    if (final_status_) return;  // an end crossed the buffer limit and finished the call
+    end_request(key, status,
+                status == Status::deadline_exceeded ? "deadline exceeded" : "stream idle timeout");
   }
   arm_sweep();
 }

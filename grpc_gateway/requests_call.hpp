@@ -81,7 +81,7 @@ private:
   void on_cancel_request(const pb::StreamCancel& cancel);
   void on_response_data(std::uint64_t key, wire::Slice payload, bool fin);
   void on_response_end(std::uint64_t key, Status status, std::uint32_t app_code,
-                       const std::string& message);
+                       const std::string& message, bool target_gone);
   void on_credit(std::uint64_t key, std::uint32_t bytes);
   void on_write_done(bool ok);
   void on_cancel(bool expired);
@@ -92,7 +92,8 @@ private:
   void enqueue(Outgoing outgoing);
   void pump();
   void read_more();
-  void finish(grpc::Status status);
+  void finish(grpc::Status status, bool flush);
+  void end_request(std::uint64_t key, Status status, const std::string& message);
   void drain();
   void arm_sweep();
   void sweep();

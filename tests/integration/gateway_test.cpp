@@ -586,6 +586,10 @@ TEST_F(Gateway, RequestDeadlineAndCancelReachTheResponder) {
   ASSERT_TRUE(incoming.has_reset()) << incoming.DebugString();
   EXPECT_EQ(incoming.reset().id(), second);
   EXPECT_EQ(incoming.reset().status(), pb::CANCELLED);
+  ASSERT_TRUE(call->Read(&in));
+  ASSERT_TRUE(in.has_end()) << in.DebugString();
+  EXPECT_EQ(in.end().request_id(), 2u);
+  EXPECT_EQ(in.end().status(), pb::CANCELLED);
 
   call->WritesDone();
   EXPECT_FALSE(call->Read(&in));
@@ -611,15 +615,23 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
   ASSERT_TRUE(call->Write(request_open(1, channel_id, "a", false)));
   ASSERT_TRUE(call->Write(request_open(2, channel_id, "b", false)));
   ASSERT_TRUE(call->Write(request_open(3, channel_id, "c", false)));
+  // The third is refused; the echoes of the first two may come before or after its end.
   pb::RequestsServerMessage in;
-  ASSERT_TRUE(call->Read(&in));
-  ASSERT_TRUE(in.has_end()) << in.DebugString();
-  EXPECT_EQ(in.end().request_id(), 3u);
-  EXPECT_EQ(in.end().status(), pb::RESOURCE_EXHAUSTED);
+  std::map<std::uint64_t, std::string> responses;
+  for (bool refused = false; !refused;) {
+    ASSERT_TRUE(call->Read(&in));
+    if (in.has_chunk()) {
+      responses[in.chunk().request_id()] += in.chunk().data();
+      continue;
+    }
+    ASSERT_TRUE(in.has_end()) << in.DebugString();
+    EXPECT_EQ(in.end().request_id(), 3u);
+    EXPECT_EQ(in.end().status(), pb::RESOURCE_EXHAUSTED);
+    refused = true;
+  }
   ASSERT_TRUE(call->Write(request_chunk(1, "1", true)));
   ASSERT_TRUE(call->Write(request_chunk(2, "2", true)));
   call->WritesDone();
-  std::map<std::uint64_t, std::string> responses;
   while (call->Read(&in)) {
     ASSERT_TRUE(in.has_chunk()) << in.DebugString();
     responses[in.chunk().request_id()] += in.chunk().data();
@@ -628,6 +640,67 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(responses[1], "a1");
   EXPECT_EQ(responses[2], "b2");
+}
+
+// A request that used its whole window stops the reading of the stream until its responder
+// takes more; a response that ends it first resumes the reading. A request whose body has not
+// ended when the client half-closes ends CANCELLED.
+TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) {
+  grpc::ClientContext respond_context;
+  auto respond = stub_->Respond(&respond_context);
+  pb::RespondClientMessage join;
+  join.mutable_join()->set_channel(channel_id_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondServerMessage incoming;
+  ASSERT_TRUE(respond->Read(&incoming));
+  ASSERT_TRUE(respond->Read(&incoming));
+
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 20s);
+  auto call = stub_->Requests(&context);
+  const std::string window(test::fast_limits().stream_window, 'w');
+  ASSERT_TRUE(call->Write(request_open(1, channel_id_, window, false)));
+  // The responder answers at once, without waiting for the rest of the body.
+  std::uint64_t first = 0;
+  do {
+    ASSERT_TRUE(respond->Read(&incoming));
+  } while (!incoming.has_start());
+  first = incoming.start().id();
+  pb::RespondClientMessage answer;
+  answer.mutable_chunk()->set_request_id(first);
+  answer.mutable_chunk()->set_data("enough");
+  answer.mutable_chunk()->set_last(true);
+  ASSERT_TRUE(respond->Write(answer));
+  pb::RequestsServerMessage in;
+  std::string response;
+  for (bool last = false; !last;) {
+    ASSERT_TRUE(call->Read(&in));
+    ASSERT_TRUE(in.has_chunk()) << in.DebugString();
+    response += in.chunk().data();
+    last = in.chunk().last();
+  }
+  EXPECT_EQ(response, "enough");
+  // The stream reads again: a second request reaches the responder.
+  ASSERT_TRUE(call->Write(request_open(2, channel_id_, "second", false)));
+  do {
+    ASSERT_TRUE(respond->Read(&incoming));
+  } while (!incoming.has_start());
+  EXPECT_EQ(incoming.start().data(), "second");
+  const auto second = incoming.start().id();
+  call->WritesDone();
+  ASSERT_TRUE(call->Read(&in));
+  ASSERT_TRUE(in.has_end()) << in.DebugString();
+  EXPECT_EQ(in.end().request_id(), 2u);
+  EXPECT_EQ(in.end().status(), pb::CANCELLED);
+  do {
+    ASSERT_TRUE(respond->Read(&incoming));
+  } while (!incoming.has_reset());
+  EXPECT_EQ(incoming.reset().id(), second);
+  EXPECT_FALSE(call->Read(&in));
+  const auto status = call->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  respond_context.TryCancel();
+  (void)respond->Finish();
 }
 
 }  // namespace
