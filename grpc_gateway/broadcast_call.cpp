@@ -25,6 +25,9 @@ BroadcastCall::BroadcastCall(GatewayContext& gateway, grpc::CallbackServerContex
       last_activity_(std::chrono::steady_clock::now()) {}
 
 void BroadcastCall::OnReadDone(bool ok) {
+  // A cancelled call (the client went away) did not end its message: OnCancel resets the
+  // receivers instead of letting them take a truncated message as complete.
+  if (!ok && context_->IsCancelled()) return;
   asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
 }
 void BroadcastCall::OnWriteDone(bool) {

@@ -47,6 +47,10 @@ void SendCall::OnReadDone(bool ok) {
     if (!reading_ || (ok && in_.kind_case() != pb::SendClientMessage::kChunk)) {
       // The open message, a read that lands after a stop, or a protocol error.
       reading_ = false;
+    } else if (!ok && context_->IsCancelled()) {
+      // The client went away (or the call was cancelled) mid-request: not an end of the body.
+      // OnCancel resets the target; a FIN here could let it finish a truncated request OK.
+      reading_ = false;
     } else if (!ok) {
       reading_ = false;
       request_done_ = true;
