@@ -56,6 +56,24 @@ protected:
     return call->Finish();
   }
 
+  using RespondStream =
+      grpc::ClientReaderWriter<pb::RespondClientMessage, pb::RespondServerMessage>;
+
+  // Joins the channel as a gRPC Respond peer and reads `joined` (its id into `peer_id`) and the
+  // presence snapshot.
+  std::unique_ptr<RespondStream> join_respond(grpc::ClientContext& context,
+                                              std::string* peer_id = nullptr) {
+    auto respond = stub_->Respond(&context);
+    pb::RespondClientMessage join;
+    join.mutable_join()->set_channel(channel_id_.to_string());
+    EXPECT_TRUE(respond->Write(join));
+    pb::RespondServerMessage in;
+    EXPECT_TRUE(respond->Read(&in) && in.has_joined());
+    if (peer_id) *peer_id = in.joined().peer_id();
+    EXPECT_TRUE(respond->Read(&in) && in.presence().kind() == pb::PresenceUpdate::SNAPSHOT);
+    return respond;
+  }
+
   test::InProcessRelay relay_;
   Uuid channel_id_ = Uuid::random();
   std::shared_ptr<grpc::Channel> channel_;
@@ -108,15 +126,9 @@ TEST_F(Gateway, AnOpenCarryingAWholeWindowIsFollowedByTheRestOfTheBody) {
 // gRPC on both sides: the chunks and the credit pass between two calls of the gateway.
 TEST_F(Gateway, GrpcSenderToGrpcResponderStreamsBothWays) {
   grpc::ClientContext respond_context;
-  auto respond = stub_->Respond(&respond_context);
-  pb::RespondClientMessage join;
-  join.mutable_join()->set_channel(channel_id_.to_string());
-  ASSERT_TRUE(respond->Write(join));
-  pb::RespondServerMessage in;
-  ASSERT_TRUE(respond->Read(&in));
-  ASSERT_TRUE(in.has_joined());
-  const std::string grpc_peer = in.joined().peer_id();
-  ASSERT_TRUE(respond->Read(&in));  // the presence snapshot
+  std::string grpc_peer;
+  auto respond = join_respond(respond_context, &grpc_peer);
+  ASSERT_FALSE(grpc_peer.empty());
 
   // Echoes each incoming piece back as it comes, then ends the response with the request.
   std::thread echo([&] {
@@ -549,13 +561,8 @@ TEST_F(Gateway, AnOpenWhoseIdIsStillOpenIsInvalidArgument) {
 // cancelled by its sender; the responder learns both, and the stream stays usable.
 TEST_F(Gateway, RequestDeadlineAndCancelReachTheResponder) {
   grpc::ClientContext respond_context;
-  auto respond = stub_->Respond(&respond_context);
-  pb::RespondClientMessage join;
-  join.mutable_join()->set_channel(channel_id_.to_string());
-  ASSERT_TRUE(respond->Write(join));
+  auto respond = join_respond(respond_context);
   pb::RespondServerMessage incoming;
-  ASSERT_TRUE(respond->Read(&incoming));
-  ASSERT_TRUE(respond->Read(&incoming));
 
   grpc::ClientContext context;
   auto call = stub_->Requests(&context);
@@ -647,13 +654,8 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
 // ended when the client half-closes ends CANCELLED.
 TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) {
   grpc::ClientContext respond_context;
-  auto respond = stub_->Respond(&respond_context);
-  pb::RespondClientMessage join;
-  join.mutable_join()->set_channel(channel_id_.to_string());
-  ASSERT_TRUE(respond->Write(join));
+  auto respond = join_respond(respond_context);
   pb::RespondServerMessage incoming;
-  ASSERT_TRUE(respond->Read(&incoming));
-  ASSERT_TRUE(respond->Read(&incoming));
 
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 20s);
