@@ -2,6 +2,8 @@
 #include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <functional>
+#include <span>
 #include <vector>
 
 #include "sb_bench.hpp"
@@ -106,34 +108,49 @@ asio::awaitable<int> small(const bench::Args& args) {
   collect_reports(connection, reports, executor);
   co_await wait_peers(connection, 1);
 
-  std::uint64_t next = 0;
-  std::uint64_t undelivered = 0;
-  int running = static_cast<int>(inflight);
-  std::exception_ptr error;
+  // `inflight` broadcasts in flight (each one frame: OPEN with body and FIN); each summary that
+  // comes back sends the next one from its handler, with no coroutine per message.
+  struct Window {
+    std::shared_ptr<Connection> connection;
+    std::span<const std::uint8_t> body;
+    std::uint64_t n = 0;
+    std::uint64_t next = 0;
+    std::uint64_t summaries = 0;
+    std::uint64_t undelivered = 0;
+    std::string error;
+    asio::any_io_executor executor;
+    std::function<void()> send_next;
+  } window{connection, body, n, 0, 0, 0, {}, executor, {}};
+  window.send_next = [w = &window] {
+    if (w->next >= w->n || !w->error.empty()) return;
+    ++w->next;
+    auto message = w->connection->open_broadcast();
+    message->on_end([w](const Outcome& summary) {
+      ++w->summaries;
+      if (!summary.ok() || summary.delivered != 1) ++w->undelivered;
+      if (!summary.ok() && w->error.empty()) w->error = "broadcast failed: " + summary.describe();
+      w->send_next();
+    });
+    if (!message->try_write(w->body, true)) {
+      asio::co_spawn(
+          w->executor,
+          [message, w]() -> asio::awaitable<void> {
+            const auto wrote = co_await message->write(w->body, true);
+            if (!wrote.ok() && w->error.empty()) w->error = "write failed: " + wrote.describe();
+          },
+          asio::detached);
+    }
+  };
   const auto start = bench::now_ns();
-  // `inflight` senders, each one broadcast at a time (one frame: OPEN with body and FIN).
-  for (std::uint64_t w = 0; w < inflight; ++w) {
-    asio::co_spawn(
-        executor,
-        [&]() -> asio::awaitable<void> {
-          try {
-            while (next < n && !error) {
-              ++next;
-              auto message = connection->open_broadcast();
-              auto wrote = co_await message->write(body, true);
-              if (!wrote.ok()) throw std::runtime_error("broadcast failed: " + wrote.describe());
-              const auto summary = co_await message->result();
-              if (!summary.ok() || summary.delivered != 1) ++undelivered;
-            }
-          } catch (...) {
-            error = std::current_exception();
-          }
-          --running;
-        },
-        asio::detached);
+  for (std::uint64_t i = 0; i < inflight; ++i) window.send_next();
+  const auto limit = start + static_cast<std::int64_t>(args.num("timeout", 200)) * 1'000'000'000;
+  while (window.summaries < window.next && bench::now_ns() < limit) co_await sleep_ms(1);
+  if (window.summaries < n && window.error.empty()) window.error = "summaries missing";
+  if (!window.error.empty()) {
+    connection->close();  // ends what is in flight while `window` still exists
+    throw std::runtime_error(window.error);
   }
-  while (running > 0) co_await sleep_ms(1);
-  if (error) std::rethrow_exception(error);
+  const auto undelivered = window.undelivered;
   const auto sent_ns = bench::now_ns() - start;
   co_await wait_reports(reports, 1, 30'000);
   const Report report = reports.empty() ? Report{} : reports.front();

@@ -53,12 +53,36 @@ asio::awaitable<void> report(Sink& sink) {
     std::fprintf(stderr, "receiver: report failed: %s\n", outcome.describe().c_str());
 }
 
-asio::awaitable<void> consume(std::shared_ptr<Stream> message, Sink& sink,
-                              std::uint64_t expect_msgs) {
-  sink.bytes += co_await drain(message);
+void count(Sink& sink, const Stream& message, std::uint64_t bytes) {
+  sink.bytes += bytes;
   sink.last = bench::now_ns();
-  sink.sender = message->peer();
-  if (++sink.msgs == expect_msgs) co_await report(sink);
+  sink.sender = message.peer();
+  ++sink.msgs;
+}
+
+asio::awaitable<void> consume(std::shared_ptr<Stream> message, Sink& sink, std::uint64_t bytes,
+                              std::uint64_t expect_msgs) {
+  bytes += co_await drain(message);
+  count(sink, *message, bytes);
+  if (sink.msgs == expect_msgs) co_await report(sink);
+}
+
+// Counts what has already arrived; a message that has not ended yet is read by a coroutine.
+void receive(const asio::any_io_executor& executor, std::shared_ptr<Stream> message, Sink& sink,
+             std::uint64_t expect_msgs) {
+  std::uint64_t bytes = 0;
+  for (;;) {
+    auto chunk = message->try_read();
+    if (!chunk) {
+      asio::co_spawn(executor, consume(std::move(message), sink, bytes, expect_msgs),
+                     asio::detached);
+      return;
+    }
+    if (chunk->size == 0) break;
+    bytes += chunk->size;
+  }
+  count(sink, *message, bytes);
+  if (sink.msgs == expect_msgs) asio::co_spawn(executor, report(sink), asio::detached);
 }
 
 }  // namespace
@@ -91,7 +115,7 @@ asio::awaitable<int> receiver(const bench::Args& args) {
     sink->connection = co_await connect(args, channel, false);
     Sink* raw = sink.get();
     sink->connection->on_broadcast([executor, raw, expect_msgs](std::shared_ptr<Stream> message) {
-      asio::co_spawn(executor, consume(std::move(message), *raw, expect_msgs), asio::detached);
+      receive(executor, std::move(message), *raw, expect_msgs);
     });
     sinks.push_back(std::move(sink));
   }

@@ -71,6 +71,11 @@ void Stream::terminate(const Outcome& outcome) {
   notify_readers();
   notify_writers();
   notify(end_signal_);
+  if (end_handler_) {
+    auto handler = std::move(end_handler_);
+    end_handler_ = nullptr;
+    handler(outcome_);
+  }
 }
 
 asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool last) {
@@ -100,35 +105,53 @@ asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool
     }
     if (terminal_ || conn.closed_) co_return terminal_ ? outcome_ : conn.close_outcome_;
     if (!open_sent_ && !conn.linked()) continue;  // lost while waiting: wait for the next one
-    const std::size_t remaining = bytes.size() - offset;
-    std::size_t n = std::min<std::size_t>(
-        {remaining, static_cast<std::size_t>(std::max<std::int64_t>(send_credit_, 0)),
-         conn.relay_max_frame_});
-    auto& out = conn.outbuf();
-    if (!open_sent_) {
-      const std::size_t prefix = wire::open_prefix_size(open_);
-      n = std::min<std::size_t>(
-          n, conn.relay_max_frame_ - std::min<std::size_t>(prefix, conn.relay_max_frame_));
-      const bool fin = last && n == remaining;
-      auto& link = *conn.p_->link;
-      id_ = link.next_stream_id;
-      link.next_stream_id += 2;
-      conn.p_->streams.emplace(id_, self);
-      wire::append_open(out, id_, open_, bytes.subspan(offset, n), fin);
-      open_sent_ = true;
-      if (fin) send_done_ = true;
-    } else {
-      const bool fin = last && n == remaining;
-      wire::append_data(out, id_, bytes.subspan(offset, n), fin);
-      if (fin) send_done_ = true;
-    }
-    send_credit_ -= static_cast<std::int64_t>(n);
-    offset += n;
-    conn.queue_bytes();
+    offset += send_frame(bytes.subspan(offset),
+                         static_cast<std::size_t>(std::max<std::int64_t>(send_credit_, 0)), last);
     if (offset >= bytes.size()) break;
   }
   if (send_done_ && recv_done_ && kind_ != Kind::outgoing_broadcast) terminate(outcome_);
   co_return Outcome{};
+}
+
+std::size_t Stream::send_frame(std::span<const std::uint8_t> bytes, std::size_t credit, bool last) {
+  auto& conn = *connection_;
+  std::size_t n = std::min<std::size_t>({bytes.size(), credit, conn.relay_max_frame_});
+  auto& out = conn.outbuf();
+  if (!open_sent_) {
+    const std::size_t prefix = wire::open_prefix_size(open_);
+    n = std::min<std::size_t>(
+        n, conn.relay_max_frame_ - std::min<std::size_t>(prefix, conn.relay_max_frame_));
+    const bool fin = last && n == bytes.size();
+    auto& link = *conn.p_->link;
+    id_ = link.next_stream_id;
+    link.next_stream_id += 2;
+    conn.p_->streams.emplace(id_, shared_from_this());
+    wire::append_open(out, id_, open_, bytes.first(n), fin);
+    open_sent_ = true;
+    if (fin) send_done_ = true;
+  } else {
+    const bool fin = last && n == bytes.size();
+    wire::append_data(out, id_, bytes.first(n), fin);
+    if (fin) send_done_ = true;
+  }
+  send_credit_ -= static_cast<std::int64_t>(n);
+  conn.queue_bytes();
+  return n;
+}
+
+bool Stream::try_write(std::span<const std::uint8_t> bytes, bool last) {
+  auto& conn = *connection_;
+  if (send_done_ || terminal_ || conn.closed_) return false;
+  if (!open_sent_ && !conn.linked()) return false;
+  if (conn.outbuf().size() > kOutbufHighWater) return false;
+  const std::int64_t credit = open_sent_ ? send_credit_ : conn.relay_window_;
+  std::size_t room = conn.relay_max_frame_;
+  if (!open_sent_) room -= std::min<std::size_t>(wire::open_prefix_size(open_), room);
+  if (static_cast<std::int64_t>(bytes.size()) > credit || bytes.size() > room) return false;
+  send_credit_ = credit;
+  send_frame(bytes, bytes.size(), last);
+  if (send_done_ && recv_done_ && kind_ != Kind::outgoing_broadcast) terminate(outcome_);
+  return true;
 }
 
 asio::awaitable<Outcome> Stream::finish() { co_return co_await write({}, true); }
@@ -150,19 +173,26 @@ asio::awaitable<Outcome> Stream::fail(Status status, std::uint32_t app_code, std
   co_return Outcome{};
 }
 
-asio::awaitable<wire::Slice> Stream::read() {
-  auto self = shared_from_this();
-  while (chunk_head_ == chunks_.size() && !recv_done_ && !terminal_) {
-    co_await wait_on(read_signal_);
+std::optional<wire::Slice> Stream::try_read() {
+  if (chunk_head_ == chunks_.size()) {
+    if (recv_done_ || terminal_) return wire::Slice{};
+    return std::nullopt;
   }
-  if (chunk_head_ == chunks_.size()) co_return wire::Slice{};
   wire::Slice chunk = std::move(chunks_[chunk_head_++]);
   if (chunk_head_ == chunks_.size()) {
     chunks_.clear();
     chunk_head_ = 0;
   }
   connection_->grant(*this, chunk.size);
-  co_return chunk;
+  return chunk;
+}
+
+asio::awaitable<wire::Slice> Stream::read() {
+  auto self = shared_from_this();
+  for (;;) {
+    if (auto chunk = try_read()) co_return std::move(*chunk);
+    co_await wait_on(read_signal_);
+  }
 }
 
 asio::awaitable<Outcome> Stream::result() {
@@ -173,6 +203,14 @@ asio::awaitable<Outcome> Stream::result() {
     co_await wait_on(end_signal_);
   }
   co_return outcome_;
+}
+
+void Stream::on_end(std::function<void(const Outcome&)> handler) {
+  if (!terminal_) {
+    end_handler_ = std::move(handler);
+    return;
+  }
+  if (handler) handler(outcome_);
 }
 
 void Stream::reset(Status status, std::string message) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -183,6 +184,11 @@ public:
   /// `last` ends our direction with it (OK), so a small message travels as one frame.
   /// Returns a failed Outcome when the stream was reset or the connection lost.
   boost::asio::awaitable<Outcome> write(std::span<const std::uint8_t> bytes, bool last = false);
+  /// Sends `bytes` now, without waiting, when they fit in one frame, in the stream's credit and
+  /// under the connection's outbound high-water mark; `last` ends our direction with them.
+  /// Returns false, having sent nothing, when any of that does not hold (use write() to wait)
+  /// or when our direction has ended. Meant for many small messages sent from handlers.
+  bool try_write(std::span<const std::uint8_t> bytes, bool last = false);
   /// Ends our direction with OK (same as a final empty write with last = true).
   boost::asio::awaitable<Outcome> finish();
   /// Ends our direction with an error status (responders: passed to the sender unchanged).
@@ -191,9 +197,19 @@ public:
   /// Waits for the next chunk of the other side's bytes. An empty chunk means the other side's
   /// direction has ended; then `outcome()` tells how (OK, an error END, or a reset).
   boost::asio::awaitable<wire::Slice> read();
+  /// The next chunk if one has arrived, an empty chunk if the other side's direction has ended,
+  /// or nothing when read() would wait. Grants credit as read() does. A broadcast or request that
+  /// arrived in one frame can be consumed whole in the handler that receives it.
+  std::optional<wire::Slice> try_read();
   /// The final outcome: the response's end status (requests), the delivery summary
   /// (broadcasts), or the reset reason. Waits until the stream has ended.
   boost::asio::awaitable<Outcome> result();
+  /// Calls `handler` once with the final outcome (what result() returns) when the stream ends:
+  /// from the connection's executor, inside the handling of the frame that ended it, or at once
+  /// if it has already ended. The handler may use the connection (open and write streams) but
+  /// must not block. One handler per stream: a second call replaces the first. The stream keeps
+  /// the handler until then, so a handler that owns the stream keeps it alive until it ends.
+  void on_end(std::function<void(const Outcome&)> handler);
   /// Aborts both directions; the other side learns `status` at once.
   void reset(Status status = Status::cancelled, std::string message = "cancelled");
 
@@ -212,6 +228,7 @@ private:
   static void notify(std::unique_ptr<boost::asio::steady_timer>& signal);
   void notify_writers();
   boost::asio::awaitable<void> wait_on(std::unique_ptr<boost::asio::steady_timer>& signal);
+  std::size_t send_frame(std::span<const std::uint8_t> bytes, std::size_t credit, bool last);
 
   std::shared_ptr<Connection> connection_;
   Kind kind_;
@@ -239,6 +256,7 @@ private:
   std::unique_ptr<boost::asio::steady_timer> read_signal_;
   std::unique_ptr<boost::asio::steady_timer> write_signal_;
   std::unique_ptr<boost::asio::steady_timer> end_signal_;
+  std::function<void(const Outcome&)> end_handler_;
 };
 
 /// A connection to a relay: one peer on one channel. Create with connect(); keep the
