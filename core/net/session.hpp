@@ -273,6 +273,8 @@ private:
   std::uint32_t client_streams_open_ = 0;
   std::atomic<std::uint32_t> incoming_open_{0};
   Fifo<StreamPtr> ready_;
+  // Scratch list of a broadcast's receivers, kept for its capacity (empty between broadcasts).
+  std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> broadcast_targets_;
 
   // Outbound.
   std::vector<std::uint8_t> control_;

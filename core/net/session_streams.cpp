@@ -344,7 +344,10 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
   stream->in_done = fin;
   stream->out_credit = client_window_;
 
-  for (auto& [target_id, target] : context_.registry.broadcast_targets(channel_, peer_id_)) {
+  // The receivers' list reuses this session's memory (taken out while in use).
+  auto targets = std::move(broadcast_targets_);
+  context_.registry.broadcast_targets(channel_, peer_id_, targets);
+  for (auto& [target_id, target] : targets) {
     StreamOffer offer;
     offer.kind = wire::StreamKind::broadcast;
     offer.sender = peer_id_;
@@ -358,6 +361,8 @@ void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body
     offer.sink_index = stream->fanout.size();
     stream->fanout.add(target->accept_stream(std::move(offer)));
   }
+  targets.clear();  // holds no peer past this call
+  broadcast_targets_ = std::move(targets);
   const auto now = Clock::now();
   if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
   stream->idle_timeout = open.idle_ms != 0

@@ -97,6 +97,7 @@ void Session::release_idle_buffers() noexcept {
   std::vector<wire::Slice>().swap(in_flight_);
   std::vector<std::pair<StreamPtr, std::uint32_t>>().swap(written_);
   std::vector<StreamPtr>().swap(finished_out_);
+  decltype(broadcast_targets_)().swap(broadcast_targets_);
   if (ready_.empty()) ready_.release();
   if (streams_.empty()) {
     decltype(streams_)().swap(streams_);

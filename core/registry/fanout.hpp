@@ -2,10 +2,10 @@
 // (bytes every remaining receiver has written), and the delivery summary.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "registry/peer.hpp"
 
@@ -46,7 +46,7 @@ private:
   };
   std::uint64_t advance_floor();
 
-  std::vector<Sink> sinks_;
+  boost::container::small_vector<Sink, 1> sinks_;  // one receiver: no allocation
   std::uint64_t received_ = 0;
   std::uint64_t released_ = 0;
   std::uint32_t pending_ = 0;

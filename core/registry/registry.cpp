@@ -199,14 +199,20 @@ RouteResult Registry::route_to_any(const Uuid& channel_id, const Uuid& sender) {
 std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> Registry::broadcast_targets(
     const Uuid& channel_id, const Uuid& sender) {
   std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> targets;
+  broadcast_targets(channel_id, sender, targets);
+  return targets;
+}
+
+void Registry::broadcast_targets(const Uuid& channel_id, const Uuid& sender,
+                                 std::vector<std::pair<Uuid, std::shared_ptr<Peer>>>& out) {
+  out.clear();
   std::lock_guard lock(mutex_);
   auto it = channels_.find(channel_id);
-  if (it == channels_.end()) return targets;
-  targets.reserve(it->second.members.size());
+  if (it == channels_.end()) return;
+  out.reserve(it->second.members.size());
   for (const auto& [member_id, member] : it->second.members) {
-    if (member_id != sender) targets.emplace_back(member_id, member.peer);
+    if (member_id != sender) out.emplace_back(member_id, member.peer);
   }
-  return targets;
 }
 
 std::vector<Uuid> Registry::members(const Uuid& channel_id, std::uint64_t& version) {

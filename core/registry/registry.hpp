@@ -68,6 +68,9 @@ public:
   /// Every other peer of the channel at this moment.
   std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> broadcast_targets(const Uuid& channel,
                                                                         const Uuid& sender);
+  /// The same into `out` (cleared first), so a caller that broadcasts often reuses its memory.
+  void broadcast_targets(const Uuid& channel, const Uuid& sender,
+                         std::vector<std::pair<Uuid, std::shared_ptr<Peer>>>& out);
   std::vector<Uuid> members(const Uuid& channel, std::uint64_t& version);
   /// True when `peer_id` is a member of `channel` now.
   bool is_member(const Uuid& channel, const Uuid& peer_id) const;

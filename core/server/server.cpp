@@ -1,6 +1,7 @@
 // Relay start-up, accept loop, signal handling and stream-aware draining.
 #include "server/server.hpp"
 
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -164,7 +165,9 @@ void Server::run_io(asio::io_context& io, std::chrono::microseconds spin) {
   while (!io.stopped()) {
     if (io.poll() > 0) {
       last_event = Clock::now();
-    } else if (Clock::now() - last_event >= spin) {
+    } else if (Clock::now() - last_event < spin) {
+      sched_yield();
+    } else {
       if (io.run_one() == 0) break;
       last_event = Clock::now();
     }

@@ -11,11 +11,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <cerrno>
 #include <optional>
 #include <random>
 #include <tuple>
-#include <unordered_map>
 
 #include "switchboard/client.hpp"
 
@@ -102,7 +102,7 @@ struct Connection::Private {
   boost::asio::steady_timer backoff_timer;
   boost::asio::steady_timer attempt_timer;  // connect_timeout of the attempt in progress
   std::minstd_rand random;                  // jitter
-  std::unordered_map<std::uint32_t, std::shared_ptr<Stream>> streams;
+  boost::unordered_flat_map<std::uint32_t, std::shared_ptr<Stream>> streams;
   // Outgoing streams whose OPEN has not been sent yet (it goes with their first write): they
   // are not in `streams`, but a close must end them too, or their readers wait forever.
   std::vector<std::weak_ptr<Stream>> unopened;

@@ -5,6 +5,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -245,7 +246,7 @@ private:
   bool send_done_ = false;
 
   // Inbound.
-  std::vector<wire::Slice> chunks_;
+  boost::container::small_vector<wire::Slice, 1> chunks_;  // most messages are one chunk
   std::size_t chunk_head_ = 0;
   bool recv_done_ = false;
   std::uint32_t grant_pending_ = 0;
