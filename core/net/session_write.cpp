@@ -62,6 +62,12 @@ void Session::flush_now() {
     context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
     wrote_since_tick_ = true;
     complete_write();
+    // A write takes at most kMaxPieces pieces and kMaxWriteBytes: the rest is the writer's,
+    // and nothing else would wake it when no further stream becomes ready.
+    if (writer_parked_ && (!ready_.empty() || !control_.empty())) {
+      writer_parked_ = false;
+      wake_.cancel();
+    }
     return;
   }
   // The socket took part of it, or none, or failed: the writer tries the rest (and meets the

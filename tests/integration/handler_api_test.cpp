@@ -147,6 +147,48 @@ TEST(HandlerApi, OneFrameBroadcastsSentAndReadInHandlersArriveWholeWithTheirSumm
   });
 }
 
+// More one-frame broadcasts at once than one relay write carries (512 pieces): the rest must
+// leave without waiting for further traffic (here the keepalive, a minute away, would be the
+// next).
+TEST(HandlerApi, ABurstOfOneFrameBroadcastsLargerThanOneRelayWriteAllArrive) {
+  core::Limits limits;
+  limits.max_streams_per_connection = 4096;
+  limits.keepalive_interval = std::chrono::seconds(60);
+  test::InProcessRelay relay(limits);
+  const auto channel = Uuid::random();
+  constexpr std::uint32_t kBurst = 3000;
+  run_bounded(
+      [&](asio::io_context& io) -> asio::awaitable<void> {
+        auto receiver = co_await join(io, relay.port(), channel, false);
+        std::uint32_t received = 0;
+        Event all_received(io);
+        receiver->on_broadcast([&](std::shared_ptr<Stream> message) {
+          while (auto chunk = message->try_read()) {
+            if (chunk->size == 0) break;
+          }
+          if (++received == kBurst) all_received.set();
+        });
+        auto sender = co_await join(io, relay.port(), channel, false);
+        std::uint32_t delivered = 0;
+        std::uint32_t summaries = 0;
+        Event all_summarised(io);
+        for (std::uint32_t i = 0; i < kBurst; ++i) {
+          auto message = sender->open_broadcast();
+          message->on_end([&](const Outcome& summary) {
+            delivered += summary.delivered;
+            if (++summaries == kBurst) all_summarised.set();
+          });
+          EXPECT_TRUE(message->try_write(numbered(i), true));
+        }
+        co_await all_received.wait();
+        co_await all_summarised.wait();
+        EXPECT_EQ(delivered, kBurst);
+        sender->close();
+        receiver->close();
+      },
+      std::chrono::seconds(20));
+}
+
 TEST(HandlerApi, TryWriteSendsNothingWhenItWouldHaveToWaitOrSplit) {
   test::InProcessRelay relay;
   const auto channel = Uuid::random();
