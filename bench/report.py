@@ -358,8 +358,10 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   = bytes / (receiver's last byte − sender's start), both on CLOCK_MONOTONIC. NATS: 64 KiB
   messages with harness flow control (window 128 messages = 8 MiB, ack every 32; publisher
   send-ASAP, its fastest setting here).
-- **small**: 1,000,000 broadcasts of 16 B, each one frame, 128 in flight, to one receiver; the
-  receiver counts them (none may be lost). NATS: 16 B publishes, window 32,768, ack every 4,096.
+- **small**: 1,000,000 broadcasts of 16 B, each one frame, 1,000 in flight (each summary sends
+  the next; relay started with `--max-streams-per-connection 1024`, as its default of 256
+  streams per connection would cap the window), to one receiver; the receiver counts them
+  (none may be lost). NATS: 16 B publishes, window 32,768, ack every 4,096.
 - **fanout**: one 256 MiB broadcast in 64 KiB writes to 8 receivers (one process, 8
   connections); aggregate MB/s = bytes delivered to all / time to the last receiver's last byte.
   NATS: 8 subscriptions on 8 connections, window 128 messages per subscriber.

@@ -124,11 +124,11 @@ hwm_kib() { proc_kib "$1" VmHWM; }
 rss_kib() { proc_kib "$1" VmRSS; }
 uuid() { cat /proc/sys/kernel/random/uuid; }
 
-start_relay() {
+start_relay() {  # start_relay [EXTRA RELAY FLAGS...]
   # conns joins 10,000 peers from one address; the admin port is ephemeral so that a relay
   # already running on this machine does not stop the run.
   start_bg relay "$SERVER" --listen 127.0.0.1:0 "${GRPC_FLAG[@]}" --threads "$RELAY_THREADS" \
-    --log-level warn --drain-timeout-ms 1000 --connect-rate-per-address 0 --admin-listen 127.0.0.1:0
+    --log-level warn --drain-timeout-ms 1000 --connect-rate-per-address 0 --admin-listen 127.0.0.1:0 "$@"
   RELAY_PID=$BG_PID
   wait_line relay '^listening core'
   RELAY_PORT=$(sed -n 's/^listening core 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")
@@ -268,10 +268,12 @@ run_stream() {
 
 run_small() {
   local r=$1 ch recv
-  start_relay; ch=$(uuid)
+  # Each broadcast in flight is a stream: the window (1,000 messages; NATS's is 32,768) needs the
+  # relay's per-connection stream limit raised from its default of 256.
+  start_relay --max-streams-per-connection 1024; ch=$(uuid)
   start_bg recv "$SB" receiver --port "$RELAY_PORT" --channel "$ch" --expect-msgs "$SMALL_N" --timeout 200; recv=$BG_PID
   wait_line recv '^ready'
-  drive small switchboard "$r" "$SB" small --port "$RELAY_PORT" --channel "$ch" --n "$SMALL_N" --timeout 200
+  drive small switchboard "$r" "$SB" small --port "$RELAY_PORT" --channel "$ch" --n "$SMALL_N" --inflight 1000 --timeout 200
   stop_roles "$recv"
 
   start_nats
