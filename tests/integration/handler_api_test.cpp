@@ -189,6 +189,58 @@ TEST(HandlerApi, ABurstOfOneFrameBroadcastsLargerThanOneRelayWriteAllArrive) {
       std::chrono::seconds(20));
 }
 
+// Requests written at once that together queue more than the client's outbound high-water mark
+// (4 MiB; each may queue its 1 MiB window): the later ones wait for the socket before their
+// first frame, and must be woken when it drains.
+TEST(HandlerApi, FirstWritesThatWaitForTheOutboundBufferAreWokenWhenItDrains) {
+  test::InProcessRelay relay;
+  const auto channel = Uuid::random();
+  constexpr int kRequests = 8;
+  const std::size_t size = std::size_t{1} << 20;
+  run_bounded([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto responder = co_await join(io, relay.port(), channel, true);
+    std::vector<std::size_t> sizes;
+    responder->on_request([&](std::shared_ptr<Stream> request) {
+      asio::co_spawn(
+          io,
+          [&, request]() -> asio::awaitable<void> {
+            std::size_t total = 0;
+            for (;;) {
+              auto chunk = co_await request->read();
+              if (chunk.size == 0) break;
+              total += chunk.size;
+            }
+            sizes.push_back(total);
+            co_await request->finish();
+          },
+          asio::detached);
+    });
+    auto requester = co_await join(io, relay.port(), channel, false);
+    std::vector<std::uint8_t> body(size, 5);
+    int done = 0;
+    int failed = 0;
+    Event all_done(io);
+    for (int i = 0; i < kRequests; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            auto request = requester->open_request(Target::any());
+            auto outcome = co_await request->write(body, true);
+            if (outcome.ok()) outcome = co_await request->result();
+            if (!outcome.ok()) ++failed;
+            if (++done == kRequests) all_done.set();
+          },
+          asio::detached);
+    }
+    co_await all_done.wait();
+    EXPECT_EQ(failed, 0);
+    CO_ASSERT_EQ(sizes.size(), std::size_t{kRequests});
+    for (auto received : sizes) EXPECT_EQ(received, size);
+    requester->close();
+    responder->close();
+  });
+}
+
 TEST(HandlerApi, TryWriteSendsNothingWhenItWouldHaveToWaitOrSplit) {
   test::InProcessRelay relay;
   const auto channel = Uuid::random();

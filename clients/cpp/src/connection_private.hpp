@@ -21,6 +21,9 @@
 
 namespace switchboard::client {
 
+/// Outbound bytes queued on the connection above which writers wait for the socket.
+inline constexpr std::size_t kOutbufHighWater = 4 * 1024 * 1024;
+
 /// One TCP connection to the relay. A reconnect makes a new Link; coroutines of the old one
 /// hold it until they notice `dead` and end, so they never touch the new socket.
 struct Connection::Link {

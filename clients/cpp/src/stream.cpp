@@ -9,8 +9,6 @@ namespace switchboard::client {
 namespace asio = boost::asio;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
-// Outbound bytes queued on the connection above which writers wait for the socket.
-constexpr std::size_t kOutbufHighWater = 4 * 1024 * 1024;
 
 std::unique_ptr<asio::steady_timer> make_signal(const asio::any_io_executor& executor) {
   return std::make_unique<asio::steady_timer>(executor, asio::steady_timer::time_point::max());
