@@ -287,9 +287,20 @@ check_configuration() {
   if relay_has_flag --config; then
     start_container sbverify-file -v "$config_dir:/etc/switchboard:ro" "$image"
     wait_healthy sbverify-file
-    # The file sets log_level = "debug": the health check's connection is then logged.
-    dk logs sbverify-file 2>&1 | grep -q 'session open' ||
-      die "the mounted config file was not applied (no debug log line)"
+    # The file sets log_level = "debug": the health check's connection is then logged. The
+    # engine copies a container's output to its log asynchronously, so the line may show in
+    # `docker logs` a little after the container turned healthy (bounded wait, 10 s).
+    local logged=0
+    for _ in $(seq 40); do
+      # Captured first, as in relay_has_flag: grep -q could end the pipe early.
+      out=$(dk logs sbverify-file 2>&1)
+      if grep -q 'session open' <<<"$out"; then
+        logged=1
+        break
+      fi
+      sleep 0.25
+    done
+    ((logged)) || die "the mounted config file was not applied (no debug log line within 10 s)"
     log "mounted config file applied (log_level = debug from /etc/switchboard/switchboard.toml)"
     if relay_has_flag --admin-listen; then
       port=$(published_port sbverify-file 7402)
