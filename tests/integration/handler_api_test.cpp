@@ -82,6 +82,27 @@ struct Event {
   bool done = false;
 };
 
+// Serves each request by reading it whole, recording its size in `sizes`, and ending the
+// response with OK.
+void answer_with_size_records(asio::io_context& io, Connection& responder,
+                              std::vector<std::size_t>& sizes) {
+  responder.on_request([&io, &sizes](std::shared_ptr<Stream> request) {
+    asio::co_spawn(
+        io,
+        [&sizes, request]() -> asio::awaitable<void> {
+          std::size_t size = 0;
+          for (;;) {
+            auto chunk = co_await request->read();
+            if (chunk.size == 0) break;
+            size += chunk.size;
+          }
+          sizes.push_back(size);
+          co_await request->finish();
+        },
+        asio::detached);
+  });
+}
+
 std::vector<std::uint8_t> numbered(std::uint32_t n) {
   std::string text = "message " + std::to_string(n);
   return {text.begin(), text.end()};
@@ -200,21 +221,7 @@ TEST(HandlerApi, FirstWritesThatWaitForTheOutboundBufferAreWokenWhenItDrains) {
   run_bounded([&](asio::io_context& io) -> asio::awaitable<void> {
     auto responder = co_await join(io, relay.port(), channel, true);
     std::vector<std::size_t> sizes;
-    responder->on_request([&](std::shared_ptr<Stream> request) {
-      asio::co_spawn(
-          io,
-          [&, request]() -> asio::awaitable<void> {
-            std::size_t total = 0;
-            for (;;) {
-              auto chunk = co_await request->read();
-              if (chunk.size == 0) break;
-              total += chunk.size;
-            }
-            sizes.push_back(total);
-            co_await request->finish();
-          },
-          asio::detached);
-    });
+    answer_with_size_records(io, *responder, sizes);
     auto requester = co_await join(io, relay.port(), channel, false);
     std::vector<std::uint8_t> body(size, 5);
     int done = 0;
@@ -247,21 +254,7 @@ TEST(HandlerApi, TryWriteSendsNothingWhenItWouldHaveToWaitOrSplit) {
   run_bounded([&](asio::io_context& io) -> asio::awaitable<void> {
     auto responder = co_await join(io, relay.port(), channel, true);
     std::vector<std::size_t> request_sizes;
-    responder->on_request([&](std::shared_ptr<Stream> request) {
-      asio::co_spawn(
-          io,
-          [&, request]() -> asio::awaitable<void> {
-            std::size_t size = 0;
-            for (;;) {
-              auto chunk = co_await request->read();
-              if (chunk.size == 0) break;
-              size += chunk.size;
-            }
-            request_sizes.push_back(size);
-            co_await request->finish();
-          },
-          asio::detached);
-    });
+    answer_with_size_records(io, *responder, request_sizes);
     auto requester = co_await join(io, relay.port(), channel, false);
 
     // More than one frame (and more than the stream's credit): refused, nothing opened.
