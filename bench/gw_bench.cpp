@@ -238,6 +238,17 @@ std::int64_t one_rpc(pb::Switchboard::Stub& stub, const pb::SendClientMessage& o
 // Sequential round trips: one RPC each (--mode rpc), all on one Requests stream through the
 // gateway (--mode mux), or ping-pong of chunks on one Send stream to the direct server
 // (--mode pingpong, the cheapest a gRPC round trip gets).
+// Runs `warmup` round trips untimed, then `n` timed ones into `rtt` (ns each); returns the
+// timed part's wall time in ns.
+template <typename RoundTrip>
+std::int64_t time_round_trips(RoundTrip&& round_trip, std::uint64_t warmup, std::uint64_t n,
+                              std::vector<double>& rtt) {
+  for (std::uint64_t i = 0; i < warmup; ++i) round_trip();
+  const auto start = bench::now_ns();
+  for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(round_trip()));
+  return bench::now_ns() - start;
+}
+
 int rr(const bench::Args& args) {
   const auto n = args.num("n", 5000);
   const auto warmup = args.num("warmup", 500);
@@ -251,10 +262,7 @@ int rr(const bench::Args& args) {
   if (mode == "rpc") {
     auto open = open_message(args);
     open.mutable_open()->set_data(body);
-    for (std::uint64_t i = 0; i < warmup; ++i) one_rpc(*stub, open);
-    const auto start = bench::now_ns();
-    for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(one_rpc(*stub, open)));
-    elapsed = bench::now_ns() - start;
+    elapsed = time_round_trips([&] { return one_rpc(*stub, open); }, warmup, n, rtt);
   } else if (mode == "pingpong") {
     grpc::ClientContext context;
     auto call = stub->Send(&context);
@@ -272,10 +280,7 @@ int rr(const bench::Args& args) {
       if (pong.chunk().data().size() != body.size()) throw std::runtime_error("short pong");
       return bench::now_ns() - t0;
     };
-    for (std::uint64_t i = 0; i < warmup; ++i) round_trip();
-    const auto start = bench::now_ns();
-    for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(round_trip()));
-    elapsed = bench::now_ns() - start;
+    elapsed = time_round_trips(round_trip, warmup, n, rtt);
     call->WritesDone();
     const auto status = call->Finish();
     if (!status.ok()) throw std::runtime_error("ping-pong stream: " + describe(status));
@@ -306,10 +311,7 @@ int rr(const bench::Args& args) {
       if (received == 0) throw std::runtime_error("empty response");
       return bench::now_ns() - t0;
     };
-    for (std::uint64_t i = 0; i < warmup; ++i) round_trip();
-    const auto start = bench::now_ns();
-    for (std::uint64_t i = 0; i < n; ++i) rtt.push_back(static_cast<double>(round_trip()));
-    elapsed = bench::now_ns() - start;
+    elapsed = time_round_trips(round_trip, warmup, n, rtt);
     call->WritesDone();
     const auto status = call->Finish();
     if (!status.ok()) throw std::runtime_error("requests stream: " + describe(status));
