@@ -316,15 +316,12 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
       link_lost(link, Outcome{Status::peer_gone, 0, "write failed: " + ec.message()});
       co_return;
     }
-    // Writers blocked on a full buffer may continue. Only a write of more than the high-water
-    // mark can have blocked any (a stream waiting for credit is woken by its WINDOW), and
-    // walking every stream after each small write would cost a busy connection dearly.
-    if (link->writing.size() > kOutbufHighWater) {
-      for (auto& [id, stream] : p_->streams) stream->notify_writers();
-      // A stream's first write may wait too, before the stream has an id.
-      for (auto& weak : p_->unopened) {
-        if (auto stream = weak.lock()) stream->notify_writers();
-      }
+    // Writers blocked on a full buffer may continue. (The size of this write does not tell
+    // whether any waits: a direct send in queue_bytes may have shrunk the buffer they saw.)
+    for (auto& [id, stream] : p_->streams) stream->notify_writers();
+    // A stream's first write may wait too, before the stream has an id.
+    for (auto& weak : p_->unopened) {
+      if (auto stream = weak.lock()) stream->notify_writers();
     }
   }
 }
