@@ -35,7 +35,8 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       token_expiry_(executor_),
       stream_timer_(executor_),
       started_(accepted_at),
-      last_read_(Clock::now()) {
+      last_read_(Clock::now()),
+      last_tick_(last_read_) {
   remote_ = transport_->remote();
   if (const auto* io = executor_.target<asio::io_context::executor_type>()) home_ = *io;
   context_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -119,11 +120,14 @@ asio::awaitable<bool> Session::read_loop() {
   }
 }
 
-void Session::arm_watchdog() {
-  const auto tick = std::max<Clock::duration>(
+Clock::duration Session::watchdog_tick() const {
+  return std::max<Clock::duration>(
       std::chrono::milliseconds(5),
       std::min<Clock::duration>(limits_.keepalive_interval, limits_.handshake_timeout) / 4);
-  watchdog_.expires_after(tick);
+}
+
+void Session::arm_watchdog() {
+  watchdog_.expires_after(watchdog_tick());
   watchdog_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec) self->on_watchdog();
   });
@@ -143,16 +147,20 @@ void Session::on_watchdog() {
       fail_connection(Status::protocol_error, "handshake timeout");
     }
   } else {
-    const auto silent = now - last_read_;
-    if (silent > 2 * limits_.keepalive_interval) {
+    // A late tick means this relay was not running (descheduled, stopped by a debugger or a
+    // sanitizer): what the peer sent meanwhile may still be unread, so nobody is judged on it.
+    // A peer is judged only on a PING it had a whole interval to answer.
+    const bool relay_was_stalled = now - last_tick_ > 2 * watchdog_tick();
+    if (ping_outstanding_ && !relay_was_stalled && now - ping_sent_ > limits_.keepalive_interval) {
       close_reason_ = "keepalive timeout";
       spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,
                     peer_id_.to_string());
       stop_io();
       return;
     }
-    if (silent > limits_.keepalive_interval && !ping_outstanding_) {
+    if (now - last_read_ > limits_.keepalive_interval && !ping_outstanding_) {
       ping_outstanding_ = true;
+      ping_sent_ = now;
       wire::append_ping(control_, static_cast<std::uint64_t>(now.time_since_epoch().count()),
                         false);
       queue_control_done();
@@ -164,6 +172,7 @@ void Session::on_watchdog() {
     wrote_since_tick_ = false;
     read_since_tick_ = false;
   }
+  last_tick_ = now;
   arm_watchdog();
 }
 

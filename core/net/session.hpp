@@ -116,6 +116,7 @@ private:
   void spawn_loop(asio::awaitable<bool> (Session::*loop)());
   void on_loop_done(bool stop_other);
   void stop_io() noexcept;
+  Clock::duration watchdog_tick() const;
   void arm_watchdog();
   void on_watchdog();
 
@@ -302,6 +303,8 @@ private:
   // Liveness and closing.
   Clock::time_point started_;
   Clock::time_point last_read_;
+  Clock::time_point last_tick_;  // the watchdog's previous run
+  Clock::time_point ping_sent_{};
   bool ping_outstanding_ = false;
   bool draining_ = false;
   bool closing_ = false;

@@ -310,7 +310,8 @@ std::vector<Option> build_table() {
                                   [](C c) -> Milliseconds& { return c.limits.handshake_timeout; },
                                   {"--handshake-timeout-ms"}));
   table.push_back(duration_option(
-      "keepalive_interval", "silence before a PING; twice this and the peer is dead", 1,
+      "keepalive_interval",
+      "silence before a PING; no answer within this again and the peer is dead", 1,
       [](C c) -> Milliseconds& { return c.limits.keepalive_interval; }, {"--keepalive-ms"}));
   table.push_back(duration_option(
       "slow_consumer_timeout", "time a broadcast receiver may grant no credit before it is dropped",

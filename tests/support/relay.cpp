@@ -1,10 +1,23 @@
 // In-process relay fixture and small helpers for the integration tests.
 #include "support/relay.hpp"
 
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 namespace switchboard::test {
+namespace {
+
+// SWITCHBOARD_TEST_LOG=debug shows the relay's own account of a failing test.
+void apply_test_log_level() {
+  if (const char* level = std::getenv("SWITCHBOARD_TEST_LOG")) {
+    spdlog::set_level(spdlog::level::from_str(level));
+  }
+}
+
+}  // namespace
 
 InProcessRelay::InProcessRelay(core::Limits limits, unsigned threads) {
   core::ServerConfig config;
@@ -13,6 +26,7 @@ InProcessRelay::InProcessRelay(core::Limits limits, unsigned threads) {
   config.admin_listen = "127.0.0.1:0";  // never the fixed default: relays run side by side
   config.threads = threads;
   config.limits = limits;
+  apply_test_log_level();
   server_ = std::make_unique<core::Server>(config);
   server_->start();
 }
@@ -21,6 +35,7 @@ InProcessRelay::InProcessRelay(core::ServerConfig config) {
   config.listen = "127.0.0.1:0";
   config.grpc_listen = "127.0.0.1:0";
   config.admin_listen = "127.0.0.1:0";
+  apply_test_log_level();
   server_ = std::make_unique<core::Server>(std::move(config));
   server_->start();
 }

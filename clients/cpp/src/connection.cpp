@@ -331,17 +331,23 @@ asio::awaitable<void> Connection::keepalive(std::shared_ptr<Link> link) {
   if (keepalive_ms_ == 0) co_return;
   const auto interval = std::chrono::milliseconds(keepalive_ms_);
   auto& timer = link->keepalive_timer;
+  auto last_tick = std::chrono::steady_clock::now();
   while (!link->dead) {
     timer.expires_after(interval / 2);
     co_await timer.async_wait(kUseTuple);
     if (link->dead) co_return;
-    const auto silent = std::chrono::steady_clock::now() - link->last_read;
-    if (silent > 3 * interval) {
+    const auto now = std::chrono::steady_clock::now();
+    // A late tick means this process was not running: the relay's answer may be unread yet.
+    // The relay is judged only on a PING it had two intervals to answer.
+    const bool stalled = now - last_tick > interval;
+    last_tick = now;
+    if (link->ping_outstanding && !stalled && now - link->ping_sent > 2 * interval) {
       link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
       co_return;
     }
-    if (silent > interval && !link->ping_outstanding) {
+    if (now - link->last_read > interval && !link->ping_outstanding) {
       link->ping_outstanding = true;
+      link->ping_sent = now;
       wire::append_ping(link->outbuf, 1, false);
       queue_bytes();
     }

@@ -73,6 +73,7 @@ struct Connection::Link {
   boost::asio::steady_timer keepalive_timer;
   std::uint32_t next_stream_id = 1;
   std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point ping_sent{};
   bool ping_outstanding = false;
   bool going_away = false;  // GOAWAY received: no new stream on this link
   bool dead = false;

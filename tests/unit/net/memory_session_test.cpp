@@ -5,7 +5,9 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "net/server_context.hpp"
@@ -177,6 +179,36 @@ TEST_F(MemorySession, GarbageGetsProtocolErrorAndTheConnectionEnds) {
   ASSERT_EQ(wire::parse_error(error_frame->payload, error), wire::DecodeError::none);
   EXPECT_EQ(error.status, Status::protocol_error);
   EXPECT_TRUE(client.eof);
+}
+
+// The relay's own thread not running (descheduled, stopped) is not the peer's silence: the first
+// tick after the stall asks with a PING, and only a PING left unanswered for an interval counts.
+TEST(MemorySessionKeepalive, TheRelaysOwnStallIsNotTakenForThePeersSilence) {
+  using namespace std::chrono_literals;
+  Limits limits;
+  limits.keepalive_interval = 40ms;
+  ServerContext context{limits};  // outlives the I/O context, whose handlers hold sessions
+  asio::io_context io;
+  MemoryClient client(io, context, 1);
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello_for(Uuid::random(), Uuid::random(), false));
+  client.send(bytes);
+  io.poll();
+  ASSERT_NE(client.find(wire::FrameType::welcome), nullptr);
+
+  std::this_thread::sleep_for(5 * limits.keepalive_interval);  // nothing of the relay runs
+  io.restart();
+  io.poll();
+  EXPECT_FALSE(client.eof) << "dropped for the relay's own stall";
+  EXPECT_NE(client.find(wire::FrameType::ping), nullptr);
+
+  // This peer never answers: with the relay running, the PING's interval runs out.
+  const auto give_up = std::chrono::steady_clock::now() + 5s;
+  while (!client.eof && std::chrono::steady_clock::now() < give_up) {
+    io.restart();
+    io.run_for(10ms);
+  }
+  EXPECT_TRUE(client.eof) << "a peer that does not answer PINGs must be dropped";
 }
 
 }  // namespace
