@@ -99,7 +99,8 @@ public:
 
 private:
   /// Runs `io` on this thread until it stops, polling for `spin` before each sleep.
-  static void run_io(boost::asio::io_context& io, std::chrono::microseconds spin);
+  static void run_io(boost::asio::io_context& io, std::chrono::microseconds spin,
+                     const net::DoorCounters& grpc);
   void accept_loop_start();
   /// The context of the next session, round-robin over the I/O threads.
   boost::asio::io_context& next_context();
