@@ -1,5 +1,6 @@
 // gw-bench: gRPC side of the gateway benchmarks: the Send load generator (stream, rr), a gRPC
-// Respond peer, and the direct gRPC server (no relay) that is their baseline.
+// Respond peer, the direct gRPC server (no relay) that is their baseline, and a trivial gRPC
+// forwarder in front of it (the floor of two gRPC legs).
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -97,6 +98,53 @@ private:
 
 int serve_direct(const bench::Args& args) {
   DirectService service(args.num("reply-size", 128));
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  auto server = builder.BuildAndStart();
+  if (!server || port == 0) throw std::runtime_error("cannot listen on 127.0.0.1:0");
+  std::printf("listening 127.0.0.1:%d\n", port);
+  std::fflush(stdout);
+  server->Wait();  // until the process is ended (bench/run.sh stops it with SIGTERM)
+  return 0;
+}
+
+// ---- Trivial gRPC forwarder: two gRPC legs and nothing else. ----
+
+// Each Send is passed on, message by message and unchanged, over one upstream Send, each
+// direction on its own thread as the TCP forwarder does: the least a relay between two gRPC
+// peers can do, so its ping-pong is the floor of gw-rr's gRPC → relay → gRPC row.
+class ForwardService final : public pb::Switchboard::Service {
+public:
+  explicit ForwardService(pb::Switchboard::Stub& upstream) : upstream_(upstream) {}
+
+  grpc::Status Send(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<pb::SendServerMessage, pb::SendClientMessage>* downstream) override {
+    grpc::ClientContext context;
+    auto upstream = upstream_.Send(&context);
+    std::thread answers([&] {
+      pb::SendServerMessage answer;
+      while (upstream->Read(&answer) && downstream->Write(answer)) {
+      }
+    });
+    pb::SendClientMessage in;
+    while (downstream->Read(&in) && upstream->Write(in)) {
+    }
+    upstream->WritesDone();
+    answers.join();
+    return upstream->Finish();
+  }
+
+private:
+  pb::Switchboard::Stub& upstream_;
+};
+
+int serve_forward(const bench::Args& args) {
+  auto upstream = stub_for(args);
+  ForwardService service(*upstream);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -332,6 +380,8 @@ void usage() {
       "usage: gw-bench COMMAND --port P [flags]   (gRPC port; loopback only)\n"
       "  serve-direct [--reply-size 128]   gRPC Send server without a relay; prints\n"
       "                                    'listening 127.0.0.1:PORT'\n"
+      "  serve-forward --port UPSTREAM   gRPC Send forwarder to UPSTREAM (serve-direct);\n"
+      "                                    prints 'listening 127.0.0.1:PORT'\n"
       "  respond --channel UUID [--reply-size 128]   gRPC Respond peer; prints 'ready'\n"
       "  stream [--channel UUID] [--bytes 1G --chunk 64K] [--system NAME]\n"
       "  rr [--channel UUID] [--mode rpc|mux|pingpong] [--n 5000 --warmup 500 --size 128]\n"
@@ -342,7 +392,11 @@ void usage() {
 
 int main(int argc, char** argv) {
   const std::map<std::string, int (*)(const bench::Args&)> commands = {
-      {"serve-direct", serve_direct}, {"respond", respond}, {"stream", stream}, {"rr", rr}};
+      {"serve-direct", serve_direct},
+      {"serve-forward", serve_forward},
+      {"respond", respond},
+      {"stream", stream},
+      {"rr", rr}};
   if (argc < 2 || commands.count(argv[1]) == 0) {
     usage();
     return 2;

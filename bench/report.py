@@ -40,7 +40,8 @@ GW_SYSTEMS = [("gw-native", "gRPC → relay → native"), ("gw-grpc", "gRPC → 
               ("gw-native-mux", "gRPC → relay → native, one Requests stream"),
               ("gw-grpc-mux", "gRPC → relay → gRPC, one Requests stream"),
               ("grpc-direct", "Direct gRPC (one stream)"),
-              ("grpc-direct-rpc", "Direct gRPC, 1 RPC per request")]
+              ("grpc-direct-rpc", "Direct gRPC, 1 RPC per request"),
+              ("grpc-forward", "gRPC → trivial gRPC forwarder → gRPC (one stream)")]
 # The systems each gateway goal is checked for (native responder, gRPC responder): a stream is
 # one Send RPC; request-reply is measured on one Requests stream, the gateway's way to make
 # many requests (one Send RPC per request is shown beside it).
@@ -321,8 +322,8 @@ def gateway_table(summary, errors, goal_index):
            "native and gRPC ratio columns are those of one Send for gw-stream and of the "
            "Requests stream for gw-rr.\n"]
     head = (["Workload: metric", "Unit"] + [n for _, n in GW_SYSTEMS] +
-            ["native ÷ direct", "gRPC ÷ direct", "native per RPC ÷ 1-RPC direct", "Goal",
-             "Met"])
+            ["native ÷ direct", "gRPC ÷ direct", "native per RPC ÷ 1-RPC direct",
+             "gRPC ÷ gRPC forwarder", "Goal", "Met"])
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for workload, metric, label, unit in GW_ROWS:
@@ -335,7 +336,7 @@ def gateway_table(summary, errors, goal_index):
                 medians[system] = s["median"]
         native, grpc_system = GW_GOAL_SYSTEMS[workload]
         for system, base in ((native, "grpc-direct"), (grpc_system, "grpc-direct"),
-                             ("gw-native", "grpc-direct-rpc")):
+                             ("gw-native", "grpc-direct-rpc"), (grpc_system, "grpc-forward")):
             v, b = medians.get(system), medians.get(base)
             row.append(f"{v / b:.2f}×" if v is not None and b else "—")
         gs = [g for g in goal_index.get((workload, metric), []) if "system" in g]
@@ -384,7 +385,10 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   `last`, under its own id; the goal's rows), and each as its own `Send` RPC (the open message
   carries the body, half-closed with it). Baseline (the goal's): 128 B ping-pong of `chunk`s on
   one direct gRPC stream; beside it, one direct RPC per request, which separates the cost of a
-  new RPC from the cost of the relay. Where the gateway's time goes:
+  new RPC from the cost of the relay, and the same ping-pong through `gw-bench serve-forward`, a
+  trivial gRPC forwarder (each message passed on unchanged over one upstream stream, a thread per
+  direction, sync API): two gRPC legs and nothing else, the floor of any relay between two gRPC
+  peers, which the gRPC → relay → gRPC row is compared with. Where the gateway's time goes:
   [GATEWAY_PROFILE.md](GATEWAY_PROFILE.md).
 """
 

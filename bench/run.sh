@@ -341,7 +341,8 @@ run_gw_stream() {
 
 # gRPC requests through the gateway, each its own Send RPC and all on one Requests stream (-mux);
 # the baseline is ping-pong on one direct stream (grpc-direct), and one direct RPC per request is
-# measured beside it (grpc-direct-rpc).
+# measured beside it (grpc-direct-rpc), and ping-pong through a trivial gRPC forwarder
+# (grpc-forward).
 run_gw_rr() {
   local r=$1 ch resp mode suffix GRPC_FLAG=(--grpc-listen 127.0.0.1:0)
   local sizes=(--n "$LAT_N" --warmup "$LAT_WARM" --size 128 --timeout 200)
@@ -368,6 +369,18 @@ run_gw_rr() {
   start_grpc_direct
   drive gw-rr grpc-direct-rpc "$r" "$GW" rr --port "$DIRECT_GRPC_PORT" --mode rpc \
     --system grpc-direct-rpc "${sizes[@]}"
+
+  # The floor of two gRPC legs: ping-pong through a trivial forwarder to the direct server.
+  local direct
+  start_grpc_direct; direct=$SERVER_PID
+  start_bg grpcforward "$GW" serve-forward --port "$DIRECT_GRPC_PORT" --timeout 300
+  SERVER_PID=$BG_PID
+  wait_line grpcforward '^listening'
+  SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
+  drive gw-rr grpc-forward "$r" "$GW" rr --port \
+    "$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/grpcforward.out")" \
+    --mode pingpong --system grpc-forward "${sizes[@]}"
+  stop_pid "$direct"
 }
 
 # ---- Main: each run goes through every workload, the systems interleaved. ----
