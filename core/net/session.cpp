@@ -149,8 +149,11 @@ void Session::on_watchdog() {
   } else {
     // A late tick means this relay was not running (descheduled, stopped by a debugger or a
     // sanitizer): what the peer sent meanwhile may still be unread, so nobody is judged on it.
+    // Only the first of late ticks in a row is let go: a relay that stays late still judges.
     // A peer is judged only on a PING it had a whole interval to answer.
-    const bool relay_was_stalled = now - last_tick_ > 2 * watchdog_tick();
+    const bool late = now - last_tick_ > 2 * watchdog_tick();
+    const bool relay_was_stalled = late && !last_tick_late_;
+    last_tick_late_ = late;
     if (ping_outstanding_ && !relay_was_stalled && now - ping_sent_ > limits_.keepalive_interval) {
       close_reason_ = "keepalive timeout";
       spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,

@@ -304,6 +304,7 @@ private:
   Clock::time_point started_;
   Clock::time_point last_read_;
   Clock::time_point last_tick_;  // the watchdog's previous run
+  bool last_tick_late_ = false;
   Clock::time_point ping_sent_{};
   bool ping_outstanding_ = false;
   bool draining_ = false;

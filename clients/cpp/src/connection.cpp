@@ -332,14 +332,18 @@ asio::awaitable<void> Connection::keepalive(std::shared_ptr<Link> link) {
   const auto interval = std::chrono::milliseconds(keepalive_ms_);
   auto& timer = link->keepalive_timer;
   auto last_tick = std::chrono::steady_clock::now();
+  bool last_tick_late = false;
   while (!link->dead) {
     timer.expires_after(interval / 2);
     co_await timer.async_wait(kUseTuple);
     if (link->dead) co_return;
     const auto now = std::chrono::steady_clock::now();
     // A late tick means this process was not running: the relay's answer may be unread yet.
-    // The relay is judged only on a PING it had two intervals to answer.
-    const bool stalled = now - last_tick > interval;
+    // Only the first of late ticks in a row is let go. The relay is judged only on a PING it
+    // had two intervals to answer.
+    const bool late = now - last_tick > interval;
+    const bool stalled = late && !last_tick_late;
+    last_tick_late = late;
     last_tick = now;
     if (link->ping_outstanding && !stalled && now - link->ping_sent > 2 * interval) {
       link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
