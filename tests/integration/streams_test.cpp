@@ -1,7 +1,10 @@
 // Request/response streams between native peers: sizes, chunking, duplex, concurrency, routing.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -245,6 +248,48 @@ TEST_F(Streams, ApplicationErrorAndMetadataPassThroughUnchanged) {
   EXPECT_EQ(outcome.app_code, 42u);
   EXPECT_EQ(outcome.message, "teapot");
   EXPECT_EQ(std::string(response.begin(), response.end()), "content-type=text/plain;trace=abc;");
+}
+
+// Each request's handler has a thread of its own while it runs (two handlers that wait for each
+// other both finish), and a thread whose handler returned takes the next request.
+TEST_F(Streams, ConcurrentHandlersEachHaveAThreadAndThreadsAreReused) {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int inside = 0;
+  int most_handled_by_one_thread = 0;
+  BlockingClient responder(options_for(relay_.port(), channel_, true));
+  responder.serve([&](BlockingStream& request) {
+    thread_local int handled_here = 0;
+    while (request.read_chunk().size > 0) {
+    }
+    std::unique_lock lock(mutex);
+    most_handled_by_one_thread = std::max(most_handled_by_one_thread, ++handled_here);
+    ++inside;
+    changed.notify_all();
+    const bool both = changed.wait_for(lock, std::chrono::seconds(10), [&] { return inside >= 2; });
+    lock.unlock();
+    request.write(test::as_bytes(both ? "together" : "alone"));
+  });
+  BlockingClient sender(options_for(relay_.port(), channel_));
+  const auto ask = [&] {
+    std::vector<std::uint8_t> response;
+    const auto outcome = sender.send(Target::any(), test::as_bytes("?"), response);
+    EXPECT_TRUE(outcome.ok()) << outcome.describe();
+    return std::string(response.begin(), response.end());
+  };
+  std::string first;
+  std::thread other([&] { first = ask(); });
+  const auto second = ask();
+  other.join();
+  EXPECT_EQ(first, "together");
+  EXPECT_EQ(second, "together");
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(most_handled_by_one_thread, 1);
+  }
+  EXPECT_EQ(ask(), "together");  // `inside` stays at 2 or more from here on
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(most_handled_by_one_thread, 2) << "the third request did not reuse a thread";
 }
 
 }  // namespace

@@ -6,8 +6,11 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_future.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -19,6 +22,93 @@ namespace {
 BlockingClient::Impl& impl_of(const std::shared_ptr<void>& client) {
   return *static_cast<BlockingClient::Impl*>(client.get());
 }
+
+// Threads for request and broadcast handlers; owned jointly by the client and those threads.
+// The I/O thread only queues a handler: a thread kept from an earlier one takes it, or the
+// pool's starter thread starts one. So the I/O thread never waits for a thread to start (which
+// can take long on a loaded machine, long enough to miss the relay's keepalive), and requests
+// do not pay for a thread each. There are always as many threads as handlers queued or running.
+class HandlerPool : public std::enable_shared_from_this<HandlerPool> {
+public:
+  // Started on the thread that sets up handlers, never on the I/O thread.
+  void start() {
+    std::thread([self = shared_from_this()] { self->start_threads(); }).detach();
+  }
+
+  void run(std::function<void()> handler) {
+    std::lock_guard lock(mutex_);
+    handlers_.push_back(std::move(handler));
+    ++pending_;
+    if (threads_ < pending_) {
+      ++threads_;
+      ++to_start_;
+      starter_wake_.notify_one();
+    } else {
+      handler_ready_.notify_one();
+    }
+  }
+
+  // Until no handler is queued or running.
+  void wait_idle() {
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [&] { return pending_ == 0; });
+  }
+
+  // Idle threads end now instead of after kKeepIdle; queued handlers still run.
+  void stop() {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    handler_ready_.notify_all();
+    starter_wake_.notify_all();
+  }
+
+private:
+  static constexpr auto kKeepIdle = std::chrono::seconds(5);
+
+  void start_threads() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      starter_wake_.wait(lock, [&] { return to_start_ > 0 || stopping_; });
+      if (to_start_ == 0) return;  // stopping
+      --to_start_;
+      lock.unlock();
+      std::thread([self = shared_from_this()] { self->work(); }).detach();
+      lock.lock();
+    }
+  }
+
+  void work() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      if (!handlers_.empty()) {
+        auto handler = std::move(handlers_.front());
+        handlers_.pop_front();
+        lock.unlock();
+        handler();
+        handler = nullptr;  // what it holds (possibly the client) goes before the lock is taken
+        lock.lock();
+        if (--pending_ == 0) idle_.notify_all();
+        continue;
+      }
+      if (stopping_ || !handler_ready_.wait_for(lock, kKeepIdle,
+                                                [&] { return !handlers_.empty() || stopping_; })) {
+        if (handlers_.empty()) break;
+      }
+    }
+    --threads_;
+  }
+
+  std::mutex mutex_;
+  std::condition_variable handler_ready_;
+  std::condition_variable starter_wake_;
+  std::condition_variable idle_;
+  std::deque<std::function<void()>> handlers_;
+  std::size_t pending_ = 0;   // handlers queued or running
+  std::size_t threads_ = 0;   // threads running or about to start
+  std::size_t to_start_ = 0;  // of those, the ones the starter has yet to start
+  bool stopping_ = false;
+};
+
 }  // namespace
 
 struct BlockingClient::Impl {
@@ -26,6 +116,7 @@ struct BlockingClient::Impl {
     run_sync([&] { connection.reset(); });
     guard.reset();
     io_thread.join();
+    if (handlers) handlers->stop();
   }
 
   asio::io_context io;
@@ -33,9 +124,8 @@ struct BlockingClient::Impl {
   std::thread io_thread;
   std::shared_ptr<Connection> connection;
 
-  std::mutex mutex;
-  std::condition_variable idle;
-  std::size_t workers = 0;
+  std::shared_ptr<HandlerPool> handlers;  // set up by serve() or on_broadcast()
+  std::once_flag handlers_started;
   std::mutex broadcast_mutex;  // one broadcast handler at a time
 
   template <typename T, typename F>
@@ -56,16 +146,12 @@ struct BlockingClient::Impl {
     done.get_future().wait();
   }
 
-  void spawn_worker(std::function<void()> work) {
-    {
-      std::lock_guard lock(mutex);
-      ++workers;
-    }
-    std::thread([this, work = std::move(work)] {
-      work();
-      std::lock_guard lock(mutex);
-      if (--workers == 0) idle.notify_all();
-    }).detach();
+  // On the thread setting up handlers, before the I/O thread can need the pool.
+  void start_handlers() {
+    std::call_once(handlers_started, [&] {
+      handlers = std::make_shared<HandlerPool>();
+      handlers->start();
+    });
   }
 };
 
@@ -128,8 +214,7 @@ BlockingClient::BlockingClient(ConnectOptions options) : impl_(std::make_shared<
 
 BlockingClient::~BlockingClient() {
   close();
-  std::unique_lock lock(impl_->mutex);
-  impl_->idle.wait(lock, [&] { return impl_->workers == 0; });
+  if (impl_->handlers) impl_->handlers->wait_idle();
   // The I/O thread ends with the last BlockingStream still held elsewhere, or now.
 }
 
@@ -182,11 +267,12 @@ Outcome BlockingClient::send(Target target, std::span<const std::uint8_t> body,
 void BlockingClient::serve(std::function<void(BlockingStream&)> handler) {
   // Handlers run on the I/O thread and must not own the client: they hold it weakly.
   std::weak_ptr<Impl> weak = impl_;
+  impl_->start_handlers();
   impl_->run_sync([&] {
     impl_->connection->on_request([weak, handler](std::shared_ptr<Stream> stream) {
       auto impl = weak.lock();
       if (!impl) return;
-      impl->spawn_worker([weak, handler, stream = std::move(stream)] {
+      impl->handlers->run([weak, handler, stream = std::move(stream)] {
         auto owner = weak.lock();
         if (!owner) return;
         {
@@ -208,11 +294,12 @@ void BlockingClient::serve(std::function<void(BlockingStream&)> handler) {
 
 void BlockingClient::on_broadcast(std::function<void(BlockingStream&)> handler) {
   std::weak_ptr<Impl> weak = impl_;
+  impl_->start_handlers();
   impl_->run_sync([&] {
     impl_->connection->on_broadcast([weak, handler](std::shared_ptr<Stream> stream) {
       auto impl = weak.lock();
       if (!impl) return;
-      impl->spawn_worker([weak, handler, stream = std::move(stream)] {
+      impl->handlers->run([weak, handler, stream = std::move(stream)] {
         auto owner = weak.lock();
         if (!owner) return;
         std::lock_guard lock(owner->broadcast_mutex);

@@ -69,7 +69,8 @@ private:
 };
 
 /// A connection with its own I/O thread. Thread-safe: any thread may open streams; handlers for
-/// requests and broadcasts run on worker threads, one per stream. With
+/// requests and broadcasts run on worker threads, one per stream at a time (a thread is kept a
+/// few seconds after its handler returns, for the next one). With
 /// ConnectOptions::reconnect enabled it survives lost connections (see ReconnectPolicy): the
 /// handlers set with serve(), on_broadcast() and on_presence() stay in place, in-flight streams
 /// end with Outcome::connection_lost, and new streams wait for the next connection within
