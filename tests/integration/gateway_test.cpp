@@ -334,15 +334,22 @@ TEST_F(Gateway, DeadlinePropagatesToNativeResponder) {
     }
     seen_status.set_value(request.result().status);
   });
+  // The deadline must leave the request time to reach the responder: no connection set-up
+  // inside it, and room for a slow (sanitized, loaded) relay.
+  ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() + 10s));
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 400ms);
+  context.set_deadline(std::chrono::system_clock::now() + 800ms);
   std::string response;
   const auto status = send(context, "", "slow", response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  const auto deadline = seen_deadline.get_future().get();
-  EXPECT_GT(deadline.count(), 0);
-  EXPECT_LE(deadline.count(), 400);
-  EXPECT_EQ(seen_status.get_future().get(), Status::deadline_exceeded);
+  auto deadline = seen_deadline.get_future();
+  ASSERT_EQ(deadline.wait_for(10s), std::future_status::ready) << "the request never arrived";
+  const auto remaining = deadline.get();
+  EXPECT_GT(remaining.count(), 0);
+  EXPECT_LE(remaining.count(), 800);
+  auto final_status = seen_status.get_future();
+  ASSERT_EQ(final_status.wait_for(10s), std::future_status::ready) << "the request never ended";
+  EXPECT_EQ(final_status.get(), Status::deadline_exceeded);
 }
 
 TEST_F(Gateway, MalformedFirstMessagesAreInvalidArgument) {
