@@ -96,8 +96,9 @@ private:
   std::size_t reply_size_;
 };
 
-int serve_direct(const bench::Args& args) {
-  DirectService service(args.num("reply-size", 128));
+// Serves `service` on an ephemeral loopback port, printed as 'listening 127.0.0.1:PORT', until
+// the process is ended (bench/run.sh stops it with SIGTERM).
+int serve_on_loopback(grpc::Service& service) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -107,8 +108,13 @@ int serve_direct(const bench::Args& args) {
   if (!server || port == 0) throw std::runtime_error("cannot listen on 127.0.0.1:0");
   std::printf("listening 127.0.0.1:%d\n", port);
   std::fflush(stdout);
-  server->Wait();  // until the process is ended (bench/run.sh stops it with SIGTERM)
+  server->Wait();
   return 0;
+}
+
+int serve_direct(const bench::Args& args) {
+  DirectService service(args.num("reply-size", 128));
+  return serve_on_loopback(service);
 }
 
 // ---- Trivial gRPC forwarder: two gRPC legs and nothing else. ----
@@ -145,17 +151,7 @@ private:
 int serve_forward(const bench::Args& args) {
   auto upstream = stub_for(args);
   ForwardService service(*upstream);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
-  auto server = builder.BuildAndStart();
-  if (!server || port == 0) throw std::runtime_error("cannot listen on 127.0.0.1:0");
-  std::printf("listening 127.0.0.1:%d\n", port);
-  std::fflush(stdout);
-  server->Wait();  // until the process is ended (bench/run.sh stops it with SIGTERM)
-  return 0;
+  return serve_on_loopback(service);
 }
 
 // ---- gRPC Respond peer. ----
