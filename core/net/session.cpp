@@ -161,6 +161,15 @@ void Session::on_watchdog() {
       stop_io();
       return;
     }
+    if (writing_ && !relay_was_stalled && now - write_started_ > limits_.write_timeout) {
+      // The peer may answer PINGs and send WINDOWs, but its socket takes nothing from us.
+      context_.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+      close_reason_ = "write timeout";
+      spdlog::warn("slow consumer closed conn={} peer={} reason=write_timeout streams={}",
+                   connection_id_, peer_id_.to_string(), streams_.size());
+      stop_io();
+      return;
+    }
     if (now - last_read_ > limits_.keepalive_interval && !ping_outstanding_) {
       ping_outstanding_ = true;
       ping_sent_ = now;

@@ -83,6 +83,10 @@ public:
   Clock::time_point deadline = Clock::time_point::max();
   Clock::duration idle_timeout{};
   Clock::time_point last_activity{};
+  // Broadcast receivers: since when the relay has held bytes for this client of which none has
+  // left (queued, or in a write the socket has not taken). Only a completed write is progress:
+  // neither credit the client grants nor a write that never completes resets it, so a receiver
+  // that stalls by credit, by socket or by both is dropped after the slow-consumer timeout.
   std::optional<Clock::time_point> stalled_since;
   bool timer_armed = false;  // the session's timer queue holds an entry for this stream
 };
@@ -203,6 +207,7 @@ private:
   void wait_stream_timer(Clock::time_point due);
   void on_stream_timer();
   void touch(SessionStream& stream) noexcept;
+  void watch_stall(const StreamPtr& stream);
 
   // Outbound (session_write.cpp).
   void queue_control_done();
@@ -291,8 +296,9 @@ private:
   std::vector<std::pair<StreamPtr, std::uint32_t>> written_;
   std::vector<StreamPtr> finished_out_;
   bool writing_ = false;
-  bool writer_parked_ = false;  // the writer waits on wake_
-  bool flush_queued_ = false;   // flush_now is due when this thread's delivery scope ends
+  Clock::time_point write_started_{};  // when the write in flight (writing_) began
+  bool writer_parked_ = false;         // the writer waits on wake_
+  bool flush_queued_ = false;          // flush_now is due when this thread's delivery scope ends
   // A direct write (flush_now) left part of the composed write unsent: the writer sends the
   // rest, from this offset, before it composes anew.
   std::optional<std::size_t> resume_at_;

@@ -235,10 +235,13 @@ Session::StreamPtr Session::find_stream(std::uint32_t id, wire::FrameType type) 
 
 bool Session::handle_open(const wire::Frame& frame) {
   const std::uint32_t id = frame.header.stream;
-  if (!is_client_id(id) || id <= last_client_stream_) {
+  // Client ids are 1, 3, 5, ... with none skipped, so every id up to the last one was opened: a
+  // frame for one that is not open belongs to a closed stream, never to a skipped one.
+  const std::uint64_t expected = last_client_stream_ == 0 ? 1 : last_client_stream_ + 2ULL;
+  if (id != expected) {
     fail_connection(Status::protocol_error, "OPEN with stream id " + std::to_string(id) +
-                                                " (client ids are odd and increasing; last was " +
-                                                std::to_string(last_client_stream_) + ")");
+                                                " (client ids are odd and consecutive; expected " +
+                                                std::to_string(expected) + ")");
     return false;
   }
   last_client_stream_ = id;
@@ -257,6 +260,13 @@ bool Session::handle_open(const wire::Frame& frame) {
   wire::Bytes body;
   if (wire::parse_open(frame.payload, open, body) != wire::DecodeError::none) {
     return refuse(Status::protocol_error, "malformed OPEN");
+  }
+  // A client's OPEN names a peer exactly when it is addressed to one (section 3.7).
+  if (open.kind == wire::StreamKind::to_peer && open.peer.is_nil()) {
+    return refuse(Status::protocol_error, "malformed OPEN: kind 0 (to peer) names no peer");
+  }
+  if (open.kind != wire::StreamKind::to_peer && !open.peer.is_nil()) {
+    return refuse(Status::protocol_error, "malformed OPEN: only kind 0 (to peer) names a peer");
   }
   const auto needed = open.kind == wire::StreamKind::broadcast ? auth::Permission::broadcast
                                                                : auth::Permission::send;
@@ -459,11 +469,10 @@ bool Session::handle_window(const wire::Frame& frame) {
     return true;
   }
   stream->out_credit += increment;
-  if (stream->out_credit > std::int64_t{1} << 31) {
+  if (stream->out_credit > std::int64_t{wire::kMaxWindow}) {
     reset_stream(stream, Status::protocol_error, "flow control window overflow", true, true);
     return true;
   }
-  if (stream->out_credit > 0) stream->stalled_since.reset();
   schedule(stream);
   return true;
 }
@@ -523,6 +532,7 @@ void Session::on_incoming(const StreamPtr& stream, StreamOffer offer) {
     stream->out_queue.push_back(std::move(offer.first_chunk));
   }
   stream->out_fin_pending = offer.fin;
+  if (stream->role == StreamRole::broadcast_sink) watch_stall(stream);
   schedule(stream);
 }
 
@@ -553,11 +563,7 @@ void Session::on_data(const StreamPtr& stream, wire::Slice payload, bool fin) {
     queue.push_back(std::move(payload));
   }
   if (fin) stream->out_fin_pending = true;
-  if (stream->role == StreamRole::broadcast_sink && stream->out_credit <= 0 &&
-      stream->out_queued > 0 && !stream->stalled_since) {
-    stream->stalled_since = Clock::now();
-    arm_timer(stream, *stream->stalled_since + limits_.slow_consumer_timeout);
-  }
+  if (stream->role == StreamRole::broadcast_sink) watch_stall(stream);
   schedule(stream);
 }
 
@@ -690,6 +696,12 @@ void Session::remove_stream(const StreamPtr& stream) {
 
 void Session::touch(SessionStream& stream) noexcept { stream.last_activity = Clock::now(); }
 
+void Session::watch_stall(const StreamPtr& stream) {
+  if (stream->stalled_since || stream->out_queued == 0) return;
+  stream->stalled_since = Clock::now();
+  arm_timer(stream, *stream->stalled_since + limits_.slow_consumer_timeout);
+}
+
 void Session::arm_timer(const StreamPtr& stream, Clock::time_point when) {
   if (when == Clock::time_point::max() || stream->removed || closed_) return;
   if (stream->timer_armed) return;  // the pending entry re-checks and re-arms itself
@@ -760,7 +772,7 @@ void Session::on_timer(const StreamPtr& stream) {
       spdlog::warn("slow consumer dropped from broadcast conn={} peer={} stream={} pending={}",
                    connection_id_, peer_id_.to_string(), stream->id, stream->out_queued);
       reset_stream(stream, Status::slow_consumer,
-                   "receiver granted no credit for the slow-consumer timeout", true, true);
+                   "receiver took no bytes for the slow-consumer timeout", true, true);
       return;
     }
     arm_timer(stream, due);

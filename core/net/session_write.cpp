@@ -74,6 +74,7 @@ void Session::flush_now() {
   // error, if any) and completes this write as usual. Until then a write is in flight.
   context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
   resume_at_ = n;
+  write_started_ = Clock::now();
   writing_ = true;
   writer_parked_ = false;
   wake_.cancel();
@@ -143,8 +144,9 @@ asio::awaitable<bool> Session::write_loop() {
   for (;;) {
     if (io_stopped_) co_return false;
     std::size_t skip = 0;
-    if (resume_at_) {
-      skip = *resume_at_;  // finish what flush_now began
+    const bool resumed = resume_at_.has_value();
+    if (resumed) {
+      skip = *resume_at_;  // finish what flush_now began, timed from when it began
       resume_at_.reset();
     } else {
       compose_write();
@@ -170,6 +172,7 @@ asio::awaitable<bool> Session::write_loop() {
       continue;
     }
     fill_gather(skip);
+    if (!resumed) write_started_ = Clock::now();
     writing_ = true;
     // The socket usually takes the whole write at once: try that first, which saves a pass of
     // the event loop for the completion; wait for room only for what it did not take.
@@ -329,18 +332,23 @@ void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
     written_.emplace_back(stream, sent);
     context_.counters.queued_bytes.fetch_sub(sent, std::memory_order_relaxed);
   }
-  if (s.role == StreamRole::broadcast_sink && s.out_queued > 0 && s.out_credit <= 0 &&
-      !s.stalled_since) {
-    s.stalled_since = Clock::now();
-    arm_timer(stream, *s.stalled_since + limits_.slow_consumer_timeout);
-  }
 }
 
 void Session::complete_write() {
   const DeliveryScope gather;
   in_flight_.clear();
   for (auto& stream : finished_out_) stream->out_done = true;
+  std::optional<Clock::time_point> now;
   for (auto& [stream, bytes] : written_) {
+    if (stream->stalled_since) {
+      // Bytes left: a receiver still holding more is judged from now on.
+      if (stream->out_queued == 0) {
+        stream->stalled_since.reset();
+      } else {
+        if (!now) now = Clock::now();
+        stream->stalled_since = now;
+      }
+    }
     // A receiver that has now written the whole broadcast reports done below, which releases
     // its share of the credit too: one hand-off instead of two.
     if (stream->role == StreamRole::broadcast_sink && stream->out_done) continue;

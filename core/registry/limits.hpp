@@ -35,6 +35,11 @@ struct Limits {
   Milliseconds handshake_timeout{10'000};
   Milliseconds keepalive_interval{15'000};
   Milliseconds slow_consumer_timeout{5'000};
+  /// A write the connection's socket has not taken whole for this long closes the connection as
+  /// a slow consumer: a peer that keeps sending (PINGs, WINDOWs) but never reads its socket
+  /// would otherwise hold the streams towards it until their idle timeouts. A write carries at
+  /// most 512 KiB, so the default asks a reader for about 17 KiB/s.
+  Milliseconds write_timeout{30'000};
   Milliseconds default_idle_timeout{300'000};
   Milliseconds drain_timeout{30'000};
 

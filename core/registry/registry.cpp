@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "switchboard/wire/frame.hpp"
+
 namespace switchboard::core {
 
 void Limits::validate() const {
@@ -11,6 +13,7 @@ void Limits::validate() const {
   if (max_frame < wire::kMinMaxFrame) fail("max_frame must be at least 1024");
   if (max_frame > 16 * 1024 * 1024) fail("max_frame must be at most 16 MiB");
   if (stream_window == 0) fail("stream_window must be positive");
+  if (stream_window > wire::kMaxWindow) fail("stream_window must be at most 2^31 - 1 bytes");
   if (max_streams_per_connection == 0) fail("max_streams_per_connection must be positive");
   if (max_peers_per_channel == 0) fail("max_peers_per_channel must be positive");
   if (max_channels == 0) fail("max_channels must be positive");
@@ -27,6 +30,7 @@ void Limits::validate() const {
   if (handshake_timeout.count() <= 0) fail("handshake_timeout must be positive");
   if (keepalive_interval.count() <= 0) fail("keepalive_interval must be positive");
   if (slow_consumer_timeout.count() <= 0) fail("slow_consumer_timeout must be positive");
+  if (write_timeout.count() <= 0) fail("write_timeout must be positive");
   if (default_idle_timeout.count() < 0) fail("default_idle_timeout must not be negative");
   if (drain_timeout.count() < 0) fail("drain_timeout must not be negative");
 }

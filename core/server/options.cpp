@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include "switchboard/wire/frame.hpp"
+
 extern char** environ;
 
 namespace switchboard::core {
@@ -275,8 +277,9 @@ std::vector<Option> build_table() {
       16 * 1024 * 1024, [](C c) -> std::uint32_t& { return c.limits.max_frame; },
       OptionType::size));
   table.push_back(unsigned_option(
-      "stream_window", "bytes buffered per stream direction (flow-control window)", 1, kU32,
-      [](C c) -> std::uint32_t& { return c.limits.stream_window; }, OptionType::size));
+      "stream_window", "bytes buffered per stream direction (flow-control window)", 1,
+      wire::kMaxWindow, [](C c) -> std::uint32_t& { return c.limits.stream_window; },
+      OptionType::size));
   table.push_back(unsigned_option(
       "max_streams_per_connection", "streams one connection may have open in each direction", 1,
       kU32, [](C c) -> std::uint32_t& { return c.limits.max_streams_per_connection; },
@@ -314,9 +317,14 @@ std::vector<Option> build_table() {
       "silence before a PING; no answer within this again and the peer is dead", 1,
       [](C c) -> Milliseconds& { return c.limits.keepalive_interval; }, {"--keepalive-ms"}));
   table.push_back(duration_option(
-      "slow_consumer_timeout", "time a broadcast receiver may grant no credit before it is dropped",
-      1, [](C c) -> Milliseconds& { return c.limits.slow_consumer_timeout; },
+      "slow_consumer_timeout",
+      "time a broadcast receiver may hold bytes of which none leaves before it is dropped", 1,
+      [](C c) -> Milliseconds& { return c.limits.slow_consumer_timeout; },
       {"--slow-consumer-timeout-ms"}));
+  table.push_back(duration_option(
+      "write_timeout",
+      "time one socket write may take before the connection is closed as a slow consumer", 1,
+      [](C c) -> Milliseconds& { return c.limits.write_timeout; }, {"--write-timeout-ms"}));
   table.push_back(duration_option(
       "default_idle_timeout", "stream idle timeout when the opener sets none (0: none)", 0,
       [](C c) -> Milliseconds& { return c.limits.default_idle_timeout; }, {"--idle-timeout-ms"}));

@@ -220,11 +220,12 @@ void Server::start() {
       "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "
       "connect_rate_per_address={} connect_burst_per_address={} "
       "handshake_timeout_ms={} keepalive_interval_ms={} slow_consumer_timeout_ms={} "
-      "default_idle_timeout_ms={} drain_timeout_ms={}",
+      "write_timeout_ms={} default_idle_timeout_ms={} drain_timeout_ms={}",
       l.max_frame, l.stream_window, l.max_streams_per_connection, l.max_peers_per_channel,
       l.max_channels, l.max_connections, l.max_connection_buffer, l.connect_rate_per_address,
       l.connect_burst_per_address, l.handshake_timeout.count(), l.keepalive_interval.count(),
-      l.slow_consumer_timeout.count(), l.default_idle_timeout.count(), l.drain_timeout.count());
+      l.slow_consumer_timeout.count(), l.write_timeout.count(), l.default_idle_timeout.count(),
+      l.drain_timeout.count());
 }
 
 // One line per refused connection would let a flood fill the log: at most one a second, with

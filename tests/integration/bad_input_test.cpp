@@ -225,6 +225,90 @@ TEST_F(BadInput, DecreasingStreamIdClosesTheConnection) {
   expect_others_unaffected();
 }
 
+TEST_F(BadInput, SkippedStreamIdClosesTheConnection) {
+  // Ids are consecutive: a skipped one would leave ids that are neither open nor closed.
+  RawPeer raw(relay_.port());
+  raw.join(channel_);
+  std::vector<std::uint8_t> bytes;
+  wire::Open open;
+  open.kind = wire::StreamKind::broadcast;
+  wire::append_open(bytes, 1, open, {}, true);
+  wire::append_open(bytes, 5, open, {}, true);
+  raw.send(bytes);
+  const auto error = expect_error_and_close(raw);
+  EXPECT_EQ(error.status, Status::protocol_error);
+  EXPECT_NE(error.message.find("expected 3"), std::string::npos) << error.message;
+  expect_others_unaffected();
+}
+
+TEST_F(BadInput, OpenNamesAPeerExactlyWhenAddressedToOne) {
+  RawPeer raw(relay_.port());
+  raw.join(channel_);
+  struct Case {
+    wire::StreamKind kind;
+    Uuid peer;
+  };
+  const Case cases[] = {{wire::StreamKind::to_any, responder_->peer_id()},
+                        {wire::StreamKind::broadcast, responder_->peer_id()},
+                        {wire::StreamKind::to_peer, Uuid{}}};
+  std::uint32_t id = 1;
+  for (const auto& c : cases) {
+    std::vector<std::uint8_t> bytes;
+    wire::Open open;
+    open.kind = c.kind;
+    open.peer = c.peer;
+    wire::append_open(bytes, id, open, test::as_bytes("x"), true);
+    raw.send(bytes);
+    const auto reset = expect_reset(raw, id);
+    EXPECT_EQ(reset.status, Status::protocol_error)
+        << "kind " << static_cast<int>(c.kind) << ": " << reset.message;
+    EXPECT_NE(reset.message.find("malformed OPEN"), std::string::npos) << reset.message;
+    id += 2;
+  }
+  EXPECT_TRUE(raw.expect_nothing(50ms));  // still connected
+  expect_others_unaffected();
+}
+
+TEST_F(BadInput, HelloWindowAboveTheHttp2BoundIsRefused) {
+  for (const std::uint32_t window : {wire::kMaxWindow + 1, std::uint32_t{0xffffffff}}) {
+    RawPeer raw(relay_.port());
+    wire::Hello hello;
+    hello.channel = channel_;
+    hello.max_frame = 65536;
+    hello.stream_window = window;
+    std::vector<std::uint8_t> bytes;
+    wire::append_hello(bytes, hello);
+    raw.send(bytes);
+    EXPECT_EQ(expect_error_and_close(raw).status, Status::protocol_error) << window;
+  }
+  RawPeer largest(relay_.port());
+  largest.join(channel_, false, wire::kMaxWindow);  // the bound itself is a valid window
+  expect_others_unaffected();
+}
+
+TEST_F(BadInput, WindowAboveTheHttp2BoundResetsTheStream) {
+  RawPeer raw(relay_.port());
+  const auto raw_id = raw.join(channel_, true, 65536);
+  auto stream = bystander_->request(client::Target::to(raw_id));
+  ASSERT_TRUE(stream.write(test::as_bytes("x")).ok());
+  auto open = raw.expect_type(wire::FrameType::open);
+  ASSERT_TRUE(open);
+  const auto id = open->header.stream;
+  // The relay holds 65535 bytes of credit (65536 less the body byte): up to the bound is fine.
+  std::vector<std::uint8_t> bytes;
+  wire::append_window(bytes, id, wire::kMaxWindow - 65535);
+  raw.send(bytes);
+  EXPECT_TRUE(raw.expect_nothing(50ms));
+  bytes.clear();
+  wire::append_window(bytes, id, 1);
+  raw.send(bytes);
+  const auto reset = expect_reset(raw, id);
+  EXPECT_EQ(reset.status, Status::protocol_error);
+  EXPECT_NE(reset.message.find("overflow"), std::string::npos) << reset.message;
+  EXPECT_EQ(stream.result().status, Status::protocol_error);
+  expect_others_unaffected();
+}
+
 TEST_F(BadInput, NoHandshakeWithinTheLimit) {
   RawPeer raw(relay_.port());
   const auto start = std::chrono::steady_clock::now();

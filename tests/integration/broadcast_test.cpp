@@ -7,6 +7,7 @@
 
 #include "support/clients.hpp"
 #include "support/raw_peer.hpp"
+#include "support/receivers.hpp"
 #include "support/relay.hpp"
 
 namespace switchboard {
@@ -16,46 +17,8 @@ using client::BlockingClient;
 using client::BlockingStream;
 using test::options_for;
 
-// A receiver that reads every broadcast whole and records its checksum.
-struct Receiver {
-  explicit Receiver(std::uint16_t port, const Uuid& channel) : client(options_for(port, channel)) {
-    client.on_broadcast([this](BlockingStream& message) {
-      test::Checksum sum;
-      for (;;) {
-        auto chunk = message.read_chunk();
-        if (chunk.size == 0) break;
-        sum.update(chunk.bytes());
-      }
-      std::lock_guard lock(mutex);
-      sums.push_back(sum);
-      from.push_back(message.peer());
-    });
-  }
-  std::size_t count() {
-    std::lock_guard lock(mutex);
-    return sums.size();
-  }
-  // Declared before the client: the client's worker threads write them until it is destroyed.
-  std::mutex mutex;
-  std::vector<test::Checksum> sums;
-  std::vector<Uuid> from;
-  BlockingClient client;
-};
-
-client::Outcome broadcast_pattern(BlockingClient& sender, std::uint64_t total,
-                                  test::Checksum& sent) {
-  auto stream = sender.broadcast();
-  std::vector<std::uint8_t> buffer(64 * 1024);
-  for (std::uint64_t offset = 0, index = 0; offset < total; offset += buffer.size()) {
-    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), total - offset));
-    test::fill_pattern({buffer.data(), n}, 7, index++);
-    sent.update({buffer.data(), n});
-    const auto outcome = stream.write({buffer.data(), n});
-    if (!outcome.ok()) return outcome;
-  }
-  if (auto outcome = stream.finish(); !outcome.ok()) return outcome;
-  return stream.result();
-}
+using test::broadcast_pattern;
+using test::Receiver;
 
 TEST(Broadcast, ReachesEveryOtherPeerWithSummaryAndNotTheSender) {
   test::InProcessRelay relay{test::fast_limits()};

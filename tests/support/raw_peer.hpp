@@ -20,7 +20,9 @@ struct OwnedFrame {
 
 class RawPeer {
 public:
-  explicit RawPeer(std::uint16_t port);
+  /// `receive_buffer` > 0 fixes the socket's receive buffer (SO_RCVBUF, before connecting), so
+  /// a peer that stops reading stalls the relay's writes after a few KiB.
+  explicit RawPeer(std::uint16_t port, int receive_buffer = 0);
   ~RawPeer();
   RawPeer(const RawPeer&) = delete;
   RawPeer& operator=(const RawPeer&) = delete;

@@ -237,7 +237,8 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
   const std::uint16_t token_len = r.u16();
   if (!r.ok() || token_len > kMaxTokenSize) return DecodeError::malformed;
   out.token = r.text(token_len);
-  if (out.channel.is_nil() || out.max_frame < kMinMaxFrame || out.stream_window == 0) {
+  if (out.channel.is_nil() || out.max_frame < kMinMaxFrame || out.stream_window == 0 ||
+      out.stream_window > kMaxWindow) {
     return DecodeError::malformed;
   }
   return finish(r);
@@ -281,7 +282,8 @@ DecodeError parse_welcome(Bytes payload, Welcome& out) {
   out.max_streams = r.u32();
   out.keepalive_ms = r.u32();
   if (r.ok() && out.version != kProtocolVersion) return DecodeError::unsupported_version;
-  if (r.ok() && (out.max_frame < kMinMaxFrame || out.stream_window == 0 || out.peer_id.is_nil())) {
+  if (r.ok() && (out.max_frame < kMinMaxFrame || out.stream_window == 0 ||
+                 out.stream_window > kMaxWindow || out.peer_id.is_nil())) {
     return DecodeError::malformed;
   }
   return finish(r);

@@ -937,6 +937,21 @@ TEST(CodecHello, ZeroStreamWindowIsMalformed) {
   EXPECT_EQ(parse_hello(payload, out), DecodeError::malformed);
 }
 
+TEST(CodecHello, StreamWindowAboveTheHttp2BoundIsMalformed) {
+  for (const std::uint32_t window : {kMaxWindow + 1, std::uint32_t{0xFFFFFFFF}}) {
+    Hello in = sample_hello();
+    in.stream_window = window;
+    const Buffer payload = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+    Hello out;
+    EXPECT_EQ(parse_hello(payload, out), DecodeError::malformed) << window;
+  }
+  Hello largest = sample_hello();
+  largest.stream_window = kMaxWindow;
+  const Buffer payload = payload_of(encode([&](Buffer& b) { append_hello(b, largest); }));
+  Hello out;
+  EXPECT_EQ(parse_hello(payload, out), DecodeError::none);
+}
+
 // A HELLO payload with an empty token, then `token_len` and `token` appended by hand.
 Buffer hello_payload_with_token(std::uint16_t token_len, std::size_t token_bytes) {
   Hello in = sample_hello();
@@ -1005,6 +1020,11 @@ TEST(CodecValidation, WelcomeWithNilPeerSmallMaxFrameOrZeroWindowIsMalformed) {
   Welcome no_window = sample_welcome();
   no_window.stream_window = 0;
   EXPECT_EQ(check(no_window), DecodeError::malformed);
+  Welcome huge_window = sample_welcome();
+  huge_window.stream_window = kMaxWindow + 1;
+  EXPECT_EQ(check(huge_window), DecodeError::malformed);
+  huge_window.stream_window = kMaxWindow;
+  EXPECT_EQ(check(huge_window), DecodeError::none);
 }
 
 TEST(CodecValidation, StatusAboveMaximumIsBadStatus) {

@@ -22,6 +22,8 @@ inline constexpr std::size_t kHeaderSize = 12;
 /// up to kMaxMessageSize bytes fits.
 inline constexpr std::uint32_t kMinMaxFrame = 1024;
 inline constexpr std::size_t kMaxMessageSize = 512;
+/// The most credit one side may hold for one stream direction, as in HTTP/2: 2^31 - 1 bytes.
+inline constexpr std::uint32_t kMaxWindow = 0x7fff'ffff;
 inline constexpr std::size_t kMaxTokenSize = 4096;
 inline constexpr std::size_t kMaxMetadataEntries = 64;
 /// OPEN's fixed part plus metadata must fit the smallest frame any side may announce.

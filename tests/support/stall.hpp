@@ -1,0 +1,51 @@
+// Test support: limits and timing rules for tests of receivers that stop draining.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "support/receivers.hpp"
+#include "support/relay.hpp"
+
+namespace switchboard::test {
+
+inline constexpr std::uint64_t kBroadcastBytes = 8 * 1024 * 1024;
+
+/// Keepalive is long, so that only the slow-consumer rules can end a stall during a test; the
+/// idle timeout bounds what a relay without them does (hold the broadcast until it), so a
+/// regression fails instead of hanging.
+inline core::Limits stall_limits() {
+  using namespace std::chrono_literals;
+  auto limits = fast_limits();
+  limits.slow_consumer_timeout = 1s;
+  limits.keepalive_interval = 60s;
+  limits.default_idle_timeout = 20s;
+  return limits;
+}
+
+struct TimedOutcome {
+  client::Outcome outcome;
+  std::chrono::steady_clock::duration elapsed;
+};
+
+inline TimedOutcome timed_broadcast(client::BlockingClient& sender, Checksum& sent) {
+  const auto start = std::chrono::steady_clock::now();
+  auto outcome = broadcast_pattern(sender, kBroadcastBytes, sent);
+  return {std::move(outcome), std::chrono::steady_clock::now() - start};
+}
+
+/// A broadcast with one stalled receiver may take what the same broadcast took without it, plus
+/// the slow-consumer timeout, plus a second: the rule, against a baseline measured in the same
+/// run rather than a guess at how fast the machine is today.
+inline void expect_within_bound(std::chrono::steady_clock::duration stalled,
+                                std::chrono::steady_clock::duration baseline,
+                                const core::Limits& limits) {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  const auto bound = baseline + limits.slow_consumer_timeout + std::chrono::seconds(1);
+  EXPECT_LT(stalled, bound) << "stalled " << duration_cast<milliseconds>(stalled).count()
+                            << " ms, bound " << duration_cast<milliseconds>(bound).count() << " ms";
+}
+
+}  // namespace switchboard::test
