@@ -17,14 +17,10 @@ using namespace std::chrono_literals;
 TEST(GatewayStall, RespondPeerThatStopsReadingIsDroppedFromEachBroadcast) {
   const auto limits = test::stall_limits();
   test::InProcessRelay relay{limits};
-  const auto channel = Uuid::random();
-  std::vector<std::unique_ptr<test::Receiver>> receivers;
-  for (int i = 0; i < 2; ++i) {
-    receivers.push_back(std::make_unique<test::Receiver>(relay.port(), channel));
-  }
-  test::Receiver sender(relay.port(), channel);
-  test::Checksum first;
-  const auto baseline = test::timed_broadcast(sender.client, first);
+  test::BroadcastScene scene(relay.port());
+  const auto& channel = scene.channel;
+  auto& sender = scene.sender;
+  const auto& baseline = scene.baseline;
   ASSERT_TRUE(baseline.outcome.ok()) << baseline.outcome.describe();
 
   // A gRPC Respond peer joins, reads its welcome, then reads nothing more.

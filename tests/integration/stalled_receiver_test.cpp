@@ -67,14 +67,11 @@ void expect_received(std::vector<std::unique_ptr<test::Receiver>>& receivers,
 void socket_stalled_broadcasts(std::uint32_t announced_window, int broadcasts) {
   const auto limits = stall_limits();
   test::InProcessRelay relay{limits};
-  const auto channel = Uuid::random();
-  std::vector<std::unique_ptr<test::Receiver>> receivers;
-  for (int i = 0; i < 2; ++i) {
-    receivers.push_back(std::make_unique<test::Receiver>(relay.port(), channel));
-  }
-  test::Receiver sender(relay.port(), channel);
-  std::vector<test::Checksum> sent(1);
-  const auto baseline = timed_broadcast(sender.client, sent[0]);
+  test::BroadcastScene scene(relay.port());
+  const auto& channel = scene.channel;
+  auto& sender = scene.sender;
+  auto& sent = scene.sent;
+  const auto& baseline = scene.baseline;
   ASSERT_TRUE(baseline.outcome.ok()) << baseline.outcome.describe();
   ASSERT_EQ(baseline.outcome.delivered, 2u);
 
@@ -96,7 +93,7 @@ void socket_stalled_broadcasts(std::uint32_t announced_window, int broadcasts) {
     EXPECT_EQ(result.outcome.dropped, 1u) << "broadcast " << i;
     expect_within_bound(result.elapsed, baseline.elapsed, limits);
   }
-  expect_received(receivers, sent);
+  expect_received(scene.receivers, sent);
   EXPECT_EQ(relay.counters().slow_consumer_drops.load(), static_cast<std::uint64_t>(broadcasts));
   // Still a member: dropped from the broadcasts, not from the channel.
   EXPECT_TRUE(is_member());

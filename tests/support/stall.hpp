@@ -35,6 +35,21 @@ inline TimedOutcome timed_broadcast(client::BlockingClient& sender, Checksum& se
   return {std::move(outcome), std::chrono::steady_clock::now() - start};
 }
 
+/// A fresh channel with two healthy receivers and a sender, and how long one broadcast to them
+/// takes there (the baseline a stalled receiver's delay is measured against).
+struct BroadcastScene {
+  explicit BroadcastScene(std::uint16_t port) : channel(Uuid::random()), sender(port, channel) {
+    for (int i = 0; i < 2; ++i) receivers.push_back(std::make_unique<Receiver>(port, channel));
+    sent.emplace_back();
+    baseline = timed_broadcast(sender.client, sent.back());
+  }
+  Uuid channel;
+  std::vector<std::unique_ptr<Receiver>> receivers;
+  Receiver sender;
+  std::vector<Checksum> sent;  // what each broadcast sent, the baseline's first
+  TimedOutcome baseline;
+};
+
 /// A broadcast with one stalled receiver may take what the same broadcast took without it, plus
 /// the slow-consumer timeout, plus a second: the rule, against a baseline measured in the same
 /// run rather than a guess at how fast the machine is today.
