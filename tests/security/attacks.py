@@ -29,6 +29,7 @@ SLOW_CONSUMER_S = 1.0
 WRITE_TIMEOUT_S = 2.0
 HANDSHAKE_S = 1.0
 BROADCAST_BYTES = 8 * 1024 * 1024
+BUDGET_MIB = 16  # the relay's per-connection buffer budget in this run
 
 
 def vm_kib(pid, field):
@@ -327,13 +328,27 @@ def main():
     print("| attack | door | expected | got | as expected | relay RSS MiB |")
     print("|---|---|---|---|---|---|")
     relay = Relay(args.server, ["--connect-burst-per-address", "100",
-                                "--connect-rate-per-address", "20"])
+                                "--connect-rate-per-address", "20",
+                                "--max-connection-buffer", f"{BUDGET_MIB}MiB"])
     try:
+        cli = Cli(args.cli, relay)
         if args.only in ("", "native"):
-            native_rows(relay, Cli(args.cli, relay), table)
-        print(f"relay peak RSS over the native rows: {relay.peak_mib():.1f} MiB")
+            native_rows(relay, cli, table)
+        if args.only in ("", "grpc"):
+            import grpc_rows
+
+            grpc_rows.bad_first_message_rows(relay, table)
+            grpc_rows.reflection_row(relay, table)
+            grpc_rows.header_flood_row(relay, table)
+            grpc_rows.window_zero_row(relay, table, cli, BUDGET_MIB)
+        print(f"relay peak RSS over these rows: {relay.peak_mib():.1f} MiB")
     finally:
         relay.stop()
+    if args.only in ("", "grpc"):
+        import grpc_rows
+
+        grpc_rows.auth_relay_rows(args.server, args.cli, Relay, Cli, table)
+        grpc_rows.sigterm_after_flood_row(args.server, Relay, table)
     failed = [row for row in table.rows if row[4] != "yes"]
     print(f"{len(table.rows) - len(failed)} passed, {len(failed)} failed")
     return 0 if table.all_ok() else 1
