@@ -114,9 +114,9 @@ void BroadcastCall::open() {
     finish(std::move(*refusal));
     return;
   }
-  if (!sender.is_nil() && !gateway_.registry.is_member(channel, sender)) {
-    finish(to_grpc(context_, Status::permission_denied,
-                   "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
+  if (auto refusal = check_sender(gateway_, context_, grant, channel, sender,
+                                  core::auth::Permission::broadcast)) {
+    finish(to_grpc(context_, refusal->status, refusal->reason));
     return;
   }
   if (gateway_.registry.draining()) {

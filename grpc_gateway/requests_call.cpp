@@ -129,14 +129,15 @@ void RequestsCall::open(pb::RequestOpen& open) {
     refuse(id, Status::refused, "relay is draining");
     return;
   }
+  core::auth::Grant grant;
   if (auto refusal = check_request_token(gateway_, context_, request.token(), valid.channel,
-                                         valid.sender, core::auth::Permission::send)) {
+                                         valid.sender, core::auth::Permission::send, grant)) {
     refuse(id, refusal->status, refusal->reason);
     return;
   }
-  if (!valid.sender.is_nil() && !gateway_.registry.is_member(valid.channel, valid.sender)) {
-    refuse(id, Status::permission_denied,
-           "sender_peer_id " + request.sender_peer_id() + " is not on the channel");
+  if (auto refusal = check_sender(gateway_, context_, grant, valid.channel, valid.sender,
+                                  core::auth::Permission::send)) {
+    refuse(id, refusal->status, refusal->reason);
     return;
   }
 

@@ -45,6 +45,7 @@ RespondCall* RespondCall::start(GatewayContext& gateway, grpc::CallbackServerCon
 RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
+      origin_(context->peer()),
       serial_(gateway.next_call_executor()),
       watchdog_(serial_.executor()),
       token_expiry_(serial_.executor()) {}

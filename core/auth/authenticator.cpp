@@ -322,6 +322,7 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
                   "token is not valid for channel " + channel.to_string());
   }
 
+  Decision decision;
   if (const char* bound = jwt_get_grant(jwt.get(), "peer")) {
     const auto bound_peer = Uuid::parse(bound);
     if (!bound_peer) return unauthenticated(Failure::invalid_token, "token peer is not a UUID");
@@ -330,9 +331,9 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
                     "token is bound to peer " + bound_peer->to_string() +
                         (peer->is_nil() ? "; name it as the peer id" : ""));
     }
+    decision.grant.peer = *bound_peer;
   }
 
-  Decision decision;
   decision.grant.permissions = 0;
   if (char* json = jwt_get_grants_json(jwt.get(), "perms")) {
     const auto names = parse_string_array(json);

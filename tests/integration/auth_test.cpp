@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 
 #include "auth/token_mint.hpp"
 #include "support/clients.hpp"
@@ -554,6 +555,132 @@ TEST_F(Auth, GrpcRespondAndWatchEndUnauthenticatedAtTokenExpiry) {
   EXPECT_EQ(watch_status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << watch_status.error_message();
   EXPECT_EQ(relay_.counters().auth_failures_for(Failure::expired_token), 2u);
+  EXPECT_TRUE(bystander_answers());
+}
+
+// With auth required, sender_peer_id must be proven by the token's peer claim: a token without
+// one can neither make a live peer the sender of a request nor leave it out of a broadcast.
+TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
+  const auto ch = channel_.to_string();
+  std::mutex mutex;
+  std::vector<std::string> senders;  // the sender of each request that reached `receiver`
+  auto receiver_options = test::options_for(relay_.port(), channel_, true);
+  receiver_options.token = mint({.channel = ch});
+  BlockingClient receiver(receiver_options);
+  receiver.serve([&](client::BlockingStream& request) {
+    {
+      std::lock_guard lock(mutex);
+      senders.push_back(request.peer().to_string());
+    }
+    test::echo(request);
+  });
+  receiver.on_broadcast([](client::BlockingStream& broadcast) {
+    std::uint8_t sink[256];
+    while (broadcast.read(sink) > 0) {
+    }
+  });
+  auto victim_options = test::options_for(relay_.port(), channel_);
+  victim_options.token = mint({.channel = ch});
+  BlockingClient victim(victim_options);
+  const auto victim_id = victim.peer_id().to_string();
+  const auto target = receiver.peer_id().to_string();
+  const auto unbound = mint({.channel = ch, .perms = {"send", "broadcast"}});
+  const auto bound = mint({.channel = ch, .perms = {"send", "broadcast"}, .peer = victim_id});
+
+  const auto send_as = [&](const std::string& token, const std::string& sender,
+                           std::string& status_trailer) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel(ch);
+    open.mutable_open()->set_target(target);
+    open.mutable_open()->set_sender_peer_id(sender);
+    open.mutable_open()->set_token(token);
+    open.mutable_open()->set_data("who?");
+    call->Write(open);
+    call->WritesDone();
+    pb::SendServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    const auto& trailers = context.GetServerTrailingMetadata();
+    const auto it = trailers.find("switchboard-status");
+    status_trailer = it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+    return status;
+  };
+  const auto broadcast_as = [&](const std::string& token, const std::string& sender) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Broadcast(&context);
+    pb::BroadcastClientMessage open;
+    open.mutable_open()->set_channel(ch);
+    open.mutable_open()->set_sender_peer_id(sender);
+    open.mutable_open()->set_token(token);
+    open.mutable_open()->set_data("news");
+    call->Write(open);
+    call->WritesDone();
+    pb::BroadcastServerMessage in;
+    while (call->Read(&in)) {
+    }
+    return call->Finish();
+  };
+  // The status of one request on a Requests stream: OK once its response ended.
+  const auto request_as = [&](const std::string& token, const std::string& sender) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Requests(&context);
+    pb::RequestsClientMessage message;
+    auto* open = message.mutable_open();
+    open->set_id(1);
+    open->set_last(true);
+    open->mutable_open()->set_channel(ch);
+    open->mutable_open()->set_target(target);
+    open->mutable_open()->set_sender_peer_id(sender);
+    open->mutable_open()->set_token(token);
+    open->mutable_open()->set_data("who?");
+    call->Write(message);
+    pb::Status outcome = pb::INTERNAL;
+    pb::RequestsServerMessage in;
+    while (call->Read(&in)) {
+      if (in.has_end()) {
+        outcome = in.end().status();
+        break;
+      }
+      if (in.chunk().last()) {
+        outcome = pb::OK;
+        break;
+      }
+    }
+    call->WritesDone();
+    while (call->Read(&in)) {
+    }
+    (void)call->Finish();
+    return outcome;
+  };
+
+  // A token without a peer claim cannot speak for the victim.
+  std::string status_trailer;
+  const auto spoofed = send_as(unbound, victim_id, status_trailer);
+  EXPECT_EQ(spoofed.error_code(), grpc::StatusCode::PERMISSION_DENIED) << spoofed.error_message();
+  EXPECT_EQ(status_trailer, "PERMISSION_DENIED");
+  const auto spoofed_broadcast = broadcast_as(unbound, victim_id);
+  EXPECT_EQ(spoofed_broadcast.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << spoofed_broadcast.error_message();
+  EXPECT_EQ(request_as(unbound, victim_id), pb::PERMISSION_DENIED);
+  // A token bound to a peer must name it (unchanged) ...
+  const auto unnamed = send_as(bound, "", status_trailer);
+  EXPECT_EQ(unnamed.error_code(), grpc::StatusCode::PERMISSION_DENIED) << unnamed.error_message();
+  // ... and then speaks for it, whichever door that peer came in by.
+  const auto proven = send_as(bound, victim_id, status_trailer);
+  EXPECT_TRUE(proven.ok()) << proven.error_message();
+  const auto proven_broadcast = broadcast_as(bound, victim_id);
+  EXPECT_TRUE(proven_broadcast.ok()) << proven_broadcast.error_message();
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(senders, std::vector<std::string>{victim_id});
+  }
+  EXPECT_EQ(relay_.counters().auth_failures_for(Failure::wrong_peer), 4u);
   EXPECT_TRUE(bystander_answers());
 }
 
