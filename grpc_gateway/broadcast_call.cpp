@@ -33,7 +33,7 @@ void BroadcastCall::OnReadDone(bool ok) {
 void BroadcastCall::OnWriteDone(bool) {
   asio::post(strand_, [self = shared_from_this()] {
     self->finished_ = true;
-    self->Finish(grpc::Status::OK);
+    self->Finish(to_grpc(self->context_, Status::ok, ""));
   });
 }
 void BroadcastCall::OnCancel() {

@@ -284,7 +284,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
   if (fin) {
     if (!outcome_) outcome_ = Status::ok;
     response_done_ = true;
-    final_status_ = grpc::Status::OK;
+    final_status_ = to_grpc(context_, Status::ok, "");
     stop_reading();
   }
   pump();

@@ -674,6 +674,7 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
   // ... and then speaks for it, whichever door that peer came in by.
   const auto proven = send_as(bound, victim_id, status_trailer);
   EXPECT_TRUE(proven.ok()) << proven.error_message();
+  EXPECT_EQ(status_trailer, "OK");
   const auto proven_broadcast = broadcast_as(bound, victim_id);
   EXPECT_TRUE(proven_broadcast.ok()) << proven_broadcast.error_message();
   {

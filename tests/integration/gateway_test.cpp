@@ -76,6 +76,18 @@ protected:
     return respond;
   }
 
+  using RawStream = grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+
+  // A bidi call of `method` ("/package.Service/Method") whose messages are raw bytes, so a test
+  // can send what no generated stub would: bytes that do not parse.
+  std::unique_ptr<RawStream> raw_call(grpc::ClientContext& context, const char* method) {
+    const grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::BIDI_STREAMING,
+                                        channel_);
+    return std::unique_ptr<RawStream>(
+        grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+            channel_.get(), rpc, &context));
+  }
+
   test::InProcessRelay relay_;
   Uuid channel_id_ = Uuid::random();
   std::shared_ptr<grpc::Channel> channel_;
@@ -714,7 +726,7 @@ TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) 
   (void)respond->Finish();
 }
 
-// ---- Sender identity. ----
+// ---- Sender identity, first messages and trailers. ----
 
 // On an open relay no token proves whom a call speaks for: sender_peer_id may name only a
 // Respond peer joined over the caller's own connection, never a native peer or a gRPC peer of
@@ -842,6 +854,100 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
   (void)other->Finish();
   own_context.TryCancel();
   (void)own->Finish();
+}
+
+// A Respond or Requests call that half-closes before its first message, or whose first message
+// does not parse, is refused like any malformed first message.
+TEST_F(Gateway, RespondAndRequestsWithoutAValidFirstMessageAreInvalidArgument) {
+  for (const char* method :
+       {"/switchboard.v1.Switchboard/Respond", "/switchboard.v1.Switchboard/Requests"}) {
+    for (const bool garbage : {false, true}) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + 10s);
+      auto call = raw_call(context, method);
+      if (garbage) {
+        // Field 1 with wire type 7, which does not exist: no message parses from this.
+        grpc::Slice bytes(std::string("\x0f\x01", 2));
+        grpc::ByteBuffer message(&bytes, 1);
+        call->Write(message);
+      }
+      call->WritesDone();
+      grpc::ByteBuffer in;
+      while (call->Read(&in)) {
+      }
+      const auto status = call->Finish();
+      const std::string what = std::string(method) + (garbage ? ", unparsable" : ", half-closed");
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << what << ": " << status.error_code() << " " << status.error_message();
+      EXPECT_EQ(trailer(context, "switchboard-status"), "PROTOCOL_ERROR") << what;
+    }
+  }
+}
+
+// Every call that ends OK says so in the switchboard-status trailer too, as the other statuses.
+TEST_F(Gateway, CallsEndingOkCarryTheOkTrailer) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  responder.on_broadcast([](BlockingStream& broadcast) {
+    std::uint8_t sink[256];
+    while (broadcast.read(sink) > 0) {
+    }
+  });
+  {
+    grpc::ClientContext context;
+    std::string response;
+    const auto status = send(context, "", "ok?", response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response, "ok?");
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Send";
+  }
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Broadcast(&context);
+    pb::BroadcastClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_data("ok?");
+    call->Write(open);
+    call->WritesDone();
+    pb::BroadcastServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Broadcast";
+  }
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Requests(&context);
+    call->Write(request_open(1, channel_id_, "ok?", true));
+    call->WritesDone();
+    pb::RequestsServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Requests";
+  }
+  {
+    grpc::ClientContext context;
+    auto respond = join_respond(context);
+    respond->WritesDone();
+    pb::RespondServerMessage in;
+    while (respond->Read(&in)) {
+    }
+    const auto status = respond->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Respond";
+  }
+  {
+    grpc::ClientContext context;
+    pb::ListPeersRequest request;
+    request.set_channel(channel_id_.to_string());
+    pb::ListPeersResponse peers;
+    const auto status = stub_->ListPeers(&context, request, &peers);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "ListPeers";
+  }
 }
 
 }  // namespace
