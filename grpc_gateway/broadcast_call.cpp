@@ -33,7 +33,7 @@ void BroadcastCall::OnReadDone(bool ok) {
 void BroadcastCall::OnWriteDone(bool) {
   asio::post(strand_, [self = shared_from_this()] {
     self->finished_ = true;
-    self->Finish(grpc::Status::OK);
+    self->Finish(to_grpc(self->context_, Status::ok, ""));
   });
 }
 void BroadcastCall::OnCancel() {
@@ -114,9 +114,9 @@ void BroadcastCall::open() {
     finish(std::move(*refusal));
     return;
   }
-  if (!sender.is_nil() && !gateway_.registry.is_member(channel, sender)) {
-    finish(to_grpc(context_, Status::permission_denied,
-                   "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
+  if (auto refusal = check_sender(gateway_, context_, grant, channel, sender,
+                                  core::auth::Permission::broadcast)) {
+    finish(to_grpc(context_, refusal->status, refusal->reason));
     return;
   }
   if (gateway_.registry.draining()) {

@@ -1,6 +1,7 @@
 // The gRPC server: service registration, health and reflection, draining and shutdown.
 #include "grpc_gateway/gateway.hpp"
 
+#include <grpc/health/v1/health.pb.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -90,6 +91,10 @@ Gateway::Gateway(core::net::ServerContext& context,
                  const core::net::TlsConfig& tls)
     : impl_(std::make_unique<Impl>(context, std::move(executors))) {
   tune_heap();
+  // gRPC serves grpc.health.v1.Health from its own upb code, which leaves nothing in protobuf's
+  // generated pool, where reflection resolves the services it lists: this reference links the
+  // health proto's descriptor into the relay, so reflection clients can describe every service.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

@@ -35,7 +35,7 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
     response->add_peers(id.to_string());
   }
   response->set_version(version);
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(to_grpc(context, Status::ok, ""));
   return reactor;
 }
 
@@ -96,7 +96,8 @@ public:
       self->queue_.push_back(std::move(update));
       // A watcher that does not read may not hold relay memory without bound.
       if (self->queue_.size() > 100'000) {
-        self->stop(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "watcher too slow"));
+        if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
+        self->stop(to_grpc(self->context_, Status::slow_consumer, "watcher too slow"));
         return;
       }
       self->pump();

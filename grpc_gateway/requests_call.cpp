@@ -72,6 +72,14 @@ void RequestsCall::OnDone() {
 void RequestsCall::read_done(bool ok) {
   read_pending_ = false;
   if (done_ || final_status_) return;
+  if (!ok && !got_message_ && !context_->IsCancelled()) {
+    // gRPC reports a half-close and a message that does not parse alike: a failed read.
+    finish(invalid_argument(context_,
+                            "the stream ended before its first message, or it did not parse"),
+           false);
+    return;
+  }
+  got_message_ = got_message_ || ok;
   if (!ok) {
     // The client sends no more: the requests whose body has not ended never will. The others
     // finish; the RPC ends after the last of them.
@@ -83,7 +91,7 @@ void RequestsCall::read_done(bool ok) {
     for (auto key : truncated) {
       end_request(key, Status::cancelled, "the stream was half-closed before the request's last");
     }
-    if (requests_.empty()) finish(grpc::Status::OK, true);
+    if (requests_.empty()) finish_ok();
     return;
   }
   switch (in_.kind_case()) {
@@ -129,14 +137,15 @@ void RequestsCall::open(pb::RequestOpen& open) {
     refuse(id, Status::refused, "relay is draining");
     return;
   }
+  core::auth::Grant grant;
   if (auto refusal = check_request_token(gateway_, context_, request.token(), valid.channel,
-                                         valid.sender, core::auth::Permission::send)) {
+                                         valid.sender, core::auth::Permission::send, grant)) {
     refuse(id, refusal->status, refusal->reason);
     return;
   }
-  if (!valid.sender.is_nil() && !gateway_.registry.is_member(valid.channel, valid.sender)) {
-    refuse(id, Status::permission_denied,
-           "sender_peer_id " + request.sender_peer_id() + " is not on the channel");
+  if (auto refusal = check_sender(gateway_, context_, grant, valid.channel, valid.sender,
+                                  core::auth::Permission::send)) {
+    refuse(id, refusal->status, refusal->reason);
     return;
   }
 
@@ -331,7 +340,7 @@ void RequestsCall::complete(std::uint64_t key, bool abandon_target) {
   requests_.erase(it);
   if (requests_.empty() && (half_closed_ || draining_)) {
     if (half_closed_) {
-      finish(grpc::Status::OK, true);
+      finish_ok();
     } else {
       drain();
     }
@@ -434,9 +443,15 @@ void RequestsCall::finish(grpc::Status status, bool flush) {
 
 void RequestsCall::drain() {
   draining_ = true;
-  if (requests_.empty()) {
-    finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "relay is draining"), true);
-  }
+  // Once Finish was called the context may be gone: do not build a status from it.
+  if (finished_ || done_ || final_status_ || !requests_.empty()) return;
+  finish(to_grpc(context_, Status::refused, "relay is draining"), true);
+}
+
+// The client half-closed and every request has ended.
+void RequestsCall::finish_ok() {
+  if (finished_ || done_ || final_status_) return;
+  finish(to_grpc(context_, Status::ok, ""), true);
 }
 
 void RequestsCall::on_cancel(bool expired) {

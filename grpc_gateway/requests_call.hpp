@@ -93,6 +93,7 @@ private:
   void pump();
   void read_more();
   void finish(grpc::Status status, bool flush);
+  void finish_ok();
   void end_request(std::uint64_t key, Status status, const std::string& message);
   void drain();
   void arm_sweep();
@@ -109,6 +110,7 @@ private:
 
   pb::RequestsClientMessage in_;
   bool read_pending_ = false;
+  bool got_message_ = false;  // a first message was read
   bool half_closed_ = false;  // the client sends no more
   bool draining_ = false;
   bool done_ = false;

@@ -45,6 +45,7 @@ RespondCall* RespondCall::start(GatewayContext& gateway, grpc::CallbackServerCon
 RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
+      origin_(context->peer()),
       serial_(gateway.next_call_executor()),
       watchdog_(serial_.executor()),
       token_expiry_(serial_.executor()) {}
@@ -167,7 +168,16 @@ void RespondCall::read_done(bool ok) {
   read_pending_ = false;
   if (done_ || final_status_) return;
   if (!ok) {
-    finish(grpc::Status::OK);  // the client ended the stream: the peer leaves
+    if (joined_) {
+      finish(to_grpc(context_, Status::ok, ""));  // the client ended the stream: the peer leaves
+    } else if (context_->IsCancelled()) {
+      finish(grpc::Status::CANCELLED);
+    } else {
+      // gRPC reports a half-close and a message that does not parse alike: a failed read.
+      gateway_.core.counters.grpc.count_handshake_failure(core::net::HandshakeFailure::bad_hello);
+      finish(invalid_argument(context_,
+                              "the stream ended before its join message, or it did not parse"));
+    }
     return;
   }
   if (!joined_) {
@@ -298,7 +308,9 @@ void RespondCall::token_expired_now() {
 
 void RespondCall::drain() {
   draining_ = true;
-  if (incoming_.empty()) finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "relay is draining"));
+  // Once Finish was called the context may be gone: do not build a status from it.
+  if (finished_ || done_ || final_status_ || !incoming_.empty()) return;
+  finish(to_grpc(context_, Status::refused, "relay is draining"));
 }
 
 void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {

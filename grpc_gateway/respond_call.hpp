@@ -47,6 +47,7 @@ public:
   static RespondCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
   RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context);
   std::string_view door() const noexcept override { return "grpc"; }
+  std::string_view origin() const noexcept override { return origin_; }
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -110,6 +111,7 @@ private:
   GatewayContext& gateway_;
   CountedCall counted_{gateway_.core.counters.grpc};
   grpc::CallbackServerContext* context_;
+  const std::string origin_;  // the client connection, as gRPC names it (context->peer())
   Serial serial_;
   boost::asio::steady_timer watchdog_;
   boost::asio::steady_timer token_expiry_;

@@ -184,9 +184,9 @@ void SendCall::open() {
     finish(std::move(*refusal));
     return;
   }
-  if (!sender.is_nil() && !gateway_.registry.is_member(channel, sender)) {
-    finish(to_grpc(context_, Status::permission_denied,
-                   "sender_peer_id " + request.sender_peer_id() + " is not on the channel"));
+  if (auto refusal =
+          check_sender(gateway_, context_, grant, channel, sender, core::auth::Permission::send)) {
+    finish(to_grpc(context_, refusal->status, refusal->reason));
     return;
   }
   if (gateway_.registry.draining()) {
@@ -284,7 +284,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
   if (fin) {
     if (!outcome_) outcome_ = Status::ok;
     response_done_ = true;
-    final_status_ = grpc::Status::OK;
+    final_status_ = to_grpc(context_, Status::ok, "");
     stop_reading();
   }
   pump();

@@ -19,11 +19,11 @@ build_packages=(
   build-essential cmake ninja-build ccache
   libboost1.81-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev libjwt-dev
-  libssl-dev
+  libssl-dev grpc-proto
 )
 # Compilers, tools and libraries of the test suite, the benchmarks and the clients.
 dev_packages=(
-  clang clang-format clang-tidy grpc-proto libgtest-dev libgmock-dev libbenchmark-dev
+  clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
 )
 # A Docker engine, Compose and debootstrap for the base image (docker/verify.sh).

@@ -4,7 +4,7 @@
 
 #include <jwt.h>
 
-#include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -80,11 +80,36 @@ std::optional<std::vector<std::string>> string_or_array(jwt_t* jwt, const char* 
   return values;
 }
 
-std::optional<long> int_claim(jwt_t* jwt, const char* claim) {
-  errno = 0;
-  const long value = jwt_get_grant_int(jwt, claim);
-  if (errno != 0) return std::nullopt;
-  return value;
+/// The latest NumericDate the relay accepts: the last second a system_clock time point holds
+/// (April 2262 with libstdc++'s nanoseconds), so every accepted time converts without overflow.
+constexpr std::int64_t kMaxNumericDate =
+    std::chrono::duration_cast<std::chrono::seconds>(Clock::duration::max()).count();
+
+/// A time claim (`exp`, `nbf`): absent, a whole number of seconds in [0, kMaxNumericDate], or
+/// malformed. Read from the claim's JSON text: libjwt's jwt_get_grant_int reads a string, a
+/// fraction or a real such as 1e300 as 0 without telling, which would make `exp` look expired
+/// and `nbf` look satisfied.
+struct TimeClaim {
+  bool present = false;
+  bool valid = false;
+  std::int64_t seconds = 0;
+};
+
+TimeClaim time_claim(jwt_t* jwt, const char* claim) {
+  char* json = jwt_get_grants_json(jwt, claim);
+  if (json == nullptr) return {};
+  const std::string_view text(json);
+  TimeClaim result{true, false, 0};
+  // An integer is printed as plain digits (jansson refuses to parse one beyond 64 bits); a real
+  // has a '.' or an exponent, a string quotes.
+  if (!text.empty() && text.find_first_not_of("0123456789") == std::string_view::npos) {
+    const auto [end, error] =
+        std::from_chars(text.data(), text.data() + text.size(), result.seconds);
+    result.valid = error == std::errc{} && end == text.data() + text.size() &&
+                   result.seconds <= kMaxNumericDate;
+  }
+  std::free(json);
+  return result;
 }
 
 Decision refuse(Status status, Failure failure, std::string reason) {
@@ -253,10 +278,21 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
 
   const auto now =
       std::chrono::duration_cast<std::chrono::seconds>(Clock::now().time_since_epoch()).count();
-  const auto exp = int_claim(jwt.get(), "exp");
-  if (!exp) return unauthenticated(Failure::invalid_token, "token has no exp claim");
-  if (now >= *exp) return unauthenticated(Failure::expired_token, "token expired");
-  if (const auto nbf = int_claim(jwt.get(), "nbf"); nbf && now < *nbf) {
+  // Both time claims are checked for form before either for time: a malformed token is never
+  // reported as expired.
+  const auto exp = time_claim(jwt.get(), "exp");
+  if (!exp.present) return unauthenticated(Failure::invalid_token, "token has no exp claim");
+  if (!exp.valid) {
+    return unauthenticated(Failure::invalid_token,
+                           "malformed token: exp is not a whole number of seconds in range");
+  }
+  const auto nbf = time_claim(jwt.get(), "nbf");
+  if (nbf.present && !nbf.valid) {
+    return unauthenticated(Failure::invalid_token,
+                           "malformed token: nbf is not a whole number of seconds in range");
+  }
+  if (now >= exp.seconds) return unauthenticated(Failure::expired_token, "token expired");
+  if (nbf.present && now < nbf.seconds) {
     return unauthenticated(Failure::invalid_token, "token not valid yet (nbf)");
   }
   if (!keys_->issuer.empty()) {
@@ -286,6 +322,7 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
                   "token is not valid for channel " + channel.to_string());
   }
 
+  Decision decision;
   if (const char* bound = jwt_get_grant(jwt.get(), "peer")) {
     const auto bound_peer = Uuid::parse(bound);
     if (!bound_peer) return unauthenticated(Failure::invalid_token, "token peer is not a UUID");
@@ -294,9 +331,9 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
                     "token is bound to peer " + bound_peer->to_string() +
                         (peer->is_nil() ? "; name it as the peer id" : ""));
     }
+    decision.grant.peer = *bound_peer;
   }
 
-  Decision decision;
   decision.grant.permissions = 0;
   if (char* json = jwt_get_grants_json(jwt.get(), "perms")) {
     const auto names = parse_string_array(json);
@@ -309,7 +346,7 @@ Decision Authenticator::authenticate(std::string_view token_text, const Uuid& ch
       }
     }
   }
-  decision.grant.expiry = Clock::time_point(std::chrono::seconds(*exp));
+  decision.grant.expiry = Clock::time_point(std::chrono::seconds(exp.seconds));
   if (const char* sub = jwt_get_grant(jwt.get(), "sub")) decision.grant.subject = sub;
   return decision;
 }

@@ -45,6 +45,9 @@ struct Grant {
   /// When the token stops being valid; max() when the relay runs open.
   std::chrono::system_clock::time_point expiry = std::chrono::system_clock::time_point::max();
   std::string subject;  ///< `sub`, for logs
+  /// The `peer` claim: the one identity the holder may use or speak for. Nil when the token
+  /// names none, and when the relay runs open.
+  Uuid peer;
 
   bool allows(Permission permission) const noexcept {
     return (permissions & static_cast<std::uint8_t>(permission)) != 0;

@@ -57,6 +57,11 @@ public:
   virtual bool has_capacity() const = 0;
   /// The front door that carries this peer, for introspection ("native" or "grpc").
   virtual std::string_view door() const noexcept { return "native"; }
+  /// The client connection that carries this peer when other calls may share it (a gRPC
+  /// Respond peer: its HTTP/2 connection's address as gRPC names it, "ipv4:10.0.0.7:50312");
+  /// empty when the peer is a connection of its own (native). Fixed for the peer's life. See
+  /// check_sender.
+  virtual std::string_view origin() const noexcept { return {}; }
 };
 
 }  // namespace switchboard::core

@@ -115,6 +115,14 @@ bool Registry::is_member(const Uuid& channel_id, const Uuid& peer_id) const {
   return it != channels_.end() && it->second.members.contains(peer_id);
 }
 
+std::shared_ptr<Peer> Registry::member(const Uuid& channel_id, const Uuid& peer_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = channels_.find(channel_id);
+  if (it == channels_.end()) return nullptr;
+  auto found = it->second.members.find(peer_id);
+  return found == it->second.members.end() ? nullptr : found->second.peer;
+}
+
 std::uint64_t Registry::watch(const Uuid& channel_id, std::shared_ptr<Peer> observer,
                               std::vector<Uuid>& snapshot, std::uint64_t& version) {
   std::lock_guard lock(mutex_);

@@ -74,6 +74,8 @@ public:
   std::vector<Uuid> members(const Uuid& channel, std::uint64_t& version);
   /// True when `peer_id` is a member of `channel` now.
   bool is_member(const Uuid& channel, const Uuid& peer_id) const;
+  /// The peer behind `peer_id` on `channel` now, or null.
+  std::shared_ptr<Peer> member(const Uuid& channel, const Uuid& peer_id) const;
 
   /// Registers an observer of a channel's presence that is not a member: it gets the snapshot
   /// (returned) and then every change through on_presence. Watching a channel does not keep it

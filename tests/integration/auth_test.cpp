@@ -2,6 +2,8 @@
 // refusal counters, and the server binary's key flags.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <atomic>
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 
 #include "auth/token_mint.hpp"
 #include "support/clients.hpp"
@@ -88,6 +91,38 @@ std::string mint(const Mint& m) {
   options.permissions = m.perms;
   options.ttl = m.ttl;
   return core::auth::mint_token(options);
+}
+
+std::string base64url(std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t bits = 0;
+  int count = 0;
+  for (const char c : bytes) {
+    bits = (bits << 8) | static_cast<std::uint8_t>(c);
+    count += 8;
+    while (count >= 6) {
+      count -= 6;
+      out.push_back(kAlphabet[(bits >> count) & 0x3F]);
+    }
+  }
+  if (count > 0) out.push_back(kAlphabet[(bits << (6 - count)) & 0x3F]);
+  return out;
+}
+
+/// A compact HS256 JWT over `claims` (a JSON object's text) signed with kSecret: claims of
+/// types the minter never writes.
+std::string hs256_token(const std::string& claims) {
+  const std::string signed_part =
+      base64url(R"({"alg":"HS256","typ":"JWT"})") + "." + base64url(claims);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_size = 0;
+  HMAC(EVP_sha256(), kSecret.data(), static_cast<int>(kSecret.size()),
+       reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(), mac,
+       &mac_size);
+  return signed_part + "." +
+         base64url(std::string_view(reinterpret_cast<const char*>(mac), mac_size));
 }
 
 std::vector<std::string> all_but(const std::string& missing) {
@@ -520,6 +555,183 @@ TEST_F(Auth, GrpcRespondAndWatchEndUnauthenticatedAtTokenExpiry) {
   EXPECT_EQ(watch_status.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << watch_status.error_message();
   EXPECT_EQ(relay_.counters().auth_failures_for(Failure::expired_token), 2u);
+  EXPECT_TRUE(bystander_answers());
+}
+
+// With auth required, sender_peer_id must be proven by the token's peer claim: a token without
+// one can neither make a live peer the sender of a request nor leave it out of a broadcast.
+TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
+  const auto ch = channel_.to_string();
+  std::mutex mutex;
+  std::vector<std::string> senders;  // the sender of each request that reached `receiver`
+  auto receiver_options = test::options_for(relay_.port(), channel_, true);
+  receiver_options.token = mint({.channel = ch});
+  BlockingClient receiver(receiver_options);
+  receiver.serve([&](client::BlockingStream& request) {
+    {
+      std::lock_guard lock(mutex);
+      senders.push_back(request.peer().to_string());
+    }
+    test::echo(request);
+  });
+  receiver.on_broadcast([](client::BlockingStream& broadcast) {
+    std::uint8_t sink[256];
+    while (broadcast.read(sink) > 0) {
+    }
+  });
+  auto victim_options = test::options_for(relay_.port(), channel_);
+  victim_options.token = mint({.channel = ch});
+  BlockingClient victim(victim_options);
+  const auto victim_id = victim.peer_id().to_string();
+  const auto target = receiver.peer_id().to_string();
+  const auto unbound = mint({.channel = ch, .perms = {"send", "broadcast"}});
+  const auto bound = mint({.channel = ch, .perms = {"send", "broadcast"}, .peer = victim_id});
+
+  const auto send_as = [&](const std::string& token, const std::string& sender,
+                           std::string& status_trailer) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel(ch);
+    open.mutable_open()->set_target(target);
+    open.mutable_open()->set_sender_peer_id(sender);
+    open.mutable_open()->set_token(token);
+    open.mutable_open()->set_data("who?");
+    call->Write(open);
+    call->WritesDone();
+    pb::SendServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    const auto& trailers = context.GetServerTrailingMetadata();
+    const auto it = trailers.find("switchboard-status");
+    status_trailer = it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+    return status;
+  };
+  const auto broadcast_as = [&](const std::string& token, const std::string& sender) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Broadcast(&context);
+    pb::BroadcastClientMessage open;
+    open.mutable_open()->set_channel(ch);
+    open.mutable_open()->set_sender_peer_id(sender);
+    open.mutable_open()->set_token(token);
+    open.mutable_open()->set_data("news");
+    call->Write(open);
+    call->WritesDone();
+    pb::BroadcastServerMessage in;
+    while (call->Read(&in)) {
+    }
+    return call->Finish();
+  };
+  // The status of one request on a Requests stream: OK once its response ended.
+  const auto request_as = [&](const std::string& token, const std::string& sender) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Requests(&context);
+    pb::RequestsClientMessage message;
+    auto* open = message.mutable_open();
+    open->set_id(1);
+    open->set_last(true);
+    open->mutable_open()->set_channel(ch);
+    open->mutable_open()->set_target(target);
+    open->mutable_open()->set_sender_peer_id(sender);
+    open->mutable_open()->set_token(token);
+    open->mutable_open()->set_data("who?");
+    call->Write(message);
+    pb::Status outcome = pb::INTERNAL;
+    pb::RequestsServerMessage in;
+    while (call->Read(&in)) {
+      if (in.has_end()) {
+        outcome = in.end().status();
+        break;
+      }
+      if (in.chunk().last()) {
+        outcome = pb::OK;
+        break;
+      }
+    }
+    call->WritesDone();
+    while (call->Read(&in)) {
+    }
+    (void)call->Finish();
+    return outcome;
+  };
+
+  // A token without a peer claim cannot speak for the victim.
+  std::string status_trailer;
+  const auto spoofed = send_as(unbound, victim_id, status_trailer);
+  EXPECT_EQ(spoofed.error_code(), grpc::StatusCode::PERMISSION_DENIED) << spoofed.error_message();
+  EXPECT_EQ(status_trailer, "PERMISSION_DENIED");
+  const auto spoofed_broadcast = broadcast_as(unbound, victim_id);
+  EXPECT_EQ(spoofed_broadcast.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << spoofed_broadcast.error_message();
+  EXPECT_EQ(request_as(unbound, victim_id), pb::PERMISSION_DENIED);
+  // A token bound to a peer must name it (unchanged) ...
+  const auto unnamed = send_as(bound, "", status_trailer);
+  EXPECT_EQ(unnamed.error_code(), grpc::StatusCode::PERMISSION_DENIED) << unnamed.error_message();
+  // ... and then speaks for it, whichever door that peer came in by.
+  const auto proven = send_as(bound, victim_id, status_trailer);
+  EXPECT_TRUE(proven.ok()) << proven.error_message();
+  EXPECT_EQ(status_trailer, "OK");
+  const auto proven_broadcast = broadcast_as(bound, victim_id);
+  EXPECT_TRUE(proven_broadcast.ok()) << proven_broadcast.error_message();
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(senders, std::vector<std::string>{victim_id});
+  }
+  EXPECT_EQ(relay_.counters().auth_failures_for(Failure::wrong_peer), 4u);
+  EXPECT_TRUE(bystander_answers());
+}
+
+// exp and nbf must be whole numbers of seconds the relay can represent: a string, a fraction or
+// an out-of-range number makes a malformed token, never an expired (or a valid) one.
+TEST_F(Auth, TimeClaimsThatAreNotWholeSecondsAreMalformed) {
+  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const std::string valid_exp = R"(,"exp":)" + std::to_string(now + 60);
+  const auto claims = [&](const std::string& times) {
+    return hs256_token(R"({"channel":")" + channel_.to_string() +
+                       R"(","perms":["send","respond","broadcast","presence"])" + times + "}");
+  };
+  struct TimeCase {
+    std::string name, token, expected;  // expected: OK, expired or malformed
+  };
+  const std::vector<TimeCase> cases = {
+      {"integer exp", claims(valid_exp), "OK"},
+      {"exp in the past", claims(R"(,"exp":)" + std::to_string(now - 5)), "expired"},
+      {"exp as a string", claims(R"(,"exp":")" + std::to_string(now + 60) + "\""), "malformed"},
+      {"exp 1e300", claims(R"(,"exp":1e300)"), "malformed"},
+      {"exp with a fraction", claims(R"(,"exp":)" + std::to_string(now + 60) + ".5"), "malformed"},
+      {"exp out of range", claims(R"(,"exp":4611686018427387904)"), "malformed"},
+      {"exp true", claims(R"(,"exp":true)"), "malformed"},
+      {"nbf as a string", claims(valid_exp + R"(,"nbf":"0")"), "malformed"},
+      {"nbf 1e300", claims(valid_exp + R"(,"nbf":1e300)"), "malformed"},
+  };
+  const auto verdict = [](const std::string& status, const std::string& reason) -> std::string {
+    if (status == "OK") return "OK";
+    if (status != "UNAUTHENTICATED") return status;
+    if (reason == "token expired") return "expired";
+    if (reason.find("malformed token") == 0 && reason.find("expired") == std::string::npos) {
+      return "malformed";
+    }
+    return "other";
+  };
+  std::vector<Row> rows;
+  for (const auto& c : cases) {
+    for (const bool grpc_door : {false, true}) {
+      const Case call{c.name, c.token, grpc_door ? Action::send : Action::join, c.expected, {}};
+      const auto [status, reason] = grpc_door ? grpc_call(call) : native(call);
+      const auto got = verdict(status, reason);
+      rows.push_back({grpc_door ? "grpc" : "native", c.name, action_name(call.action), c.expected,
+                      got, reason});
+      EXPECT_EQ(got, c.expected) << (grpc_door ? "grpc: " : "native: ") << c.name << ": " << status
+                                 << " " << reason;
+    }
+  }
+  print_matrix(rows);
   EXPECT_TRUE(bystander_answers());
 }
 

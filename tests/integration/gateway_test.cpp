@@ -4,6 +4,7 @@
 
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -62,8 +63,9 @@ protected:
   // Joins the channel as a gRPC Respond peer and reads `joined` (its id into `peer_id`) and the
   // presence snapshot.
   std::unique_ptr<RespondStream> join_respond(grpc::ClientContext& context,
-                                              std::string* peer_id = nullptr) {
-    auto respond = stub_->Respond(&context);
+                                              std::string* peer_id = nullptr,
+                                              pb::Switchboard::Stub* stub = nullptr) {
+    auto respond = (stub ? stub : stub_.get())->Respond(&context);
     pb::RespondClientMessage join;
     join.mutable_join()->set_channel(channel_id_.to_string());
     EXPECT_TRUE(respond->Write(join));
@@ -72,6 +74,18 @@ protected:
     if (peer_id) *peer_id = in.joined().peer_id();
     EXPECT_TRUE(respond->Read(&in) && in.presence().kind() == pb::PresenceUpdate::SNAPSHOT);
     return respond;
+  }
+
+  using RawStream = grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+
+  // A bidi call of `method` ("/package.Service/Method") whose messages are raw bytes, so a test
+  // can send what no generated stub would: bytes that do not parse.
+  std::unique_ptr<RawStream> raw_call(grpc::ClientContext& context, const char* method) {
+    const grpc::internal::RpcMethod rpc(method, grpc::internal::RpcMethod::BIDI_STREAMING,
+                                        channel_);
+    return std::unique_ptr<RawStream>(
+        grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+            channel_.get(), rpc, &context));
   }
 
   test::InProcessRelay relay_;
@@ -710,6 +724,230 @@ TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) 
   EXPECT_TRUE(status.ok()) << status.error_message();
   respond_context.TryCancel();
   (void)respond->Finish();
+}
+
+// ---- Sender identity, first messages and trailers. ----
+
+// On an open relay no token proves whom a call speaks for: sender_peer_id may name only a
+// Respond peer joined over the caller's own connection, never a native peer or a gRPC peer of
+// another connection (docs/SECURITY.md, "Sender identity").
+TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
+  std::mutex mutex;
+  std::vector<std::string> senders;  // the sender of each request that reached `receiver`
+  BlockingClient receiver(options_for(relay_.port(), channel_id_, true));
+  receiver.serve([&](BlockingStream& request) {
+    {
+      std::lock_guard lock(mutex);
+      senders.push_back(request.peer().to_string());
+    }
+    test::echo(request);
+  });
+  const auto drain = [](BlockingStream& broadcast) {
+    std::uint8_t sink[256];
+    while (broadcast.read(sink) > 0) {
+    }
+  };
+  receiver.on_broadcast(drain);
+  BlockingClient victim(options_for(relay_.port(), channel_id_));
+  victim.on_broadcast(drain);
+  const auto victim_id = victim.peer_id().to_string();
+
+  // A Respond peer over a connection of its own (a channel with its own subchannel pool).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  auto other_stub = pb::Switchboard::NewStub(
+      grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(relay_.server().grpc_port()),
+                                grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext other_context;
+  std::string other_id;
+  auto other = join_respond(other_context, &other_id, other_stub.get());
+  // A Respond peer over the connection the calls below use.
+  grpc::ClientContext own_context;
+  std::string own_id;
+  auto own = join_respond(own_context, &own_id);
+
+  const auto send_as = [&](const std::string& sender, std::string& status_trailer) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Send(&context);
+    pb::SendClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_target(receiver.peer_id().to_string());
+    open.mutable_open()->set_sender_peer_id(sender);
+    open.mutable_open()->set_data("who?");
+    call->Write(open);
+    call->WritesDone();
+    pb::SendServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    status_trailer = trailer(context, "switchboard-status");
+    return status;
+  };
+  const auto broadcast_as = [&](const std::string& sender, std::uint32_t& receivers) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Broadcast(&context);
+    pb::BroadcastClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_sender_peer_id(sender);
+    open.mutable_open()->set_data("news");
+    call->Write(open);
+    call->WritesDone();
+    pb::BroadcastServerMessage in;
+    while (call->Read(&in)) receivers = in.summary().delivered() + in.summary().dropped();
+    return call->Finish();
+  };
+  // The status of one request on a Requests stream: OK once its response ended.
+  const auto request_as = [&](const std::string& sender) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    auto call = stub_->Requests(&context);
+    auto open = request_open(1, channel_id_, "who?", true, receiver.peer_id().to_string());
+    open.mutable_open()->mutable_open()->set_sender_peer_id(sender);
+    call->Write(open);
+    pb::Status outcome = pb::INTERNAL;
+    pb::RequestsServerMessage in;
+    while (call->Read(&in)) {
+      if (in.has_end()) {
+        outcome = in.end().status();
+        break;
+      }
+      if (in.chunk().last()) {
+        outcome = pb::OK;
+        break;
+      }
+    }
+    call->WritesDone();
+    while (call->Read(&in)) {
+    }
+    (void)call->Finish();
+    return outcome;
+  };
+
+  for (const auto& [name, sender] : {std::pair{"native peer", victim_id}, {"other", other_id}}) {
+    std::string status_trailer;
+    const auto sent = send_as(sender, status_trailer);
+    EXPECT_EQ(sent.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << name << ": " << sent.error_message();
+    EXPECT_EQ(status_trailer, "PERMISSION_DENIED") << name;
+    std::uint32_t receivers = 0;
+    const auto broadcast = broadcast_as(sender, receivers);
+    EXPECT_EQ(broadcast.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << name << ": " << broadcast.error_message() << " (receivers " << receivers << ")";
+    EXPECT_EQ(request_as(sender), pb::PERMISSION_DENIED) << name;
+  }
+  // The caller's own Respond peer: receivers see it as the sender, and a broadcast skips it.
+  std::string status_trailer;
+  const auto sent = send_as(own_id, status_trailer);
+  EXPECT_TRUE(sent.ok()) << sent.error_message();
+  std::uint32_t receivers = 0;
+  const auto broadcast = broadcast_as(own_id, receivers);
+  EXPECT_TRUE(broadcast.ok()) << broadcast.error_message();
+  EXPECT_EQ(receivers, 3u);  // receiver, victim and the other connection's peer
+  EXPECT_EQ(request_as(own_id), pb::OK);
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(senders, (std::vector<std::string>{own_id, own_id}));
+  }
+  other_context.TryCancel();
+  (void)other->Finish();
+  own_context.TryCancel();
+  (void)own->Finish();
+}
+
+// A Respond or Requests call that half-closes before its first message, or whose first message
+// does not parse, is refused like any malformed first message.
+TEST_F(Gateway, RespondAndRequestsWithoutAValidFirstMessageAreInvalidArgument) {
+  for (const char* method :
+       {"/switchboard.v1.Switchboard/Respond", "/switchboard.v1.Switchboard/Requests"}) {
+    for (const bool garbage : {false, true}) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + 10s);
+      auto call = raw_call(context, method);
+      if (garbage) {
+        // Field 1 with wire type 7, which does not exist: no message parses from this.
+        grpc::Slice bytes(std::string("\x0f\x01", 2));
+        grpc::ByteBuffer message(&bytes, 1);
+        call->Write(message);
+      }
+      call->WritesDone();
+      grpc::ByteBuffer in;
+      while (call->Read(&in)) {
+      }
+      const auto status = call->Finish();
+      const std::string what = std::string(method) + (garbage ? ", unparsable" : ", half-closed");
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << what << ": " << status.error_code() << " " << status.error_message();
+      EXPECT_EQ(trailer(context, "switchboard-status"), "PROTOCOL_ERROR") << what;
+    }
+  }
+}
+
+// Every call that ends OK says so in the switchboard-status trailer too, as the other statuses.
+TEST_F(Gateway, CallsEndingOkCarryTheOkTrailer) {
+  BlockingClient responder(options_for(relay_.port(), channel_id_, true));
+  responder.serve(test::echo);
+  responder.on_broadcast([](BlockingStream& broadcast) {
+    std::uint8_t sink[256];
+    while (broadcast.read(sink) > 0) {
+    }
+  });
+  {
+    grpc::ClientContext context;
+    std::string response;
+    const auto status = send(context, "", "ok?", response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response, "ok?");
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Send";
+  }
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Broadcast(&context);
+    pb::BroadcastClientMessage open;
+    open.mutable_open()->set_channel(channel_id_.to_string());
+    open.mutable_open()->set_data("ok?");
+    call->Write(open);
+    call->WritesDone();
+    pb::BroadcastServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Broadcast";
+  }
+  {
+    grpc::ClientContext context;
+    auto call = stub_->Requests(&context);
+    call->Write(request_open(1, channel_id_, "ok?", true));
+    call->WritesDone();
+    pb::RequestsServerMessage in;
+    while (call->Read(&in)) {
+    }
+    const auto status = call->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Requests";
+  }
+  {
+    grpc::ClientContext context;
+    auto respond = join_respond(context);
+    respond->WritesDone();
+    pb::RespondServerMessage in;
+    while (respond->Read(&in)) {
+    }
+    const auto status = respond->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "Respond";
+  }
+  {
+    grpc::ClientContext context;
+    pb::ListPeersRequest request;
+    request.set_channel(channel_id_.to_string());
+    pb::ListPeersResponse peers;
+    const auto status = stub_->ListPeers(&context, request, &peers);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(trailer(context, "switchboard-status"), "OK") << "ListPeers";
+  }
 }
 
 }  // namespace
