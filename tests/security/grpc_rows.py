@@ -211,8 +211,10 @@ def spoof_rows(relay, cli, secret, table):
         except grpc.RpcError as error:
             got["Send"] = status_of(error)
         try:
-            stub.Broadcast(iter([pb2.BroadcastClientMessage(open=pb2.BroadcastOpen(
-                channel=channel, sender_peer_id=victim_id, token=token, data=b"hi"))]), timeout=5)
+            for _ in stub.Broadcast(iter([pb2.BroadcastClientMessage(open=pb2.BroadcastOpen(
+                    channel=channel, sender_peer_id=victim_id, token=token, data=b"hi"))]),
+                    timeout=5):
+                pass
             got["Broadcast"] = "OK"
         except grpc.RpcError as error:
             got["Broadcast"] = status_of(error)
