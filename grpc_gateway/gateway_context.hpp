@@ -1,6 +1,7 @@
 // State the gateway's calls share: the relay's core context, a timer executor, live peers.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <functional>
@@ -70,6 +71,16 @@ inline void count_stream_end(GatewayContext& context, Status status) noexcept {
 /// the gRPC client (the same window a native connection gets).
 inline std::int64_t gateway_window(const GatewayContext& context) {
   return static_cast<std::int64_t>(context.limits.stream_window);
+}
+
+/// The credit for response bytes each request of a Respond call with stream windows starts with:
+/// the stream window, or less so that the requests one call may have open together
+/// (`max_streams_per_connection`) hold at most `max_connection_buffer` in the relay.
+inline std::uint32_t response_window(const GatewayContext& context) {
+  const auto share =
+      context.limits.max_connection_buffer / context.limits.max_streams_per_connection;
+  return static_cast<std::uint32_t>(
+      std::clamp<std::size_t>(share, 1, context.limits.stream_window));
 }
 
 }  // namespace switchboard::gateway

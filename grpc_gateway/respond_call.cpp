@@ -66,7 +66,7 @@ void RespondCall::OnWriteDone(bool ok) {
     written.last = writing_.last;
     written.size = writing_.size;
     write_pending_ = false;
-    if (ok && writes_open_ && !outbox_.empty()) {
+    if (ok && writes_open_ && (!windows_out_.empty() || !outbox_.empty())) {
       take_next_write();
       next = true;
     }
@@ -148,6 +148,7 @@ void RespondCall::leave() {
   {
     std::lock_guard lock(write_mutex_);
     outbox_.clear();
+    windows_out_.clear();
   }
   outbox_bytes_ = 0;
   watchdog_.cancel();
@@ -156,8 +157,10 @@ void RespondCall::leave() {
 
 void RespondCall::read_more() {
   if (read_pending_ || done_ || final_status_) return;
+  // Without stream windows, a response out of credit stops reading: its requester is slower
+  // than this responder. With them, a chunk beyond its credit resets its own request instead.
   for (const auto& [id, entry] : incoming_) {
-    // A response out of credit stops reading: its requester is slower than this responder.
+    if (windows_) break;
     if (!entry.broadcast && !entry.response_done && entry.response_credit <= 0) return;
   }
   read_pending_ = true;
@@ -191,6 +194,10 @@ void RespondCall::read_done(bool ok) {
       // Unknown ids belong to streams that just ended (reset crossing the response): ignored.
       if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
         auto& entry = it->second;
+        if (windows_ && static_cast<std::int64_t>(chunk.data().size()) > entry.response_credit) {
+          overrun(chunk.request_id());
+          break;
+        }
         entry.response_credit -= static_cast<std::int64_t>(chunk.data().size());
         gateway_.core.counters.grpc.payload_bytes_in.fetch_add(chunk.data().size(),
                                                                std::memory_order_relaxed);
@@ -234,6 +241,13 @@ void RespondCall::read_done(bool ok) {
            cancel.message().empty() ? "cancelled by responder" : cancel.message(), false);
       break;
     }
+    case pb::RespondClientMessage::kWindow:
+      if (!windows_) {
+        finish(invalid_argument(context_, "window needs join.stream_windows"));
+        return;
+      }
+      on_client_window(in_.window());
+      break;
     case pb::RespondClientMessage::kJoin:
       finish(invalid_argument(context_, "join may only be the first message"));
       return;
@@ -276,6 +290,8 @@ void RespondCall::join() {
   joined_ = true;
   channel_ = channel;
   peer_id_ = joined.peer_id;
+  windows_ = in_.join().stream_windows();
+  response_window_ = windows_ ? response_window(gateway_) : gateway_window(gateway_);
   {
     std::lock_guard lock(gateway_.peers_mutex);
     drain_token_ = gateway_.next_call_id++;
@@ -287,6 +303,11 @@ void RespondCall::join() {
   }
   Outgoing welcome;
   welcome.message.mutable_joined()->set_peer_id(peer_id_.to_string());
+  if (windows_) {
+    welcome.message.mutable_joined()->set_response_window(
+        static_cast<std::uint32_t>(response_window_));
+    welcome.message.mutable_joined()->set_incoming_window(gateway_.limits.stream_window);
+  }
   enqueue(std::move(welcome));
   Outgoing snapshot;
   auto* update = snapshot.message.mutable_presence();
@@ -329,7 +350,7 @@ void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
   entry.broadcast = broadcast;
   entry.sink_index = offer.sink_index;
   entry.response_done = broadcast;
-  entry.response_credit = gateway_window(gateway_);
+  entry.response_credit = response_window_;
   incoming_.emplace(id, std::move(entry));
   count_stream_start(gateway_);
   Outgoing out;
@@ -385,6 +406,11 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
       outbox_bytes_ -= out.size;
       return true;
     });
+    std::erase_if(windows_out_, [&](const Outgoing& out) {
+      if (out.message.window().id() != id) return false;
+      outbox_bytes_ -= out.size;
+      return true;
+    });
   }
   if (entry.broadcast) {
     if (!tell_client || status == Status::slow_consumer) {
@@ -410,7 +436,59 @@ void RespondCall::on_credit(std::uint64_t id, std::uint32_t bytes) {
   auto it = incoming_.find(id);
   if (it == incoming_.end()) return;
   it->second.response_credit += bytes;
+  if (windows_) {
+    if (!it->second.response_done && !done_ && !final_status_) enqueue_window(id, bytes);
+    return;
+  }
   read_more();
+}
+
+// The client granted more of an incoming stream: that much goes back to its sender. Grants
+// beyond what the client was sent are dropped, so a sender never gets more than it sent.
+void RespondCall::on_client_window(const pb::StreamWindow& window) {
+  auto it = incoming_.find(window.id());
+  if (it == incoming_.end()) return;  // ended: the grant crossed its end
+  auto& entry = it->second;
+  const auto bytes =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(window.bytes(), entry.queued));
+  if (bytes == 0) return;
+  entry.queued -= bytes;
+  if (entry.queued > 0) entry.queued_since = std::chrono::steady_clock::now();
+  entry.counterpart->deliver_credit(bytes, entry.sink_index);
+}
+
+// A response chunk beyond its request's credit: that request is reset at both ends, and the
+// call goes on.
+void RespondCall::overrun(std::uint64_t id) {
+  gateway_.core.counters.grpc.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+  spdlog::warn("respond window exceeded door=grpc peer={} request={}", peer_id_.to_string(), id);
+  auto counterpart = incoming_.at(id).counterpart;
+  counterpart->deliver_reset(
+      wire::Reset{Status::protocol_error, 0, "responder exceeded its flow-control window"});
+  drop(id, Status::protocol_error, "flow control window exceeded", true);
+}
+
+// Credit for request `id`'s response, written ahead of queued data so that it is not held
+// behind incoming bytes; merged with a grant for the same request still waiting.
+void RespondCall::enqueue_window(std::uint64_t id, std::uint32_t bytes) {
+  {
+    std::lock_guard lock(write_mutex_);
+    auto waiting = std::find_if(windows_out_.begin(), windows_out_.end(), [&](const Outgoing& out) {
+      return out.message.window().id() == id;
+    });
+    if (waiting != windows_out_.end()) {
+      auto* window = waiting->message.mutable_window();
+      window->set_bytes(window->bytes() + bytes);
+      return;  // its size barely changes: still counted as queued
+    }
+    Outgoing out;
+    out.message.mutable_window()->set_id(id);
+    out.message.mutable_window()->set_bytes(bytes);
+    out.size = static_cast<std::size_t>(out.message.ByteSizeLong());
+    outbox_bytes_ += out.size;
+    windows_out_.push_back(std::move(out));
+  }
+  pump();
 }
 
 void RespondCall::enqueue(Outgoing outgoing) {
@@ -441,7 +519,7 @@ void RespondCall::pump() {
   {
     std::lock_guard lock(write_mutex_);
     if (write_pending_) return;
-    if (!outbox_.empty()) {
+    if (!windows_out_.empty() || !outbox_.empty()) {
       take_next_write();
       start = true;
     } else if (final_status_) {
@@ -456,11 +534,12 @@ void RespondCall::pump() {
   }
 }
 
-// Moves the outbox's first message into `writing_`. Called with write_mutex_ held and the outbox
-// not empty.
+// Moves the next message (a window first, else the outbox's first) into `writing_`. Called with
+// write_mutex_ held and a queue not empty.
 void RespondCall::take_next_write() {
-  writing_ = std::move(outbox_.front());
-  outbox_.pop_front();
+  auto& queue = windows_out_.empty() ? outbox_ : windows_out_;
+  writing_ = std::move(queue.front());
+  queue.pop_front();
   write_pending_ = true;
 }
 
@@ -478,9 +557,11 @@ void RespondCall::on_write_done(bool ok, const Written& written) {
     auto it = incoming_.find(written.id);
     if (it != incoming_.end()) {
       auto& entry = it->second;
-      entry.queued -= std::min<std::uint64_t>(entry.queued, written.bytes);
-      if (entry.queued > 0) entry.queued_since = std::chrono::steady_clock::now();
-      if (written.bytes > 0) entry.counterpart->deliver_credit(written.bytes, entry.sink_index);
+      if (!windows_) {  // with windows, the client's grants return the credit
+        entry.queued -= std::min<std::uint64_t>(entry.queued, written.bytes);
+        if (entry.queued > 0) entry.queued_since = std::chrono::steady_clock::now();
+        if (written.bytes > 0) entry.counterpart->deliver_credit(written.bytes, entry.sink_index);
+      }
       if (written.last) {
         entry.request_written = true;
         if (entry.broadcast) {

@@ -39,6 +39,13 @@ private:
 /// and registry/core deliveries one at a time, except the write side (`write_mutex_`): OnWriteDone
 /// starts the next queued message itself. The hot reactions (a read or a write done, a request
 /// chunk) run on the thread they arrive on whenever the Serial is idle; the rest are posted.
+///
+/// Flow control of responses. Without stream windows (`join.stream_windows` false) the call
+/// stops reading while any response is out of credit: head-of-line for the peer's responses.
+/// With them, each request has its own credit, announced to the client (`IncomingWindow`) as
+/// the requester takes the bytes; the call always reads, and a chunk beyond its request's credit
+/// resets that request alone. Incoming bytes are then credited to their sender as the client
+/// grants them (`window`), not as they are written.
 class RespondCall final
     : public grpc::ServerBidiReactor<pb::RespondClientMessage, pb::RespondServerMessage>,
       public core::Peer,
@@ -68,7 +75,9 @@ private:
     bool response_done = false;
     Status outcome = Status::ok;  // the status the responder ended with
     std::int64_t response_credit = 0;
-    std::uint64_t queued = 0;  // incoming bytes waiting in the outbox
+    // Incoming bytes the client has not taken yet: waiting in the outbox or, with stream
+    // windows, sent but not granted back.
+    std::uint64_t queued = 0;
     std::chrono::steady_clock::time_point queued_since{};
   };
   struct Outgoing {
@@ -95,6 +104,9 @@ private:
   void on_data(std::uint64_t id, wire::Slice payload, bool fin);
   void on_reset(std::uint64_t id, const wire::Reset& reset);
   void on_credit(std::uint64_t id, std::uint32_t bytes);
+  void on_client_window(const pb::StreamWindow& window);
+  void overrun(std::uint64_t id);
+  void enqueue_window(std::uint64_t id, std::uint32_t bytes);
   void on_write_done(bool ok, const Written& written);
   void on_done();
   void enqueue(Outgoing outgoing);
@@ -124,6 +136,8 @@ private:
   bool read_pending_ = false;
   bool finished_ = false;
   bool draining_ = false;
+  bool windows_ = false;  // join.stream_windows
+  std::int64_t response_window_ = 0;
   Uuid channel_;
   Uuid peer_id_;
   std::atomic<std::uint64_t> next_id_{1};
@@ -135,6 +149,8 @@ private:
   // The write side, shared by OnWriteDone (gRPC's thread) and the strand.
   std::mutex write_mutex_;
   std::deque<Outgoing> outbox_;
+  // IncomingWindow messages (stream windows): written before the outbox.
+  std::deque<Outgoing> windows_out_;
   Outgoing writing_;  // gRPC's while a write is in flight
   bool write_pending_ = false;
   bool writes_open_ = true;  // false once Finish is decided or the call is done

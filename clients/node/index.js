@@ -19,7 +19,8 @@ const protoLoader = require('@grpc/proto-loader');
 
 const DEFAULT_TARGET = '127.0.0.1:7401';
 const CHUNK_SIZE = 64 * 1024;
-// Body bytes buffered per incoming request before the session stops reading from the gateway.
+// Body bytes buffered per incoming request before the session stops reading from the gateway
+// (only with a relay that has no stream windows: otherwise the relay's window bounds it).
 const INCOMING_BUFFER = 4 * 1024 * 1024;
 
 const PROTO_DIR = process.env.SWITCHBOARD_PROTO_DIR || path.join(__dirname, '..', '..', 'proto');
@@ -233,7 +234,9 @@ class SendCall {
 /**
  * One incoming request (or broadcast) of a Respond session. Iterate it (for await) for the body
  * Buffers, or `await read()`. Answer with `write()`, then `end()` or `fail()`. After a reset
- * (`reset` = { status, message }) iteration and writes throw StreamReset.
+ * (`reset` = { status, message }) iteration and writes throw StreamReset. With stream windows
+ * (the default), `write()` waits for this request's own credit, which comes back as its
+ * requester takes the response, and reading the body returns credit to its sender.
  */
 class Incoming {
   constructor(session, start) {
@@ -252,6 +255,8 @@ class Incoming {
     this._discard = false;
     this._wake = null;
     this._resetWaiters = [];
+    this._credit = session.responseWindow;  // response bytes we may send (with windows)
+    this._creditWaiters = [];
     if (start.data && start.data.length > 0) this._push(start.data);
     if (start.last) this._bodyEnded = true;
   }
@@ -268,6 +273,7 @@ class Incoming {
         const chunk = this._chunks.shift();
         this._buffered -= chunk.length;
         this.session._relieved(this);
+        this.session._grant(this.id, chunk.length);
         yield chunk;
         continue;
       }
@@ -286,21 +292,20 @@ class Incoming {
   /** Streams response bytes; resolves when the session can take more. */
   async write(data) {
     this._checkWritable();
-    for (const chunk of split(toBuffer(data))) {
-      await this._send({ chunk: { request_id: this.id, data: chunk, last: false } });
+    for (let chunk of split(toBuffer(data))) {
+      while (chunk.length > 0) {
+        const n = await this._takeCredit(chunk.length);
+        await this._send({ chunk: { request_id: this.id, data: chunk.subarray(0, n), last: false } });
+        chunk = chunk.subarray(n);
+      }
     }
   }
 
   /** Ends the response with OK, after the optional last bytes. */
   async end(data) {
-    this._checkWritable();
-    const buffer = toBuffer(data);
-    const chunks = buffer.length > 0 ? [...split(buffer)] : [Buffer.alloc(0)];
-    for (const chunk of chunks.slice(0, -1)) {
-      await this._send({ chunk: { request_id: this.id, data: chunk, last: false } });
-    }
+    await this.write(data);
     this.answered = true;
-    await this._send({ chunk: { request_id: this.id, data: chunks[chunks.length - 1], last: true } });
+    await this._send({ chunk: { request_id: this.id, data: Buffer.alloc(0), last: true } });
   }
 
   /** Ends the response with an error status that reaches the sender unchanged. */
@@ -334,6 +339,28 @@ class Incoming {
     if (this.answered) throw new SwitchboardError(null, null, 'the response has already ended');
   }
 
+  /** Waits for credit of this request (with windows) and takes up to `want` bytes of it. */
+  async _takeCredit(want) {
+    if (!this.session.windows) return want;
+    while (this._credit <= 0 && !this.reset && !this.session.closed) {
+      await new Promise((resolve) => { this._creditWaiters.push(resolve); });
+    }
+    if (this.reset) throw new StreamReset(this.reset.status, this.reset.message);
+    if (this._credit <= 0) throw new SwitchboardError(null, 'PEER_GONE', 'the Respond session has ended');
+    const n = Math.min(want, this._credit);
+    this._credit -= n;
+    return n;
+  }
+
+  _addCredit(n) {
+    this._credit += n;
+    this._wakeWriters();
+  }
+
+  _wakeWriters() {
+    for (const waiter of this._creditWaiters.splice(0)) waiter();
+  }
+
   async _send(message) {
     const ok = await this.session._write(message);
     if (!ok) {
@@ -349,7 +376,10 @@ class Incoming {
   }
 
   _push(data) {
-    if (this._discard) return;
+    if (this._discard) {
+      this.session._grant(this.id, data.length);
+      return;
+    }
     this._chunks.push(data);
     this._buffered += data.length;
   }
@@ -363,11 +393,14 @@ class Incoming {
   _reset(status, message) {
     if (!this.reset) this.reset = { status, message };
     this._wakeReader();
+    this._wakeWriters();
     for (const waiter of this._resetWaiters.splice(0)) waiter();
   }
 
   _handlerReturned() {
     this._discard = true;
+    // The rest of the body is not wanted; its sender may still finish sending it.
+    this.session._grant(this.id, this._buffered);
     this._chunks = [];
     this._buffered = 0;
     this.session._relieved(this);
@@ -377,7 +410,8 @@ class Incoming {
 /**
  * A Respond session: one peer on one channel. Emits 'presence' ({kind, peers, version}),
  * 'broadcast' (Incoming), 'close' (error or null). `peerId`, `peers` (a Set of the others),
- * `version`. `close()` leaves the channel.
+ * `version`, `windows` (whether the relay granted stream windows; then `responseWindow` and
+ * `incomingWindow` are its per-stream credits). `close()` leaves the channel.
  */
 class Responder extends EventEmitter {
   constructor(client, channel, handler, options = {}) {
@@ -392,6 +426,9 @@ class Responder extends EventEmitter {
     this._streams = new Map();
     this._full = new Set();
     this._paused = false;
+    this.windows = false;
+    this.responseWindow = 0;
+    this.incomingWindow = 0;
     this._broadcasts = Boolean(options.onBroadcast);
     if (options.onPresence) this.on('presence', options.onPresence);
     if (options.onBroadcast) this.on('broadcast', options.onBroadcast);
@@ -409,7 +446,12 @@ class Responder extends EventEmitter {
     this.call.on('close', () => this._ended());
     this.call.on('status', () => setImmediate(() => this._ended()));
     this.call.write({
-      join: { channel, peer_id: options.peerId || '', token: client.token },
+      join: {
+        channel,
+        peer_id: options.peerId || '',
+        token: client.token,
+        stream_windows: options.streamWindows !== false,
+      },
     });
   }
 
@@ -435,6 +477,10 @@ class Responder extends EventEmitter {
     switch (message.kind) {
       case 'joined':
         this.peerId = message.joined.peer_id;
+        // An older relay announces no windows: then it has none.
+        this.responseWindow = message.joined.response_window;
+        this.incomingWindow = message.joined.incoming_window;
+        this.windows = this.responseWindow > 0;
         break;
       case 'presence': {
         const update = presenceFromProto(message.presence);
@@ -458,7 +504,14 @@ class Responder extends EventEmitter {
         if (stream) {
           stream._feed(message.chunk.data, message.chunk.last);
           this._pressure(stream);
+        } else {
+          this._grant(message.chunk.id, message.chunk.data.length);
         }
+        break;
+      }
+      case 'window': {
+        const stream = this._streams.get(message.window.id);
+        if (stream) stream._addCredit(message.window.bytes);
         break;
       }
       case 'reset': {
@@ -475,8 +528,16 @@ class Responder extends EventEmitter {
     }
   }
 
+  /** With windows: `n` more bytes of an incoming stream were taken (read, or dropped unread). */
+  _grant(id, n) {
+    if (this.windows && n > 0 && !this.state.ended) this.call.write({ window: { id, bytes: n } });
+  }
+
   _start(start) {
-    if (start.broadcast && !this._broadcasts) return;
+    if (start.broadcast && !this._broadcasts) {
+      this._grant(start.id, start.data.length);  // nobody wants broadcasts
+      return;
+    }
     const stream = new Incoming(this, start);
     this._streams.set(stream.id, stream);
     this._pressure(stream);
@@ -529,8 +590,10 @@ class Responder extends EventEmitter {
     if (this._streams.get(stream.id) === stream) this._streams.delete(stream.id);
   }
 
-  // Flow control towards the gateway: stop reading while any stream's handler lags behind.
+  // Flow control towards the gateway without windows: stop reading while any stream's handler
+  // lags behind. With windows the relay sends each stream no more than its credit.
   _pressure(stream) {
+    if (this.windows) return;
     if (stream._buffered >= INCOMING_BUFFER) this._full.add(stream);
     if (this._full.size > 0 && !this._paused && !this.state.ended) {
       this._paused = true;
@@ -738,7 +801,9 @@ class Client {
    * handler(request: Incoming) may be async: it reads the body, writes the response, and
    * returns (a Buffer/string to send, or nothing; the response then ends OK), throws
    * ApplicationError(code, message), or calls request.fail(). options: peerId, onPresence,
-   * onBroadcast (receives an Incoming), joinTimeoutMs (default 10000).
+   * onBroadcast (receives an Incoming), joinTimeoutMs (default 10000), streamWindows (default
+   * true: per-stream credit, so that a requester that stops reading its response delays only
+   * its own request; false, or a relay without it, keeps the session-wide backpressure).
    */
   async respond(channel, handler, options = {}) {
     const responder = new Responder(this, channel, handler, options);

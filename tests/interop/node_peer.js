@@ -3,7 +3,9 @@
 // A Node.js peer for the interop driver (run_interop.py): one role per process, reporting
 // events as lines on stdout so the driver can synchronize on them.
 //
-//   node_peer.js respond   --server A --channel C [--mode echo|never|sink] [--peer-id P]
+//   node_peer.js respond   --server A --channel C [--mode echo|never|sink|pattern] [--peer-id P]
+//     (pattern: answers each request with the `size` bytes its metadata asks for, of the
+//     pattern in patternBlock(), once its body has ended)
 //   node_peer.js send      --server A --channel C [--size N] [--target P] [--timeout-ms T]
 //   node_peer.js broadcast --server A --channel C [--size N]
 //   node_peer.js watch     --server A --channel C
@@ -68,6 +70,12 @@ function* randomBody(size, hash) {
   }
 }
 
+/** Block `index` (64 KiB) of the response pattern the interop driver checks (run_interop.py). */
+function patternBlock(index) {
+  const digest = crypto.createHash('sha256').update(String(index)).digest();
+  return Buffer.concat(Array(2048).fill(digest));
+}
+
 function untilStopped(onStop) {
   let stopped = false;
   const stop = () => {
@@ -102,6 +110,13 @@ async function serve(request, mode) {
       hash.update(chunk);
       bytes += chunk.length;
       if (mode === 'echo') await request.write(chunk);
+    }
+    if (mode === 'pattern') {
+      const size = Number(request.metadata.size || 0);
+      for (let at = 0, index = 0; at < size; at += 65536, index += 1) {
+        const block = patternBlock(index);
+        await request.write(block.subarray(0, Math.min(block.length, size - at)));
+      }
     }
     await request.end();
   } catch (error) {

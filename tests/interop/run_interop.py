@@ -20,6 +20,7 @@ import hashlib
 import os
 import queue
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -1185,6 +1186,101 @@ class SlowReader(InteropCase):
         self.assertEqual(CLIENT.send(channel, b"after", target=echo_id, timeout=10.0), b"after")
 
 
+# ---- per-request windows on a Respond stream ----------------------------------------------
+
+PATTERN_BLOCK = 64 * KIB
+
+
+def pattern_block(index):
+    """Block `index` of the response the pattern responders send (node_peer.js has the same)."""
+    return hashlib.sha256(str(index).encode()).digest() * (PATTERN_BLOCK // 32)
+
+
+def pattern_sha(size):
+    digest = hashlib.sha256()
+    for index, at in enumerate(range(0, size, PATTERN_BLOCK)):
+        digest.update(pattern_block(index)[:min(PATTERN_BLOCK, size - at)])
+    return digest.hexdigest()
+
+
+class RespondWindows(InteropCase):
+    """A gRPC responder (client library, stream windows on) serves two native requesters: A
+    stops reading its response after the first bytes, B's request completes meanwhile, then A
+    reads again and completes too."""
+
+    SIZE_A = 16 * MIB
+    SIZE_B = 4 * MIB
+
+    def py_pattern_responder(self, channel):
+        def handle(request):
+            request.read()
+            size = int(request.metadata.get("size", "0"))
+            for index, at in enumerate(range(0, size, PATTERN_BLOCK)):
+                request.write(pattern_block(index)[:min(PATTERN_BLOCK, size - at)])
+        session = CLIENT.respond(channel, handle)
+        self.sessions.append(session)
+        return session
+
+    def stalled_request(self, channel, peer):
+        """A native request for SIZE_A bytes whose response is read up to its first bytes:
+        then nobody reads the command's stdout, so it stops reading the relay."""
+        popen = subprocess.Popen(
+            cli("send", "--channel", channel, "--to", peer, "--meta", "name=A",
+                "--meta", f"size={self.SIZE_A}", "--deadline-ms", "120000"),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=child_env())
+        self.addCleanup(lambda: popen.poll() is None and (popen.kill(), popen.wait(5)))
+        popen.stdin.write(b"a")
+        popen.stdin.close()
+        ready, _, _ = select.select([popen.stdout], [], [], WAIT)
+        self.assertTrue(ready, "A's response did not start")
+        first = os.read(popen.stdout.fileno(), PATTERN_BLOCK)
+        self.assertTrue(first, "A's response did not start")
+        return popen, first
+
+    def finish_stalled(self, popen, first):
+        digest, count = hashlib.sha256(first), len(first)
+        limit = time.monotonic() + 60.0
+        while time.monotonic() < limit:
+            ready, _, _ = select.select([popen.stdout], [], [], 1.0)
+            if not ready:
+                continue
+            chunk = os.read(popen.stdout.fileno(), MIB)
+            if not chunk:
+                break
+            digest.update(chunk)
+            count += len(chunk)
+        return popen.wait(10), count, digest.hexdigest()
+
+    def check(self, channel, peer):
+        popen_a, first = self.stalled_request(channel, peer)
+        started = time.monotonic()
+        b = native_send(channel, 2 * MIB, args=("--to", peer, "--meta", "name=B",
+                                                "--meta", f"size={self.SIZE_B}"), timeout=20.0)
+        FIGURES.append((f"{self.id().split('.')[-1]}: B beside stalled A",
+                        f"{time.monotonic() - started:.2f} s"))
+        self.assertEqual(b.rc, 0, f"B failed: {b.stderr}")
+        self.assertEqual((b.received_bytes, b.received_sha),
+                         (self.SIZE_B, pattern_sha(self.SIZE_B)), "B's response")
+        self.assertIsNone(popen_a.poll(), "A was not stalled")
+        rc, count, digest = self.finish_stalled(popen_a, first)
+        self.assertEqual(rc, 0, "A failed after it resumed")
+        self.assertEqual((count, digest), (self.SIZE_A, pattern_sha(self.SIZE_A)), "A's response")
+
+    @cell("flow control", "native x2 (A stops reading)", "python", "B completes beside stalled A")
+    def test_python_responder(self):
+        channel = new_channel()
+        session = self.py_pattern_responder(channel)
+        self.check(channel, session.peer_id)
+        self.assertTrue(getattr(session, "windows", False), "the relay granted no stream windows")
+
+    @cell("flow control", "native x2 (A stops reading)", "node", "B completes beside stalled A")
+    def test_node_responder(self):
+        channel = new_channel()
+        _, peer = self.node("node-pattern", "respond", channel, "--mode", "pattern")
+        self.check(channel, peer)
+
+
 # ---- malformed first messages --------------------------------------------------------------
 
 
@@ -1663,7 +1759,8 @@ class TlsPeers(InteropCase):
 
 
 ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures,
-         Malformed, AuthTokens, SlowReader, Throughput, TlsPeers, Draining, Metrics, Shutdown]
+         Malformed, AuthTokens, SlowReader, RespondWindows, Throughput, TlsPeers, Draining, Metrics,
+         Shutdown]
 
 
 # ---- main ----------------------------------------------------------------------------------

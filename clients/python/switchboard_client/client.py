@@ -28,7 +28,8 @@ DEFAULT_TARGET = "127.0.0.1:7401"
 CHUNK_SIZE = 64 * 1024
 #: Response messages queued towards the gateway per Respond session before writers block.
 OUTGOING_QUEUE = 64
-#: Body bytes buffered per incoming request before the session's reader waits for the handler.
+#: Body bytes buffered per incoming request before the session's reader waits for the handler
+#: (only with a relay that has no stream windows: otherwise the relay's window bounds it).
 INCOMING_BUFFER = 4 * 1024 * 1024
 #: How often blocked internal waits re-check whether their stream or session has ended.
 _POLL = 0.25
@@ -185,6 +186,10 @@ class Incoming:
     answered with ``write()`` (any number of times, full duplex), then ``finish()`` or
     ``fail()``. If the stream is reset (the sender cancelled, the deadline passed, the sender
     left), iteration and ``write()`` raise StreamReset; ``reset`` holds (status, message).
+
+    With stream windows (the default; see ``Client.respond``), ``write()`` waits for this
+    request's own credit, which comes back as its requester takes the response, and reading the
+    body returns credit to its sender.
     """
 
     def __init__(self, session, start):
@@ -201,6 +206,7 @@ class Incoming:
         self._body_ended = False
         self._discard = False
         self._answered = False
+        self._credit = session.response_window  # response bytes we may send (with windows)
         self.reset = None
         self._done = threading.Event()
         if start.data:
@@ -231,6 +237,7 @@ class Incoming:
                     raise StreamReset(*self.reset)
                 else:
                     return
+            self._session._grant(self.id, len(chunk))
             yield chunk
 
     def read(self):
@@ -238,22 +245,23 @@ class Incoming:
 
     def write(self, data):
         """Streams response bytes (requests only). Blocks while the session's send queue is
-        full; raises StreamReset if the stream was reset."""
+        full and, with stream windows, while this request has no credit; raises StreamReset
+        if the stream was reset."""
         self._check_writable()
         for chunk in _split(data, CHUNK_SIZE):
-            self._send(pb2.RespondClientMessage(
-                chunk=pb2.ResponseChunk(request_id=self.id, data=chunk)))
+            view = memoryview(chunk)
+            while view:
+                n = self._take_credit(len(view))
+                self._send(pb2.RespondClientMessage(
+                    chunk=pb2.ResponseChunk(request_id=self.id, data=bytes(view[:n]))))
+                view = view[n:]
 
     def finish(self, data=b""):
         """Ends the response with OK (after the optional last bytes)."""
-        self._check_writable()
-        chunks = list(_split(data, CHUNK_SIZE)) or [b""]
-        for chunk in chunks[:-1]:
-            self._send(pb2.RespondClientMessage(
-                chunk=pb2.ResponseChunk(request_id=self.id, data=chunk)))
+        self.write(data)
         self._answered = True
         self._send(pb2.RespondClientMessage(
-            chunk=pb2.ResponseChunk(request_id=self.id, data=chunks[-1], last=True)))
+            chunk=pb2.ResponseChunk(request_id=self.id, data=b"", last=True)))
 
     def fail(self, status="APPLICATION", app_code=0, message=""):
         """Ends the response with an error status that reaches the sender unchanged."""
@@ -286,6 +294,27 @@ class Incoming:
         if self._answered:
             raise SwitchboardError(None, None, "the response has already ended")
 
+    def _take_credit(self, want):
+        """Waits for credit of this request (with windows) and takes up to ``want`` bytes."""
+        if not self._session.windows:
+            return want
+        with self._cond:
+            while (self._credit <= 0 and self.reset is None
+                   and not self._session._closed.is_set()):
+                self._cond.wait(_POLL)
+            if self.reset is not None:
+                raise StreamReset(*self.reset)
+            if self._credit <= 0:
+                raise SwitchboardError(None, "PEER_GONE", "the Respond session has ended")
+            n = min(want, self._credit)
+            self._credit -= n
+            return n
+
+    def _add_credit(self, n):
+        with self._cond:
+            self._credit += n
+            self._cond.notify_all()
+
     def _send(self, message):
         if not self._session._put(message, lambda: self.reset is not None):
             if self.reset is not None:
@@ -293,18 +322,25 @@ class Incoming:
             raise SwitchboardError(None, "PEER_GONE", "the Respond session has ended")
 
     def _feed(self, data, last):
-        """Called by the session's reader: blocks (bounded by session end / handler end)
-        while this stream already buffers INCOMING_BUFFER bytes."""
+        """Called by the session's reader. With windows the relay sends no more than this
+        stream's credit, so it never waits; without, it blocks (bounded by session end /
+        handler end) while this stream already buffers INCOMING_BUFFER bytes."""
+        discarded = False
         with self._cond:
-            while (self._buffered >= INCOMING_BUFFER and not self._discard
-                   and self.reset is None and not self._session._closed.is_set()):
+            while (not self._session.windows and self._buffered >= INCOMING_BUFFER
+                   and not self._discard and self.reset is None
+                   and not self._session._closed.is_set()):
                 self._cond.wait(_POLL)
             if data and not self._discard:
                 self._chunks.append(data)
                 self._buffered += len(data)
+            else:
+                discarded = True
             if last:
                 self._body_ended = True
             self._cond.notify_all()
+        if discarded and data:
+            self._session._grant(self.id, len(data))
 
     def _reset(self, status, message):
         with self._cond:
@@ -316,22 +352,30 @@ class Incoming:
     def _handler_returned(self):
         with self._cond:
             self._discard = True
+            unread = self._buffered
             self._chunks.clear()
             self._buffered = 0
             self._cond.notify_all()
+        # The rest of the body is not wanted; its sender may still finish sending it.
+        self._session._grant(self.id, unread)
 
 
 class Responder:
     """A Respond session: one peer on one channel. Created by ``Client.respond``.
 
     ``peer_id``: this peer's id; ``peers``: the other peers now (a set); ``version``: the
-    membership version. ``close()`` leaves the channel. Usable as a context manager.
+    membership version; ``windows``: whether the relay granted stream windows (then
+    ``response_window`` and ``incoming_window`` are its per-stream credits). ``close()`` leaves
+    the channel. Usable as a context manager.
     """
 
     def __init__(self, stub, channel, handler, peer_id=None, token="", on_presence=None,
-                 on_broadcast=None, join_timeout=10.0, grpc_metadata=None):
+                 on_broadcast=None, join_timeout=10.0, grpc_metadata=None, stream_windows=True):
         self.channel = channel
         self.peer_id = None
+        self.windows = False
+        self.response_window = 0
+        self.incoming_window = 0
         self.peers = set()
         self.version = 0
         self.error = None
@@ -345,7 +389,8 @@ class Responder:
         self._closed = threading.Event()
         self._events = queue.Queue()
         self._workers = set()
-        join = pb2.Join(channel=channel, peer_id=peer_id or "", token=token or "")
+        join = pb2.Join(channel=channel, peer_id=peer_id or "", token=token or "",
+                        stream_windows=stream_windows)
         self._call = stub.Respond(self._outgoing(join), metadata=grpc_metadata)
         self._reader = threading.Thread(target=self._read_loop, name="switchboard-respond-reader",
                                         daemon=True)
@@ -421,6 +466,10 @@ class Responder:
                 kind = message.WhichOneof("kind")
                 if kind == "joined":
                     self.peer_id = message.joined.peer_id
+                    # An older relay announces no windows: then it has none.
+                    self.response_window = message.joined.response_window
+                    self.incoming_window = message.joined.incoming_window
+                    self.windows = self.response_window > 0
                 elif kind == "presence":
                     self._apply_presence(_update_from_proto(message.presence))
                 elif kind == "start":
@@ -430,6 +479,13 @@ class Responder:
                         stream = self._streams.get(message.chunk.id)
                     if stream is not None:
                         stream._feed(message.chunk.data, message.chunk.last)
+                    else:
+                        self._grant(message.chunk.id, len(message.chunk.data))
+                elif kind == "window":
+                    with self._lock:
+                        stream = self._streams.get(message.window.id)
+                    if stream is not None:
+                        stream._add_credit(message.window.bytes)
                 elif kind == "reset":
                     with self._lock:
                         stream = self._streams.pop(message.reset.id, None)
@@ -463,10 +519,19 @@ class Responder:
         if update.kind == "SNAPSHOT":
             self._ready.set()
 
+    def _grant(self, stream_id, n):
+        """With windows: tells the relay that ``n`` more bytes of an incoming stream were
+        taken (read, or dropped unread), so its sender may send that many more."""
+        if self.windows and n > 0:
+            self._put(pb2.RespondClientMessage(window=pb2.StreamWindow(id=stream_id, bytes=n)),
+                      lambda: False)
+
     def _start(self, start):
         stream = Incoming(self, start)
         if start.broadcast and self._on_broadcast is None:
-            return  # nobody wants broadcasts: its chunks find no stream and are dropped
+            # Nobody wants broadcasts: its chunks find no stream and are dropped (and granted).
+            self._grant(start.id, len(start.data))
+            return
         # Registered until reset or until its handler returns: chunks and resets find it.
         with self._lock:
             self._streams[start.id] = stream
@@ -650,17 +715,21 @@ class Client:
         return BroadcastSummary(int(summary.delivered), int(summary.dropped))
 
     def respond(self, channel, handler, peer_id=None, on_presence=None, on_broadcast=None,
-                join_timeout=10.0):
+                join_timeout=10.0, stream_windows=True):
         """Joins ``channel`` as a peer serving requests; returns a Responder once joined.
 
         ``handler(request)`` runs on its own thread per request (an Incoming): it reads the
         body, writes the response, and either returns (bytes to send, or None; the response
         then ends OK), raises ApplicationError(code, message), or calls fail(). Callbacks:
         ``on_presence(PresenceUpdate)`` in order on one thread; ``on_broadcast(Incoming)`` on
-        a thread per broadcast."""
+        a thread per broadcast.
+
+        ``stream_windows`` (default True) asks the relay for per-stream credit, so that a
+        requester that stops reading its response delays only its own request; False (or a
+        relay without it) keeps the session-wide backpressure of older relays."""
         return Responder(self.stub, channel, handler, peer_id=peer_id, token=self.token,
                          on_presence=on_presence, on_broadcast=on_broadcast,
-                         join_timeout=join_timeout)
+                         join_timeout=join_timeout, stream_windows=stream_windows)
 
     def list_peers(self, channel, timeout=10.0):
         try:
