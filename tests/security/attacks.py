@@ -339,6 +339,7 @@ def main():
 
             grpc_rows.bad_first_message_rows(relay, table)
             grpc_rows.reflection_row(relay, table)
+            grpc_rows.respond_head_of_line_row(relay, cli, table)
             grpc_rows.header_flood_row(relay, table)
             grpc_rows.window_zero_row(relay, table, cli, BUDGET_MIB)
         print(f"relay peak RSS over these rows: {relay.peak_mib():.1f} MiB")

@@ -288,3 +288,49 @@ def reflection_row(relay, table):
     table.add("every service listed by reflection resolves through it", "gRPC",
               "file_containing_symbol answers for each listed service",
               f"{len(names)} listed, unresolved: {unresolved or 'none'}", ok, relay.rss_mib())
+
+
+def respond_head_of_line_row(relay, cli, table):
+    """A gRPC Respond peer (client library, stream windows) answers two native requesters; one
+    stops reading its response. The other's response must not wait for it."""
+    import select
+
+    from switchboard_client import Client
+
+    channel = str(uuid.uuid4())
+
+    def handle(request):
+        request.read()
+        size = int(request.metadata.get("size", "0"))
+        block = b"r" * 65536
+        for at in range(0, size, len(block)):
+            request.write(block[:min(len(block), size - at)])
+
+    client = Client(f"127.0.0.1:{relay.grpc}")
+    session = client.respond(channel, handle)
+    stalled = subprocess.Popen(
+        cli.args("send", "--channel", channel, "--to", session.peer_id, "--meta",
+                 f"size={16 << 20}", "--deadline-ms", "60000"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        stalled.stdin.write(b"a")
+        stalled.stdin.close()
+        started = select.select([stalled.stdout], [], [], 10)[0]
+        if started:
+            os.read(stalled.stdout.fileno(), 65536)  # then nobody reads its stdout
+        start = time.monotonic()
+        other = subprocess.run(
+            cli.args("send", "--channel", channel, "--to", session.peer_id, "--meta",
+                     f"size={4 << 20}", "--deadline-ms", "30000"),
+            input=b"b", capture_output=True, timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        stalled.kill()
+        stalled.wait(5)
+        session.close()
+        client.close()
+    ok = bool(started) and other.returncode == 0 and len(other.stdout) == 4 << 20
+    table.add("requester stops reading a gRPC responder's answer", "gRPC",
+              "another requester's 4 MiB answer from the same Respond peer completes",
+              f"exit {other.returncode}, {len(other.stdout)} bytes in {elapsed:.2f} s", ok,
+              relay.rss_mib())
