@@ -147,7 +147,8 @@ private:
     std::uint8_t header[9];
     Bytes payload;
     while (read_exactly(header, 9)) {
-      const std::uint32_t length = (header[0] << 16) | (header[1] << 8) | header[2];
+      const std::uint32_t length =
+          (std::uint32_t{header[0]} << 16) | (std::uint32_t{header[1]} << 8) | header[2];
       payload.resize(length);
       if (!read_exactly(payload.data(), length)) break;
       const auto word = [&](std::size_t at) {
