@@ -103,8 +103,7 @@ private:
   enum class Door : std::uint8_t { native, grpc };
 
   /// Runs `io` on this thread until it stops, polling for `spin` before each sleep.
-  static void run_io(boost::asio::io_context& io, std::chrono::microseconds spin,
-                     const net::DoorCounters& grpc);
+  static void run_io(boost::asio::io_context& io, std::chrono::microseconds spin);
   void accept_loop_start(boost::asio::ip::tcp::acceptor& acceptor, Door door);
   /// Binds the gRPC door's listener and starts the gateway (grpc_door.cpp).
   void open_grpc_door();
