@@ -1,5 +1,6 @@
 // The gRPC door's side of the relay process: its listener, its TLS (terminated here, ALPN h2,
 // files watched for changes) and the hand-over of each connection to the gateway.
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/steady_timer.hpp>
@@ -60,8 +61,8 @@ void Server::watch_grpc_tls() {
 std::string Server::grpc_address() const {
   if (!grpc_acceptor_.is_open() && grpc_bound_.port() == 0) return {};
   const auto host = grpc_bound_.address();
-  return (host.is_v6() ? "[" + host.to_string() + "]" : host.to_string()) + ":" +
-         std::to_string(grpc_bound_.port());
+  if (host.is_v6()) return fmt::format("[{}]:{}", host.to_string(), grpc_bound_.port());
+  return fmt::format("{}:{}", host.to_string(), grpc_bound_.port());
 }
 
 int Server::grpc_port() const { return grpc_bound_.port(); }
