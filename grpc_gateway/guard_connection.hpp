@@ -18,10 +18,12 @@
 
 namespace switchboard::gateway {
 
+class RelayBuffer;
+
 /// Threading: every member runs on the client transport's executor (one I/O thread); start()
 /// and close() may be called from any thread. Kept alive by its own coroutine.
-/// Memory: two relay buffers, refusals waiting for the client (bounded), the guard's stream map
-/// (bounded by the stream limit).
+/// Memory: a read buffer each way (16 to 256 KiB, by what the reads bring), refusals waiting for
+/// the client (bounded), the guard's stream map (bounded by the stream limit).
 class GuardConnection : public std::enable_shared_from_this<GuardConnection> {
 public:
   using GrpcSocket = boost::asio::local::stream_protocol::socket;
@@ -44,7 +46,7 @@ private:
   boost::asio::awaitable<void> preface_deadline();
   boost::asio::awaitable<void> client_to_grpc();
   boost::asio::awaitable<void> grpc_to_client();
-  boost::asio::awaitable<void> linger(std::vector<std::uint8_t>& buffer);
+  boost::asio::awaitable<void> linger(RelayBuffer& buffer);
   boost::asio::awaitable<bool> write_client(std::span<const std::uint8_t> bytes);
   void on_violation(const GuardStep& step);
   /// Lets grpc_to_client write a frame of ours now if it is waiting on gRPC between frames.
