@@ -1,17 +1,26 @@
-// The gRPC server: service registration, health and reflection, draining and shutdown.
+// The gRPC server: service registration, health and reflection, the guarded connections handed
+// over by the relay, draining and shutdown.
 #include "grpc_gateway/gateway.hpp"
 
+#include <fcntl.h>
 #include <grpc/health/v1/health.pb.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <grpcpp/security/server_credentials.h>
-#include <grpcpp/security/tls_certificate_provider.h>
-#include <grpcpp/security/tls_credentials_options.h>
+#include <grpcpp/server_posix.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <mutex>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "grpc_gateway/broadcast_call.hpp"
+#include "grpc_gateway/guard_connection.hpp"
 #include "grpc_gateway/heap_trim.hpp"
 #include "grpc_gateway/presence_calls.hpp"
 #include "grpc_gateway/requests_call.hpp"
@@ -55,26 +64,6 @@ private:
   GatewayContext& gateway_;
 };
 
-// TLS credentials that follow the files: gRPC's file watcher re-reads them on an interval and
-// keeps the previous pair when the new files do not load or do not match.
-std::shared_ptr<grpc::ServerCredentials> tls_credentials(const core::net::TlsConfig& tls) {
-  namespace tls_api = grpc::experimental;
-  // Fail at start-up with a clear message rather than serving with no certificate.
-  core::net::make_server_tls_context(tls);
-  auto provider = std::make_shared<tls_api::FileWatcherCertificateProvider>(
-      tls.key_file, tls.cert_file, tls.mutual() ? tls.client_ca_file : std::string(),
-      tls.grpc_refresh_seconds);
-  tls_api::TlsServerCredentialsOptions options(provider);
-  options.watch_identity_key_cert_pairs();
-  if (tls.mutual()) {
-    options.watch_root_certs();
-    options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-  } else {
-    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  }
-  return tls_api::TlsServerCredentials(options);
-}
-
 }  // namespace
 
 struct Gateway::Impl {
@@ -84,12 +73,18 @@ struct Gateway::Impl {
   Service service;
   std::unique_ptr<grpc::Server> server;
   std::shared_ptr<HeapTrimmer> trimmer;
+  H2GuardLimits guard_limits;
+
+  std::mutex connections_mutex;
+  std::unordered_map<std::uint64_t, std::weak_ptr<GuardConnection>> connections;
+  std::uint64_t next_connection = 1;
+  bool closed = false;  // shut down: adopt() closes what it is given
 };
 
 Gateway::Gateway(core::net::ServerContext& context,
-                 std::vector<boost::asio::any_io_executor> executors, const std::string& listen,
-                 const core::net::TlsConfig& tls)
+                 std::vector<boost::asio::any_io_executor> executors)
     : impl_(std::make_unique<Impl>(context, std::move(executors))) {
+  static_assert(kGuardViolationCount <= core::net::Counters::kGuardViolationKinds);
   tune_heap();
   // gRPC serves grpc.health.v1.Health from its own upb code, which leaves nothing in protobuf's
   // generated pool, where reflection resolves the services it lists: this reference links the
@@ -98,24 +93,83 @@ Gateway::Gateway(core::net::ServerContext& context,
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(
-      listen, tls.grpc ? tls_credentials(tls) : grpc::InsecureServerCredentials(), &port_);
   builder.RegisterService(&impl_->service);
   builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  // gRPC treats streams beyond its own limit as a connection error; the guard refuses them one
+  // by one instead. gRPC announces this value, which the guard rewrites to its own limit.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             std::numeric_limits<std::int32_t>::max());
   impl_->server = builder.BuildAndStart();
-  if (!impl_->server || port_ == 0) {
-    throw std::runtime_error("cannot listen for gRPC on " + listen);
-  }
-  const auto colon = listen.rfind(':');
-  address_ = listen.substr(0, colon) + ":" + std::to_string(port_);
+  if (!impl_->server) throw std::runtime_error("cannot start the gRPC server");
   if (auto* health = impl_->server->GetHealthCheckService()) {
     health->SetServingStatus("switchboard.v1.Switchboard", true);
   }
+  const auto& limits = context.limits;
+  impl_->guard_limits.max_header_block = limits.grpc_max_header_block;
+  impl_->guard_limits.max_streams = limits.grpc_streams_per_connection();
+  impl_->guard_limits.control_frames_per_second = limits.grpc_control_frames_per_second;
+  impl_->guard_limits.resets_per_second = limits.grpc_resets_per_second;
   impl_->trimmer =
       HeapTrimmer::start(impl_->context.timers, context.counters, std::chrono::seconds(1));
 }
 
 Gateway::~Gateway() { shutdown(std::chrono::system_clock::now()); }
+
+void Gateway::adopt(std::unique_ptr<core::net::Transport> client) {
+  auto& counters = impl_->context.core.counters;
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    spdlog::warn("grpc connection refused reason=socketpair error=\"{}\"", std::strerror(errno));
+    client->close();
+    return;
+  }
+  // gRPC's endpoint expects a non-blocking descriptor; it owns fds[1] from here on.
+  ::fcntl(fds[1], F_SETFL, ::fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+  GuardConnection::GrpcSocket relay_end(client->get_executor());
+  boost::system::error_code ec;
+  relay_end.assign(boost::asio::local::stream_protocol(), fds[0], ec);
+  if (ec) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    client->close();
+    return;
+  }
+  std::uint64_t id = 0;
+  std::shared_ptr<GuardConnection> connection;
+  {
+    std::lock_guard lock(impl_->connections_mutex);
+    if (impl_->closed || !impl_->server) {
+      ::close(fds[1]);
+      client->close();
+      return;
+    }
+    id = impl_->next_connection++;
+    connection = std::make_shared<GuardConnection>(
+        std::move(client), std::move(relay_end), impl_->guard_limits,
+        impl_->context.limits.handshake_timeout, counters, id);
+    impl_->connections.emplace(id, connection);
+    grpc::AddInsecureChannelFromFd(impl_->server.get(), fds[1]);
+  }
+  counters.grpc_transports_total.fetch_add(1, std::memory_order_relaxed);
+  counters.grpc_transports_open.fetch_add(1, std::memory_order_relaxed);
+  connection->start([impl = impl_.get(), id, &counters] {
+    counters.grpc_transports_open.fetch_sub(1, std::memory_order_relaxed);
+    std::lock_guard lock(impl->connections_mutex);
+    impl->connections.erase(id);
+  });
+}
+
+void Gateway::close_connections() {
+  std::vector<std::shared_ptr<GuardConnection>> live;
+  {
+    std::lock_guard lock(impl_->connections_mutex);
+    impl_->closed = true;
+    for (auto& [id, weak] : impl_->connections) {
+      if (auto connection = weak.lock()) live.push_back(std::move(connection));
+    }
+  }
+  for (auto& connection : live) connection->close();
+}
 
 void Gateway::drain() {
   std::vector<std::function<void()>> drainers;
@@ -133,7 +187,17 @@ void Gateway::drain() {
 void Gateway::shutdown(std::chrono::system_clock::time_point deadline) {
   if (impl_->trimmer) impl_->trimmer->stop();
   if (!impl_->server) return;
+  // gRPC ends the calls still open at the deadline; then every connection closes, so that no
+  // connection, whatever its state, can hold the server's shutdown.
+  boost::asio::steady_timer closer(impl_->context.timers);
+  closer.expires_after(std::max(deadline - std::chrono::system_clock::now(),
+                                std::chrono::system_clock::duration::zero()));
+  closer.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) close_connections();
+  });
   impl_->server->Shutdown(deadline);
+  close_connections();
+  closer.cancel();
   impl_->server->Wait();
   impl_->server.reset();
 }

@@ -1,4 +1,5 @@
-// The gRPC door: owns the grpc::Server and the service adapting each RPC onto the registry.
+// The gRPC door: owns the grpc::Server, the service adapting each RPC onto the registry, and the
+// guarded connections it serves (each accepted by the relay and handed over with adopt()).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -8,35 +9,33 @@
 #include <vector>
 
 #include "net/server_context.hpp"
-#include "net/tls.hpp"
+#include "net/transport.hpp"
 
 namespace switchboard::gateway {
 
 class Gateway {
 public:
-  /// Starts serving on `listen` (HOST:PORT, port 0 picks one), over TLS when `tls.grpc` is on
-  /// (gRPC re-reads the certificate files every `tls.grpc_refresh_seconds`). Throws
-  /// std::runtime_error when the address cannot be bound.
+  /// Starts the gRPC server with no listening port of its own: the relay accepts the door's
+  /// connections (TCP, TLS) and hands each over with adopt().
   /// Calls run on strands spread over `executors` (the relay's I/O threads; at least one).
-  Gateway(core::net::ServerContext& context, std::vector<boost::asio::any_io_executor> executors,
-          const std::string& listen, const core::net::TlsConfig& tls = {});
+  Gateway(core::net::ServerContext& context, std::vector<boost::asio::any_io_executor> executors);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  std::string address() const { return address_; }
-  int port() const { return port_; }
-
+  /// Serves one accepted client connection: its bytes reach gRPC through the HTTP/2 guard over a
+  /// socketpair. Any thread; the connection runs on the transport's executor.
+  void adopt(std::unique_ptr<core::net::Transport> client);
   /// Stops admitting streams; Respond peers leave as soon as they have no stream in flight.
   void drain();
-  /// Ends every call still open at `deadline` and stops the server.
+  /// Ends every call still open at `deadline`, closes every connection and stops the server.
   void shutdown(std::chrono::system_clock::time_point deadline);
 
 private:
+  void close_connections();
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  std::string address_;
-  int port_ = 0;
 };
 
 }  // namespace switchboard::gateway

@@ -96,6 +96,15 @@ struct Counters : DoorCounters {
   std::atomic<std::uint64_t> connections_throttled{0};
   /// Payload bytes held in stream queues across the relay (bounded by the stream windows).
   std::atomic<std::int64_t> queued_bytes{0};
+  /// The gRPC door's HTTP/2 connections (its DoorCounters count calls), their refusals at the
+  /// door, and what the HTTP/2 guard in front of gRPC turned away (by guard violation kind).
+  std::atomic<std::uint64_t> grpc_transports_total{0};
+  std::atomic<std::int64_t> grpc_transports_open{0};
+  std::atomic<std::uint64_t> grpc_connections_throttled{0};
+  std::atomic<std::uint64_t> grpc_tls_handshake_failures{0};
+  std::atomic<std::uint64_t> grpc_refused_streams{0};
+  static constexpr std::size_t kGuardViolationKinds = 8;
+  std::array<std::atomic<std::uint64_t>, kGuardViolationKinds> grpc_guard_violations{};
 
   DoorCounters& native() noexcept { return *this; }
   const DoorCounters& native() const noexcept { return *this; }

@@ -3,6 +3,7 @@
 
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -106,8 +107,22 @@ std::string describe_tls_error(const error_code& error) {
   return error.message();
 }
 
-std::shared_ptr<ssl::context> make_server_tls_context(const TlsConfig& config) {
+// Picks "h2" from the client's ALPN list; a client that offers no "h2" gets no ALPN answer.
+static int select_h2(SSL*, const unsigned char** out, unsigned char* out_length,
+                     const unsigned char* in, unsigned int in_length, void*) {
+  static constexpr unsigned char kH2[] = {2, 'h', '2'};
+  unsigned char* selected = nullptr;
+  if (SSL_select_next_proto(&selected, out_length, kH2, sizeof(kH2), in, in_length) !=
+      OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+std::shared_ptr<ssl::context> make_server_tls_context(const TlsConfig& config, bool alpn_h2) {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+  if (alpn_h2) SSL_CTX_set_alpn_select_cb(context->native_handle(), select_h2, nullptr);
   context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
                        ssl::context::single_dh_use);
@@ -144,8 +159,35 @@ std::shared_ptr<ssl::context> make_server_tls_context(const TlsConfig& config) {
   return context;
 }
 
-TlsContextHolder::TlsContextHolder(TlsConfig config)
-    : config_(std::move(config)), context_(make_server_tls_context(config_)) {}
+TlsContextHolder::TlsContextHolder(TlsConfig config, bool alpn_h2)
+    : config_(std::move(config)),
+      alpn_h2_(alpn_h2),
+      context_(make_server_tls_context(config_, alpn_h2_)),
+      seen_(fingerprint()) {}
+
+std::string TlsContextHolder::fingerprint() const {
+  std::string text;
+  for (const auto* path : {&config_.cert_file, &config_.key_file, &config_.client_ca_file}) {
+    struct stat status {};
+    if (path->empty() || ::stat(path->c_str(), &status) != 0) {
+      text += "-;";
+      continue;
+    }
+    text += std::to_string(status.st_mtim.tv_sec) + "." + std::to_string(status.st_mtim.tv_nsec) +
+            ":" + std::to_string(status.st_size) + ";";
+  }
+  return text;
+}
+
+bool TlsContextHolder::reload_if_changed() {
+  auto now = fingerprint();
+  {
+    std::lock_guard lock(mutex_);
+    if (now == seen_) return false;
+    seen_ = std::move(now);
+  }
+  return reload();
+}
 
 std::shared_ptr<ssl::context> TlsContextHolder::current() const {
   std::lock_guard lock(mutex_);
@@ -155,7 +197,7 @@ std::shared_ptr<ssl::context> TlsContextHolder::current() const {
 bool TlsContextHolder::reload() {
   std::shared_ptr<ssl::context> fresh;
   try {
-    fresh = make_server_tls_context(config_);
+    fresh = make_server_tls_context(config_, alpn_h2_);
   } catch (const std::exception& e) {
     spdlog::error("tls reload failed, keeping the previous certificates error=\"{}\"", e.what());
     return false;

@@ -33,23 +33,32 @@ struct TlsConfig {
 };
 
 /// A server-side context from the files: TLS 1.2 or newer, the chain and key (checked to
-/// match), and with a client CA, required and verified client certificates. Throws
+/// match), and with a client CA, required and verified client certificates. With `alpn_h2`, the
+/// context selects ALPN "h2" when the client offers it (gRPC clients require it). Throws
 /// std::runtime_error naming the file and OpenSSL's reason.
-std::shared_ptr<asio::ssl::context> make_server_tls_context(const TlsConfig& config);
+std::shared_ptr<asio::ssl::context> make_server_tls_context(const TlsConfig& config,
+                                                            bool alpn_h2 = false);
 
-/// The native door's current context. New connections take the current one; a reload swaps it,
-/// while live connections keep theirs (each holds its shared_ptr). Thread-safe.
+/// A door's current context. New connections take the current one; a reload swaps it, while
+/// live connections keep theirs (each holds its shared_ptr). Thread-safe.
 class TlsContextHolder {
 public:
-  explicit TlsContextHolder(TlsConfig config);
+  explicit TlsContextHolder(TlsConfig config, bool alpn_h2 = false);
   std::shared_ptr<asio::ssl::context> current() const;
   /// Re-reads the files. On failure logs why, keeps the old context and returns false.
   bool reload();
+  /// Reloads when a file's modification time or size changed since the last look (a failed
+  /// load is not retried until the files change again). Returns whether it reloaded.
+  bool reload_if_changed();
 
 private:
+  std::string fingerprint() const;
+
   TlsConfig config_;
+  bool alpn_h2_;
   mutable std::mutex mutex_;
   std::shared_ptr<asio::ssl::context> context_;
+  std::string seen_;  // the files' fingerprint at the last load or look; guarded by mutex_
 };
 
 /// Runs the server side of a TLS handshake on `socket` (on the socket's executor), closing the

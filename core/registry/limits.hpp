@@ -1,6 +1,7 @@
 // The relay's configurable limits and timeouts, shared by the registry and both front doors.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +43,23 @@ struct Limits {
   Milliseconds write_timeout{30'000};
   Milliseconds default_idle_timeout{300'000};
   Milliseconds drain_timeout{30'000};
+  /// The gRPC door's HTTP/2 guard (docs/GATEWAY.md): bytes of one request header block
+  /// (HEADERS + CONTINUATION; gRPC's own metadata limit is 8 KiB), streams one connection may
+  /// have open (no more than max_connection_buffer / stream_window: each may hold a window of
+  /// response bytes), and client control frames (SETTINGS, PING, PRIORITY, empty frames) and
+  /// resets (RST_STREAM and refused streams) per second per connection (0: no limit).
+  std::uint32_t grpc_max_header_block = 16 * 1024;
+  std::uint32_t grpc_max_streams_per_connection = 100;
+  std::uint32_t grpc_control_frames_per_second = 1000;
+  std::uint32_t grpc_resets_per_second = 200;
+
+  /// The stream limit the gRPC door applies: grpc_max_streams_per_connection, lowered so that
+  /// a window per stream fits in max_connection_buffer.
+  std::uint32_t grpc_streams_per_connection() const noexcept {
+    const std::size_t by_buffer = std::max<std::size_t>(1, max_connection_buffer / stream_window);
+    return static_cast<std::uint32_t>(
+        std::min<std::size_t>(grpc_max_streams_per_connection, by_buffer));
+  }
 
   /// Throws std::invalid_argument naming the first inconsistent setting.
   void validate() const;

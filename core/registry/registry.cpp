@@ -33,6 +33,10 @@ void Limits::validate() const {
   if (write_timeout.count() <= 0) fail("write_timeout must be positive");
   if (default_idle_timeout.count() < 0) fail("default_idle_timeout must not be negative");
   if (drain_timeout.count() < 0) fail("drain_timeout must not be negative");
+  if (grpc_max_header_block < 1024) fail("grpc_max_header_block must be at least 1 KiB");
+  if (grpc_max_streams_per_connection == 0) {
+    fail("grpc_max_streams_per_connection must be positive");
+  }
 }
 
 JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool accepts_requests,

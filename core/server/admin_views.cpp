@@ -6,6 +6,10 @@
 
 #include <array>
 
+#if SWITCHBOARD_WITH_GRPC
+#include "grpc_gateway/h2_guard.hpp"
+#endif
+
 #ifndef SWITCHBOARD_VERSION
 #define SWITCHBOARD_VERSION "unknown"
 #endif
@@ -104,9 +108,30 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
       "Connections turned away at the connection limit.",
       [](const DoorCounters& c) -> auto& { return c.connections_refused; });
   out.family("switchboard_connections_throttled_total", "counter",
-             "Native connections turned away because their address connected too fast.");
+             "Connections turned away because their address connected too fast.");
   out.sample("switchboard_connections_throttled_total", "door=\"native\"",
              load(counters.connections_throttled));
+  out.sample("switchboard_connections_throttled_total", "door=\"grpc\"",
+             load(counters.grpc_connections_throttled));
+  out.family("switchboard_grpc_transports_open", "gauge",
+             "HTTP/2 connections open on the gRPC door.");
+  out.sample("switchboard_grpc_transports_open", "", load(counters.grpc_transports_open));
+  out.family("switchboard_grpc_transports_total", "counter",
+             "HTTP/2 connections accepted on the gRPC door.");
+  out.sample("switchboard_grpc_transports_total", "", load(counters.grpc_transports_total));
+  out.family("switchboard_grpc_refused_streams_total", "counter",
+             "gRPC calls refused (REFUSED_STREAM) at the per-connection stream limit.");
+  out.sample("switchboard_grpc_refused_streams_total", "", load(counters.grpc_refused_streams));
+#if SWITCHBOARD_WITH_GRPC
+  out.family("switchboard_grpc_guard_violations_total", "counter",
+             "gRPC-door connections closed by the HTTP/2 guard, by reason.");
+  for (std::size_t i = 0; i < gateway::kGuardViolationCount; ++i) {
+    out.sample("switchboard_grpc_guard_violations_total",
+               fmt::format("reason=\"{}\"",
+                           gateway::violation_name(static_cast<gateway::GuardViolation>(i))),
+               load(counters.grpc_guard_violations[i]));
+  }
+#endif
 
   out.family("switchboard_handshake_failures_total", "counter",
              "Connections (gRPC: Respond calls) that never became a peer, by reason.");
@@ -119,9 +144,11 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
     }
   }
   out.family("switchboard_tls_handshake_failures_total", "counter",
-             "TLS handshakes on the native door that failed or timed out.");
+             "TLS handshakes that failed or timed out.");
   out.sample("switchboard_tls_handshake_failures_total", "door=\"native\"",
              load(counters.tls_handshake_failures));
+  out.sample("switchboard_tls_handshake_failures_total", "door=\"grpc\"",
+             load(counters.grpc_tls_handshake_failures));
   per_door(
       out, doors, "switchboard_protocol_errors_total", "counter",
       "Connections closed for breaking the protocol.",

@@ -289,15 +289,15 @@ std::vector<Option> build_table() {
                       [](C c) -> std::uint32_t& { return c.limits.max_peers_per_channel; }));
   table.push_back(unsigned_option("max_channels", "channels on this relay", 1, kU32,
                                   [](C c) -> std::uint32_t& { return c.limits.max_channels; }));
-  table.push_back(unsigned_option("max_connections", "open native connections", 1, kU32,
+  table.push_back(unsigned_option("max_connections", "open connections (native and gRPC)", 1, kU32,
                                   [](C c) -> std::uint32_t& { return c.limits.max_connections; }));
-  table.push_back(unsigned_option(
-      "connect_rate_per_address",
-      "native connections one source address may open per second (0: unlimited)", 0, kU32,
-      [](C c) -> std::uint32_t& { return c.limits.connect_rate_per_address; }));
+  table.push_back(
+      unsigned_option("connect_rate_per_address",
+                      "connections one source address may open per second (0: unlimited)", 0, kU32,
+                      [](C c) -> std::uint32_t& { return c.limits.connect_rate_per_address; }));
   table.push_back(unsigned_option(
       "connect_burst_per_address",
-      "native connections one source address may open at once before the rate applies", 0, kU32,
+      "connections one source address may open at once before the rate applies", 0, kU32,
       [](C c) -> std::uint32_t& { return c.limits.connect_burst_per_address; }));
   table.push_back(unsigned_option(
       "max_connection_buffer",
@@ -331,16 +331,39 @@ std::vector<Option> build_table() {
   table.push_back(duration_option(
       "drain_timeout", "longest wait for streams in flight at shutdown (SIGTERM)", 0,
       [](C c) -> Milliseconds& { return c.limits.drain_timeout; }, {"--drain-timeout-ms"}));
+  // The gRPC door's HTTP/2 guard (docs/GATEWAY.md, docs/SECURITY.md).
+  table.push_back(unsigned_option(
+      "grpc_max_header_block",
+      "bytes of one gRPC request's header block (HEADERS + CONTINUATION); more closes the "
+      "connection",
+      1024, 1024 * 1024, [](C c) -> std::uint32_t& { return c.limits.grpc_max_header_block; },
+      OptionType::size));
+  table.push_back(unsigned_option(
+      "grpc_max_streams_per_connection",
+      "gRPC calls one HTTP/2 connection may have open (further ones are refused); at most "
+      "max_connection_buffer / stream_window",
+      1, kU32, [](C c) -> std::uint32_t& { return c.limits.grpc_max_streams_per_connection; }));
+  table.push_back(unsigned_option(
+      "grpc_control_frames_per_second",
+      "SETTINGS, PING, PRIORITY and empty frames one gRPC connection may send per second "
+      "(0: no limit)",
+      0, kU32, [](C c) -> std::uint32_t& { return c.limits.grpc_control_frames_per_second; }));
+  table.push_back(unsigned_option(
+      "grpc_resets_per_second",
+      "RST_STREAM frames and refused streams one gRPC connection may cause per second "
+      "(0: no limit)",
+      0, kU32, [](C c) -> std::uint32_t& { return c.limits.grpc_resets_per_second; }));
   add_auth_options(table);
   // TLS (docs/TLS.md): one certificate and key for both doors, each door switched on by itself.
   table.push_back(bool_option("tls_native",
                               "TLS on the core (native) door; needs tls_cert_file "
                               "and tls_key_file; SIGHUP re-reads the files",
                               [](C c) -> bool& { return c.tls.native; }));
-  table.push_back(bool_option("tls_grpc",
-                              "TLS on the gRPC door; needs tls_cert_file and "
-                              "tls_key_file; re-read every tls_grpc_refresh_seconds",
-                              [](C c) -> bool& { return c.tls.grpc; }));
+  table.push_back(
+      bool_option("tls_grpc",
+                  "TLS on the gRPC door; needs tls_cert_file and "
+                  "tls_key_file; terminated by the relay (ALPN h2); SIGHUP re-reads the files",
+                  [](C c) -> bool& { return c.tls.grpc; }));
   table.push_back(string_option("tls_cert_file", OptionType::string,
                                 "PEM certificate chain (leaf first) served by the TLS doors",
                                 [](C c) -> std::string& { return c.tls.cert_file; }));
@@ -353,7 +376,7 @@ std::vector<Option> build_table() {
       "(mutual TLS)",
       [](C c) -> std::string& { return c.tls.client_ca_file; }));
   table.push_back(unsigned_option("tls_grpc_refresh_seconds",
-                                  "how often the gRPC door re-reads the TLS files", 1, 86'400,
+                                  "how often the gRPC door looks for changed TLS files", 1, 86'400,
                                   [](C c) -> unsigned& { return c.tls.grpc_refresh_seconds; }));
   return table;
 }

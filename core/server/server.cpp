@@ -74,6 +74,7 @@ Server::Server(ServerConfig config)
     : config_(std::move(config)),
       context_(std::make_unique<net::ServerContext>(config_.limits)),
       acceptor_(io_),
+      grpc_acceptor_(io_),
       connect_throttle_(config_.limits.connect_rate_per_address,
                         config_.limits.connect_burst_per_address) {
   config_.limits.validate();
@@ -90,14 +91,7 @@ Server::Server(ServerConfig config)
   for (unsigned i = 1; i < config_.threads; ++i) {
     workers_.push_back(std::make_unique<asio::io_context>());
   }
-#if SWITCHBOARD_WITH_GRPC
-  if (!config_.grpc_listen.empty()) {
-    std::vector<asio::any_io_executor> executors{io_.get_executor()};
-    for (auto& worker : workers_) executors.emplace_back(worker->get_executor());
-    gateway_ = std::make_unique<gateway::Gateway>(*context_, std::move(executors),
-                                                  config_.grpc_listen, config_.tls);
-  }
-#endif
+  open_grpc_door();
   if (!config_.admin_listen.empty()) {
     AdminHandlers handlers;
     handlers.metrics = [this] { return metrics_text(*context_, draining(), started_); };
@@ -128,23 +122,9 @@ Server::~Server() {
   if (gateway_stopper_.joinable()) gateway_stopper_.join();
 }
 
-std::string Server::grpc_address() const {
-#if SWITCHBOARD_WITH_GRPC
-  if (gateway_) return gateway_->address();
-#endif
-  return {};
-}
-
 std::optional<tcp::endpoint> Server::admin_endpoint() const {
   if (!admin_) return std::nullopt;
   return admin_->local_endpoint();
-}
-
-int Server::grpc_port() const {
-#if SWITCHBOARD_WITH_GRPC
-  if (gateway_) return gateway_->port();
-#endif
-  return 0;
 }
 
 void Server::stop_gateway() {
@@ -153,54 +133,40 @@ void Server::stop_gateway() {
 #endif
 }
 
-void Server::run_io(asio::io_context& io, std::chrono::microseconds spin,
-                    const net::DoorCounters& grpc) {
+void Server::run_io(asio::io_context& io, std::chrono::microseconds spin) {
   if (spin.count() == 0) {
     io.run();
     return;
   }
   // Runs what is ready without sleeping while events keep coming; sleeps (run_one) once none
   // came for `spin`. Ends, as run() does, when the context is stopped or out of work.
-  // While the gRPC door carries traffic, gRPC's own threads need the cores a spin would hold
-  // (on 2 cores a gateway round trip took 20% longer with it): for a millisecond after this
-  // thread last saw gRPC messages move, it sleeps at once.
+  // The gRPC door's bytes pass through these threads too (the HTTP/2 guard), so a spin also
+  // saves a wake-up on each of its hops.
   using Clock = std::chrono::steady_clock;
-  const auto grpc_traffic = [&grpc] {
-    return grpc.payload_bytes_in.load(std::memory_order_relaxed) +
-           grpc.payload_bytes_out.load(std::memory_order_relaxed);
-  };
-  constexpr auto kGrpcQuiet = std::chrono::milliseconds(1);
-  auto grpc_seen = grpc_traffic();
   auto last_event = Clock::now();
-  auto grpc_moved = last_event - kGrpcQuiet;
   while (!io.stopped()) {
     if (io.poll() == 0) {
-      const auto now = Clock::now();
-      if (now - last_event < spin && now - grpc_moved >= kGrpcQuiet) {
+      if (Clock::now() - last_event < spin) {
         sched_yield();
         continue;
       }
       if (io.run_one() == 0) break;
     }
     last_event = Clock::now();
-    if (const auto traffic = grpc_traffic(); traffic != grpc_seen) {
-      grpc_seen = traffic;
-      grpc_moved = last_event;
-    }
   }
 }
 
 void Server::start() {
   guards_.push_back(asio::make_work_guard(io_));
   for (auto& worker : workers_) guards_.push_back(asio::make_work_guard(*worker));
-  accept_loop_start();
+  accept_loop_start(acceptor_, Door::native);
+  if (grpc_acceptor_.is_open()) accept_loop_start(grpc_acceptor_, Door::grpc);
+  watch_grpc_tls();
   if (admin_) admin_->start();
   const auto spin = std::chrono::microseconds(config_.idle_spin_us);
-  const auto& grpc_counters = context_->counters.grpc;
-  threads_.emplace_back([this, spin, &grpc_counters] { run_io(io_, spin, grpc_counters); });
+  threads_.emplace_back([this, spin] { run_io(io_, spin); });
   for (auto& worker : workers_) {
-    threads_.emplace_back(
-        [&context = *worker, spin, &grpc_counters] { run_io(context, spin, grpc_counters); });
+    threads_.emplace_back([&context = *worker, spin] { run_io(context, spin); });
   }
   const auto& l = config_.limits;
   std::string admin = "off";
@@ -220,12 +186,15 @@ void Server::start() {
       "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "
       "connect_rate_per_address={} connect_burst_per_address={} "
       "handshake_timeout_ms={} keepalive_interval_ms={} slow_consumer_timeout_ms={} "
-      "write_timeout_ms={} default_idle_timeout_ms={} drain_timeout_ms={}",
+      "write_timeout_ms={} default_idle_timeout_ms={} drain_timeout_ms={} "
+      "grpc_max_header_block={} grpc_streams_per_connection={} "
+      "grpc_control_frames_per_second={} grpc_resets_per_second={}",
       l.max_frame, l.stream_window, l.max_streams_per_connection, l.max_peers_per_channel,
       l.max_channels, l.max_connections, l.max_connection_buffer, l.connect_rate_per_address,
       l.connect_burst_per_address, l.handshake_timeout.count(), l.keepalive_interval.count(),
       l.slow_consumer_timeout.count(), l.write_timeout.count(), l.default_idle_timeout.count(),
-      l.drain_timeout.count());
+      l.drain_timeout.count(), l.grpc_max_header_block, l.grpc_streams_per_connection(),
+      l.grpc_control_frames_per_second, l.grpc_resets_per_second);
 }
 
 // One line per refused connection would let a flood fill the log: at most one a second, with
@@ -274,15 +243,15 @@ void Server::log_summary() {
       c.grpc.payload_bytes_out.load());
 }
 
-void Server::accept_loop_start() {
+void Server::accept_loop_start(tcp::acceptor& acceptor, Door door) {
   asio::co_spawn(
       io_,
-      [this]() -> asio::awaitable<void> {
+      [this, &acceptor, door]() -> asio::awaitable<void> {
         asio::steady_timer backoff(io_);
-        while (acceptor_.is_open()) {
-          auto [ec, socket] = co_await acceptor_.async_accept(kUseTuple);
+        while (acceptor.is_open()) {
+          auto [ec, socket] = co_await acceptor.async_accept(kUseTuple);
           if (ec) {
-            if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+            if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
             // Out of descriptors or similar: back off instead of spinning.
             spdlog::warn("accept failed error=\"{}\"", ec.message());
             backoff.expires_after(std::chrono::milliseconds(100));
@@ -290,11 +259,15 @@ void Server::accept_loop_start() {
             continue;
           }
           // The refusal is best effort: one non-blocking write, so a client that does not read
-          // cannot hold up the accept loop.
-          auto refuse = [](auto& refused, std::string_view why) {
+          // cannot hold up the accept loop. A gRPC client is simply closed: it speaks first.
+          auto refuse = [door](auto& refused, std::string_view why) {
+            boost::system::error_code ignored;
+            if (door == Door::grpc) {
+              refused.close(ignored);
+              return;
+            }
             std::vector<std::uint8_t> refusal;
             wire::append_error(refusal, wire::Error{Status::resource_exhausted, std::string(why)});
-            boost::system::error_code ignored;
             refused.non_blocking(true, ignored);
             refused.write_some(asio::buffer(refusal), ignored);
             refused.close(ignored);
@@ -302,21 +275,33 @@ void Server::accept_loop_start() {
           boost::system::error_code endpoint_error;
           const auto remote = socket.remote_endpoint(endpoint_error);
           if (!endpoint_error && !connect_throttle_.admit(remote.address())) {
-            context_->counters.connections_throttled.fetch_add(1, std::memory_order_relaxed);
+            (door == Door::grpc ? context_->counters.grpc_connections_throttled
+                                : context_->counters.connections_throttled)
+                .fetch_add(1, std::memory_order_relaxed);
             log_throttled();
             refuse(socket, "too many connections from your address");
             continue;
           }
-          const auto open = context_->counters.connections_open.load(std::memory_order_relaxed) +
+          const auto& counters = context_->counters;
+          const auto open = counters.connections_open.load(std::memory_order_relaxed) +
+                            counters.grpc_transports_open.load(std::memory_order_relaxed) +
                             static_cast<std::int64_t>(placements_.size());
           if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
-            context_->counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+            (door == Door::grpc ? context_->counters.grpc.connections_refused
+                                : context_->counters.connections_refused)
+                .fetch_add(1, std::memory_order_relaxed);
             log_refusal();
             refuse(socket, "relay is at its connection limit");
             continue;
           }
-          if (native_tls_) {
-            start_tls_session(move_to(std::move(socket), next_context()));
+          if (door == Door::grpc) {
+            if (grpc_tls_) {
+              start_tls_session(move_to(std::move(socket), next_context()), door);
+            } else {
+              adopt_grpc(net::make_tcp_transport(move_to(std::move(socket), next_context())));
+            }
+          } else if (native_tls_) {
+            start_tls_session(move_to(std::move(socket), next_context()), door);
           } else if (config_.placement == "channel" && !workers_.empty()) {
             place_session(std::move(socket));
           } else {
@@ -410,7 +395,7 @@ void Server::start_session(std::unique_ptr<net::Transport> transport,
 
 // The handshake runs on the connection's own strand, so a slow or silent client holds up no one;
 // the handshake timeout bounds it, and a relay shutting down meanwhile drops the connection.
-void Server::start_tls_session(tcp::socket socket) {
+void Server::start_tls_session(tcp::socket socket, Door door) {
   auto executor = socket.get_executor();
   auto cancel = std::make_shared<asio::cancellation_signal>();
   std::uint64_t key = 0;
@@ -421,22 +406,26 @@ void Server::start_tls_session(tcp::socket socket) {
   }
   asio::co_spawn(
       executor,
-      [this, key, socket = std::move(socket),
+      [this, key, door, socket = std::move(socket),
        accepted_at = std::chrono::steady_clock::now()]() mutable -> asio::awaitable<void> {
         std::string remote;
         boost::system::error_code ec;
         if (const auto endpoint = socket.remote_endpoint(ec); !ec) {
           remote = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
         }
-        auto transport = co_await net::accept_tls(std::move(socket), native_tls_->current(),
+        auto& tls = door == Door::grpc ? *grpc_tls_ : *native_tls_;
+        auto transport = co_await net::accept_tls(std::move(socket), tls.current(),
                                                   config_.limits.handshake_timeout, ec);
         {
           std::lock_guard lock(handshakes_mutex_);
           handshakes_.erase(key);
         }
         if (!transport) {
-          context_->counters.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
-          spdlog::debug("tls handshake failed remote={} error=\"{}\"", remote,
+          (door == Door::grpc ? context_->counters.grpc_tls_handshake_failures
+                              : context_->counters.tls_handshake_failures)
+              .fetch_add(1, std::memory_order_relaxed);
+          spdlog::debug("tls handshake failed door={} remote={} error=\"{}\"",
+                        door == Door::grpc ? "grpc" : "native", remote,
                         net::describe_tls_error(ec));
           co_return;
         }
@@ -444,7 +433,11 @@ void Server::start_tls_session(tcp::socket socket) {
           transport->close();
           co_return;
         }
-        start_session(std::move(transport), accepted_at);
+        if (door == Door::grpc) {
+          adopt_grpc(std::move(transport));
+        } else {
+          start_session(std::move(transport), accepted_at);
+        }
       },
       asio::bind_cancellation_slot(cancel->slot(), log_exception));
 }
@@ -464,11 +457,14 @@ void Server::cancel_handshakes() {
 }
 
 bool Server::reload_tls() {
-  if (!native_tls_) {
-    spdlog::info("tls reload skipped: the native door has no TLS");
+  if (!native_tls_ && !grpc_tls_) {
+    spdlog::info("tls reload skipped: no door has TLS");
     return false;
   }
-  return native_tls_->reload();
+  bool reloaded = true;
+  if (native_tls_) reloaded = native_tls_->reload() && reloaded;
+  if (grpc_tls_) reloaded = grpc_tls_->reload() && reloaded;
+  return reloaded;
 }
 
 void Server::track(const std::shared_ptr<net::Session>& session, std::uint64_t id) {
@@ -492,6 +488,8 @@ void Server::begin_drain() {
                config_.limits.drain_timeout.count());
   boost::system::error_code ignored;
   acceptor_.close(ignored);
+  grpc_acceptor_.close(ignored);
+  if (grpc_tls_watch_) grpc_tls_watch_->cancel();
   cancel_handshakes();
   for (auto& [key, pending] : placements_) pending->socket.close(ignored);
   if (signals_) signals_->cancel(ignored);

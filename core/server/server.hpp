@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -90,18 +91,26 @@ public:
   /// Installs SIGINT/SIGTERM handlers that call shutdown(), and a SIGHUP handler that calls
   /// reload_tls().
   void handle_signals();
-  /// Re-reads the native door's certificate files: new connections use them, live ones keep
+  /// Re-reads the TLS doors' certificate files: new connections use them, live ones keep
   /// theirs. A file that fails to load is logged and the previous certificates stay. Returns
-  /// whether the new files are in use (false also when the native door has no TLS).
+  /// whether the new files are in use (false also when no door has TLS).
   bool reload_tls();
 
   net::ServerContext& context() noexcept { return *context_; }
 
 private:
+  /// The front doors share the accept loop, the connection limit and the per-address throttle.
+  enum class Door : std::uint8_t { native, grpc };
+
   /// Runs `io` on this thread until it stops, polling for `spin` before each sleep.
-  static void run_io(boost::asio::io_context& io, std::chrono::microseconds spin,
-                     const net::DoorCounters& grpc);
-  void accept_loop_start();
+  static void run_io(boost::asio::io_context& io, std::chrono::microseconds spin);
+  void accept_loop_start(boost::asio::ip::tcp::acceptor& acceptor, Door door);
+  /// Binds the gRPC door's listener and starts the gateway (grpc_door.cpp).
+  void open_grpc_door();
+  /// Hands an accepted gRPC-door connection (after its TLS handshake) to the gateway.
+  void adopt_grpc(std::unique_ptr<net::Transport> transport);
+  /// Reloads the gRPC door's TLS files when they change (every tls.grpc_refresh_seconds).
+  void watch_grpc_tls();
   /// The context of the next session, round-robin over the I/O threads.
   boost::asio::io_context& next_context();
   /// The context every plaintext session of `channel` runs on (placement "channel").
@@ -114,7 +123,7 @@ private:
                                               boost::asio::io_context& target);
   void start_session(std::unique_ptr<net::Transport> transport,
                      std::chrono::steady_clock::time_point accepted_at);
-  void start_tls_session(boost::asio::ip::tcp::socket socket);
+  void start_tls_session(boost::asio::ip::tcp::socket socket, Door door);
   void cancel_handshakes();
   void wait_for_signal();
   void begin_drain();
@@ -127,6 +136,7 @@ private:
   ServerConfig config_;
   std::unique_ptr<net::ServerContext> context_;
   std::unique_ptr<net::TlsContextHolder> native_tls_;  // null: the native door is plaintext
+  std::unique_ptr<net::TlsContextHolder> grpc_tls_;    // null: the gRPC door is plaintext
   // TLS handshakes in progress, cancelled when the relay drains (else a silent client would hold
   // the shutdown for the whole handshake timeout). Entries leave on the handshake's strand.
   struct PendingHandshake {
@@ -151,13 +161,17 @@ private:
   std::atomic<std::size_t> next_worker_{0};
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::ip::tcp::endpoint bound_;
+  // The gRPC door's listener (closed when the gateway is off) and its TLS file watcher.
+  boost::asio::ip::tcp::acceptor grpc_acceptor_;
+  boost::asio::ip::tcp::endpoint grpc_bound_;
+  std::unique_ptr<boost::asio::steady_timer> grpc_tls_watch_;
   std::unique_ptr<boost::asio::signal_set> signals_;
   std::unique_ptr<gateway::Gateway> gateway_;
   std::unique_ptr<AdminServer> admin_;
   std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
   std::chrono::steady_clock::time_point last_refusal_log_{};
   std::uint64_t refusals_since_log_ = 0;
-  // Touched only by the accept coroutine (which runs one step at a time), so these
+  // Touched only by the accept coroutines (both on io_, which one thread runs), so these
   // need no lock.
   ConnectThrottle connect_throttle_;
   std::chrono::steady_clock::time_point last_throttle_log_{};
