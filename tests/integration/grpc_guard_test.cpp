@@ -80,9 +80,14 @@ double cpu_seconds(int pid) {
 /// the frames that matter here and acknowledges the server's SETTINGS.
 class RawH2 {
 public:
+  /// `opening`: the client's first bytes (preface and SETTINGS), sent before anything else: the
+  /// server's SETTINGS may arrive first, and its ACK must not go out ahead of them.
   /// `timeout`: how long one send or receive may block (a slow relay must not end the attack).
-  /// `read`: whether to read (and acknowledge) what the server sends at all.
-  explicit RawH2(std::uint16_t port, long timeout_s = 10, bool read = true) {
+  /// `read`: whether to read what the server sends at all; `ack`: whether to acknowledge its
+  /// SETTINGS (an attacker in the middle of a header block must not, or the ACK lands inside).
+  explicit RawH2(std::uint16_t port, const Bytes& opening, long timeout_s = 10, bool read = true,
+                 bool ack = true)
+      : ack_(ack) {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     timeval timeout{timeout_s, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
@@ -92,6 +97,7 @@ public:
     address.sin_port = htons(port);
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    connected_ = connected_ && send(opening);
     if (connected_ && read) reader_ = std::thread([this] { read_frames(); });
   }
   ~RawH2() {
@@ -164,14 +170,12 @@ private:
       } else if (header[3] == h2::kData) {
         data_bytes_ += length;
       } else if (header[3] == h2::kSettings && (header[4] & h2::kAck) == 0) {
-        ack_settings_ = true;
         for (std::size_t at = 0; at + 6 <= length; at += 6) {
           if (((payload[at] << 8) | payload[at + 1]) == 3) max_streams_ = word(at + 2);
         }
-      }
-      if (ack_settings_) {
-        ack_settings_ = false;
-        std::thread([this] { send(h2::frame(h2::kSettings, h2::kAck, 0, {})); }).detach();
+        // Sent from this thread: a send blocks for at most the socket timeout, and no thread
+        // may outlive this object.
+        if (ack_) send(h2::frame(h2::kSettings, h2::kAck, 0, {}));
       }
     }
     std::lock_guard lock(mutex_);
@@ -188,10 +192,12 @@ private:
   std::map<std::uint32_t, std::size_t> resets_;
   std::size_t data_bytes_ = 0;
   std::optional<std::uint32_t> max_streams_;
-  bool ack_settings_ = false;
+  const bool ack_;
   bool ended_ = false;
   std::thread reader_;
 };
+
+Bytes opening() { return h2::concat({h2::preface(), h2::settings()}); }
 
 constexpr std::size_t kFloodBytes = 16 * 1024 * 1024;
 
@@ -206,8 +212,7 @@ std::size_t send_header_flood(RawH2& attacker, std::size_t flood_bytes = kFloodB
   block.insert(block.end(), name.begin(), name.end());
   block.resize(16384, 0x80);
   std::size_t sent = 0;
-  if (!attacker.send(
-          h2::concat({h2::preface(), h2::settings(), h2::frame(h2::kHeaders, 0, 1, block)}))) {
+  if (!attacker.send(h2::frame(h2::kHeaders, 0, 1, block))) {
     return sent;
   }
   sent += block.size();
@@ -268,9 +273,12 @@ TEST(GrpcGuard, HeaderFloodIsCutOffWhileOtherCallsGoOn) {
   std::vector<std::thread> threads;
   std::array<std::size_t, 2> sent{};
   for (std::size_t i = 0; i < 2; ++i) {
-    attackers.push_back(std::make_unique<RawH2>(port));
+    attackers.push_back(std::make_unique<RawH2>(port, opening(), 10, true, /*ack=*/false));
     ASSERT_TRUE(attackers.back()->connected());
-    threads.emplace_back([&, i] { sent[i] = send_header_flood(*attackers[i]); });
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    threads.emplace_back(
+        [&sent, attacker = attackers[i].get(), i] { sent[i] = send_header_flood(*attacker); });
   }
   auto calls = std::async(std::launch::async, [&] { return keep_calling(*stub, stop); });
   for (auto& thread : threads) thread.join();
@@ -318,7 +326,7 @@ TEST(GrpcGuard, SigtermDuringAHeaderFloodEndsTheRelayWithinItsDrainTimeout) {
   for (int i = 0; i < 4; ++i) {
     attackers.emplace_back([&] {
       while (!stop.load()) {
-        RawH2 attacker(port, 120, false);
+        RawH2 attacker(port, opening(), 120, false);
         if (!attacker.connected()) {
           std::this_thread::sleep_for(20ms);
           continue;
@@ -386,9 +394,9 @@ TEST(GrpcGuard, AWindowZeroClientOpeningManyStreamsIsBoundedPerConnection) {
   }
   const std::size_t rss_before = test::resident_bytes(relay->pid());
 
-  RawH2 client(relay->port("grpc"));
+  RawH2 client(relay->port("grpc"), h2::concat({h2::preface(), h2::settings({{0x4, 0}})}));
   ASSERT_TRUE(client.connected());
-  ASSERT_TRUE(client.send(h2::concat({h2::preface(), h2::settings({{0x4, 0}})})));
+  ASSERT_TRUE(client.connected());
   const auto headers = h2::grpc_request_headers("/switchboard.v1.Switchboard/Send");
   const auto open = h2::grpc_message(send_open(channel));
   Bytes batch;
