@@ -227,24 +227,28 @@ def connection_error_row(relay, table, label, frames, expected_words, join_first
 
 def open_mismatch_row(relay, table):
     peer = native.Peer(relay.core)
+    got, ok = [], True
     try:
         peer.join(str(uuid.uuid4()))
-        peer.send(native.open_frame(1, native.KIND_ANY, peer=uuid.uuid4().bytes, body=b"x",
-                                    fin=True))
-        frame = peer.expect(native.RESET, timeout=5)
-        alive = frame is not None and peer.expect_nothing(0.1)
+        cases = ((1, native.KIND_ANY, uuid.uuid4().bytes, "to any naming a peer"),
+                 (3, native.KIND_PEER, None, "to a peer naming none"))
+        for stream, kind, target, label in cases:
+            peer.send(native.open_frame(stream, kind, peer=target, body=b"x", fin=True))
+            frame = peer.expect(native.RESET, timeout=5)
+            if frame is None:
+                got.append(f"{label}: no RESET")
+                ok = False
+                continue
+            status, message = native.parse_reset(frame[3])
+            ok = ok and status == native.PROTOCOL_ERROR
+            got.append(f"{label}: RESET {native.status_name(status)} \"{message}\"")
+        alive = peer.expect_nothing(0.1)
     finally:
         peer.close()
-    if frame is None:
-        table.add("OPEN to any naming a peer", "native", "RESET PROTOCOL_ERROR", "no RESET",
-                  False, relay.rss_mib())
-        return
-    status, message = native.parse_reset(frame[3])
-    ok = status == native.PROTOCOL_ERROR and alive
-    table.add("OPEN to any naming a peer", "native",
+    table.add("OPEN to any naming a peer; OPEN to a peer naming none", "native",
               "RESET PROTOCOL_ERROR on that stream, connection stays",
-              f"RESET {native.status_name(status)} \"{message}\", "
-              f"{'stays' if alive else 'closed'}", ok, relay.rss_mib())
+              "; ".join(got) + (", stays" if alive else ", closed"), ok and alive,
+              relay.rss_mib())
 
 
 def slowloris_row(relay, table):
@@ -340,6 +344,8 @@ def main():
             grpc_rows.bad_first_message_rows(relay, table)
             grpc_rows.reflection_row(relay, table)
             grpc_rows.respond_head_of_line_row(relay, cli, table)
+            grpc_rows.send_ok_trailer_row(relay, cli, table)
+            grpc_rows.stalled_grpc_receiver_row(relay, cli, table, SLOW_CONSUMER_S)
             grpc_rows.header_flood_row(relay, table)
             grpc_rows.window_zero_row(relay, table, cli, BUDGET_MIB)
         print(f"relay peak RSS over these rows: {relay.peak_mib():.1f} MiB")

@@ -337,3 +337,56 @@ def respond_head_of_line_row(relay, cli, table):
               "another requester's 4 MiB answer from the same Respond peer completes",
               f"exit {other.returncode}, {len(other.stdout)} bytes in {elapsed:.2f} s", ok,
               relay.rss_mib())
+
+
+def send_ok_trailer_row(relay, cli, table):
+    channel = str(uuid.uuid4())
+    responder = subprocess.Popen(cli.args("respond", "--channel", channel, "--echo"),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+    try:
+        responder.stderr.readline()
+        stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+        call = stub.Send(iter([pb2.SendClientMessage(open=pb2.SendOpen(channel=channel,
+                                                                        data=b"ping"))]),
+                         timeout=5)
+        echoed = b"".join(message.chunk.data for message in call)
+        trailer = dict(call.trailing_metadata() or ()).get("switchboard-status", "none")
+        got = f"{call.code().name}, echoed {echoed!r}, switchboard-status {trailer}"
+        ok = call.code() == grpc.StatusCode.OK and trailer == "OK" and echoed == b"ping"
+    finally:
+        responder.terminate()
+        responder.wait(10)
+    table.add("a Send that ends OK", "gRPC", "OK with the trailer switchboard-status: OK", got,
+              ok, relay.rss_mib())
+
+
+def stalled_grpc_receiver_row(relay, cli, table, slow_consumer_s):
+    """A gRPC Respond peer that joins and then reads nothing, on a channel with a broadcaster."""
+    channel = str(uuid.uuid4())
+    listeners = [cli.listener(channel) for _ in range(2)]
+    stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+    done = threading.Event()
+
+    def requests():
+        yield pb2.RespondClientMessage(join=pb2.Join(channel=channel))
+        done.wait(120)
+
+    try:
+        rc, summary, baseline = cli.broadcast(channel, 8 << 20)
+        call = stub.Respond(requests())
+        joined = next(call)
+        next(call)  # the presence snapshot; nothing is read after it
+        results = [cli.broadcast(channel, 8 << 20) for _ in range(2)]
+        bound = baseline + slow_consumer_s + 1.0
+        ok = joined.HasField("joined") and all(
+            r == 0 and "delivered=2 dropped=1" in s and t < bound for r, s, t in results)
+        got = "; ".join(f"{s} in {t:.2f} s" for _, s, t in results)
+    finally:
+        done.set()
+        for listener in listeners:
+            listener.terminate()
+            listener.wait(5)
+    table.add("gRPC Respond peer that stops reading, two broadcasts", "gRPC",
+              f"each: delivered=2 dropped=1 within {bound:.2f} s (baseline + timeout + 1 s)", got,
+              ok, relay.rss_mib())
