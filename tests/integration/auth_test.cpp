@@ -15,6 +15,7 @@
 
 #include "auth/token_mint.hpp"
 #include "support/clients.hpp"
+#include "support/grpc_requests.hpp"
 #include "support/process.hpp"
 #include "support/relay.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
@@ -627,9 +628,6 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
   };
   // The status of one request on a Requests stream: OK once its response ended.
   const auto request_as = [&](const std::string& token, const std::string& sender) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 10s);
-    auto call = stub_->Requests(&context);
     pb::RequestsClientMessage message;
     auto* open = message.mutable_open();
     open->set_id(1);
@@ -639,24 +637,7 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
     open->mutable_open()->set_sender_peer_id(sender);
     open->mutable_open()->set_token(token);
     open->mutable_open()->set_data("who?");
-    call->Write(message);
-    pb::Status outcome = pb::INTERNAL;
-    pb::RequestsServerMessage in;
-    while (call->Read(&in)) {
-      if (in.has_end()) {
-        outcome = in.end().status();
-        break;
-      }
-      if (in.chunk().last()) {
-        outcome = pb::OK;
-        break;
-      }
-    }
-    call->WritesDone();
-    while (call->Read(&in)) {
-    }
-    (void)call->Finish();
-    return outcome;
+    return test::requests_outcome(*stub_, message);
   };
 
   // A token without a peer claim cannot speak for the victim.

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "support/clients.hpp"
+#include "support/grpc_requests.hpp"
 #include "support/relay.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
@@ -800,29 +801,9 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
   };
   // The status of one request on a Requests stream: OK once its response ended.
   const auto request_as = [&](const std::string& sender) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 10s);
-    auto call = stub_->Requests(&context);
     auto open = request_open(1, channel_id_, "who?", true, receiver.peer_id().to_string());
     open.mutable_open()->mutable_open()->set_sender_peer_id(sender);
-    call->Write(open);
-    pb::Status outcome = pb::INTERNAL;
-    pb::RequestsServerMessage in;
-    while (call->Read(&in)) {
-      if (in.has_end()) {
-        outcome = in.end().status();
-        break;
-      }
-      if (in.chunk().last()) {
-        outcome = pb::OK;
-        break;
-      }
-    }
-    call->WritesDone();
-    while (call->Read(&in)) {
-    }
-    (void)call->Finish();
-    return outcome;
+    return test::requests_outcome(*stub_, open);
   };
 
   for (const auto& [name, sender] : {std::pair{"native peer", victim_id}, {"other", other_id}}) {
