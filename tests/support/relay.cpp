@@ -12,6 +12,10 @@ namespace {
 
 // SWITCHBOARD_TEST_LOG=debug shows the relay's own account of a failing test.
 void apply_test_log_level() {
+  // The logging registry is made here, before the relay's threads start. Made lazily by the
+  // first log line of whichever thread comes first, its creation is ordered only inside the
+  // uninstrumented spdlog library, where a thread sanitizer cannot see it.
+  spdlog::default_logger_raw();
   if (const char* level = std::getenv("SWITCHBOARD_TEST_LOG")) {
     spdlog::set_level(spdlog::level::from_str(level));
   }
