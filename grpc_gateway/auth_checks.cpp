@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include "grpc_gateway/mapping.hpp"
-#include "registry/sender.hpp"
 
 namespace switchboard::gateway {
 
@@ -28,22 +27,6 @@ std::string request_token(grpc::CallbackServerContext* context, const std::strin
   return std::string(value.substr(kBearer.size()));
 }
 
-std::optional<grpc::Status> check_token(GatewayContext& gateway,
-                                        grpc::CallbackServerContext* context,
-                                        const std::string& token_field, const Uuid& channel,
-                                        std::optional<Uuid> peer, core::auth::Permission permission,
-                                        core::auth::Grant& grant) {
-  auto decision = gateway.core.authenticator.authorize(request_token(context, token_field), channel,
-                                                       peer, permission);
-  if (decision.ok()) {
-    grant = std::move(decision.grant);
-    return std::nullopt;
-  }
-  core::net::record_auth_refusal(gateway.core, decision, "grpc",
-                                 core::auth::permission_name(permission), channel);
-  return to_grpc(context, decision.status, decision.reason);
-}
-
 std::optional<RequestRefusal> check_request_token(GatewayContext& gateway,
                                                   grpc::CallbackServerContext* context,
                                                   const std::string& token_field,
@@ -56,28 +39,20 @@ std::optional<RequestRefusal> check_request_token(GatewayContext& gateway,
     grant = std::move(decision.grant);
     return std::nullopt;
   }
-  core::net::record_auth_refusal(gateway.core, decision, "grpc",
-                                 core::auth::permission_name(permission), channel);
+  core::record_auth_refusal(gateway.core, decision, "grpc", core::auth::permission_name(permission),
+                            channel);
   return RequestRefusal{decision.status, decision.reason};
 }
 
-std::optional<RequestRefusal> check_sender(GatewayContext& gateway,
-                                           grpc::CallbackServerContext* context,
-                                           const core::auth::Grant& grant, const Uuid& channel,
-                                           const Uuid& sender, core::auth::Permission permission) {
-  const bool required = gateway.core.authenticator.required();
-  auto decision =
-      core::check_sender(gateway.registry, required, grant, channel, sender, context->peer());
-  if (decision.ok()) return std::nullopt;
-  if (required) {
-    core::net::record_auth_refusal(gateway.core, decision, "grpc",
-                                   core::auth::permission_name(permission), channel);
-  } else {
-    spdlog::warn("sender refused door=grpc action={} channel={} client={} detail=\"{}\"",
-                 core::auth::permission_name(permission), channel.to_string(), context->peer(),
-                 decision.reason);
-  }
-  return RequestRefusal{decision.status, decision.reason};
+std::optional<grpc::Status> check_token(GatewayContext& gateway,
+                                        grpc::CallbackServerContext* context,
+                                        const std::string& token_field, const Uuid& channel,
+                                        std::optional<Uuid> peer, core::auth::Permission permission,
+                                        core::auth::Grant& grant) {
+  auto refusal =
+      check_request_token(gateway, context, token_field, channel, peer, permission, grant);
+  if (!refusal) return std::nullopt;
+  return to_grpc(context, refusal->status, refusal->reason);
 }
 
 grpc::Status token_expired(GatewayContext& gateway, grpc::CallbackServerContext* context,

@@ -37,14 +37,6 @@ std::optional<RequestRefusal> check_request_token(GatewayContext& gateway,
                                                   core::auth::Permission permission,
                                                   core::auth::Grant& grant);
 
-/// The sender rule (core::check_sender) for the `sender_peer_id` of a Send, Broadcast or
-/// Requests open, after its token check gave `grant`; the caller's connection is the call's.
-/// A refusal is logged once (and with auth required counted as wrong_peer) and returned.
-std::optional<RequestRefusal> check_sender(GatewayContext& gateway,
-                                           grpc::CallbackServerContext* context,
-                                           const core::auth::Grant& grant, const Uuid& channel,
-                                           const Uuid& sender, core::auth::Permission permission);
-
 /// Arms `timer` (on the call's strand) to call `on_expired` when `grant` runs out; no-op for a
 /// grant without expiry.
 template <typename Handler>

@@ -114,34 +114,28 @@ void BroadcastCall::open() {
     finish(std::move(*refusal));
     return;
   }
-  if (auto refusal = check_sender(gateway_, context_, grant, channel, sender,
-                                  core::auth::Permission::broadcast)) {
-    finish(to_grpc(context_, refusal->status, refusal->reason));
-    return;
-  }
-  if (gateway_.registry.draining()) {
-    finish(to_grpc(context_, Status::refused, "relay is draining"));
+  const core::StreamRequest stream_request{"grpc", 0, channel, sender, wire::StreamKind::broadcast,
+                                           Uuid{}};
+  if (auto admitted =
+          core::admit_stream(gateway_.core, stream_request, grant, true, context_->peer());
+      !admitted.ok()) {
+    finish(to_grpc(context_, admitted.status, admitted.reason));
     return;
   }
   opened_ = true;
   count_stream_start(gateway_);
   credit_ = gateway_window(gateway_);
-  const auto& metadata = checked.request->metadata;
-  for (auto& [target_id, target] : gateway_.registry.broadcast_targets(channel, sender)) {
-    core::StreamOffer offer;
-    offer.kind = wire::StreamKind::broadcast;
-    offer.sender = sender;
-    offer.deadline_ms = remaining_ms(context_);
-    offer.idle_ms = request.idle_timeout_ms();
-    offer.metadata = metadata;
-    offer.counterpart = shared_from_this();
-    offer.sink_index = fanout_.size();
-    fanout_.add(target->accept_stream(std::move(offer)));
-  }
+  core::StreamOffer offer;
+  offer.kind = wire::StreamKind::broadcast;
+  offer.sender = sender;
+  offer.deadline_ms = remaining_ms(context_);
+  offer.idle_ms = request.idle_timeout_ms();
+  offer.metadata = checked.request->metadata;
+  offer.counterpart = shared_from_this();
+  core::BroadcastTargets targets;
+  core::fan_out(gateway_.core, stream_request, offer, fanout_, targets);
   if (!request.data().empty()) forward(to_slice(request.data()), false);
-  idle_timeout_ = request.idle_timeout_ms() != 0
-                      ? std::chrono::milliseconds(request.idle_timeout_ms())
-                      : gateway_.limits.default_idle_timeout;
+  idle_timeout_ = core::stream_idle_timeout(gateway_.limits, request.idle_timeout_ms());
   if (idle_timeout_.count() > 0) idle_check();
   read_more();
 }

@@ -67,7 +67,7 @@ private:
 }  // namespace
 
 struct Gateway::Impl {
-  Impl(core::net::ServerContext& core, std::vector<boost::asio::any_io_executor> executors)
+  Impl(core::RelayContext& core, std::vector<boost::asio::any_io_executor> executors)
       : context(core, std::move(executors)), service(context) {}
   GatewayContext context;
   Service service;
@@ -81,10 +81,10 @@ struct Gateway::Impl {
   bool closed = false;  // shut down: adopt() closes what it is given
 };
 
-Gateway::Gateway(core::net::ServerContext& context,
+Gateway::Gateway(core::RelayContext& context,
                  std::vector<boost::asio::any_io_executor> executors)
     : impl_(std::make_unique<Impl>(context, std::move(executors))) {
-  static_assert(kGuardViolationCount <= core::net::Counters::kGuardViolationKinds);
+  static_assert(kGuardViolationCount <= core::Counters::kGuardViolationKinds);
   tune_heap();
   // gRPC serves grpc.health.v1.Health from its own upb code, which leaves nothing in protobuf's
   // generated pool, where reflection resolves the services it lists: this reference links the

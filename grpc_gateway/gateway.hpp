@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 #include "net/transport.hpp"
 
 namespace switchboard::gateway {
@@ -18,7 +18,7 @@ public:
   /// Starts the gRPC server with no listening port of its own: the relay accepts the door's
   /// connections (TCP, TLS) and hands each over with adopt().
   /// Calls run on strands spread over `executors` (the relay's I/O threads; at least one).
-  Gateway(core::net::ServerContext& context, std::vector<boost::asio::any_io_executor> executors);
+  Gateway(core::RelayContext& context, std::vector<boost::asio::any_io_executor> executors);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;

@@ -9,13 +9,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
+#include "relay/streams.hpp"
 
 namespace switchboard::gateway {
 
 struct GatewayContext {
   /// `executors`: the relay's I/O threads (at least one); calls are spread over them.
-  GatewayContext(core::net::ServerContext& c, std::vector<boost::asio::any_io_executor> executors)
+  GatewayContext(core::RelayContext& c, std::vector<boost::asio::any_io_executor> executors)
       : core(c),
         limits(c.limits),
         registry(c.registry),
@@ -28,7 +29,7 @@ struct GatewayContext {
     return call_executors[n % call_executors.size()];
   }
 
-  core::net::ServerContext& core;
+  core::RelayContext& core;
   const core::Limits& limits;
   core::Registry& registry;
   boost::asio::any_io_executor timers;  ///< for the gateway's own timers
@@ -45,7 +46,7 @@ struct GatewayContext {
 /// Counts one gRPC call as an open "connection" of the gRPC door for as long as it lives.
 class CountedCall {
 public:
-  explicit CountedCall(core::net::DoorCounters& counters) noexcept : counters_(counters) {
+  explicit CountedCall(core::DoorCounters& counters) noexcept : counters_(counters) {
     counters_.connections_total.fetch_add(1, std::memory_order_relaxed);
     counters_.connections_open.fetch_add(1, std::memory_order_relaxed);
   }
@@ -54,17 +55,15 @@ public:
   CountedCall& operator=(const CountedCall&) = delete;
 
 private:
-  core::net::DoorCounters& counters_;
+  core::DoorCounters& counters_;
 };
 
 /// Records that a gRPC-door stream started or ended (with its final status).
 inline void count_stream_start(GatewayContext& context) noexcept {
-  context.core.counters.grpc.streams_total.fetch_add(1, std::memory_order_relaxed);
-  context.core.counters.grpc.streams_open.fetch_add(1, std::memory_order_relaxed);
+  core::count_stream_start(context.core.counters.grpc);
 }
 inline void count_stream_end(GatewayContext& context, Status status) noexcept {
-  context.core.counters.grpc.streams_open.fetch_sub(1, std::memory_order_relaxed);
-  context.core.counters.grpc.count_stream_end(status);
+  core::count_stream_end(context.core.counters.grpc, status);
 }
 
 /// Bytes per stream direction the gateway lets the core buffer before it stops reading from

@@ -60,7 +60,7 @@ private:
 
 GuardConnection::GuardConnection(std::unique_ptr<core::net::Transport> client, GrpcSocket grpc,
                                  H2GuardLimits limits, std::chrono::milliseconds handshake_timeout,
-                                 core::net::Counters& counters, std::uint64_t id)
+                                 core::Counters& counters, std::uint64_t id)
     : client_(std::move(client)),
       grpc_(std::move(grpc)),
       guard_(limits, H2Guard::Clock::now()),

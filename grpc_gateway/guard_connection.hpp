@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "grpc_gateway/h2_guard.hpp"
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 #include "net/transport.hpp"
 
 namespace switchboard::gateway {
@@ -33,7 +33,7 @@ public:
   /// `handshake_timeout`: time allowed for the client's preface and first SETTINGS.
   GuardConnection(std::unique_ptr<core::net::Transport> client, GrpcSocket grpc,
                   H2GuardLimits limits, std::chrono::milliseconds handshake_timeout,
-                  core::net::Counters& counters, std::uint64_t id);
+                  core::Counters& counters, std::uint64_t id);
 
   /// Starts relaying; `on_closed` runs on the connection's executor once both ways have ended.
   void start(std::function<void()> on_closed);
@@ -56,7 +56,7 @@ private:
   std::unique_ptr<core::net::Transport> client_;
   GrpcSocket grpc_;
   H2Guard guard_;
-  core::net::Counters& counters_;
+  core::Counters& counters_;
   std::chrono::milliseconds handshake_timeout_;
   std::uint64_t id_;
   std::string remote_;

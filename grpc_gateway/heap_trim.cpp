@@ -20,17 +20,17 @@ constexpr int kMmapThreshold = 8 * 1024 * 1024;
 constexpr int kTrimThreshold = 64 * 1024 * 1024;
 constexpr int kArenas = 1;
 
-std::uint64_t payload_moved(const core::net::Counters& counters) {
-  const auto sum = [](const core::net::DoorCounters& door) {
+std::uint64_t payload_moved(const core::Counters& counters) {
+  const auto sum = [](const core::DoorCounters& door) {
     return door.payload_bytes_in.load(std::memory_order_relaxed) +
            door.payload_bytes_out.load(std::memory_order_relaxed);
   };
-  return sum(counters.native()) + sum(counters.grpc);
+  return sum(counters.native) + sum(counters.grpc);
 }
 
 class Trimmer final : public HeapTrimmer, public std::enable_shared_from_this<Trimmer> {
 public:
-  Trimmer(boost::asio::any_io_executor executor, const core::net::Counters& counters,
+  Trimmer(boost::asio::any_io_executor executor, const core::Counters& counters,
           std::chrono::milliseconds period)
       : counters_(counters), period_(period), timer_(std::move(executor)) {}
 
@@ -67,7 +67,7 @@ private:
     arm();
   }
 
-  const core::net::Counters& counters_;
+  const core::Counters& counters_;
   std::chrono::milliseconds period_;
   std::mutex mutex_;
   boost::asio::steady_timer timer_;
@@ -87,7 +87,7 @@ void tune_heap() {
 }
 
 std::shared_ptr<HeapTrimmer> HeapTrimmer::start(boost::asio::any_io_executor executor,
-                                                const core::net::Counters& counters,
+                                                const core::Counters& counters,
                                                 std::chrono::milliseconds period) {
   auto trimmer = std::make_shared<Trimmer>(std::move(executor), counters, period);
   trimmer->arm();

@@ -5,7 +5,7 @@
 #include <chrono>
 #include <memory>
 
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 
 namespace switchboard::gateway {
 
@@ -23,7 +23,7 @@ class HeapTrimmer {
 public:
   /// Starts the idle check on `executor`.
   static std::shared_ptr<HeapTrimmer> start(boost::asio::any_io_executor executor,
-                                            const core::net::Counters& counters,
+                                            const core::Counters& counters,
                                             std::chrono::milliseconds period);
   /// Stops the checks (one already running completes); safe to call more than once.
   virtual void stop() = 0;

@@ -133,7 +133,7 @@ void RequestsCall::open(pb::RequestOpen& open) {
     refuse(id, Status::resource_exhausted, "too many open requests on this call");
     return;
   }
-  if (draining_ || gateway_.registry.draining()) {
+  if (draining_) {
     refuse(id, Status::refused, "relay is draining");
     return;
   }
@@ -143,9 +143,17 @@ void RequestsCall::open(pb::RequestOpen& open) {
     refuse(id, refusal->status, refusal->reason);
     return;
   }
-  if (auto refusal = check_sender(gateway_, context_, grant, valid.channel, valid.sender,
-                                  core::auth::Permission::send)) {
-    refuse(id, refusal->status, refusal->reason);
+  const core::StreamRequest stream_request{
+      "grpc",
+      0,
+      valid.channel,
+      valid.sender,
+      valid.target.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer,
+      valid.target};
+  if (auto admitted =
+          core::admit_stream(gateway_.core, stream_request, grant, true, context_->peer());
+      !admitted.ok()) {
+    refuse(id, admitted.status, admitted.reason);
     return;
   }
 
@@ -160,7 +168,7 @@ void RequestsCall::open(pb::RequestOpen& open) {
 
   const std::uint64_t key = next_key_++;
   core::StreamOffer offer;
-  offer.kind = valid.target.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
+  offer.kind = stream_request.kind;
   offer.sender = valid.sender;
   offer.deadline_ms = remaining;
   offer.idle_ms = request.idle_timeout_ms();
@@ -168,21 +176,9 @@ void RequestsCall::open(pb::RequestOpen& open) {
   offer.first_chunk = to_slice(request.data());
   offer.fin = open.last();
   offer.counterpart = std::make_shared<RequestLink>(shared_from_this(), key);
-  std::shared_ptr<core::Endpoint> target;
-  core::RouteResult route;
-  // A peer chosen for "any" may be closing at this instant; try the next one.
-  for (int attempt = 0; attempt < 3 && !target; ++attempt) {
-    route = valid.target.is_nil()
-                ? gateway_.registry.route_to_any(valid.channel, valid.sender)
-                : gateway_.registry.route_to_peer(valid.channel, valid.sender, valid.target);
-    if (route.status != Status::ok) break;
-    target = route.peer->accept_stream(offer);
-    if (!target && !valid.target.is_nil()) break;
-  }
-  if (!target) {
-    if (route.status == Status::ok) route.status = Status::no_responders;
-    if (route.message.empty()) route.message = "no peer on this channel can take a request";
-    refuse(id, route.status, route.message);
+  auto routed = core::route_request(gateway_.core, stream_request, offer);
+  if (!routed.target) {
+    refuse(id, routed.status, routed.message);
     return;
   }
   count_stream_start(gateway_);
@@ -190,13 +186,11 @@ void RequestsCall::open(pb::RequestOpen& open) {
                                                          std::memory_order_relaxed);
   Request entry;
   entry.id = id;
-  entry.target = std::move(target);
+  entry.target = std::move(routed.target);
   entry.credit = gateway_window(gateway_) - static_cast<std::int64_t>(request.data().size());
   entry.request_done = open.last();
   entry.deadline = deadline;
-  entry.idle_timeout = request.idle_timeout_ms() != 0
-                           ? std::chrono::milliseconds(request.idle_timeout_ms())
-                           : gateway_.limits.default_idle_timeout;
+  entry.idle_timeout = core::stream_idle_timeout(gateway_.limits, request.idle_timeout_ms());
   entry.last_activity = now;
   requests_.emplace(key, std::move(entry));
   by_id_.emplace(id, key);

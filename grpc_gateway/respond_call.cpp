@@ -177,7 +177,7 @@ void RespondCall::read_done(bool ok) {
       finish(grpc::Status::CANCELLED);
     } else {
       // gRPC reports a half-close and a message that does not parse alike: a failed read.
-      gateway_.core.counters.grpc.count_handshake_failure(core::net::HandshakeFailure::bad_hello);
+      gateway_.core.counters.grpc.count_handshake_failure(core::HandshakeFailure::bad_hello);
       finish(invalid_argument(context_,
                               "the stream ended before its join message, or it did not parse"));
     }
@@ -263,8 +263,8 @@ void RespondCall::join() {
   const auto checked = check_first(in_);
   if (!checked.request) {
     counters.count_handshake_failure(in_.kind_case() == pb::RespondClientMessage::kJoin
-                                         ? core::net::HandshakeFailure::bad_hello
-                                         : core::net::HandshakeFailure::unexpected_frame);
+                                         ? core::HandshakeFailure::bad_hello
+                                         : core::HandshakeFailure::unexpected_frame);
     finish(invalid_argument(context_, checked.error));
     return;
   }
@@ -273,15 +273,15 @@ void RespondCall::join() {
   core::auth::Grant grant;
   if (auto refusal = check_token(gateway_, context_, in_.join().token(), channel, peer,
                                  core::auth::Permission::respond, grant)) {
-    counters.count_handshake_failure(core::net::HandshakeFailure::unauthorized);
+    counters.count_handshake_failure(core::HandshakeFailure::unauthorized);
     finish(std::move(*refusal));
     return;
   }
   auto joined = gateway_.registry.join(channel, peer, true, shared_from_this());
   if (joined.status != Status::ok) {
     counters.count_handshake_failure(gateway_.registry.draining()
-                                         ? core::net::HandshakeFailure::draining
-                                         : core::net::HandshakeFailure::refused);
+                                         ? core::HandshakeFailure::draining
+                                         : core::HandshakeFailure::refused);
     finish(to_grpc(context_, joined.status, joined.message, 0,
                    joined.status == Status::refused && !peer.is_nil() &&
                        joined.message.find("already") != std::string::npos));

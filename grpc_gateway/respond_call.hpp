@@ -28,7 +28,6 @@ public:
   void deliver_end(wire::End end) override;
   void deliver_reset(wire::Reset reset) override;
   void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
-  void deliver_sink_done(std::uint32_t, Status) override {}
 
 private:
   std::shared_ptr<RespondCall> call_;

@@ -184,46 +184,39 @@ void SendCall::open() {
     finish(std::move(*refusal));
     return;
   }
-  if (auto refusal =
-          check_sender(gateway_, context_, grant, channel, sender, core::auth::Permission::send)) {
-    finish(to_grpc(context_, refusal->status, refusal->reason));
-    return;
-  }
-  if (gateway_.registry.draining()) {
-    finish(to_grpc(context_, Status::refused, "relay is draining"));
+  const core::StreamRequest stream_request{
+      "grpc",
+      0,
+      channel,
+      sender,
+      target.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer,
+      target};
+  if (auto admitted =
+          core::admit_stream(gateway_.core, stream_request, grant, true, context_->peer());
+      !admitted.ok()) {
+    finish(to_grpc(context_, admitted.status, admitted.reason));
     return;
   }
   core::StreamOffer offer;
-  offer.kind = target.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
+  offer.kind = stream_request.kind;
   offer.sender = sender;
   offer.deadline_ms = remaining_ms(context_);
   offer.idle_ms = request.idle_timeout_ms();
   offer.metadata = std::move(checked.request->metadata);
   offer.first_chunk = to_slice(request.data());
   offer.counterpart = shared_from_this();
-  core::RouteResult route;
-  // A peer chosen for "any" may be closing at this instant; try the next one.
-  for (int attempt = 0; attempt < 3 && !target_; ++attempt) {
-    route = target.is_nil() ? gateway_.registry.route_to_any(channel, sender)
-                            : gateway_.registry.route_to_peer(channel, sender, target);
-    if (route.status != Status::ok) break;
-    target_ = route.peer->accept_stream(offer);
-    if (!target_ && !target.is_nil()) break;
-  }
-  if (!target_) {
-    if (route.status == Status::ok) route.status = Status::no_responders;
-    if (route.message.empty()) route.message = "no peer on this channel can take a request";
-    finish(to_grpc(context_, route.status, route.message));
+  auto routed = core::route_request(gateway_.core, stream_request, offer);
+  if (!routed.target) {
+    finish(to_grpc(context_, routed.status, routed.message));
     return;
   }
+  target_ = std::move(routed.target);
   opened_ = true;
   count_stream_start(gateway_);
   const auto first_bytes = static_cast<std::int64_t>(request.data().size());
   gateway_.core.counters.grpc.payload_bytes_in.fetch_add(request.data().size(),
                                                          std::memory_order_relaxed);
-  idle_timeout_ = request.idle_timeout_ms() != 0
-                      ? std::chrono::milliseconds(request.idle_timeout_ms())
-                      : gateway_.limits.default_idle_timeout;
+  idle_timeout_ = core::stream_idle_timeout(gateway_.limits, request.idle_timeout_ms());
   {
     std::lock_guard lock(read_mutex_);
     reading_ = true;

@@ -18,7 +18,7 @@ constexpr std::size_t kIdleReadBlockSize = 1024;
 // Small frames in a big window would ask for more: their queue grows as it fills instead.
 constexpr std::size_t kMaxBulkQueueSlots = 256;
 
-Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
+Session::Session(std::unique_ptr<Transport> transport, RelayContext& context,
                  std::uint64_t connection_id, Clock::time_point accepted_at)
     : transport_(std::move(transport)),
       executor_(transport_->get_executor()),
@@ -39,11 +39,11 @@ Session::Session(std::unique_ptr<Transport> transport, ServerContext& context,
       last_tick_(last_read_) {
   remote_ = transport_->remote();
   if (const auto* io = executor_.target<asio::io_context::executor_type>()) home_ = *io;
-  context_.counters.connections_total.fetch_add(1, std::memory_order_relaxed);
-  context_.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.native.connections_total.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.native.connections_open.fetch_add(1, std::memory_order_relaxed);
 }
 
-Session::~Session() { context_.counters.connections_open.fetch_sub(1, std::memory_order_relaxed); }
+Session::~Session() { context_.counters.native.connections_open.fetch_sub(1, std::memory_order_relaxed); }
 
 void Session::start() {
   spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
@@ -97,7 +97,7 @@ asio::awaitable<bool> Session::read_loop() {
     read_since_tick_ = true;
     last_read_ = Clock::now();
     ping_outstanding_ = false;
-    context_.counters.bytes_in.fetch_add(n, std::memory_order_relaxed);
+    context_.counters.native.bytes_in.fetch_add(n, std::memory_order_relaxed);
     const DeliveryScope gather;  // no co_await inside: the scope is this thread's
     for (;;) {
       const auto result = reader_.next(frame);
@@ -143,7 +143,7 @@ void Session::on_watchdog() {
     }
   } else if (!joined_) {
     if (now - started_ > limits_.handshake_timeout) {
-      context_.counters.count_handshake_failure(HandshakeFailure::timeout);
+      context_.counters.native.count_handshake_failure(HandshakeFailure::timeout);
       fail_connection(Status::protocol_error, "handshake timeout");
     }
   } else {
@@ -163,7 +163,7 @@ void Session::on_watchdog() {
     }
     if (writing_ && !relay_was_stalled && now - write_started_ > limits_.write_timeout) {
       // The peer may answer PINGs and send WINDOWs, but its socket takes nothing from us.
-      context_.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+      context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
       close_reason_ = "write timeout";
       spdlog::warn("slow consumer closed conn={} peer={} reason=write_timeout streams={}",
                    connection_id_, peer_id_.to_string(), streams_.size());
@@ -193,7 +193,7 @@ bool Session::handle_frame(const wire::Frame& frame) {
   const auto type = frame.header.type;
   if (!joined_) {
     if (type != FrameType::hello) {
-      context_.counters.count_handshake_failure(HandshakeFailure::unexpected_frame);
+      context_.counters.native.count_handshake_failure(HandshakeFailure::unexpected_frame);
       fail_connection(Status::protocol_error,
                       "expected HELLO, got " + std::string(wire::frame_type_name(type)));
       return false;
@@ -246,7 +246,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
   wire::Hello hello;
   const auto error = wire::parse_hello(frame.payload, hello);
   if (error != wire::DecodeError::none) {
-    context_.counters.count_handshake_failure(error == wire::DecodeError::unsupported_version
+    context_.counters.native.count_handshake_failure(error == wire::DecodeError::unsupported_version
                                                   ? HandshakeFailure::bad_version
                                                   : HandshakeFailure::bad_hello);
     std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
@@ -258,7 +258,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
     return false;
   }
   if (draining_) {
-    context_.counters.count_handshake_failure(HandshakeFailure::draining);
+    context_.counters.native.count_handshake_failure(HandshakeFailure::draining);
     fail_connection(Status::refused, "relay is draining");
     return false;
   }
@@ -270,7 +270,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
     }
   }
   if (!decision.ok()) {
-    context_.counters.count_handshake_failure(HandshakeFailure::unauthorized);
+    context_.counters.native.count_handshake_failure(HandshakeFailure::unauthorized);
     record_auth_refusal(context_, decision, "native", accepts ? "join-responder" : "join",
                         hello.channel, connection_id_);
     fail_connection(decision.status, std::move(decision.reason));
@@ -279,7 +279,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
   grant_ = std::move(decision.grant);
   auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
   if (joined.status != Status::ok) {
-    context_.counters.count_handshake_failure(HandshakeFailure::refused);
+    context_.counters.native.count_handshake_failure(HandshakeFailure::refused);
     spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
                   status_name(joined.status), joined.message);
     fail_connection(joined.status, std::move(joined.message));
@@ -359,7 +359,7 @@ void Session::terminate(std::string reason) {
 void Session::fail_connection(Status status, std::string message) {
   if (closing_) return;
   if (status == Status::protocol_error) {
-    context_.counters.protocol_errors.fetch_add(1, std::memory_order_relaxed);
+    context_.counters.native.protocol_errors.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("protocol violation conn={} remote={} error=\"{}\"", connection_id_, remote_,
                  message);
   }

@@ -16,10 +16,11 @@
 
 #include "net/fifo.hpp"
 #include "net/handler_slot.hpp"
-#include "net/server_context.hpp"
 #include "net/transport.hpp"
 #include "registry/fanout.hpp"
 #include "registry/peer.hpp"
+#include "relay/relay_context.hpp"
+#include "relay/streams.hpp"
 #include "switchboard/wire/buffer.hpp"
 
 namespace switchboard::core::net {
@@ -96,7 +97,7 @@ public:
 class Session final : public Peer, public std::enable_shared_from_this<Session> {
 public:
   /// `accepted_at` starts the handshake timeout (a connection may wait before its session).
-  Session(std::unique_ptr<Transport> transport, ServerContext& context, std::uint64_t connection_id,
+  Session(std::unique_ptr<Transport> transport, RelayContext& context, std::uint64_t connection_id,
           Clock::time_point accepted_at = Clock::now());
   ~Session() override;
 
@@ -133,8 +134,10 @@ private:
   bool handle_reset(const wire::Frame& frame);
   bool handle_window(const wire::Frame& frame);
   StreamPtr find_stream(std::uint32_t id, wire::FrameType type);
-  void open_request(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
-  void open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
+  void open_request(std::uint32_t id, const StreamRequest& request, wire::Open open,
+                    wire::Slice body, bool fin);
+  void open_broadcast(std::uint32_t id, const StreamRequest& request, wire::Open open,
+                      wire::Slice body, bool fin);
 
   // Deliveries from counterparts, on the session's executor.
   // Hand-offs to other sessions made while this thread handles one read or one completed write
@@ -238,7 +241,7 @@ private:
   // Delivery batches posted to this session and not yet run; while any is queued, a hand-off
   // from this thread is posted behind them instead of running inline ahead of them.
   std::atomic<std::uint32_t> deliveries_posted_{0};
-  ServerContext& context_;
+  RelayContext& context_;
   const Limits& limits_;
   // Slots a bulk stream's out_queue is given at once: a stream window of full-size frames.
   const std::size_t bulk_queue_slots_;
@@ -280,7 +283,7 @@ private:
   std::atomic<std::uint32_t> incoming_open_{0};
   Fifo<StreamPtr> ready_;
   // Scratch list of a broadcast's receivers, kept for its capacity (empty between broadcasts).
-  std::vector<std::pair<Uuid, std::shared_ptr<Peer>>> broadcast_targets_;
+  BroadcastTargets broadcast_targets_;
 
   // Outbound.
   std::vector<std::uint8_t> control_;

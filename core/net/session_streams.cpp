@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "net/session.hpp"
+#include "relay/streams.hpp"
 
 namespace switchboard::core::net {
 namespace {
@@ -268,11 +269,8 @@ bool Session::handle_open(const wire::Frame& frame) {
   if (open.kind != wire::StreamKind::to_peer && !open.peer.is_nil()) {
     return refuse(Status::protocol_error, "malformed OPEN: only kind 0 (to peer) names a peer");
   }
-  const auto needed = open.kind == wire::StreamKind::broadcast ? auth::Permission::broadcast
-                                                               : auth::Permission::send;
-  if (auto allowed = auth::require(grant_, needed); !allowed.ok()) {
-    record_auth_refusal(context_, allowed, "native", auth::permission_name(needed), channel_,
-                        connection_id_);
+  const StreamRequest request{"native", connection_id_, channel_, peer_id_, open.kind, open.peer};
+  if (auto allowed = admit_stream(context_, request, grant_, false); !allowed.ok()) {
     return refuse(allowed.status, std::move(allowed.reason));
   }
   if (wire::open_prefix_size(open) > wire::kMaxOpenPrefix) {
@@ -282,17 +280,18 @@ bool Session::handle_open(const wire::Frame& frame) {
     return refuse(Status::protocol_error, "flow control window exceeded");
   }
   const bool fin = (frame.header.flags & wire::flags::kFin) != 0;
-  context_.counters.payload_bytes_in.fetch_add(body.size(), std::memory_order_relaxed);
+  context_.counters.native.payload_bytes_in.fetch_add(body.size(), std::memory_order_relaxed);
   wire::Slice slice = reader_.share(body);
   if (open.kind == wire::StreamKind::broadcast) {
-    open_broadcast(id, std::move(open), std::move(slice), fin);
+    open_broadcast(id, request, std::move(open), std::move(slice), fin);
   } else {
-    open_request(id, std::move(open), std::move(slice), fin);
+    open_request(id, request, std::move(open), std::move(slice), fin);
   }
   return true;
 }
 
-void Session::open_request(std::uint32_t id, wire::Open open, wire::Slice body, bool fin) {
+void Session::open_request(std::uint32_t id, const StreamRequest& request, wire::Open open,
+                           wire::Slice body, bool fin) {
   auto stream = std::make_shared<SessionStream>(shared_from_this(), StreamRole::requester);
   stream->id = id;
   stream->in_credit = static_cast<std::int64_t>(limits_.stream_window) - body.size;
@@ -309,36 +308,16 @@ void Session::open_request(std::uint32_t id, wire::Open open, wire::Slice body, 
   offer.fin = fin;
   offer.counterpart = stream;
 
-  RouteResult route;
-  std::shared_ptr<Endpoint> target;
-  // A peer chosen for "any" may be closing at this instant; try the next one.
-  for (int attempt = 0; attempt < 3 && !target; ++attempt) {
-    route = open.kind == wire::StreamKind::to_any
-                ? context_.registry.route_to_any(channel_, peer_id_)
-                : context_.registry.route_to_peer(channel_, peer_id_, open.peer);
-    if (route.status != Status::ok) break;
-    target = route.peer->accept_stream(offer);
-    if (!target && open.kind == wire::StreamKind::to_peer) {
-      route.status = Status::no_responders;
-      route.message = "peer " + open.peer.to_string() + " cannot take a request now";
-      break;
-    }
-  }
-  if (!target) {
-    if (route.status == Status::ok) {
-      route.status = Status::no_responders;
-      route.message = "no peer on this channel can take a request";
-    }
-    wire::append_reset(control_, id, make_reset(route.status, std::move(route.message)));
+  auto routed = route_request(context_, request, offer);
+  if (!routed.target) {
+    wire::append_reset(control_, id, make_reset(routed.status, std::move(routed.message)));
     queue_control_done();
     return;
   }
-  stream->counterpart = std::move(target);
+  stream->counterpart = std::move(routed.target);
   const auto now = Clock::now();
   if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
-  stream->idle_timeout = open.idle_ms != 0
-                             ? std::chrono::milliseconds(open.idle_ms)
-                             : std::chrono::milliseconds(limits_.default_idle_timeout);
+  stream->idle_timeout = stream_idle_timeout(limits_, open.idle_ms);
   register_stream(stream);
   ++client_streams_open_;
   touch(*stream);
@@ -347,37 +326,28 @@ void Session::open_request(std::uint32_t id, wire::Open open, wire::Slice body, 
                                                    : Clock::time_point::max()));
 }
 
-void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin) {
+void Session::open_broadcast(std::uint32_t id, const StreamRequest& request, wire::Open open,
+                             wire::Slice body, bool fin) {
   auto stream = std::make_shared<SessionStream>(shared_from_this(), StreamRole::broadcast_source);
   stream->id = id;
   stream->in_credit = static_cast<std::int64_t>(limits_.stream_window) - body.size;
   stream->in_done = fin;
   stream->out_credit = client_window_;
 
-  // The receivers' list reuses this session's memory (taken out while in use).
-  auto targets = std::move(broadcast_targets_);
-  context_.registry.broadcast_targets(channel_, peer_id_, targets);
-  for (auto& [target_id, target] : targets) {
-    StreamOffer offer;
-    offer.kind = wire::StreamKind::broadcast;
-    offer.sender = peer_id_;
-    offer.deadline_ms = open.deadline_ms;
-    offer.idle_ms = open.idle_ms;
-    offer.metadata = open.metadata;
-    // The OPEN's body and end travel with the offer: one hand-off per receiver, not two.
-    offer.first_chunk = body;
-    offer.fin = fin;
-    offer.counterpart = stream;
-    offer.sink_index = stream->fanout.size();
-    stream->fanout.add(target->accept_stream(std::move(offer)));
-  }
-  targets.clear();  // holds no peer past this call
-  broadcast_targets_ = std::move(targets);
+  StreamOffer offer;
+  offer.kind = wire::StreamKind::broadcast;
+  offer.sender = peer_id_;
+  offer.deadline_ms = open.deadline_ms;
+  offer.idle_ms = open.idle_ms;
+  offer.metadata = std::move(open.metadata);
+  // The OPEN's body and end travel with the offer: one hand-off per receiver, not two.
+  offer.first_chunk = body;
+  offer.fin = fin;
+  offer.counterpart = stream;
+  fan_out(context_, request, offer, stream->fanout, broadcast_targets_);
   const auto now = Clock::now();
   if (open.deadline_ms != 0) stream->deadline = now + std::chrono::milliseconds(open.deadline_ms);
-  stream->idle_timeout = open.idle_ms != 0
-                             ? std::chrono::milliseconds(open.idle_ms)
-                             : std::chrono::milliseconds(limits_.default_idle_timeout);
+  stream->idle_timeout = stream_idle_timeout(limits_, open.idle_ms);
   register_stream(stream);
   ++client_streams_open_;
   touch(*stream);
@@ -403,7 +373,7 @@ bool Session::handle_data(const wire::Frame& frame) {
   }
   stream->in_credit -= size;
   stream->in_done = fin;
-  context_.counters.payload_bytes_in.fetch_add(size, std::memory_order_relaxed);
+  context_.counters.native.payload_bytes_in.fetch_add(size, std::memory_order_relaxed);
   touch(*stream);
   wire::Slice slice = reader_.share(frame.payload);
   if (stream->role == StreamRole::broadcast_source) {
@@ -610,8 +580,8 @@ void Session::register_stream(const StreamPtr& stream) {
     timer_heap_.reserve(std::max<std::size_t>(8, 2 * streams_.size()));
   }
   if (!stream_timer_memory_ && !closed_) wait_stream_timer(Clock::time_point::max());
-  context_.counters.streams_total.fetch_add(1, std::memory_order_relaxed);
-  context_.counters.streams_open.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.native.streams_total.fetch_add(1, std::memory_order_relaxed);
+  context_.counters.native.streams_open.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Session::release_inbound(SessionStream& stream, std::uint64_t bytes) {
@@ -676,8 +646,8 @@ void Session::remove_stream(const StreamPtr& stream) {
     if (auto it = streams_.find(stream->id); it != streams_.end() && it->second == stream) {
       streams_.erase(it);
     }
-    context_.counters.streams_open.fetch_sub(1, std::memory_order_relaxed);
-    context_.counters.count_stream_end(stream->outcome);
+    context_.counters.native.streams_open.fetch_sub(1, std::memory_order_relaxed);
+    context_.counters.native.count_stream_end(stream->outcome);
     if (stream->role == StreamRole::responder) {
       incoming_open_.fetch_sub(1, std::memory_order_relaxed);
     } else if (stream->role == StreamRole::requester ||
@@ -768,7 +738,7 @@ void Session::on_timer(const StreamPtr& stream) {
     if (!stream->stalled_since) return;
     const auto due = *stream->stalled_since + limits_.slow_consumer_timeout;
     if (now >= due) {
-      context_.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+      context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
       spdlog::warn("slow consumer dropped from broadcast conn={} peer={} stream={} pending={}",
                    connection_id_, peer_id_.to_string(), stream->id, stream->out_queued);
       reset_stream(stream, Status::slow_consumer,

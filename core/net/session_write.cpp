@@ -59,7 +59,7 @@ void Session::flush_now() {
   boost::system::error_code ec;
   const std::size_t n = transport_->try_write(gather_, ec);
   if (n == total) {
-    context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    context_.counters.native.bytes_out.fetch_add(n, std::memory_order_relaxed);
     wrote_since_tick_ = true;
     complete_write();
     // A write takes at most kMaxPieces pieces and kMaxWriteBytes: the rest is the writer's,
@@ -72,7 +72,7 @@ void Session::flush_now() {
   }
   // The socket took part of it, or none, or failed: the writer tries the rest (and meets the
   // error, if any) and completes this write as usual. Until then a write is in flight.
-  context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+  context_.counters.native.bytes_out.fetch_add(n, std::memory_order_relaxed);
   resume_at_ = n;
   write_started_ = Clock::now();
   writing_ = true;
@@ -115,7 +115,7 @@ void Session::release_idle_buffers() noexcept {
 void Session::queue_control_done() {
   if (control_.size() > limits_.max_connection_buffer && !closing_) {
     // The client does not read what it is sent; it is not allowed to hold relay memory.
-    context_.counters.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
     close_reason_ = "slow consumer";
     control_.clear();
     wire::append_error(control_, wire::Error{Status::slow_consumer, "outbound buffer limit"});
@@ -191,7 +191,7 @@ asio::awaitable<bool> Session::write_loop() {
       if (!io_stopped_) close_reason_ = "write failed: " + ec.message();
       co_return true;
     }
-    context_.counters.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    context_.counters.native.bytes_out.fetch_add(n, std::memory_order_relaxed);
     wrote_since_tick_ = true;
     complete_write();
   }
@@ -325,9 +325,9 @@ void Session::emit_stream(const StreamPtr& stream, std::size_t& budget) {
     }
   }
   if (sent > 0) {
-    context_.counters.payload_bytes_out.fetch_add(sent, std::memory_order_relaxed);
+    context_.counters.native.payload_bytes_out.fetch_add(sent, std::memory_order_relaxed);
     if (s.out_queued > 0 && s.out_credit <= 0) {
-      context_.counters.credit_stalls.fetch_add(1, std::memory_order_relaxed);
+      context_.counters.native.credit_stalls.fetch_add(1, std::memory_order_relaxed);
     }
     written_.emplace_back(stream, sent);
     context_.counters.queued_bytes.fetch_sub(sent, std::memory_order_relaxed);

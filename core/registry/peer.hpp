@@ -23,10 +23,12 @@ public:
   /// The stream is aborted; this side tells its client and forgets the stream.
   virtual void deliver_reset(wire::Reset reset) = 0;
   /// The counterpart (broadcast: receiver number `sink`) wrote `bytes` of ours to its client, so
-  /// they no longer occupy relay memory and may be granted again to our client.
-  virtual void deliver_credit(std::uint32_t bytes, std::uint32_t sink) = 0;
+  /// they no longer occupy relay memory and may be granted again to our client. A side that
+  /// never sends (a broadcast receiver) ignores it.
+  virtual void deliver_credit(std::uint32_t /*bytes*/, std::uint32_t /*sink*/) {}
   /// Broadcast source only: receiver `sink` has finished (OK: got everything) or was dropped.
-  virtual void deliver_sink_done(std::uint32_t sink, Status status) = 0;
+  /// Only a broadcast source is told; other sides ignore it.
+  virtual void deliver_sink_done(std::uint32_t /*sink*/, Status /*status*/) {}
 };
 
 /// What an opener offers a target when it routes a new stream to it.

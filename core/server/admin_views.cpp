@@ -17,8 +17,6 @@
 namespace switchboard::core {
 namespace {
 
-using net::DoorCounters;
-
 struct Door {
   std::string_view name;
   const DoorCounters& counters;
@@ -75,10 +73,10 @@ void append_json_string(std::string& out, std::string_view text) {
 
 }  // namespace
 
-std::string metrics_text(const net::ServerContext& context, bool draining,
+std::string metrics_text(const RelayContext& context, bool draining,
                          std::chrono::system_clock::time_point started) {
   const auto& counters = context.counters;
-  const std::array<Door, 2> doors{Door{"native", counters.native()}, Door{"grpc", counters.grpc}};
+  const std::array<Door, 2> doors{Door{"native", counters.native}, Door{"grpc", counters.grpc}};
   Exposition out;
   out.family("switchboard_build_info", "gauge", "Build of the running relay (value is always 1).");
   out.sample("switchboard_build_info",
@@ -110,9 +108,9 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
   out.family("switchboard_connections_throttled_total", "counter",
              "Connections turned away because their address connected too fast.");
   out.sample("switchboard_connections_throttled_total", "door=\"native\"",
-             load(counters.connections_throttled));
+             load(counters.native.connections_throttled));
   out.sample("switchboard_connections_throttled_total", "door=\"grpc\"",
-             load(counters.grpc_connections_throttled));
+             load(counters.grpc.connections_throttled));
   out.family("switchboard_grpc_transports_open", "gauge",
              "HTTP/2 connections open on the gRPC door.");
   out.sample("switchboard_grpc_transports_open", "", load(counters.grpc_transports_open));
@@ -136,19 +134,19 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
   out.family("switchboard_handshake_failures_total", "counter",
              "Connections (gRPC: Respond calls) that never became a peer, by reason.");
   for (const auto& door : doors) {
-    for (std::size_t i = 0; i < net::kHandshakeFailureCount; ++i) {
+    for (std::size_t i = 0; i < kHandshakeFailureCount; ++i) {
       out.sample("switchboard_handshake_failures_total",
                  fmt::format("door=\"{}\",reason=\"{}\"", door.name,
-                             net::handshake_failure_name(static_cast<net::HandshakeFailure>(i))),
+                             handshake_failure_name(static_cast<HandshakeFailure>(i))),
                  load(door.counters.handshake_failures[i]));
     }
   }
   out.family("switchboard_tls_handshake_failures_total", "counter",
              "TLS handshakes that failed or timed out.");
   out.sample("switchboard_tls_handshake_failures_total", "door=\"native\"",
-             load(counters.tls_handshake_failures));
+             load(counters.native.tls_handshake_failures));
   out.sample("switchboard_tls_handshake_failures_total", "door=\"grpc\"",
-             load(counters.grpc_tls_handshake_failures));
+             load(counters.grpc.tls_handshake_failures));
   per_door(
       out, doors, "switchboard_protocol_errors_total", "counter",
       "Connections closed for breaking the protocol.",
@@ -165,7 +163,7 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
   out.family("switchboard_streams_total", "counter",
              "Stream ends finished on this door, by final status.");
   for (const auto& door : doors) {
-    for (std::size_t i = 0; i < net::kStatusCount; ++i) {
+    for (std::size_t i = 0; i < kStatusCount; ++i) {
       out.sample(
           "switchboard_streams_total",
           fmt::format("door=\"{}\",status=\"{}\"", door.name, status_name(static_cast<Status>(i))),
@@ -175,12 +173,12 @@ std::string metrics_text(const net::ServerContext& context, bool draining,
 
   out.family("switchboard_bytes_received_total", "counter",
              "Bytes received (native: socket bytes with framing; gRPC: message payloads).");
-  out.sample("switchboard_bytes_received_total", "door=\"native\"", load(counters.bytes_in));
+  out.sample("switchboard_bytes_received_total", "door=\"native\"", load(counters.native.bytes_in));
   out.sample("switchboard_bytes_received_total", "door=\"grpc\"",
              load(counters.grpc.payload_bytes_in));
   out.family("switchboard_bytes_sent_total", "counter",
              "Bytes sent (native: socket bytes with framing; gRPC: message payloads).");
-  out.sample("switchboard_bytes_sent_total", "door=\"native\"", load(counters.bytes_out));
+  out.sample("switchboard_bytes_sent_total", "door=\"native\"", load(counters.native.bytes_out));
   out.sample("switchboard_bytes_sent_total", "door=\"grpc\"",
              load(counters.grpc.payload_bytes_out));
   per_door(

@@ -6,12 +6,12 @@
 #include <string>
 #include <string_view>
 
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 
 namespace switchboard::core {
 
 /// Every metric of the relay in the Prometheus text exposition format (version 0.0.4).
-std::string metrics_text(const net::ServerContext& context, bool draining,
+std::string metrics_text(const RelayContext& context, bool draining,
                          std::chrono::system_clock::time_point started);
 
 /// {"channels":[{"id":...,"peers":N,"version":V},...],"peers":P} for GET /channels.

@@ -72,7 +72,7 @@ tcp::endpoint parse_endpoint(const std::string& text) {
 
 Server::Server(ServerConfig config)
     : config_(std::move(config)),
-      context_(std::make_unique<net::ServerContext>(config_.limits)),
+      context_(std::make_unique<RelayContext>(config_.limits)),
       acceptor_(io_),
       grpc_acceptor_(io_),
       connect_throttle_(config_.limits.connect_rate_per_address,
@@ -226,7 +226,7 @@ void Server::log_summary() {
   if (summary_logged_) return;
   summary_logged_ = true;
   const auto& c = context_->counters;
-  auto ended = [](const net::DoorCounters& door) {
+  auto ended = [](const DoorCounters& door) {
     std::uint64_t sum = 0;
     for (const auto& outcome : door.stream_outcomes) sum += outcome.load();
     return sum;
@@ -237,9 +237,10 @@ void Server::log_summary() {
       "relay stopped uptime_s={} native_connections={} grpc_calls={} native_streams={} "
       "grpc_streams={} streams_ok={} native_bytes_in={} native_bytes_out={} grpc_bytes_in={} "
       "grpc_bytes_out={}",
-      uptime.count(), c.connections_total.load(), c.grpc.connections_total.load(), ended(c),
-      ended(c.grpc), c.stream_outcomes[0].load() + c.grpc.stream_outcomes[0].load(),
-      c.bytes_in.load(), c.bytes_out.load(), c.grpc.payload_bytes_in.load(),
+      uptime.count(), c.native.connections_total.load(), c.grpc.connections_total.load(),
+      ended(c.native), ended(c.grpc),
+      c.native.stream_outcomes[0].load() + c.grpc.stream_outcomes[0].load(),
+      c.native.bytes_in.load(), c.native.bytes_out.load(), c.grpc.payload_bytes_in.load(),
       c.grpc.payload_bytes_out.load());
 }
 
@@ -275,20 +276,20 @@ void Server::accept_loop_start(tcp::acceptor& acceptor, Door door) {
           boost::system::error_code endpoint_error;
           const auto remote = socket.remote_endpoint(endpoint_error);
           if (!endpoint_error && !connect_throttle_.admit(remote.address())) {
-            (door == Door::grpc ? context_->counters.grpc_connections_throttled
-                                : context_->counters.connections_throttled)
+            (door == Door::grpc ? context_->counters.grpc.connections_throttled
+                                : context_->counters.native.connections_throttled)
                 .fetch_add(1, std::memory_order_relaxed);
             log_throttled();
             refuse(socket, "too many connections from your address");
             continue;
           }
           const auto& counters = context_->counters;
-          const auto open = counters.connections_open.load(std::memory_order_relaxed) +
+          const auto open = counters.native.connections_open.load(std::memory_order_relaxed) +
                             counters.grpc_transports_open.load(std::memory_order_relaxed) +
                             static_cast<std::int64_t>(placements_.size());
           if (open >= static_cast<std::int64_t>(config_.limits.max_connections)) {
             (door == Door::grpc ? context_->counters.grpc.connections_refused
-                                : context_->counters.connections_refused)
+                                : context_->counters.native.connections_refused)
                 .fetch_add(1, std::memory_order_relaxed);
             log_refusal();
             refuse(socket, "relay is at its connection limit");
@@ -421,8 +422,8 @@ void Server::start_tls_session(tcp::socket socket, Door door) {
           handshakes_.erase(key);
         }
         if (!transport) {
-          (door == Door::grpc ? context_->counters.grpc_tls_handshake_failures
-                              : context_->counters.tls_handshake_failures)
+          (door == Door::grpc ? context_->counters.grpc.tls_handshake_failures
+                              : context_->counters.native.tls_handshake_failures)
               .fetch_add(1, std::memory_order_relaxed);
           spdlog::debug("tls handshake failed door={} remote={} error=\"{}\"",
                         door == Door::grpc ? "grpc" : "native", remote,
@@ -481,11 +482,12 @@ void Server::shutdown() {
 }
 
 void Server::begin_drain() {
-  spdlog::info("relay draining sessions={} grpc_calls={} streams={} drain_timeout_ms={}",
-               context_->counters.connections_open.load(),
-               context_->counters.grpc.connections_open.load(),
-               context_->counters.streams_open.load() + context_->counters.grpc.streams_open.load(),
-               config_.limits.drain_timeout.count());
+  spdlog::info(
+      "relay draining sessions={} grpc_calls={} streams={} drain_timeout_ms={}",
+      context_->counters.native.connections_open.load(),
+      context_->counters.grpc.connections_open.load(),
+      context_->counters.native.streams_open.load() + context_->counters.grpc.streams_open.load(),
+      config_.limits.drain_timeout.count());
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   grpc_acceptor_.close(ignored);
@@ -512,12 +514,13 @@ void Server::begin_drain() {
         const auto deadline = std::chrono::steady_clock::now() + config_.limits.drain_timeout;
         bool terminated = false;
         auto next_progress = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-        while (context_->counters.connections_open.load() > 0) {
+        while (context_->counters.native.connections_open.load() > 0) {
           if (std::chrono::steady_clock::now() >= next_progress) {
             next_progress += std::chrono::seconds(1);
             spdlog::info(
                 "drain progress sessions={} streams={} remaining_ms={}",
-                context_->counters.connections_open.load(), context_->counters.streams_open.load(),
+                context_->counters.native.connections_open.load(),
+                context_->counters.native.streams_open.load(),
                 std::max<std::int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
                                               deadline - std::chrono::steady_clock::now())
                                               .count()));
@@ -525,7 +528,7 @@ void Server::begin_drain() {
           if (terminated &&
               std::chrono::steady_clock::now() >= deadline + std::chrono::seconds(5)) {
             spdlog::error("sessions did not close after termination remaining={}",
-                          context_->counters.connections_open.load());
+                          context_->counters.native.connections_open.load());
             stop_gateway();
             if (admin_) admin_->stop();
             io_.stop();
@@ -535,7 +538,7 @@ void Server::begin_drain() {
           if (!terminated && std::chrono::steady_clock::now() >= deadline) {
             terminated = true;
             spdlog::warn("drain timeout reached; closing remaining sessions={}",
-                         context_->counters.connections_open.load());
+                         context_->counters.native.connections_open.load());
             std::lock_guard lock(sessions_mutex_);
             for (auto& [id, weak] : sessions_) {
               if (auto session = weak.lock()) session->terminate("relay shut down");

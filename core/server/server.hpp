@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "auth/authenticator.hpp"
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 #include "net/tls.hpp"
 #include "registry/limits.hpp"
 #include "server/connect_throttle.hpp"
@@ -96,7 +96,7 @@ public:
   /// whether the new files are in use (false also when no door has TLS).
   bool reload_tls();
 
-  net::ServerContext& context() noexcept { return *context_; }
+  RelayContext& context() noexcept { return *context_; }
 
 private:
   /// The front doors share the accept loop, the connection limit and the per-address throttle.
@@ -134,7 +134,7 @@ private:
   void log_summary();
 
   ServerConfig config_;
-  std::unique_ptr<net::ServerContext> context_;
+  std::unique_ptr<RelayContext> context_;
   std::unique_ptr<net::TlsContextHolder> native_tls_;  // null: the native door is plaintext
   std::unique_ptr<net::TlsContextHolder> grpc_tls_;    // null: the gRPC door is plaintext
   // TLS handshakes in progress, cancelled when the relay drains (else a silent client would hold

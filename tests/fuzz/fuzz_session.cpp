@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 #include "net/session.hpp"
 #include "net/transport.hpp"
 #include "seed_frames.hpp"
@@ -50,7 +50,7 @@ Buffer valid_hello(int which) {
 /// byte the relay wrote to it.
 class Client {
 public:
-  Client(asio::io_context& io, ServerContext& context, std::uint64_t id) {
+  Client(asio::io_context& io, RelayContext& context, std::uint64_t id) {
     auto [relay_end, client_end] = make_memory_pipe(asio::make_strand(io));
     end_ = std::move(client_end);
     session_ = std::make_shared<Session>(std::move(relay_end), context, id);
@@ -232,7 +232,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool two_clients = (flags & 2) != 0;
   {
     asio::io_context io;
-    ServerContext context(fuzz_limits());
+    RelayContext context(fuzz_limits());
     std::vector<std::unique_ptr<Client>> clients;
     clients.push_back(std::make_unique<Client>(io, context, 1));
     if (two_clients) clients.push_back(std::make_unique<Client>(io, context, 2));
@@ -262,7 +262,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       SWITCHBOARD_FUZZ_CHECK(client->eof());
     }
     // Every session ended and left the registry.
-    SWITCHBOARD_FUZZ_CHECK(context.counters.connections_open.load() == 0);
+    SWITCHBOARD_FUZZ_CHECK(context.counters.native.connections_open.load() == 0);
     const auto stats = context.registry.stats();
     SWITCHBOARD_FUZZ_CHECK(stats.channels == 0 && stats.peers == 0);
   }

@@ -88,7 +88,7 @@ TEST(Broadcast, SlowReceiverIsDroppedAndOthersFinish) {
   EXPECT_EQ(parsed.status, Status::slow_consumer);
   const auto members = sender.client.peers();
   EXPECT_NE(std::find(members.begin(), members.end(), stalled_id), members.end());
-  EXPECT_EQ(relay.counters().slow_consumer_drops.load(), 1u);
+  EXPECT_EQ(relay.counters().native.slow_consumer_drops.load(), 1u);
 }
 
 TEST(Broadcast, ReceiverMayLeaveABroadcastWithReset) {

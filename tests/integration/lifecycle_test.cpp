@@ -120,7 +120,7 @@ TEST(Lifecycle, ClosingNeverHangsWithStreamsInFlightBothWays) {
     }
     writer_returned = true;
   });
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().streams_open.load() == 2; }));
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.streams_open.load() == 2; }));
   auto closing = std::async(std::launch::async, [&] {
     sender.reset();
     responder.reset();
@@ -128,7 +128,7 @@ TEST(Lifecycle, ClosingNeverHangsWithStreamsInFlightBothWays) {
   ASSERT_EQ(closing.wait_for(10s), std::future_status::ready) << "closing a client hung";
   writer.join();
   EXPECT_TRUE(writer_returned);
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().streams_open.load() == 0; }));
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.streams_open.load() == 0; }));
   EXPECT_TRUE(test::eventually([&] { return relay.counters().queued_bytes.load() == 0; }));
 }
 

@@ -59,23 +59,23 @@ TEST(Limits, MaxConnectionsServesNAndRefusesTheNext) {
     peers.push_back(std::make_unique<RawPeer>(relay.port()));
     peers.back()->join(channel);
   }
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().connections_open.load() == kMax; }));
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.connections_open.load() == kMax; }));
 
   RawPeer extra(relay.port());
   const auto error = expect_error_and_close(extra);
   EXPECT_EQ(error.status, Status::resource_exhausted);
   EXPECT_NE(error.message.find("connection limit"), std::string::npos) << error.message;
-  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
-  EXPECT_EQ(relay.counters().connections_throttled.load(), 0u);
+  EXPECT_EQ(relay.counters().native.connections_refused.load(), 1u);
+  EXPECT_EQ(relay.counters().native.connections_throttled.load(), 0u);
 
   // A slot freed is a slot served again.
   peers.back()->close();
   peers.pop_back();
   ASSERT_TRUE(
-      test::eventually([&] { return relay.counters().connections_open.load() == kMax - 1; }));
+      test::eventually([&] { return relay.counters().native.connections_open.load() == kMax - 1; }));
   RawPeer again(relay.port());
   again.join(channel);
-  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+  EXPECT_EQ(relay.counters().native.connections_refused.load(), 1u);
 }
 
 // A connection that has not sent its HELLO yet waits to be placed on its channel's thread
@@ -92,16 +92,16 @@ TEST(Limits, ConnectionsThatHaveNotSpokenYetCountAgainstMaxConnections) {
   // Accepted in connection order, so these are counted before the next one is seen.
   RawPeer extra(relay.port());
   EXPECT_EQ(expect_error_and_close(extra).status, Status::resource_exhausted);
-  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+  EXPECT_EQ(relay.counters().native.connections_refused.load(), 1u);
   // Silence past the handshake timeout: each gets its error and is closed, freeing its slot.
   for (auto& peer : silent) {
     const auto error = expect_error_and_close(*peer);
     EXPECT_NE(error.message.find("handshake timeout"), std::string::npos) << error.message;
   }
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().connections_open.load() == 0; }));
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.connections_open.load() == 0; }));
   RawPeer again(relay.port());
   again.join(Uuid::random());
-  EXPECT_EQ(relay.counters().connections_refused.load(), 1u);
+  EXPECT_EQ(relay.counters().native.connections_refused.load(), 1u);
 }
 
 TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
@@ -119,7 +119,7 @@ TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
   EXPECT_EQ(relay.registry().stats().channels, kMax);
   const auto refused_before =
       relay.counters()
-          .handshake_failures[static_cast<std::size_t>(core::net::HandshakeFailure::refused)]
+          .native.handshake_failures[static_cast<std::size_t>(core::HandshakeFailure::refused)]
           .load();
 
   RawPeer newcomer(relay.port());
@@ -128,7 +128,7 @@ TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
   EXPECT_EQ(error.status, Status::resource_exhausted);
   EXPECT_NE(error.message.find("channel limit"), std::string::npos) << error.message;
   EXPECT_EQ(relay.counters()
-                .handshake_failures[static_cast<std::size_t>(core::net::HandshakeFailure::refused)]
+                .native.handshake_failures[static_cast<std::size_t>(core::HandshakeFailure::refused)]
                 .load(),
             refused_before + 1);
 
@@ -180,8 +180,8 @@ TEST(Limits, MaxStreamsPerConnectionRefusesTheNextAndKeepsTheOthers) {
   opener.send(data);
   auto arrived = responder.expect_type(wire::FrameType::data);
   ASSERT_TRUE(arrived.has_value());
-  EXPECT_EQ(relay.counters().streams_open.load(), static_cast<std::int64_t>(2 * kMax));
-  EXPECT_EQ(relay.counters().connections_open.load(), 2);
+  EXPECT_EQ(relay.counters().native.streams_open.load(), static_cast<std::int64_t>(2 * kMax));
+  EXPECT_EQ(relay.counters().native.connections_open.load(), 2);
 }
 
 TEST(Limits, ConnectionBufferClosesAClientThatDoesNotRead) {
@@ -199,7 +199,7 @@ TEST(Limits, ConnectionBufferClosesAClientThatDoesNotRead) {
   std::vector<std::uint8_t> pings;
   for (int i = 0; i < 200; ++i) wire::append_ping(pings, static_cast<std::uint64_t>(i), false);
   sluggard.send(pings);
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().slow_consumer_drops.load() == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.slow_consumer_drops.load() == 1; }));
 
   // Reading at last: after any PONGs written before the limit passed, the relay's last word.
   auto frame = sluggard.expect_type(wire::FrameType::error);
@@ -208,7 +208,7 @@ TEST(Limits, ConnectionBufferClosesAClientThatDoesNotRead) {
   ASSERT_EQ(wire::parse_error(frame->bytes(), error), wire::DecodeError::none);
   EXPECT_EQ(error.status, Status::slow_consumer);
   EXPECT_TRUE(sluggard.expect_closed());
-  EXPECT_TRUE(test::eventually([&] { return relay.counters().connections_open.load() == 0; }));
+  EXPECT_TRUE(test::eventually([&] { return relay.counters().native.connections_open.load() == 0; }));
 }
 
 TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
@@ -224,7 +224,7 @@ TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
     peers.push_back(std::make_unique<RawPeer>(relay.port()));
     peers.back()->join(channel);
   }
-  EXPECT_EQ(relay.counters().connections_throttled.load(), 0u);
+  EXPECT_EQ(relay.counters().native.connections_throttled.load(), 0u);
 
   // Five connections took well under the 500 ms a token takes to come back (were the machine so
   // slow that one did come back, the throttled count below would say so by being 0).
@@ -232,11 +232,11 @@ TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
   const auto error = expect_error_and_close(over);
   EXPECT_EQ(error.status, Status::resource_exhausted);
   EXPECT_EQ(error.message, "too many connections from your address");
-  EXPECT_EQ(relay.counters().connections_throttled.load(), 1u);
-  EXPECT_EQ(relay.counters().connections_refused.load(), 0u);
+  EXPECT_EQ(relay.counters().native.connections_throttled.load(), 1u);
+  EXPECT_EQ(relay.counters().native.connections_refused.load(), 0u);
 
   // The refused connection did not disturb those admitted: all still on the channel.
-  EXPECT_EQ(relay.counters().connections_open.load(), static_cast<std::int64_t>(kBurst));
+  EXPECT_EQ(relay.counters().native.connections_open.load(), static_cast<std::int64_t>(kBurst));
   EXPECT_EQ(relay.registry().stats().peers, kBurst);
 
   // After refill: probe (bounded by eventually's timeout) until a connection is admitted again;
@@ -252,7 +252,7 @@ TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
     return false;
   });
   EXPECT_TRUE(admitted);
-  EXPECT_EQ(relay.counters().connections_throttled.load(), 1u + refused_probes);
+  EXPECT_EQ(relay.counters().native.connections_throttled.load(), 1u + refused_probes);
 }
 
 TEST(Limits, ConnectThrottleOffAdmitsBeyondAnyBurst) {
@@ -265,7 +265,7 @@ TEST(Limits, ConnectThrottleOffAdmitsBeyondAnyBurst) {
     peers.push_back(std::make_unique<RawPeer>(relay.port()));
     peers.back()->join(channel);
   }
-  EXPECT_EQ(relay.counters().connections_throttled.load(), 0u);
+  EXPECT_EQ(relay.counters().native.connections_throttled.load(), 0u);
 }
 
 }  // namespace

@@ -94,7 +94,7 @@ void socket_stalled_broadcasts(std::uint32_t announced_window, int broadcasts) {
     expect_within_bound(result.elapsed, baseline.elapsed, limits);
   }
   expect_received(scene.receivers, sent);
-  EXPECT_EQ(relay.counters().slow_consumer_drops.load(), static_cast<std::uint64_t>(broadcasts));
+  EXPECT_EQ(relay.counters().native.slow_consumer_drops.load(), static_cast<std::uint64_t>(broadcasts));
   // Still a member: dropped from the broadcasts, not from the channel.
   EXPECT_TRUE(is_member());
   // Once it reads again (and has stopped sending), it learns why each broadcast left it.
@@ -167,7 +167,7 @@ TEST(StalledReceiver, SocketStalledResponderEndsOnlyItsOwnStream) {
   ASSERT_EQ(stalled_writer.wait_for(15s), std::future_status::ready);
   const auto outcome = stalled_writer.get();
   EXPECT_EQ(outcome.status, Status::peer_gone) << outcome.describe();
-  EXPECT_GE(relay.counters().slow_consumer_drops.load(), 1u);
+  EXPECT_GE(relay.counters().native.slow_consumer_drops.load(), 1u);
   ASSERT_TRUE(test::eventually([&] {
     const auto members = requester.peers();
     return std::find(members.begin(), members.end(), stalled_id) == members.end();

@@ -22,7 +22,7 @@ public:
 
   std::uint16_t port() const { return server_->core_endpoint().port(); }
   core::Server& server() { return *server_; }
-  core::net::Counters& counters() { return server_->context().counters; }
+  core::Counters& counters() { return server_->context().counters; }
   core::Registry& registry() { return server_->context().registry; }
   /// Drains and waits for the relay to stop.
   void shutdown();

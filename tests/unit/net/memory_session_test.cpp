@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 #include "net/session.hpp"
 #include "net/transport.hpp"
 #include "switchboard/wire/codec.hpp"
@@ -21,7 +21,7 @@ namespace {
 // The client side of one pipe: writes raw bytes and collects every decoded frame the relay sends.
 class MemoryClient {
 public:
-  MemoryClient(asio::io_context& io, ServerContext& context, std::uint64_t id) {
+  MemoryClient(asio::io_context& io, RelayContext& context, std::uint64_t id) {
     auto [relay_end, client_end] = make_memory_pipe(asio::make_strand(io));
     client_ = std::move(client_end);
     session_ = std::make_shared<Session>(std::move(relay_end), context, id);
@@ -105,7 +105,7 @@ protected:
 
   Limits limits_;
   asio::io_context io_;
-  ServerContext context_{limits_};
+  RelayContext context_{limits_};
 };
 
 TEST_F(MemorySession, HandshakeIsAnsweredWithWelcomeAndSnapshot) {
@@ -187,7 +187,7 @@ TEST(MemorySessionKeepalive, TheRelaysOwnStallIsNotTakenForThePeersSilence) {
   using namespace std::chrono_literals;
   Limits limits;
   limits.keepalive_interval = 40ms;
-  ServerContext context{limits};  // outlives the I/O context, whose handlers hold sessions
+  RelayContext context{limits};  // outlives the I/O context, whose handlers hold sessions
   asio::io_context io;
   MemoryClient client(io, context, 1);
   std::vector<std::uint8_t> bytes;

@@ -1,5 +1,5 @@
-// State shared by every session of one relay: limits, the registry, the read block pool and
-// the relay's counters.
+// What every door of one relay shares: limits, the registry, the read block pool, the token
+// authenticator and the relay's counters (one DoorCounters per door, the same for each).
 #pragma once
 
 #include <array>
@@ -13,7 +13,7 @@
 #include "registry/registry.hpp"
 #include "switchboard/wire/block.hpp"
 
-namespace switchboard::core::net {
+namespace switchboard::core {
 
 /// Why a connection (native) or a Respond call (gRPC) never became a peer.
 enum class HandshakeFailure : std::uint8_t {
@@ -75,6 +75,10 @@ struct DoorCounters {
   std::atomic<std::uint64_t> credit_stalls{0};
   std::atomic<std::uint64_t> slow_consumer_drops{0};
   std::atomic<std::uint64_t> protocol_errors{0};
+  /// TLS handshakes on the door's listener that failed or timed out.
+  std::atomic<std::uint64_t> tls_handshake_failures{0};
+  /// Connections turned away because their source address opened too many too fast.
+  std::atomic<std::uint64_t> connections_throttled{0};
 
   void count_handshake_failure(HandshakeFailure reason) noexcept {
     handshake_failures[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
@@ -85,29 +89,20 @@ struct DoorCounters {
   }
 };
 
-/// The relay's counters. The native door's counters are the base so that the socket session
-/// counts with plain `counters.bytes_in` etc.; the gateway counts into `grpc`.
-struct Counters : DoorCounters {
+/// The relay's counters: the same set for each door, then what belongs to the relay as a whole.
+/// The gRPC door's HTTP/2 transport counters live here too until the door owns its metrics.
+struct Counters {
+  DoorCounters native;
   DoorCounters grpc;
-  /// TLS handshakes on the native door that failed or timed out (no session was started). The
-  /// gRPC door's TLS failures happen inside gRPC, which does not report them.
-  std::atomic<std::uint64_t> tls_handshake_failures{0};
-  /// Native connections turned away because their source address opened too many too fast.
-  std::atomic<std::uint64_t> connections_throttled{0};
   /// Payload bytes held in stream queues across the relay (bounded by the stream windows).
   std::atomic<std::int64_t> queued_bytes{0};
-  /// The gRPC door's HTTP/2 connections (its DoorCounters count calls), their refusals at the
-  /// door, and what the HTTP/2 guard in front of gRPC turned away (by guard violation kind).
+  /// The gRPC door's HTTP/2 connections (its DoorCounters count calls), and what the HTTP/2
+  /// guard in front of gRPC turned away (by guard violation kind).
   std::atomic<std::uint64_t> grpc_transports_total{0};
   std::atomic<std::int64_t> grpc_transports_open{0};
-  std::atomic<std::uint64_t> grpc_connections_throttled{0};
-  std::atomic<std::uint64_t> grpc_tls_handshake_failures{0};
   std::atomic<std::uint64_t> grpc_refused_streams{0};
   static constexpr std::size_t kGuardViolationKinds = 8;
   std::array<std::atomic<std::uint64_t>, kGuardViolationKinds> grpc_guard_violations{};
-
-  DoorCounters& native() noexcept { return *this; }
-  const DoorCounters& native() const noexcept { return *this; }
   /// Requests refused by token checks on either door, indexed by auth::Failure.
   std::array<std::atomic<std::uint64_t>, auth::kFailureKinds> auth_failures{};
 
@@ -116,8 +111,8 @@ struct Counters : DoorCounters {
   }
 };
 
-struct ServerContext {
-  explicit ServerContext(const Limits& l)
+struct RelayContext {
+  explicit RelayContext(const Limits& l)
       : limits(l),
         registry(limits),
         read_blocks(wire::BlockPool::create(limits.read_block_size, limits.read_block_pool)) {}
@@ -133,8 +128,8 @@ struct ServerContext {
 
 /// Counts a refusal by reason and logs it once: `door` is "native" or "grpc", `action` what was
 /// refused (join, send, ...).
-void record_auth_refusal(ServerContext& context, const auth::Decision& decision,
+void record_auth_refusal(RelayContext& context, const auth::Decision& decision,
                          std::string_view door, std::string_view action, const Uuid& channel,
                          std::uint64_t connection = 0);
 
-}  // namespace switchboard::core::net
+}  // namespace switchboard::core

@@ -1,11 +1,11 @@
 // Accounting shared by both doors: auth refusals counted by reason and logged once each.
-#include "net/server_context.hpp"
+#include "relay/relay_context.hpp"
 
 #include <spdlog/spdlog.h>
 
-namespace switchboard::core::net {
+namespace switchboard::core {
 
-void record_auth_refusal(ServerContext& context, const auth::Decision& decision,
+void record_auth_refusal(RelayContext& context, const auth::Decision& decision,
                          std::string_view door, std::string_view action, const Uuid& channel,
                          std::uint64_t connection) {
   context.counters.auth_failures[static_cast<std::size_t>(decision.failure)].fetch_add(
@@ -16,4 +16,4 @@ void record_auth_refusal(ServerContext& context, const auth::Decision& decision,
       auth::failure_name(decision.failure), decision.reason);
 }
 
-}  // namespace switchboard::core::net
+}  // namespace switchboard::core
