@@ -286,8 +286,7 @@ asio::awaitable<void> Connection::read_loop(std::shared_ptr<Link> link) {
       break;
     }
     link->reader.commit(n);
-    link->last_read = std::chrono::steady_clock::now();
-    link->ping_outstanding = false;
+    link->keepalive.on_read(std::chrono::steady_clock::now());
   }
   link_lost(link, reason);
 }
@@ -330,30 +329,29 @@ asio::awaitable<void> Connection::keepalive(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
   if (keepalive_ms_ == 0) co_return;
   const auto interval = std::chrono::milliseconds(keepalive_ms_);
+  // The relay is judged only on a PING it had two intervals to answer.
+  const wire::KeepaliveTiming timing{interval, 2 * interval};
   auto& timer = link->keepalive_timer;
-  auto last_tick = std::chrono::steady_clock::now();
-  bool last_tick_late = false;
+  // Ticks come every half interval: one more than an interval apart means this process was not
+  // running, and the relay's answer may be unread yet.
+  wire::StallDetector ticks(std::chrono::steady_clock::now());
   while (!link->dead) {
     timer.expires_after(interval / 2);
     co_await timer.async_wait(kUseTuple);
     if (link->dead) co_return;
     const auto now = std::chrono::steady_clock::now();
-    // A late tick means this process was not running: the relay's answer may be unread yet.
-    // Only the first of late ticks in a row is let go. The relay is judged only on a PING it
-    // had two intervals to answer.
-    const bool late = now - last_tick > interval;
-    const bool stalled = late && !last_tick_late;
-    last_tick_late = late;
-    last_tick = now;
-    if (link->ping_outstanding && !stalled && now - link->ping_sent > 2 * interval) {
-      link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
-      co_return;
-    }
-    if (now - link->last_read > interval && !link->ping_outstanding) {
-      link->ping_outstanding = true;
-      link->ping_sent = now;
-      wire::append_ping(link->outbuf, 1, false);
-      queue_bytes();
+    const bool stalled = ticks.on_tick(now, interval);
+    switch (link->keepalive.judge(now, timing, stalled)) {
+      case wire::KeepaliveVerdict::wait:
+        break;
+      case wire::KeepaliveVerdict::send_ping:
+        link->keepalive.on_ping_sent(now);
+        wire::append_ping(link->outbuf, 1, false);
+        queue_bytes();
+        break;
+      case wire::KeepaliveVerdict::dead:
+        link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
+        co_return;
     }
   }
 }
@@ -390,7 +388,7 @@ void Connection::forget(std::uint32_t id) { p_->streams.erase(id); }
 void Connection::grant(Stream& stream, std::uint32_t consumed) {
   if (stream.recv_done_ || stream.terminal_ || closed_) return;
   stream.grant_pending_ += consumed;
-  if (stream.grant_pending_ >= options_.stream_window / 4) {
+  if (wire::credit_due(stream.grant_pending_, options_.stream_window)) {
     wire::append_window(outbuf(), stream.id_, stream.grant_pending_);
     stream.recv_allowed_ += stream.grant_pending_;
     stream.grant_pending_ = 0;

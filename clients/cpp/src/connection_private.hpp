@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "switchboard/client.hpp"
+#include "switchboard/wire/flow.hpp"
 
 namespace switchboard::client {
 
@@ -31,7 +32,8 @@ struct Connection::Link {
       : socket(ex),
         reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64)),
         wake(ex),
-        keepalive_timer(ex) {}
+        keepalive_timer(ex),
+        keepalive(std::chrono::steady_clock::now()) {}
 
   using IoResult = std::tuple<boost::system::error_code, std::size_t>;
   static constexpr auto kUseTuple = boost::asio::as_tuple(boost::asio::use_awaitable);
@@ -72,10 +74,8 @@ struct Connection::Link {
   std::chrono::steady_clock::time_point last_send{};
   boost::asio::steady_timer keepalive_timer;
   std::uint32_t next_stream_id = 1;
-  std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
-  std::chrono::steady_clock::time_point ping_sent{};
-  bool ping_outstanding = false;
-  bool going_away = false;  // GOAWAY received: no new stream on this link
+  wire::Keepalive keepalive;  // what the read loop saw of the relay, judged by keepalive()
+  bool going_away = false;    // GOAWAY received: no new stream on this link
   bool dead = false;
 };
 
