@@ -508,9 +508,14 @@ void Connection::dispatch(const wire::Frame& frame) {
       stream->notify_writers();
       return;
     }
-    default:
+    case FrameType::hello:
+    case FrameType::welcome:
+      // Handshake frames: the relay sends WELCOME once, before the read loop starts, and never
+      // HELLO. A late one changes nothing.
       return;
   }
+  // Not reached: the frame reader rejects unknown types (a protocol error that ends the link)
+  // before a frame is dispatched. Should one get here, it is ignored like a late WELCOME.
 }
 
 std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOptions& options) {
