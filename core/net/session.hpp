@@ -16,12 +16,12 @@
 
 #include "net/fifo.hpp"
 #include "net/handler_slot.hpp"
-#include "net/transport.hpp"
 #include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "relay/relay_context.hpp"
 #include "relay/streams.hpp"
 #include "switchboard/wire/buffer.hpp"
+#include "transport/transport.hpp"
 
 namespace switchboard::core::net {
 
