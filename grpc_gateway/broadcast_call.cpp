@@ -1,13 +1,9 @@
 // Broadcast RPC: fan-out to every other peer, paced by the slowest remaining receiver.
 #include "grpc_gateway/broadcast_call.hpp"
 
-#include <boost/asio/post.hpp>
-
 #include "grpc_gateway/auth_checks.hpp"
 
 namespace switchboard::gateway {
-
-namespace asio = boost::asio;
 
 BroadcastCall* BroadcastCall::start(GatewayContext& gateway, grpc::CallbackServerContext* context) {
   auto call = std::make_shared<BroadcastCall>(gateway, context);
@@ -20,42 +16,59 @@ BroadcastCall* BroadcastCall::start(GatewayContext& gateway, grpc::CallbackServe
 BroadcastCall::BroadcastCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
     : gateway_(gateway),
       context_(context),
-      strand_(asio::make_strand(gateway.next_call_executor())),
-      idle_timer_(strand_),
+      serial_(gateway.next_call_executor()),
+      idle_timer_(serial_.executor()),
       last_activity_(std::chrono::steady_clock::now()) {}
 
+// gRPC calls OnDone after the last read and write completion, and its handler is queued behind
+// theirs: the call outlives these handlers without holding itself.
 void BroadcastCall::OnReadDone(bool ok) {
   // A cancelled call (the client went away) did not end its message: OnCancel resets the
   // receivers instead of letting them take a truncated message as complete.
   if (!ok && context_->IsCancelled()) return;
-  asio::post(strand_, [self = shared_from_this(), ok] { self->read_done(ok); });
+  serial_.dispatch([this, ok] { read_done(ok); }, shared_from_this());
 }
 void BroadcastCall::OnWriteDone(bool) {
-  asio::post(strand_, [self = shared_from_this()] {
-    self->finished_ = true;
-    self->Finish(to_grpc(self->context_, Status::ok, ""));
-  });
+  serial_.dispatch([this] { on_write_done(); }, shared_from_this());
 }
 void BroadcastCall::OnCancel() {
-  asio::post(strand_, [self = shared_from_this()] {
-    self->fanout_.reset_all(Status::cancelled, "broadcast cancelled by its sender");
-    self->finish(grpc::Status::CANCELLED);
-  });
+  dispatch([self = shared_from_this()] { self->on_cancel(); });
 }
 void BroadcastCall::OnDone() {
-  asio::post(strand_, [self = shared_from_this()] { self->on_done(); });
+  dispatch([self = shared_from_this()] { self->on_done(); });
 }
 void BroadcastCall::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
-  asio::post(strand_, [self = shared_from_this(), bytes, sink] {
-    self->last_activity_ = std::chrono::steady_clock::now();
-    self->release(self->fanout_.written(sink, bytes));
-  });
+  deliver([self = shared_from_this(), bytes, sink] { self->on_credit(bytes, sink); });
 }
 void BroadcastCall::deliver_sink_done(std::uint32_t sink, Status status) {
-  asio::post(strand_, [self = shared_from_this(), sink, status] {
-    self->release(self->fanout_.done(sink, status));
-    self->maybe_summarise();
-  });
+  deliver([self = shared_from_this(), sink, status] { self->on_sink_done(sink, status); });
+}
+
+// ---- On the Serial. ----
+
+void BroadcastCall::on_credit(std::uint32_t bytes, std::uint32_t sink) {
+  serial_.assert_here();
+  last_activity_ = std::chrono::steady_clock::now();
+  release(fanout_.written(sink, bytes));
+}
+
+void BroadcastCall::on_sink_done(std::uint32_t sink, Status status) {
+  serial_.assert_here();
+  release(fanout_.done(sink, status));
+  maybe_summarise();
+}
+
+// The summary is written: the call ends OK.
+void BroadcastCall::on_write_done() {
+  serial_.assert_here();
+  finished_ = true;
+  Finish(to_grpc(context_, Status::ok, ""));
+}
+
+void BroadcastCall::on_cancel() {
+  serial_.assert_here();
+  fanout_.reset_all(Status::cancelled, "broadcast cancelled by its sender");
+  finish(grpc::Status::CANCELLED);
 }
 
 void BroadcastCall::finish(grpc::Status status) {
@@ -71,6 +84,7 @@ void BroadcastCall::read_more() {
 }
 
 void BroadcastCall::read_done(bool ok) {
+  serial_.assert_here();
   read_pending_ = false;
   last_activity_ = std::chrono::steady_clock::now();
   if (done_ || finished_) return;
@@ -166,6 +180,7 @@ void BroadcastCall::maybe_summarise() {
 }
 
 void BroadcastCall::idle_check() {
+  serial_.assert_here();
   if (done_ || finished_ || summarised_) return;
   if (std::chrono::steady_clock::now() >= last_activity_ + idle_timeout_) {
     fanout_.reset_all(Status::idle_timeout, "stream idle timeout");
@@ -175,11 +190,12 @@ void BroadcastCall::idle_check() {
   }
   idle_timer_.expires_at(last_activity_ + idle_timeout_);
   idle_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (!ec) self->idle_check();
+    if (!ec) self->dispatch([self] { self->idle_check(); });
   });
 }
 
 void BroadcastCall::on_done() {
+  serial_.assert_here();
   done_ = true;
   if (opened_) count_stream_end(gateway_, outcome_.value_or(Status::cancelled));
   if (!fanout_.complete()) fanout_.reset_all(Status::cancelled, "broadcast sender went away");

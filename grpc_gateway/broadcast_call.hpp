@@ -2,20 +2,20 @@
 #pragma once
 
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <memory>
 #include <optional>
 
 #include "grpc_gateway/gateway_context.hpp"
 #include "grpc_gateway/mapping.hpp"
+#include "grpc_gateway/serial.hpp"
 #include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
 namespace switchboard::gateway {
 
-/// Reactor and broadcast source. The strand owns every field; the receivers deliver credit and
-/// completion to it as the source endpoint.
+/// Reactor and broadcast source. Every field lives on the call's Serial (serial.hpp); the
+/// receivers deliver credit and completion to it as the source endpoint.
 class BroadcastCall final
     : public grpc::ServerBidiReactor<pb::BroadcastClientMessage, pb::BroadcastServerMessage>,
       public core::Endpoint,
@@ -36,7 +36,19 @@ public:
   void deliver_sink_done(std::uint32_t sink, Status status) override;
 
 private:
+  template <class F>
+  void dispatch(F&& handler) {
+    serial_.dispatch(std::forward<F>(handler), shared_from_this());
+  }
+  template <class F>
+  void deliver(F&& handler) {
+    serial_.deliver(std::forward<F>(handler), shared_from_this());
+  }
   void read_done(bool ok);
+  void on_credit(std::uint32_t bytes, std::uint32_t sink);
+  void on_sink_done(std::uint32_t sink, Status status);
+  void on_write_done();
+  void on_cancel();
   void open();
   void forward(const wire::Slice& slice, bool fin);
   void release(std::uint64_t bytes);
@@ -50,7 +62,7 @@ private:
   CountedCall counted_{gateway_.core.counters.grpc};
   std::optional<Status> outcome_;  // the stream's final status, first one decided wins
   grpc::CallbackServerContext* context_;
-  boost::asio::strand<boost::asio::any_io_executor> strand_;
+  Serial serial_;
   boost::asio::steady_timer idle_timer_;
   std::shared_ptr<BroadcastCall> self_;
 

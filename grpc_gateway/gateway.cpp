@@ -172,12 +172,7 @@ void Gateway::close_connections() {
 }
 
 void Gateway::drain() {
-  std::vector<std::function<void()>> drainers;
-  {
-    std::lock_guard lock(impl_->context.peers_mutex);
-    impl_->context.draining = true;
-    for (auto& [id, drainer] : impl_->context.drainers) drainers.push_back(drainer);
-  }
+  const auto drainers = impl_->context.drains.drains();
   if (auto* health = impl_->server ? impl_->server->GetHealthCheckService() : nullptr) {
     health->SetServingStatus(false);
   }

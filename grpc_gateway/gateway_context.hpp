@@ -1,14 +1,12 @@
-// State the gateway's calls share: the relay's core context, a timer executor, live peers.
+// State the gateway's calls share: the relay's core context, executors, the drainable calls.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
-#include <functional>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
+#include "grpc_gateway/drain_registry.hpp"
 #include "relay/relay_context.hpp"
 #include "relay/streams.hpp"
 
@@ -36,11 +34,8 @@ struct GatewayContext {
   const std::vector<boost::asio::any_io_executor> call_executors;
   std::atomic<std::size_t> next_executor{0};
 
-  /// Respond sessions, so draining can ask each to finish once it is idle.
-  std::mutex peers_mutex;
-  std::unordered_map<std::uint64_t, std::function<void()>> drainers;
-  std::uint64_t next_call_id = 1;
-  bool draining = false;
+  /// The Requests and Respond calls, so draining can ask each to finish once it is idle.
+  DrainRegistry drains;
 };
 
 /// Counts one gRPC call as an open "connection" of the gRPC door for as long as it lives.

@@ -1,12 +1,11 @@
 // Presence RPCs: a snapshot, or a snapshot and every change, for a channel one has not joined.
 #include "grpc_gateway/presence_calls.hpp"
 
-#include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <deque>
 
 #include "grpc_gateway/auth_checks.hpp"
 #include "grpc_gateway/mapping.hpp"
+#include "grpc_gateway/serial.hpp"
 #include "registry/peer.hpp"
 
 namespace switchboard::gateway {
@@ -41,7 +40,8 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
 
 namespace {
 
-// Streams a channel's presence to a client that is not a member. The strand owns the fields.
+// Streams a channel's presence to a client that is not a member. Every field lives on the
+// call's Serial (serial.hpp).
 class WatchCall final : public grpc::ServerWriteReactor<pb::PresenceUpdate>,
                         public core::Peer,
                         public std::enable_shared_from_this<WatchCall> {
@@ -49,8 +49,8 @@ public:
   WatchCall(GatewayContext& gateway, grpc::CallbackServerContext* context)
       : gateway_(gateway),
         context_(context),
-        strand_(asio::make_strand(gateway.next_call_executor())),
-        token_expiry_(strand_) {}
+        serial_(gateway.next_call_executor()),
+        token_expiry_(serial_.executor()) {}
 
   void begin(std::shared_ptr<WatchCall> self, const pb::WatchPeersRequest& request) {
     self_ = std::move(self);
@@ -68,10 +68,13 @@ public:
       return;
     }
     channel_ = *channel;
-    asio::post(strand_, [self = shared_from_this(), grant] {
+    dispatch([self = shared_from_this(), grant] {
+      self->serial_.assert_here();
       arm_expiry(self->token_expiry_, grant, [self] {
-        if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
-        self->stop(token_expired(self->gateway_, self->context_, "watch", self->channel_));
+        self->dispatch([self] {
+          if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
+          self->stop(token_expired(self->gateway_, self->context_, "watch", self->channel_));
+        });
       });
       std::vector<Uuid> members;
       std::uint64_t version = 0;
@@ -86,28 +89,33 @@ public:
     });
   }
 
+  // Called with the registry's lock held: posted, never run here.
   void on_presence(const wire::Presence& event) override {
-    asio::post(strand_, [self = shared_from_this(), event] {
-      pb::PresenceUpdate update;
-      update.set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
-                                                                 : pb::PresenceUpdate::LEFT);
-      update.set_version(event.version);
-      for (const auto& id : event.peers) update.add_peers(id.to_string());
-      self->queue_.push_back(std::move(update));
-      // A watcher that does not read may not hold relay memory without bound.
-      if (self->queue_.size() > 100'000) {
-        if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
-        self->stop(to_grpc(self->context_, Status::slow_consumer, "watcher too slow"));
-        return;
-      }
-      self->pump();
-    });
+    serial_.post(
+        [self = shared_from_this(), event] {
+          self->serial_.assert_here();
+          pb::PresenceUpdate update;
+          update.set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
+                                                                     : pb::PresenceUpdate::LEFT);
+          update.set_version(event.version);
+          for (const auto& id : event.peers) update.add_peers(id.to_string());
+          self->queue_.push_back(std::move(update));
+          // A watcher that does not read may not hold relay memory without bound.
+          if (self->queue_.size() > 100'000) {
+            if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
+            self->stop(to_grpc(self->context_, Status::slow_consumer, "watcher too slow"));
+            return;
+          }
+          self->pump();
+        },
+        shared_from_this());
   }
   std::shared_ptr<core::Endpoint> accept_stream(core::StreamOffer) override { return nullptr; }
   bool has_capacity() const override { return false; }
 
   void OnWriteDone(bool ok) override {
-    asio::post(strand_, [self = shared_from_this(), ok] {
+    dispatch([self = shared_from_this(), ok] {
+      self->serial_.assert_here();
       self->writing_ = false;
       if (!ok) {
         self->stop(grpc::Status::CANCELLED);
@@ -117,10 +125,11 @@ public:
     });
   }
   void OnCancel() override {
-    asio::post(strand_, [self = shared_from_this()] { self->stop(grpc::Status::CANCELLED); });
+    dispatch([self = shared_from_this()] { self->stop(grpc::Status::CANCELLED); });
   }
   void OnDone() override {
-    asio::post(strand_, [self = shared_from_this()] {
+    dispatch([self = shared_from_this()] {
+      self->serial_.assert_here();
       self->unwatch();
       self->done_ = true;
       self->self_.reset();
@@ -128,6 +137,10 @@ public:
   }
 
 private:
+  template <class F>
+  void dispatch(F&& handler) {
+    serial_.dispatch(std::forward<F>(handler), shared_from_this());
+  }
   void pump() {
     if (writing_ || stopped_ || queue_.empty()) return;
     current_ = std::move(queue_.front());
@@ -136,6 +149,7 @@ private:
     StartWrite(&current_);
   }
   void stop(grpc::Status status) {
+    serial_.assert_here();
     if (stopped_ || done_) return;
     stopped_ = true;
     unwatch();
@@ -149,7 +163,7 @@ private:
 
   GatewayContext& gateway_;
   grpc::CallbackServerContext* context_;
-  asio::strand<asio::any_io_executor> strand_;
+  Serial serial_;
   asio::steady_timer token_expiry_;
   std::shared_ptr<WatchCall> self_;
   Uuid channel_;

@@ -3,34 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/post.hpp>
-
 #include "grpc_gateway/auth_checks.hpp"
 
 namespace switchboard::gateway {
-
-namespace asio = boost::asio;
-
-// ---- IncomingLink: deliveries from a sender, run on the call's Serial. ----
-
-// Run here when the call is idle. Not drained: the sender may hold its read lock, which a queued
-// write completion (returning credit to that sender) would take.
-void IncomingLink::deliver_data(wire::Slice payload, bool fin) {
-  call_->serial_.dispatch([call = call_, id = id_, payload = std::move(payload),
-                           fin]() mutable { call->on_data(id, std::move(payload), fin); },
-                          false, call_);
-}
-void IncomingLink::deliver_end(wire::End end) {
-  // A requester that ends its request with an error status aborts it.
-  deliver_reset(wire::Reset{end.status == Status::ok ? Status::cancelled : end.status, end.app_code,
-                            std::move(end.message)});
-}
-void IncomingLink::deliver_reset(wire::Reset reset) {
-  call_->post([call = call_, id = id_, reset = std::move(reset)] { call->on_reset(id, reset); });
-}
-void IncomingLink::deliver_credit(std::uint32_t bytes, std::uint32_t) {
-  call_->post([call = call_, id = id_, bytes] { call->on_credit(id, bytes); });
-}
 
 // ---- The call. ----
 
@@ -50,48 +25,33 @@ RespondCall::RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* c
       watchdog_(serial_.executor()),
       token_expiry_(serial_.executor()) {}
 
-// gRPC's thread holds none of our locks here: the reaction runs, and drains, where it lands.
+// gRPC calls OnDone after the last read and write completion, and its handler is queued behind
+// theirs: the call outlives these handlers without holding itself.
 void RespondCall::OnReadDone(bool ok) {
-  serial_.dispatch([this, ok] { read_done(ok); }, true, shared_from_this());
+  serial_.dispatch([this, ok] { read_done(ok); }, shared_from_this());
 }
-// The next queued message starts here, before the Serial runs, so consecutive writes are not
-// paced by the handlers; what the finished write means (credit, ends) is decided on the Serial.
 void RespondCall::OnWriteDone(bool ok) {
-  Written written;
-  bool next = false;
-  {
-    std::lock_guard lock(write_mutex_);
-    written.id = writing_.id;
-    written.bytes = writing_.bytes;
-    written.last = writing_.last;
-    written.size = writing_.size;
-    write_pending_ = false;
-    if (ok && writes_open_ && (!windows_out_.empty() || !outbox_.empty())) {
-      take_next_write();
-      next = true;
-    }
-  }
-  // Handed to the Serial before the next write starts: it sees the writes' completions in order.
-  serial_.dispatch([this, ok, written] { on_write_done(ok, written); }, true, shared_from_this());
-  if (next) StartWrite(&writing_.message);
+  serial_.dispatch([this, ok] { on_write_done(ok); }, shared_from_this());
 }
 void RespondCall::OnCancel() {
-  post([self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
+  dispatch([self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
 }
 void RespondCall::OnDone() {
-  post([self = shared_from_this()] { self->on_done(); });
+  dispatch([self = shared_from_this()] { self->on_done(); });
 }
 
+// Called with the registry's lock held: posted, never run here.
 void RespondCall::on_presence(const wire::Presence& event) {
   post([self = shared_from_this(), event] {
-    if (self->done_ || self->final_status_) return;
-    Outgoing out;
-    auto* update = out.message.mutable_presence();
+    self->serial_.assert_here();
+    if (self->done_ || self->outbox_.ending()) return;
+    pb::RespondServerMessage out;
+    auto* update = out.mutable_presence();
     update->set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
                                                                 : pb::PresenceUpdate::LEFT);
     update->set_version(event.version);
     for (const auto& id : event.peers) update->add_peers(id.to_string());
-    self->enqueue(std::move(out));
+    self->enqueue(std::move(out), Tag{}, 0);
   });
 }
 
@@ -103,14 +63,12 @@ std::shared_ptr<core::Endpoint> RespondCall::accept_stream(core::StreamOffer off
     }
   }
   const std::uint64_t id = next_id_.fetch_add(1);
-  auto link = std::make_shared<IncomingLink>(shared_from_this(), id);
-  // Run here when the call is idle (senders offer streams holding no registry lock), else queued:
-  // either way before the sender's first chunk. Not drained, as for a chunk.
-  serial_.dispatch(
-      [self = shared_from_this(), id, offer = std::move(offer)]() mutable {
-        self->on_incoming(id, std::move(offer));
-      },
-      false, shared_from_this());
+  auto link = std::make_shared<StreamLink<RespondCall>>(shared_from_this(), id);
+  // Senders offer streams holding no registry lock. Handed in before the link is returned, so
+  // before the sender's first chunk.
+  deliver([self = shared_from_this(), id, offer = std::move(offer)]() mutable {
+    self->on_incoming(id, std::move(offer));
+  });
   return link;
 }
 
@@ -118,11 +76,12 @@ bool RespondCall::has_capacity() const {
   return open_requests_.load() < gateway_.limits.max_streams_per_connection;
 }
 
+// Leaves first, so that the peer is gone from the channel when its client learns the status.
 void RespondCall::finish(grpc::Status status) {
-  if (finished_ || done_ || final_status_) return;
-  final_status_ = std::move(status);
+  serial_.assert_here();
+  if (done_ || outbox_.ending()) return;
   leave();
-  pump();
+  outbox_.finish(std::move(status), false);
 }
 
 // Leaves the channel and ends every stream: counterparts learn PEER_GONE.
@@ -131,10 +90,7 @@ void RespondCall::leave() {
     joined_ = false;
     gateway_.registry.leave(channel_, peer_id_);
   }
-  {
-    std::lock_guard lock(gateway_.peers_mutex);
-    gateway_.drainers.erase(drain_token_);
-  }
+  drain_registration_.reset();
   for (auto& [id, entry] : incoming_) {
     count_stream_end(gateway_, Status::peer_gone);
     if (entry.broadcast) {
@@ -145,18 +101,12 @@ void RespondCall::leave() {
     }
   }
   incoming_.clear();
-  {
-    std::lock_guard lock(write_mutex_);
-    outbox_.clear();
-    windows_out_.clear();
-  }
-  outbox_bytes_ = 0;
   watchdog_.cancel();
   token_expiry_.cancel();
 }
 
 void RespondCall::read_more() {
-  if (read_pending_ || done_ || final_status_) return;
+  if (read_pending_ || done_ || outbox_.ending()) return;
   // Without stream windows, a response out of credit stops reading: its requester is slower
   // than this responder. With them, a chunk beyond its credit resets its own request instead.
   for (const auto& [id, entry] : incoming_) {
@@ -168,8 +118,9 @@ void RespondCall::read_more() {
 }
 
 void RespondCall::read_done(bool ok) {
+  serial_.assert_here();
   read_pending_ = false;
-  if (done_ || final_status_) return;
+  if (done_ || outbox_.ending()) return;
   if (!ok) {
     if (joined_) {
       finish(to_grpc(context_, Status::ok, ""));  // the client ended the stream: the peer leaves
@@ -292,51 +243,46 @@ void RespondCall::join() {
   peer_id_ = joined.peer_id;
   windows_ = in_.join().stream_windows();
   response_window_ = windows_ ? response_window(gateway_) : gateway_window(gateway_);
-  {
-    std::lock_guard lock(gateway_.peers_mutex);
-    drain_token_ = gateway_.next_call_id++;
-    gateway_.drainers.emplace(drain_token_, [weak = weak_from_this()] {
-      if (auto self = weak.lock()) {
-        self->post([self] { self->drain(); });
-      }
-    });
-  }
-  Outgoing welcome;
-  welcome.message.mutable_joined()->set_peer_id(peer_id_.to_string());
+  drain_registration_ = gateway_.drains.add(shared_from_this());
+  pb::RespondServerMessage welcome;
+  welcome.mutable_joined()->set_peer_id(peer_id_.to_string());
   if (windows_) {
-    welcome.message.mutable_joined()->set_response_window(
-        static_cast<std::uint32_t>(response_window_));
-    welcome.message.mutable_joined()->set_incoming_window(gateway_.limits.stream_window);
+    welcome.mutable_joined()->set_response_window(static_cast<std::uint32_t>(response_window_));
+    welcome.mutable_joined()->set_incoming_window(gateway_.limits.stream_window);
   }
-  enqueue(std::move(welcome));
-  Outgoing snapshot;
-  auto* update = snapshot.message.mutable_presence();
+  enqueue(std::move(welcome), Tag{}, 0);
+  pb::RespondServerMessage snapshot;
+  auto* update = snapshot.mutable_presence();
   update->set_kind(pb::PresenceUpdate::SNAPSHOT);
   update->set_version(joined.version);
   for (const auto& id : joined.others) update->add_peers(id.to_string());
-  enqueue(std::move(snapshot));
+  enqueue(std::move(snapshot), Tag{}, 0);
   check_slow_consumers();
-  arm_expiry(token_expiry_, grant,
-             [self = shared_from_this()] { self->post([self] { self->token_expired_now(); }); });
+  arm_expiry(token_expiry_, grant, [self = shared_from_this()] {
+    self->dispatch([self] { self->token_expired_now(); });
+  });
   read_more();
 }
 
 void RespondCall::token_expired_now() {
+  serial_.assert_here();
   // Once Finish was called the context may be gone: do not build a status from it.
-  if (finished_ || done_ || final_status_) return;
+  if (done_ || outbox_.ending()) return;
   finish(token_expired(gateway_, context_, "respond", channel_));
 }
 
 void RespondCall::drain() {
+  serial_.assert_here();
   draining_ = true;
   // Once Finish was called the context may be gone: do not build a status from it.
-  if (finished_ || done_ || final_status_ || !incoming_.empty()) return;
+  if (done_ || outbox_.ending() || !incoming_.empty()) return;
   finish(to_grpc(context_, Status::refused, "relay is draining"));
 }
 
 void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
+  serial_.assert_here();
   const bool broadcast = offer.kind == wire::StreamKind::broadcast;
-  if (done_ || final_status_ || !joined_) {
+  if (done_ || outbox_.ending() || !joined_) {
     if (broadcast) {
       offer.counterpart->deliver_sink_done(offer.sink_index, Status::peer_gone);
     } else {
@@ -353,11 +299,8 @@ void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
   entry.response_credit = response_window_;
   incoming_.emplace(id, std::move(entry));
   count_stream_start(gateway_);
-  Outgoing out;
-  out.id = id;
-  out.bytes = offer.first_chunk.size;
-  out.last = offer.fin;
-  auto* start = out.message.mutable_start();
+  pb::RespondServerMessage out;
+  auto* start = out.mutable_start();
   start->set_id(id);
   start->set_broadcast(broadcast);
   if (!offer.sender.is_nil()) start->set_sender(offer.sender.to_string());
@@ -365,29 +308,36 @@ void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
   from_metadata(offer.metadata, start->mutable_metadata());
   start->set_data(reinterpret_cast<const char*>(offer.first_chunk.data), offer.first_chunk.size);
   start->set_last(offer.fin);
-  enqueue(std::move(out));
+  enqueue(std::move(out), Tag{id, offer.fin}, offer.first_chunk.size);
 }
 
-void RespondCall::on_data(std::uint64_t id, wire::Slice payload, bool fin) {
+void RespondCall::on_stream_data(std::uint64_t id, wire::Slice payload, bool fin) {
+  serial_.assert_here();
   auto it = incoming_.find(id);
-  if (it == incoming_.end() || done_ || final_status_) return;
-  Outgoing out;
-  out.id = id;
-  out.bytes = payload.size;
-  out.last = fin;
-  auto* chunk = out.message.mutable_chunk();
+  if (it == incoming_.end() || done_ || outbox_.ending()) return;
+  pb::RespondServerMessage out;
+  const auto bytes = payload.size;
+  auto* chunk = out.mutable_chunk();
   chunk->set_id(id);
   // A chunk from a gRPC sender is its parsed message's own string: it moves, not copied.
-  if (std::string bytes; payload.release_string(bytes)) {
-    chunk->set_data(std::move(bytes));
+  if (std::string data; payload.release_string(data)) {
+    chunk->set_data(std::move(data));
   } else {
     chunk->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
   }
   chunk->set_last(fin);
-  enqueue(std::move(out));
+  enqueue(std::move(out), Tag{id, fin}, bytes);
 }
 
-void RespondCall::on_reset(std::uint64_t id, const wire::Reset& reset) {
+// A requester that ends its request with an error status aborts it.
+void RespondCall::on_stream_end(std::uint64_t id, const wire::End& end) {
+  serial_.assert_here();
+  on_stream_reset(id, wire::Reset{end.status == Status::ok ? Status::cancelled : end.status,
+                                  end.app_code, end.message});
+}
+
+void RespondCall::on_stream_reset(std::uint64_t id, const wire::Reset& reset) {
+  serial_.assert_here();
   drop(id, reset.status, reset.message, true);
 }
 
@@ -399,19 +349,9 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
   Incoming entry = std::move(it->second);
   incoming_.erase(it);
   count_stream_end(gateway_, status);
-  {
-    std::lock_guard lock(write_mutex_);
-    std::erase_if(outbox_, [&](const Outgoing& out) {
-      if (out.id != id) return false;
-      outbox_bytes_ -= out.size;
-      return true;
-    });
-    std::erase_if(windows_out_, [&](const Outgoing& out) {
-      if (out.message.window().id() != id) return false;
-      outbox_bytes_ -= out.size;
-      return true;
-    });
-  }
+  outbox_.erase_if([&](const Tag& tag, const pb::RespondServerMessage& out) {
+    return tag.id == id || (out.has_window() && out.window().id() == id);
+  });
   if (entry.broadcast) {
     if (!tell_client || status == Status::slow_consumer) {
       entry.counterpart->deliver_sink_done(entry.sink_index, status);
@@ -420,24 +360,25 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
     open_requests_.fetch_sub(1);
     if (!tell_client) entry.counterpart->deliver_reset(wire::Reset{status, 0, message});
   }
-  if (tell_client && !done_ && !final_status_) {
-    Outgoing out;
-    auto* reset = out.message.mutable_reset();
+  if (tell_client && !done_ && !outbox_.ending()) {
+    pb::RespondServerMessage out;
+    auto* reset = out.mutable_reset();
     reset->set_id(id);
     reset->set_status(static_cast<pb::Status>(status));
     reset->set_message(message);
-    enqueue(std::move(out));
+    enqueue(std::move(out), Tag{}, 0);
   }
   if (draining_ && incoming_.empty()) drain();
   read_more();
 }
 
-void RespondCall::on_credit(std::uint64_t id, std::uint32_t bytes) {
+void RespondCall::on_stream_credit(std::uint64_t id, std::uint32_t bytes) {
+  serial_.assert_here();
   auto it = incoming_.find(id);
   if (it == incoming_.end()) return;
   it->second.response_credit += bytes;
   if (windows_) {
-    if (!it->second.response_done && !done_ && !final_status_) enqueue_window(id, bytes);
+    if (!it->second.response_done && !done_ && !outbox_.ending()) enqueue_window(id, bytes);
     return;
   }
   read_more();
@@ -471,90 +412,46 @@ void RespondCall::overrun(std::uint64_t id) {
 // Credit for request `id`'s response, written ahead of queued data so that it is not held
 // behind incoming bytes; merged with a grant for the same request still waiting.
 void RespondCall::enqueue_window(std::uint64_t id, std::uint32_t bytes) {
-  {
-    std::lock_guard lock(write_mutex_);
-    auto waiting = std::find_if(windows_out_.begin(), windows_out_.end(), [&](const Outgoing& out) {
-      return out.message.window().id() == id;
-    });
-    if (waiting != windows_out_.end()) {
-      auto* window = waiting->message.mutable_window();
-      window->set_bytes(window->bytes() + bytes);
-      return;  // its size barely changes: still counted as queued
-    }
-    Outgoing out;
-    out.message.mutable_window()->set_id(id);
-    out.message.mutable_window()->set_bytes(bytes);
-    out.size = static_cast<std::size_t>(out.message.ByteSizeLong());
-    outbox_bytes_ += out.size;
-    windows_out_.push_back(std::move(out));
+  if (auto* waiting = outbox_.find_urgent(
+          [&](const pb::RespondServerMessage& message) { return message.window().id() == id; })) {
+    auto* window = waiting->mutable_window();
+    window->set_bytes(window->bytes() + bytes);
+    return;  // its size barely changes: still counted as queued
   }
-  pump();
+  pb::RespondServerMessage out;
+  out.mutable_window()->set_id(id);
+  out.mutable_window()->set_bytes(bytes);
+  outbox_.push(std::move(out), Tag{}, 0, true);
+  outbox_.pump();
 }
 
-void RespondCall::enqueue(Outgoing outgoing) {
-  if (outgoing.id != 0) {
-    if (auto it = incoming_.find(outgoing.id); it != incoming_.end()) {
+void RespondCall::enqueue(pb::RespondServerMessage message, Tag tag, std::uint32_t bytes) {
+  if (tag.id != 0) {
+    if (auto it = incoming_.find(tag.id); it != incoming_.end()) {
       if (it->second.queued == 0) it->second.queued_since = std::chrono::steady_clock::now();
-      it->second.queued += outgoing.bytes;
+      it->second.queued += bytes;
     }
   }
-  outgoing.size = outgoing.bytes + static_cast<std::size_t>(outgoing.message.ByteSizeLong());
-  outbox_bytes_ += outgoing.size;
-  {
-    std::lock_guard lock(write_mutex_);
-    outbox_.push_back(std::move(outgoing));
-  }
-  if (outbox_bytes_ > gateway_.limits.max_connection_buffer) {
+  if (outbox_.push(std::move(message), tag, bytes) > gateway_.limits.max_connection_buffer) {
     // The client does not read what it is sent; it may not hold relay memory.
     gateway_.core.counters.grpc.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
     finish(to_grpc(context_, Status::slow_consumer, "outbound buffer limit"));
     return;
   }
-  pump();
+  outbox_.pump();
 }
 
-void RespondCall::pump() {
-  if (finished_ || done_) return;
-  bool start = false;
-  {
-    std::lock_guard lock(write_mutex_);
-    if (write_pending_) return;
-    if (!windows_out_.empty() || !outbox_.empty()) {
-      take_next_write();
-      start = true;
-    } else if (final_status_) {
-      finished_ = true;
-      writes_open_ = false;
-    }
-  }
-  if (start) {
-    StartWrite(&writing_.message);
-  } else if (finished_) {
-    Finish(*final_status_);
-  }
-}
-
-// Moves the next message (a window first, else the outbox's first) into `writing_`. Called with
-// write_mutex_ held and a queue not empty.
-void RespondCall::take_next_write() {
-  auto& queue = windows_out_.empty() ? outbox_ : windows_out_;
-  writing_ = std::move(queue.front());
-  queue.pop_front();
-  write_pending_ = true;
-}
-
-void RespondCall::on_write_done(bool ok, const Written& written) {
-  outbox_bytes_ -= std::min<std::size_t>(outbox_bytes_, written.size);
+void RespondCall::on_write_done(bool ok) {
+  serial_.assert_here();
+  const auto written = outbox_.write_done(ok);
   if (!ok) {
     finish(grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading"));
     // The status may have been set while this write was in flight (drain, cancel): finish now.
-    pump();
+    outbox_.pump();
     return;
   }
-  if (written.id != 0) {
-    gateway_.core.counters.grpc.payload_bytes_out.fetch_add(written.bytes,
-                                                            std::memory_order_relaxed);
-    auto it = incoming_.find(written.id);
+  if (written.tag.id != 0) {
+    auto it = incoming_.find(written.tag.id);
     if (it != incoming_.end()) {
       auto& entry = it->second;
       if (!windows_) {  // with windows, the client's grants return the credit
@@ -562,7 +459,7 @@ void RespondCall::on_write_done(bool ok, const Written& written) {
         if (entry.queued > 0) entry.queued_since = std::chrono::steady_clock::now();
         if (written.bytes > 0) entry.counterpart->deliver_credit(written.bytes, entry.sink_index);
       }
-      if (written.last) {
+      if (written.tag.last) {
         entry.request_written = true;
         if (entry.broadcast) {
           entry.counterpart->deliver_sink_done(entry.sink_index, Status::ok);
@@ -577,12 +474,13 @@ void RespondCall::on_write_done(bool ok, const Written& written) {
       }
     }
   }
-  pump();
+  outbox_.pump();
 }
 
 // A broadcast whose bytes have waited longer than the slow-consumer timeout is dropped.
 void RespondCall::check_slow_consumers() {
-  if (done_ || final_status_) return;
+  serial_.assert_here();
+  if (done_ || outbox_.ending()) return;
   const auto now = std::chrono::steady_clock::now();
   std::vector<std::uint64_t> slow;
   for (const auto& [id, entry] : incoming_) {
@@ -598,16 +496,14 @@ void RespondCall::check_slow_consumers() {
   }
   watchdog_.expires_after(gateway_.limits.slow_consumer_timeout / 4);
   watchdog_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (!ec) self->post([self] { self->check_slow_consumers(); });
+    if (!ec) self->dispatch([self] { self->check_slow_consumers(); });
   });
 }
 
 void RespondCall::on_done() {
+  serial_.assert_here();
   done_ = true;
-  {
-    std::lock_guard lock(write_mutex_);
-    writes_open_ = false;
-  }
+  outbox_.close();
   leave();
   self_.reset();
 }

@@ -3,41 +3,22 @@
 #pragma once
 
 #include <boost/asio/steady_timer.hpp>
-#include <deque>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <unordered_map>
 
 #include "grpc_gateway/gateway_context.hpp"
 #include "grpc_gateway/mapping.hpp"
+#include "grpc_gateway/outbox.hpp"
 #include "grpc_gateway/serial.hpp"
+#include "grpc_gateway/stream_link.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
 namespace switchboard::gateway {
 
-class RespondCall;
-
-/// One incoming request or broadcast on a Respond call: the endpoint its sender delivers to.
-class IncomingLink final : public core::Endpoint {
-public:
-  IncomingLink(std::shared_ptr<RespondCall> call, std::uint64_t id)
-      : call_(std::move(call)), id_(id) {}
-  void deliver_data(wire::Slice payload, bool fin) override;
-  void deliver_end(wire::End end) override;
-  void deliver_reset(wire::Reset reset) override;
-  void deliver_credit(std::uint32_t bytes, std::uint32_t sink) override;
-
-private:
-  std::shared_ptr<RespondCall> call_;
-  std::uint64_t id_;
-};
-
-/// Reactor and registry peer. Every field is owned by the call's Serial, which runs gRPC reactions
-/// and registry/core deliveries one at a time, except the write side (`write_mutex_`): OnWriteDone
-/// starts the next queued message itself. The hot reactions (a read or a write done, a request
-/// chunk) run on the thread they arrive on whenever the Serial is idle; the rest are posted.
+/// Reactor and registry peer. Every field lives on the call's Serial (serial.hpp), except the
+/// two atomics `accept_stream` and `has_capacity` read on the opener's thread. Each incoming
+/// stream's sender delivers to a StreamLink keyed by the stream's id on this call.
 ///
 /// Flow control of responses. Without stream windows (`join.stream_windows` false) the call
 /// stops reading while any response is out of credit: head-of-line for the peer's responses.
@@ -65,7 +46,9 @@ public:
   bool has_capacity() const override;
 
 private:
-  friend class IncomingLink;
+  template <class>
+  friend class StreamLink;
+  friend class DrainRegistry;
   struct Incoming {
     std::shared_ptr<core::Endpoint> counterpart;
     bool broadcast = false;
@@ -79,20 +62,19 @@ private:
     std::uint64_t queued = 0;
     std::chrono::steady_clock::time_point queued_since{};
   };
-  struct Outgoing {
-    pb::RespondServerMessage message;
-    std::uint64_t id = 0;  // 0: not a stream message
-    std::uint32_t bytes = 0;
-    bool last = false;
-    std::size_t size = 0;  // as counted in outbox_bytes_
-  };
-  struct Written {  // what the strand needs of a finished write
-    std::uint64_t id = 0;
-    std::uint32_t bytes = 0;
-    bool last = false;
-    std::size_t size = 0;  // as counted in outbox_bytes_
+  struct Tag {             // of a message in the outbox
+    std::uint64_t id = 0;  // 0: not a stream's data
+    bool last = false;     // the stream's last bytes
   };
 
+  template <class F>
+  void dispatch(F&& handler) {
+    serial_.dispatch(std::forward<F>(handler), shared_from_this());
+  }
+  template <class F>
+  void deliver(F&& handler) {
+    serial_.deliver(std::forward<F>(handler), shared_from_this());
+  }
   template <class F>
   void post(F&& handler) {
     serial_.post(std::forward<F>(handler), shared_from_this());
@@ -100,17 +82,16 @@ private:
   void read_done(bool ok);
   void join();
   void on_incoming(std::uint64_t id, core::StreamOffer offer);
-  void on_data(std::uint64_t id, wire::Slice payload, bool fin);
-  void on_reset(std::uint64_t id, const wire::Reset& reset);
-  void on_credit(std::uint64_t id, std::uint32_t bytes);
+  void on_stream_data(std::uint64_t id, wire::Slice payload, bool fin);
+  void on_stream_end(std::uint64_t id, const wire::End& end);
+  void on_stream_reset(std::uint64_t id, const wire::Reset& reset);
+  void on_stream_credit(std::uint64_t id, std::uint32_t bytes);
   void on_client_window(const pb::StreamWindow& window);
   void overrun(std::uint64_t id);
   void enqueue_window(std::uint64_t id, std::uint32_t bytes);
-  void on_write_done(bool ok, const Written& written);
+  void on_write_done(bool ok);
   void on_done();
-  void enqueue(Outgoing outgoing);
-  void pump();
-  void take_next_write();
+  void enqueue(pb::RespondServerMessage message, Tag tag, std::uint32_t bytes);
   void read_more();
   void drop(std::uint64_t id, Status status, const std::string& message, bool tell_client);
   void finish(grpc::Status status);
@@ -124,16 +105,17 @@ private:
   grpc::CallbackServerContext* context_;
   const std::string origin_;  // the client connection, as gRPC names it (context->peer())
   Serial serial_;
+  Outbox<pb::RespondClientMessage, pb::RespondServerMessage, Tag> outbox_{
+      *this, serial_, gateway_.core.counters.grpc};
   boost::asio::steady_timer watchdog_;
   boost::asio::steady_timer token_expiry_;
   std::shared_ptr<RespondCall> self_;
-  std::uint64_t drain_token_ = 0;
+  DrainRegistry::Registration drain_registration_;
 
   pb::RespondClientMessage in_;
   bool done_ = false;
   bool joined_ = false;
   bool read_pending_ = false;
-  bool finished_ = false;
   bool draining_ = false;
   bool windows_ = false;  // join.stream_windows
   std::int64_t response_window_ = 0;
@@ -142,17 +124,6 @@ private:
   std::atomic<std::uint64_t> next_id_{1};
   std::atomic<std::uint32_t> open_requests_{0};
   std::unordered_map<std::uint64_t, Incoming> incoming_;
-  std::size_t outbox_bytes_ = 0;
-  std::optional<grpc::Status> final_status_;
-
-  // The write side, shared by OnWriteDone (gRPC's thread) and the strand.
-  std::mutex write_mutex_;
-  std::deque<Outgoing> outbox_;
-  // IncomingWindow messages (stream windows): written before the outbox.
-  std::deque<Outgoing> windows_out_;
-  Outgoing writing_;  // gRPC's while a write is in flight
-  bool write_pending_ = false;
-  bool writes_open_ = true;  // false once Finish is decided or the call is done
 };
 
 }  // namespace switchboard::gateway

@@ -2,6 +2,8 @@
 #include "grpc_gateway/serial.hpp"
 
 #include <boost/asio/post.hpp>
+#include <cstdio>
+#include <cstdlib>
 
 namespace switchboard::gateway {
 
@@ -13,7 +15,8 @@ bool Serial::enter() {
   return true;
 }
 
-void Serial::leave(bool drain, const std::shared_ptr<void>& owner) {
+// Runs what was queued while this thread ran a handler, until nothing is left.
+void Serial::leave() {
   for (;;) {
     Handler next;
     {
@@ -22,16 +25,20 @@ void Serial::leave(bool drain, const std::shared_ptr<void>& owner) {
         running_ = false;
         return;
       }
-      if (!drain) {
-        running_ = false;
-        schedule_locked(owner);
-        return;
-      }
       next = std::move(queue_.front());
       queue_.pop_front();
     }
+    const Here here(this);
     next();
   }
+}
+
+// What queued while this thread ran a handler goes to the executor: the thread returns to the
+// work it came from.
+void Serial::hand_over(const std::shared_ptr<void>& owner) {
+  std::lock_guard lock(mutex_);
+  running_ = false;
+  if (!queue_.empty()) schedule_locked(owner);
 }
 
 void Serial::post(Handler handler, const std::shared_ptr<void>& owner) {
@@ -51,8 +58,13 @@ void Serial::schedule_locked(const std::shared_ptr<void>& owner) {
       if (running_ || queue_.empty()) return;
       running_ = true;
     }
-    leave(true, owner);
+    leave();
   });
+}
+
+void Serial::not_here() noexcept {
+  std::fputs("switchboard: a gateway call's handler ran outside its Serial\n", stderr);
+  std::abort();
 }
 
 }  // namespace switchboard::gateway

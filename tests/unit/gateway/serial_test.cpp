@@ -20,7 +20,7 @@ TEST(Serial, AHandlerDispatchedWhileIdleRunsAtOnceOnTheCallersThread) {
   Serial serial(io.get_executor());
   const auto owner = std::make_shared<int>(0);
   std::thread::id ran_on;
-  serial.dispatch([&] { ran_on = std::this_thread::get_id(); }, false, owner);
+  serial.dispatch([&] { ran_on = std::this_thread::get_id(); }, owner);
   EXPECT_EQ(ran_on, std::this_thread::get_id());
   EXPECT_EQ(io.poll(), 0U);  // nothing was left for the executor
 }
@@ -31,7 +31,7 @@ TEST(Serial, ADispatchQueuesBehindAPostedHandlerThatHasNotRunYet) {
   const auto owner = std::make_shared<int>(0);
   std::vector<int> order;
   serial.post([&] { order.push_back(1); }, owner);
-  serial.dispatch([&] { order.push_back(2); }, true, owner);
+  serial.dispatch([&] { order.push_back(2); }, owner);
   EXPECT_TRUE(order.empty());
   io.run();
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
@@ -45,33 +45,148 @@ TEST(Serial, AHandlerHandedInByARunningOneRunsAfterItAndIsDrainedHere) {
   serial.dispatch(
       [&] {
         order.push_back(1);
-        serial.dispatch([&] { order.push_back(3); }, true, owner);
+        serial.dispatch([&] { order.push_back(3); }, owner);
         serial.post([&] { order.push_back(4); }, owner);
         order.push_back(2);
       },
-      true, owner);
+      owner);
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4}));
   EXPECT_EQ(io.poll(), 0U);
 }
 
-TEST(Serial, WithoutDrainWhatQueuedMeanwhileGoesToTheExecutor) {
+TEST(Serial, APostedDrainHoldsTheOwnerUntilItRuns) {
   asio::io_context io;
   Serial serial(io.get_executor());
   auto owner = std::make_shared<int>(0);
   const std::weak_ptr<int> watch = owner;
   std::vector<int> order;
-  serial.dispatch(
-      [&] {
-        order.push_back(1);
-        serial.dispatch([&] { order.push_back(2); }, false, owner);
-      },
-      false, owner);
-  EXPECT_EQ(order, (std::vector<int>{1}));
+  serial.post([&] { order.push_back(1); }, owner);
+  serial.dispatch([&] { order.push_back(2); }, owner);
+  EXPECT_TRUE(order.empty());
   owner.reset();
   EXPECT_FALSE(watch.expired());  // the posted drain holds the owner
   io.run();
   EXPECT_EQ(order, (std::vector<int>{1, 2}));
   EXPECT_TRUE(watch.expired());
+}
+
+TEST(Serial, AHandlerKnowsItsSerialAndAnotherIdleSerialRunsInsideIt) {
+  asio::io_context io;
+  Serial a(io.get_executor());
+  Serial b(io.get_executor());
+  const auto owner = std::make_shared<int>(0);
+  EXPECT_FALSE(a.running_here());
+  std::vector<int> order;
+  a.dispatch(
+      [&] {
+        a.assert_here();
+        order.push_back(1);
+        b.dispatch(
+            [&] {
+              b.assert_here();
+              EXPECT_FALSE(a.running_here());
+              order.push_back(2);
+            },
+            owner);
+        EXPECT_TRUE(a.running_here());  // restored once b's handler returned
+        order.push_back(3);
+      },
+      owner);
+  EXPECT_FALSE(a.running_here());
+  EXPECT_FALSE(b.running_here());
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(io.poll(), 0U);
+}
+
+// A delivers to B, which answers A at once: the answer waits until A's handler is over and
+// runs on this thread before A's dispatch returns, never inside A's handler.
+TEST(Serial, ADeliveryBackToARunningSerialIsQueuedAndDrainedBeforeItLetsGo) {
+  asio::io_context io;
+  Serial a(io.get_executor());
+  Serial b(io.get_executor());
+  const auto owner = std::make_shared<int>(0);
+  std::vector<int> order;
+  bool inside_a = false;
+  a.dispatch(
+      [&] {
+        inside_a = true;
+        order.push_back(1);
+        b.dispatch(
+            [&] {
+              order.push_back(2);
+              a.dispatch(
+                  [&] {
+                    EXPECT_FALSE(inside_a);
+                    a.assert_here();
+                    order.push_back(4);
+                  },
+                  owner);
+            },
+            owner);
+        order.push_back(3);
+        inside_a = false;
+      },
+      owner);
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(io.poll(), 0U);
+}
+
+// Run inside A's handler, B runs the handed-in handler only: what B queued meanwhile is left to
+// its executor, and A's thread goes back to A's handler.
+TEST(Serial, InsideAnotherSerialWhatQueuedMeanwhileGoesToTheExecutor) {
+  asio::io_context io;
+  Serial a(io.get_executor());
+  Serial b(io.get_executor());
+  auto owner = std::make_shared<int>(0);
+  const std::weak_ptr<int> watch = owner;
+  std::vector<int> order;
+  a.dispatch(
+      [&] {
+        b.dispatch(
+            [&] {
+              order.push_back(1);
+              b.post([&] { order.push_back(3); }, owner);
+            },
+            owner);
+        order.push_back(2);
+      },
+      owner);
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  owner.reset();
+  EXPECT_FALSE(watch.expired());  // the posted drain holds the owner
+  EXPECT_EQ(io.poll(), 1U);
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  EXPECT_TRUE(watch.expired());
+}
+
+// A delivery runs only its own handler, even from outside any Serial: its caller (a native
+// session) may hold back what the handler forwards until its own handler ends, so the call's
+// other work must not run there.
+TEST(Serial, ADeliveryLeavesWhatQueuedMeanwhileToTheExecutor) {
+  asio::io_context io;
+  Serial serial(io.get_executor());
+  const auto owner = std::make_shared<int>(0);
+  std::vector<int> order;
+  serial.deliver(
+      [&] {
+        serial.assert_here();
+        order.push_back(1);
+        serial.dispatch([&] { order.push_back(2); }, owner);
+      },
+      owner);
+  EXPECT_EQ(order, (std::vector<int>{1}));
+  EXPECT_FALSE(serial.running_here());
+  EXPECT_EQ(io.poll(), 1U);
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+}
+
+TEST(SerialDeathTest, AssertHereAbortsOutsideTheSerial) {
+  asio::io_context io;
+  Serial a(io.get_executor());
+  Serial b(io.get_executor());
+  const auto owner = std::make_shared<int>(0);
+  EXPECT_DEATH(a.assert_here(), "outside its Serial");
+  EXPECT_DEATH(b.dispatch([&] { a.assert_here(); }, owner), "outside its Serial");
 }
 
 // Producers on four threads and two executor threads: every handler runs once, never two at a
@@ -104,10 +219,10 @@ TEST(Serial, ConcurrentProducersKeepTheirOrderAndNeverOverlap) {
         };
         switch (i % 3) {
           case 0:
-            serial.dispatch(handler, true, owner);
+            serial.dispatch(handler, owner);
             break;
           case 1:
-            serial.dispatch(handler, false, owner);
+            serial.deliver(handler, owner);
             break;
           default:
             serial.post(handler, owner);
