@@ -181,7 +181,8 @@ void Session::judge_liveness(Clock::time_point now) {
     stop_io();
     return;
   }
-  if (writing_ && !relay_was_stalled && now - write_started_ > limits_.write_timeout) {
+  if (writer_ == Writer::writing && !relay_was_stalled &&
+      now - write_started_ > limits_.write_timeout) {
     // The peer may answer PINGs and send WINDOWs, but its socket takes nothing from us.
     context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
     close_reason_ = "write timeout";

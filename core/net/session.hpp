@@ -192,10 +192,14 @@ private:
 
   // The writer.
   Outbox outbox_;
-  bool writing_ = false;
-  Clock::time_point write_started_{};  // when the write in flight (writing_) began
-  bool writer_parked_ = false;         // the writer waits on wake_
-  bool flush_queued_ = false;          // flush_now is due when this thread's batch is flushed
+  enum class Writer : std::uint8_t {
+    running,       // composing, or about to
+    parked,        // waiting on wake_
+    flush_queued,  // parked, and flush_now is due when this thread's hand-off batch is flushed
+    writing,       // a write is in flight (also one flush_now began and the writer finishes)
+  };
+  Writer writer_ = Writer::running;
+  Clock::time_point write_started_{};  // when the write in flight began
   // A direct write (flush_now) left part of the composed write unsent: the writer sends the
   // rest, from this offset, before it composes anew.
   std::optional<std::size_t> resume_at_;

@@ -16,34 +16,34 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 void Session::wake_writer() noexcept {
   // Cancelling the timer takes the reactor's lock and queues a completion: only do it when the
   // writer is actually parked on it.
-  if (!writer_parked_ || flush_queued_) return;
+  if (writer_ != Writer::parked) return;
   auto& handoffs = HandoffBatch::this_thread();
   if (handoffs.is_open() && !closing() && !io_stopped_ && home_ &&
       home_->running_in_this_thread()) {
     // Inside a hand-off batch: write when it is flushed, straight from this thread, instead
     // of a round through the event loop to resume the writer and another for its completion.
-    flush_queued_ = true;
+    writer_ = Writer::flush_queued;
     handoffs.queue_flush(shared_from_this());
     return;
   }
-  writer_parked_ = false;
+  writer_ = Writer::running;
   wake_.cancel();
 }
 
 void Session::flush_woken_writer(bool write_now) {
-  flush_queued_ = false;
+  if (writer_ == Writer::flush_queued) writer_ = Writer::parked;
   if (write_now) {
     flush_now();
-  } else if (writer_parked_) {  // wake it the ordinary way
-    writer_parked_ = false;
+  } else if (writer_ == Writer::parked) {  // wake it the ordinary way
+    writer_ = Writer::running;
     wake_.cancel();
   }
 }
 
 void Session::flush_now() {
-  if (!writer_parked_) return;  // the writer is running: it composes again before it parks
+  if (writer_ != Writer::parked) return;  // the writer runs: it composes again before it parks
   if (closing() || io_stopped_) {
-    writer_parked_ = false;
+    writer_ = Writer::running;
     wake_.cancel();
     return;
   }
@@ -59,8 +59,9 @@ void Session::flush_now() {
     complete_write();
     // A write takes at most a piece and a byte budget: the rest is the writer's, and nothing
     // else would wake it when no further stream becomes ready.
-    if (writer_parked_ && outbox_.has_queued()) {
-      writer_parked_ = false;
+    // (A flush of this writer queued meanwhile then finds it running and does nothing.)
+    if ((writer_ == Writer::parked || writer_ == Writer::flush_queued) && outbox_.has_queued()) {
+      writer_ = Writer::running;
       wake_.cancel();
     }
     return;
@@ -70,13 +71,12 @@ void Session::flush_now() {
   context_.counters.native.bytes_out.fetch_add(n, std::memory_order_relaxed);
   resume_at_ = n;
   write_started_ = Clock::now();
-  writing_ = true;
-  writer_parked_ = false;
+  writer_ = Writer::writing;
   wake_.cancel();
 }
 
 void Session::release_idle_buffers() noexcept {
-  if (writing_) return;
+  if (writer_ == Writer::writing) return;
   outbox_.release_idle();
   decltype(broadcast_targets_)().swap(broadcast_targets_);
   if (streams_.empty()) {
@@ -127,14 +127,15 @@ asio::awaitable<bool> Session::write_loop() {
       // the watchdog takes them once it has written nothing for a tick.
       if (streams_.empty()) outbox_.shrink_when_quiet();
       wake_.expires_at(Clock::time_point::max());
-      writer_parked_ = true;
+      writer_ = Writer::parked;
       co_await wake_.async_wait(kUseTuple);
-      writer_parked_ = false;
+      // Whoever woke it said why: to run, or to finish a write flush_now began.
+      if (writer_ != Writer::writing) writer_ = Writer::running;
       continue;
     }
     const auto& buffers = outbox_.gather(skip);
     if (!resumed) write_started_ = Clock::now();
-    writing_ = true;
+    writer_ = Writer::writing;
     // The socket usually takes the whole write at once: try that first, which saves a pass of
     // the event loop for the completion; wait for room only for what it did not take.
     const std::size_t total = outbox_.gathered_bytes();
@@ -145,7 +146,7 @@ asio::awaitable<bool> Session::write_loop() {
       ec = write_error;
       n += written;
     }
-    writing_ = false;
+    writer_ = Writer::running;
     if (ec) {
       if (!io_stopped_) close_reason_ = "write failed: " + ec.message();
       co_return true;
