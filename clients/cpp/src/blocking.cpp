@@ -19,9 +19,6 @@ namespace switchboard::client {
 namespace asio = boost::asio;
 
 namespace {
-BlockingClient::Impl& impl_of(const std::shared_ptr<void>& client) {
-  return *static_cast<BlockingClient::Impl*>(client.get());
-}
 
 // Threads for request and broadcast handlers; owned jointly by the client and those threads.
 // The I/O thread only queues a handler: a thread kept from an earlier one takes it, or the
@@ -112,6 +109,9 @@ private:
 }  // namespace
 
 struct BlockingClient::Impl {
+  /// The client a BlockingStream holds (type-erased, as the public header cannot name Impl).
+  static Impl& of(const std::shared_ptr<void>& client) { return *static_cast<Impl*>(client.get()); }
+
   ~Impl() {
     run_sync([&] { connection.reset(); });
     guard.reset();
@@ -160,21 +160,21 @@ const wire::Metadata& BlockingStream::metadata() const { return stream_->metadat
 std::chrono::milliseconds BlockingStream::deadline() const { return stream_->deadline(); }
 
 Outcome BlockingStream::write(std::span<const std::uint8_t> bytes, bool last) {
-  return impl_of(client_).call<Outcome>(
+  return BlockingClient::Impl::of(client_).call<Outcome>(
       [s = stream_, bytes, last] { return s->write(bytes, last); });
 }
 
 Outcome BlockingStream::finish() { return write({}, true); }
 
 Outcome BlockingStream::fail(Status status, std::uint32_t app_code, std::string message) {
-  return impl_of(client_).call<Outcome>([s = stream_, status, app_code, &message] {
+  return BlockingClient::Impl::of(client_).call<Outcome>([s = stream_, status, app_code, &message] {
     return s->fail(status, app_code, std::move(message));
   });
 }
 
 wire::Slice BlockingStream::read_chunk() {
   if (pending_.size > 0) return std::exchange(pending_, wire::Slice{});
-  return impl_of(client_).call<wire::Slice>([s = stream_] { return s->read(); });
+  return BlockingClient::Impl::of(client_).call<wire::Slice>([s = stream_] { return s->read(); });
 }
 
 std::size_t BlockingStream::read(std::span<std::uint8_t> out) {
@@ -187,11 +187,11 @@ std::size_t BlockingStream::read(std::span<std::uint8_t> out) {
 }
 
 Outcome BlockingStream::result() {
-  return impl_of(client_).call<Outcome>([s = stream_] { return s->result(); });
+  return BlockingClient::Impl::of(client_).call<Outcome>([s = stream_] { return s->result(); });
 }
 
 void BlockingStream::reset(Status status, std::string message) {
-  impl_of(client_).run_sync([&] { stream_->reset(status, std::move(message)); });
+  BlockingClient::Impl::of(client_).run_sync([&] { stream_->reset(status, std::move(message)); });
 }
 
 BlockingClient::BlockingClient(ConnectOptions options) : impl_(std::make_shared<Impl>()) {

@@ -18,6 +18,10 @@ namespace switchboard::client {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+using detail::ConnectionImpl;
+using detail::Joined;
+using detail::Link;
+using detail::StreamImpl;
 using namespace asio::experimental::awaitable_operators;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
@@ -32,47 +36,94 @@ std::string Outcome::describe() const {
   return text;
 }
 
+// The public handle: every call goes to the state it owns.
+
 Connection::Connection(asio::any_io_executor executor, ConnectOptions options)
-    : p_(std::make_unique<Private>(executor, options)), options_(std::move(options)) {}
+    : p_(std::make_unique<ConnectionImpl>(*this, std::move(executor), std::move(options))) {}
 
 Connection::~Connection() = default;
-
-std::vector<Uuid> Connection::peers() const { return p_->peers; }
-void Connection::on_presence(std::function<void(const PresenceChange&)> handler) {
-  p_->on_presence = std::move(handler);
-}
-void Connection::on_request(std::function<void(std::shared_ptr<Stream>)> handler) {
-  p_->on_request = std::move(handler);
-  auto pending = std::move(p_->pending_requests);
-  p_->pending_requests.clear();
-  for (auto& stream : pending) p_->on_request(std::move(stream));
-}
-void Connection::on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler) {
-  p_->on_broadcast = std::move(handler);
-  auto pending = std::move(p_->pending_broadcasts);
-  p_->pending_broadcasts.clear();
-  for (auto& stream : pending) p_->on_broadcast(std::move(stream));
-}
-void Connection::on_closed(std::function<void(const Outcome&)> handler) {
-  p_->on_closed = std::move(handler);
-}
 
 asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_executor executor,
                                                                  ConnectOptions options,
                                                                  Outcome& outcome) {
-  auto connection = std::make_shared<Connection>(executor, std::move(options));
+  std::shared_ptr<Connection> connection(new Connection(std::move(executor), std::move(options)));
+  auto& impl = *connection->p_;
   Joined joined;
-  outcome = co_await connection->attempt(joined);
+  outcome = co_await impl.attempt(joined);
   if (!outcome.ok()) {
-    connection->close();
+    impl.close();
     co_return nullptr;
   }
-  connection->adopt(joined);
-  connection->start_loops();
+  impl.adopt(joined);
+  impl.start_loops();
   co_return connection;
 }
 
-asio::awaitable<Outcome> Connection::start_tls(Link& link) {
+const Uuid& Connection::peer_id() const noexcept { return p_->peer_id_; }
+const Uuid& Connection::channel() const noexcept { return p_->options_.channel; }
+std::vector<Uuid> Connection::peers() const { return p_->peers(); }
+std::uint64_t Connection::membership_version() const noexcept { return p_->version_; }
+std::uint32_t Connection::relay_max_frame() const noexcept { return p_->relay_max_frame_; }
+ConnectionState Connection::state() const noexcept { return p_->state_; }
+void Connection::on_presence(std::function<void(const PresenceChange&)> handler) {
+  p_->on_presence(std::move(handler));
+}
+void Connection::on_request(std::function<void(std::shared_ptr<Stream>)> handler) {
+  p_->on_request(std::move(handler));
+}
+void Connection::on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler) {
+  p_->on_broadcast(std::move(handler));
+}
+void Connection::on_closed(std::function<void(const Outcome&)> handler) {
+  p_->on_closed(std::move(handler));
+}
+void Connection::on_connection_event(std::function<void(const ConnectionEvent&)> handler) {
+  p_->on_connection_event(std::move(handler));
+}
+std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOptions& options) {
+  return p_->open_request(target, options);
+}
+std::shared_ptr<Stream> Connection::open_broadcast(const StreamOptions& options) {
+  return p_->open_broadcast(options);
+}
+void Connection::close() { p_->close(); }
+bool Connection::closed() const noexcept { return p_->closed_; }
+asio::awaitable<Outcome> Connection::wait_closed() { return p_->wait_closed(); }
+
+// The connection's state.
+
+ConnectionImpl::ConnectionImpl(Connection& owner, asio::any_io_executor executor,
+                               ConnectOptions options)
+    : owner_(owner),
+      options_(std::move(options)),
+      executor_(std::move(executor)),
+      link_(std::make_shared<Link>(executor_, options_)),
+      closed_signal_(executor_, asio::steady_timer::time_point::max()),
+      linked_signal_(executor_, asio::steady_timer::time_point::max()),
+      backoff_timer_(executor_),
+      attempt_timer_(executor_),
+      random_(std::random_device{}()) {}
+
+void ConnectionImpl::on_presence(std::function<void(const PresenceChange&)> handler) {
+  on_presence_ = std::move(handler);
+}
+void ConnectionImpl::on_request(std::function<void(std::shared_ptr<Stream>)> handler) {
+  on_request_ = std::move(handler);
+  auto pending = std::move(pending_requests_);
+  pending_requests_.clear();
+  for (auto& stream : pending) on_request_(std::move(stream));
+}
+void ConnectionImpl::on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler) {
+  on_broadcast_ = std::move(handler);
+  auto pending = std::move(pending_broadcasts_);
+  pending_broadcasts_.clear();
+  for (auto& stream : pending) on_broadcast_(std::move(stream));
+}
+void ConnectionImpl::on_closed(std::function<void(const Outcome&)> handler) {
+  on_closed_ = std::move(handler);
+}
+
+asio::awaitable<Outcome> ConnectionImpl::start_tls(Link& link) {
   namespace ssl = asio::ssl;
   const auto& tls = options_.tls;
   auto failure = [](std::string message) {
@@ -118,11 +169,11 @@ asio::awaitable<Outcome> Connection::start_tls(Link& link) {
   co_return Outcome{};
 }
 
-asio::awaitable<Outcome> Connection::attempt(Joined& joined) {
-  auto link = std::make_shared<Link>(p_->executor, options_);
-  p_->link = link;
-  p_->attempt_timer.expires_after(options_.connect_timeout);
-  auto result = co_await (handshake(*link, joined) || p_->attempt_timer.async_wait(kUseTuple));
+asio::awaitable<Outcome> ConnectionImpl::attempt(Joined& joined) {
+  auto link = std::make_shared<Link>(executor_, options_);
+  link_ = link;
+  attempt_timer_.expires_after(options_.connect_timeout);
+  auto result = co_await (handshake(*link, joined) || attempt_timer_.async_wait(kUseTuple));
   Outcome outcome = result.index() == 0
                         ? std::get<0>(result)
                         : Outcome{Status::deadline_exceeded, 0, "connect timed out", 0, 0, false};
@@ -135,30 +186,31 @@ asio::awaitable<Outcome> Connection::attempt(Joined& joined) {
   co_return outcome;
 }
 
-void Connection::adopt(const Joined& joined) {
+void ConnectionImpl::adopt(const Joined& joined) {
   // Unchanged by a reconnect; not rewritten, as BlockingClient reads it from other threads.
   if (peer_id_ != joined.peer_id) peer_id_ = joined.peer_id;
   relay_max_frame_ = joined.max_frame;
   relay_window_ = joined.stream_window;
   keepalive_ms_ = joined.keepalive_ms;
-  p_->peers = joined.peers;
+  peers_ = joined.peers;
   version_ = joined.version;
   state_ = ConnectionState::connected;
 }
 
-void Connection::start_loops() {
-  auto link = p_->link;
+void ConnectionImpl::start_loops() {
+  // Each coroutine holds the connection's handle, which owns this state, until it ends.
+  auto link = link_;
   auto self = shared_from_this();
   asio::co_spawn(
-      p_->executor, [self, link] { return self->read_loop(link); }, asio::detached);
+      executor_, [self, this, link] { return read_loop(link); }, asio::detached);
   asio::co_spawn(
-      p_->executor, [self, link] { return self->write_loop(link); }, asio::detached);
+      executor_, [self, this, link] { return write_loop(link); }, asio::detached);
   asio::co_spawn(
-      p_->executor, [self, link] { return self->keepalive(link); }, asio::detached);
+      executor_, [self, this, link] { return keepalive(link); }, asio::detached);
 }
 
-asio::awaitable<Outcome> Connection::handshake(Link& link, Joined& joined) {
-  tcp::resolver resolver(p_->executor);
+asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
+  tcp::resolver resolver(executor_);
   auto [resolve_error, endpoints] =
       co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kUseTuple);
   if (resolve_error) {
@@ -257,7 +309,7 @@ asio::awaitable<Outcome> Connection::handshake(Link& link, Joined& joined) {
   }
 }
 
-asio::awaitable<void> Connection::read_loop(std::shared_ptr<Link> link) {
+asio::awaitable<void> ConnectionImpl::read_loop(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
   wire::Frame frame;
   Outcome reason{Status::peer_gone, 0, "relay closed the connection"};
@@ -286,13 +338,12 @@ asio::awaitable<void> Connection::read_loop(std::shared_ptr<Link> link) {
       break;
     }
     link->reader.commit(n);
-    link->last_read = std::chrono::steady_clock::now();
-    link->ping_outstanding = false;
+    link->keepalive.on_read(std::chrono::steady_clock::now());
   }
   link_lost(link, reason);
 }
 
-asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
+asio::awaitable<void> ConnectionImpl::write_loop(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
   while (!link->dead) {
     if (link->outbuf.empty()) {
@@ -318,49 +369,48 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Link> link) {
     }
     // Writers blocked on a full buffer may continue. (The size of this write does not tell
     // whether any waits: a direct send in queue_bytes may have shrunk the buffer they saw.)
-    for (auto& [id, stream] : p_->streams) stream->notify_writers();
+    for (auto& [id, stream] : streams_) stream->notify_writers();
     // A stream's first write may wait too, before the stream has an id.
-    for (auto& weak : p_->unopened) {
+    for (auto& weak : unopened_) {
       if (auto stream = weak.lock()) stream->notify_writers();
     }
   }
 }
 
-asio::awaitable<void> Connection::keepalive(std::shared_ptr<Link> link) {
+asio::awaitable<void> ConnectionImpl::keepalive(std::shared_ptr<Link> link) {
   auto self = shared_from_this();
   if (keepalive_ms_ == 0) co_return;
   const auto interval = std::chrono::milliseconds(keepalive_ms_);
+  // The relay is judged only on a PING it had two intervals to answer.
+  const wire::KeepaliveTiming timing{interval, 2 * interval};
   auto& timer = link->keepalive_timer;
-  auto last_tick = std::chrono::steady_clock::now();
-  bool last_tick_late = false;
+  // Ticks come every half interval: one more than an interval apart means this process was not
+  // running, and the relay's answer may be unread yet.
+  wire::StallDetector ticks(std::chrono::steady_clock::now());
   while (!link->dead) {
     timer.expires_after(interval / 2);
     co_await timer.async_wait(kUseTuple);
     if (link->dead) co_return;
     const auto now = std::chrono::steady_clock::now();
-    // A late tick means this process was not running: the relay's answer may be unread yet.
-    // Only the first of late ticks in a row is let go. The relay is judged only on a PING it
-    // had two intervals to answer.
-    const bool late = now - last_tick > interval;
-    const bool stalled = late && !last_tick_late;
-    last_tick_late = late;
-    last_tick = now;
-    if (link->ping_outstanding && !stalled && now - link->ping_sent > 2 * interval) {
-      link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
-      co_return;
-    }
-    if (now - link->last_read > interval && !link->ping_outstanding) {
-      link->ping_outstanding = true;
-      link->ping_sent = now;
-      wire::append_ping(link->outbuf, 1, false);
-      queue_bytes();
+    const bool stalled = ticks.on_tick(now, interval);
+    switch (link->keepalive.judge(now, timing, stalled)) {
+      case wire::KeepaliveVerdict::wait:
+        break;
+      case wire::KeepaliveVerdict::send_ping:
+        link->keepalive.on_ping_sent(now);
+        wire::append_ping(link->outbuf, 1, false);
+        queue_bytes();
+        break;
+      case wire::KeepaliveVerdict::dead:
+        link_lost(link, Outcome{Status::peer_gone, 0, "relay stopped answering (keepalive)"});
+        co_return;
     }
   }
 }
 
-void Connection::queue_bytes() {
+void ConnectionImpl::queue_bytes() {
   // A cancel takes the reactor's lock and queues a completion: only for a parked writer.
-  auto& link = *p_->link;
+  auto& link = *link_;
   if (!link.writer_parked) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - link.last_send > kIdleLink) {
@@ -378,19 +428,19 @@ void Connection::queue_bytes() {
   link.wake.cancel();
 }
 
-std::vector<std::uint8_t>& Connection::outbuf() { return p_->link->outbuf; }
-
-std::shared_ptr<Stream> Connection::find(std::uint32_t id) {
-  auto it = p_->streams.find(id);
-  return it == p_->streams.end() ? nullptr : it->second;
+std::shared_ptr<StreamImpl> ConnectionImpl::make_stream(Stream::Kind kind, std::uint32_t id) {
+  return std::make_shared<StreamImpl>(shared_from_this(), *this, kind, id);
 }
 
-void Connection::forget(std::uint32_t id) { p_->streams.erase(id); }
+std::shared_ptr<StreamImpl> ConnectionImpl::find(std::uint32_t id) {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second;
+}
 
-void Connection::grant(Stream& stream, std::uint32_t consumed) {
+void ConnectionImpl::grant(StreamImpl& stream, std::uint32_t consumed) {
   if (stream.recv_done_ || stream.terminal_ || closed_) return;
   stream.grant_pending_ += consumed;
-  if (stream.grant_pending_ >= options_.stream_window / 4) {
+  if (wire::credit_due(stream.grant_pending_, options_.stream_window)) {
     wire::append_window(outbuf(), stream.id_, stream.grant_pending_);
     stream.recv_allowed_ += stream.grant_pending_;
     stream.grant_pending_ = 0;
@@ -398,7 +448,7 @@ void Connection::grant(Stream& stream, std::uint32_t consumed) {
   }
 }
 
-void Connection::dispatch(const wire::Frame& frame) {
+void ConnectionImpl::dispatch(const wire::Frame& frame) {
   using wire::FrameType;
   const auto& h = frame.header;
   switch (h.type) {
@@ -409,12 +459,12 @@ void Connection::dispatch(const wire::Frame& frame) {
       const Uuid& subject = presence.peers.front();
       const bool joined = presence.event == wire::PresenceEvent::joined;
       if (joined) {
-        p_->peers.push_back(subject);
+        peers_.push_back(subject);
       } else {
-        std::erase(p_->peers, subject);
+        std::erase(peers_, subject);
       }
       version_ = presence.version;
-      if (p_->on_presence) p_->on_presence(PresenceChange{joined, subject, presence.version});
+      if (on_presence_) on_presence_(PresenceChange{joined, subject, presence.version});
       return;
     }
     case FrameType::ping: {
@@ -428,12 +478,12 @@ void Connection::dispatch(const wire::Frame& frame) {
     }
     case FrameType::go_away:
       // With reconnect enabled, new streams now wait for the next connection.
-      p_->link->going_away = true;
+      link_->going_away = true;
       return;
     case FrameType::error: {
       wire::Error error;
       (void)wire::parse_error(frame.payload, error);
-      link_lost(p_->link, Outcome{error.status, 0, error.message});
+      link_lost(link_, Outcome{error.status, 0, error.message});
       return;
     }
     case FrameType::open: {
@@ -441,8 +491,7 @@ void Connection::dispatch(const wire::Frame& frame) {
       wire::Bytes body;
       if (wire::parse_open(frame.payload, open, body) != wire::DecodeError::none) return;
       const bool broadcast = open.kind == wire::StreamKind::broadcast;
-      auto stream = std::make_shared<Stream>(
-          shared_from_this(),
+      auto stream = make_stream(
           broadcast ? Stream::Kind::incoming_broadcast : Stream::Kind::incoming_request, h.stream);
       stream->peer_ = open.peer;
       stream->metadata_ = std::move(open.metadata);
@@ -450,22 +499,22 @@ void Connection::dispatch(const wire::Frame& frame) {
       stream->send_credit_ = relay_window_;
       stream->send_done_ = broadcast;
       stream->recv_allowed_ = options_.stream_window;
-      p_->streams.emplace(h.stream, stream);
+      streams_.emplace(h.stream, stream);
       stream->recv_allowed_ -= static_cast<std::int64_t>(body.size());
-      stream->push(p_->link->reader.share(body), (h.flags & wire::flags::kFin) != 0);
-      auto& handler = broadcast ? p_->on_broadcast : p_->on_request;
+      stream->push(link_->reader.share(body), (h.flags & wire::flags::kFin) != 0);
+      auto& handler = broadcast ? on_broadcast_ : on_request_;
       // Held back briefly: a handler set right after connect() must not miss what came first.
       constexpr std::size_t kMaxPendingBroadcasts = 64;
       if (handler) {
         handler(stream);
       } else if (!broadcast && options_.accept_requests) {
-        p_->pending_requests.push_back(std::move(stream));
-      } else if (broadcast && p_->pending_broadcasts.size() < kMaxPendingBroadcasts) {
-        p_->pending_broadcasts.push_back(std::move(stream));
+        pending_requests_.push_back(std::move(stream));
+      } else if (broadcast && pending_broadcasts_.size() < kMaxPendingBroadcasts) {
+        pending_broadcasts_.push_back(std::move(stream));
       } else if (broadcast) {
         // Nobody listens: drain it so the sender is not held back.
         asio::co_spawn(
-            p_->executor,
+            executor_,
             [stream]() -> asio::awaitable<void> {
               while ((co_await stream->read()).size > 0) {
               }
@@ -480,7 +529,7 @@ void Connection::dispatch(const wire::Frame& frame) {
       auto stream = find(h.stream);
       if (!stream) return;
       stream->recv_allowed_ -= static_cast<std::int64_t>(frame.payload.size());
-      stream->push(p_->link->reader.share(frame.payload), (h.flags & wire::flags::kFin) != 0);
+      stream->push(link_->reader.share(frame.payload), (h.flags & wire::flags::kFin) != 0);
       return;
     }
     case FrameType::end: {
@@ -510,15 +559,21 @@ void Connection::dispatch(const wire::Frame& frame) {
       stream->notify_writers();
       return;
     }
-    default:
+    case FrameType::hello:
+    case FrameType::welcome:
+      // Handshake frames: the relay sends WELCOME once, before the read loop starts, and never
+      // HELLO. A late one changes nothing.
       return;
   }
+  // Not reached: the frame reader rejects unknown types (a protocol error that ends the link)
+  // before a frame is dispatched. Should one get here, it is ignored like a late WELCOME.
 }
 
-std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOptions& options) {
+std::shared_ptr<StreamImpl> ConnectionImpl::open_request(Target target,
+                                                         const StreamOptions& options) {
   // The id is taken when OPEN is sent, so ids go out in increasing order whatever the order in
   // which streams are first written.
-  auto stream = std::make_shared<Stream>(shared_from_this(), Stream::Kind::outgoing_request, 0);
+  auto stream = make_stream(Stream::Kind::outgoing_request, 0);
   stream->peer_ = target.peer;
   stream->open_.kind = target.peer.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer;
   stream->open_.peer = target.peer;
@@ -529,24 +584,24 @@ std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOpti
   stream->opened_at_ = std::chrono::steady_clock::now();
   stream->send_credit_ = relay_window_;
   stream->recv_allowed_ = options_.stream_window;
-  if (closed_ || (p_->link->going_away && !options_.reconnect.enabled)) {
+  if (closed_ || (link_->going_away && !options_.reconnect.enabled)) {
     stream->terminate(Outcome{closed_ ? Status::peer_gone : Status::refused, 0,
                               closed_ ? "connection closed" : "relay is draining (GOAWAY)"});
     return stream;
   }
   // Forget entries that have been opened or have ended, so the list stays as short as the
   // number of streams opened but not yet written.
-  if (p_->unopened.size() >= 64) {
-    std::erase_if(p_->unopened, [](const std::weak_ptr<Stream>& weak) {
+  if (unopened_.size() >= 64) {
+    std::erase_if(unopened_, [](const std::weak_ptr<StreamImpl>& weak) {
       const auto pending = weak.lock();
       return !pending || pending->open_sent_ || pending->terminal_;
     });
   }
-  p_->unopened.push_back(stream);
+  unopened_.push_back(stream);
   return stream;
 }
 
-std::shared_ptr<Stream> Connection::open_broadcast(const StreamOptions& options) {
+std::shared_ptr<StreamImpl> ConnectionImpl::open_broadcast(const StreamOptions& options) {
   auto stream = open_request(Target{}, options);
   stream->kind_ = Stream::Kind::outgoing_broadcast;
   stream->open_.kind = wire::StreamKind::broadcast;
@@ -554,54 +609,54 @@ std::shared_ptr<Stream> Connection::open_broadcast(const StreamOptions& options)
   return stream;
 }
 
-void Connection::fail_all(const Outcome& outcome) {
+void ConnectionImpl::fail_all(const Outcome& outcome) {
   if (closed_) return;
   closed_ = true;
   state_ = ConnectionState::closed;
   close_outcome_ = outcome;
-  auto streams = std::move(p_->streams);
-  p_->streams.clear();
+  auto streams = std::move(streams_);
+  streams_.clear();
   for (auto& [id, stream] : streams) stream->terminate(outcome);
-  auto unopened = std::move(p_->unopened);
-  p_->unopened.clear();
+  auto unopened = std::move(unopened_);
+  unopened_.clear();
   for (auto& weak : unopened) {
     if (auto stream = weak.lock()) stream->terminate(outcome);
   }
-  auto& link = *p_->link;
+  auto& link = *link_;
   link.dead = true;
   boost::system::error_code ignored;
   link.socket.shutdown(tcp::socket::shutdown_both, ignored);
   link.socket.close(ignored);
   link.wake.cancel();
   link.keepalive_timer.cancel();
-  p_->backoff_timer.cancel();
-  p_->attempt_timer.cancel();
-  p_->linked_signal.cancel();
-  p_->closed_signal.cancel();
+  backoff_timer_.cancel();
+  attempt_timer_.cancel();
+  linked_signal_.cancel();
+  closed_signal_.cancel();
   ConnectionEvent event;
   event.kind = ConnectionEvent::Kind::closed;
   event.state = ConnectionState::closed;
   event.reason = outcome;
   emit(event);
-  if (p_->on_closed) {
-    auto handler = std::move(p_->on_closed);
+  if (on_closed_) {
+    auto handler = std::move(on_closed_);
     handler(outcome);
   }
   // Callbacks may hold the connection; release them so it can be freed.
-  p_->on_presence = nullptr;
-  p_->on_request = nullptr;
-  p_->on_broadcast = nullptr;
-  p_->on_event = nullptr;
-  p_->pending_requests.clear();
-  p_->pending_broadcasts.clear();
+  on_presence_ = nullptr;
+  on_request_ = nullptr;
+  on_broadcast_ = nullptr;
+  on_event_ = nullptr;
+  pending_requests_.clear();
+  pending_broadcasts_.clear();
 }
 
-void Connection::close() { fail_all(Outcome{Status::cancelled, 0, "connection closed"}); }
+void ConnectionImpl::close() { fail_all(Outcome{Status::cancelled, 0, "connection closed"}); }
 
-asio::awaitable<Outcome> Connection::wait_closed() {
+asio::awaitable<Outcome> ConnectionImpl::wait_closed() {
   auto self = shared_from_this();
   // The signal never expires; cancel() wakes every waiter at once.
-  while (!closed_) co_await p_->closed_signal.async_wait(kUseTuple);
+  while (!closed_) co_await closed_signal_.async_wait(kUseTuple);
   co_return close_outcome_;
 }
 

@@ -1,5 +1,6 @@
-// Private state of a client Connection: the current network link (socket, frame reader,
-// outbound bytes), streams, presence view, handlers and reconnect timers.
+// The client's state behind its public handles: ConnectionImpl (the current network link with
+// its socket, frame reader and outbound bytes; streams, presence view, handlers, reconnect
+// timers) and StreamImpl (credit, queued chunks, signals of one stream).
 #pragma once
 
 #include <sys/socket.h>
@@ -11,27 +12,37 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/container/small_vector.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <random>
 #include <tuple>
+#include <vector>
 
 #include "switchboard/client.hpp"
+#include "switchboard/wire/flow.hpp"
 
 namespace switchboard::client {
 
 /// Outbound bytes queued on the connection above which writers wait for the socket.
 inline constexpr std::size_t kOutbufHighWater = 4 * 1024 * 1024;
 
+namespace detail {
+
 /// One TCP connection to the relay. A reconnect makes a new Link; coroutines of the old one
 /// hold it until they notice `dead` and end, so they never touch the new socket.
-struct Connection::Link {
+struct Link {
   Link(boost::asio::any_io_executor ex, const ConnectOptions& options)
       : socket(ex),
         reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64)),
         wake(ex),
-        keepalive_timer(ex) {}
+        keepalive_timer(ex),
+        keepalive(std::chrono::steady_clock::now()) {}
 
   using IoResult = std::tuple<boost::system::error_code, std::size_t>;
   static constexpr auto kUseTuple = boost::asio::as_tuple(boost::asio::use_awaitable);
@@ -72,15 +83,13 @@ struct Connection::Link {
   std::chrono::steady_clock::time_point last_send{};
   boost::asio::steady_timer keepalive_timer;
   std::uint32_t next_stream_id = 1;
-  std::chrono::steady_clock::time_point last_read = std::chrono::steady_clock::now();
-  std::chrono::steady_clock::time_point ping_sent{};
-  bool ping_outstanding = false;
-  bool going_away = false;  // GOAWAY received: no new stream on this link
+  wire::Keepalive keepalive;  // what the read loop saw of the relay, judged by keepalive()
+  bool going_away = false;    // GOAWAY received: no new stream on this link
   bool dead = false;
 };
 
 /// What a successful handshake learnt; adopted by the connection only once it is complete.
-struct Connection::Joined {
+struct Joined {
   Uuid peer_id;
   std::uint32_t max_frame = 0;
   std::uint32_t stream_window = 0;
@@ -89,37 +98,153 @@ struct Connection::Joined {
   std::uint64_t version = 0;
 };
 
-struct Connection::Private {
-  Private(boost::asio::any_io_executor ex, const ConnectOptions& options)
-      : executor(ex),
-        link(std::make_shared<Link>(ex, options)),
-        closed_signal(ex, boost::asio::steady_timer::time_point::max()),
-        linked_signal(ex, boost::asio::steady_timer::time_point::max()),
-        backoff_timer(ex),
-        attempt_timer(ex),
-        random(std::random_device{}()) {}
+/// Everything a Connection is; the public handle owns one and forwards its calls here. Runs on
+/// the connection's executor only, as the handle's contract says. Members are public to the
+/// library's stream and connection code, which is all that sees this type.
+class ConnectionImpl {
+public:
+  ConnectionImpl(Connection& owner, boost::asio::any_io_executor executor, ConnectOptions options);
 
-  boost::asio::any_io_executor executor;
-  std::shared_ptr<Link> link;  // the current one (during an attempt: the one being tried)
-  boost::asio::steady_timer closed_signal;
-  boost::asio::steady_timer linked_signal;  // cancelled when a new link is joined, or on close
-  boost::asio::steady_timer backoff_timer;
-  boost::asio::steady_timer attempt_timer;  // connect_timeout of the attempt in progress
-  std::minstd_rand random;                  // jitter
-  boost::unordered_flat_map<std::uint32_t, std::shared_ptr<Stream>> streams;
+  /// The owning handle: coroutines and streams hold it to keep the connection alive.
+  std::shared_ptr<Connection> shared_from_this() { return owner_.shared_from_this(); }
+
+  // The public API, forwarded by Connection.
+  std::vector<Uuid> peers() const { return peers_; }
+  void on_presence(std::function<void(const PresenceChange&)> handler);
+  void on_request(std::function<void(std::shared_ptr<Stream>)> handler);
+  void on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler);
+  void on_closed(std::function<void(const Outcome&)> handler);
+  void on_connection_event(std::function<void(const ConnectionEvent&)> handler);
+  std::shared_ptr<StreamImpl> open_request(Target target, const StreamOptions& options);
+  std::shared_ptr<StreamImpl> open_broadcast(const StreamOptions& options);
+  void close();
+  boost::asio::awaitable<Outcome> wait_closed();
+
+  boost::asio::awaitable<Outcome> handshake(Link& link, Joined& joined);
+  boost::asio::awaitable<Outcome> attempt(Joined& joined);
+  void adopt(const Joined& joined);
+  void start_loops();
+  boost::asio::awaitable<void> read_loop(std::shared_ptr<Link> link);
+  boost::asio::awaitable<void> write_loop(std::shared_ptr<Link> link);
+  boost::asio::awaitable<void> keepalive(std::shared_ptr<Link> link);
+  boost::asio::awaitable<void> reconnect_loop(Outcome reason);
+  /// Waits until a new stream may be opened on a live link; fails with the reason it cannot.
+  boost::asio::awaitable<Outcome> wait_linked(StreamImpl& stream);
+  bool linked() const noexcept;
+  boost::asio::awaitable<Outcome> start_tls(Link& link);
+  void dispatch(const wire::Frame& frame);
+  void link_lost(const std::shared_ptr<Link>& link, const Outcome& reason);
+  void fail_all(const Outcome& outcome);
+  void emit(const ConnectionEvent& event);
+  void queue_bytes();
+  std::vector<std::uint8_t>& outbuf() { return link_->outbuf; }
+  std::shared_ptr<StreamImpl> make_stream(Stream::Kind kind, std::uint32_t id);
+  std::shared_ptr<StreamImpl> find(std::uint32_t id);
+  void forget(std::uint32_t id) { streams_.erase(id); }
+  void grant(StreamImpl& stream, std::uint32_t consumed);
+
+  Connection& owner_;
+  ConnectOptions options_;
+  boost::asio::any_io_executor executor_;
+  std::shared_ptr<Link> link_;  // the current one (during an attempt: the one being tried)
+  boost::asio::steady_timer closed_signal_;
+  boost::asio::steady_timer linked_signal_;  // cancelled when a new link is joined, or on close
+  boost::asio::steady_timer backoff_timer_;
+  boost::asio::steady_timer attempt_timer_;  // connect_timeout of the attempt in progress
+  std::minstd_rand random_;                  // jitter
+  boost::unordered_flat_map<std::uint32_t, std::shared_ptr<StreamImpl>> streams_;
   // Outgoing streams whose OPEN has not been sent yet (it goes with their first write): they
-  // are not in `streams`, but a close must end them too, or their readers wait forever.
-  std::vector<std::weak_ptr<Stream>> unopened;
-  std::vector<Uuid> peers;
-  std::function<void(const PresenceChange&)> on_presence;
-  std::function<void(std::shared_ptr<Stream>)> on_request;
-  std::function<void(std::shared_ptr<Stream>)> on_broadcast;
-  std::function<void(const Outcome&)> on_closed;
-  std::function<void(const ConnectionEvent&)> on_event;
+  // are not in `streams_`, but a close must end them too, or their readers wait forever.
+  std::vector<std::weak_ptr<StreamImpl>> unopened_;
+  std::vector<Uuid> peers_;
+  std::function<void(const PresenceChange&)> on_presence_;
+  std::function<void(std::shared_ptr<Stream>)> on_request_;
+  std::function<void(std::shared_ptr<Stream>)> on_broadcast_;
+  std::function<void(const Outcome&)> on_closed_;
+  std::function<void(const ConnectionEvent&)> on_event_;
   // Streams that arrived before their handler was set (the relay may route to us as soon as we
   // have joined); handed over when the handler is set.
-  std::vector<std::shared_ptr<Stream>> pending_requests;
-  std::vector<std::shared_ptr<Stream>> pending_broadcasts;
+  std::vector<std::shared_ptr<StreamImpl>> pending_requests_;
+  std::vector<std::shared_ptr<StreamImpl>> pending_broadcasts_;
+  // Unchanged by a reconnect once set, as BlockingClient reads it from other threads.
+  Uuid peer_id_;
+
+  std::uint64_t version_ = 0;
+  std::uint32_t relay_max_frame_ = wire::kMinMaxFrame;
+  std::uint32_t relay_window_ = 0;
+  std::uint32_t keepalive_ms_ = 0;
+  bool closed_ = false;
+  ConnectionState state_ = ConnectionState::connected;
+  Outcome close_outcome_;
 };
 
+/// Everything a Stream is. Made with make_shared, so the public Stream and its state are one
+/// allocation; Stream's calls reach it by a static_cast, with no pointer to follow. Runs on the
+/// connection's executor only.
+class StreamImpl final : public Stream {
+public:
+  StreamImpl(std::shared_ptr<Connection> owner, ConnectionImpl& connection, Kind kind,
+             std::uint32_t id);
+
+  std::shared_ptr<StreamImpl> self() {
+    return std::static_pointer_cast<StreamImpl>(shared_from_this());
+  }
+
+  // The public API, forwarded by Stream.
+  boost::asio::awaitable<Outcome> write(std::span<const std::uint8_t> bytes, bool last);
+  bool try_write(std::span<const std::uint8_t> bytes, bool last);
+  boost::asio::awaitable<Outcome> finish();
+  boost::asio::awaitable<Outcome> fail(Status status, std::uint32_t app_code, std::string message);
+  boost::asio::awaitable<wire::Slice> read();
+  std::optional<wire::Slice> try_read();
+  boost::asio::awaitable<Outcome> result();
+  void on_end(std::function<void(const Outcome&)> handler);
+  void reset(Status status, std::string message);
+
+  // Driven by the connection.
+  void push(wire::Slice chunk, bool fin);
+  void finish_inbound(const Outcome& outcome);
+  void terminate(const Outcome& outcome);
+  void notify_readers();
+  static void notify(std::unique_ptr<boost::asio::steady_timer>& signal);
+  void notify_writers();
+  boost::asio::awaitable<void> wait_on(std::unique_ptr<boost::asio::steady_timer>& signal);
+  std::size_t send_frame(std::span<const std::uint8_t> bytes, std::size_t credit, bool last);
+
+  std::shared_ptr<Connection> owner_;  // a stream keeps its connection alive
+  ConnectionImpl* connection_;         // owner_'s state
+  Kind kind_;
+  std::uint32_t id_;
+  Uuid peer_;
+  wire::Metadata metadata_;
+  std::chrono::milliseconds deadline_{0};
+
+  // Outbound.
+  bool open_sent_ = true;  // false for outgoing streams until the first write
+  wire::Open open_;
+  std::chrono::steady_clock::time_point opened_at_{};  // open_request(): the deadline's start
+  std::int64_t send_credit_ = 0;
+  bool send_done_ = false;
+
+  // Inbound.
+  boost::container::small_vector<wire::Slice, 1> chunks_;  // most messages are one chunk
+  std::size_t chunk_head_ = 0;
+  bool recv_done_ = false;
+  std::uint32_t grant_pending_ = 0;
+  std::int64_t recv_allowed_ = 0;
+
+  bool terminal_ = false;
+  Outcome outcome_;
+  std::unique_ptr<boost::asio::steady_timer> read_signal_;
+  std::unique_ptr<boost::asio::steady_timer> write_signal_;
+  std::unique_ptr<boost::asio::steady_timer> end_signal_;
+  std::function<void(const Outcome&)> end_handler_;
+};
+
+inline StreamImpl& impl_of(Stream& stream) noexcept { return static_cast<StreamImpl&>(stream); }
+inline const StreamImpl& impl_of(const Stream& stream) noexcept {
+  return static_cast<const StreamImpl&>(stream);
+}
+
+}  // namespace detail
 }  // namespace switchboard::client

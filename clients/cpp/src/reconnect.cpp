@@ -13,6 +13,10 @@
 namespace switchboard::client {
 
 namespace asio = boost::asio;
+using detail::ConnectionImpl;
+using detail::Joined;
+using detail::Link;
+using detail::StreamImpl;
 using namespace asio::experimental::awaitable_operators;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
@@ -75,20 +79,20 @@ const char* event_name(ConnectionEvent::Kind kind) noexcept {
   return "unknown";
 }
 
-void Connection::on_connection_event(std::function<void(const ConnectionEvent&)> handler) {
-  p_->on_event = std::move(handler);
+void ConnectionImpl::on_connection_event(std::function<void(const ConnectionEvent&)> handler) {
+  on_event_ = std::move(handler);
 }
 
-void Connection::emit(const ConnectionEvent& event) {
+void ConnectionImpl::emit(const ConnectionEvent& event) {
   // A copy: the handler may replace itself or close the connection.
-  if (auto handler = p_->on_event) handler(event);
+  if (auto handler = on_event_) handler(event);
 }
 
-bool Connection::linked() const noexcept {
-  return state_ == ConnectionState::connected && !p_->link->going_away;
+bool ConnectionImpl::linked() const noexcept {
+  return state_ == ConnectionState::connected && !link_->going_away;
 }
 
-void Connection::link_lost(const std::shared_ptr<Link>& link, const Outcome& reason) {
+void ConnectionImpl::link_lost(const std::shared_ptr<Link>& link, const Outcome& reason) {
   if (link->dead || closed_) return;
   const Outcome outcome = lost(reason);
   if (!options_.reconnect.enabled || fatal(reason.status)) {
@@ -103,11 +107,11 @@ void Connection::link_lost(const std::shared_ptr<Link>& link, const Outcome& rea
   link->keepalive_timer.cancel();
   state_ = ConnectionState::reconnecting;
   // Streams never move to the next link: whatever they carried may or may not have arrived.
-  auto streams = std::move(p_->streams);
-  p_->streams.clear();
+  auto streams = std::move(streams_);
+  streams_.clear();
   for (auto& [id, stream] : streams) stream->terminate(outcome);
-  p_->pending_requests.clear();
-  p_->pending_broadcasts.clear();
+  pending_requests_.clear();
+  pending_broadcasts_.clear();
   ConnectionEvent event;
   event.kind = ConnectionEvent::Kind::disconnected;
   event.state = ConnectionState::reconnecting;
@@ -115,14 +119,14 @@ void Connection::link_lost(const std::shared_ptr<Link>& link, const Outcome& rea
   emit(event);
   if (closed_) return;
   asio::co_spawn(
-      p_->executor, [self = shared_from_this(), outcome] { return self->reconnect_loop(outcome); },
+      executor_, [self = shared_from_this(), this, outcome] { return reconnect_loop(outcome); },
       asio::detached);
 }
 
-asio::awaitable<void> Connection::reconnect_loop(Outcome reason) {
+asio::awaitable<void> ConnectionImpl::reconnect_loop(Outcome reason) {
   auto self = shared_from_this();
   const auto& policy = options_.reconnect;
-  const std::vector<Uuid> before = p_->peers;
+  const std::vector<Uuid> before = peers_;
   std::uniform_real_distribution<double> draw(0.0, 1.0);
   for (std::uint32_t attempt_number = 1;; ++attempt_number) {
     if (closed_) co_return;
@@ -138,11 +142,11 @@ asio::awaitable<void> Connection::reconnect_loop(Outcome reason) {
     scheduled.state = ConnectionState::reconnecting;
     scheduled.reason = reason;
     scheduled.attempt = attempt_number;
-    scheduled.delay = policy.delay_before(attempt_number, draw(p_->random));
+    scheduled.delay = policy.delay_before(attempt_number, draw(random_));
     emit(scheduled);
     if (closed_) co_return;
-    p_->backoff_timer.expires_after(scheduled.delay);
-    co_await p_->backoff_timer.async_wait(kUseTuple);
+    backoff_timer_.expires_after(scheduled.delay);
+    co_await backoff_timer_.async_wait(kUseTuple);
     if (closed_) co_return;
 
     Joined joined;
@@ -161,20 +165,20 @@ asio::awaitable<void> Connection::reconnect_loop(Outcome reason) {
     event.kind = ConnectionEvent::Kind::reconnected;
     event.state = ConnectionState::connected;
     event.attempt = attempt_number;
-    event.peers = p_->peers;
+    event.peers = peers_;
     event.version = version_;
-    event.joined = missing_from(p_->peers, before);
-    event.left = missing_from(before, p_->peers);
+    event.joined = missing_from(peers_, before);
+    event.left = missing_from(before, peers_);
     // The event precedes any presence change read on the new link.
     emit(event);
     if (closed_) co_return;
-    p_->linked_signal.cancel();
+    linked_signal_.cancel();
     start_loops();
     co_return;
   }
 }
 
-asio::awaitable<Outcome> Connection::wait_linked(Stream& stream) {
+asio::awaitable<Outcome> ConnectionImpl::wait_linked(StreamImpl& stream) {
   if (linked()) co_return Outcome{};
   if (closed_) co_return close_outcome_;
   if (!options_.reconnect.enabled) {
@@ -185,15 +189,15 @@ asio::awaitable<Outcome> Connection::wait_linked(Stream& stream) {
       stream.open_.deadline_ms == 0
           ? clock::time_point::max()
           : stream.opened_at_ + std::chrono::milliseconds(stream.open_.deadline_ms);
-  asio::steady_timer expiry(p_->executor, deadline);
+  asio::steady_timer expiry(executor_, deadline);
   if (!stream.write_signal_) {
     stream.write_signal_ =
-        std::make_unique<asio::steady_timer>(p_->executor, asio::steady_timer::time_point::max());
+        std::make_unique<asio::steady_timer>(executor_, asio::steady_timer::time_point::max());
   }
   while (!linked() && !closed_ && !stream.terminal_) {
     if (clock::now() >= deadline) break;
     // The stream's own signal too: a reset while waiting ends the wait at once.
-    co_await (p_->linked_signal.async_wait(kUseTuple) || expiry.async_wait(kUseTuple) ||
+    co_await (linked_signal_.async_wait(kUseTuple) || expiry.async_wait(kUseTuple) ||
               stream.write_signal_->async_wait(kUseTuple));
   }
   if (closed_) co_return close_outcome_;

@@ -7,6 +7,9 @@
 namespace switchboard::client {
 
 namespace asio = boost::asio;
+using detail::ConnectionImpl;
+using detail::impl_of;
+using detail::StreamImpl;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
@@ -15,24 +18,54 @@ std::unique_ptr<asio::steady_timer> make_signal(const asio::any_io_executor& exe
 }
 }  // namespace
 
-Stream::Stream(std::shared_ptr<Connection> connection, Kind kind, std::uint32_t id)
-    : connection_(std::move(connection)), kind_(kind), id_(id) {}
+// The public handle: every call goes to the state allocated with it.
 
-asio::awaitable<void> Stream::wait_on(std::unique_ptr<asio::steady_timer>& signal) {
+const Uuid& Stream::peer() const noexcept { return impl_of(*this).peer_; }
+Stream::Kind Stream::kind() const noexcept { return impl_of(*this).kind_; }
+const wire::Metadata& Stream::metadata() const noexcept { return impl_of(*this).metadata_; }
+std::chrono::milliseconds Stream::deadline() const noexcept { return impl_of(*this).deadline_; }
+bool Stream::ended() const noexcept { return impl_of(*this).terminal_; }
+asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool last) {
+  return impl_of(*this).write(bytes, last);
+}
+bool Stream::try_write(std::span<const std::uint8_t> bytes, bool last) {
+  return impl_of(*this).try_write(bytes, last);
+}
+asio::awaitable<Outcome> Stream::finish() { return impl_of(*this).finish(); }
+asio::awaitable<Outcome> Stream::fail(Status status, std::uint32_t app_code, std::string message) {
+  return impl_of(*this).fail(status, app_code, std::move(message));
+}
+asio::awaitable<wire::Slice> Stream::read() { return impl_of(*this).read(); }
+std::optional<wire::Slice> Stream::try_read() { return impl_of(*this).try_read(); }
+asio::awaitable<Outcome> Stream::result() { return impl_of(*this).result(); }
+void Stream::on_end(std::function<void(const Outcome&)> handler) {
+  impl_of(*this).on_end(std::move(handler));
+}
+void Stream::reset(Status status, std::string message) {
+  impl_of(*this).reset(status, std::move(message));
+}
+
+// The stream's state.
+
+StreamImpl::StreamImpl(std::shared_ptr<Connection> owner, ConnectionImpl& connection, Kind kind,
+                       std::uint32_t id)
+    : owner_(std::move(owner)), connection_(&connection), kind_(kind), id_(id) {}
+
+asio::awaitable<void> StreamImpl::wait_on(std::unique_ptr<asio::steady_timer>& signal) {
   // Signals never expire; cancel() wakes every waiter, which then re-checks its condition.
   // They are made on the first wait: most short streams never wait on some of them, and a
   // cancel costs a lock in the reactor.
-  if (!signal) signal = make_signal(connection_->p_->executor);
+  if (!signal) signal = make_signal(connection_->executor_);
   co_await signal->async_wait(kUseTuple);
 }
 
-void Stream::notify(std::unique_ptr<asio::steady_timer>& signal) {
+void StreamImpl::notify(std::unique_ptr<asio::steady_timer>& signal) {
   if (signal) signal->cancel();
 }
-void Stream::notify_readers() { notify(read_signal_); }
-void Stream::notify_writers() { notify(write_signal_); }
+void StreamImpl::notify_readers() { notify(read_signal_); }
+void StreamImpl::notify_writers() { notify(write_signal_); }
 
-void Stream::push(wire::Slice chunk, bool fin) {
+void StreamImpl::push(wire::Slice chunk, bool fin) {
   if (terminal_) return;
   if (recv_allowed_ < 0) {
     reset(Status::protocol_error, "relay exceeded our flow-control window");
@@ -47,7 +80,7 @@ void Stream::push(wire::Slice chunk, bool fin) {
   notify_readers();
 }
 
-void Stream::finish_inbound(const Outcome& outcome) {
+void StreamImpl::finish_inbound(const Outcome& outcome) {
   if (terminal_) return;
   recv_done_ = true;
   outcome_ = outcome;
@@ -59,7 +92,7 @@ void Stream::finish_inbound(const Outcome& outcome) {
   notify(end_signal_);
 }
 
-void Stream::terminate(const Outcome& outcome) {
+void StreamImpl::terminate(const Outcome& outcome) {
   if (terminal_) return;
   terminal_ = true;
   recv_done_ = true;
@@ -76,7 +109,7 @@ void Stream::terminate(const Outcome& outcome) {
   }
 }
 
-asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool last) {
+asio::awaitable<Outcome> StreamImpl::write(std::span<const std::uint8_t> bytes, bool last) {
   auto self = shared_from_this();
   auto& conn = *connection_;
   if (send_done_ || terminal_) {
@@ -111,7 +144,8 @@ asio::awaitable<Outcome> Stream::write(std::span<const std::uint8_t> bytes, bool
   co_return Outcome{};
 }
 
-std::size_t Stream::send_frame(std::span<const std::uint8_t> bytes, std::size_t credit, bool last) {
+std::size_t StreamImpl::send_frame(std::span<const std::uint8_t> bytes, std::size_t credit,
+                                   bool last) {
   auto& conn = *connection_;
   std::size_t n = std::min<std::size_t>({bytes.size(), credit, conn.relay_max_frame_});
   auto& out = conn.outbuf();
@@ -120,10 +154,10 @@ std::size_t Stream::send_frame(std::span<const std::uint8_t> bytes, std::size_t 
     n = std::min<std::size_t>(
         n, conn.relay_max_frame_ - std::min<std::size_t>(prefix, conn.relay_max_frame_));
     const bool fin = last && n == bytes.size();
-    auto& link = *conn.p_->link;
+    auto& link = *conn.link_;
     id_ = link.next_stream_id;
     link.next_stream_id += 2;
-    conn.p_->streams.emplace(id_, shared_from_this());
+    conn.streams_.emplace(id_, self());
     wire::append_open(out, id_, open_, bytes.first(n), fin);
     open_sent_ = true;
     if (fin) send_done_ = true;
@@ -137,7 +171,7 @@ std::size_t Stream::send_frame(std::span<const std::uint8_t> bytes, std::size_t 
   return n;
 }
 
-bool Stream::try_write(std::span<const std::uint8_t> bytes, bool last) {
+bool StreamImpl::try_write(std::span<const std::uint8_t> bytes, bool last) {
   auto& conn = *connection_;
   if (send_done_ || terminal_ || conn.closed_) return false;
   if (!open_sent_ && !conn.linked()) return false;
@@ -152,9 +186,10 @@ bool Stream::try_write(std::span<const std::uint8_t> bytes, bool last) {
   return true;
 }
 
-asio::awaitable<Outcome> Stream::finish() { co_return co_await write({}, true); }
+asio::awaitable<Outcome> StreamImpl::finish() { co_return co_await write({}, true); }
 
-asio::awaitable<Outcome> Stream::fail(Status status, std::uint32_t app_code, std::string message) {
+asio::awaitable<Outcome> StreamImpl::fail(Status status, std::uint32_t app_code,
+                                          std::string message) {
   auto self = shared_from_this();
   auto& conn = *connection_;
   if (terminal_ || conn.closed_) co_return terminal_ ? outcome_ : conn.close_outcome_;
@@ -171,7 +206,7 @@ asio::awaitable<Outcome> Stream::fail(Status status, std::uint32_t app_code, std
   co_return Outcome{};
 }
 
-std::optional<wire::Slice> Stream::try_read() {
+std::optional<wire::Slice> StreamImpl::try_read() {
   if (chunk_head_ == chunks_.size()) {
     if (recv_done_ || terminal_) return wire::Slice{};
     return std::nullopt;
@@ -185,7 +220,7 @@ std::optional<wire::Slice> Stream::try_read() {
   return chunk;
 }
 
-asio::awaitable<wire::Slice> Stream::read() {
+asio::awaitable<wire::Slice> StreamImpl::read() {
   auto self = shared_from_this();
   for (;;) {
     if (auto chunk = try_read()) co_return std::move(*chunk);
@@ -193,7 +228,7 @@ asio::awaitable<wire::Slice> Stream::read() {
   }
 }
 
-asio::awaitable<Outcome> Stream::result() {
+asio::awaitable<Outcome> StreamImpl::result() {
   auto self = shared_from_this();
   if (!terminal_ && id_ == 0 && connection_->closed_) co_return connection_->close_outcome_;
   while (!terminal_) {
@@ -203,7 +238,7 @@ asio::awaitable<Outcome> Stream::result() {
   co_return outcome_;
 }
 
-void Stream::on_end(std::function<void(const Outcome&)> handler) {
+void StreamImpl::on_end(std::function<void(const Outcome&)> handler) {
   if (!terminal_) {
     end_handler_ = std::move(handler);
     return;
@@ -211,7 +246,7 @@ void Stream::on_end(std::function<void(const Outcome&)> handler) {
   if (handler) handler(outcome_);
 }
 
-void Stream::reset(Status status, std::string message) {
+void StreamImpl::reset(Status status, std::string message) {
   if (terminal_) return;
   auto& conn = *connection_;
   if (!conn.closed_ && open_sent_) {

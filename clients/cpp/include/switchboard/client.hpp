@@ -4,8 +4,6 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -22,11 +20,11 @@
 
 namespace switchboard::client {
 
-/// How a stream, a connection attempt or a broadcast ended.
+/// How a stream, a connection attempt or a broadcast ended. A plain value: copy it freely.
 struct Outcome {
-  Status status = Status::ok;
-  std::uint32_t app_code = 0;  ///< responder-defined, with Status::application
-  std::string message;
+  Status status = Status::ok;   ///< OK, or why it failed
+  std::uint32_t app_code = 0;   ///< responder-defined, with Status::application
+  std::string message;          ///< human-readable detail; empty for a plain OK
   std::uint32_t delivered = 0;  ///< broadcast summary: receivers that got the whole message
   std::uint32_t dropped = 0;    ///< broadcast summary: receivers dropped
   /// Set (with Status::peer_gone and a message starting "connection lost") when this client's
@@ -34,6 +32,7 @@ struct Outcome {
   /// retried: whether its counterpart saw part or all of it is unknown.
   bool connection_lost = false;
 
+  /// status == Status::ok.
   bool ok() const noexcept { return status == Status::ok; }
   /// "OK", or e.g. "NO_RESPONDERS: no peer on this channel can take a request".
   std::string describe() const;
@@ -82,13 +81,14 @@ const char* state_name(ConnectionState state) noexcept;
 
 /// A change of the connection, reported in order by Connection::on_connection_event.
 struct ConnectionEvent {
+  /// What happened.
   enum class Kind : std::uint8_t {
     disconnected,     ///< the connection was lost; in-flight streams have ended; reconnecting
     retry_scheduled,  ///< attempt `attempt` starts after `delay`
     reconnected,      ///< joined again: `peers` and `version` are the new presence snapshot
     closed,           ///< ended for good (same moment as on_closed)
   };
-  Kind kind = Kind::disconnected;
+  Kind kind = Kind::disconnected;                      ///< what happened
   ConnectionState state = ConnectionState::connected;  ///< state after the event
   /// disconnected, closed: why; retry_scheduled: why the previous attempt (or the connection)
   /// failed, e.g. REFUSED while the relay still holds our previous session.
@@ -119,13 +119,13 @@ struct TlsOptions {
   std::string server_name;  ///< name (or IP) checked in the relay's certificate; empty: the host
 };
 
-/// Options for Connection::connect.
+/// Options for Connection::connect (and BlockingClient), copied into the connection.
 struct ConnectOptions {
-  std::string host = "127.0.0.1";
-  std::uint16_t port = 7400;
-  Uuid channel;                  ///< required
-  Uuid peer_id;                  ///< nil: the relay assigns one
-  bool accept_requests = false;  ///< this peer serves requests (a Respond peer)
+  std::string host = "127.0.0.1";  ///< relay's native door: a name or an address
+  std::uint16_t port = 7400;       ///< its port
+  Uuid channel;                    ///< required
+  Uuid peer_id;                    ///< nil: the relay assigns one
+  bool accept_requests = false;    ///< this peer serves requests (a Respond peer)
   /// A signed token (JWT) for a relay that requires one (see docs/SECURITY.md), sent once in the
   /// handshake; ignored by an open relay. A refused token fails the connect with UNAUTHENTICATED
   /// or PERMISSION_DENIED; when it expires the relay ends the connection with UNAUTHENTICATED.
@@ -139,64 +139,89 @@ struct ConnectOptions {
 
 /// A presence change on the channel.
 struct PresenceChange {
-  bool joined = false;  ///< false: left
-  Uuid peer;
+  bool joined = false;        ///< false: left
+  Uuid peer;                  ///< who joined or left
   std::uint64_t version = 0;  ///< membership version after the change
 };
 
 /// Who a request goes to: a peer id, or any peer that accepts requests (nil id).
 struct Target {
-  Uuid peer;
+  Uuid peer;  ///< nil: any peer that accepts requests, chosen by the relay
+  /// Any peer that accepts requests and has room; NO_RESPONDERS when there is none.
   static Target any() { return {}; }
+  /// The peer `id`; NO_RESPONDERS when it is absent, does not accept requests or has no room.
   static Target to(const Uuid& id) { return {id}; }
 };
 
+/// Options of one outgoing stream, copied into it by Connection::open_request / open_broadcast.
 struct StreamOptions {
   std::chrono::milliseconds deadline{0};      ///< whole-stream limit; 0 = none
   std::chrono::milliseconds idle_timeout{0};  ///< 0 = the relay's default
-  wire::Metadata metadata;
+  wire::Metadata metadata;                    ///< sent with the OPEN; see Stream::metadata()
 };
 
 class Connection;
 
+namespace detail {
+class ConnectionImpl;
+class StreamImpl;
+}  // namespace detail
+
 /// One stream: an outgoing request or broadcast, or an incoming request or broadcast.
-/// Ownership: shared; the connection keeps it until it ends. Thread-safety: none; use it only
-/// from the connection's executor. Errors are reported as Outcome values, never exceptions.
-/// A stream lives on one network connection: when that is lost, the stream ends with
-/// Outcome::connection_lost and is not carried over to the next one.
+///
+/// Ownership: shared. Streams are made by the library only (Connection::open_request,
+/// open_broadcast, or the on_request / on_broadcast handlers); the connection keeps a stream
+/// until it ends, and a stream keeps its connection alive. The state lives in the library,
+/// allocated together with the stream (one allocation per stream, nothing extra to follow per
+/// frame).
+/// Thread-safety: none; use a stream only from its connection's executor.
+/// Errors: reported as Outcome values, never exceptions. A stream lives on one network
+/// connection: when that is lost, the stream ends with Outcome::connection_lost and is not
+/// carried over to the next one.
 class Stream : public std::enable_shared_from_this<Stream> {
 public:
+  /// Which way the stream goes and what it carries.
   enum class Kind : std::uint8_t {
-    outgoing_request,
-    outgoing_broadcast,
-    incoming_request,
-    incoming_broadcast
+    outgoing_request,    ///< from Connection::open_request: we send a request, read a response
+    outgoing_broadcast,  ///< from Connection::open_broadcast: we send, nothing comes back
+    incoming_request,    ///< handed to on_request: we read a request and write the response
+    incoming_broadcast   ///< handed to on_broadcast: we read, nothing goes back
   };
 
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
   /// The other party: the target (outgoing) or the sender (incoming; nil for "any" until known).
-  const Uuid& peer() const noexcept { return peer_; }
-  Kind kind() const noexcept { return kind_; }
-  /// Metadata of an incoming stream.
-  const wire::Metadata& metadata() const noexcept { return metadata_; }
+  const Uuid& peer() const noexcept;
+  /// Fixed when the stream is made.
+  Kind kind() const noexcept;
+  /// Metadata of an incoming stream (empty for an outgoing one).
+  const wire::Metadata& metadata() const noexcept;
   /// Remaining deadline when an incoming stream arrived (0 = none).
-  std::chrono::milliseconds deadline() const noexcept { return deadline_; }
+  std::chrono::milliseconds deadline() const noexcept;
 
   /// Sends `bytes` (any size: split into frames), waiting for flow-control credit as needed.
-  /// `last` ends our direction with it (OK), so a small message travels as one frame.
-  /// Returns a failed Outcome when the stream was reset or the connection lost.
+  /// `last` ends our direction with it (OK), so a small message travels as one frame. `bytes`
+  /// must stay valid until the awaitable completes: they are copied frame by frame as credit
+  /// allows. Returns a failed Outcome when the stream was reset or had ended, or the connection
+  /// was lost or closed.
   boost::asio::awaitable<Outcome> write(std::span<const std::uint8_t> bytes, bool last = false);
   /// Sends `bytes` now, without waiting, when they fit in one frame, in the stream's credit and
   /// under the connection's outbound high-water mark; `last` ends our direction with them.
   /// Returns false, having sent nothing, when any of that does not hold (use write() to wait)
   /// or when our direction has ended. Meant for many small messages sent from handlers.
   bool try_write(std::span<const std::uint8_t> bytes, bool last = false);
-  /// Ends our direction with OK (same as a final empty write with last = true).
+  /// Ends our direction with OK (same as a final empty write with last = true); fails as
+  /// write() does.
   boost::asio::awaitable<Outcome> finish();
   /// Ends our direction with an error status (responders: passed to the sender unchanged).
+  /// Fails (PROTOCOL_ERROR) when our direction has already ended, or with the reason the stream
+  /// or connection ended.
   boost::asio::awaitable<Outcome> fail(Status status, std::uint32_t app_code, std::string message);
 
   /// Waits for the next chunk of the other side's bytes. An empty chunk means the other side's
-  /// direction has ended; then `outcome()` tells how (OK, an error END, or a reset).
+  /// direction has ended; then result() tells how (OK, an error END, or a reset). The chunk
+  /// shares the connection's read buffer; keeping it does not hold back later reads.
   boost::asio::awaitable<wire::Slice> read();
   /// The next chunk if one has arrived, an empty chunk if the other side's direction has ended,
   /// or nothing when read() would wait. Grants credit as read() does. A broadcast or request that
@@ -211,59 +236,27 @@ public:
   /// must not block. One handler per stream: a second call replaces the first. The stream keeps
   /// the handler until then, so a handler that owns the stream keeps it alive until it ends.
   void on_end(std::function<void(const Outcome&)> handler);
-  /// Aborts both directions; the other side learns `status` at once.
+  /// Aborts both directions; the other side learns `status` at once. No effect once ended.
   void reset(Status status = Status::cancelled, std::string message = "cancelled");
 
   /// True once the stream has fully ended (both directions or reset).
-  bool ended() const noexcept { return terminal_; }
-
-  // Internal state, driven by the connection.
-  Stream(std::shared_ptr<Connection> connection, Kind kind, std::uint32_t id);
+  bool ended() const noexcept;
 
 private:
-  friend class Connection;
-  void push(wire::Slice chunk, bool fin);
-  void finish_inbound(const Outcome& outcome);
-  void terminate(const Outcome& outcome);
-  void notify_readers();
-  static void notify(std::unique_ptr<boost::asio::steady_timer>& signal);
-  void notify_writers();
-  boost::asio::awaitable<void> wait_on(std::unique_ptr<boost::asio::steady_timer>& signal);
-  std::size_t send_frame(std::span<const std::uint8_t> bytes, std::size_t credit, bool last);
-
-  std::shared_ptr<Connection> connection_;
-  Kind kind_;
-  std::uint32_t id_;
-  Uuid peer_;
-  wire::Metadata metadata_;
-  std::chrono::milliseconds deadline_{0};
-
-  // Outbound.
-  bool open_sent_ = true;  // false for outgoing streams until the first write
-  wire::Open open_;
-  std::chrono::steady_clock::time_point opened_at_{};  // open_request(): the deadline's start
-  std::int64_t send_credit_ = 0;
-  bool send_done_ = false;
-
-  // Inbound.
-  boost::container::small_vector<wire::Slice, 1> chunks_;  // most messages are one chunk
-  std::size_t chunk_head_ = 0;
-  bool recv_done_ = false;
-  std::uint32_t grant_pending_ = 0;
-  std::int64_t recv_allowed_ = 0;
-
-  bool terminal_ = false;
-  Outcome outcome_;
-  std::unique_ptr<boost::asio::steady_timer> read_signal_;
-  std::unique_ptr<boost::asio::steady_timer> write_signal_;
-  std::unique_ptr<boost::asio::steady_timer> end_signal_;
-  std::function<void(const Outcome&)> end_handler_;
+  friend class detail::StreamImpl;  // the only kind of stream there is
+  Stream() = default;
+  ~Stream() = default;
 };
 
 /// A connection to a relay: one peer on one channel. Create with connect(); keep the
-/// shared_ptr while in use. Thread-safety: none; every call and every coroutine awaiting it
-/// must run on the executor given to connect() (use a strand with a multi-threaded context).
-/// Handlers run on that executor too; they may call this connection but must not block.
+/// shared_ptr while in use (streams and pending coroutines keep it alive too).
+///
+/// Thread-safety: none; every call and every coroutine awaiting it must run on the executor
+/// given to connect() (use a strand with a multi-threaded context). Handlers run on that
+/// executor too; they may call this connection but must not block.
+/// Errors: connect() reports a failed join as an Outcome; afterwards, failures end streams with
+/// an Outcome and the connection with on_closed / wait_closed. No call throws on the network's
+/// account.
 ///
 /// With ConnectOptions::reconnect enabled the object outlives lost network connections: it
 /// re-joins by itself (see ReconnectPolicy), keeps its handlers, peer id and role, and replaces
@@ -274,22 +267,34 @@ public:
   /// Connects, performs the handshake and receives the presence snapshot. On failure returns
   /// nullptr and fills `outcome` (e.g. REFUSED for a duplicate peer id, PEER_GONE when the relay
   /// cannot be reached). This first connection is not retried, whatever the policy: a wrong
-  /// address or credentials show at once.
+  /// address or credentials show at once. `outcome` must outlive the awaitable.
   static boost::asio::awaitable<std::shared_ptr<Connection>> connect(
       boost::asio::any_io_executor executor, ConnectOptions options, Outcome& outcome);
 
-  const Uuid& peer_id() const noexcept { return peer_id_; }
-  const Uuid& channel() const noexcept { return options_.channel; }
+  /// Sends nothing and runs no handler. The connection's own coroutines, its streams and
+  /// handlers that capture it hold it too, so dropping the caller's last reference does not
+  /// end it: close() does.
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// The peer id this connection joined with (the relay's choice when none was given); the
+  /// same after a reconnect. Unlike the other calls, safe to read from any thread once
+  /// connect() has returned.
+  const Uuid& peer_id() const noexcept;
+  /// ConnectOptions::channel.
+  const Uuid& channel() const noexcept;
   /// Other peers on the channel, kept exact by presence events; after a reconnect, the new
   /// snapshot (the view held during the loss is the last one before it).
   std::vector<Uuid> peers() const;
   /// Membership version of that view; a reconnect starts a new sequence (see ConnectionEvent).
-  std::uint64_t membership_version() const noexcept { return version_; }
+  std::uint64_t membership_version() const noexcept;
   /// Largest frame the relay accepts (bodies are split to fit).
-  std::uint32_t relay_max_frame() const noexcept { return relay_max_frame_; }
-  ConnectionState state() const noexcept { return state_; }
+  std::uint32_t relay_max_frame() const noexcept;
+  /// Whether the connection is usable now.
+  ConnectionState state() const noexcept;
 
-  /// Called for each presence change, in version order.
+  /// Called for each presence change, in version order. Replaces any previous handler.
   void on_presence(std::function<void(const PresenceChange&)> handler);
   /// Called for each incoming request (only with accept_requests). The handler typically
   /// co_spawns a coroutine that reads the request and writes the response. Requests that
@@ -309,59 +314,24 @@ public:
   /// Opens a request. Nothing is sent until the first write, so a one-write request is one
   /// frame. Fails (the stream ends at once) after GOAWAY or when the connection is closed; with
   /// reconnect enabled, a stream first written while reconnecting or after GOAWAY waits for the
-  /// next connection instead (bounded by its deadline).
+  /// next connection instead (bounded by its deadline). Never returns nullptr.
   std::shared_ptr<Stream> open_request(Target target, const StreamOptions& options = {});
-  /// Opens a broadcast to every other peer of the channel.
+  /// Opens a broadcast to every other peer of the channel; fails as open_request() does.
   std::shared_ptr<Stream> open_broadcast(const StreamOptions& options = {});
 
   /// Closes now, also while reconnecting (the pending attempt is abandoned): every open stream
   /// ends with CANCELLED locally; the relay tells counterparts. Never waits for the network.
+  /// Closing a closed connection does nothing.
   void close();
-  bool closed() const noexcept { return closed_; }
-  /// Waits until the connection has ended for good.
+  /// True once the connection has ended for good (state() == ConnectionState::closed).
+  bool closed() const noexcept;
+  /// Waits until the connection has ended for good; returns why.
   boost::asio::awaitable<Outcome> wait_closed();
 
-  // Internal, used by Stream.
-  struct Private;
-  struct Link;
-  struct Joined;
-  Connection(boost::asio::any_io_executor executor, ConnectOptions options);
-  ~Connection();
-
 private:
-  friend class Stream;
-  boost::asio::awaitable<Outcome> handshake(Link& link, Joined& joined);
-  boost::asio::awaitable<Outcome> attempt(Joined& joined);
-  void adopt(const Joined& joined);
-  void start_loops();
-  boost::asio::awaitable<void> read_loop(std::shared_ptr<Link> link);
-  boost::asio::awaitable<void> write_loop(std::shared_ptr<Link> link);
-  boost::asio::awaitable<void> keepalive(std::shared_ptr<Link> link);
-  boost::asio::awaitable<void> reconnect_loop(Outcome reason);
-  /// Waits until a new stream may be opened on a live link; fails with the reason it cannot.
-  boost::asio::awaitable<Outcome> wait_linked(Stream& stream);
-  bool linked() const noexcept;
-  boost::asio::awaitable<Outcome> start_tls(Link& link);
-  void dispatch(const wire::Frame& frame);
-  void link_lost(const std::shared_ptr<Link>& link, const Outcome& reason);
-  void fail_all(const Outcome& outcome);
-  void emit(const ConnectionEvent& event);
-  void queue_bytes();
-  std::vector<std::uint8_t>& outbuf();
-  std::shared_ptr<Stream> find(std::uint32_t id);
-  void forget(std::uint32_t id);
-  void grant(Stream& stream, std::uint32_t consumed);
+  Connection(boost::asio::any_io_executor executor, ConnectOptions options);
 
-  std::unique_ptr<Private> p_;
-  ConnectOptions options_;
-  Uuid peer_id_;
-  std::uint64_t version_ = 0;
-  std::uint32_t relay_max_frame_ = wire::kMinMaxFrame;
-  std::uint32_t relay_window_ = 0;
-  std::uint32_t keepalive_ms_ = 0;
-  bool closed_ = false;
-  ConnectionState state_ = ConnectionState::connected;
-  Outcome close_outcome_;
+  std::unique_ptr<detail::ConnectionImpl> p_;
 };
 
 }  // namespace switchboard::client
