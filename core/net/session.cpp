@@ -36,8 +36,8 @@ Session::Session(std::unique_ptr<Transport> transport, RelayContext& context,
       timers_(executor_),
       outbox_(context),
       started_(accepted_at),
-      last_read_(Clock::now()),
-      last_tick_(last_read_) {
+      keepalive_(Clock::now()),
+      watchdog_ticks_(keepalive_.last_read()) {
   remote_ = transport_->remote();
   if (const auto* io = executor_.target<asio::io_context::executor_type>()) home_ = *io;
   context_.counters.native.connections_total.fetch_add(1, std::memory_order_relaxed);
@@ -98,8 +98,7 @@ asio::awaitable<bool> Session::read_loop() {
     }
     reader_.commit(n);
     read_since_tick_ = true;
-    last_read_ = Clock::now();
-    ping_outstanding_ = false;
+    keepalive_.on_read(Clock::now());
     context_.counters.native.bytes_in.fetch_add(n, std::memory_order_relaxed);
     // No co_await until the flush: the batch is this thread's.
     HandoffBatch::Scope handoffs;
@@ -152,7 +151,8 @@ void Session::on_watchdog() {
     case Phase::draining:
       judge_liveness(now);
       if (io_stopped_) return;
-      break;
+      arm_watchdog();
+      return;
     case Phase::closing:
       if (now - closing_since_ > std::chrono::seconds(2)) {
         stop_io();  // the client does not take our last frames: give up on them
@@ -162,19 +162,18 @@ void Session::on_watchdog() {
     case Phase::closed:
       return;
   }
-  last_tick_ = now;
+  watchdog_ticks_.skip(now);  // only a joined peer is judged
   arm_watchdog();
 }
 
 void Session::judge_liveness(Clock::time_point now) {
   // A late tick means this relay was not running (descheduled, stopped by a debugger or a
   // sanitizer): what the peer sent meanwhile may still be unread, so nobody is judged on it.
-  // Only the first of late ticks in a row is let go: a relay that stays late still judges.
   // A peer is judged only on a PING it had a whole interval to answer.
-  const bool late = now - last_tick_ > 2 * watchdog_tick();
-  const bool relay_was_stalled = late && !last_tick_late_;
-  last_tick_late_ = late;
-  if (ping_outstanding_ && !relay_was_stalled && now - ping_sent_ > limits_.keepalive_interval) {
+  const bool relay_was_stalled = watchdog_ticks_.on_tick(now, 2 * watchdog_tick());
+  const wire::KeepaliveTiming timing{limits_.keepalive_interval, limits_.keepalive_interval};
+  const auto verdict = keepalive_.judge(now, timing, relay_was_stalled);
+  if (verdict == wire::KeepaliveVerdict::dead) {
     close_reason_ = "keepalive timeout";
     spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,
                   peer_id_.to_string());
@@ -191,9 +190,8 @@ void Session::judge_liveness(Clock::time_point now) {
     stop_io();
     return;
   }
-  if (now - last_read_ > limits_.keepalive_interval && !ping_outstanding_) {
-    ping_outstanding_ = true;
-    ping_sent_ = now;
+  if (verdict == wire::KeepaliveVerdict::send_ping) {
+    keepalive_.on_ping_sent(now);
     wire::append_ping(outbox_.control(), static_cast<std::uint64_t>(now.time_since_epoch().count()),
                       false);
     queue_control_done();

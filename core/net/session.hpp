@@ -22,6 +22,7 @@
 #include "relay/relay_context.hpp"
 #include "relay/streams.hpp"
 #include "switchboard/wire/buffer.hpp"
+#include "switchboard/wire/flow.hpp"
 
 namespace switchboard::core::net {
 
@@ -206,11 +207,8 @@ private:
 
   // Liveness: the watchdog judges the peer and gives idle connections' buffers back.
   Clock::time_point started_;
-  Clock::time_point last_read_;
-  Clock::time_point last_tick_;  // the watchdog's previous run
-  bool last_tick_late_ = false;
-  Clock::time_point ping_sent_{};
-  bool ping_outstanding_ = false;
+  wire::Keepalive keepalive_;           // what the read loop saw of the client
+  wire::StallDetector watchdog_ticks_;  // whether this relay itself was stalled since the last tick
   bool wrote_since_tick_ = false;
   bool read_since_tick_ = false;
   bool release_read_block_ = false;  // idle for a tick: the read loop lets its block go

@@ -11,6 +11,7 @@
 #include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/wire/buffer.hpp"
+#include "switchboard/wire/flow.hpp"
 
 namespace switchboard::core::net {
 
@@ -57,12 +58,12 @@ public:
     in_credit_ -= bytes;
     return true;
   }
-  /// `bytes` left relay memory; returns the grant to send the client now (0: keep gathering
-  /// until `batch` bytes). Credit grows only when granted, so a client can never run ahead of
-  /// what it was told.
-  std::uint32_t release_inbound(std::uint64_t bytes, std::uint32_t batch) noexcept {
+  /// `bytes` left relay memory; returns the grant to send the client now, by the protocol's
+  /// credit-return rule for a stream `window` (0: keep gathering). Credit grows only when
+  /// granted, so a client can never run ahead of what it was told.
+  std::uint32_t release_inbound(std::uint64_t bytes, std::uint32_t window) noexcept {
     in_release_pending_ += static_cast<std::uint32_t>(bytes);
-    if (in_release_pending_ < batch) return 0;
+    if (!wire::credit_due(in_release_pending_, window)) return 0;
     const std::uint32_t grant = in_release_pending_;
     in_credit_ += grant;
     in_release_pending_ = 0;

@@ -197,8 +197,7 @@ void Session::register_stream(const StreamPtr& stream) {
 
 void Session::release_inbound(SessionStream& stream, std::uint64_t bytes) {
   if (bytes == 0 || stream.inbound_done() || closing()) return;
-  // Batch grants: a WINDOW frame per quarter window keeps the sender busy without chatter.
-  if (const auto grant = stream.release_inbound(bytes, limits_.stream_window / 4); grant > 0) {
+  if (const auto grant = stream.release_inbound(bytes, limits_.stream_window); grant > 0) {
     wire::append_window(outbox_.control(), stream.id(), grant);
     queue_control_done();
   }
