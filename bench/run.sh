@@ -68,7 +68,7 @@ if ((BUILD_STEP)); then
     cmake --build "$BUILD" --target "${TARGETS[@]}" >&2
   fi
 fi
-SERVER=$BUILD/core/switchboard-server
+SERVER=$BUILD/server/switchboard-server
 SB=$BUILD/bench/switchboard-bench FWD=$BUILD/bench/tcp-forwarder TCP=$BUILD/bench/tcp-direct
 NATS=$BUILD/bench/nats-bench HOT=$BUILD/bench/hotpath_alloc GW=$BUILD/bench/gw-bench
 for b in "$SERVER" "$SB" "$FWD" "$TCP" "$NATS" "$HOT" "$GW"; do

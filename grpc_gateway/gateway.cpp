@@ -67,10 +67,12 @@ private:
 }  // namespace
 
 struct Gateway::Impl {
-  Impl(core::RelayContext& core, std::vector<boost::asio::any_io_executor> executors)
-      : context(core, std::move(executors)), service(context) {}
+  Impl(core::RelayContext& core, TransportCounters& counters,
+       std::vector<boost::asio::any_io_executor> executors)
+      : context(core, std::move(executors)), service(context), transports(counters) {}
   GatewayContext context;
   Service service;
+  TransportCounters& transports;
   std::unique_ptr<grpc::Server> server;
   std::shared_ptr<HeapTrimmer> trimmer;
   H2GuardLimits guard_limits;
@@ -81,11 +83,9 @@ struct Gateway::Impl {
   bool closed = false;  // shut down: adopt() closes what it is given
 };
 
-Gateway::Gateway(core::RelayContext& context,
+Gateway::Gateway(core::RelayContext& context, TransportCounters& transports,
                  std::vector<boost::asio::any_io_executor> executors)
-    : impl_(std::make_unique<Impl>(context, std::move(executors))) {
-  static_assert(kGuardViolationCount <= core::Counters::kGuardViolationKinds);
-  tune_heap();
+    : impl_(std::make_unique<Impl>(context, transports, std::move(executors))) {
   // gRPC serves grpc.health.v1.Health from its own upb code, which leaves nothing in protobuf's
   // generated pool, where reflection resolves the services it lists: this reference links the
   // health proto's descriptor into the relay, so reflection clients can describe every service.
@@ -115,8 +115,8 @@ Gateway::Gateway(core::RelayContext& context,
 
 Gateway::~Gateway() { shutdown(std::chrono::system_clock::now()); }
 
-void Gateway::adopt(std::unique_ptr<core::net::Transport> client) {
-  auto& counters = impl_->context.core.counters;
+void Gateway::adopt(std::unique_ptr<core::transport::Transport> client) {
+  auto& counters = impl_->transports;
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     spdlog::warn("grpc connection refused reason=socketpair error=\"{}\"", std::strerror(errno));
@@ -146,14 +146,14 @@ void Gateway::adopt(std::unique_ptr<core::net::Transport> client) {
     id = impl_->next_connection++;
     connection = std::make_shared<GuardConnection>(
         std::move(client), std::move(relay_end), impl_->guard_limits,
-        impl_->context.limits.handshake_timeout, counters, id);
+        impl_->context.limits.handshake_timeout, impl_->context.core.counters.grpc, counters, id);
     impl_->connections.emplace(id, connection);
     grpc::AddInsecureChannelFromFd(impl_->server.get(), fds[1]);
   }
-  counters.grpc_transports_total.fetch_add(1, std::memory_order_relaxed);
-  counters.grpc_transports_open.fetch_add(1, std::memory_order_relaxed);
+  counters.transports_total.fetch_add(1, std::memory_order_relaxed);
+  counters.transports_open.fetch_add(1, std::memory_order_relaxed);
   connection->start([impl = impl_.get(), id, &counters] {
-    counters.grpc_transports_open.fetch_sub(1, std::memory_order_relaxed);
+    counters.transports_open.fetch_sub(1, std::memory_order_relaxed);
     std::lock_guard lock(impl->connections_mutex);
     impl->connections.erase(id);
   });

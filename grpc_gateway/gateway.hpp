@@ -9,23 +9,27 @@
 #include <vector>
 
 #include "relay/relay_context.hpp"
-#include "net/transport.hpp"
+#include "transport/transport.hpp"
 
 namespace switchboard::gateway {
+
+struct TransportCounters;
 
 class Gateway {
 public:
   /// Starts the gRPC server with no listening port of its own: the relay accepts the door's
   /// connections (TCP, TLS) and hands each over with adopt().
   /// Calls run on strands spread over `executors` (the relay's I/O threads; at least one).
-  Gateway(core::RelayContext& context, std::vector<boost::asio::any_io_executor> executors);
+  /// `transports` (owned by the door, outliving the gateway) counts the connections adopted.
+  Gateway(core::RelayContext& context, TransportCounters& transports,
+          std::vector<boost::asio::any_io_executor> executors);
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
   /// Serves one accepted client connection: its bytes reach gRPC through the HTTP/2 guard over a
   /// socketpair. Any thread; the connection runs on the transport's executor.
-  void adopt(std::unique_ptr<core::net::Transport> client);
+  void adopt(std::unique_ptr<core::transport::Transport> client);
   /// Stops admitting streams; Respond peers leave as soon as they have no stream in flight.
   void drain();
   /// Ends every call still open at `deadline`, closes every connection and stops the server.

@@ -58,13 +58,16 @@ private:
   int small_reads_ = 0;
 };
 
-GuardConnection::GuardConnection(std::unique_ptr<core::net::Transport> client, GrpcSocket grpc,
-                                 H2GuardLimits limits, std::chrono::milliseconds handshake_timeout,
-                                 core::Counters& counters, std::uint64_t id)
+GuardConnection::GuardConnection(std::unique_ptr<core::transport::Transport> client,
+                                 GrpcSocket grpc, H2GuardLimits limits,
+                                 std::chrono::milliseconds handshake_timeout,
+                                 core::DoorCounters& door, TransportCounters& transport,
+                                 std::uint64_t id)
     : client_(std::move(client)),
       grpc_(std::move(grpc)),
       guard_(limits, H2Guard::Clock::now()),
-      counters_(counters),
+      door_counters_(door),
+      transport_counters_(transport),
       handshake_timeout_(handshake_timeout),
       id_(id),
       remote_(client_->remote()) {}
@@ -124,7 +127,7 @@ asio::awaitable<void> GuardConnection::client_to_grpc() {
   for (;;) {
     auto [ec, n] = co_await client_->read_some(buffer.space());
     if (ec) break;  // the client closed or went away: gRPC reads its end of the stream
-    counters_.grpc.bytes_in.fetch_add(n, std::memory_order_relaxed);
+    door_counters_.bytes_in.fetch_add(n, std::memory_order_relaxed);
     std::span<const std::uint8_t> rest(buffer.data(), n);
     while (!rest.empty()) {
       auto step = guard_.client_bytes(rest, H2Guard::Clock::now());
@@ -144,7 +147,7 @@ asio::awaitable<void> GuardConnection::client_to_grpc() {
       }
       // gRPC has parsed the header block (its HPACK state stays in step with the client's) and
       // forgets the stream at once; the client learns it may retry elsewhere.
-      counters_.grpc_refused_streams.fetch_add(1, std::memory_order_relaxed);
+      transport_counters_.refused_streams.fetch_add(1, std::memory_order_relaxed);
       const auto reset = rst_stream_frame(step.stream, H2Error::refused_stream);
       auto [write_error, written] =
           co_await asio::async_write(grpc_, asio::buffer(reset), kUseTuple);
@@ -168,7 +171,7 @@ asio::awaitable<void> GuardConnection::client_to_grpc() {
 
 void GuardConnection::on_violation(const GuardStep& step) {
   violation_ = step;
-  counters_.grpc_guard_violations[static_cast<std::size_t>(step.violation)].fetch_add(
+  transport_counters_.guard_violations[static_cast<std::size_t>(step.violation)].fetch_add(
       1, std::memory_order_relaxed);
   spdlog::warn("grpc connection closed conn={} remote={} reason={} code={} detail=\"{}\"", id_,
                remote_, violation_name(step.violation), static_cast<std::uint32_t>(step.code),
@@ -189,7 +192,7 @@ asio::awaitable<bool> GuardConnection::write_client(std::span<const std::uint8_t
   const std::array buffers{asio::const_buffer(bytes.data(), bytes.size())};
   auto [ec, n] = co_await client_->write(buffers);
   if (ec) co_return false;
-  counters_.grpc.bytes_out.fetch_add(n, std::memory_order_relaxed);
+  door_counters_.bytes_out.fetch_add(n, std::memory_order_relaxed);
   co_return true;
 }
 

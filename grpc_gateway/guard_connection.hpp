@@ -2,6 +2,7 @@
 // back, each frame header checked by an H2Guard on the way.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -14,11 +15,20 @@
 
 #include "grpc_gateway/h2_guard.hpp"
 #include "relay/relay_context.hpp"
-#include "net/transport.hpp"
+#include "transport/transport.hpp"
 
 namespace switchboard::gateway {
 
 class RelayBuffer;
+
+/// What the gRPC door counts below its calls: its HTTP/2 connections (its DoorCounters count
+/// calls) and what the HTTP/2 guard turned away. Relaxed increments: statistics only.
+struct TransportCounters {
+  std::atomic<std::uint64_t> transports_total{0};
+  std::atomic<std::int64_t> transports_open{0};
+  std::atomic<std::uint64_t> refused_streams{0};
+  std::array<std::atomic<std::uint64_t>, kGuardViolationCount> guard_violations{};
+};
 
 /// Threading: every member runs on the client transport's executor (one I/O thread); start()
 /// and close() may be called from any thread. Kept alive by its own coroutine.
@@ -31,9 +41,10 @@ public:
   /// `grpc`: this relay's end of the socketpair whose other end gRPC serves, on the client's
   /// executor.
   /// `handshake_timeout`: time allowed for the client's preface and first SETTINGS.
-  GuardConnection(std::unique_ptr<core::net::Transport> client, GrpcSocket grpc,
+  /// `door`: where the connection's bytes are counted; `transport`: its guard's refusals.
+  GuardConnection(std::unique_ptr<core::transport::Transport> client, GrpcSocket grpc,
                   H2GuardLimits limits, std::chrono::milliseconds handshake_timeout,
-                  core::Counters& counters, std::uint64_t id);
+                  core::DoorCounters& door, TransportCounters& transport, std::uint64_t id);
 
   /// Starts relaying; `on_closed` runs on the connection's executor once both ways have ended.
   void start(std::function<void()> on_closed);
@@ -53,10 +64,11 @@ private:
   void wake_writer();
   void close_now();
 
-  std::unique_ptr<core::net::Transport> client_;
+  std::unique_ptr<core::transport::Transport> client_;
   GrpcSocket grpc_;
   H2Guard guard_;
-  core::Counters& counters_;
+  core::DoorCounters& door_counters_;
+  TransportCounters& transport_counters_;
   std::chrono::milliseconds handshake_timeout_;
   std::uint64_t id_;
   std::string remote_;

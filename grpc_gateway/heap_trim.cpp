@@ -1,4 +1,4 @@
-// The gRPC door's malloc thresholds and the periodic check that trims the heap once idle.
+// The periodic check that trims the heap once the relay is idle.
 #include "grpc_gateway/heap_trim.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -10,15 +10,6 @@
 
 namespace switchboard::gateway {
 namespace {
-
-// Above the largest gRPC message the gateway accepts (4 MiB), so message buffers never take
-// the mmap/munmap path; the trim threshold leaves the window's worth of buffers in place. One
-// arena because malloc_trim cannot release the top of a thread arena: with one per thread the
-// idle relay kept tens of MiB, with one it returns below its old idle size (and no slower on
-// the relay's few threads).
-constexpr int kMmapThreshold = 8 * 1024 * 1024;
-constexpr int kTrimThreshold = 64 * 1024 * 1024;
-constexpr int kArenas = 1;
 
 std::uint64_t payload_moved(const core::Counters& counters) {
   const auto sum = [](const core::DoorCounters& door) {
@@ -77,14 +68,6 @@ private:
 };
 
 }  // namespace
-
-void tune_heap() {
-#if defined(__GLIBC__)
-  mallopt(M_ARENA_MAX, kArenas);
-  mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
-  mallopt(M_TRIM_THRESHOLD, kTrimThreshold);
-#endif
-}
 
 std::shared_ptr<HeapTrimmer> HeapTrimmer::start(boost::asio::any_io_executor executor,
                                                 const core::Counters& counters,

@@ -1,4 +1,4 @@
-// Malloc settings for the gRPC door's message buffers, and the idle-time trim that bounds them.
+// The idle-time heap trim that bounds the memory the gRPC door's message buffers leave behind.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -10,15 +10,10 @@
 namespace switchboard::gateway {
 
 /// gRPC allocates and frees a read buffer and a parsed message per 64 KiB chunk on its own
-/// threads; with glibc's defaults the freed heap top goes back to the kernel almost at once and
-/// the next message faults it in again (a page fault per 4 KiB), and every thread's arena keeps
-/// its own high-water mark. `tune_heap` makes freed memory stay for reuse while traffic flows,
-/// in one arena; `HeapTrimmer` hands it back to the kernel once no payload has moved for a whole
-/// period, so an idle relay stays small.
-///
-/// Process-wide and a no-op off glibc; call before the threads that allocate are started.
-void tune_heap();
-
+/// threads. The relay process sets malloc to keep freed memory for reuse while traffic flows, in
+/// one arena (server/heap_tuning.hpp: process-wide, so its owner decides); `HeapTrimmer` hands
+/// that memory back to the kernel once no payload has moved for a whole period, so an idle relay
+/// stays small.
 class HeapTrimmer {
 public:
   /// Starts the idle check on `executor`.

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cmake --preset release >/dev/null
 cmake --build --preset release --target switchboard-server switchboard
-exec ./build/release/core/switchboard-server "$@"
+exec ./build/release/server/switchboard-server "$@"

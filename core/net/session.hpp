@@ -17,12 +17,12 @@
 #include "net/outbox.hpp"
 #include "net/session_stream.hpp"
 #include "net/stream_timers.hpp"
-#include "net/transport.hpp"
 #include "registry/peer.hpp"
 #include "relay/relay_context.hpp"
 #include "relay/streams.hpp"
 #include "switchboard/wire/buffer.hpp"
 #include "switchboard/wire/flow.hpp"
+#include "transport/transport.hpp"
 
 namespace switchboard::core::net {
 

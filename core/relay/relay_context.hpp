@@ -90,19 +90,12 @@ struct DoorCounters {
 };
 
 /// The relay's counters: the same set for each door, then what belongs to the relay as a whole.
-/// The gRPC door's HTTP/2 transport counters live here too until the door owns its metrics.
+/// What only one door has (the gRPC door's HTTP/2 transports) that door owns and exports.
 struct Counters {
   DoorCounters native;
   DoorCounters grpc;
   /// Payload bytes held in stream queues across the relay (bounded by the stream windows).
   std::atomic<std::int64_t> queued_bytes{0};
-  /// The gRPC door's HTTP/2 connections (its DoorCounters count calls), and what the HTTP/2
-  /// guard in front of gRPC turned away (by guard violation kind).
-  std::atomic<std::uint64_t> grpc_transports_total{0};
-  std::atomic<std::int64_t> grpc_transports_open{0};
-  std::atomic<std::uint64_t> grpc_refused_streams{0};
-  static constexpr std::size_t kGuardViolationKinds = 8;
-  std::array<std::atomic<std::uint64_t>, kGuardViolationKinds> grpc_guard_violations{};
   /// Requests refused by token checks on either door, indexed by auth::Failure.
   std::array<std::atomic<std::uint64_t>, auth::kFailureKinds> auth_failures{};
 

@@ -24,7 +24,7 @@
 #include "fuzz_check.hpp"
 #include "relay/relay_context.hpp"
 #include "net/session.hpp"
-#include "net/transport.hpp"
+#include "transport/transport.hpp"
 #include "seed_frames.hpp"
 #include "switchboard/wire/codec.hpp"
 
@@ -33,6 +33,7 @@ namespace {
 using namespace switchboard;
 using namespace switchboard::core;
 using namespace switchboard::core::net;
+using namespace switchboard::core::transport;
 using Buffer = std::vector<std::uint8_t>;
 
 /// Peer ids of the two clients (seeds target them in OPEN frames).

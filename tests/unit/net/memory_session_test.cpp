@@ -12,7 +12,7 @@
 
 #include "relay/relay_context.hpp"
 #include "net/session.hpp"
-#include "net/transport.hpp"
+#include "transport/transport.hpp"
 #include "switchboard/wire/codec.hpp"
 
 namespace switchboard::core::net {
@@ -22,7 +22,7 @@ namespace {
 class MemoryClient {
 public:
   MemoryClient(asio::io_context& io, RelayContext& context, std::uint64_t id) {
-    auto [relay_end, client_end] = make_memory_pipe(asio::make_strand(io));
+    auto [relay_end, client_end] = transport::make_memory_pipe(asio::make_strand(io));
     client_ = std::move(client_end);
     session_ = std::make_shared<Session>(std::move(relay_end), context, id);
     session_->start();

@@ -1,9 +1,9 @@
 // Per-source-address connect throttling (token buckets) for the native accept loop.
-#include "server/connect_throttle.hpp"
+#include "transport/connect_throttle.hpp"
 
 #include <algorithm>
 
-namespace switchboard::core {
+namespace switchboard::core::transport {
 
 ConnectThrottle::ConnectThrottle(std::uint32_t rate, std::uint32_t burst, std::size_t max_tracked)
     : rate_(rate), burst_(std::max<std::uint32_t>(burst, 1)), max_tracked_(max_tracked) {}
@@ -48,4 +48,4 @@ bool ConnectThrottle::admit(const boost::asio::ip::address& address, Clock::time
   return true;
 }
 
-}  // namespace switchboard::core
+}  // namespace switchboard::core::transport

@@ -1,9 +1,9 @@
 // The per-address connect throttle on a controlled clock: budget, refill, eviction and its cap.
-#include "server/connect_throttle.hpp"
+#include "transport/connect_throttle.hpp"
 
 #include <gtest/gtest.h>
 
-namespace switchboard::core {
+namespace switchboard::core::transport {
 namespace {
 
 using namespace std::chrono_literals;
@@ -46,4 +46,4 @@ TEST(ConnectThrottle, IdleAddressesAreForgottenAndTheTableIsCapped) {
 }
 
 }  // namespace
-}  // namespace switchboard::core
+}  // namespace switchboard::core::transport

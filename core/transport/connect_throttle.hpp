@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <unordered_map>
 
-namespace switchboard::core {
+namespace switchboard::core::transport {
 
 /// One token bucket per remote address: `rate` tokens a second, holding at most `burst`. Not
 /// thread-safe: the relay touches it only from its single accept coroutine.
@@ -40,4 +40,4 @@ private:
   Clock::time_point last_sweep_{};
 };
 
-}  // namespace switchboard::core
+}  // namespace switchboard::core::transport

@@ -5,14 +5,17 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "relay/door.hpp"
 #include "relay/relay_context.hpp"
 
 namespace switchboard::core {
 
-/// Every metric of the relay in the Prometheus text exposition format (version 0.0.4).
-std::string metrics_text(const RelayContext& context, bool draining,
-                         std::chrono::system_clock::time_point started);
+/// Every metric of the relay in the Prometheus text exposition format (version 0.0.4): the
+/// counters each door has in the relay's context, then what `doors` add of their own.
+std::string metrics_text(const RelayContext& context, const std::vector<const Door*>& doors,
+                         bool draining, std::chrono::system_clock::time_point started);
 
 /// {"channels":[{"id":...,"peers":N,"version":V},...],"peers":P} for GET /channels.
 std::string channels_json(const Registry& registry);

@@ -1,4 +1,4 @@
-// TLS for the native door: the settings, server contexts built from PEM files, and the TLS
+// TLS for both doors: the settings, server contexts built from PEM files, and the TLS
 // transport (a handshake bounded in time, then a Transport over ssl::stream).
 #pragma once
 
@@ -10,9 +10,9 @@
 #include <mutex>
 #include <string>
 
-#include "net/transport.hpp"
+#include "transport/transport.hpp"
 
-namespace switchboard::core::net {
+namespace switchboard::core::transport {
 
 /// TLS settings shared by both doors. One certificate chain and key serve both; a client CA turns
 /// on mutual TLS (clients must present a certificate signed by it).
@@ -71,4 +71,4 @@ asio::awaitable<std::unique_ptr<Transport>> accept_tls(asio::ip::tcp::socket soc
 /// A one-line description of a TLS error, with OpenSSL's reason when there is one.
 std::string describe_tls_error(const boost::system::error_code& error);
 
-}  // namespace switchboard::core::net
+}  // namespace switchboard::core::transport

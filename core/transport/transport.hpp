@@ -1,5 +1,5 @@
-// The byte stream under a native session: each Transport owns its connection (a TCP socket, or
-// one end of an in-memory pipe) and nothing else; framing and streams stay in the session.
+// The byte stream under a door's connection: each Transport owns its connection (a TCP socket, a
+// TLS stream, or one end of an in-memory pipe) and nothing else; framing stays in the door.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -15,7 +15,7 @@
 #include <tuple>
 #include <utility>
 
-namespace switchboard::core::net {
+namespace switchboard::core::transport {
 
 namespace asio = boost::asio;
 
@@ -60,4 +60,9 @@ std::unique_ptr<Transport> make_tcp_transport(asio::ip::tcp::socket socket);
 std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_memory_pipe(
     asio::any_io_executor executor);
 
+}  // namespace switchboard::core::transport
+
+namespace switchboard::core::net {
+// The native session reads and writes through this interface under its own namespace's name.
+using transport::Transport;
 }  // namespace switchboard::core::net

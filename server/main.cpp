@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "server/doors.hpp"
+#include "server/heap_tuning.hpp"
 #include "server/logging.hpp"
 #include "server/options.hpp"
 #include "server/server.hpp"
@@ -99,6 +101,8 @@ int main(int argc, char** argv) {
   }
 
   configure_logging(config.log_level, config.log_format);
+  // Before the gRPC door starts gRPC's threads: malloc's settings are the whole process's.
+  if (serves_grpc(config)) tune_heap();
   try {
     Server server(config);
     server.handle_signals();

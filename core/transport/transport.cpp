@@ -1,5 +1,5 @@
 // TCP and in-memory transports: each owns its socket or its end of a shared pipe.
-#include "net/transport.hpp"
+#include "transport/transport.hpp"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -16,7 +16,7 @@
 #include <optional>
 #include <vector>
 
-namespace switchboard::core::net {
+namespace switchboard::core::transport {
 namespace {
 
 using boost::system::error_code;
@@ -218,4 +218,4 @@ std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_memory_pi
   return {std::make_unique<MemoryTransport>(pipe, 0), std::make_unique<MemoryTransport>(pipe, 1)};
 }
 
-}  // namespace switchboard::core::net
+}  // namespace switchboard::core::transport

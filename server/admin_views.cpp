@@ -1,14 +1,10 @@
-// Rendering of the relay's counters as Prometheus text and of the registry as JSON.
+// Rendering of the relay's and its doors' counters as Prometheus text and of the registry as JSON.
 #include "server/admin_views.hpp"
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <array>
-
-#if SWITCHBOARD_WITH_GRPC
-#include "grpc_gateway/h2_guard.hpp"
-#endif
 
 #ifndef SWITCHBOARD_VERSION
 #define SWITCHBOARD_VERSION "unknown"
@@ -17,41 +13,19 @@
 namespace switchboard::core {
 namespace {
 
-struct Door {
+/// The counters of one door as the relay's context holds them, with the door's label.
+struct LabelledCounters {
   std::string_view name;
   const DoorCounters& counters;
 };
 
-class Exposition {
-public:
-  /// Starts a metric family: its HELP and TYPE lines.
-  void family(std::string_view name, std::string_view type, std::string_view help) {
-    out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-  }
-  void sample(std::string_view name, std::string_view labels, std::int64_t value) {
-    if (labels.empty()) {
-      out_ += fmt::format("{} {}\n", name, value);
-    } else {
-      out_ += fmt::format("{}{{{}}} {}\n", name, labels, value);
-    }
-  }
-  std::string take() { return std::move(out_); }
-
-private:
-  std::string out_;
-};
-
-std::int64_t load(const std::atomic<std::uint64_t>& value) {
-  return static_cast<std::int64_t>(value.load(std::memory_order_relaxed));
-}
-std::int64_t load(const std::atomic<std::int64_t>& value) {
-  return value.load(std::memory_order_relaxed);
-}
+std::int64_t load(const std::atomic<std::uint64_t>& value) { return MetricsWriter::load(value); }
+std::int64_t load(const std::atomic<std::int64_t>& value) { return MetricsWriter::load(value); }
 
 /// One sample per door of the counter `field` picks.
 template <typename Field>
-void per_door(Exposition& out, const std::array<Door, 2>& doors, std::string_view name,
-              std::string_view type, std::string_view help, Field field) {
+void per_door(MetricsWriter& out, const std::array<LabelledCounters, 2>& doors,
+              std::string_view name, std::string_view type, std::string_view help, Field field) {
   out.family(name, type, help);
   for (const auto& door : doors) {
     out.sample(name, fmt::format("door=\"{}\"", door.name), load(field(door.counters)));
@@ -73,11 +47,12 @@ void append_json_string(std::string& out, std::string_view text) {
 
 }  // namespace
 
-std::string metrics_text(const RelayContext& context, bool draining,
-                         std::chrono::system_clock::time_point started) {
+std::string metrics_text(const RelayContext& context, const std::vector<const Door*>& relay_doors,
+                         bool draining, std::chrono::system_clock::time_point started) {
   const auto& counters = context.counters;
-  const std::array<Door, 2> doors{Door{"native", counters.native}, Door{"grpc", counters.grpc}};
-  Exposition out;
+  const std::array<LabelledCounters, 2> doors{LabelledCounters{"native", counters.native},
+                                              LabelledCounters{"grpc", counters.grpc}};
+  MetricsWriter out;
   out.family("switchboard_build_info", "gauge", "Build of the running relay (value is always 1).");
   out.sample("switchboard_build_info",
              fmt::format("version=\"{}\",compiler=\"{}\"", SWITCHBOARD_VERSION, __VERSION__), 1);
@@ -111,25 +86,9 @@ std::string metrics_text(const RelayContext& context, bool draining,
              load(counters.native.connections_throttled));
   out.sample("switchboard_connections_throttled_total", "door=\"grpc\"",
              load(counters.grpc.connections_throttled));
-  out.family("switchboard_grpc_transports_open", "gauge",
-             "HTTP/2 connections open on the gRPC door.");
-  out.sample("switchboard_grpc_transports_open", "", load(counters.grpc_transports_open));
-  out.family("switchboard_grpc_transports_total", "counter",
-             "HTTP/2 connections accepted on the gRPC door.");
-  out.sample("switchboard_grpc_transports_total", "", load(counters.grpc_transports_total));
-  out.family("switchboard_grpc_refused_streams_total", "counter",
-             "gRPC calls refused (REFUSED_STREAM) at the per-connection stream limit.");
-  out.sample("switchboard_grpc_refused_streams_total", "", load(counters.grpc_refused_streams));
-#if SWITCHBOARD_WITH_GRPC
-  out.family("switchboard_grpc_guard_violations_total", "counter",
-             "gRPC-door connections closed by the HTTP/2 guard, by reason.");
-  for (std::size_t i = 0; i < gateway::kGuardViolationCount; ++i) {
-    out.sample("switchboard_grpc_guard_violations_total",
-               fmt::format("reason=\"{}\"",
-                           gateway::violation_name(static_cast<gateway::GuardViolation>(i))),
-               load(counters.grpc_guard_violations[i]));
-  }
-#endif
+  // Each door's own families (the gRPC door's HTTP/2 transports and guard), where they have
+  // always been listed.
+  for (const auto* door : relay_doors) door->write_metrics(out);
 
   out.family("switchboard_handshake_failures_total", "counter",
              "Connections (gRPC: Respond calls) that never became a peer, by reason.");

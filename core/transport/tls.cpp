@@ -1,5 +1,5 @@
 // TLS server contexts from PEM files, their reload, the bounded handshake and the TLS transport.
-#include "net/tls.hpp"
+#include "transport/tls.hpp"
 
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
@@ -16,7 +16,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace switchboard::core::net {
+namespace switchboard::core::transport {
 namespace {
 
 namespace ssl = asio::ssl;
@@ -237,4 +237,4 @@ asio::awaitable<std::unique_ptr<Transport>> accept_tls(tcp::socket socket,
   co_return std::make_unique<TlsTransport>(std::move(stream), std::move(context));
 }
 
-}  // namespace switchboard::core::net
+}  // namespace switchboard::core::transport
