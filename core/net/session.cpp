@@ -33,17 +33,20 @@ Session::Session(std::unique_ptr<Transport> transport, RelayContext& context,
       wake_(executor_),
       watchdog_(executor_),
       token_expiry_(executor_),
-      stream_timer_(executor_),
+      timers_(executor_),
+      outbox_(context),
       started_(accepted_at),
-      last_read_(Clock::now()),
-      last_tick_(last_read_) {
+      keepalive_(Clock::now()),
+      watchdog_ticks_(keepalive_.last_read()) {
   remote_ = transport_->remote();
   if (const auto* io = executor_.target<asio::io_context::executor_type>()) home_ = *io;
   context_.counters.native.connections_total.fetch_add(1, std::memory_order_relaxed);
   context_.counters.native.connections_open.fetch_add(1, std::memory_order_relaxed);
 }
 
-Session::~Session() { context_.counters.native.connections_open.fetch_sub(1, std::memory_order_relaxed); }
+Session::~Session() {
+  context_.counters.native.connections_open.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void Session::start() {
   spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
@@ -95,10 +98,10 @@ asio::awaitable<bool> Session::read_loop() {
     }
     reader_.commit(n);
     read_since_tick_ = true;
-    last_read_ = Clock::now();
-    ping_outstanding_ = false;
+    keepalive_.on_read(Clock::now());
     context_.counters.native.bytes_in.fetch_add(n, std::memory_order_relaxed);
-    const DeliveryScope gather;  // no co_await inside: the scope is this thread's
+    // No co_await until the flush: the batch is this thread's.
+    HandoffBatch::Scope handoffs;
     for (;;) {
       const auto result = reader_.next(frame);
       if (result.kind == wire::DecodeResult::Kind::need_more) break;
@@ -113,7 +116,8 @@ asio::awaitable<bool> Session::read_loop() {
       release_read_block_ = false;
       reader_.release_idle_block();
     }
-    if (closing_) {
+    handoffs.flush();
+    if (closing()) {
       // Stop reading; the writer flushes the final frames, then closes the transport.
       co_return false;
     }
@@ -134,193 +138,76 @@ void Session::arm_watchdog() {
 }
 
 void Session::on_watchdog() {
-  if (io_stopped_ || closed_) return;
+  if (io_stopped_) return;
   const auto now = Clock::now();
-  if (closing_) {
-    if (now - closing_since_ > std::chrono::seconds(2)) {
-      stop_io();  // the client does not take our last frames: give up on them
+  switch (phase_) {
+    case Phase::handshake:
+      if (now - started_ > limits_.handshake_timeout) {
+        context_.counters.native.count_handshake_failure(HandshakeFailure::timeout);
+        fail_connection(Status::protocol_error, "handshake timeout");
+      }
+      break;
+    case Phase::joined:
+    case Phase::draining:
+      judge_liveness(now);
+      if (io_stopped_) return;
+      arm_watchdog();
       return;
-    }
-  } else if (!joined_) {
-    if (now - started_ > limits_.handshake_timeout) {
-      context_.counters.native.count_handshake_failure(HandshakeFailure::timeout);
-      fail_connection(Status::protocol_error, "handshake timeout");
-    }
-  } else {
-    // A late tick means this relay was not running (descheduled, stopped by a debugger or a
-    // sanitizer): what the peer sent meanwhile may still be unread, so nobody is judged on it.
-    // Only the first of late ticks in a row is let go: a relay that stays late still judges.
-    // A peer is judged only on a PING it had a whole interval to answer.
-    const bool late = now - last_tick_ > 2 * watchdog_tick();
-    const bool relay_was_stalled = late && !last_tick_late_;
-    last_tick_late_ = late;
-    if (ping_outstanding_ && !relay_was_stalled && now - ping_sent_ > limits_.keepalive_interval) {
-      close_reason_ = "keepalive timeout";
-      spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,
-                    peer_id_.to_string());
-      stop_io();
+    case Phase::closing:
+      if (now - closing_since_ > std::chrono::seconds(2)) {
+        stop_io();  // the client does not take our last frames: give up on them
+        return;
+      }
+      break;
+    case Phase::closed:
       return;
-    }
-    if (writing_ && !relay_was_stalled && now - write_started_ > limits_.write_timeout) {
-      // The peer may answer PINGs and send WINDOWs, but its socket takes nothing from us.
-      context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
-      close_reason_ = "write timeout";
-      spdlog::warn("slow consumer closed conn={} peer={} reason=write_timeout streams={}",
-                   connection_id_, peer_id_.to_string(), streams_.size());
-      stop_io();
-      return;
-    }
-    if (now - last_read_ > limits_.keepalive_interval && !ping_outstanding_) {
-      ping_outstanding_ = true;
-      ping_sent_ = now;
-      wire::append_ping(control_, static_cast<std::uint64_t>(now.time_since_epoch().count()),
-                        false);
-      queue_control_done();
-    }
-    if (!wrote_since_tick_) release_idle_buffers();
-    // A read is pending into the reader's block while the connection is quiet: the block can
-    // only be let go between reads, so the read loop does it after the next one completes.
-    if (!read_since_tick_) release_read_block_ = true;
-    wrote_since_tick_ = false;
-    read_since_tick_ = false;
   }
-  last_tick_ = now;
+  watchdog_ticks_.skip(now);  // only a joined peer is judged
   arm_watchdog();
 }
 
-bool Session::handle_frame(const wire::Frame& frame) {
-  using wire::FrameType;
-  const auto type = frame.header.type;
-  if (!joined_) {
-    if (type != FrameType::hello) {
-      context_.counters.native.count_handshake_failure(HandshakeFailure::unexpected_frame);
-      fail_connection(Status::protocol_error,
-                      "expected HELLO, got " + std::string(wire::frame_type_name(type)));
-      return false;
-    }
-    return handle_hello(frame);
+void Session::judge_liveness(Clock::time_point now) {
+  // A late tick means this relay was not running (descheduled, stopped by a debugger or a
+  // sanitizer): what the peer sent meanwhile may still be unread, so nobody is judged on it.
+  // A peer is judged only on a PING it had a whole interval to answer.
+  const bool relay_was_stalled = watchdog_ticks_.on_tick(now, 2 * watchdog_tick());
+  const wire::KeepaliveTiming timing{limits_.keepalive_interval, limits_.keepalive_interval};
+  const auto verdict = keepalive_.judge(now, timing, relay_was_stalled);
+  if (verdict == wire::KeepaliveVerdict::dead) {
+    close_reason_ = "keepalive timeout";
+    spdlog::debug("session dead conn={} peer={} reason=keepalive", connection_id_,
+                  peer_id_.to_string());
+    stop_io();
+    return;
   }
-  switch (type) {
-    case FrameType::open:
-      return handle_open(frame);
-    case FrameType::data:
-      return handle_data(frame);
-    case FrameType::end:
-      return handle_end(frame);
-    case FrameType::reset:
-      return handle_reset(frame);
-    case FrameType::window:
-      return handle_window(frame);
-    case FrameType::ping: {
-      std::uint64_t opaque = 0;
-      if (wire::parse_ping(frame.payload, opaque) != wire::DecodeError::none) {
-        fail_connection(Status::protocol_error, "malformed PING");
-        return false;
-      }
-      if ((frame.header.flags & wire::flags::kAck) == 0) {
-        wire::append_ping(control_, opaque, true);
-        queue_control_done();
-      }
-      return true;
-    }
-    case FrameType::error: {
-      wire::Error error;
-      (void)wire::parse_error(frame.payload, error);
-      spdlog::debug("client error conn={} status={} message=\"{}\"", connection_id_,
-                    status_name(error.status), error.message);
-      close_reason_ = "client error";
-      begin_close();
-      return false;
-    }
-    case FrameType::hello:
-      fail_connection(Status::protocol_error, "HELLO after the handshake");
-      return false;
-    default:
-      fail_connection(Status::protocol_error,
-                      "unexpected " + std::string(wire::frame_type_name(type)) + " from a client");
-      return false;
+  if (writer_ == Writer::writing && !relay_was_stalled &&
+      now - write_started_ > limits_.write_timeout) {
+    // The peer may answer PINGs and send WINDOWs, but its socket takes nothing from us.
+    context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
+    close_reason_ = "write timeout";
+    spdlog::warn("slow consumer closed conn={} peer={} reason=write_timeout streams={}",
+                 connection_id_, peer_id_.to_string(), streams_.size());
+    stop_io();
+    return;
   }
-}
-
-bool Session::handle_hello(const wire::Frame& frame) {
-  wire::Hello hello;
-  const auto error = wire::parse_hello(frame.payload, hello);
-  if (error != wire::DecodeError::none) {
-    context_.counters.native.count_handshake_failure(error == wire::DecodeError::unsupported_version
-                                                  ? HandshakeFailure::bad_version
-                                                  : HandshakeFailure::bad_hello);
-    std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
-    if (error == wire::DecodeError::unsupported_version) {
-      message = "unsupported protocol version " + std::to_string(hello.version) +
-                "; this relay speaks version " + std::to_string(wire::kProtocolVersion);
-    }
-    fail_connection(Status::protocol_error, std::move(message));
-    return false;
+  if (verdict == wire::KeepaliveVerdict::send_ping) {
+    keepalive_.on_ping_sent(now);
+    wire::append_ping(outbox_.control(), static_cast<std::uint64_t>(now.time_since_epoch().count()),
+                      false);
+    queue_control_done();
   }
-  if (draining_) {
-    context_.counters.native.count_handshake_failure(HandshakeFailure::draining);
-    fail_connection(Status::refused, "relay is draining");
-    return false;
-  }
-  const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
-  auto decision = context_.authenticator.authenticate(hello.token, hello.channel, hello.peer_id);
-  if (decision.ok() && accepts) {
-    if (auto allowed = auth::require(decision.grant, auth::Permission::respond); !allowed.ok()) {
-      decision = std::move(allowed);
-    }
-  }
-  if (!decision.ok()) {
-    context_.counters.native.count_handshake_failure(HandshakeFailure::unauthorized);
-    record_auth_refusal(context_, decision, "native", accepts ? "join-responder" : "join",
-                        hello.channel, connection_id_);
-    fail_connection(decision.status, std::move(decision.reason));
-    return false;
-  }
-  grant_ = std::move(decision.grant);
-  auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
-  if (joined.status != Status::ok) {
-    context_.counters.native.count_handshake_failure(HandshakeFailure::refused);
-    spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
-                  status_name(joined.status), joined.message);
-    fail_connection(joined.status, std::move(joined.message));
-    return false;
-  }
-  joined_ = true;
-  reader_.set_max_frame(limits_.max_frame);
-  channel_ = hello.channel;
-  peer_id_ = joined.peer_id;
-  client_max_frame_ = hello.max_frame;
-  client_window_ = hello.stream_window;
-
-  wire::Welcome welcome;
-  welcome.peer_id = peer_id_;
-  welcome.max_frame = limits_.max_frame;
-  welcome.stream_window = limits_.stream_window;
-  welcome.max_streams = limits_.max_streams_per_connection;
-  welcome.keepalive_ms = static_cast<std::uint32_t>(limits_.keepalive_interval.count());
-  wire::append_welcome(control_, welcome);
-  // The snapshot may exceed one frame: split it so each frame fits the client's max frame.
-  const std::size_t per_frame = std::min<std::size_t>(0xFFFF, (client_max_frame_ - 12) / 16);
-  std::size_t offset = 0;
-  do {
-    const std::size_t count = std::min(per_frame, joined.others.size() - offset);
-    wire::Presence snapshot{wire::PresenceEvent::snapshot, joined.version, {}};
-    snapshot.peers.assign(joined.others.begin() + static_cast<std::ptrdiff_t>(offset),
-                          joined.others.begin() + static_cast<std::ptrdiff_t>(offset + count));
-    offset += count;
-    wire::append_presence(control_, snapshot, offset < joined.others.size());
-  } while (offset < joined.others.size());
-  queue_control_done();
-  if (grant_.expires()) arm_token_expiry();
-  spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={}", connection_id_,
-                channel_.to_string(), peer_id_.to_string(), accepts);
-  return true;
+  if (!wrote_since_tick_) release_idle_buffers();
+  // A read is pending into the reader's block while the connection is quiet: the block can
+  // only be let go between reads, so the read loop does it after the next one completes.
+  if (!read_since_tick_) release_read_block_ = true;
+  wrote_since_tick_ = false;
+  read_since_tick_ = false;
 }
 
 void Session::on_presence(const wire::Presence& event) {
   asio::post(executor_, [self = shared_from_this(), event] {
-    if (self->closed_ || self->closing_) return;
-    wire::append_presence(self->control_, event);
+    if (self->closing()) return;
+    wire::append_presence(self->outbox_.control(), event);
     self->queue_control_done();
   });
 }
@@ -331,13 +218,16 @@ bool Session::has_capacity() const {
 
 void Session::drain() {
   asio::post(executor_, [self = shared_from_this()] {
-    if (self->draining_ || self->closed_) return;
-    self->draining_ = true;
-    if (!self->joined_ || self->closing_) {
+    if (self->drain_asked() || self->phase_ == Phase::closed) return;
+    if (self->phase_ != Phase::joined) {
+      // Not joined yet, or closing already: nothing to wait for, but a HELLO or an OPEN still
+      // read is refused as draining.
       self->begin_close();
+      self->phase_before_close_ = Phase::draining;
       return;
     }
-    wire::append_go_away(self->control_,
+    self->phase_ = Phase::draining;
+    wire::append_go_away(self->outbox_.control(),
                          wire::GoAway{self->last_client_stream_, Status::ok, "relay is draining"});
     self->queue_control_done();
     if (self->streams_.empty()) self->begin_close();
@@ -346,30 +236,25 @@ void Session::drain() {
 
 void Session::terminate(std::string reason) {
   asio::post(executor_, [self = shared_from_this(), reason = std::move(reason)] {
-    if (self->closed_) return;
-    auto streams = self->streams_;
-    for (auto& [id, stream] : streams) {
-      self->reset_stream(stream, Status::cancelled, reason, true, true);
-    }
+    if (self->phase_ == Phase::closed) return;
+    self->reset_all(Status::cancelled, reason, true);
     self->close_reason_ = reason;
     self->begin_close();
   });
 }
 
 void Session::fail_connection(Status status, std::string message) {
-  if (closing_) return;
+  if (closing()) return;
   if (status == Status::protocol_error) {
     context_.counters.native.protocol_errors.fetch_add(1, std::memory_order_relaxed);
     spdlog::warn("protocol violation conn={} remote={} error=\"{}\"", connection_id_, remote_,
                  message);
   }
   close_reason_ = message;
-  control_.clear();  // the error goes out first; nothing else matters any more
-  wire::append_error(control_, wire::Error{status, std::move(message)});
-  auto streams = streams_;
-  for (auto& [id, stream] : streams) {
-    reset_stream(stream, Status::peer_gone, "peer connection failed", false, true);
-  }
+  auto& control = outbox_.control();
+  control.clear();  // the error goes out first; nothing else matters any more
+  wire::append_error(control, wire::Error{status, std::move(message)});
+  reset_all(Status::peer_gone, "peer connection failed", false);
   begin_close();
 }
 
@@ -385,41 +270,40 @@ void Session::arm_token_expiry() {
 // The peer's credentials ran out: its own streams end UNAUTHENTICATED, its counterparts see the
 // peer go, and the connection closes with an ERROR saying why.
 void Session::expire_token() {
-  if (closing_ || closed_) return;
+  if (closing()) return;
   context_.counters.auth_failures[static_cast<std::size_t>(auth::Failure::expired_token)].fetch_add(
       1, std::memory_order_relaxed);
   spdlog::info("token expired conn={} channel={} peer={} streams={}", connection_id_,
                channel_.to_string(), peer_id_.to_string(), streams_.size());
-  control_.clear();
+  auto& control = outbox_.control();
+  control.clear();
   auto streams = streams_;
   for (auto& [id, stream] : streams) {
-    if (stream->registered) {
-      wire::append_reset(control_, stream->id,
+    if (stream->registered_) {
+      wire::append_reset(control, stream->id(),
                          wire::Reset{Status::unauthenticated, 0, "token expired"});
     }
     reset_stream(stream, Status::peer_gone, "peer's token expired", false, true);
   }
-  wire::append_error(control_, wire::Error{Status::unauthenticated, "token expired"});
+  wire::append_error(control, wire::Error{Status::unauthenticated, "token expired"});
   close_reason_ = "token expired";
   begin_close();
 }
 
 void Session::begin_close() {
-  if (closing_) return;
-  closing_ = true;
+  if (closing()) return;
+  phase_before_close_ = phase_;
+  phase_ = Phase::closing;
   closing_since_ = Clock::now();
   wake_writer();
 }
 
 void Session::cleanup() {
-  closed_ = true;
+  if (!closing()) phase_before_close_ = phase_;
+  phase_ = Phase::closed;
   token_expiry_.cancel();
-  stream_timer_.cancel();  // its wait holds this session
-  std::vector<TimerEntry>().swap(timer_heap_);
-  if (joined_) {
-    context_.registry.leave(channel_, peer_id_);
-    joined_ = false;
-  }
+  timers_.stop();  // its wait holds this session
+  if (in_channel()) context_.registry.leave(channel_, peer_id_);
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) {
@@ -427,10 +311,7 @@ void Session::cleanup() {
   }
   // Streams referenced by an interrupted write would keep this session alive through their
   // back-pointer; drop them with it.
-  ready_.clear();
-  written_.clear();
-  finished_out_.clear();
-  in_flight_.clear();
+  outbox_.drop_streams();
   transport_->close();
   spdlog::debug("session closed conn={} peer={} reason=\"{}\"", connection_id_,
                 peer_id_.to_string(), close_reason_);

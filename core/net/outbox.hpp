@@ -1,0 +1,76 @@
+// Outbox: a session's outbound frames: control bytes, ready streams, and the gathered write
+// composed from them.
+#pragma once
+
+#include <boost/asio/buffer.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "net/fifo.hpp"
+#include "net/session_stream.hpp"
+#include "relay/relay_context.hpp"
+
+namespace switchboard::core::net {
+
+/// Composes one gathered write at a time: control frames first, then ready streams round-robin,
+/// each within its credit and a quantum, the whole within a byte and a piece budget. Payload is
+/// not copied: the write points into the senders' read blocks, which it holds until complete.
+/// Used only on its session's executor.
+class Outbox {
+public:
+  explicit Outbox(RelayContext& context) noexcept : context_(context) {}
+
+  /// Frames for the client that go out before any stream's (append with the wire encoders).
+  std::vector<std::uint8_t>& control() noexcept { return control_; }
+  /// Whether anything waits for the next write.
+  bool has_queued() const noexcept { return !ready_.empty() || !control_.empty(); }
+
+  /// Puts `stream` in line if it has something to send; returns whether it was put.
+  bool schedule(const StreamPtr& stream);
+
+  /// Composes the next write (empty() when there is nothing to send); while `closing`, control
+  /// frames only. Returns whether a stream went back in line with more to send.
+  bool compose(std::uint32_t client_max_frame, bool closing);
+  bool empty() const noexcept { return pieces_.empty(); }
+  /// The composed write as buffers, without its first `skip` bytes (sent already).
+  const std::vector<boost::asio::const_buffer>& gather(std::size_t skip);
+  std::size_t gathered_bytes() const noexcept;
+
+  /// After the write: each stream that sent payload, with how much.
+  std::vector<std::pair<StreamPtr, std::uint32_t>>& written() noexcept { return written_; }
+  /// After the write: the streams whose last frame it carried.
+  std::vector<StreamPtr>& finished() noexcept { return finished_out_; }
+  /// The socket took the whole write: the payload it pointed into may go.
+  void release_payload() noexcept { in_flight_.clear(); }
+
+  /// Between writes on a connection with no stream open: buffers grown by a burst (a presence
+  /// snapshot) go back now.
+  void shrink_when_quiet() noexcept;
+  /// A connection that wrote nothing for a while keeps no buffers.
+  void release_idle() noexcept;
+  /// Forgets every stream (they would keep the session alive through their back-pointer).
+  void drop_streams() noexcept;
+
+private:
+  struct Piece {
+    const std::uint8_t* data;  // nullptr: arena_ + offset
+    std::size_t offset;
+    std::size_t size;
+  };
+
+  void emit_stream(const StreamPtr& stream, std::uint32_t client_max_frame, std::size_t& budget);
+
+  RelayContext& context_;
+  std::vector<std::uint8_t> control_;
+  Fifo<StreamPtr> ready_;
+  std::vector<std::uint8_t> arena_;
+  std::vector<Piece> pieces_;
+  std::vector<boost::asio::const_buffer> gather_;
+  std::vector<wire::Slice> in_flight_;
+  std::vector<std::pair<StreamPtr, std::uint32_t>> written_;
+  std::vector<StreamPtr> finished_out_;
+};
+
+}  // namespace switchboard::core::net
