@@ -1,7 +1,7 @@
 // The door list: the native door always, the gRPC door when the build has it.
 #include "server/doors.hpp"
 
-#include "net/native_door.hpp"
+#include "native/native_door.hpp"
 
 // The only place that knows whether this build has the gRPC door.
 #if SWITCHBOARD_WITH_GRPC

@@ -23,7 +23,7 @@
 
 #include "fuzz_check.hpp"
 #include "relay/relay_context.hpp"
-#include "net/session.hpp"
+#include "native/session.hpp"
 #include "transport/transport.hpp"
 #include "seed_frames.hpp"
 #include "switchboard/wire/codec.hpp"

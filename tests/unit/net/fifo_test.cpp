@@ -1,5 +1,5 @@
 // Unit tests for Fifo (net/fifo.hpp): order, wrap-around, storage reuse and inline items.
-#include "net/fifo.hpp"
+#include "native/fifo.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // Unit tests for HandlerSlots (net/handler_slot.hpp): the slots are reused, a third pending
 // operation comes from the heap, and an Asio timer re-armed many times keeps to the slots.
-#include "net/handler_slot.hpp"
+#include "native/handler_slot.hpp"
 
 #include <gtest/gtest.h>
 

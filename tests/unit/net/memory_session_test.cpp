@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "relay/relay_context.hpp"
-#include "net/session.hpp"
+#include "native/session.hpp"
 #include "transport/transport.hpp"
 #include "switchboard/wire/codec.hpp"
 

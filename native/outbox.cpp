@@ -1,5 +1,5 @@
 // Composing a session's gathered writes: control frames first, then bulk streams round-robin.
-#include "net/outbox.hpp"
+#include "native/outbox.hpp"
 
 #include "switchboard/wire/codec.hpp"
 

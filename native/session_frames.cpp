@@ -1,7 +1,7 @@
 // Frames from a session's client: the handshake, stream frames, PING and ERROR.
 #include <spdlog/spdlog.h>
 
-#include "net/session.hpp"
+#include "native/session.hpp"
 #include "relay/streams.hpp"
 
 namespace switchboard::core::net {

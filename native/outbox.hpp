@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "net/fifo.hpp"
-#include "net/session_stream.hpp"
+#include "native/fifo.hpp"
+#include "native/session_stream.hpp"
 #include "relay/relay_context.hpp"
 
 namespace switchboard::core::net {

@@ -7,7 +7,7 @@
 #include <memory>
 #include <optional>
 
-#include "net/fifo.hpp"
+#include "native/fifo.hpp"
 #include "registry/fanout.hpp"
 #include "registry/peer.hpp"
 #include "switchboard/wire/buffer.hpp"

@@ -1,9 +1,9 @@
 // Each thread's batch of hand-offs between sessions, and the pool of lists they travel in.
-#include "net/handoff.hpp"
+#include "native/handoff.hpp"
 
 #include <mutex>
 
-#include "net/session.hpp"
+#include "native/session.hpp"
 
 namespace switchboard::core::net {
 namespace {

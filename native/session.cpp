@@ -1,5 +1,5 @@
 // Session lifecycle: handshake, read loop, keepalive watchdog, draining and cleanup.
-#include "net/session.hpp"
+#include "native/session.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -3,7 +3,7 @@
 
 #include <boost/asio/post.hpp>
 
-#include "net/session.hpp"
+#include "native/session.hpp"
 
 namespace switchboard::core::net {
 namespace {

@@ -4,7 +4,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
-#include "net/session.hpp"
+#include "native/session.hpp"
 
 namespace switchboard::core::net {
 namespace {

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "net/handler_slot.hpp"
+#include "native/handler_slot.hpp"
 
 namespace switchboard::core::net {
 

@@ -13,10 +13,10 @@
 #include <optional>
 #include <string>
 
-#include "net/handoff.hpp"
-#include "net/outbox.hpp"
-#include "net/session_stream.hpp"
-#include "net/stream_timers.hpp"
+#include "native/handoff.hpp"
+#include "native/outbox.hpp"
+#include "native/session_stream.hpp"
+#include "native/stream_timers.hpp"
 #include "registry/peer.hpp"
 #include "relay/relay_context.hpp"
 #include "relay/streams.hpp"

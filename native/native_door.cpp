@@ -1,5 +1,5 @@
 // The native door's accepts, placement by channel, session tracking and stream-aware drain.
-#include "net/native_door.hpp"
+#include "native/native_door.hpp"
 
 #include <array>
 #include <boost/asio/steady_timer.hpp>
@@ -7,7 +7,7 @@
 #include <span>
 #include <vector>
 
-#include "net/session.hpp"
+#include "native/session.hpp"
 #include "switchboard/wire/codec.hpp"
 
 namespace switchboard::core::net {
