@@ -24,15 +24,6 @@ using tcp = asio::ip::tcp;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
-void log_exception(std::exception_ptr error) {
-  if (!error) return;
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    spdlog::error("server task failed error=\"{}\"", e.what());
-  }
-}
-
 std::string address_text(const tcp::endpoint& endpoint) {
   const auto host = endpoint.address();
   if (host.is_v6()) return fmt::format("[{}]:{}", host.to_string(), endpoint.port());
@@ -307,7 +298,7 @@ void Server::begin_drain() {
           });
         });
       },
-      log_exception);
+      transport::log_task_failure);
 }
 
 void Server::wait() {

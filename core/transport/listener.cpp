@@ -20,7 +20,9 @@ using tcp = asio::ip::tcp;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 
-void log_exception(std::exception_ptr error) {
+}  // namespace
+
+void log_task_failure(std::exception_ptr error) {
   if (!error) return;
   try {
     std::rethrow_exception(error);
@@ -28,7 +30,6 @@ void log_exception(std::exception_ptr error) {
     spdlog::error("server task failed error=\"{}\"", e.what());
   }
 }
-}  // namespace
 
 tcp::endpoint parse_endpoint(const std::string& text) {
   const auto colon = text.rfind(':');
@@ -151,7 +152,7 @@ void Listener::start(Handlers handlers) {
           }
         }
       },
-      log_exception);
+      log_task_failure);
 }
 
 // The handshake runs on the connection's own context, so a slow or silent client holds up no
@@ -192,7 +193,7 @@ void Listener::handshake(tcp::socket socket) {
         }
         handlers_.secured(std::move(transport), accepted_at);
       },
-      asio::bind_cancellation_slot(cancel->slot(), log_exception));
+      asio::bind_cancellation_slot(cancel->slot(), log_task_failure));
 }
 
 void Listener::close() {

@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -24,6 +25,10 @@ namespace switchboard::core::transport {
 
 /// Splits "HOST:PORT" or "[V6]:PORT"; throws std::invalid_argument on a malformed address.
 boost::asio::ip::tcp::endpoint parse_endpoint(const std::string& text);
+
+/// The completion of a relay task spawned with co_spawn: logs the exception it ended with, if
+/// any, instead of letting it escape the I/O thread.
+void log_task_failure(std::exception_ptr error);
 
 /// What every listener of one relay checks before a connection reaches its door: the
 /// per-address connect throttle and the connection limit over all doors.
