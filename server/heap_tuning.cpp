@@ -1,6 +1,10 @@
 // The relay's malloc thresholds and arena count.
 #include "server/heap_tuning.hpp"
 
+// A C library header first: it is what defines __GLIBC__ (through <features.h>), so without it
+// the check below is false on glibc too and the settings are silently never made.
+#include <cstdlib>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
