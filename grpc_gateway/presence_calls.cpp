@@ -112,6 +112,8 @@ public:
   }
   std::shared_ptr<core::Endpoint> accept_stream(core::StreamOffer) override { return nullptr; }
   bool has_capacity() const override { return false; }
+  // A watcher is not a member: the registry never relocates it.
+  void relocate(const cluster::Verdict& /*next*/) override {}
 
   void OnWriteDone(bool ok) override {
     dispatch([self = shared_from_this(), ok] {

@@ -276,7 +276,22 @@ void RespondCall::drain() {
   draining_ = true;
   // Once Finish was called the context may be gone: do not build a status from it.
   if (done_ || outbox_.ending() || !incoming_.empty()) return;
-  finish(to_grpc(context_, Status::refused, "relay is draining"));
+  finish(to_grpc(context_, Status::refused, drain_message_));
+}
+
+void RespondCall::relocate(const cluster::Verdict& next) {
+  std::string message =
+      next.kind == cluster::Verdict::Kind::redirect
+          ? "channel moved to relay " + next.owner.node_id +
+                (next.owner.grpc.empty() ? std::string() : " at " + next.owner.grpc)
+          : "channel unavailable on this relay: " + next.reason;
+  auto self = shared_from_this();
+  serial_.deliver(
+      [self, message = std::move(message)]() mutable {
+        self->drain_message_ = std::move(message);
+        self->drain();
+      },
+      self);
 }
 
 void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {

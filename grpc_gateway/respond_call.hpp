@@ -44,6 +44,7 @@ public:
   void on_presence(const wire::Presence& event) override;
   std::shared_ptr<core::Endpoint> accept_stream(core::StreamOffer offer) override;
   bool has_capacity() const override;
+  void relocate(const cluster::Verdict& next) override;
 
 private:
   template <class>
@@ -117,7 +118,8 @@ private:
   bool joined_ = false;
   bool read_pending_ = false;
   bool draining_ = false;
-  bool windows_ = false;  // join.stream_windows
+  std::string drain_message_ = "relay is draining";  // why the call ends once drained
+  bool windows_ = false;                             // join.stream_windows
   std::int64_t response_window_ = 0;
   Uuid channel_;
   Uuid peer_id_;

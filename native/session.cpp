@@ -32,6 +32,7 @@ Session::Session(std::unique_ptr<Transport> transport, RelayContext& context,
               context.limits.read_block_size, kIdleReadBlockSize, context.read_blocks),
       wake_(executor_),
       watchdog_(executor_),
+      resolved_(executor_, Clock::time_point::max()),
       token_expiry_(executor_),
       timers_(executor_),
       outbox_(context),
@@ -83,12 +84,12 @@ void Session::on_loop_done(bool stop_other) {
 
 void Session::stop_io() noexcept {
   io_stopped_ = true;
+  resolved_.cancel();
   transport_->close();
   wake_writer();
 }
 
 asio::awaitable<bool> Session::read_loop() {
-  wire::Frame frame;
   for (;;) {
     auto space = reader_.prepare();
     auto [ec, n] = co_await transport_->read_some(asio::buffer(space.data(), space.size()));
@@ -100,28 +101,45 @@ asio::awaitable<bool> Session::read_loop() {
     read_since_tick_ = true;
     keepalive_.on_read(Clock::now());
     context_.counters.native.bytes_in.fetch_add(n, std::memory_order_relaxed);
-    // No co_await until the flush: the batch is this thread's.
-    HandoffBatch::Scope handoffs;
-    for (;;) {
-      const auto result = reader_.next(frame);
-      if (result.kind == wire::DecodeResult::Kind::need_more) break;
-      if (result.kind == wire::DecodeResult::Kind::error) {
-        fail_connection(Status::protocol_error,
-                        std::string(wire::decode_error_name(result.error)) + " in frame header");
-        break;
-      }
-      if (!handle_frame(frame)) break;
+    handle_frames();
+    while (phase_ == Phase::resolving) {
+      // The cluster directory answers the HELLO; frames read behind it wait in the reader.
+      co_await resolved_.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (closing() || io_stopped_) break;
+      if (!verdict_) continue;
+      auto verdict = std::move(*verdict_);
+      verdict_.reset();
+      HandoffBatch::Scope handoffs;
+      const bool go_on = finish_hello(verdict);
+      handoffs.flush();
+      if (go_on) handle_frames();
     }
-    if (release_read_block_) {
-      release_read_block_ = false;
-      reader_.release_idle_block();
-    }
-    handoffs.flush();
-    if (closing()) {
+    if (closing() || io_stopped_) {
       // Stop reading; the writer flushes the final frames, then closes the transport.
       co_return false;
     }
   }
+}
+
+void Session::handle_frames() {
+  // No co_await until the flush: the batch is this thread's.
+  HandoffBatch::Scope handoffs;
+  wire::Frame frame;
+  for (;;) {
+    const auto result = reader_.next(frame);
+    if (result.kind == wire::DecodeResult::Kind::need_more) break;
+    if (result.kind == wire::DecodeResult::Kind::error) {
+      fail_connection(Status::protocol_error,
+                      std::string(wire::decode_error_name(result.error)) + " in frame header");
+      break;
+    }
+    if (!handle_frame(frame) || phase_ == Phase::resolving) break;
+  }
+  if (release_read_block_) {
+    release_read_block_ = false;
+    reader_.release_idle_block();
+  }
+  handoffs.flush();
 }
 
 Clock::duration Session::watchdog_tick() const {
@@ -142,13 +160,21 @@ void Session::on_watchdog() {
   const auto now = Clock::now();
   switch (phase_) {
     case Phase::handshake:
+    case Phase::resolving:
       if (now - started_ > limits_.handshake_timeout) {
         context_.counters.native.count_handshake_failure(HandshakeFailure::timeout);
         fail_connection(Status::protocol_error, "handshake timeout");
       }
       break;
-    case Phase::joined:
     case Phase::draining:
+      if (now > relocate_deadline_) {
+        reset_all(Status::cancelled, "channel moved to another relay", true);
+        close_reason_ = "relocated; streams outlived the drain timeout";
+        begin_close();
+        break;
+      }
+      [[fallthrough]];
+    case Phase::joined:
       judge_liveness(now);
       if (io_stopped_) return;
       arm_watchdog();
@@ -234,6 +260,39 @@ void Session::drain() {
   });
 }
 
+void Session::relocate(const cluster::Verdict& next) {
+  asio::post(executor_, [self = shared_from_this(), next] {
+    if (self->phase_ != Phase::joined && self->phase_ != Phase::draining) return;
+    if (next.kind != cluster::Verdict::Kind::redirect) {
+      // Fenced or unreachable: this relay must stop serving the channel now, streams or not.
+      self->reset_all(Status::refused, "channel unavailable on this relay: " + next.reason, true);
+      self->close_reason_ = "channel unavailable: " + next.reason;
+      auto& control = self->outbox_.control();
+      wire::append_error(control, wire::Error{Status::refused,
+                                              "channel unavailable on this relay: " + next.reason});
+      self->queue_control_done();
+      self->begin_close();
+      return;
+    }
+    self->context_.counters.native.redirects_sent.fetch_add(1, std::memory_order_relaxed);
+    self->phase_ = Phase::draining;
+    self->relocate_deadline_ = Clock::now() + self->limits_.drain_timeout;
+    std::string message = "channel moved to relay " + next.owner.node_id;
+    if (self->client_version_ >= wire::kRedirectVersion) {
+      wire::append_redirect(self->outbox_.control(),
+                            wire::Redirect{self->last_client_stream_, next.revision,
+                                           next.owner.native, std::move(message)});
+    } else {
+      // An older client reconnects where it was told to at start; the message says where to.
+      wire::append_go_away(self->outbox_.control(),
+                           wire::GoAway{self->last_client_stream_, Status::ok,
+                                        message + " at " + next.owner.native});
+    }
+    self->queue_control_done();
+    if (self->streams_.empty()) self->begin_close();
+  });
+}
+
 void Session::terminate(std::string reason) {
   asio::post(executor_, [self = shared_from_this(), reason = std::move(reason)] {
     if (self->phase_ == Phase::closed) return;
@@ -295,6 +354,7 @@ void Session::begin_close() {
   phase_before_close_ = phase_;
   phase_ = Phase::closing;
   closing_since_ = Clock::now();
+  resolved_.cancel();
   wake_writer();
 }
 

@@ -52,6 +52,9 @@ public:
   void on_presence(const wire::Presence& event) override;
   std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) override;
   bool has_capacity() const override;
+  /// Drains like drain(), but announces where the channel went (REDIRECT), or closes at once
+  /// when no relay can serve it.
+  void relocate(const cluster::Verdict& next) override;
 
 private:
   // The batch runs or posts the deliveries it gathered for this session, and its woken writer.
@@ -59,6 +62,7 @@ private:
 
   enum class Phase : std::uint8_t {
     handshake,  // until a HELLO is accepted
+    resolving,  // a valid HELLO waits for the cluster directory; reading is paused
     joined,     // a peer of its channel
     draining,   // GOAWAY sent: no new streams; closes when the last stream ends
     closing,    // the writer sends the final frames, then closes the transport
@@ -94,6 +98,17 @@ private:
   // ---- Frames from the client (session_frames.cpp). ----
   bool handle_frame(const wire::Frame& frame);
   bool handle_hello(const wire::Frame& frame);
+  bool resolve_hello();
+  bool finish_hello(const cluster::Verdict& verdict);
+  bool redirect_hello(const wire::Hello& hello, const cluster::Verdict& verdict);
+  // One directory answer, given inline or later from the directory's thread.
+  struct Resolution {
+    enum Stage : std::uint8_t { asking, returned, answered };
+    std::atomic<Stage> stage{asking};
+    cluster::Verdict verdict;
+  };
+  // Handles the frames the reader holds; false once the connection stops reading.
+  void handle_frames();
   bool handle_open(const wire::Frame& frame);
   bool handle_data(const wire::Frame& frame);
   bool handle_end(const wire::Frame& frame);
@@ -169,6 +184,14 @@ private:
   int loops_running_ = 0;
   bool io_stopped_ = false;
   Phase phase_ = Phase::handshake;
+  // While resolving: the HELLO in hand, the read loop's wake-up and the answer it wakes to.
+  std::unique_ptr<wire::Hello> pending_hello_;
+  asio::steady_timer resolved_;
+  std::optional<cluster::Verdict> verdict_;
+  static constexpr std::uint8_t kMaxResolveRounds = 3;
+  std::uint8_t resolve_rounds_ = 0;
+  // A relocating peer whose streams outlive this is closed (the drain timeout bounds a move).
+  Clock::time_point relocate_deadline_ = Clock::time_point::max();
   Phase phase_before_close_ = Phase::handshake;  // set once closing (or closed) begins
   Clock::time_point closing_since_{};
   std::string close_reason_ = "eof";
@@ -178,6 +201,7 @@ private:
   Uuid peer_id_;
   std::uint32_t client_max_frame_ = wire::kMinMaxFrame;
   std::uint32_t client_window_ = 0;
+  std::uint16_t client_version_ = wire::kMinProtocolVersion;  // the HELLO's; answers use it
   auth::Grant grant_;  // what the HELLO's token allows (everything on an open relay)
   asio::steady_timer token_expiry_;
 

@@ -1,6 +1,8 @@
 // Frames from a session's client: the handshake, stream frames, PING and ERROR.
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+
 #include "native/session.hpp"
 #include "relay/streams.hpp"
 
@@ -48,6 +50,7 @@ bool Session::handle_frame(const wire::Frame& frame) {
     case FrameType::welcome:
     case FrameType::presence:
     case FrameType::go_away:
+    case FrameType::redirect:
       break;  // the relay's frames, never a client's
   }
   // Also any value outside the enum (the frame reader refuses those before they get here).
@@ -89,7 +92,8 @@ bool Session::handle_hello(const wire::Frame& frame) {
     std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
     if (error == wire::DecodeError::unsupported_version) {
       message = "unsupported protocol version " + std::to_string(hello.version) +
-                "; this relay speaks version " + std::to_string(wire::kProtocolVersion);
+                "; this relay speaks versions " + std::to_string(wire::kMinProtocolVersion) +
+                " to " + std::to_string(wire::kProtocolVersion);
     }
     fail_connection(Status::protocol_error, std::move(message));
     return false;
@@ -114,7 +118,44 @@ bool Session::handle_hello(const wire::Frame& frame) {
     return false;
   }
   grant_ = std::move(decision.grant);
+  pending_hello_ = std::make_unique<wire::Hello>(std::move(hello));
+  return resolve_hello();
+}
+
+bool Session::resolve_hello() {
+  // Most answers are known at once (a relay alone, or a channel this relay serves already);
+  // the rest wait for the cluster directory, with the read loop paused until they come.
+  auto resolution = std::make_shared<Resolution>();
+  context_.directory->resolve(
+      pending_hello_->channel, [self = shared_from_this(), resolution](cluster::Verdict verdict) {
+        resolution->verdict = std::move(verdict);
+        if (resolution->stage.exchange(Resolution::answered) == Resolution::asking) return;
+        asio::post(self->executor_, [self, resolution] {
+          self->verdict_ = std::move(resolution->verdict);
+          self->resolved_.cancel();
+        });
+      });
+  if (resolution->stage.exchange(Resolution::returned) == Resolution::answered) {
+    return finish_hello(resolution->verdict);
+  }
+  phase_ = Phase::resolving;
+  return true;
+}
+
+bool Session::finish_hello(const cluster::Verdict& verdict) {
+  auto hello = std::move(*pending_hello_);
+  pending_hello_.reset();
+  if (phase_ == Phase::resolving) phase_ = Phase::handshake;
+  if (verdict.kind != cluster::Verdict::Kind::serve) return redirect_hello(hello, verdict);
+  const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
   auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
+  if (joined.moved) return redirect_hello(hello, *joined.moved);
+  if (joined.resolve_again && resolve_rounds_ < kMaxResolveRounds) {
+    // The channel emptied and its claim went between the directory's answer and the join.
+    ++resolve_rounds_;
+    pending_hello_ = std::make_unique<wire::Hello>(std::move(hello));
+    return resolve_hello();
+  }
   if (joined.status != Status::ok) {
     context_.counters.native.count_handshake_failure(HandshakeFailure::refused);
     spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
@@ -128,9 +169,11 @@ bool Session::handle_hello(const wire::Frame& frame) {
   channel_ = hello.channel;
   peer_id_ = joined.peer_id;
   client_max_frame_ = hello.max_frame;
+  client_version_ = hello.version;
   client_window_ = hello.stream_window;
 
   wire::Welcome welcome;
+  welcome.version = client_version_;
   welcome.peer_id = peer_id_;
   welcome.max_frame = limits_.max_frame;
   welcome.stream_window = limits_.stream_window;
@@ -154,6 +197,32 @@ bool Session::handle_hello(const wire::Frame& frame) {
   spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={}", connection_id_,
                 channel_.to_string(), peer_id_.to_string(), accepts);
   return true;
+}
+
+bool Session::redirect_hello(const wire::Hello& hello, const cluster::Verdict& verdict) {
+  if (verdict.kind == cluster::Verdict::Kind::unavailable) {
+    context_.counters.native.count_handshake_failure(HandshakeFailure::unavailable);
+    fail_connection(Status::refused, "channel unavailable: " + verdict.reason);
+    return false;
+  }
+  context_.counters.native.redirects_sent.fetch_add(1, std::memory_order_relaxed);
+  if (hello.version < wire::kRedirectVersion) {
+    // The client cannot follow a REDIRECT: say plainly where the channel is instead.
+    fail_connection(Status::refused,
+                    "channel is served by relay " + verdict.owner.node_id + " at " +
+                        verdict.owner.native + "; protocol version " +
+                        std::to_string(hello.version) +
+                        " clients cannot follow redirects: connect there or upgrade the client");
+    return false;
+  }
+  close_reason_ = "redirected to " + verdict.owner.native;
+  auto& control = outbox_.control();
+  wire::append_redirect(control,
+                        wire::Redirect{0, verdict.revision, verdict.owner.native,
+                                       "channel is served by relay " + verdict.owner.node_id});
+  queue_control_done();
+  begin_close();
+  return false;
 }
 
 StreamPtr Session::find_stream(std::uint32_t id, wire::FrameType type) {

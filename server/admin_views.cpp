@@ -86,6 +86,11 @@ std::string metrics_text(const RelayContext& context, const std::vector<const Do
              load(counters.native.connections_throttled));
   out.sample("switchboard_connections_throttled_total", "door=\"grpc\"",
              load(counters.grpc.connections_throttled));
+  out.family("switchboard_redirects_total", "counter",
+             "Joins and peers sent to the cluster relay that serves their channel.");
+  out.sample("switchboard_redirects_total", "door=\"native\"",
+             load(counters.native.redirects_sent));
+  out.sample("switchboard_redirects_total", "door=\"grpc\"", load(counters.grpc.redirects_sent));
   // Each door's own families (the gRPC door's HTTP/2 transports and guard), where they have
   // always been listed.
   for (const auto* door : relay_doors) door->write_metrics(out);

@@ -47,8 +47,14 @@ public:
   /// inline when the answer is known locally (the channel is already served here), otherwise
   /// later on a thread of the directory's own: callers post back to their executor.
   virtual void resolve(const Uuid& channel, Done done) = 0;
-  /// The channel has no peer left on this relay (every door agrees): its claim may go.
+  /// The channel has no peer left on this relay (every door agrees): its claim may go. Called
+  /// by the registry with its lock held: must not block nor call back into the registry.
   virtual void channel_emptied(const Uuid& channel) = 0;
+  /// Asked by the registry, with its lock held, before a channel gets its first peer here:
+  /// whether this relay still holds it (a resolve answered `serve` may be overtaken by the
+  /// channel emptying and its claim going). False sends the peer back to resolve. Must not
+  /// block nor call back into the registry.
+  virtual bool admit(const Uuid& channel) = 0;
   /// Installs the relinquish callback before the doors start; called at most once.
   virtual void on_relinquish(Relinquish relinquish) = 0;
 };
@@ -58,6 +64,7 @@ class LocalDirectory final : public Directory {
 public:
   void resolve(const Uuid& /*channel*/, Done done) override { done(Verdict{}); }
   void channel_emptied(const Uuid& /*channel*/) override {}
+  bool admit(const Uuid& /*channel*/) override { return true; }
   void on_relinquish(Relinquish /*relinquish*/) override {}
 };
 

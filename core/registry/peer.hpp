@@ -5,6 +5,7 @@
 #include <memory>
 #include <string_view>
 
+#include "cluster/directory.hpp"
 #include "switchboard/wire/buffer.hpp"
 #include "switchboard/wire/frame.hpp"
 
@@ -64,6 +65,10 @@ public:
   /// empty when the peer is a connection of its own (native). Fixed for the peer's life. See
   /// check_sender.
   virtual std::string_view origin() const noexcept { return {}; }
+  /// This relay gives the peer's channel up (cluster placement moved, or the relay is fenced):
+  /// the peer takes no new streams, is sent to `next` once its streams end (or closed when
+  /// `next` is unavailable), and leaves. Called without the registry's lock.
+  virtual void relocate(const cluster::Verdict& next) = 0;
 };
 
 }  // namespace switchboard::core

@@ -48,11 +48,23 @@ JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool
     return result;
   }
   std::lock_guard lock(mutex_);
+  if (auto moving = moving_.find(channel_id); moving != moving_.end()) {
+    result.status = Status::refused;
+    result.message = "channel is moving to another relay";
+    result.moved = moving->second;
+    return result;
+  }
   auto it = channels_.find(channel_id);
   if (it == channels_.end()) {
     if (channels_.size() >= limits_.max_channels) {
       result.status = Status::resource_exhausted;
       result.message = "relay is at its channel limit";
+      return result;
+    }
+    if (channel_admit_ && !channel_admit_(channel_id)) {
+      result.status = Status::refused;
+      result.message = "channel is no longer served by this relay";
+      result.resolve_again = true;
       return result;
     }
     it = channels_.emplace(channel_id, Channel{}).first;
@@ -89,15 +101,36 @@ JoinResult Registry::join(const Uuid& channel_id, const Uuid& requested_id, bool
 }
 
 void Registry::leave(const Uuid& channel_id, const Uuid& peer_id) {
-  std::lock_guard lock(mutex_);
-  auto it = channels_.find(channel_id);
-  if (it == channels_.end()) return;
-  Channel& channel = it->second;
-  if (channel.members.erase(peer_id) == 0) return;
-  --peer_count_;
-  std::erase(channel.responders, peer_id);
-  announce_locked(channel_id, &channel, wire::PresenceEvent::left, peer_id);
-  if (channel.members.empty()) channels_.erase(it);
+  {
+    std::lock_guard lock(mutex_);
+    auto it = channels_.find(channel_id);
+    if (it == channels_.end()) return;
+    Channel& channel = it->second;
+    if (channel.members.erase(peer_id) == 0) return;
+    --peer_count_;
+    std::erase(channel.responders, peer_id);
+    announce_locked(channel_id, &channel, wire::PresenceEvent::left, peer_id);
+    if (!channel.members.empty()) return;
+    channels_.erase(it);
+    moving_.erase(channel_id);
+    if (channel_emptied_) channel_emptied_(channel_id);
+  }
+}
+
+void Registry::relinquish(const Uuid& channel_id, const cluster::Verdict& next) {
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = channels_.find(channel_id);
+    if (it == channels_.end()) {
+      if (channel_emptied_) channel_emptied_(channel_id);
+      return;
+    }
+    moving_.insert_or_assign(channel_id, next);
+    peers.reserve(it->second.members.size());
+    for (const auto& [id, member] : it->second.members) peers.push_back(member.peer);
+  }
+  for (const auto& peer : peers) peer->relocate(next);
 }
 
 void Registry::announce_locked(const Uuid& channel_id, Channel* channel, wire::PresenceEvent event,

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -22,6 +23,11 @@ struct JoinResult {
   Uuid peer_id;
   std::uint64_t version = 0;
   std::vector<Uuid> others;  ///< peers already on the channel
+  /// Set when the join was refused because this relay is giving the channel up: where to go.
+  std::optional<cluster::Verdict> moved;
+  /// Set when the join was refused because this relay no longer holds the channel (its claim
+  /// went after the directory said to serve it): ask the directory again.
+  bool resolve_again = false;
 };
 
 struct RouteResult {
@@ -84,6 +90,20 @@ public:
                       std::vector<Uuid>& snapshot, std::uint64_t& version);
   void unwatch(const Uuid& channel, std::uint64_t token);
 
+  /// This relay gives `channel` up: later joins are refused with `moved` set to `next`, and
+  /// every member is told to relocate. When the channel has no member left (at once if it has
+  /// none), the channel-emptied callback runs and joins are admitted again.
+  void relinquish(const Uuid& channel, const cluster::Verdict& next);
+  /// Ties channels to the cluster directory: before a channel gets its first member the
+  /// registry asks `admit` (false refuses the join with `resolve_again`), and when it loses
+  /// its last one it calls `emptied`. Both run with the registry's lock held, so no join slips
+  /// between a channel emptying and its claim going. Set before the doors start.
+  void set_channel_hooks(std::function<bool(const Uuid&)> admit,
+                         std::function<void(const Uuid&)> emptied) {
+    channel_admit_ = std::move(admit);
+    channel_emptied_ = std::move(emptied);
+  }
+
   /// From now on joins and new streams are refused.
   void start_draining() noexcept { draining_.store(true); }
   bool draining() const noexcept { return draining_.load(); }
@@ -121,6 +141,10 @@ private:
   std::uint64_t next_watch_token_ = 1;
   // Versions continue across a channel's empty periods so watchers never see one go backwards.
   std::unordered_map<Uuid, std::uint64_t, UuidHash> watched_versions_;
+  // Channels being given up, with where their peers go; erased when the channel empties.
+  std::unordered_map<Uuid, cluster::Verdict, UuidHash> moving_;
+  std::function<bool(const Uuid&)> channel_admit_;
+  std::function<void(const Uuid&)> channel_emptied_;
   std::size_t peer_count_ = 0;
   std::atomic<bool> draining_{false};
 };

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "auth/authenticator.hpp"
+#include "cluster/directory.hpp"
 #include "registry/limits.hpp"
 #include "registry/registry.hpp"
 #include "switchboard/wire/block.hpp"
@@ -24,6 +25,7 @@ enum class HandshakeFailure : std::uint8_t {
   refused,           ///< the registry refused the join (duplicate id, a limit)
   draining,          ///< the relay was draining
   unauthorized,      ///< the token was refused (see Counters::auth_failures for why)
+  unavailable,       ///< no relay of the cluster can serve the channel now (fenced, no view)
   count_,
 };
 
@@ -43,6 +45,8 @@ constexpr std::string_view handshake_failure_name(HandshakeFailure reason) noexc
       return "draining";
     case HandshakeFailure::unauthorized:
       return "unauthorized";
+    case HandshakeFailure::unavailable:
+      return "unavailable";
     case HandshakeFailure::count_:
       break;
   }
@@ -79,6 +83,8 @@ struct DoorCounters {
   std::atomic<std::uint64_t> tls_handshake_failures{0};
   /// Connections turned away because their source address opened too many too fast.
   std::atomic<std::uint64_t> connections_throttled{0};
+  /// Joins sent to the relay of the cluster that serves the channel, and peers moved there.
+  std::atomic<std::uint64_t> redirects_sent{0};
 
   void count_handshake_failure(HandshakeFailure reason) noexcept {
     handshake_failures[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
@@ -117,6 +123,12 @@ struct RelayContext {
   Counters counters;
   /// Open (tokens ignored) unless the server configures otherwise before the doors start.
   auth::Authenticator authenticator;
+  /// Who serves each channel: this relay alone, unless the server joins a cluster before the
+  /// doors start.
+  cluster::Directory* directory = &alone;
+
+private:
+  cluster::LocalDirectory alone;
 };
 
 /// Counts a refusal by reason and logs it once: `door` is "native" or "grpc", `action` what was

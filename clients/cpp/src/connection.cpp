@@ -96,6 +96,7 @@ ConnectionImpl::ConnectionImpl(Connection& owner, asio::any_io_executor executor
                                ConnectOptions options)
     : owner_(owner),
       options_(std::move(options)),
+      target_{options_.host, options_.port},
       executor_(std::move(executor)),
       link_(std::make_shared<Link>(executor_, options_)),
       closed_signal_(executor_, asio::steady_timer::time_point::max()),
@@ -148,7 +149,7 @@ asio::awaitable<Outcome> ConnectionImpl::start_tls(Link& link) {
                                  ssl::context::pem, ec);
     if (ec) co_return failure("cannot load TLS key \"" + tls.key_file + "\": " + ec.message());
   }
-  const std::string name = tls.server_name.empty() ? options_.host : tls.server_name;
+  const std::string name = tls.server_name.empty() ? target_.host : tls.server_name;
   context.set_verify_mode(ssl::verify_peer);
   context.set_verify_callback(ssl::host_name_verification(name));
   link.tls = std::make_unique<ssl::stream<tcp::socket&>>(link.socket, context);
@@ -163,13 +164,68 @@ asio::awaitable<Outcome> ConnectionImpl::start_tls(Link& link) {
       reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ", checking \"" + name +
                 "\")";
     }
-    co_return failure("TLS handshake with " + options_.host + ":" + std::to_string(options_.port) +
+    co_return failure("TLS handshake with " + target_.host + ":" + std::to_string(target_.port) +
                       " failed: " + reason);
   }
   co_return Outcome{};
 }
 
+std::optional<ConnectionImpl::RelayAddress> ConnectionImpl::parse_address(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size()) return {};
+  auto host = text.substr(0, colon);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return {};
+    host = host.substr(1, host.size() - 2);
+  }
+  unsigned port = 0;
+  for (const char c : text.substr(colon + 1)) {
+    if (c < '0' || c > '9') return {};
+    port = port * 10 + static_cast<unsigned>(c - '0');
+    if (port > 65535) return {};
+  }
+  if (port == 0) return {};
+  return RelayAddress{std::string(host), static_cast<std::uint16_t>(port)};
+}
+
 asio::awaitable<Outcome> ConnectionImpl::attempt(Joined& joined) {
+  // A cluster relay that does not serve the channel names the one that does: follow a few
+  // hops. A hop to a revision no newer than the last one seen means the relays' views
+  // disagree for a moment: wait a little before asking again.
+  constexpr int kMaxRedirects = 5;
+  constexpr auto kStaleBackoff = std::chrono::milliseconds(20);
+  const RelayAddress entry{options_.host, options_.port};
+  std::uint64_t newest_revision = 0;
+  Outcome outcome;
+  for (int hop = 0;; ++hop) {
+    redirected_to_.reset();
+    outcome = co_await attempt_once(joined);
+    if (closed_) co_return outcome;
+    if (!redirected_to_) {
+      // The owner a REDIRECT named is gone: start again from the relay we were given.
+      if (outcome.status == Status::peer_gone && !(target_ == entry) && hop < kMaxRedirects) {
+        target_ = entry;
+        continue;
+      }
+      co_return outcome;
+    }
+    if (hop == kMaxRedirects) {
+      co_return Outcome{Status::refused, 0,
+                        "too many redirects (" + std::to_string(kMaxRedirects) +
+                            "): the cluster's relays disagree on who serves this channel"};
+    }
+    auto [where, revision] = *redirected_to_;
+    if (revision <= newest_revision) {
+      backoff_timer_.expires_after(kStaleBackoff * (1 << hop));
+      co_await backoff_timer_.async_wait(kUseTuple);
+      if (closed_) co_return close_outcome_;
+    }
+    newest_revision = std::max(newest_revision, revision);
+    target_ = std::move(where);
+  }
+}
+
+asio::awaitable<Outcome> ConnectionImpl::attempt_once(Joined& joined) {
   auto link = std::make_shared<Link>(executor_, options_);
   link_ = link;
   attempt_timer_.expires_after(options_.connect_timeout);
@@ -212,15 +268,15 @@ void ConnectionImpl::start_loops() {
 asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
   tcp::resolver resolver(executor_);
   auto [resolve_error, endpoints] =
-      co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kUseTuple);
+      co_await resolver.async_resolve(target_.host, std::to_string(target_.port), kUseTuple);
   if (resolve_error) {
     co_return Outcome{Status::peer_gone, 0,
-                      "cannot resolve " + options_.host + ": " + resolve_error.message()};
+                      "cannot resolve " + target_.host + ": " + resolve_error.message()};
   }
   auto [connect_error, endpoint] = co_await asio::async_connect(link.socket, endpoints, kUseTuple);
   if (connect_error) {
     co_return Outcome{Status::peer_gone, 0,
-                      "cannot connect to " + options_.host + ":" + std::to_string(options_.port) +
+                      "cannot connect to " + target_.host + ":" + std::to_string(target_.port) +
                           ": " + connect_error.message()};
   }
   boost::system::error_code ignored;
@@ -272,6 +328,19 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
           co_return Outcome{Status::protocol_error, 0, "malformed ERROR from relay"};
         }
         co_return Outcome{error.status, 0, error.message};
+      }
+      if (!welcomed && type == wire::FrameType::redirect) {
+        wire::Redirect redirect;
+        if (wire::parse_redirect(frame.payload, redirect) != wire::DecodeError::none) {
+          co_return Outcome{Status::protocol_error, 0, "malformed REDIRECT from relay"};
+        }
+        auto where = parse_address(redirect.address);
+        if (!where) {
+          co_return Outcome{Status::protocol_error, 0,
+                            "REDIRECT to a malformed address \"" + redirect.address + "\""};
+        }
+        redirected_to_.emplace(std::move(*where), redirect.revision);
+        co_return Outcome{Status::refused, 0, "redirected to " + redirect.address};
       }
       if (!welcomed && type == wire::FrameType::welcome) {
         wire::Welcome welcome;
@@ -480,6 +549,14 @@ void ConnectionImpl::dispatch(const wire::Frame& frame) {
       // With reconnect enabled, new streams now wait for the next connection.
       link_->going_away = true;
       return;
+    case FrameType::redirect: {
+      // The channel moves to another relay: as GOAWAY, and the next connection goes there.
+      wire::Redirect redirect;
+      if (wire::parse_redirect(frame.payload, redirect) != wire::DecodeError::none) return;
+      link_->going_away = true;
+      if (auto where = parse_address(redirect.address)) target_ = std::move(*where);
+      return;
+    }
     case FrameType::error: {
       wire::Error error;
       (void)wire::parse_error(frame.payload, error);

@@ -122,6 +122,7 @@ public:
 
   boost::asio::awaitable<Outcome> handshake(Link& link, Joined& joined);
   boost::asio::awaitable<Outcome> attempt(Joined& joined);
+  boost::asio::awaitable<Outcome> attempt_once(Joined& joined);
   void adopt(const Joined& joined);
   void start_loops();
   boost::asio::awaitable<void> read_loop(std::shared_ptr<Link> link);
@@ -143,8 +144,21 @@ public:
   void forget(std::uint32_t id) { streams_.erase(id); }
   void grant(StreamImpl& stream, std::uint32_t consumed);
 
+  /// A relay's native door as the client dials it.
+  struct RelayAddress {
+    std::string host;
+    std::uint16_t port = 0;
+    friend bool operator==(const RelayAddress&, const RelayAddress&) = default;
+  };
+  /// "HOST:PORT" or "[V6]:PORT" from a REDIRECT; nothing when it is not one.
+  static std::optional<RelayAddress> parse_address(std::string_view text);
+
   Connection& owner_;
   ConnectOptions options_;
+  // Where the next attempt dials: the configured relay, or the one a REDIRECT named.
+  RelayAddress target_;
+  // Set by a handshake answered with REDIRECT: where to go, at which membership revision.
+  std::optional<std::pair<RelayAddress, std::uint64_t>> redirected_to_;
   boost::asio::any_io_executor executor_;
   std::shared_ptr<Link> link_;  // the current one (during an attempt: the one being tried)
   boost::asio::steady_timer closed_signal_;

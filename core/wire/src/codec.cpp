@@ -97,7 +97,7 @@ void finish_frame(std::vector<std::uint8_t>& out, std::size_t at) {
 }
 
 bool known_type(std::uint8_t t) noexcept {
-  return (t >= 0x01 && t <= 0x06) || (t >= 0x10 && t <= 0x14);
+  return (t >= 0x01 && t <= 0x07) || (t >= 0x10 && t <= 0x14);
 }
 
 DecodeError finish(const Reader& r) noexcept {
@@ -128,6 +128,8 @@ std::string_view frame_type_name(FrameType type) noexcept {
       return "GOAWAY";
     case FrameType::error:
       return "ERROR";
+    case FrameType::redirect:
+      return "REDIRECT";
     case FrameType::open:
       return "OPEN";
     case FrameType::data:
@@ -228,7 +230,7 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
   Reader r(payload.subspan(4));
   out.version = r.u16();
   if (!r.ok()) return DecodeError::malformed;
-  if (out.version != kProtocolVersion) return DecodeError::unsupported_version;
+  if (!is_supported_version(out.version)) return DecodeError::unsupported_version;
   out.hello_flags = r.u16();
   out.channel = r.uuid();
   out.peer_id = r.uuid();
@@ -281,7 +283,7 @@ DecodeError parse_welcome(Bytes payload, Welcome& out) {
   out.stream_window = r.u32();
   out.max_streams = r.u32();
   out.keepalive_ms = r.u32();
-  if (r.ok() && out.version != kProtocolVersion) return DecodeError::unsupported_version;
+  if (r.ok() && !is_supported_version(out.version)) return DecodeError::unsupported_version;
   if (r.ok() && (out.max_frame < kMinMaxFrame || out.stream_window == 0 ||
                  out.stream_window > kMaxWindow || out.peer_id.is_nil())) {
     return DecodeError::malformed;
@@ -475,6 +477,33 @@ void append_go_away(std::vector<std::uint8_t>& out, const GoAway& go_away) {
   const auto message = clamp_message(go_away.message);
   put_u32(out, go_away.last_stream);
   put_u16(out, static_cast<std::uint16_t>(go_away.status));
+  put_u16(out, static_cast<std::uint16_t>(message.size()));
+  put_bytes(out, message.data(), message.size());
+  finish_frame(out, at);
+}
+
+// REDIRECT: last_stream u32 revision u64 address_len u16 address message_len u16 message
+DecodeError parse_redirect(Bytes payload, Redirect& out) {
+  Reader r(payload);
+  out.last_stream = r.u32();
+  out.revision = r.u64();
+  const std::uint16_t address_len = r.u16();
+  if (!r.ok() || address_len == 0 || address_len > kMaxAddressSize) return DecodeError::malformed;
+  out.address = r.text(address_len);
+  const std::uint16_t len = r.u16();
+  if (!r.ok() || len > kMaxMessageSize) return DecodeError::malformed;
+  out.message = r.text(len);
+  return finish(r);
+}
+
+void append_redirect(std::vector<std::uint8_t>& out, const Redirect& redirect) {
+  const auto at = begin_frame(out, FrameType::redirect, 0, 0);
+  const auto address = std::string_view(redirect.address).substr(0, kMaxAddressSize);
+  const auto message = clamp_message(redirect.message);
+  put_u32(out, redirect.last_stream);
+  put_u64(out, redirect.revision);
+  put_u16(out, static_cast<std::uint16_t>(address.size()));
+  put_bytes(out, address.data(), address.size());
   put_u16(out, static_cast<std::uint16_t>(message.size()));
   put_bytes(out, message.data(), message.size());
   finish_frame(out, at);

@@ -109,7 +109,15 @@ public:
     return endpoint;
   }
   bool has_capacity() const override { return capacity.load(); }
+  void relocate(const cluster::Verdict& next) override {
+    std::lock_guard lock(mutex_);
+    relocations_.push_back(next);
+  }
 
+  std::vector<cluster::Verdict> relocations() const {
+    std::lock_guard lock(mutex_);
+    return relocations_;
+  }
   std::vector<wire::Presence> events() const {
     std::lock_guard lock(mutex_);
     return events_;
@@ -134,6 +142,7 @@ private:
   std::vector<wire::Presence> events_;
   std::vector<StreamOffer> offers_;
   std::vector<std::shared_ptr<FakeEndpoint>> endpoints_;
+  std::vector<cluster::Verdict> relocations_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -187,6 +196,85 @@ void expect_event(const wire::Presence& event, PresenceEvent kind, std::uint64_t
   EXPECT_EQ(event.version, version);
   ASSERT_EQ(event.peers.size(), 1u);
   EXPECT_EQ(event.peers[0], subject);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 0. Giving a channel up to another relay of the cluster
+
+cluster::Verdict redirect_to(std::string node, std::uint64_t revision) {
+  cluster::Verdict verdict;
+  verdict.kind = cluster::Verdict::Kind::redirect;
+  verdict.owner = cluster::NodeAddress{node, node + ":7400", ""};
+  verdict.revision = revision;
+  return verdict;
+}
+
+TEST(RegistryRelinquish, RelocatesEveryMemberAndRefusesJoinsUntilEmpty) {
+  Fixture f;
+  std::vector<Uuid> emptied;
+  f.registry.set_channel_hooks(nullptr, [&](const Uuid& channel) { emptied.push_back(channel); });
+  auto a = f.join(kChannel);
+  auto b = f.join(kChannel);
+  auto other = f.join(kOtherChannel);
+  f.registry.relinquish(kChannel, redirect_to("relay-b", 7));
+  for (const auto& peer : {a, b}) {
+    const auto moves = peer->relocations();
+    ASSERT_EQ(moves.size(), 1u);
+    EXPECT_EQ(moves[0].kind, cluster::Verdict::Kind::redirect);
+    EXPECT_EQ(moves[0].owner.native, "relay-b:7400");
+    EXPECT_EQ(moves[0].revision, 7u);
+  }
+  EXPECT_TRUE(other->relocations().empty());
+
+  auto late = std::make_shared<FakePeer>();
+  const JoinResult refused = f.registry.join(kChannel, {}, true, late);
+  EXPECT_EQ(refused.status, Status::refused);
+  ASSERT_TRUE(refused.moved.has_value());
+  EXPECT_EQ(refused.moved->owner.node_id, "relay-b");
+  // The other channel is not moving.
+  f.join(kOtherChannel);
+
+  f.registry.leave(kChannel, a->id);
+  EXPECT_TRUE(emptied.empty());
+  f.registry.leave(kChannel, b->id);
+  ASSERT_EQ(emptied.size(), 1u);
+  EXPECT_EQ(emptied[0], kChannel);
+  // Emptied, the channel is this relay's to admit again (the directory decides beforehand).
+  f.join(kChannel);
+}
+
+TEST(RegistryRelinquish, AnEmptyChannelIsEmptiedAtOnce) {
+  Fixture f;
+  std::vector<Uuid> emptied;
+  f.registry.set_channel_hooks(nullptr, [&](const Uuid& channel) { emptied.push_back(channel); });
+  f.registry.relinquish(kChannel, redirect_to("relay-c", 3));
+  ASSERT_EQ(emptied.size(), 1u);
+  EXPECT_EQ(emptied[0], kChannel);
+  f.join(kChannel);  // nothing was left marked as moving
+}
+
+TEST(RegistryRelinquish, AChannelTheDirectoryNoLongerHoldsIsNotCreated) {
+  Fixture f;
+  bool holds = false;
+  f.registry.set_channel_hooks([&](const Uuid&) { return holds; }, nullptr);
+  auto peer = std::make_shared<FakePeer>();
+  const JoinResult refused = f.registry.join(kChannel, {}, true, peer);
+  EXPECT_EQ(refused.status, Status::refused);
+  EXPECT_TRUE(refused.resolve_again);
+  EXPECT_EQ(f.registry.stats().channels, 0u);
+  holds = true;
+  auto first = f.join(kChannel);
+  holds = false;  // asked only for a channel's first member
+  f.join(kChannel);
+}
+
+TEST(RegistryRelinquish, LastMemberLeavingReportsTheChannelEmptied) {
+  Fixture f;
+  std::vector<Uuid> emptied;
+  f.registry.set_channel_hooks(nullptr, [&](const Uuid& channel) { emptied.push_back(channel); });
+  auto a = f.join(kChannel);
+  f.registry.leave(kChannel, a->id);
+  EXPECT_EQ(emptied, std::vector<Uuid>{kChannel});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -61,8 +61,9 @@ constexpr std::uint32_t kLargeMaxFrame = 1u << 20;
 /// A stream id with a distinct value in every byte, to catch byte-order mistakes.
 constexpr std::uint32_t kStream = 0x81020304;
 
-constexpr FrameType kConnectionTypes[] = {FrameType::hello, FrameType::welcome, FrameType::presence,
-                                          FrameType::ping,  FrameType::go_away, FrameType::error};
+constexpr FrameType kConnectionTypes[] = {
+    FrameType::hello,   FrameType::welcome, FrameType::presence, FrameType::ping,
+    FrameType::go_away, FrameType::error,   FrameType::redirect};
 constexpr FrameType kStreamTypes[] = {FrameType::open, FrameType::data, FrameType::end,
                                       FrameType::reset, FrameType::window};
 constexpr StreamKind kStreamKinds[] = {StreamKind::to_peer, StreamKind::to_any,
@@ -798,7 +799,7 @@ TEST(CodecDecodeFrame, EveryUnknownTypeByteIsUnknownType) {
   std::set<unsigned> known;
   for (FrameType t : kConnectionTypes) known.insert(static_cast<unsigned>(t));
   for (FrameType t : kStreamTypes) known.insert(static_cast<unsigned>(t));
-  ASSERT_EQ(known.size(), 11u);
+  ASSERT_EQ(known.size(), 12u);
   int unknown = 0;
   for (unsigned type = 0; type <= 0xFF; ++type) {
     if (known.count(type) != 0) continue;
@@ -811,7 +812,7 @@ TEST(CodecDecodeFrame, EveryUnknownTypeByteIsUnknownType) {
       }
     }
   }
-  EXPECT_EQ(unknown, 256 - 11);
+  EXPECT_EQ(unknown, 256 - 12);
 }
 
 TEST(CodecDecodeFrame, KnownTypesWithTheRightStreamAreAccepted) {
@@ -885,7 +886,7 @@ TEST(CodecHello, ChannelHintNeedsTheHeaderMagicAndChannel) {
 }
 
 TEST(CodecHello, UnsupportedVersionsAreRejected) {
-  for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{2}, std::uint16_t{0xFFFF}}) {
+  for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{3}, std::uint16_t{0xFFFF}}) {
     SCOPED_TRACE(version);
     Hello in = sample_hello();
     in.version = version;
@@ -899,7 +900,7 @@ TEST(CodecHello, VersionIsCheckedBeforeTheRestOfTheLayout) {
   // A future version may change the layout after the version field.
   Buffer payload;
   append_text(payload, "SWBD");
-  append_be16(payload, 2);
+  append_be16(payload, kProtocolVersion + 1);
   Hello out;
   EXPECT_EQ(parse_hello(payload, out), DecodeError::unsupported_version);
 }
@@ -994,8 +995,41 @@ TEST(CodecHello, EncoderTruncatesAnOverlongToken) {
 // ---------------------------------------------------------------------------------------------
 // 8. Validation of the other frames
 
+TEST(CodecRedirect, RoundTripsEveryField) {
+  Redirect in{7, 0x0102030405060708ULL, "relay-b.example:7400", "channel moved to relay b"};
+  const Buffer payload = payload_of(encode([&](Buffer& b) { append_redirect(b, in); }));
+  Redirect out;
+  ASSERT_EQ(parse_redirect(payload, out), DecodeError::none);
+  EXPECT_EQ(out.last_stream, 7u);
+  EXPECT_EQ(out.revision, 0x0102030405060708ULL);
+  EXPECT_EQ(out.address, "relay-b.example:7400");
+  EXPECT_EQ(out.message, "channel moved to relay b");
+}
+
+TEST(CodecRedirect, AnEmptyAddressOrATruncatedPayloadIsMalformed) {
+  Redirect in{0, 1, "", ""};
+  Buffer payload = payload_of(encode([&](Buffer& b) { append_redirect(b, in); }));
+  Redirect out;
+  EXPECT_EQ(parse_redirect(payload, out), DecodeError::malformed);
+  in.address = "127.0.0.2:7400";
+  payload = payload_of(encode([&](Buffer& b) { append_redirect(b, in); }));
+  payload.pop_back();
+  EXPECT_EQ(parse_redirect(payload, out), DecodeError::malformed);
+}
+
+TEST(CodecHello, EveryVersionFromTheOldestSupportedIsAccepted) {
+  for (std::uint16_t version = kMinProtocolVersion; version <= kProtocolVersion; ++version) {
+    Hello in = sample_hello();
+    in.version = version;
+    const Buffer payload = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+    Hello out;
+    EXPECT_EQ(parse_hello(payload, out), DecodeError::none) << version;
+    EXPECT_EQ(out.version, version);
+  }
+}
+
 TEST(CodecValidation, WelcomeWithWrongVersionIsUnsupported) {
-  for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{2}, std::uint16_t{0xFFFF}}) {
+  for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{3}, std::uint16_t{0xFFFF}}) {
     SCOPED_TRACE(version);
     Welcome in = sample_welcome();
     in.version = version;
@@ -1376,7 +1410,7 @@ TEST(CodecLayout, HelloPayloadStartsWithMagicAndVersion) {
   EXPECT_EQ(payload[2], 'B');
   EXPECT_EQ(payload[3], 'D');
   EXPECT_EQ(payload[4], 0x00);
-  EXPECT_EQ(payload[5], 0x01);
+  EXPECT_EQ(payload[5], 0x02);
   EXPECT_EQ(payload[6], 0x80);  // hello_flags 0x8001
   EXPECT_EQ(payload[7], 0x01);
 }

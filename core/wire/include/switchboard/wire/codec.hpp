@@ -63,6 +63,7 @@ DecodeError parse_reset(Bytes payload, Reset& out);
 DecodeError parse_window(Bytes payload, std::uint32_t& increment) noexcept;
 DecodeError parse_ping(Bytes payload, std::uint64_t& opaque) noexcept;
 DecodeError parse_go_away(Bytes payload, GoAway& out);
+DecodeError parse_redirect(Bytes payload, Redirect& out);
 DecodeError parse_error(Bytes payload, Error& out);
 
 // Encoders append a whole frame (header + payload) to `out`.
@@ -78,6 +79,7 @@ void append_reset(std::vector<std::uint8_t>& out, std::uint32_t stream, const Re
 void append_window(std::vector<std::uint8_t>& out, std::uint32_t stream, std::uint32_t increment);
 void append_ping(std::vector<std::uint8_t>& out, std::uint64_t opaque, bool ack);
 void append_go_away(std::vector<std::uint8_t>& out, const GoAway& go_away);
+void append_redirect(std::vector<std::uint8_t>& out, const Redirect& redirect);
 void append_error(std::vector<std::uint8_t>& out, const Error& error);
 
 /// Size of the OPEN payload before the body (fixed part + metadata).

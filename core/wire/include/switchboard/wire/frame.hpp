@@ -14,7 +14,15 @@
 
 namespace switchboard::wire {
 
-inline constexpr std::uint16_t kProtocolVersion = 1;
+/// The version this code speaks; a relay also accepts clients of every version from
+/// kMinProtocolVersion, and answers each in its own version.
+inline constexpr std::uint16_t kProtocolVersion = 2;
+inline constexpr std::uint16_t kMinProtocolVersion = 1;
+/// The first version whose clients understand REDIRECT.
+inline constexpr std::uint16_t kRedirectVersion = 2;
+constexpr bool is_supported_version(std::uint16_t version) noexcept {
+  return version >= kMinProtocolVersion && version <= kProtocolVersion;
+}
 inline constexpr std::uint8_t kMagic[4] = {'S', 'W', 'B', 'D'};
 /// type(1) flags(1) reserved(2) stream(4) length(4), all big-endian.
 inline constexpr std::size_t kHeaderSize = 12;
@@ -36,6 +44,7 @@ enum class FrameType : std::uint8_t {
   ping = 0x04,
   go_away = 0x05,
   error = 0x06,
+  redirect = 0x07,
   open = 0x10,
   data = 0x11,
   end = 0x12,
@@ -132,6 +141,17 @@ struct GoAway {
   Status status = Status::ok;
   std::string message;
 };
+
+/// The channel is served by another relay of the cluster: in answer to a HELLO (instead of
+/// WELCOME), or later on a joined connection, where it also means what GOAWAY means.
+struct Redirect {
+  std::uint32_t last_stream = 0;  ///< as in GOAWAY; 0 in answer to a HELLO
+  std::uint64_t revision = 0;     ///< the cluster membership revision the relay decided at
+  std::string address;            ///< HOST:PORT of the relay that serves the channel
+  std::string message;
+};
+/// The longest address a REDIRECT carries (a DNS name of 253 bytes, a colon and a port).
+inline constexpr std::size_t kMaxAddressSize = 260;
 
 /// Connection-level error; the sender closes the connection after it.
 struct Error {
