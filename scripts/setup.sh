@@ -65,3 +65,9 @@ if command -v npm >/dev/null && [[ -f $root/clients/node/package-lock.json ]] &&
   echo "setup: installing the Node client's dependencies"
   (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# buf (lint and breaking-change check of the gRPC contract) comes from npm too (tools/).
+if command -v npm >/dev/null && [[ -f $root/tools/package-lock.json ]] &&
+   [[ ! -x $root/tools/node_modules/.bin/buf ]]; then
+  echo "setup: installing buf"
+  (cd "$root/tools" && npm ci --no-audit --no-fund --loglevel=error)
+fi
