@@ -25,6 +25,7 @@ build_packages=(
 dev_packages=(
   clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
+  chromium chromium-driver python3-selenium
 )
 # A Docker engine, Compose and debootstrap for the base image (docker/verify.sh).
 container_packages=(docker.io docker-compose debootstrap)
