@@ -29,6 +29,11 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
     reactor->Finish(std::move(*refusal));
     return reactor;
   }
+  if (auto where = gateway.core.directory->locate(*channel);
+      where.kind != cluster::Verdict::Kind::serve) {
+    reactor->Finish(to_grpc(context, Status::refused, cluster::served_elsewhere(where)));
+    return reactor;
+  }
   std::uint64_t version = 0;
   for (const auto& id : gateway.registry.members(*channel, version)) {
     response->add_peers(id.to_string());
@@ -65,6 +70,11 @@ public:
     if (auto refusal = check_token(gateway_, context_, request.token(), *channel, std::nullopt,
                                    core::auth::Permission::presence, grant)) {
       Finish(std::move(*refusal));
+      return;
+    }
+    if (auto where = gateway_.core.directory->locate(*channel);
+        where.kind != cluster::Verdict::Kind::serve) {
+      Finish(to_grpc(context_, Status::refused, cluster::served_elsewhere(where)));
       return;
     }
     channel_ = *channel;

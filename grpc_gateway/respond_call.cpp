@@ -226,7 +226,48 @@ void RespondCall::join() {
     finish(std::move(*refusal));
     return;
   }
+  // On a cluster the channel may need claiming first; the reads wait until it is decided.
+  auto verdict = cluster::resolve_or_defer(
+      *gateway_.core.directory, channel,
+      [self = shared_from_this(), channel, peer, grant](cluster::Verdict later) {
+        self->post([self, channel, peer, grant, later = std::move(later)] {
+          self->join_resolved(channel, peer, grant, later);
+        });
+      });
+  if (verdict) join_resolved(channel, peer, grant, *verdict);
+}
+
+void RespondCall::join_resolved(const Uuid& channel, const Uuid& peer,
+                                const core::auth::Grant& grant, const cluster::Verdict& verdict) {
+  serial_.assert_here();
+  if (done_ || outbox_.ending()) return;
+  auto& counters = gateway_.core.counters.grpc;
+  if (verdict.kind != cluster::Verdict::Kind::serve) {
+    // Carrying the call to the relay that serves the channel is not done here: the client is
+    // told where that is (Locate gives the same answer up front).
+    counters.count_handshake_failure(core::HandshakeFailure::unavailable);
+    if (verdict.kind == cluster::Verdict::Kind::redirect) {
+      counters.redirects_sent.fetch_add(1, std::memory_order_relaxed);
+    }
+    finish(to_grpc(context_, Status::refused, cluster::served_elsewhere(verdict)));
+    return;
+  }
   auto joined = gateway_.registry.join(channel, peer, true, shared_from_this());
+  if (joined.resolve_again && ++resolve_rounds_ <= kMaxResolveRounds) {
+    auto again = cluster::resolve_or_defer(
+        *gateway_.core.directory, channel,
+        [self = shared_from_this(), channel, peer, grant](cluster::Verdict later) {
+          self->post([self, channel, peer, grant, later = std::move(later)] {
+            self->join_resolved(channel, peer, grant, later);
+          });
+        });
+    if (again) join_resolved(channel, peer, grant, *again);
+    return;
+  }
+  if (joined.moved) {
+    join_resolved(channel, peer, grant, *joined.moved);
+    return;
+  }
   if (joined.status != Status::ok) {
     counters.count_handshake_failure(gateway_.registry.draining()
                                          ? core::HandshakeFailure::draining

@@ -99,6 +99,8 @@ private:
   void check_slow_consumers();
   void token_expired_now();
   void drain();
+  void join_resolved(const Uuid& channel, const Uuid& peer, const core::auth::Grant& grant,
+                     const cluster::Verdict& verdict);
 
   GatewayContext& gateway_;
   CountedCall counted_{gateway_.core.counters.grpc};
@@ -117,6 +119,8 @@ private:
   bool joined_ = false;
   bool read_pending_ = false;
   bool draining_ = false;
+  static constexpr int kMaxResolveRounds = 3;
+  int resolve_rounds_ = 0;  // joins sent back to the directory (a claim went meanwhile)
   std::string drain_message_ = "relay is draining";  // why the call ends once drained
   bool windows_ = false;                             // join.stream_windows
   std::int64_t response_window_ = 0;

@@ -101,12 +101,6 @@ private:
   bool resolve_hello();
   bool finish_hello(const cluster::Verdict& verdict);
   bool redirect_hello(const wire::Hello& hello, const cluster::Verdict& verdict);
-  // One directory answer, given inline or later from the directory's thread.
-  struct Resolution {
-    enum Stage : std::uint8_t { asking, returned, answered };
-    std::atomic<Stage> stage{asking};
-    cluster::Verdict verdict;
-  };
   // Handles the frames the reader holds; false once the connection stops reading.
   void handle_frames();
   bool handle_open(const wire::Frame& frame);

@@ -125,19 +125,15 @@ bool Session::handle_hello(const wire::Frame& frame) {
 bool Session::resolve_hello() {
   // Most answers are known at once (a relay alone, or a channel this relay serves already);
   // the rest wait for the cluster directory, with the read loop paused until they come.
-  auto resolution = std::make_shared<Resolution>();
-  context_.directory->resolve(
-      pending_hello_->channel, [self = shared_from_this(), resolution](cluster::Verdict verdict) {
-        resolution->verdict = std::move(verdict);
-        if (resolution->stage.exchange(Resolution::answered) == Resolution::asking) return;
-        asio::post(self->executor_, [self, resolution] {
-          self->verdict_ = std::move(resolution->verdict);
-          self->resolved_.cancel();
-        });
-      });
-  if (resolution->stage.exchange(Resolution::returned) == Resolution::answered) {
-    return finish_hello(resolution->verdict);
-  }
+  auto verdict = cluster::resolve_or_defer(*context_.directory, pending_hello_->channel,
+                                           [self = shared_from_this()](cluster::Verdict later) {
+                                             asio::post(self->executor_,
+                                                        [self, later = std::move(later)]() mutable {
+                                                          self->verdict_ = std::move(later);
+                                                          self->resolved_.cancel();
+                                                        });
+                                           });
+  if (verdict) return finish_hello(*verdict);
   phase_ = Phase::resolving;
   return true;
 }
@@ -208,11 +204,10 @@ bool Session::redirect_hello(const wire::Hello& hello, const cluster::Verdict& v
   context_.counters.native.redirects_sent.fetch_add(1, std::memory_order_relaxed);
   if (hello.version < wire::kRedirectVersion) {
     // The client cannot follow a REDIRECT: say plainly where the channel is instead.
-    fail_connection(Status::refused,
-                    "channel is served by relay " + verdict.owner.node_id + " at " +
-                        verdict.owner.native + "; protocol version " +
-                        std::to_string(hello.version) +
-                        " clients cannot follow redirects: connect there or upgrade the client");
+    fail_connection(Status::refused, cluster::served_elsewhere(verdict) + "; protocol version " +
+                                         std::to_string(hello.version) +
+                                         " clients cannot follow redirects: connect there or "
+                                         "upgrade the client");
     return false;
   }
   close_reason_ = "redirected to " + verdict.owner.native;

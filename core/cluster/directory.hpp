@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "switchboard/wire/uuid.hpp"
@@ -47,6 +48,11 @@ public:
   /// inline when the answer is known locally (the channel is already served here), otherwise
   /// later on a thread of the directory's own: callers post back to their executor.
   virtual void resolve(const Uuid& channel, Done done) = 0;
+  /// Who serves `channel`, from what this relay knows now, without claiming it: `serve` when
+  /// this relay holds it, else `redirect` to the relay that holds or would hold it, or
+  /// `unavailable`. For callers that will not add a peer (a stream from outside the channel,
+  /// a presence query, a Locate).
+  virtual Verdict locate(const Uuid& channel) = 0;
   /// The channel has no peer left on this relay (every door agrees): its claim may go. Called
   /// by the registry with its lock held: must not block nor call back into the registry.
   virtual void channel_emptied(const Uuid& channel) = 0;
@@ -63,9 +69,19 @@ public:
 class LocalDirectory final : public Directory {
 public:
   void resolve(const Uuid& /*channel*/, Done done) override { done(Verdict{}); }
+  Verdict locate(const Uuid& /*channel*/) override { return {}; }
   void channel_emptied(const Uuid& /*channel*/) override {}
   bool admit(const Uuid& /*channel*/) override { return true; }
   void on_relinquish(Relinquish /*relinquish*/) override {}
 };
+
+/// Asks `directory` to resolve `channel`: returns the verdict when it is known at once (the
+/// common case: nothing is allocated beyond the call's own state); otherwise returns nothing
+/// and `later` runs with the verdict on the directory's thread.
+std::optional<Verdict> resolve_or_defer(Directory& directory, const Uuid& channel,
+                                        Directory::Done later);
+
+/// "channel is served by relay N (native A, gRPC B)": for peers told where to go.
+std::string served_elsewhere(const Verdict& verdict);
 
 }  // namespace switchboard::cluster

@@ -29,6 +29,12 @@ auth::Decision admit_stream(RelayContext& relay, const StreamRequest& request,
     return allowed;
   }
   if (!check_sender) return {};
+  // A stream from outside the channel (the gRPC door) may reach a relay that does not serve
+  // it; a native peer's channel is always served where it joined.
+  if (auto where = relay.directory->locate(request.channel);
+      where.kind != cluster::Verdict::Kind::serve) {
+    return refusal(Status::refused, cluster::served_elsewhere(where));
+  }
   const bool required = relay.authenticator.required();
   auto decision = core::check_sender(relay.registry, required, grant, request.channel,
                                      request.sender, caller_origin);
@@ -49,7 +55,14 @@ Routed route_request(RelayContext& relay, const StreamRequest& request, const St
     auto route =
         to_any ? relay.registry.route_to_any(request.channel, request.sender)
                : relay.registry.route_to_peer(request.channel, request.sender, request.target);
-    if (route.status != Status::ok) return Routed{route.status, std::move(route.message), nullptr};
+    if (route.status != Status::ok) {
+      // On a cluster relay that does not serve the channel, say which one does.
+      if (auto where = relay.directory->locate(request.channel);
+          where.kind != cluster::Verdict::Kind::serve) {
+        return Routed{Status::refused, cluster::served_elsewhere(where), nullptr};
+      }
+      return Routed{route.status, std::move(route.message), nullptr};
+    }
     if (auto target = route.peer->accept_stream(offer)) {
       return Routed{Status::ok, {}, std::move(target)};
     }
