@@ -1420,7 +1420,7 @@ TEST(CodecLayout, HelloPayloadStartsWithMagicAndVersion) {
   EXPECT_EQ(payload[2], 'B');
   EXPECT_EQ(payload[3], 'D');
   EXPECT_EQ(payload[4], 0x00);
-  EXPECT_EQ(payload[5], 0x01);
+  EXPECT_EQ(payload[5], kProtocolVersion);
   EXPECT_EQ(payload[6], 0x80);  // hello_flags 0x8001
   EXPECT_EQ(payload[7], 0x01);
 }
