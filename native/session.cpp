@@ -303,7 +303,11 @@ void Session::cleanup() {
   phase_ = Phase::closed;
   token_expiry_.cancel();
   timers_.stop();  // its wait holds this session
-  if (in_channel()) context_.registry.leave(channel_, peer_id_);
+  if (observer()) {
+    context_.registry.unwatch(channel_, watch_token_);
+  } else if (in_channel()) {
+    context_.registry.leave(channel_, peer_id_);
+  }
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) {

@@ -89,7 +89,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
     std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
     if (error == wire::DecodeError::unsupported_version) {
       message = "unsupported protocol version " + std::to_string(hello.version) +
-                "; this relay speaks version " + std::to_string(wire::kProtocolVersion);
+                "; this relay speaks versions " + wire::supported_versions_text();
     }
     fail_connection(Status::protocol_error, std::move(message));
     return false;
@@ -99,8 +99,13 @@ bool Session::handle_hello(const wire::Frame& frame) {
     fail_connection(Status::refused, "relay is draining");
     return false;
   }
-  const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
-  auto decision = context_.authenticator.authenticate(hello.token, hello.channel, hello.peer_id);
+  const bool accepts = hello.accepts_requests();
+  const bool observes = hello.observes();
+  // An observer speaks for no peer id and needs what the gRPC presence calls need.
+  auto decision =
+      observes ? context_.authenticator.authorize(hello.token, hello.channel, std::nullopt,
+                                                  auth::Permission::presence)
+               : context_.authenticator.authenticate(hello.token, hello.channel, hello.peer_id);
   if (decision.ok() && accepts) {
     if (auto allowed = auth::require(decision.grant, auth::Permission::respond); !allowed.ok()) {
       decision = std::move(allowed);
@@ -108,13 +113,28 @@ bool Session::handle_hello(const wire::Frame& frame) {
   }
   if (!decision.ok()) {
     context_.counters.native.count_handshake_failure(HandshakeFailure::unauthorized);
-    record_auth_refusal(context_, decision, "native", accepts ? "join-responder" : "join",
-                        hello.channel, connection_id_);
+    record_auth_refusal(context_, decision, "native",
+                        observes ? "observe" : (accepts ? "join-responder" : "join"), hello.channel,
+                        connection_id_);
     fail_connection(decision.status, std::move(decision.reason));
     return false;
   }
   grant_ = std::move(decision.grant);
-  auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
+  JoinResult joined;
+  if (observes) {
+    // Presence only: no membership, so no id to occupy, no place in the channel's limit, and
+    // never a target of a request or a broadcast.
+    if (context_.registry.draining()) {
+      context_.counters.native.count_handshake_failure(HandshakeFailure::draining);
+      fail_connection(Status::refused, "relay is draining");
+      return false;
+    }
+    joined.peer_id = hello.peer_id.is_nil() ? Uuid::random() : hello.peer_id;
+    watch_token_ =
+        context_.registry.watch(hello.channel, shared_from_this(), joined.others, joined.version);
+  } else {
+    joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
+  }
   if (joined.status != Status::ok) {
     context_.counters.native.count_handshake_failure(HandshakeFailure::refused);
     spdlog::debug("handshake refused conn={} status={} reason=\"{}\"", connection_id_,
@@ -127,10 +147,12 @@ bool Session::handle_hello(const wire::Frame& frame) {
   reader_.set_max_frame(limits_.max_frame);
   channel_ = hello.channel;
   peer_id_ = joined.peer_id;
+  protocol_version_ = hello.version;
   client_max_frame_ = hello.max_frame;
   client_window_ = hello.stream_window;
 
   wire::Welcome welcome;
+  welcome.version = protocol_version_;  // the client's own version, whichever we speak
   welcome.peer_id = peer_id_;
   welcome.max_frame = limits_.max_frame;
   welcome.stream_window = limits_.stream_window;
@@ -151,8 +173,9 @@ bool Session::handle_hello(const wire::Frame& frame) {
   } while (offset < joined.others.size());
   queue_control_done();
   if (grant_.expires()) arm_token_expiry();
-  spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={}", connection_id_,
-                channel_.to_string(), peer_id_.to_string(), accepts);
+  spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={} observer={} version={}",
+                connection_id_, channel_.to_string(), peer_id_.to_string(), accepts, observes,
+                protocol_version_);
   return true;
 }
 
@@ -189,6 +212,8 @@ bool Session::handle_open(const wire::Frame& frame) {
     return true;
   };
   if (drain_asked()) return refuse(Status::refused, "relay is draining");
+  // As for a token without the permission: this stream is refused, the connection stays.
+  if (observer()) return refuse(Status::permission_denied, "an observer cannot open streams");
   if (client_streams_open_ >= limits_.max_streams_per_connection) {
     return refuse(
         Status::resource_exhausted,

@@ -636,6 +636,14 @@ class SendDetails(InteropCase):
         # at worst): allow that much over.
         self.assertTrue(5000 < int(deadline) <= 10100, f"deadline_ms seen natively: {deadline}")
 
+    @cell("send", "python", "native", "an anonymous sender is an empty SWITCHBOARD_SENDER")
+    def test_python_anonymous_sender_to_native(self):
+        channel = new_channel()
+        self.native("native-anon", "respond", "--channel", channel, "--",
+                    "sh", "-c", 'printf "[%s]" "${SWITCHBOARD_SENDER-unset}"')
+        answer = CLIENT.send(channel, b"", timeout=10.0)
+        self.assertEqual(answer.decode(), "[]", "no sender id: set, but empty (not a zero UUID)")
+
     def concurrent_native_senders(self, channel, count=8, size=MIB):
         results = [None] * count
 

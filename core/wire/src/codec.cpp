@@ -114,6 +114,15 @@ DecodeError read_status(Reader& r, Status& out) noexcept {
 
 }  // namespace
 
+std::string supported_versions_text() {
+  std::string text;
+  for (auto version = kOldestProtocolVersion; version <= kProtocolVersion; ++version) {
+    if (!text.empty()) text += version == kProtocolVersion ? " and " : ", ";
+    text += std::to_string(version);
+  }
+  return text;
+}
+
 std::string_view frame_type_name(FrameType type) noexcept {
   switch (type) {
     case FrameType::hello:
@@ -228,7 +237,7 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
   Reader r(payload.subspan(4));
   out.version = r.u16();
   if (!r.ok()) return DecodeError::malformed;
-  if (out.version != kProtocolVersion) return DecodeError::unsupported_version;
+  if (!is_supported_version(out.version)) return DecodeError::unsupported_version;
   out.hello_flags = r.u16();
   out.channel = r.uuid();
   out.peer_id = r.uuid();
@@ -241,6 +250,8 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
       out.stream_window > kMaxWindow) {
     return DecodeError::malformed;
   }
+  // An observer is no peer, so it cannot be a target of requests either.
+  if (out.observes() && out.accepts_requests()) return DecodeError::malformed;
   return finish(r);
 }
 
@@ -281,7 +292,7 @@ DecodeError parse_welcome(Bytes payload, Welcome& out) {
   out.stream_window = r.u32();
   out.max_streams = r.u32();
   out.keepalive_ms = r.u32();
-  if (r.ok() && out.version != kProtocolVersion) return DecodeError::unsupported_version;
+  if (r.ok() && !is_supported_version(out.version)) return DecodeError::unsupported_version;
   if (r.ok() && (out.max_frame < kMinMaxFrame || out.stream_window == 0 ||
                  out.stream_window > kMaxWindow || out.peer_id.is_nil())) {
     return DecodeError::malformed;
