@@ -47,10 +47,10 @@ type Client struct {
 }
 
 type dialConfig struct {
-	tls      *tls.Config
-	token    string
-	block    bool
-	extra    []grpc.DialOption
+	tls   *tls.Config
+	token string
+	block bool
+	extra []grpc.DialOption
 }
 
 // DialOption configures Dial.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -628,5 +629,27 @@ func TestRelayGone(t *testing.T) {
 	}
 	if last.Err == nil {
 		t.Fatalf("the watch ended without an error event (last %+v)", last)
+	}
+}
+
+// The README's example program runs against the relay and prints what it says it does.
+func TestExample(t *testing.T) {
+	if *exampleBinary == "" {
+		t.Skip("no -example binary given")
+	}
+	ctx := within(t, 60*time.Second)
+	out, err := exec.CommandContext(ctx, *exampleBinary, "-server", theRelay.grpc).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", *exampleBinary, err, out)
+	}
+	for _, want := range []string{
+		"response: hello, switchboard",
+		`broadcast received: "to everyone"`,
+		"broadcast: delivered=1 dropped=0",
+		"empty channel: no responders",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("the example printed no %q:\n%s", want, out)
+		}
 	}
 }
