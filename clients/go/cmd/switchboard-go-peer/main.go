@@ -2,7 +2,7 @@
 // one role per process, reporting events as lines on stdout in the same format as
 // tests/interop/node_peer.js, so the driver handles both alike.
 //
-//	switchboard-go-peer respond   --server A --channel C [--mode echo|never|sink|pattern] [--peer-id P]
+//	switchboard-go-peer respond   --server A --channel C [--mode echo|never|sink|pattern|fail] [--peer-id P]
 //	switchboard-go-peer send      --server A --channel C [--size N] [--target P] [--timeout-ms T]
 //	switchboard-go-peer broadcast --server A --channel C [--size N]
 //	switchboard-go-peer watch     --server A --channel C
@@ -170,6 +170,10 @@ func serve(ctx context.Context, req *switchboard.Request, w switchboard.Response
 	size = n
 	if err != nil {
 		return fail(err)
+	}
+	if mode == "fail" {
+		outcome = "failed"
+		return switchboard.ApplicationError(7, fmt.Sprintf("refused %d bytes", n))
 	}
 	if mode == "pattern" {
 		want, _ := strconv.ParseInt(req.Metadata["size"], 10, 64)
