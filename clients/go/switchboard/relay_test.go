@@ -18,7 +18,7 @@ import (
 )
 
 var (
-	serverBinary  = flag.String("server", os.Getenv("SWITCHBOARD_TEST_SERVER"), "switchboard-server binary the tests run")
+	serverBinary  = flag.String("server", os.Getenv("SWITCHBOARD_TEST_SERVER"), "switchboard-server binary the tests run (absolute path)")
 	exampleBinary = flag.String("example", "", "built examples/echo binary (TestExample runs it)")
 )
 
