@@ -459,6 +459,11 @@ func (in *incoming) run() {
 	if !answered && reset == nil {
 		id := in.request.ID
 		switch {
+		case errors.Is(in.ctx.Err(), context.DeadlineExceeded):
+			// The deadline passed here first (the relay's reset is on its way): no OK now.
+			in.r.enqueue(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Cancel{Cancel: &pb.StreamCancel{
+				Id: id, Status: statusToProto(StatusDeadlineExceeded), Message: "the deadline passed"}}}, in.abandoned)
+		case in.ctx.Err() != nil: // the session is ending
 		case in.request.Broadcast && err != nil:
 			in.r.enqueue(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Cancel{Cancel: &pb.StreamCancel{
 				Id: id, Status: statusToProto(StatusCancelled), Message: truncate(err.Error())}}}, in.abandoned)
