@@ -167,7 +167,9 @@ func millis(d time.Duration) uint32 {
 // it arrives. The response's Read returns io.EOF once it ended with StatusOK, or an *Error
 // with its status (NO_RESPONDERS, APPLICATION, ...); Close abandons a response not read to its
 // end. ctx is the stream's deadline and cancelling it cancels the stream at the responder.
-// A body Read error cancels the stream and is returned by the response's Read.
+// A body Read error cancels the stream and is returned by the response's Read. Read the
+// response to its end or Close it: until then the stream (and the goroutine sending the body)
+// stays open.
 func (c *Client) Send(ctx context.Context, channel string, body io.Reader, options ...CallOption) (io.ReadCloser, error) {
 	config := collect(options)
 	callCtx, cancel := context.WithCancel(ctx)

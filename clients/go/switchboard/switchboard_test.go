@@ -653,3 +653,24 @@ func TestExample(t *testing.T) {
 		}
 	}
 }
+
+// Without stream windows (the relay's older, session-wide flow control) the client still
+// streams: an 8 MiB echo, beyond the 4 MiB it buffers per request.
+func TestWithoutStreamWindows(t *testing.T) {
+	client := dial(t)
+	channel := switchboard.NewID()
+	responder := respond(t, client, channel, echo, switchboard.WithoutStreamWindows())
+	if responder.StreamWindows() {
+		t.Fatal("the relay granted stream windows that were not asked for")
+	}
+	const size = 8 * mib
+	response, err := client.Send(within(t, 60*time.Second), channel, patterned(4, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, sum, err := digest(response)
+	_, want, _ := digest(patterned(4, size))
+	if err != nil || n != size || sum != want {
+		t.Fatalf("echo: %d bytes, %v, sha256 match %v", n, err, sum == want)
+	}
+}
