@@ -243,16 +243,20 @@ func TestConcurrentRequests(t *testing.T) {
 
 // Per-request credit: a requester that stops reading a large response does not hold up
 // another request to the same responder, and its own response resumes when it reads again.
+// 64 MiB is more than every buffer on the way holds (gRPC's windows, the relay's), so the big
+// handler is held on its credit while the small requests complete.
 func TestSlowRequesterDoesNotStallOthers(t *testing.T) {
 	client := dial(t)
 	channel := switchboard.NewID()
-	const big = 16 * mib
+	const big = 64 * mib
+	bigWritten := make(chan struct{})
 	responder := respond(t, client, channel, func(ctx context.Context, req *switchboard.Request, w switchboard.ResponseWriter) error {
 		if _, err := io.Copy(io.Discard, req.Body); err != nil {
 			return err
 		}
 		if req.Metadata["size"] == "big" {
 			_, err := io.Copy(w, patterned(2, big))
+			close(bigWritten)
 			return err
 		}
 		_, err := io.WriteString(w, "small")
@@ -280,6 +284,11 @@ func TestSlowRequesterDoesNotStallOthers(t *testing.T) {
 		if err != nil || string(got) != "small" {
 			t.Fatalf("request %d beside the stalled one: %q, %v", i, got, err)
 		}
+	}
+	select {
+	case <-bigWritten:
+		t.Fatal("the big response was written whole while unread: nothing held it back")
+	default:
 	}
 	n, sum, err := digest(io.MultiReader(bytes.NewReader(first), stalled))
 	_, want, _ := digest(patterned(2, big))
