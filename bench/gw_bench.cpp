@@ -43,12 +43,12 @@ std::string target_of(const bench::Args& args) {
   return host + ":" + std::to_string(args.num("port", 0));
 }
 
-std::unique_ptr<pb::Switchboard::Stub> stub_for(const bench::Args& args) {
+std::unique_ptr<pb::SwitchboardService::Stub> stub_for(const bench::Args& args) {
   auto channel = grpc::CreateChannel(target_of(args), grpc::InsecureChannelCredentials());
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     throw std::runtime_error("cannot connect to " + target_of(args));
   }
-  return pb::Switchboard::NewStub(channel);
+  return pb::SwitchboardService::NewStub(channel);
 }
 
 std::string describe(const grpc::Status& status) {
@@ -59,14 +59,13 @@ std::string describe(const grpc::Status& status) {
 
 // Send without a relay: reads the request to its end and answers with the report (as a
 // responder behind the relay does), or echoes each chunk back in echo mode.
-class DirectService final : public pb::Switchboard::Service {
+class DirectService final : public pb::SwitchboardService::Service {
 public:
   explicit DirectService(std::size_t reply_size) : reply_size_(reply_size) {}
 
-  grpc::Status Send(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<pb::SendServerMessage, pb::SendClientMessage>* stream) override {
-    pb::SendClientMessage in;
+  grpc::Status Send(grpc::ServerContext*,
+                    grpc::ServerReaderWriter<pb::SendResponse, pb::SendRequest>* stream) override {
+    pb::SendRequest in;
     if (!stream->Read(&in) || !in.has_open()) {
       return {grpc::StatusCode::INVALID_ARGUMENT, "the first message must be open"};
     }
@@ -75,7 +74,7 @@ public:
     const bool echo = mode != metadata.end() && mode->second == kEchoMode;
     std::uint64_t total = in.open().data().size();
     std::int64_t last = total > 0 ? bench::now_ns() : 0;
-    pb::SendServerMessage out;
+    pb::SendResponse out;
     while (stream->Read(&in)) {
       const auto& data = in.chunk().data();
       total += data.size();
@@ -122,21 +121,21 @@ int serve_direct(const bench::Args& args) {
 // Each Send is passed on, message by message and unchanged, over one upstream Send, each
 // direction on its own thread as the TCP forwarder does: the least a relay between two gRPC
 // peers can do, so its ping-pong is the floor of gw-rr's gRPC → relay → gRPC row.
-class ForwardService final : public pb::Switchboard::Service {
+class ForwardService final : public pb::SwitchboardService::Service {
 public:
-  explicit ForwardService(pb::Switchboard::Stub& upstream) : upstream_(upstream) {}
+  explicit ForwardService(pb::SwitchboardService::Stub& upstream) : upstream_(upstream) {}
 
   grpc::Status Send(
       grpc::ServerContext*,
-      grpc::ServerReaderWriter<pb::SendServerMessage, pb::SendClientMessage>* downstream) override {
+      grpc::ServerReaderWriter<pb::SendResponse, pb::SendRequest>* downstream) override {
     grpc::ClientContext context;
     auto upstream = upstream_.Send(&context);
     std::thread answers([&] {
-      pb::SendServerMessage answer;
+      pb::SendResponse answer;
       while (upstream->Read(&answer) && downstream->Write(answer)) {
       }
     });
-    pb::SendClientMessage in;
+    pb::SendRequest in;
     while (downstream->Read(&in) && upstream->Write(in)) {
     }
     upstream->WritesDone();
@@ -145,7 +144,7 @@ public:
   }
 
 private:
-  pb::Switchboard::Stub& upstream_;
+  pb::SwitchboardService::Stub& upstream_;
 };
 
 int serve_forward(const bench::Args& args) {
@@ -162,10 +161,10 @@ int respond(const bench::Args& args) {
   auto stub = stub_for(args);
   grpc::ClientContext context;
   auto call = stub->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(args.str("channel", ""));
   if (!call->Write(join)) throw std::runtime_error("join write failed");
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   if (!call->Read(&in) || !in.has_joined()) {
     throw std::runtime_error("join failed: " + describe(call->Finish()));
   }
@@ -176,7 +175,7 @@ int respond(const bench::Args& args) {
     std::int64_t last = 0;
   };
   std::map<std::uint64_t, Request> requests;
-  pb::RespondClientMessage answer;
+  pb::RespondRequest answer;
   while (call->Read(&in)) {
     std::uint64_t id = 0;
     bool last = false;
@@ -211,8 +210,8 @@ int respond(const bench::Args& args) {
 
 // ---- Load generator. ----
 
-pb::SendClientMessage open_message(const bench::Args& args) {
-  pb::SendClientMessage open;
+pb::SendRequest open_message(const bench::Args& args) {
+  pb::SendRequest open;
   open.mutable_open()->set_channel(args.str("channel", ""));
   return open;
 }
@@ -222,11 +221,11 @@ int stream(const bench::Args& args) {
   const auto total = args.num("bytes", 1ULL << 30);
   const auto chunk = args.num("chunk", 64 * 1024);
   auto stub = stub_for(args);
-  pb::SendClientMessage message;
+  pb::SendRequest message;
   std::string filler(chunk, '\0');
   bench::fill_pattern(reinterpret_cast<std::uint8_t*>(filler.data()), filler.size(), 3);
   message.mutable_chunk()->set_data(filler);
-  pb::SendClientMessage tail;  // the last, shorter chunk when total is not a multiple
+  pb::SendRequest tail;  // the last, shorter chunk when total is not a multiple
   tail.mutable_chunk()->set_data(filler.substr(0, total % chunk));
 
   grpc::ClientContext context;
@@ -242,7 +241,7 @@ int stream(const bench::Args& args) {
   call->WritesDone();
   const auto sent_ns = bench::now_ns() - start;
   std::string reply;
-  pb::SendServerMessage in;
+  pb::SendResponse in;
   while (call->Read(&in)) reply += in.chunk().data();
   const auto status = call->Finish();
   if (!status.ok() || reply.size() < kReportSize) {
@@ -265,13 +264,13 @@ int stream(const bench::Args& args) {
 
 // One request per Send RPC (open carrying the body, half-closed with it), read to its end, as
 // every gRPC request through the gateway is; returns the round trip in ns.
-std::int64_t one_rpc(pb::Switchboard::Stub& stub, const pb::SendClientMessage& open) {
+std::int64_t one_rpc(pb::SwitchboardService::Stub& stub, const pb::SendRequest& open) {
   const auto start = bench::now_ns();
   grpc::ClientContext context;
   auto call = stub.Send(&context);
   call->WriteLast(open, grpc::WriteOptions());
   std::size_t received = 0;
-  pb::SendServerMessage in;
+  pb::SendResponse in;
   while (call->Read(&in)) received += in.chunk().data().size();
   const auto status = call->Finish();
   if (!status.ok()) throw std::runtime_error("request failed: " + describe(status));
@@ -313,9 +312,9 @@ int rr(const bench::Args& args) {
     auto open = open_message(args);
     (*open.mutable_open()->mutable_metadata())[kModeKey] = kEchoMode;
     if (!call->Write(open)) throw std::runtime_error("open write failed");
-    pb::SendClientMessage ping;
+    pb::SendRequest ping;
     ping.mutable_chunk()->set_data(body);
-    pb::SendServerMessage pong;
+    pb::SendResponse pong;
     auto round_trip = [&] {
       const auto t0 = bench::now_ns();
       if (!call->Write(ping) || !call->Read(&pong)) {
@@ -332,11 +331,11 @@ int rr(const bench::Args& args) {
     // Every request on one Requests stream, each under its own id: open with the body, last.
     grpc::ClientContext context;
     auto call = stub->Requests(&context);
-    pb::RequestsClientMessage request;
+    pb::RequestsRequest request;
     *request.mutable_open()->mutable_open() = open_message(args).open();
     request.mutable_open()->mutable_open()->set_data(body);
     request.mutable_open()->set_last(true);
-    pb::RequestsServerMessage in;
+    pb::RequestsResponse in;
     std::uint64_t id = 0;
     auto round_trip = [&] {
       const auto t0 = bench::now_ns();
@@ -347,7 +346,7 @@ int rr(const bench::Args& args) {
         if (!call->Read(&in)) throw std::runtime_error("stream ended: " + describe(call->Finish()));
         if (in.has_end()) {
           throw std::runtime_error("request ended with status " +
-                                   std::to_string(in.end().status()) + ": " + in.end().message());
+                                   pb::Status_Name(in.end().status()) + ": " + in.end().message());
         }
         received += in.chunk().data().size();
         last = in.chunk().last();

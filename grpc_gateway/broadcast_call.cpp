@@ -102,7 +102,7 @@ void BroadcastCall::read_done(bool ok) {
     open();
     return;
   }
-  if (in_.kind_case() != pb::BroadcastClientMessage::kChunk) {
+  if (in_.kind_case() != pb::BroadcastRequest::kChunk) {
     fanout_.reset_all(Status::protocol_error, "second open on a Broadcast");
     if (!outcome_) outcome_ = Status::protocol_error;
     finish(invalid_argument(context_, "only chunk messages may follow open"));

@@ -17,7 +17,7 @@ namespace switchboard::gateway {
 /// Reactor and broadcast source. Every field lives on the call's Serial (serial.hpp); the
 /// receivers deliver credit and completion to it as the source endpoint.
 class BroadcastCall final
-    : public grpc::ServerBidiReactor<pb::BroadcastClientMessage, pb::BroadcastServerMessage>,
+    : public grpc::ServerBidiReactor<pb::BroadcastRequest, pb::BroadcastResponse>,
       public core::Endpoint,
       public std::enable_shared_from_this<BroadcastCall> {
 public:
@@ -66,8 +66,8 @@ private:
   boost::asio::steady_timer idle_timer_;
   std::shared_ptr<BroadcastCall> self_;
 
-  pb::BroadcastClientMessage in_;
-  pb::BroadcastServerMessage out_;
+  pb::BroadcastRequest in_;
+  pb::BroadcastResponse out_;
   bool done_ = false;
   bool opened_ = false;
   bool read_pending_ = false;

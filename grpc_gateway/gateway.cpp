@@ -30,23 +30,23 @@
 namespace switchboard::gateway {
 namespace {
 
-class Service final : public pb::Switchboard::CallbackService {
+class Service final : public pb::SwitchboardService::CallbackService {
 public:
   explicit Service(GatewayContext& gateway) : gateway_(gateway) {}
 
-  grpc::ServerBidiReactor<pb::RespondClientMessage, pb::RespondServerMessage>* Respond(
+  grpc::ServerBidiReactor<pb::RespondRequest, pb::RespondResponse>* Respond(
       grpc::CallbackServerContext* context) override {
     return RespondCall::start(gateway_, context);
   }
-  grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>* Send(
+  grpc::ServerBidiReactor<pb::SendRequest, pb::SendResponse>* Send(
       grpc::CallbackServerContext* context) override {
     return SendCall::start(gateway_, context);
   }
-  grpc::ServerBidiReactor<pb::RequestsClientMessage, pb::RequestsServerMessage>* Requests(
+  grpc::ServerBidiReactor<pb::RequestsRequest, pb::RequestsResponse>* Requests(
       grpc::CallbackServerContext* context) override {
     return RequestsCall::start(gateway_, context);
   }
-  grpc::ServerBidiReactor<pb::BroadcastClientMessage, pb::BroadcastServerMessage>* Broadcast(
+  grpc::ServerBidiReactor<pb::BroadcastRequest, pb::BroadcastResponse>* Broadcast(
       grpc::CallbackServerContext* context) override {
     return BroadcastCall::start(gateway_, context);
   }
@@ -55,7 +55,7 @@ public:
                                       pb::ListPeersResponse* response) override {
     return list_peers(gateway_, context, request, response);
   }
-  grpc::ServerWriteReactor<pb::PresenceUpdate>* WatchPeers(
+  grpc::ServerWriteReactor<pb::WatchPeersResponse>* WatchPeers(
       grpc::CallbackServerContext* context, const pb::WatchPeersRequest* request) override {
     return watch_peers(gateway_, context, request);
   }
@@ -102,7 +102,7 @@ Gateway::Gateway(core::RelayContext& context, TransportCounters& transports,
   impl_->server = builder.BuildAndStart();
   if (!impl_->server) throw std::runtime_error("cannot start the gRPC server");
   if (auto* health = impl_->server->GetHealthCheckService()) {
-    health->SetServingStatus("switchboard.v1.Switchboard", true);
+    health->SetServingStatus("switchboard.v1.SwitchboardService", true);
   }
   const auto& limits = context.limits;
   impl_->guard_limits.max_header_block = limits.grpc_max_header_block;

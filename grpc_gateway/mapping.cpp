@@ -105,8 +105,8 @@ Checked<OpenRequest> check_open(const std::string& channel_text, const std::stri
 
 }  // namespace
 
-Checked<JoinRequest> check_first(const pb::RespondClientMessage& first) {
-  if (first.kind_case() != pb::RespondClientMessage::kJoin) {
+Checked<JoinRequest> check_first(const pb::RespondRequest& first) {
+  if (first.kind_case() != pb::RespondRequest::kJoin) {
     return rejected<JoinRequest>("the first message of Respond must be join");
   }
   const auto& join = first.join();
@@ -121,8 +121,8 @@ Checked<JoinRequest> check_first(const pb::RespondClientMessage& first) {
   return Checked<JoinRequest>{JoinRequest{*channel, *peer}, {}};
 }
 
-Checked<OpenRequest> check_first(const pb::SendClientMessage& first) {
-  if (first.kind_case() != pb::SendClientMessage::kOpen) {
+Checked<OpenRequest> check_first(const pb::SendRequest& first) {
+  if (first.kind_case() != pb::SendRequest::kOpen) {
     return rejected<OpenRequest>("the first message of Send must be open");
   }
   const auto& open = first.open();
@@ -133,18 +133,26 @@ Checked<OpenRequest> check_open(const pb::SendOpen& open) {
   return check_open(open.channel(), &open.target(), open.sender_peer_id(), open.metadata());
 }
 
-Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first) {
-  if (first.kind_case() != pb::BroadcastClientMessage::kOpen) {
+Checked<OpenRequest> check_first(const pb::BroadcastRequest& first) {
+  if (first.kind_case() != pb::BroadcastRequest::kOpen) {
     return rejected<OpenRequest>("the first message of Broadcast must be open");
   }
   const auto& open = first.open();
   return check_open(open.channel(), nullptr, open.sender_peer_id(), open.metadata());
 }
 
+pb::Status to_pb(Status status) { return static_cast<pb::Status>(static_cast<int>(status) + 1); }
+
 Status status_from_client(int value, Status fallback) {
-  // Range-check the protobuf enum's int itself: narrowing first would turn 65536 into OK.
-  if (value < 0 || value > kMaxStatusValue) return fallback;
-  return static_cast<Status>(value);
+  if (value == pb::STATUS_UNSPECIFIED) return Status::ok;
+  // Range-check the protobuf enum's int itself: narrowing first would turn 65537 into OK.
+  if (value < pb::STATUS_OK || value > kMaxStatusValue + 1) return fallback;
+  return static_cast<Status>(value - 1);
+}
+
+Status cancel_status_from_client(int value) {
+  const Status status = status_from_client(value, Status::cancelled);
+  return status == Status::ok ? Status::cancelled : status;
 }
 
 wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map) {

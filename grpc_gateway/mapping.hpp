@@ -49,14 +49,22 @@ struct Checked {
   std::string error;
 };
 
-Checked<JoinRequest> check_first(const pb::RespondClientMessage& first);
-Checked<OpenRequest> check_first(const pb::SendClientMessage& first);
-Checked<OpenRequest> check_first(const pb::BroadcastClientMessage& first);
+Checked<JoinRequest> check_first(const pb::RespondRequest& first);
+Checked<OpenRequest> check_first(const pb::SendRequest& first);
+Checked<OpenRequest> check_first(const pb::BroadcastRequest& first);
 /// The open of one request of a Requests call.
 Checked<OpenRequest> check_open(const pb::SendOpen& open);
 
-/// A status a client sent (ResponseEnd, StreamCancel); a value outside the enum is `fallback`.
+/// The protobuf Status of a core status. The protobuf enum is the native code plus one, since
+/// its zero is STATUS_UNSPECIFIED.
+pb::Status to_pb(Status status);
+
+/// A status a client sent in a ResponseEnd: STATUS_UNSPECIFIED means OK; a value outside the enum
+/// is `fallback`.
 Status status_from_client(int value, Status fallback);
+
+/// The status a client's StreamCancel asks for: CANCELLED when unset, OK or outside the enum.
+Status cancel_status_from_client(int value);
 
 wire::Metadata to_metadata(const google::protobuf::Map<std::string, std::string>& map);
 void from_metadata(const wire::Metadata& metadata,

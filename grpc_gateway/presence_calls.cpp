@@ -42,7 +42,7 @@ namespace {
 
 // Streams a channel's presence to a client that is not a member. Every field lives on the
 // call's Serial (serial.hpp).
-class WatchCall final : public grpc::ServerWriteReactor<pb::PresenceUpdate>,
+class WatchCall final : public grpc::ServerWriteReactor<pb::WatchPeersResponse>,
                         public core::Peer,
                         public std::enable_shared_from_this<WatchCall> {
 public:
@@ -79,10 +79,11 @@ public:
       std::vector<Uuid> members;
       std::uint64_t version = 0;
       self->token_ = self->gateway_.registry.watch(self->channel_, self, members, version);
-      pb::PresenceUpdate snapshot;
-      snapshot.set_kind(pb::PresenceUpdate::SNAPSHOT);
-      snapshot.set_version(version);
-      for (const auto& id : members) snapshot.add_peers(id.to_string());
+      pb::WatchPeersResponse snapshot;
+      auto* update = snapshot.mutable_update();
+      update->set_kind(pb::PresenceUpdate::KIND_SNAPSHOT);
+      update->set_version(version);
+      for (const auto& id : members) update->add_peers(id.to_string());
       // Changes posted during watch() queue behind this handler, so the snapshot goes first.
       self->queue_.push_front(std::move(snapshot));
       self->pump();
@@ -94,12 +95,14 @@ public:
     serial_.post(
         [self = shared_from_this(), event] {
           self->serial_.assert_here();
-          pb::PresenceUpdate update;
-          update.set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
-                                                                     : pb::PresenceUpdate::LEFT);
-          update.set_version(event.version);
-          for (const auto& id : event.peers) update.add_peers(id.to_string());
-          self->queue_.push_back(std::move(update));
+          pb::WatchPeersResponse change;
+          auto* update = change.mutable_update();
+          update->set_kind(event.event == wire::PresenceEvent::joined
+                               ? pb::PresenceUpdate::KIND_JOINED
+                               : pb::PresenceUpdate::KIND_LEFT);
+          update->set_version(event.version);
+          for (const auto& id : event.peers) update->add_peers(id.to_string());
+          self->queue_.push_back(std::move(change));
           // A watcher that does not read may not hold relay memory without bound.
           if (self->queue_.size() > 100'000) {
             if (self->stopped_ || self->done_) return;  // after Finish the context may be gone
@@ -168,8 +171,8 @@ private:
   std::shared_ptr<WatchCall> self_;
   Uuid channel_;
   std::uint64_t token_ = 0;
-  std::deque<pb::PresenceUpdate> queue_;
-  pb::PresenceUpdate current_;
+  std::deque<pb::WatchPeersResponse> queue_;
+  pb::WatchPeersResponse current_;
   bool writing_ = false;
   bool stopped_ = false;
   bool done_ = false;
@@ -177,9 +180,9 @@ private:
 
 }  // namespace
 
-grpc::ServerWriteReactor<pb::PresenceUpdate>* watch_peers(GatewayContext& gateway,
-                                                          grpc::CallbackServerContext* context,
-                                                          const pb::WatchPeersRequest* request) {
+grpc::ServerWriteReactor<pb::WatchPeersResponse>* watch_peers(
+    GatewayContext& gateway, grpc::CallbackServerContext* context,
+    const pb::WatchPeersRequest* request) {
   auto call = std::make_shared<WatchCall>(gateway, context);
   call->begin(call, *request);
   return call.get();

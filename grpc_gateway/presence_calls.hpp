@@ -11,8 +11,8 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
                                      const pb::ListPeersRequest* request,
                                      pb::ListPeersResponse* response);
 
-grpc::ServerWriteReactor<pb::PresenceUpdate>* watch_peers(GatewayContext& gateway,
-                                                          grpc::CallbackServerContext* context,
-                                                          const pb::WatchPeersRequest* request);
+grpc::ServerWriteReactor<pb::WatchPeersResponse>* watch_peers(GatewayContext& gateway,
+                                                              grpc::CallbackServerContext* context,
+                                                              const pb::WatchPeersRequest* request);
 
 }  // namespace switchboard::gateway

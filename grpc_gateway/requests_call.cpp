@@ -69,13 +69,13 @@ void RequestsCall::read_done(bool ok) {
     return;
   }
   switch (in_.kind_case()) {
-    case pb::RequestsClientMessage::kOpen:
+    case pb::RequestsRequest::kOpen:
       open(*in_.mutable_open());
       break;
-    case pb::RequestsClientMessage::kChunk:
+    case pb::RequestsRequest::kChunk:
       on_chunk(*in_.mutable_chunk());
       break;
-    case pb::RequestsClientMessage::kCancel:
+    case pb::RequestsRequest::kCancel:
       on_cancel_request(in_.cancel());
       break;
     default:
@@ -177,9 +177,7 @@ void RequestsCall::on_chunk(pb::RequestChunk& chunk) {
 void RequestsCall::on_cancel_request(const pb::StreamCancel& cancel) {
   auto found = by_id_.find(cancel.id());
   if (found == by_id_.end()) return;
-  const Status status = cancel.status() == pb::OK
-                            ? Status::cancelled
-                            : status_from_client(cancel.status(), Status::cancelled);
+  const Status status = cancel_status_from_client(cancel.status());
   end_request(found->second, status,
               cancel.message().empty() ? "cancelled by sender" : cancel.message());
 }
@@ -191,16 +189,16 @@ void RequestsCall::end_request(std::uint64_t key, Status status, const std::stri
   if (it == requests_.end()) return;
   auto& entry = it->second;
   entry.stream.reset(status, message);
-  outbox_.erase_if([&](std::uint64_t tag, const pb::RequestsServerMessage&) { return tag == key; });
+  outbox_.erase_if([&](std::uint64_t tag, const pb::RequestsResponse&) { return tag == key; });
   on_response_end(key, status, 0, message, true);
 }
 
 // A request that never reached a target: answered at once, the stream goes on.
 void RequestsCall::refuse(std::uint64_t id, Status status, const std::string& message) {
-  pb::RequestsServerMessage out;
+  pb::RequestsResponse out;
   auto* end = out.mutable_end();
   end->set_request_id(id);
-  end->set_status(static_cast<pb::Status>(status));
+  end->set_status(to_pb(status));
   end->set_message(message);
   enqueue(std::move(out), 0, 0);
 }
@@ -218,7 +216,7 @@ void RequestsCall::on_stream_data(std::uint64_t key, wire::Slice payload, bool f
   entry.stream.touch();
   const bool body_done = entry.stream.body_done();
   if (fin) entry.stream.end_response(Status::ok);
-  pb::RequestsServerMessage out;
+  pb::RequestsResponse out;
   const auto bytes = static_cast<std::uint32_t>(payload.size);
   auto* chunk = out.mutable_chunk();
   chunk->set_request_id(entry.id);
@@ -253,7 +251,7 @@ void RequestsCall::on_response_end(std::uint64_t key, Status status, std::uint32
   // the stream has ended both directions already.
   const bool abandon_target = !target_gone && !entry.stream.body_done();
   if (!done_ && !outbox_.ending()) {
-    pb::RequestsServerMessage out;
+    pb::RequestsResponse out;
     if (status == Status::ok) {
       auto* chunk = out.mutable_chunk();
       chunk->set_request_id(entry.id);
@@ -261,7 +259,7 @@ void RequestsCall::on_response_end(std::uint64_t key, Status status, std::uint32
     } else {
       auto* end = out.mutable_end();
       end->set_request_id(entry.id);
-      end->set_status(static_cast<pb::Status>(status));
+      end->set_status(to_pb(status));
       end->set_app_code(app_code);
       end->set_message(message);
     }
@@ -311,8 +309,7 @@ void RequestsCall::end_all(Status status, const std::string& message) {
   by_id_.clear();
 }
 
-void RequestsCall::enqueue(pb::RequestsServerMessage message, std::uint64_t key,
-                           std::uint32_t bytes) {
+void RequestsCall::enqueue(pb::RequestsResponse message, std::uint64_t key, std::uint32_t bytes) {
   if (outbox_.push(std::move(message), key, bytes) > gateway_.limits.max_connection_buffer) {
     // The client does not read what it is sent; it may not hold relay memory.
     gateway_.core.counters.grpc.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);

@@ -23,7 +23,7 @@ namespace switchboard::gateway {
 /// delivers to a StreamLink keyed by a number of the call's own, so a client id reused after its
 /// request ended never receives the old request's late deliveries.
 class RequestsCall final
-    : public grpc::ServerBidiReactor<pb::RequestsClientMessage, pb::RequestsServerMessage>,
+    : public grpc::ServerBidiReactor<pb::RequestsRequest, pb::RequestsResponse>,
       public std::enable_shared_from_this<RequestsCall> {
 public:
   static RequestsCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
@@ -63,7 +63,7 @@ private:
   void refuse(std::uint64_t id, Status status, const std::string& message);
   void complete(std::uint64_t key, bool abandon_target);
   void end_all(Status status, const std::string& message);
-  void enqueue(pb::RequestsServerMessage message, std::uint64_t key, std::uint32_t bytes);
+  void enqueue(pb::RequestsResponse message, std::uint64_t key, std::uint32_t bytes);
   void read_more();
   void finish(grpc::Status status, bool flush);
   void finish_ok();
@@ -77,14 +77,14 @@ private:
   grpc::CallbackServerContext* context_;
   Serial serial_;
   // Tagged with the request's key (0: nothing to credit).
-  Outbox<pb::RequestsClientMessage, pb::RequestsServerMessage, std::uint64_t> outbox_{
+  Outbox<pb::RequestsRequest, pb::RequestsResponse, std::uint64_t> outbox_{
       *this, serial_, gateway_.core.counters.grpc};
   boost::asio::steady_timer sweep_timer_;
   Clock::time_point sweep_due_ = Clock::time_point::max();
   std::shared_ptr<RequestsCall> self_;  // released once OnDone has run
   DrainRegistry::Registration drain_registration_;
 
-  pb::RequestsClientMessage in_;
+  pb::RequestsRequest in_;
   bool read_pending_ = false;
   bool got_message_ = false;  // a first message was read
   bool half_closed_ = false;  // the client sends no more

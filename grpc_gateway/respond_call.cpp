@@ -45,10 +45,10 @@ void RespondCall::on_presence(const wire::Presence& event) {
   post([self = shared_from_this(), event] {
     self->serial_.assert_here();
     if (self->done_ || self->outbox_.ending()) return;
-    pb::RespondServerMessage out;
+    pb::RespondResponse out;
     auto* update = out.mutable_presence();
-    update->set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::JOINED
-                                                                : pb::PresenceUpdate::LEFT);
+    update->set_kind(event.event == wire::PresenceEvent::joined ? pb::PresenceUpdate::KIND_JOINED
+                                                                : pb::PresenceUpdate::KIND_LEFT);
     update->set_version(event.version);
     for (const auto& id : event.peers) update->add_peers(id.to_string());
     self->enqueue(std::move(out), Tag{}, 0);
@@ -139,7 +139,7 @@ void RespondCall::read_done(bool ok) {
     return;
   }
   switch (in_.kind_case()) {
-    case pb::RespondClientMessage::kChunk: {
+    case pb::RespondRequest::kChunk: {
       const auto& chunk = in_.chunk();
       auto it = incoming_.find(chunk.request_id());
       // Unknown ids belong to streams that just ended (reset crossing the response): ignored.
@@ -168,7 +168,7 @@ void RespondCall::read_done(bool ok) {
       }
       break;
     }
-    case pb::RespondClientMessage::kEnd: {
+    case pb::RespondRequest::kEnd: {
       const auto& end = in_.end();
       auto it = incoming_.find(end.request_id());
       if (it != incoming_.end() && !it->second.broadcast && !it->second.response_done) {
@@ -184,22 +184,20 @@ void RespondCall::read_done(bool ok) {
       }
       break;
     }
-    case pb::RespondClientMessage::kCancel: {
+    case pb::RespondRequest::kCancel: {
       const auto& cancel = in_.cancel();
-      drop(cancel.id(),
-           cancel.status() == pb::OK ? Status::cancelled
-                                     : status_from_client(cancel.status(), Status::cancelled),
+      drop(cancel.id(), cancel_status_from_client(cancel.status()),
            cancel.message().empty() ? "cancelled by responder" : cancel.message(), false);
       break;
     }
-    case pb::RespondClientMessage::kWindow:
+    case pb::RespondRequest::kWindow:
       if (!windows_) {
         finish(invalid_argument(context_, "window needs join.stream_windows"));
         return;
       }
       on_client_window(in_.window());
       break;
-    case pb::RespondClientMessage::kJoin:
+    case pb::RespondRequest::kJoin:
       finish(invalid_argument(context_, "join may only be the first message"));
       return;
     default:
@@ -213,7 +211,7 @@ void RespondCall::join() {
   auto& counters = gateway_.core.counters.grpc;
   const auto checked = check_first(in_);
   if (!checked.request) {
-    counters.count_handshake_failure(in_.kind_case() == pb::RespondClientMessage::kJoin
+    counters.count_handshake_failure(in_.kind_case() == pb::RespondRequest::kJoin
                                          ? core::HandshakeFailure::bad_hello
                                          : core::HandshakeFailure::unexpected_frame);
     finish(invalid_argument(context_, checked.error));
@@ -244,16 +242,16 @@ void RespondCall::join() {
   windows_ = in_.join().stream_windows();
   response_window_ = windows_ ? response_window(gateway_) : gateway_window(gateway_);
   drain_registration_ = gateway_.drains.add(shared_from_this());
-  pb::RespondServerMessage welcome;
+  pb::RespondResponse welcome;
   welcome.mutable_joined()->set_peer_id(peer_id_.to_string());
   if (windows_) {
     welcome.mutable_joined()->set_response_window(static_cast<std::uint32_t>(response_window_));
     welcome.mutable_joined()->set_incoming_window(gateway_.limits.stream_window);
   }
   enqueue(std::move(welcome), Tag{}, 0);
-  pb::RespondServerMessage snapshot;
+  pb::RespondResponse snapshot;
   auto* update = snapshot.mutable_presence();
-  update->set_kind(pb::PresenceUpdate::SNAPSHOT);
+  update->set_kind(pb::PresenceUpdate::KIND_SNAPSHOT);
   update->set_version(joined.version);
   for (const auto& id : joined.others) update->add_peers(id.to_string());
   enqueue(std::move(snapshot), Tag{}, 0);
@@ -299,7 +297,7 @@ void RespondCall::on_incoming(std::uint64_t id, core::StreamOffer offer) {
   entry.response_credit = response_window_;
   incoming_.emplace(id, std::move(entry));
   count_stream_start(gateway_);
-  pb::RespondServerMessage out;
+  pb::RespondResponse out;
   auto* start = out.mutable_start();
   start->set_id(id);
   start->set_broadcast(broadcast);
@@ -315,7 +313,7 @@ void RespondCall::on_stream_data(std::uint64_t id, wire::Slice payload, bool fin
   serial_.assert_here();
   auto it = incoming_.find(id);
   if (it == incoming_.end() || done_ || outbox_.ending()) return;
-  pb::RespondServerMessage out;
+  pb::RespondResponse out;
   const auto bytes = payload.size;
   auto* chunk = out.mutable_chunk();
   chunk->set_id(id);
@@ -349,7 +347,7 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
   Incoming entry = std::move(it->second);
   incoming_.erase(it);
   count_stream_end(gateway_, status);
-  outbox_.erase_if([&](const Tag& tag, const pb::RespondServerMessage& out) {
+  outbox_.erase_if([&](const Tag& tag, const pb::RespondResponse& out) {
     return tag.id == id || (out.has_window() && out.window().id() == id);
   });
   if (entry.broadcast) {
@@ -361,10 +359,10 @@ void RespondCall::drop(std::uint64_t id, Status status, const std::string& messa
     if (!tell_client) entry.counterpart->deliver_reset(wire::Reset{status, 0, message});
   }
   if (tell_client && !done_ && !outbox_.ending()) {
-    pb::RespondServerMessage out;
+    pb::RespondResponse out;
     auto* reset = out.mutable_reset();
     reset->set_id(id);
-    reset->set_status(static_cast<pb::Status>(status));
+    reset->set_status(to_pb(status));
     reset->set_message(message);
     enqueue(std::move(out), Tag{}, 0);
   }
@@ -413,19 +411,19 @@ void RespondCall::overrun(std::uint64_t id) {
 // behind incoming bytes; merged with a grant for the same request still waiting.
 void RespondCall::enqueue_window(std::uint64_t id, std::uint32_t bytes) {
   if (auto* waiting = outbox_.find_urgent(
-          [&](const pb::RespondServerMessage& message) { return message.window().id() == id; })) {
+          [&](const pb::RespondResponse& message) { return message.window().id() == id; })) {
     auto* window = waiting->mutable_window();
     window->set_bytes(window->bytes() + bytes);
     return;  // its size barely changes: still counted as queued
   }
-  pb::RespondServerMessage out;
+  pb::RespondResponse out;
   out.mutable_window()->set_id(id);
   out.mutable_window()->set_bytes(bytes);
   outbox_.push(std::move(out), Tag{}, 0, true);
   outbox_.pump();
 }
 
-void RespondCall::enqueue(pb::RespondServerMessage message, Tag tag, std::uint32_t bytes) {
+void RespondCall::enqueue(pb::RespondResponse message, Tag tag, std::uint32_t bytes) {
   if (tag.id != 0) {
     if (auto it = incoming_.find(tag.id); it != incoming_.end()) {
       if (it->second.queued == 0) it->second.queued_since = std::chrono::steady_clock::now();

@@ -26,10 +26,9 @@ namespace switchboard::gateway {
 /// the requester takes the bytes; the call always reads, and a chunk beyond its request's credit
 /// resets that request alone. Incoming bytes are then credited to their sender as the client
 /// grants them (`window`), not as they are written.
-class RespondCall final
-    : public grpc::ServerBidiReactor<pb::RespondClientMessage, pb::RespondServerMessage>,
-      public core::Peer,
-      public std::enable_shared_from_this<RespondCall> {
+class RespondCall final : public grpc::ServerBidiReactor<pb::RespondRequest, pb::RespondResponse>,
+                          public core::Peer,
+                          public std::enable_shared_from_this<RespondCall> {
 public:
   static RespondCall* start(GatewayContext& gateway, grpc::CallbackServerContext* context);
   RespondCall(GatewayContext& gateway, grpc::CallbackServerContext* context);
@@ -91,7 +90,7 @@ private:
   void enqueue_window(std::uint64_t id, std::uint32_t bytes);
   void on_write_done(bool ok);
   void on_done();
-  void enqueue(pb::RespondServerMessage message, Tag tag, std::uint32_t bytes);
+  void enqueue(pb::RespondResponse message, Tag tag, std::uint32_t bytes);
   void read_more();
   void drop(std::uint64_t id, Status status, const std::string& message, bool tell_client);
   void finish(grpc::Status status);
@@ -105,14 +104,14 @@ private:
   grpc::CallbackServerContext* context_;
   const std::string origin_;  // the client connection, as gRPC names it (context->peer())
   Serial serial_;
-  Outbox<pb::RespondClientMessage, pb::RespondServerMessage, Tag> outbox_{
-      *this, serial_, gateway_.core.counters.grpc};
+  Outbox<pb::RespondRequest, pb::RespondResponse, Tag> outbox_{*this, serial_,
+                                                               gateway_.core.counters.grpc};
   boost::asio::steady_timer watchdog_;
   boost::asio::steady_timer token_expiry_;
   std::shared_ptr<RespondCall> self_;
   DrainRegistry::Registration drain_registration_;
 
-  pb::RespondClientMessage in_;
+  pb::RespondRequest in_;
   bool done_ = false;
   bool joined_ = false;
   bool read_pending_ = false;

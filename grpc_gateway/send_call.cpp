@@ -97,7 +97,7 @@ void SendCall::read_done(bool ok) {
     return;
   }
   if (!reading_) return;  // a read that lands after a stop
-  if (ok && in_.kind_case() != pb::SendClientMessage::kChunk) {
+  if (ok && in_.kind_case() != pb::SendRequest::kChunk) {
     reading_ = false;
     stream_->reset(Status::protocol_error, "second open on a Send");
     stream_->end_response(Status::protocol_error);
@@ -206,7 +206,7 @@ void SendCall::on_data(wire::Slice payload, bool fin) {
   }
   stream_->touch();
   if (payload.size > 0) {
-    pb::SendServerMessage message;
+    pb::SendResponse message;
     message.mutable_chunk()->set_data(reinterpret_cast<const char*>(payload.data), payload.size);
     outbox_.push(std::move(message), NoTag{}, payload.size);
   }

@@ -21,7 +21,7 @@ namespace switchboard::gateway {
 /// started while the target has credit, by the read's completion itself: on gRPC's thread when the
 /// Serial is idle, so reads are not paced by thread hand-offs. The object lives until OnDone has
 /// run and no counterpart holds it.
-class SendCall final : public grpc::ServerBidiReactor<pb::SendClientMessage, pb::SendServerMessage>,
+class SendCall final : public grpc::ServerBidiReactor<pb::SendRequest, pb::SendResponse>,
                        public core::Endpoint,
                        public std::enable_shared_from_this<SendCall> {
 public:
@@ -69,12 +69,12 @@ private:
   CountedCall counted_{gateway_.core.counters.grpc};
   grpc::CallbackServerContext* context_;
   Serial serial_;
-  Outbox<pb::SendClientMessage, pb::SendServerMessage, NoTag> outbox_{*this, serial_,
-                                                                      gateway_.core.counters.grpc};
+  Outbox<pb::SendRequest, pb::SendResponse, NoTag> outbox_{*this, serial_,
+                                                           gateway_.core.counters.grpc};
   boost::asio::steady_timer idle_timer_;
   std::shared_ptr<SendCall> self_;  // released once OnDone has run
 
-  pb::SendClientMessage in_;  // gRPC's while a read is in flight
+  pb::SendRequest in_;  // gRPC's while a read is in flight
   bool done_ = false;
   bool read_pending_ = false;            // a StartRead is in flight
   bool reading_ = false;                 // open, and neither end has stopped the request

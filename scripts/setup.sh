@@ -25,6 +25,7 @@ build_packages=(
 dev_packages=(
   clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
+  chromium chromium-driver python3-selenium
   # The Go client (clients/go). The protobuf -1-5 package by name: apt otherwise picks the -1-3
   # one, with which generated code compiles and then panics on the first call.
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
@@ -68,4 +69,10 @@ if command -v npm >/dev/null && [[ -f $root/clients/node/package-lock.json ]] &&
    [[ ! -d $root/clients/node/node_modules/@grpc/grpc-js ]]; then
   echo "setup: installing the Node client's dependencies"
   (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# buf (lint and breaking-change check of the gRPC contract) comes from npm too (tools/).
+if command -v npm >/dev/null && [[ -f $root/tools/package-lock.json ]] &&
+   [[ ! -x $root/tools/node_modules/.bin/buf ]]; then
+  echo "setup: installing buf"
+  (cd "$root/tools" && npm ci --no-audit --no-fund --loglevel=error)
 fi

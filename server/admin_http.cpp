@@ -15,6 +15,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "server/admin_page.hpp"
+
 namespace switchboard::core {
 
 namespace asio = boost::asio;
@@ -46,6 +48,13 @@ Response make_response(http::status status, std::string body, std::string_view c
   return response;
 }
 
+constexpr std::string_view kPagePrefix = "/ui/";
+// The page loads its own script and style and polls this endpoint; nothing else, from nowhere
+// else (no inline script, no remote origin, no framing).
+constexpr std::string_view kPagePolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 }  // namespace
 
 struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
@@ -61,8 +70,9 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     }
     constexpr std::string_view kText = "text/plain; charset=utf-8";
     constexpr std::string_view kJson = "application/json";
+    const bool page = target == "/ui" || target.starts_with(kPagePrefix);
     const bool known = target == "/metrics" || target == "/healthz" || target == "/channels" ||
-                       target.starts_with("/channels/");
+                       target.starts_with("/channels/") || page;
     if (!known)
       return make_response(http::status::not_found, "not found\n", kText, version, keep_alive);
     if (request.method() != http::verb::get && request.method() != http::verb::head) {
@@ -81,6 +91,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
                                  keep_alive)
                  : make_response(http::status::ok, "ok\n", kText, version, keep_alive);
     }
+    if (page) return page_response(target, version, keep_alive);
     if (!handlers.channels) {
       return make_response(http::status::not_found,
                            "introspection is off (admin_introspection = true enables it)\n", kText,
@@ -94,6 +105,32 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     }
     return make_response(http::status::not_found, "{\"error\":\"no such channel\"}\n", kJson,
                          version, keep_alive);
+  }
+
+  Response page_response(std::string_view target, unsigned version, bool keep_alive) const {
+    constexpr std::string_view kText = "text/plain; charset=utf-8";
+    if (!handlers.page) {
+      return make_response(http::status::not_found,
+                           "the operator page is off (admin_introspection = true enables it)\n",
+                           kText, version, keep_alive);
+    }
+    if (target == "/ui") {
+      // Relative links in the page resolve against /ui/, so the bare path moves there.
+      auto response =
+          make_response(http::status::moved_permanently, "see /ui/\n", kText, version, keep_alive);
+      response.set(http::field::location, kPagePrefix);
+      return response;
+    }
+    const auto file = find_admin_page_file(target.substr(kPagePrefix.size()));
+    if (!file) {
+      return make_response(http::status::not_found, "not found\n", kText, version, keep_alive);
+    }
+    auto response = make_response(http::status::ok, std::string(file->bytes), file->content_type,
+                                  version, keep_alive);
+    response.set("Content-Security-Policy", kPagePolicy);
+    response.set("X-Content-Type-Options", "nosniff");
+    response.set("Referrer-Policy", "no-referrer");
+    return response;
   }
 
   asio::awaitable<void> serve(std::shared_ptr<beast::tcp_stream> stream, std::uint64_t id) {

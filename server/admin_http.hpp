@@ -1,4 +1,5 @@
-// The HTTP admin endpoint: a small Boost.Beast server for metrics, health and introspection.
+// The HTTP admin endpoint: a small Boost.Beast server for metrics, health, introspection and the
+// operator page.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -18,6 +19,8 @@ struct AdminHandlers {
   /// Introspection; when empty, /channels answers 404.
   std::function<std::string()> channels;
   std::function<std::optional<std::string>(std::string_view id)> channel;
+  /// Serve the operator page (server/admin_page/) under /ui/; when false, /ui/ answers 404.
+  bool page = false;
 };
 
 class AdminServer {

@@ -252,7 +252,8 @@ std::vector<Option> build_table() {
       "HTTP admin endpoint (metrics, health) HOST:PORT; port 0 picks one; empty disables",
       [](C c) -> std::string& { return c.admin_listen; }, {}, true));
   table.push_back(bool_option("admin_introspection",
-                              "serve /channels on the admin endpoint (lists channel and peer ids)",
+                              "serve /channels and the operator page /ui/ on the admin endpoint "
+                              "(lists channel and peer ids)",
                               [](C c) -> bool& { return c.admin_introspection; }));
   table.push_back(unsigned_option("threads", "I/O threads (0: one per core)", 0, 1024,
                                   [](C c) -> unsigned& { return c.threads; }));

@@ -58,6 +58,7 @@ Server::Server(ServerConfig config)
       handlers.channel = [this](std::string_view id) {
         return channel_json(context_->registry, id);
       };
+      handlers.page = true;
     }
     try {
       admin_ = std::make_unique<AdminServer>(io_->main(), parse_endpoint(config_.admin_listen),

@@ -125,14 +125,26 @@ async function* bodyChunks(data) {
   for await (const piece of data) yield* split(toBuffer(piece));
 }
 
+// The protobuf enum's name of a status given by name ('APPLICATION' or 'STATUS_APPLICATION') or
+// native number (13): the protobuf names carry a STATUS_ prefix the native names do not.
 function statusValue(status) {
-  if (typeof status === 'number') return STATUS_NAMES[status] || 'INTERNAL';
-  if (!STATUS_NAMES.includes(status)) throw new TypeError(`unknown Switchboard status ${status}`);
-  return status;
+  if (typeof status === 'number') return `STATUS_${STATUS_NAMES[status] || 'INTERNAL'}`;
+  const name = String(status).replace(/^STATUS_/, '');
+  if (!STATUS_NAMES.includes(name)) throw new TypeError(`unknown Switchboard status ${status}`);
+  return `STATUS_${name}`;
+}
+
+// The Switchboard name of a protobuf status, as the `switchboard-status` trailer spells it.
+function statusName(value) {
+  return String(value).replace(/^STATUS_/, '');
 }
 
 function presenceFromProto(update) {
-  return { kind: update.kind, peers: [...update.peers], version: Number(update.version) };
+  return {
+    kind: String(update.kind).replace(/^KIND_/, ''),
+    peers: [...update.peers],
+    version: Number(update.version),
+  };
 }
 
 /** Resolves when `call` has buffer room again, or when it has ended (then false). */
@@ -518,7 +530,7 @@ class Responder extends EventEmitter {
         const stream = this._streams.get(message.reset.id);
         if (stream) {
           this._streams.delete(message.reset.id);
-          stream._reset(message.reset.status, message.reset.message);
+          stream._reset(statusName(message.reset.status), message.reset.message);
           this._relieved(stream);
         }
         break;
@@ -638,8 +650,8 @@ class PeerWatch extends EventEmitter {
     this._wake = null;
     this._done = false;
     this._error = null;
-    call.on('data', (update) => {
-      const converted = presenceFromProto(update);
+    call.on('data', (response) => {
+      const converted = presenceFromProto(response.update);
       this._queue.push(converted);
       this._poke();
       this.emit('update', converted);
@@ -707,7 +719,7 @@ class Client {
     };
     const tls = settings.tls === true ? {} : settings.tls;
     if (tls && tls.serverName) options['grpc.ssl_target_name_override'] = tls.serverName;
-    this.stub = new proto.Switchboard(target,
+    this.stub = new proto.SwitchboardService(target,
       settings.credentials || Client._credentials(tls), { ...options, ...(settings.options || {}) });
   }
 

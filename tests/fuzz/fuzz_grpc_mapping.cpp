@@ -36,16 +36,23 @@ void check_status_mapping(Status status, const std::string& message, std::uint32
   SWITCHBOARD_FUZZ_CHECK(status_name(status) != "UNKNOWN");
 }
 
-/// A status taken from a client message is a defined one; a defined value maps to itself, an
-/// undefined one to the fallback, never to anything else (in particular never to OK).
+/// A status taken from a client message is a defined one: unset is OK, a defined value maps to
+/// the native code one below it (and back), an undefined one to the fallback, never to anything
+/// else (in particular never to OK). A cancel never asks for OK.
 void check_client_status(int value, Status fallback) {
   const Status status = status_from_client(value, fallback);
   SWITCHBOARD_FUZZ_CHECK(is_valid_status(static_cast<std::uint16_t>(status)));
-  if (value >= 0 && value <= kMaxStatusValue) {
-    SWITCHBOARD_FUZZ_CHECK(static_cast<int>(status) == value);
+  if (value == pb::STATUS_UNSPECIFIED) {
+    SWITCHBOARD_FUZZ_CHECK(status == Status::ok);
+  } else if (value >= pb::STATUS_OK && value <= kMaxStatusValue + 1) {
+    SWITCHBOARD_FUZZ_CHECK(static_cast<int>(status) == value - 1);
+    SWITCHBOARD_FUZZ_CHECK(to_pb(status) == value);
   } else {
     SWITCHBOARD_FUZZ_CHECK(status == fallback);
   }
+  const Status cancel = cancel_status_from_client(value);
+  SWITCHBOARD_FUZZ_CHECK(cancel != Status::ok &&
+                         is_valid_status(static_cast<std::uint16_t>(cancel)));
   check_status_mapping(status, {}, 0);
 }
 
@@ -92,22 +99,22 @@ bool parse(Message& message, const std::uint8_t* data, std::size_t size) {
 }
 
 void fuzz_respond(const std::uint8_t* data, std::size_t size) {
-  pb::RespondClientMessage message;
+  pb::RespondRequest message;
   if (!parse(message, data, size)) return;
   const auto checked = check_first(message);
   SWITCHBOARD_FUZZ_CHECK(checked.request.has_value() == checked.error.empty());
   if (checked.request) {
-    SWITCHBOARD_FUZZ_CHECK(message.kind_case() == pb::RespondClientMessage::kJoin);
+    SWITCHBOARD_FUZZ_CHECK(message.kind_case() == pb::RespondRequest::kJoin);
     SWITCHBOARD_FUZZ_CHECK(!checked.request->channel.is_nil());
     check_id_text(checked.request->channel);
   }
   switch (message.kind_case()) {
-    case pb::RespondClientMessage::kEnd:
+    case pb::RespondRequest::kEnd:
       check_client_status(message.end().status(), Status::internal);
       check_status_mapping(status_from_client(message.end().status(), Status::internal),
                            message.end().message(), message.end().app_code());
       break;
-    case pb::RespondClientMessage::kCancel:
+    case pb::RespondRequest::kCancel:
       check_client_status(message.cancel().status(), Status::cancelled);
       break;
     default:
@@ -116,7 +123,7 @@ void fuzz_respond(const std::uint8_t* data, std::size_t size) {
 }
 
 void fuzz_send(const std::uint8_t* data, std::size_t size) {
-  pb::SendClientMessage message;
+  pb::SendRequest message;
   if (!parse(message, data, size)) return;
   const auto checked = check_first(message);
   SWITCHBOARD_FUZZ_CHECK(checked.request.has_value() == checked.error.empty());
@@ -124,7 +131,7 @@ void fuzz_send(const std::uint8_t* data, std::size_t size) {
 }
 
 void fuzz_broadcast(const std::uint8_t* data, std::size_t size) {
-  pb::BroadcastClientMessage message;
+  pb::BroadcastRequest message;
   if (!parse(message, data, size)) return;
   const auto checked = check_first(message);
   SWITCHBOARD_FUZZ_CHECK(checked.request.has_value() == checked.error.empty());

@@ -62,27 +62,27 @@ void grpc_mapping_seeds(const fs::path& dir) {
   const std::string channel = seeds::channel().to_string();
   const std::string peer = seeds::peer().to_string();
 
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel);
   join.mutable_join()->set_peer_id(peer);
   write(dir, "respond-join", mapping_input(0, join));
-  pb::RespondClientMessage end;
+  pb::RespondRequest end;
   end.mutable_end()->set_request_id(3);
-  end.mutable_end()->set_status(pb::APPLICATION);
+  end.mutable_end()->set_status(pb::STATUS_APPLICATION);
   end.mutable_end()->set_app_code(42);
   end.mutable_end()->set_message("application said no");
   write(dir, "respond-end", mapping_input(0, end));
-  pb::RespondClientMessage cancel;
+  pb::RespondRequest cancel;
   cancel.mutable_cancel()->set_id(3);
-  cancel.mutable_cancel()->set_status(pb::SLOW_CONSUMER);
+  cancel.mutable_cancel()->set_status(pb::STATUS_SLOW_CONSUMER);
   write(dir, "respond-cancel", mapping_input(0, cancel));
-  pb::RespondClientMessage chunk;
+  pb::RespondRequest chunk;
   chunk.mutable_chunk()->set_request_id(3);
   chunk.mutable_chunk()->set_data("response");
   chunk.mutable_chunk()->set_last(true);
   write(dir, "respond-chunk", mapping_input(0, chunk));
 
-  pb::SendClientMessage send;
+  pb::SendRequest send;
   send.mutable_open()->set_channel(channel);
   send.mutable_open()->set_target(peer);
   send.mutable_open()->set_idle_timeout_ms(500);
@@ -90,17 +90,17 @@ void grpc_mapping_seeds(const fs::path& dir) {
   (*send.mutable_open()->mutable_metadata())["trace"] = "abc";
   send.mutable_open()->set_data("hello");
   write(dir, "send-open", mapping_input(1, send));
-  pb::SendClientMessage send_any;
+  pb::SendRequest send_any;
   send_any.mutable_open()->set_channel(channel);
   write(dir, "send-open-any", mapping_input(1, send_any));
-  pb::SendClientMessage send_chunk;
+  pb::SendRequest send_chunk;
   send_chunk.mutable_chunk()->set_data("more");
   write(dir, "send-chunk-first", mapping_input(1, send_chunk));
-  pb::SendClientMessage send_bad;
+  pb::SendRequest send_bad;
   send_bad.mutable_open()->set_channel("not-a-uuid");
   write(dir, "send-open-bad-channel", mapping_input(1, send_bad));
 
-  pb::BroadcastClientMessage broadcast;
+  pb::BroadcastRequest broadcast;
   broadcast.mutable_open()->set_channel(channel);
   broadcast.mutable_open()->set_sender_peer_id(peer);
   (*broadcast.mutable_open()->mutable_metadata())["k"] = "v";
@@ -108,20 +108,20 @@ void grpc_mapping_seeds(const fs::path& dir) {
   write(dir, "broadcast-open", mapping_input(2, broadcast));
 
   // Regressions: metadata a native peer's OPEN cannot carry, and an out-of-range status.
-  pb::SendClientMessage many_entries;
+  pb::SendRequest many_entries;
   many_entries.mutable_open()->set_channel(channel);
   for (int i = 0; i <= 64; ++i) {
     (*many_entries.mutable_open()->mutable_metadata())["k" + std::to_string(i)] = "v";
   }
   write(dir, "regression-send-open-65-metadata-entries", mapping_input(1, many_entries));
-  pb::BroadcastClientMessage big_entry;
+  pb::BroadcastRequest big_entry;
   big_entry.mutable_open()->set_channel(channel);
   (*big_entry.mutable_open()->mutable_metadata())["big"] = std::string(1000, 'x');
   write(dir, "regression-broadcast-open-metadata-over-1024-bytes", mapping_input(2, big_entry));
-  pb::RespondClientMessage wrapped_status;
+  pb::RespondRequest wrapped_status;
   wrapped_status.mutable_end()->set_request_id(1);
-  wrapped_status.mutable_end()->set_status(static_cast<pb::Status>(65536));
-  write(dir, "regression-respond-end-status-65536", mapping_input(0, wrapped_status));
+  wrapped_status.mutable_end()->set_status(static_cast<pb::Status>(65537));
+  write(dir, "regression-respond-end-status-65537", mapping_input(0, wrapped_status));
 
   pb::WatchPeersRequest watch;
   watch.set_channel(channel);

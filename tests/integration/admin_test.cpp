@@ -158,23 +158,23 @@ TEST_F(Admin, ChannelsListPeersWithIdsAndMetadata) {
 // Sends `body` through the gateway to any responder of `channel`; returns the echoed response.
 std::string grpc_send(std::uint16_t port, const Uuid& channel, const std::string& body,
                       grpc::Status& status) {
-  auto stub = pb::Switchboard::NewStub(
+  auto stub = pb::SwitchboardService::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   auto call = stub->Send(&context);
-  pb::SendClientMessage open;
+  pb::SendRequest open;
   open.mutable_open()->set_channel(channel.to_string());
   open.mutable_open()->set_data(body.substr(0, 1000));
   std::thread writer([&] {
     if (!call->Write(open)) return;
-    pb::SendClientMessage rest;
+    pb::SendRequest rest;
     rest.mutable_chunk()->set_data(body.substr(1000));
     if (!call->Write(rest)) return;
     call->WritesDone();
   });
   std::string response;
-  pb::SendServerMessage in;
+  pb::SendResponse in;
   while (call->Read(&in)) response += in.chunk().data();
   writer.join();
   status = call->Finish();

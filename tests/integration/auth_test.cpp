@@ -222,8 +222,8 @@ protected:
     return config;
   }
 
-  std::unique_ptr<pb::Switchboard::Stub> make_stub() {
-    return pb::Switchboard::NewStub(
+  std::unique_ptr<pb::SwitchboardService::Stub> make_stub() {
+    return pb::SwitchboardService::NewStub(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(relay_.server().grpc_port()),
                             grpc::InsecureChannelCredentials()));
   }
@@ -288,12 +288,12 @@ protected:
       case Action::join:
       case Action::join_responder: {
         auto call = stub_->Respond(&context);
-        pb::RespondClientMessage join;
+        pb::RespondRequest join;
         join.mutable_join()->set_channel(channel_.to_string());
         join.mutable_join()->set_peer_id(peer);
         join.mutable_join()->set_token(field(c));
         call->Write(join);
-        pb::RespondServerMessage in;
+        pb::RespondResponse in;
         if (call->Read(&in) && in.has_joined()) {
           call->WritesDone();
           while (call->Read(&in)) {
@@ -304,14 +304,14 @@ protected:
       }
       case Action::send: {
         auto call = stub_->Send(&context);
-        pb::SendClientMessage open;
+        pb::SendRequest open;
         open.mutable_open()->set_channel(channel_.to_string());
         open.mutable_open()->set_sender_peer_id(peer);
         open.mutable_open()->set_token(field(c));
         open.mutable_open()->set_data("ping");
         call->Write(open);
         call->WritesDone();
-        pb::SendServerMessage in;
+        pb::SendResponse in;
         std::string response;
         while (call->Read(&in)) response += in.chunk().data();
         status = call->Finish();
@@ -320,13 +320,13 @@ protected:
       }
       case Action::broadcast: {
         auto call = stub_->Broadcast(&context);
-        pb::BroadcastClientMessage open;
+        pb::BroadcastRequest open;
         open.mutable_open()->set_channel(channel_.to_string());
         open.mutable_open()->set_token(field(c));
         open.mutable_open()->set_data("hello all");
         call->Write(open);
         call->WritesDone();
-        pb::BroadcastServerMessage in;
+        pb::BroadcastResponse in;
         while (call->Read(&in)) {
         }
         status = call->Finish();
@@ -346,7 +346,7 @@ protected:
         watch.set_channel(channel_.to_string());
         watch.set_token(field(c));
         auto reader = stub_->WatchPeers(&watch_context, watch);
-        pb::PresenceUpdate update;
+        pb::WatchPeersResponse update;
         const bool got_snapshot = reader->Read(&update);
         if (got_snapshot) watch_context.TryCancel();
         const auto watch_status = reader->Finish();
@@ -471,7 +471,7 @@ protected:
 
   Uuid channel_ = Uuid::random();
   test::InProcessRelay relay_;
-  std::unique_ptr<pb::Switchboard::Stub> stub_;
+  std::unique_ptr<pb::SwitchboardService::Stub> stub_;
   std::atomic<int> bystander_events_{0};
   std::atomic<int> bystander_streams_{0};
   std::int64_t events_offset_ = 0;
@@ -524,11 +524,11 @@ TEST_F(Auth, GrpcRespondAndWatchEndUnauthenticatedAtTokenExpiry) {
   grpc::ClientContext respond_context;
   respond_context.set_deadline(std::chrono::system_clock::now() + 15s);
   auto respond = stub_->Respond(&respond_context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel_.to_string());
   join.mutable_join()->set_token(token);
   ASSERT_TRUE(respond->Write(join));
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   ASSERT_TRUE(respond->Read(&in));
   ASSERT_TRUE(in.has_joined());
 
@@ -538,7 +538,7 @@ TEST_F(Auth, GrpcRespondAndWatchEndUnauthenticatedAtTokenExpiry) {
   pb::WatchPeersRequest watch;
   watch.set_channel(channel_.to_string());
   auto reader = stub_->WatchPeers(&watch_context, watch);
-  pb::PresenceUpdate update;
+  pb::WatchPeersResponse update;
   ASSERT_TRUE(reader->Read(&update));
 
   // Both calls end on their own at expiry (well before the 15 s deadline).
@@ -593,7 +593,7 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     auto call = stub_->Send(&context);
-    pb::SendClientMessage open;
+    pb::SendRequest open;
     open.mutable_open()->set_channel(ch);
     open.mutable_open()->set_target(target);
     open.mutable_open()->set_sender_peer_id(sender);
@@ -601,7 +601,7 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
     open.mutable_open()->set_data("who?");
     call->Write(open);
     call->WritesDone();
-    pb::SendServerMessage in;
+    pb::SendResponse in;
     while (call->Read(&in)) {
     }
     const auto status = call->Finish();
@@ -614,21 +614,21 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     auto call = stub_->Broadcast(&context);
-    pb::BroadcastClientMessage open;
+    pb::BroadcastRequest open;
     open.mutable_open()->set_channel(ch);
     open.mutable_open()->set_sender_peer_id(sender);
     open.mutable_open()->set_token(token);
     open.mutable_open()->set_data("news");
     call->Write(open);
     call->WritesDone();
-    pb::BroadcastServerMessage in;
+    pb::BroadcastResponse in;
     while (call->Read(&in)) {
     }
     return call->Finish();
   };
   // The status of one request on a Requests stream: OK once its response ended.
   const auto request_as = [&](const std::string& token, const std::string& sender) {
-    pb::RequestsClientMessage message;
+    pb::RequestsRequest message;
     auto* open = message.mutable_open();
     open->set_id(1);
     open->set_last(true);
@@ -648,7 +648,7 @@ TEST_F(Auth, GrpcSenderPeerIdMustBeTheTokensPeer) {
   const auto spoofed_broadcast = broadcast_as(unbound, victim_id);
   EXPECT_EQ(spoofed_broadcast.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << spoofed_broadcast.error_message();
-  EXPECT_EQ(request_as(unbound, victim_id), pb::PERMISSION_DENIED);
+  EXPECT_EQ(request_as(unbound, victim_id), pb::STATUS_PERMISSION_DENIED);
   // A token bound to a peer must name it (unchanged) ...
   const auto unnamed = send_as(bound, "", status_trailer);
   EXPECT_EQ(unnamed.error_code(), grpc::StatusCode::PERMISSION_DENIED) << unnamed.error_message();

@@ -69,16 +69,16 @@ TEST(Drain, SigtermRefusesNewcomersLetsTheStreamInFlightFinishAndExitsZero) {
 
   // Newcomers are turned away on both doors.
   EXPECT_THROW(BlockingClient late(test::options_for(core, channel)), client::ConnectError);
-  auto stub = pb::Switchboard::NewStub(grpc::CreateChannel(
+  auto stub = pb::SwitchboardService::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(server->port("grpc")), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 10s);
   auto send = stub->Send(&context);
-  pb::SendClientMessage open;
+  pb::SendRequest open;
   open.mutable_open()->set_channel(channel.to_string());
   send->Write(open);
   send->WritesDone();
-  pb::SendServerMessage ignored;
+  pb::SendResponse ignored;
   while (send->Read(&ignored)) {
   }
   EXPECT_FALSE(send->Finish().ok());

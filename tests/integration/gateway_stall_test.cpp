@@ -26,13 +26,13 @@ TEST(GatewayStall, RespondPeerThatStopsReadingIsDroppedFromEachBroadcast) {
   // A gRPC Respond peer joins, reads its welcome, then reads nothing more.
   auto grpc_channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(relay.server().grpc_port()),
                                           grpc::InsecureChannelCredentials());
-  auto stub = pb::Switchboard::NewStub(grpc_channel);
+  auto stub = pb::SwitchboardService::NewStub(grpc_channel);
   grpc::ClientContext context;
   auto respond = stub->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel.to_string());
   ASSERT_TRUE(respond->Write(join));
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   ASSERT_TRUE(respond->Read(&in) && in.has_joined());
   const auto stalled_id = Uuid::parse(in.joined().peer_id());
   ASSERT_TRUE(stalled_id);
@@ -58,7 +58,7 @@ TEST(GatewayStall, RespondPeerThatStopsReadingIsDroppedFromEachBroadcast) {
   int resets = 0;
   while (resets < kBroadcasts && respond->Read(&in)) {
     if (in.has_reset()) {
-      EXPECT_EQ(in.reset().status(), pb::SLOW_CONSUMER);
+      EXPECT_EQ(in.reset().status(), pb::STATUS_SLOW_CONSUMER);
       ++resets;
     }
   }

@@ -28,7 +28,7 @@ protected:
       : relay_(test::fast_limits()),
         channel_(grpc::CreateChannel("127.0.0.1:" + std::to_string(relay_.server().grpc_port()),
                                      grpc::InsecureChannelCredentials())),
-        stub_(pb::Switchboard::NewStub(channel_)) {}
+        stub_(pb::SwitchboardService::NewStub(channel_)) {}
 
   static std::string trailer(const grpc::ClientContext& context, const std::string& key) {
     const auto& trailers = context.GetServerTrailingMetadata();
@@ -40,40 +40,39 @@ protected:
   grpc::Status send(grpc::ClientContext& context, const std::string& target,
                     const std::string& body, std::string& response, std::size_t chunk = 65536) {
     auto call = stub_->Send(&context);
-    pb::SendClientMessage open;
+    pb::SendRequest open;
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_target(target);
     std::thread writer([&] {
       if (!call->Write(open)) return;
       for (std::size_t at = 0; at < body.size(); at += chunk) {
-        pb::SendClientMessage message;
+        pb::SendRequest message;
         message.mutable_chunk()->set_data(body.substr(at, chunk));
         if (!call->Write(message)) return;
       }
       call->WritesDone();
     });
-    pb::SendServerMessage in;
+    pb::SendResponse in;
     while (call->Read(&in)) response += in.chunk().data();
     writer.join();
     return call->Finish();
   }
 
-  using RespondStream =
-      grpc::ClientReaderWriter<pb::RespondClientMessage, pb::RespondServerMessage>;
+  using RespondStream = grpc::ClientReaderWriter<pb::RespondRequest, pb::RespondResponse>;
 
   // Joins the channel as a gRPC Respond peer and reads `joined` (its id into `peer_id`) and the
   // presence snapshot.
   std::unique_ptr<RespondStream> join_respond(grpc::ClientContext& context,
                                               std::string* peer_id = nullptr,
-                                              pb::Switchboard::Stub* stub = nullptr) {
+                                              pb::SwitchboardService::Stub* stub = nullptr) {
     auto respond = (stub ? stub : stub_.get())->Respond(&context);
-    pb::RespondClientMessage join;
+    pb::RespondRequest join;
     join.mutable_join()->set_channel(channel_id_.to_string());
     EXPECT_TRUE(respond->Write(join));
-    pb::RespondServerMessage in;
+    pb::RespondResponse in;
     EXPECT_TRUE(respond->Read(&in) && in.has_joined());
     if (peer_id) *peer_id = in.joined().peer_id();
-    EXPECT_TRUE(respond->Read(&in) && in.presence().kind() == pb::PresenceUpdate::SNAPSHOT);
+    EXPECT_TRUE(respond->Read(&in) && in.presence().kind() == pb::PresenceUpdate::KIND_SNAPSHOT);
     return respond;
   }
 
@@ -92,7 +91,7 @@ protected:
   test::InProcessRelay relay_;
   Uuid channel_id_ = Uuid::random();
   std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<pb::Switchboard::Stub> stub_;
+  std::unique_ptr<pb::SwitchboardService::Stub> stub_;
 };
 
 TEST_F(Gateway, GrpcSenderToNativeResponderStreamsBothWays) {
@@ -118,19 +117,19 @@ TEST_F(Gateway, AnOpenCarryingAWholeWindowIsFollowedByTheRestOfTheBody) {
   grpc::ClientContext context;
   auto call = stub_->Send(&context);
   std::thread writer([&] {
-    pb::SendClientMessage open;
+    pb::SendRequest open;
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_data(body.substr(0, window));
     if (!call->Write(open)) return;
     for (std::size_t at = window; at < body.size(); at += 65536) {
-      pb::SendClientMessage message;
+      pb::SendRequest message;
       message.mutable_chunk()->set_data(body.substr(at, 65536));
       if (!call->Write(message)) return;
     }
     call->WritesDone();
   });
   std::string response;
-  pb::SendServerMessage in;
+  pb::SendResponse in;
   while (call->Read(&in)) response += in.chunk().data();
   writer.join();
   const auto status = call->Finish();
@@ -147,9 +146,9 @@ TEST_F(Gateway, GrpcSenderToGrpcResponderStreamsBothWays) {
 
   // Echoes each incoming piece back as it comes, then ends the response with the request.
   std::thread echo([&] {
-    pb::RespondServerMessage incoming;
+    pb::RespondResponse incoming;
     for (bool last = false; !last && respond->Read(&incoming);) {
-      pb::RespondClientMessage out;
+      pb::RespondRequest out;
       if (incoming.has_start()) {
         out.mutable_chunk()->set_request_id(incoming.start().id());
         out.mutable_chunk()->set_data(incoming.start().data());
@@ -180,20 +179,20 @@ TEST_F(Gateway, GrpcSenderToGrpcResponderStreamsBothWays) {
 TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
   grpc::ClientContext context;
   auto respond = stub_->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel_id_.to_string());
   ASSERT_TRUE(respond->Write(join));
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   ASSERT_TRUE(respond->Read(&in));
   ASSERT_TRUE(in.has_joined());
   const auto grpc_peer = Uuid::parse(in.joined().peer_id());
   ASSERT_TRUE(grpc_peer);
   ASSERT_TRUE(respond->Read(&in));
-  ASSERT_EQ(in.presence().kind(), pb::PresenceUpdate::SNAPSHOT);
+  ASSERT_EQ(in.presence().kind(), pb::PresenceUpdate::KIND_SNAPSHOT);
 
   BlockingClient sender(options_for(relay_.port(), channel_id_));
   ASSERT_TRUE(respond->Read(&in));  // the native sender joined
-  EXPECT_EQ(in.presence().kind(), pb::PresenceUpdate::JOINED);
+  EXPECT_EQ(in.presence().kind(), pb::PresenceUpdate::KIND_JOINED);
   EXPECT_EQ(in.presence().peers(0), sender.peer_id().to_string());
 
   auto result = std::async(std::launch::async, [&] {
@@ -221,7 +220,7 @@ TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
     }
   }
   EXPECT_EQ(request, "shout");
-  pb::RespondClientMessage answer;
+  pb::RespondRequest answer;
   answer.mutable_chunk()->set_request_id(id);
   answer.mutable_chunk()->set_data("SHOUT");
   answer.mutable_chunk()->set_last(true);
@@ -236,10 +235,10 @@ TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
 TEST_F(Gateway, ApplicationErrorFromGrpcResponderReachesNativeSender) {
   grpc::ClientContext context;
   auto respond = stub_->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel_id_.to_string());
   ASSERT_TRUE(respond->Write(join));
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   ASSERT_TRUE(respond->Read(&in));
   ASSERT_TRUE(respond->Read(&in));
   BlockingClient sender(options_for(relay_.port(), channel_id_));
@@ -250,9 +249,9 @@ TEST_F(Gateway, ApplicationErrorFromGrpcResponderReachesNativeSender) {
   do {
     ASSERT_TRUE(respond->Read(&in));
   } while (!in.has_start());
-  pb::RespondClientMessage end;
+  pb::RespondRequest end;
   end.mutable_end()->set_request_id(in.start().id());
-  end.mutable_end()->set_status(pb::APPLICATION);
+  end.mutable_end()->set_status(pb::STATUS_APPLICATION);
   end.mutable_end()->set_app_code(418);
   end.mutable_end()->set_message("teapot");
   ASSERT_TRUE(respond->Write(end));
@@ -267,10 +266,10 @@ TEST_F(Gateway, ApplicationErrorFromGrpcResponderReachesNativeSender) {
 TEST_F(Gateway, ResponseEndStatusOutsideTheEnumReachesNativeSenderAsInternal) {
   grpc::ClientContext context;
   auto respond = stub_->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel_id_.to_string());
   ASSERT_TRUE(respond->Write(join));
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   ASSERT_TRUE(respond->Read(&in));
   ASSERT_TRUE(respond->Read(&in));
   BlockingClient sender(options_for(relay_.port(), channel_id_));
@@ -281,10 +280,10 @@ TEST_F(Gateway, ResponseEndStatusOutsideTheEnumReachesNativeSenderAsInternal) {
   do {
     ASSERT_TRUE(respond->Read(&in));
   } while (!in.has_start());
-  pb::RespondClientMessage end;
+  pb::RespondRequest end;
   end.mutable_end()->set_request_id(in.start().id());
-  // 65536 narrowed to 16 bits would be OK.
-  end.mutable_end()->set_status(static_cast<pb::Status>(65536));
+  // 65537, less the enum's offset of one, narrowed to 16 bits would be OK.
+  end.mutable_end()->set_status(static_cast<pb::Status>(65537));
   ASSERT_TRUE(respond->Write(end));
   EXPECT_EQ(result.get().status, Status::internal);
   context.TryCancel();
@@ -301,7 +300,7 @@ TEST_F(Gateway, OpenMetadataBeyondTheNativeOpenLimitsIsInvalidArgument) {
   auto send_with = [&](grpc::ClientContext& context, int entries, std::size_t value_size,
                        std::string& response) {
     auto call = stub_->Send(&context);
-    pb::SendClientMessage open;
+    pb::SendRequest open;
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_data("body");
     for (int i = 0; i < entries; ++i) {
@@ -310,7 +309,7 @@ TEST_F(Gateway, OpenMetadataBeyondTheNativeOpenLimitsIsInvalidArgument) {
     }
     call->Write(open);
     call->WritesDone();
-    pb::SendServerMessage in;
+    pb::SendResponse in;
     while (call->Read(&in)) response += in.chunk().data();
     return call->Finish();
   };
@@ -371,7 +370,7 @@ TEST_F(Gateway, MalformedFirstMessagesAreInvalidArgument) {
   {
     grpc::ClientContext context;
     auto call = stub_->Send(&context);
-    pb::SendClientMessage chunk;
+    pb::SendRequest chunk;
     chunk.mutable_chunk()->set_data("too early");
     call->Write(chunk);
     call->WritesDone();
@@ -382,7 +381,7 @@ TEST_F(Gateway, MalformedFirstMessagesAreInvalidArgument) {
   {
     grpc::ClientContext context;
     auto call = stub_->Send(&context);
-    pb::SendClientMessage open;
+    pb::SendRequest open;
     open.mutable_open()->set_channel("not-a-uuid");
     call->Write(open);
     call->WritesDone();
@@ -393,7 +392,7 @@ TEST_F(Gateway, MalformedFirstMessagesAreInvalidArgument) {
   {
     grpc::ClientContext context;
     auto call = stub_->Respond(&context);
-    pb::RespondClientMessage join;
+    pb::RespondRequest join;
     join.mutable_join();  // missing channel
     call->Write(join);
     call->WritesDone();
@@ -418,15 +417,15 @@ TEST_F(Gateway, BroadcastFromGrpcReachesNativePeersWithSummary) {
   }
   grpc::ClientContext context;
   auto call = stub_->Broadcast(&context);
-  pb::BroadcastClientMessage open;
+  pb::BroadcastRequest open;
   open.mutable_open()->set_channel(channel_id_.to_string());
   open.mutable_open()->set_data("news: ");
   ASSERT_TRUE(call->Write(open));
-  pb::BroadcastClientMessage chunk;
+  pb::BroadcastRequest chunk;
   chunk.mutable_chunk()->set_data("all good");
   ASSERT_TRUE(call->Write(chunk));
   call->WritesDone();
-  pb::BroadcastServerMessage summary;
+  pb::BroadcastResponse summary;
   ASSERT_TRUE(call->Read(&summary));
   EXPECT_EQ(summary.summary().delivered(), 3u);
   EXPECT_EQ(summary.summary().dropped(), 0u);
@@ -439,22 +438,22 @@ TEST_F(Gateway, WatchPeersSeesNativeJoinAndLeaveWithoutJoining) {
   pb::WatchPeersRequest request;
   request.set_channel(channel_id_.to_string());
   auto watch = stub_->WatchPeers(&context, request);
-  pb::PresenceUpdate update;
+  pb::WatchPeersResponse update;
   ASSERT_TRUE(watch->Read(&update));
-  EXPECT_EQ(update.kind(), pb::PresenceUpdate::SNAPSHOT);
-  EXPECT_EQ(update.peers_size(), 0);
+  EXPECT_EQ(update.update().kind(), pb::PresenceUpdate::KIND_SNAPSHOT);
+  EXPECT_EQ(update.update().peers_size(), 0);
   Uuid joined_id;
   {
     BlockingClient peer(options_for(relay_.port(), channel_id_));
     joined_id = peer.peer_id();
     ASSERT_TRUE(watch->Read(&update));
-    EXPECT_EQ(update.kind(), pb::PresenceUpdate::JOINED);
-    EXPECT_EQ(update.peers(0), joined_id.to_string());
+    EXPECT_EQ(update.update().kind(), pb::PresenceUpdate::KIND_JOINED);
+    EXPECT_EQ(update.update().peers(0), joined_id.to_string());
     EXPECT_TRUE(peer.peers().empty());  // the watcher is not a member
   }
   ASSERT_TRUE(watch->Read(&update));
-  EXPECT_EQ(update.kind(), pb::PresenceUpdate::LEFT);
-  EXPECT_EQ(update.peers(0), joined_id.to_string());
+  EXPECT_EQ(update.update().kind(), pb::PresenceUpdate::KIND_LEFT);
+  EXPECT_EQ(update.update().peers(0), joined_id.to_string());
   context.TryCancel();
 }
 
@@ -464,7 +463,7 @@ TEST_F(Gateway, DuplicateRespondPeerIdIsAlreadyExists) {
   BlockingClient native(options);
   grpc::ClientContext context;
   auto respond = stub_->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel_id_.to_string());
   join.mutable_join()->set_peer_id(options.peer_id.to_string());
   respond->Write(join);
@@ -476,10 +475,9 @@ TEST_F(Gateway, DuplicateRespondPeerIdIsAlreadyExists) {
 
 // ---- Requests: many requests on one stream. ----
 
-pb::RequestsClientMessage request_open(std::uint64_t id, const Uuid& channel,
-                                       const std::string& data, bool last,
-                                       const std::string& target = "") {
-  pb::RequestsClientMessage message;
+pb::RequestsRequest request_open(std::uint64_t id, const Uuid& channel, const std::string& data,
+                                 bool last, const std::string& target = "") {
+  pb::RequestsRequest message;
   auto* open = message.mutable_open();
   open->set_id(id);
   open->mutable_open()->set_channel(channel.to_string());
@@ -489,8 +487,8 @@ pb::RequestsClientMessage request_open(std::uint64_t id, const Uuid& channel,
   return message;
 }
 
-pb::RequestsClientMessage request_chunk(std::uint64_t id, const std::string& data, bool last) {
-  pb::RequestsClientMessage message;
+pb::RequestsRequest request_chunk(std::uint64_t id, const std::string& data, bool last) {
+  pb::RequestsRequest message;
   message.mutable_chunk()->set_id(id);
   message.mutable_chunk()->set_data(data);
   message.mutable_chunk()->set_last(last);
@@ -514,7 +512,7 @@ TEST_F(Gateway, ManyRequestsOnOneStreamEachGetTheirOwnResponse) {
   ASSERT_TRUE(call->Write(request_chunk(2, "c", true)));
   std::map<std::uint64_t, std::string> responses;
   std::set<std::uint64_t> ended;
-  pb::RequestsServerMessage in;
+  pb::RequestsResponse in;
   while (ended.size() < 3 && call->Read(&in)) {
     ASSERT_TRUE(in.has_chunk()) << in.DebugString();
     responses[in.chunk().request_id()] += in.chunk().data();
@@ -545,11 +543,11 @@ TEST_F(Gateway, ARefusedRequestEndsAloneAndTheStreamGoesOn) {
   grpc::ClientContext context;
   auto call = stub_->Requests(&context);
   ASSERT_TRUE(call->Write(request_open(5, channel_id_, "x", true, Uuid::random().to_string())));
-  pb::RequestsServerMessage in;
+  pb::RequestsResponse in;
   ASSERT_TRUE(call->Read(&in));
   ASSERT_TRUE(in.has_end()) << in.DebugString();
   EXPECT_EQ(in.end().request_id(), 5u);
-  EXPECT_EQ(in.end().status(), pb::NO_RESPONDERS);
+  EXPECT_EQ(in.end().status(), pb::STATUS_NO_RESPONDERS);
   ASSERT_TRUE(call->Write(request_open(6, channel_id_, "y", true)));
   std::string response;
   for (bool last = false; !last;) {
@@ -571,7 +569,7 @@ TEST_F(Gateway, AnOpenWhoseIdIsStillOpenIsInvalidArgument) {
   auto call = stub_->Requests(&context);
   ASSERT_TRUE(call->Write(request_open(1, channel_id_, "x", false)));
   (void)call->Write(request_open(1, channel_id_, "y", false));
-  pb::RequestsServerMessage in;
+  pb::RequestsResponse in;
   while (call->Read(&in)) {
   }
   const auto status = call->Finish();
@@ -584,7 +582,7 @@ TEST_F(Gateway, AnOpenWhoseIdIsStillOpenIsInvalidArgument) {
 TEST_F(Gateway, RequestDeadlineAndCancelReachTheResponder) {
   grpc::ClientContext respond_context;
   auto respond = join_respond(respond_context);
-  pb::RespondServerMessage incoming;
+  pb::RespondResponse incoming;
 
   grpc::ClientContext context;
   auto call = stub_->Requests(&context);
@@ -595,30 +593,30 @@ TEST_F(Gateway, RequestDeadlineAndCancelReachTheResponder) {
   ASSERT_TRUE(incoming.has_start());
   EXPECT_GT(incoming.start().deadline_ms(), 0u);
   EXPECT_LE(incoming.start().deadline_ms(), 100u);
-  pb::RequestsServerMessage in;
+  pb::RequestsResponse in;
   ASSERT_TRUE(call->Read(&in));
   ASSERT_TRUE(in.has_end()) << in.DebugString();
   EXPECT_EQ(in.end().request_id(), 1u);
-  EXPECT_EQ(in.end().status(), pb::DEADLINE_EXCEEDED);
+  EXPECT_EQ(in.end().status(), pb::STATUS_DEADLINE_EXCEEDED);
   ASSERT_TRUE(respond->Read(&incoming));
   ASSERT_TRUE(incoming.has_reset()) << incoming.DebugString();
-  EXPECT_EQ(incoming.reset().status(), pb::DEADLINE_EXCEEDED);
+  EXPECT_EQ(incoming.reset().status(), pb::STATUS_DEADLINE_EXCEEDED);
 
   ASSERT_TRUE(call->Write(request_open(2, channel_id_, "never mind", false)));
   ASSERT_TRUE(respond->Read(&incoming));
   ASSERT_TRUE(incoming.has_start());
   const auto second = incoming.start().id();
-  pb::RequestsClientMessage cancel;
+  pb::RequestsRequest cancel;
   cancel.mutable_cancel()->set_id(2);
   ASSERT_TRUE(call->Write(cancel));
   ASSERT_TRUE(respond->Read(&incoming));
   ASSERT_TRUE(incoming.has_reset()) << incoming.DebugString();
   EXPECT_EQ(incoming.reset().id(), second);
-  EXPECT_EQ(incoming.reset().status(), pb::CANCELLED);
+  EXPECT_EQ(incoming.reset().status(), pb::STATUS_CANCELLED);
   ASSERT_TRUE(call->Read(&in));
   ASSERT_TRUE(in.has_end()) << in.DebugString();
   EXPECT_EQ(in.end().request_id(), 2u);
-  EXPECT_EQ(in.end().status(), pb::CANCELLED);
+  EXPECT_EQ(in.end().status(), pb::STATUS_CANCELLED);
 
   call->WritesDone();
   EXPECT_FALSE(call->Read(&in));
@@ -634,7 +632,7 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
   limits.max_streams_per_connection = 2;
   test::InProcessRelay relay(limits);
   const auto channel_id = Uuid::random();
-  auto stub = pb::Switchboard::NewStub(
+  auto stub = pb::SwitchboardService::NewStub(
       grpc::CreateChannel("127.0.0.1:" + std::to_string(relay.server().grpc_port()),
                           grpc::InsecureChannelCredentials()));
   BlockingClient responder(options_for(relay.port(), channel_id, true));
@@ -645,7 +643,7 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
   ASSERT_TRUE(call->Write(request_open(2, channel_id, "b", false)));
   ASSERT_TRUE(call->Write(request_open(3, channel_id, "c", false)));
   // The third is refused; the echoes of the first two may come before or after its end.
-  pb::RequestsServerMessage in;
+  pb::RequestsResponse in;
   std::map<std::uint64_t, std::string> responses;
   for (bool refused = false; !refused;) {
     ASSERT_TRUE(call->Read(&in));
@@ -655,7 +653,7 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
     }
     ASSERT_TRUE(in.has_end()) << in.DebugString();
     EXPECT_EQ(in.end().request_id(), 3u);
-    EXPECT_EQ(in.end().status(), pb::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(in.end().status(), pb::STATUS_RESOURCE_EXHAUSTED);
     refused = true;
   }
   ASSERT_TRUE(call->Write(request_chunk(1, "1", true)));
@@ -677,7 +675,7 @@ TEST(GatewayRequests, OpenRequestsBeyondTheLimitAreRefusedAndHalfCloseWaitsForTh
 TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) {
   grpc::ClientContext respond_context;
   auto respond = join_respond(respond_context);
-  pb::RespondServerMessage incoming;
+  pb::RespondResponse incoming;
 
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + 20s);
@@ -690,12 +688,12 @@ TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) 
     ASSERT_TRUE(respond->Read(&incoming));
   } while (!incoming.has_start());
   first = incoming.start().id();
-  pb::RespondClientMessage answer;
+  pb::RespondRequest answer;
   answer.mutable_chunk()->set_request_id(first);
   answer.mutable_chunk()->set_data("enough");
   answer.mutable_chunk()->set_last(true);
   ASSERT_TRUE(respond->Write(answer));
-  pb::RequestsServerMessage in;
+  pb::RequestsResponse in;
   std::string response;
   for (bool last = false; !last;) {
     ASSERT_TRUE(call->Read(&in));
@@ -715,7 +713,7 @@ TEST_F(Gateway, AFinishedRequestResumesReadingAndHalfCloseEndsUnfinishedBodies) 
   ASSERT_TRUE(call->Read(&in));
   ASSERT_TRUE(in.has_end()) << in.DebugString();
   EXPECT_EQ(in.end().request_id(), 2u);
-  EXPECT_EQ(in.end().status(), pb::CANCELLED);
+  EXPECT_EQ(in.end().status(), pb::STATUS_CANCELLED);
   do {
     ASSERT_TRUE(respond->Read(&incoming));
   } while (!incoming.has_reset());
@@ -756,7 +754,7 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
   // A Respond peer over a connection of its own (a channel with its own subchannel pool).
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto other_stub = pb::Switchboard::NewStub(
+  auto other_stub = pb::SwitchboardService::NewStub(
       grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(relay_.server().grpc_port()),
                                 grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext other_context;
@@ -771,14 +769,14 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     auto call = stub_->Send(&context);
-    pb::SendClientMessage open;
+    pb::SendRequest open;
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_target(receiver.peer_id().to_string());
     open.mutable_open()->set_sender_peer_id(sender);
     open.mutable_open()->set_data("who?");
     call->Write(open);
     call->WritesDone();
-    pb::SendServerMessage in;
+    pb::SendResponse in;
     while (call->Read(&in)) {
     }
     const auto status = call->Finish();
@@ -789,13 +787,13 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 10s);
     auto call = stub_->Broadcast(&context);
-    pb::BroadcastClientMessage open;
+    pb::BroadcastRequest open;
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_sender_peer_id(sender);
     open.mutable_open()->set_data("news");
     call->Write(open);
     call->WritesDone();
-    pb::BroadcastServerMessage in;
+    pb::BroadcastResponse in;
     while (call->Read(&in)) receivers = in.summary().delivered() + in.summary().dropped();
     return call->Finish();
   };
@@ -816,7 +814,7 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
     const auto broadcast = broadcast_as(sender, receivers);
     EXPECT_EQ(broadcast.error_code(), grpc::StatusCode::PERMISSION_DENIED)
         << name << ": " << broadcast.error_message() << " (receivers " << receivers << ")";
-    EXPECT_EQ(request_as(sender), pb::PERMISSION_DENIED) << name;
+    EXPECT_EQ(request_as(sender), pb::STATUS_PERMISSION_DENIED) << name;
   }
   // The caller's own Respond peer: receivers see it as the sender, and a broadcast skips it.
   std::string status_trailer;
@@ -826,7 +824,7 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
   const auto broadcast = broadcast_as(own_id, receivers);
   EXPECT_TRUE(broadcast.ok()) << broadcast.error_message();
   EXPECT_EQ(receivers, 3u);  // receiver, victim and the other connection's peer
-  EXPECT_EQ(request_as(own_id), pb::OK);
+  EXPECT_EQ(request_as(own_id), pb::STATUS_OK);
   {
     std::lock_guard lock(mutex);
     EXPECT_EQ(senders, (std::vector<std::string>{own_id, own_id}));
@@ -840,8 +838,8 @@ TEST_F(Gateway, OpenRelaySenderPeerIdMustBeARespondPeerOfTheCallersConnection) {
 // A Respond or Requests call that half-closes before its first message, or whose first message
 // does not parse, is refused like any malformed first message.
 TEST_F(Gateway, RespondAndRequestsWithoutAValidFirstMessageAreInvalidArgument) {
-  for (const char* method :
-       {"/switchboard.v1.Switchboard/Respond", "/switchboard.v1.Switchboard/Requests"}) {
+  for (const char* method : {"/switchboard.v1.SwitchboardService/Respond",
+                             "/switchboard.v1.SwitchboardService/Requests"}) {
     for (const bool garbage : {false, true}) {
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + 10s);
@@ -885,12 +883,12 @@ TEST_F(Gateway, CallsEndingOkCarryTheOkTrailer) {
   {
     grpc::ClientContext context;
     auto call = stub_->Broadcast(&context);
-    pb::BroadcastClientMessage open;
+    pb::BroadcastRequest open;
     open.mutable_open()->set_channel(channel_id_.to_string());
     open.mutable_open()->set_data("ok?");
     call->Write(open);
     call->WritesDone();
-    pb::BroadcastServerMessage in;
+    pb::BroadcastResponse in;
     while (call->Read(&in)) {
     }
     const auto status = call->Finish();
@@ -902,7 +900,7 @@ TEST_F(Gateway, CallsEndingOkCarryTheOkTrailer) {
     auto call = stub_->Requests(&context);
     call->Write(request_open(1, channel_id_, "ok?", true));
     call->WritesDone();
-    pb::RequestsServerMessage in;
+    pb::RequestsResponse in;
     while (call->Read(&in)) {
     }
     const auto status = call->Finish();
@@ -913,7 +911,7 @@ TEST_F(Gateway, CallsEndingOkCarryTheOkTrailer) {
     grpc::ClientContext context;
     auto respond = join_respond(context);
     respond->WritesDone();
-    pb::RespondServerMessage in;
+    pb::RespondResponse in;
     while (respond->Read(&in)) {
     }
     const auto status = respond->Finish();

@@ -60,13 +60,13 @@ std::string meta(const wire::Metadata& metadata, const std::string& key) {
 // gets neither grants nor credit accounting from it: HTTP/2 backpressure paces the stream.
 class WindowedResponder {
 public:
-  WindowedResponder(pb::Switchboard::Stub& stub, const Uuid& channel) {
+  WindowedResponder(pb::SwitchboardService::Stub& stub, const Uuid& channel) {
     call_ = stub.Respond(&context_);
-    pb::RespondClientMessage join;
+    pb::RespondRequest join;
     join.mutable_join()->set_channel(channel.to_string());
     join.mutable_join()->set_stream_windows(true);
     EXPECT_TRUE(call_->Write(join));
-    pb::RespondServerMessage in;
+    pb::RespondResponse in;
     EXPECT_TRUE(call_->Read(&in) && in.has_joined());
     peer_id = *Uuid::parse(in.joined().peer_id());
     response_window = in.joined().response_window();
@@ -112,7 +112,7 @@ private:
   };
 
   void read_loop() {
-    pb::RespondServerMessage in;
+    pb::RespondResponse in;
     while (call_->Read(&in)) {
       std::uint64_t id = 0;
       std::size_t bytes = 0;
@@ -145,7 +145,7 @@ private:
         continue;
       }
       if (bytes > 0 && incoming_window != 0) {
-        pb::RespondClientMessage grant;
+        pb::RespondRequest grant;
         grant.mutable_window()->set_id(id);
         grant.mutable_window()->set_bytes(static_cast<std::uint32_t>(bytes));
         write(grant);
@@ -165,7 +165,7 @@ private:
       const std::size_t window = response_window != 0 ? response_window : expected_window_;
       std::vector<std::uint8_t> block(window + 1);
       response_bytes(block, 0);
-      pb::RespondClientMessage out;
+      pb::RespondRequest out;
       out.mutable_chunk()->set_request_id(id);
       out.mutable_chunk()->set_data(block.data(), block.size());
       out.mutable_chunk()->set_last(true);
@@ -185,7 +185,7 @@ private:
         request.credit -= static_cast<std::int64_t>(n);
       }
       response_bytes({block.data(), n}, at);
-      pb::RespondClientMessage out;
+      pb::RespondRequest out;
       out.mutable_chunk()->set_request_id(id);
       out.mutable_chunk()->set_data(block.data(), n);
       if (!write(out)) return;
@@ -193,21 +193,20 @@ private:
       std::lock_guard lock(mutex_);
       written_[name] = at;
     }
-    pb::RespondClientMessage end;
+    pb::RespondRequest end;
     end.mutable_chunk()->set_request_id(id);
     end.mutable_chunk()->set_last(true);
     write(end);
   }
 
-  bool write(const pb::RespondClientMessage& message) {
+  bool write(const pb::RespondRequest& message) {
     std::lock_guard lock(write_mutex_);
     return call_->Write(message);
   }
 
   static constexpr std::size_t expected_window_ = 256 * 1024;  // fast_limits(): 64 MiB / 256
   grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReaderWriter<pb::RespondClientMessage, pb::RespondServerMessage>>
-      call_;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::RespondRequest, pb::RespondResponse>> call_;
   std::mutex write_mutex_;
   std::mutex mutex_;
   std::condition_variable changed_;
@@ -251,13 +250,13 @@ class GatewayWindows : public ::testing::Test {
 protected:
   GatewayWindows()
       : relay_(test::fast_limits()),
-        stub_(pb::Switchboard::NewStub(
+        stub_(pb::SwitchboardService::NewStub(
             grpc::CreateChannel("127.0.0.1:" + std::to_string(relay_.server().grpc_port()),
                                 grpc::InsecureChannelCredentials()))) {}
 
   test::InProcessRelay relay_;
   Uuid channel_id_ = Uuid::random();
-  std::unique_ptr<pb::Switchboard::Stub> stub_;
+  std::unique_ptr<pb::SwitchboardService::Stub> stub_;
 };
 
 // Requester A stops reading its response after the first bytes; requester B's request, served by
@@ -323,7 +322,7 @@ TEST_F(GatewayWindows, AResponderExceedingOneRequestsCreditLosesOnlyThatRequest)
               reset ? pb::Status_Name(*reset).c_str() : "none");
   EXPECT_EQ(got_overrun.outcome.status, Status::protocol_error);
   ASSERT_TRUE(reset.has_value()) << "the responder was not told";
-  EXPECT_EQ(*reset, pb::PROTOCOL_ERROR);
+  EXPECT_EQ(*reset, pb::STATUS_PROTOCOL_ERROR);
 
   got_steady = read_all(steady, std::move(got_steady));
   EXPECT_TRUE(got_steady.outcome.ok()) << got_steady.outcome.describe();
@@ -340,10 +339,10 @@ TEST_F(GatewayWindows, AResponderExceedingOneRequestsCreditLosesOnlyThatRequest)
 TEST_F(GatewayWindows, APlainJoinGetsNoWindows) {
   grpc::ClientContext context;
   auto call = stub_->Respond(&context);
-  pb::RespondClientMessage join;
+  pb::RespondRequest join;
   join.mutable_join()->set_channel(channel_id_.to_string());
   ASSERT_TRUE(call->Write(join));
-  pb::RespondServerMessage in;
+  pb::RespondResponse in;
   ASSERT_TRUE(call->Read(&in) && in.has_joined());
   EXPECT_EQ(in.joined().response_window(), 0u);
   EXPECT_EQ(in.joined().incoming_window(), 0u);
@@ -361,7 +360,7 @@ TEST_F(GatewayWindows, APlainJoinGetsNoWindows) {
   } while (!in.has_start());
   id = in.start().id();
   std::string reply(3 * 1024 * 1024, 'r');
-  pb::RespondClientMessage out;
+  pb::RespondRequest out;
   out.mutable_chunk()->set_request_id(id);
   out.mutable_chunk()->set_data(reply);
   out.mutable_chunk()->set_last(true);

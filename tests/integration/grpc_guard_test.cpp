@@ -219,7 +219,7 @@ constexpr std::size_t kFloodBytes = 16 * 1024 * 1024;
 /// re-reads the block from its start for every frame does quadratic work. Returns the bytes of
 /// the block it managed to send.
 std::size_t send_header_flood(RawH2& attacker, std::size_t flood_bytes = kFloodBytes) {
-  Bytes block = h2::grpc_request_headers("/switchboard.v1.Switchboard/Send");
+  Bytes block = h2::grpc_request_headers("/switchboard.v1.SwitchboardService/Send");
   const Bytes name{0x00, 0x07, 'x', '-', 'f', 'l', 'o', 'o', 'd', 0x7f};
   block.insert(block.end(), name.begin(), name.end());
   block.resize(16384, 0x80);
@@ -243,7 +243,8 @@ struct CallRecord {
 };
 
 /// ListPeers calls, one after another with a 1 s deadline each, until `stop`.
-std::vector<CallRecord> keep_calling(pb::Switchboard::Stub& stub, const std::atomic<bool>& stop) {
+std::vector<CallRecord> keep_calling(pb::SwitchboardService::Stub& stub,
+                                     const std::atomic<bool>& stop) {
   std::vector<CallRecord> calls;
   pb::ListPeersRequest request;
   request.set_channel(Uuid::random().to_string());
@@ -268,7 +269,7 @@ std::shared_ptr<grpc::Channel> channel_to(std::uint16_t port) {
 TEST(GrpcGuard, HeaderFloodIsCutOffWhileOtherCallsGoOn) {
   auto relay = start_relay({});
   const auto port = relay->port("grpc");
-  auto stub = pb::Switchboard::NewStub(channel_to(port));
+  auto stub = pb::SwitchboardService::NewStub(channel_to(port));
   std::atomic<bool> stop{false};
   {
     // Connected and warm before the attack.
@@ -365,7 +366,7 @@ TEST(GrpcGuard, SigtermDuringAHeaderFloodEndsTheRelayWithinItsDrainTimeout) {
 }
 
 std::string send_open(const Uuid& channel) {
-  pb::SendClientMessage open;
+  pb::SendRequest open;
   open.mutable_open()->set_channel(channel.to_string());
   return open.SerializeAsString();
 }
@@ -395,7 +396,7 @@ TEST(GrpcGuard, AWindowZeroClientOpeningManyStreamsIsBoundedPerConnection) {
       if (!request.write(chunk).ok()) return;
     }
   });
-  auto stub = pb::Switchboard::NewStub(channel_to(relay->port("grpc")));
+  auto stub = pb::SwitchboardService::NewStub(channel_to(relay->port("grpc")));
   {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + 5s);
@@ -409,7 +410,7 @@ TEST(GrpcGuard, AWindowZeroClientOpeningManyStreamsIsBoundedPerConnection) {
   RawH2 client(relay->port("grpc"), h2::concat({h2::preface(), h2::settings({{0x4, 0}})}));
   ASSERT_TRUE(client.connected());
   ASSERT_TRUE(client.connected());
-  const auto headers = h2::grpc_request_headers("/switchboard.v1.Switchboard/Send");
+  const auto headers = h2::grpc_request_headers("/switchboard.v1.SwitchboardService/Send");
   const auto open = h2::grpc_message(send_open(channel));
   Bytes batch;
   for (std::uint32_t i = 0; i < kStreams; ++i) {

@@ -45,7 +45,7 @@ TEST(GatewayReflection, EveryListedServiceResolvesToItsDescriptor) {
     services.push_back(service.name());
   }
   const std::set<std::string> listed(services.begin(), services.end());
-  for (const char* expected : {"switchboard.v1.Switchboard", "grpc.health.v1.Health",
+  for (const char* expected : {"switchboard.v1.SwitchboardService", "grpc.health.v1.Health",
                                "grpc.reflection.v1alpha.ServerReflection"}) {
     EXPECT_TRUE(listed.contains(expected)) << expected << " is not listed";
   }

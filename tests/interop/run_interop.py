@@ -1516,13 +1516,13 @@ class Malformed(InteropCase):
     @cell("bad input", "python", "gateway", "Send: no channel / bad UUID / chunk first / target")
     def test_send(self):
         pb2 = sb.pb2
-        self.check(self.call("Send", [pb2.SendClientMessage(open=pb2.SendOpen())]),
+        self.check(self.call("Send", [pb2.SendRequest(open=pb2.SendOpen())]),
                    ["channel"], "Send without channel")
-        self.check(self.call("Send", [pb2.SendClientMessage(open=pb2.SendOpen(
+        self.check(self.call("Send", [pb2.SendRequest(open=pb2.SendOpen(
             channel="not-a-uuid"))]), ["uuid", "channel"], "Send with a bad channel UUID")
-        self.check(self.call("Send", [pb2.SendClientMessage(chunk=pb2.Chunk(data=b"x"))]),
+        self.check(self.call("Send", [pb2.SendRequest(chunk=pb2.Chunk(data=b"x"))]),
                    ["open", "first"], "Send with a chunk first")
-        self.check(self.call("Send", [pb2.SendClientMessage(open=pb2.SendOpen(
+        self.check(self.call("Send", [pb2.SendRequest(open=pb2.SendOpen(
             channel=new_channel(), target="zzz"))]), ["uuid", "target"], "Send with a bad target")
         self.check(self.call("Send", [], hold=False), ["open", "first", "empty"],
                    "Send with no message at all")
@@ -1530,24 +1530,24 @@ class Malformed(InteropCase):
     @cell("bad input", "python", "gateway", "Broadcast: no channel / bad UUID / chunk first")
     def test_broadcast(self):
         pb2 = sb.pb2
-        self.check(self.call("Broadcast", [pb2.BroadcastClientMessage(open=pb2.BroadcastOpen())]),
+        self.check(self.call("Broadcast", [pb2.BroadcastRequest(open=pb2.BroadcastOpen())]),
                    ["channel"], "Broadcast without channel")
-        self.check(self.call("Broadcast", [pb2.BroadcastClientMessage(open=pb2.BroadcastOpen(
+        self.check(self.call("Broadcast", [pb2.BroadcastRequest(open=pb2.BroadcastOpen(
             channel="6ba7b810-9dad-41d1-80b4-00c04fd430c"))]), ["uuid", "channel"],
             "Broadcast with a bad channel UUID")
-        self.check(self.call("Broadcast", [pb2.BroadcastClientMessage(chunk=pb2.Chunk(
+        self.check(self.call("Broadcast", [pb2.BroadcastRequest(chunk=pb2.Chunk(
             data=b"x"))]), ["open", "first"], "Broadcast with a chunk first")
 
     @cell("bad input", "python", "gateway", "Respond: no channel / bad UUID / chunk first / peer id")
     def test_respond(self):
         pb2 = sb.pb2
-        self.check(self.call("Respond", [pb2.RespondClientMessage(join=pb2.Join())]),
+        self.check(self.call("Respond", [pb2.RespondRequest(join=pb2.Join())]),
                    ["channel"], "Respond without channel")
-        self.check(self.call("Respond", [pb2.RespondClientMessage(join=pb2.Join(
+        self.check(self.call("Respond", [pb2.RespondRequest(join=pb2.Join(
             channel="hello"))]), ["uuid", "channel"], "Respond with a bad channel UUID")
-        self.check(self.call("Respond", [pb2.RespondClientMessage(chunk=pb2.ResponseChunk(
+        self.check(self.call("Respond", [pb2.RespondRequest(chunk=pb2.ResponseChunk(
             request_id=1, data=b"x"))]), ["join", "first"], "Respond with a chunk first")
-        self.check(self.call("Respond", [pb2.RespondClientMessage(join=pb2.Join(
+        self.check(self.call("Respond", [pb2.RespondRequest(join=pb2.Join(
             channel=new_channel(), peer_id="nope"))]), ["uuid", "peer"],
             "Respond with a bad peer id")
         # The gateway still serves well-formed calls.
@@ -1741,7 +1741,7 @@ class Draining(InteropCase):
         self.addCleanup(hold.set)
 
         def requests():
-            yield sb.pb2.RespondClientMessage(join=sb.pb2.Join(channel=channel))
+            yield sb.pb2.RespondRequest(join=sb.pb2.Join(channel=channel))
             hold.wait(60)
 
         call = client.stub.Respond(requests())

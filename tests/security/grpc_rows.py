@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO / "clients" / "python"))
 import grpc  # noqa: E402
 from switchboard_client import pb2, pb2_grpc  # noqa: E402
 
-SEND_PATH = "/switchboard.v1.Switchboard/Send"
+SEND_PATH = "/switchboard.v1.SwitchboardService/Send"
 FLOOD_BYTES = 16 << 20
 
 
@@ -49,7 +49,7 @@ def header_flood(port, total=FLOOD_BYTES):
 
 
 def header_flood_row(relay, table):
-    stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+    stub = pb2_grpc.SwitchboardServiceStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
     channel = str(uuid.uuid4())
     stub.ListPeers(pb2.ListPeersRequest(channel=channel), timeout=5)  # connected before
     calls, stop = [], threading.Event()
@@ -108,7 +108,7 @@ def window_zero_row(relay, table, cli, budget_mib):
         baseline = relay.rss_mib()
         peak = baseline
         conn = h2raw.Connection(relay.grpc, initial_window=0)
-        opening = pb2.SendClientMessage(open=pb2.SendOpen(channel=channel, data=b"x"))
+        opening = pb2.SendRequest(open=pb2.SendOpen(channel=channel, data=b"x"))
         body = h2raw.grpc_message(opening.SerializeToString())
         headers = h2raw.grpc_request_headers(SEND_PATH)
         for n in range(1000):
@@ -203,10 +203,10 @@ def spoof_rows(relay, cli, secret, table):
         line = victim.stderr.readline()
         victim_id = line.split("peer=")[1].split()[0] if "peer=" in line else ""
         token = mint(cli, secret, channel, "send,broadcast")
-        stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+        stub = pb2_grpc.SwitchboardServiceStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
         got = {}
         try:
-            replies = stub.Send(iter([pb2.SendClientMessage(open=pb2.SendOpen(
+            replies = stub.Send(iter([pb2.SendRequest(open=pb2.SendOpen(
                 channel=channel, sender_peer_id=victim_id, token=token, data=b"hi"))]), timeout=5)
             for _ in replies:
                 pass
@@ -214,7 +214,7 @@ def spoof_rows(relay, cli, secret, table):
         except grpc.RpcError as error:
             got["Send"] = status_of(error)
         try:
-            for _ in stub.Broadcast(iter([pb2.BroadcastClientMessage(open=pb2.BroadcastOpen(
+            for _ in stub.Broadcast(iter([pb2.BroadcastRequest(open=pb2.BroadcastOpen(
                     channel=channel, sender_peer_id=victim_id, token=token, data=b"hi"))]),
                     timeout=5):
                 pass
@@ -234,7 +234,7 @@ def malformed_exp_row(relay, secret, table):
 
     key = secret.read_text().rstrip("\n")
     channel = str(uuid.uuid4())
-    stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+    stub = pb2_grpc.SwitchboardServiceStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
     got = {}
     for label, exp in (("string", str(int(time.time()) + 600)), ("1e300", 1e300)):
         token = jwt.encode({"channel": channel, "perms": ["presence"], "exp": exp}, key, "HS256")
@@ -250,7 +250,7 @@ def malformed_exp_row(relay, secret, table):
 
 
 def bad_first_message_rows(relay, table):
-    stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+    stub = pb2_grpc.SwitchboardServiceStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
     got = {}
     for name, call in (("Respond", stub.Respond), ("Requests", stub.Requests)):
         try:
@@ -346,8 +346,8 @@ def send_ok_trailer_row(relay, cli, table):
                                  stderr=subprocess.PIPE, text=True)
     try:
         responder.stderr.readline()
-        stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
-        call = stub.Send(iter([pb2.SendClientMessage(open=pb2.SendOpen(channel=channel,
+        stub = pb2_grpc.SwitchboardServiceStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+        call = stub.Send(iter([pb2.SendRequest(open=pb2.SendOpen(channel=channel,
                                                                         data=b"ping"))]),
                          timeout=5)
         echoed = b"".join(message.chunk.data for message in call)
@@ -365,11 +365,11 @@ def stalled_grpc_receiver_row(relay, cli, table, slow_consumer_s):
     """A gRPC Respond peer that joins and then reads nothing, on a channel with a broadcaster."""
     channel = str(uuid.uuid4())
     listeners = [cli.listener(channel) for _ in range(2)]
-    stub = pb2_grpc.SwitchboardStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
+    stub = pb2_grpc.SwitchboardServiceStub(grpc.insecure_channel(f"127.0.0.1:{relay.grpc}"))
     done = threading.Event()
 
     def requests():
-        yield pb2.RespondClientMessage(join=pb2.Join(channel=channel))
+        yield pb2.RespondRequest(join=pb2.Join(channel=channel))
         done.wait(120)
 
     try:

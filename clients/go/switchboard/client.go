@@ -42,7 +42,7 @@ const maxMessage = 64 * 1024 * 1024
 // Client is a connection to a relay's gRPC door. It is safe for concurrent use; Close ends it.
 type Client struct {
 	conn  *grpc.ClientConn
-	stub  pb.SwitchboardClient
+	stub  pb.SwitchboardServiceClient
 	token string
 }
 
@@ -104,7 +104,7 @@ func Dial(ctx context.Context, target string, options ...DialOption) (*Client, e
 	if err != nil {
 		return nil, callError(ctx, err, nil)
 	}
-	return &Client{conn: conn, stub: pb.NewSwitchboardClient(conn), token: config.token}, nil
+	return &Client{conn: conn, stub: pb.NewSwitchboardServiceClient(conn), token: config.token}, nil
 }
 
 // Close ends the connection and every call still open on it.
@@ -194,7 +194,7 @@ func (c *Client) Send(ctx context.Context, channel string, body io.Reader, optio
 type responseReader struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
-	stream     pb.Switchboard_SendClient
+	stream     pb.SwitchboardService_SendClient
 	pending    []byte
 	final      error // io.EOF or the *Error the stream ended with
 	writerDone chan struct{}
@@ -203,7 +203,7 @@ type responseReader struct {
 
 func (r *responseReader) write(open *pb.SendOpen, body io.Reader) {
 	defer close(r.writerDone)
-	if err := r.stream.Send(&pb.SendClientMessage{Kind: &pb.SendClientMessage_Open{Open: open}}); err != nil {
+	if err := r.stream.Send(&pb.SendRequest{Kind: &pb.SendRequest_Open{Open: open}}); err != nil {
 		return // the stream ended; Recv reports how
 	}
 	if body != nil {
@@ -212,7 +212,7 @@ func (r *responseReader) write(open *pb.SendOpen, body io.Reader) {
 			n, err := body.Read(buffer)
 			if n > 0 {
 				// Send serializes the message before it returns: the buffer may be reused.
-				chunk := &pb.SendClientMessage{Kind: &pb.SendClientMessage_Chunk{Chunk: &pb.Chunk{Data: buffer[:n]}}}
+				chunk := &pb.SendRequest{Kind: &pb.SendRequest_Chunk{Chunk: &pb.Chunk{Data: buffer[:n]}}}
 				if r.stream.Send(chunk) != nil {
 					return
 				}
@@ -332,8 +332,8 @@ func (c *Client) Broadcast(ctx context.Context, channel string, body io.Reader, 
 
 // broadcastBody sends the open, the body and the half-close; an error only for a body that
 // failed to read (a stream that ended early says why on Recv).
-func (c *Client) broadcastBody(stream pb.Switchboard_BroadcastClient, open *pb.BroadcastOpen, body io.Reader) error {
-	if stream.Send(&pb.BroadcastClientMessage{Kind: &pb.BroadcastClientMessage_Open{Open: open}}) != nil {
+func (c *Client) broadcastBody(stream pb.SwitchboardService_BroadcastClient, open *pb.BroadcastOpen, body io.Reader) error {
+	if stream.Send(&pb.BroadcastRequest{Kind: &pb.BroadcastRequest_Open{Open: open}}) != nil {
 		return nil
 	}
 	if body != nil {
@@ -341,7 +341,7 @@ func (c *Client) broadcastBody(stream pb.Switchboard_BroadcastClient, open *pb.B
 		for {
 			n, err := body.Read(buffer)
 			if n > 0 {
-				chunk := &pb.BroadcastClientMessage{Kind: &pb.BroadcastClientMessage_Chunk{Chunk: &pb.Chunk{Data: buffer[:n]}}}
+				chunk := &pb.BroadcastRequest{Kind: &pb.BroadcastRequest_Chunk{Chunk: &pb.Chunk{Data: buffer[:n]}}}
 				if stream.Send(chunk) != nil {
 					return nil
 				}
@@ -401,13 +401,13 @@ type PresenceEvent struct {
 }
 
 func presenceFromProto(update *pb.PresenceUpdate) PresenceEvent {
-	event := PresenceEvent{Peers: update.Peers, Version: update.Version}
-	switch update.Kind {
-	case pb.PresenceUpdate_SNAPSHOT:
+	event := PresenceEvent{Peers: update.GetPeers(), Version: update.GetVersion()}
+	switch update.GetKind() {
+	case pb.PresenceUpdate_KIND_SNAPSHOT:
 		event.Kind = PresenceSnapshot
-	case pb.PresenceUpdate_JOINED:
+	case pb.PresenceUpdate_KIND_JOINED:
 		event.Kind = PresenceJoined
-	case pb.PresenceUpdate_LEFT:
+	case pb.PresenceUpdate_KIND_LEFT:
 		event.Kind = PresenceLeft
 	}
 	return event
@@ -446,7 +446,7 @@ func (c *Client) WatchPeers(ctx context.Context, channel string) (<-chan Presenc
 	go func() {
 		defer cancel()
 		defer close(events)
-		update := first
+		update := first.GetUpdate()
 		for {
 			select {
 			case events <- presenceFromProto(update):
@@ -469,7 +469,7 @@ func (c *Client) WatchPeers(ctx context.Context, channel string) (<-chan Presenc
 				}
 				return
 			}
-			update = next
+			update = next.GetUpdate()
 		}
 	}()
 	return events, nil

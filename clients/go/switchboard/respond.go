@@ -99,12 +99,12 @@ func WithoutStreamWindows() RespondOption {
 // Responder is a Respond session: one peer on one channel, serving requests until its
 // context ends, Close is called, or the relay ends it.
 type Responder struct {
-	stream     pb.Switchboard_RespondClient
+	stream     pb.SwitchboardService_RespondClient
 	ctx        context.Context
 	cancel     context.CancelFunc
 	handler    Handler
 	onBcast    BroadcastHandler
-	out        chan *pb.RespondClientMessage
+	out        chan *pb.RespondRequest
 	done       chan struct{} // closed when the reader has ended (the session is over)
 	writerDone chan struct{}
 	ready      chan struct{} // closed at the first snapshot or when the session ends
@@ -143,7 +143,7 @@ func (c *Client) Respond(ctx context.Context, channel string, handler Handler, o
 		cancel:     cancel,
 		handler:    handler,
 		onBcast:    config.onBroadcast,
-		out:        make(chan *pb.RespondClientMessage, outgoingQueue),
+		out:        make(chan *pb.RespondRequest, outgoingQueue),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 		ready:      make(chan struct{}),
@@ -152,7 +152,7 @@ func (c *Client) Respond(ctx context.Context, channel string, handler Handler, o
 		events:     newEventQueue(config.onPresence),
 	}
 	join := &pb.Join{Channel: channel, PeerId: config.peerID, Token: c.token, StreamWindows: !config.noWindows}
-	if err := stream.Send(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Join{Join: join}}); err != nil {
+	if err := stream.Send(&pb.RespondRequest{Kind: &pb.RespondRequest_Join{Join: join}}); err != nil {
 		// The stream already ended: the reader learns why.
 		close(r.writerDone)
 	} else {
@@ -259,7 +259,7 @@ func (r *Responder) writeLoop() {
 
 // enqueue queues a message towards the relay; false when the session or (non-nil) abandon
 // ended first.
-func (r *Responder) enqueue(message *pb.RespondClientMessage, abandon <-chan struct{}) bool {
+func (r *Responder) enqueue(message *pb.RespondRequest, abandon <-chan struct{}) bool {
 	select {
 	case r.out <- message:
 		return true
@@ -281,7 +281,7 @@ func (r *Responder) grant(id uint64, n int) {
 			piece = 1 << 31
 		}
 		n -= piece
-		r.enqueue(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Window{
+		r.enqueue(&pb.RespondRequest{Kind: &pb.RespondRequest_Window{
 			Window: &pb.StreamWindow{Id: id, Bytes: uint32(piece)}}}, nil)
 	}
 }
@@ -314,18 +314,18 @@ func (r *Responder) readLoop(parent context.Context) {
 			return
 		}
 		switch kind := message.Kind.(type) {
-		case *pb.RespondServerMessage_Joined:
+		case *pb.RespondResponse_Joined:
 			r.mu.Lock()
 			r.peerID = kind.Joined.PeerId
 			r.responseWindow = kind.Joined.ResponseWindow
 			r.incomingWindow = kind.Joined.IncomingWindow
 			r.windows = r.responseWindow > 0
 			r.mu.Unlock()
-		case *pb.RespondServerMessage_Presence:
+		case *pb.RespondResponse_Presence:
 			r.presence(presenceFromProto(kind.Presence))
-		case *pb.RespondServerMessage_Start:
+		case *pb.RespondResponse_Start:
 			r.start(kind.Start)
-		case *pb.RespondServerMessage_Chunk:
+		case *pb.RespondResponse_Chunk:
 			r.mu.Lock()
 			in := r.streams[kind.Chunk.Id]
 			r.mu.Unlock()
@@ -334,14 +334,14 @@ func (r *Responder) readLoop(parent context.Context) {
 			} else {
 				in.feed(kind.Chunk.Data, kind.Chunk.Last)
 			}
-		case *pb.RespondServerMessage_Window:
+		case *pb.RespondResponse_Window:
 			r.mu.Lock()
 			in := r.streams[kind.Window.Id]
 			r.mu.Unlock()
 			if in != nil {
 				in.addCredit(int64(kind.Window.Bytes))
 			}
-		case *pb.RespondServerMessage_Reset_:
+		case *pb.RespondResponse_Reset_:
 			r.mu.Lock()
 			in := r.streams[kind.Reset_.Id]
 			delete(r.streams, kind.Reset_.Id)
@@ -461,15 +461,15 @@ func (in *incoming) run() {
 		switch {
 		case errors.Is(in.ctx.Err(), context.DeadlineExceeded):
 			// The deadline passed here first (the relay's reset is on its way): no OK now.
-			in.r.enqueue(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Cancel{Cancel: &pb.StreamCancel{
+			in.r.enqueue(&pb.RespondRequest{Kind: &pb.RespondRequest_Cancel{Cancel: &pb.StreamCancel{
 				Id: id, Status: statusToProto(StatusDeadlineExceeded), Message: "the deadline passed"}}}, in.abandoned)
 		case in.ctx.Err() != nil: // the session is ending
 		case in.request.Broadcast && err != nil:
-			in.r.enqueue(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Cancel{Cancel: &pb.StreamCancel{
+			in.r.enqueue(&pb.RespondRequest{Kind: &pb.RespondRequest_Cancel{Cancel: &pb.StreamCancel{
 				Id: id, Status: statusToProto(StatusCancelled), Message: truncate(err.Error())}}}, in.abandoned)
 		case in.request.Broadcast:
 		case err == nil:
-			in.r.enqueue(&pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Chunk{Chunk: &pb.ResponseChunk{
+			in.r.enqueue(&pb.RespondRequest{Kind: &pb.RespondRequest_Chunk{Chunk: &pb.ResponseChunk{
 				RequestId: id, Last: true}}}, in.abandoned)
 		default:
 			in.r.enqueue(endMessage(id, err), in.abandoned)
@@ -491,13 +491,13 @@ func (in *incoming) call() (err error) {
 	return in.r.handler(in.ctx, &in.request, responseWriter{in})
 }
 
-func endMessage(id uint64, err error) *pb.RespondClientMessage {
+func endMessage(id uint64, err error) *pb.RespondRequest {
 	end := &pb.ResponseEnd{RequestId: id, Status: statusToProto(StatusApplication), AppCode: 1, Message: truncate(err.Error())}
 	var e *Error
 	if errors.As(err, &e) && e.Status != StatusOK && e.Status != StatusUnspecified {
 		end.Status, end.AppCode, end.Message = statusToProto(e.Status), e.AppCode, truncate(e.Message)
 	}
-	return &pb.RespondClientMessage{Kind: &pb.RespondClientMessage_End{End: end}}
+	return &pb.RespondRequest{Kind: &pb.RespondRequest_End{End: end}}
 }
 
 func truncate(message string) string {
@@ -641,7 +641,7 @@ func (w responseWriter) Write(p []byte) (int, error) {
 		in.mu.Unlock()
 		data := make([]byte, n) // queued, so not p's memory
 		copy(data, p[:n])
-		message := &pb.RespondClientMessage{Kind: &pb.RespondClientMessage_Chunk{Chunk: &pb.ResponseChunk{
+		message := &pb.RespondRequest{Kind: &pb.RespondRequest_Chunk{Chunk: &pb.ResponseChunk{
 			RequestId: in.request.ID, Data: data}}}
 		if !in.r.enqueue(message, in.abandoned) {
 			return written, in.stopped()

@@ -107,14 +107,18 @@ def _trailer_status(call):
 
 
 def _status_value(status):
+    """The protobuf value of a status given by name ("APPLICATION", or "STATUS_APPLICATION") or
+    by its native number (13); the protobuf enum is the native number plus one."""
     if isinstance(status, str):
-        return pb2.Status.Value(status)
-    return int(status)
+        return pb2.Status.Value(status if status.startswith("STATUS_") else "STATUS_" + status)
+    return int(status) + 1
 
 
 def _status_name(value):
+    """The Switchboard name of a protobuf status, as the ``switchboard-status`` trailer spells
+    it (e.g. "NO_RESPONDERS")."""
     try:
-        return pb2.Status.Name(value)
+        return pb2.Status.Name(value).removeprefix("STATUS_")
     except ValueError:
         return str(value)
 
@@ -143,7 +147,8 @@ def _split(data, chunk_size):
 
 
 def _update_from_proto(update):
-    return PresenceUpdate(pb2.PresenceUpdate.Kind.Name(update.kind), list(update.peers),
+    return PresenceUpdate(pb2.PresenceUpdate.Kind.Name(update.kind).removeprefix("KIND_"),
+                          list(update.peers),
                           int(update.version))
 
 
@@ -252,7 +257,7 @@ class Incoming:
             view = memoryview(chunk)
             while view:
                 n = self._take_credit(len(view))
-                self._send(pb2.RespondClientMessage(
+                self._send(pb2.RespondRequest(
                     chunk=pb2.ResponseChunk(request_id=self.id, data=bytes(view[:n]))))
                 view = view[n:]
 
@@ -260,14 +265,14 @@ class Incoming:
         """Ends the response with OK (after the optional last bytes)."""
         self.write(data)
         self._answered = True
-        self._send(pb2.RespondClientMessage(
+        self._send(pb2.RespondRequest(
             chunk=pb2.ResponseChunk(request_id=self.id, data=b"", last=True)))
 
     def fail(self, status="APPLICATION", app_code=0, message=""):
         """Ends the response with an error status that reaches the sender unchanged."""
         self._check_writable()
         self._answered = True
-        self._send(pb2.RespondClientMessage(end=pb2.ResponseEnd(
+        self._send(pb2.RespondRequest(end=pb2.ResponseEnd(
             request_id=self.id, status=_status_value(status), app_code=app_code,
             message=message)))
 
@@ -276,7 +281,7 @@ class Incoming:
         if self.reset is not None or self._answered:
             return
         self._answered = True
-        self._send(pb2.RespondClientMessage(cancel=pb2.StreamCancel(
+        self._send(pb2.RespondRequest(cancel=pb2.StreamCancel(
             id=self.id, status=_status_value(status), message=message)))
 
     def wait_reset(self, timeout):
@@ -438,7 +443,7 @@ class Responder:
     # -- internals --
 
     def _outgoing(self, join):
-        yield pb2.RespondClientMessage(join=join)
+        yield pb2.RespondRequest(join=join)
         while not self._closed.is_set():
             try:
                 item = self._out.get(timeout=_POLL)
@@ -523,7 +528,7 @@ class Responder:
         """With windows: tells the relay that ``n`` more bytes of an incoming stream were
         taken (read, or dropped unread), so its sender may send that many more."""
         if self.windows and n > 0:
-            self._put(pb2.RespondClientMessage(window=pb2.StreamWindow(id=stream_id, bytes=n)),
+            self._put(pb2.RespondRequest(window=pb2.StreamWindow(id=stream_id, bytes=n)),
                       lambda: False)
 
     def _start(self, start):
@@ -607,8 +612,8 @@ class PeerWatch:
 
     def __iter__(self):
         try:
-            for update in self._call:
-                yield _update_from_proto(update)
+            for response in self._call:
+                yield _update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
                 return
@@ -653,7 +658,7 @@ class Client:
             self.channel = grpc.secure_channel(target, credentials, options=channel_options)
         else:
             self.channel = grpc.insecure_channel(target, options=channel_options)
-        self.stub = pb2_grpc.SwitchboardStub(self.channel)
+        self.stub = pb2_grpc.SwitchboardServiceStub(self.channel)
 
     def close(self):
         self.channel.close()
@@ -677,9 +682,9 @@ class Client:
                                sender_peer_id=sender_peer_id or "", token=self.token)
 
         def messages():
-            yield pb2.SendClientMessage(open=opening)
+            yield pb2.SendRequest(open=opening)
             for chunk in _split(data, chunk_size):
-                yield pb2.SendClientMessage(chunk=pb2.Chunk(data=chunk))
+                yield pb2.SendRequest(chunk=pb2.Chunk(data=chunk))
 
         return SendCall(self.stub.Send(messages(), timeout=timeout))
 
@@ -698,9 +703,9 @@ class Client:
                                     idle_timeout_ms=idle_timeout_ms)
 
         def messages():
-            yield pb2.BroadcastClientMessage(open=opening)
+            yield pb2.BroadcastRequest(open=opening)
             for chunk in _split(data, chunk_size):
-                yield pb2.BroadcastClientMessage(chunk=pb2.Chunk(data=chunk))
+                yield pb2.BroadcastRequest(chunk=pb2.Chunk(data=chunk))
 
         summary = None
         try:

@@ -100,7 +100,7 @@ Bytes start() { return h2::concat({h2::preface(), h2::settings({{4, 65535}})}); 
 
 Bytes request(std::uint32_t stream, std::uint8_t extra_flags = 0) {
   return h2::frame(h2::kHeaders, h2::kEndHeaders | extra_flags, stream,
-                   h2::grpc_request_headers("/switchboard.v1.Switchboard/Send"));
+                   h2::grpc_request_headers("/switchboard.v1.SwitchboardService/Send"));
 }
 
 TEST(H2Guard, AWellBehavedConnectionPassesWholeAtEverySplit) {
