@@ -1190,8 +1190,9 @@ class SlowReader(InteropCase):
 # ---- Go peers (clients/go: the switchboard-go-peer program, lines as node_peer.js) ---------
 
 
-def go_proc(name, role, channel, *extra):
-    return Proc(name, [ARGS.go_peer, role, "--server", RELAY.grpc, "--channel", channel, *extra])
+def go_proc(name, role, channel, *extra, server=None):
+    return Proc(name, [ARGS.go_peer, role, "--server", server or RELAY.grpc, "--channel", channel,
+                       *extra])
 
 
 def go_ready(name, role, channel, *extra):
@@ -1200,9 +1201,11 @@ def go_ready(name, role, channel, *extra):
     return proc, found.group(1)
 
 
-def go_run(role, channel, *extra, timeout=120.0):
+def go_run(role, channel, *extra, timeout=120.0, server=None):
     """Runs a one-shot Go role (send, broadcast) to its end; returns the Proc."""
-    proc = go_proc(f"go-{role}", role, channel, *extra)
+    if not ARGS.go_peer:
+        raise unittest.SkipTest("no --go-peer (Go was not found at configure time)")
+    proc = go_proc(f"go-{role}", role, channel, *extra, server=server)
     if proc.wait_exit(timeout) is None:
         proc.stop()
         raise AssertionError(f"go {role} did not finish within {timeout} s\n{proc.describe()}")
@@ -1641,6 +1644,18 @@ class AuthTokens(InteropCase):
         self.assertEqual((status.code, status.status), ("UNAUTHENTICATED", "UNAUTHENTICATED"),
                          str(status))
 
+    @cell("auth", "go", "python", "valid token -> OK; bad signature -> UNAUTHENTICATED")
+    def test_go_tokens(self):
+        channel = new_channel()
+        self.responder(channel)
+        status = node_status(go_run("send", channel, "--size", "10", "--token",
+                                    self.mint(channel, ["send"]), server=self.relay.grpc))
+        self.assertEqual((status.code, status.status), ("OK", "OK"), str(status))
+        status = node_status(go_run("send", channel, "--size", "10", "--token",
+                                    self.mint(channel, secret="wrong"), server=self.relay.grpc))
+        self.assertEqual((status.code, status.status), ("UNAUTHENTICATED", "UNAUTHENTICATED"),
+                         str(status))
+
     @cell("auth", "native", "python", "token from `switchboard token` -> OK; none -> exit 3")
     def test_native_cli_token(self):
         channel = new_channel()
@@ -1711,6 +1726,16 @@ class Throughput(InteropCase):
         self.assertEqual(status.code, "OK", str(status))
         elapsed = int(status.elapsed_ms) / 1000
         FIGURES.append(("Node gRPC Send -> gateway -> native respond, 256 MiB (incl. randomBytes)",
+                        f"{self.SIZE / MIB / elapsed:.0f} MiB/s ({elapsed:.2f} s)"))
+
+    @cell("throughput", "go gRPC", "native", "256 MiB into `cat >/dev/null`")
+    def test_go_to_native(self):
+        channel = self.sink()
+        proc = go_run("send", channel, "--size", str(self.SIZE), timeout=300.0)
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", str(status))
+        elapsed = int(status.elapsed_ms) / 1000
+        FIGURES.append(("Go gRPC Send -> gateway -> native respond, 256 MiB (incl. crypto/rand)",
                         f"{self.SIZE / MIB / elapsed:.0f} MiB/s ({elapsed:.2f} s)"))
 
     @cell("throughput", "native", "native", "256 MiB into `cat >/dev/null`")
@@ -1920,6 +1945,17 @@ class TlsPeers(InteropCase):
         proc = self.node_tls("node-tls-send", "send", channel, "--size", str(MIB))
         status = node_status(proc, timeout=60)
         self.assertEqual(status.code, "OK", f"Node send over TLS: {status}\n{proc.describe()}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent)
+
+    @cell("tls", "go", "native", "1MiB echo, TLS on both doors")
+    def test_go_to_native(self):
+        channel = new_channel()
+        self.native_tls_echo(channel)
+        proc = go_run("send", channel, "--size", str(MIB), "--ca-file", self.files["ca"],
+                      server=self.relay.grpc, timeout=60.0)
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", f"Go send over TLS: {status}\n{proc.describe()}")
         sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
         self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent)
 
