@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -196,7 +197,8 @@ type responseReader struct {
 	cancel     context.CancelFunc
 	stream     pb.SwitchboardService_SendClient
 	pending    []byte
-	final      error // io.EOF or the *Error the stream ended with
+	mu         sync.Mutex // guards final: Close may run beside a Read
+	final      error      // io.EOF or the *Error the stream ended with
 	writerDone chan struct{}
 	bodyErr    error // set by write before writerDone closes
 }
@@ -233,8 +235,8 @@ func (r *responseReader) write(open *pb.SendOpen, body io.Reader) {
 // Read returns response bytes as they arrive; io.EOF after an OK end, else the *Error.
 func (r *responseReader) Read(p []byte) (int, error) {
 	for len(r.pending) == 0 {
-		if r.final != nil {
-			return 0, r.final
+		if final := r.ended(); final != nil {
+			return 0, final
 		}
 		message, err := r.stream.Recv()
 		if err != nil {
@@ -250,32 +252,39 @@ func (r *responseReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *responseReader) finish(err error) {
-	defer r.cancel()
-	if errors.Is(err, io.EOF) {
-		r.final = io.EOF
-		return
-	}
-	// A body that failed to read cancelled the stream: that, not CANCELLED, is the reason.
-	select {
-	case <-r.writerDone:
-		if r.bodyErr != nil {
-			r.final = r.bodyErr
-			return
-		}
-	default:
-	}
-	r.final = callError(r.ctx, err, r.stream.Trailer())
+func (r *responseReader) ended() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.final
 }
 
-// Close cancels the stream if its response was not read to its end; it returns the stream's
-// error if it already ended with one.
+func (r *responseReader) finish(err error) {
+	defer r.cancel()
+	final := io.EOF
+	if !errors.Is(err, io.EOF) {
+		final = callError(r.ctx, err, r.stream.Trailer())
+		// A body that failed to read cancelled the stream: that, not CANCELLED, is the reason.
+		select {
+		case <-r.writerDone:
+			if r.bodyErr != nil {
+				final = r.bodyErr
+			}
+		default:
+		}
+	}
+	r.mu.Lock()
+	r.final = final
+	r.mu.Unlock()
+}
+
+// Close cancels the stream if its response was not read to its end (a Read in progress then
+// returns); it returns the stream's error if it already ended with one.
 func (r *responseReader) Close() error {
 	r.cancel()
-	if r.final == nil || errors.Is(r.final, io.EOF) {
-		return nil
+	if final := r.ended(); final != nil && !errors.Is(final, io.EOF) {
+		return final
 	}
-	return r.final
+	return nil
 }
 
 // ---- Broadcast ----

@@ -184,8 +184,16 @@ func callError(ctx context.Context, err error, trailer metadata.MD) error {
 			out.AppCode = uint32(n)
 		}
 	}
+	if st.Code() == codes.Unknown { // a plain context error, not from gRPC
+		switch {
+		case errors.Is(err, context.Canceled):
+			out.Code = codes.Canceled
+		case errors.Is(err, context.DeadlineExceeded):
+			out.Code = codes.DeadlineExceeded
+		}
+	}
 	if out.Status == StatusUnspecified {
-		switch st.Code() {
+		switch out.Code {
 		case codes.Canceled:
 			out.Status = StatusCancelled
 		case codes.DeadlineExceeded:

@@ -71,6 +71,19 @@ func digest(r io.Reader) (int64, [32]byte, error) {
 	return n, sum, err
 }
 
+// await receives from ch within 10 s, or fails the test.
+func await[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10 s", what)
+	}
+	var zero T
+	return zero
+}
+
 func wantStatus(t *testing.T, err error, sentinel error, code codes.Code) *switchboard.Error {
 	t.Helper()
 	var e *switchboard.Error
@@ -115,7 +128,7 @@ func TestRoundTrip(t *testing.T) {
 	if string(got) != "hello, gopher" {
 		t.Fatalf("response %q", got)
 	}
-	req := <-seen
+	req := await(t, seen, "the request at the responder")
 	if req.Metadata["tag"] != "go" || req.Sender != "" || req.Broadcast {
 		t.Fatalf("the responder saw metadata %v sender %q broadcast %v", req.Metadata, req.Sender, req.Broadcast)
 	}
@@ -177,11 +190,11 @@ func TestStreamedEcho16MiB(t *testing.T) {
 	if err != nil {
 		t.Fatalf("response after %d bytes: %v", n, err)
 	}
-	sent := <-sentSum
+	sent := await(t, sentSum, "the sent sha256")
 	if n != size || sum != sent {
 		t.Fatalf("echo: %d bytes sha256 %x, sent %d bytes sha256 %x", n, sum, size, sent)
 	}
-	if got := <-responderSum; got != sent {
+	if got := await(t, responderSum, "the responder's sha256"); got != sent {
 		t.Fatalf("the responder's sha256 %x, sent %x", got, sent)
 	}
 }
@@ -327,7 +340,7 @@ func TestBroadcastSummary(t *testing.T) {
 		t.Fatalf("summary %+v, want 2 delivered", summary)
 	}
 	for i := 0; i < 2; i++ {
-		r := <-got
+		r := await(t, got, "a broadcast at a receiver")
 		if r.sender != "" || r.size != size || r.sum != want {
 			t.Fatalf("a receiver got %d bytes from %q, sha256 match %v", r.size, r.sender, r.sum == want)
 		}
@@ -342,7 +355,7 @@ func TestBroadcastSummary(t *testing.T) {
 	if summary != (switchboard.Summary{Delivered: 1}) {
 		t.Fatalf("summary %+v, want 1 delivered", summary)
 	}
-	if r := <-got; r.sender != first.PeerID() || r.size != int64(len("from first")) {
+	if r := await(t, got, "the broadcast at the other receiver"); r.sender != first.PeerID() || r.size != int64(len("from first")) {
 		t.Fatalf("the other receiver got %d bytes from %q", r.size, r.sender)
 	}
 	select {
@@ -576,9 +589,9 @@ func TestPeerGone(t *testing.T) {
 		_, err := io.ReadAll(response)
 		failed <- err
 	}()
-	<-started
+	await(t, started, "the request at the responder")
 	responder.Close()
-	wantStatus(t, <-failed, switchboard.ErrPeerGone, codes.Unavailable)
+	wantStatus(t, await(t, failed, "the Send to end"), switchboard.ErrPeerGone, codes.Unavailable)
 	if responder.Err() != nil {
 		t.Fatalf("Err after Close: %v", responder.Err())
 	}
@@ -681,5 +694,52 @@ func TestWithoutStreamWindows(t *testing.T) {
 	_, want, _ := digest(patterned(4, size))
 	if err != nil || n != size || sum != want {
 		t.Fatalf("echo: %d bytes, %v, sha256 match %v", n, err, sum == want)
+	}
+}
+
+type failingReader struct{ sent bool }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if !f.sent {
+		f.sent = true
+		return copy(p, "partial"), nil
+	}
+	return 0, errors.New("disk on fire")
+}
+
+// Close aborts a Read in progress; a request body that fails to read cancels the stream and is
+// what the response's Read returns.
+func TestCloseAndBodyErrors(t *testing.T) {
+	client := dial(t)
+	channel := switchboard.NewID()
+	started, handlerEnded := make(chan struct{}, 2), make(chan struct{}, 2)
+	respond(t, client, channel, func(ctx context.Context, req *switchboard.Request, w switchboard.ResponseWriter) error {
+		started <- struct{}{}
+		io.Copy(io.Discard, req.Body)
+		<-ctx.Done() // never answers
+		handlerEnded <- struct{}{}
+		return nil
+	})
+	response, err := client.Send(within(t, 20*time.Second), channel, strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(response)
+		readErr <- err
+	}()
+	await(t, started, "the request at the responder")
+	response.Close()
+	wantStatus(t, await(t, readErr, "the Read to end after Close"), switchboard.ErrCancelled, codes.Canceled)
+	await(t, handlerEnded, "the handler's context to end after Close")
+
+	response, err = client.Send(within(t, 20*time.Second), channel, &failingReader{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(response)
+	if err == nil || !strings.Contains(err.Error(), "disk on fire") {
+		t.Fatalf("Read after a failing body: %v", err)
 	}
 }
