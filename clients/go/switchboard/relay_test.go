@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -67,6 +68,8 @@ func startRelay(binary string, extra ...string) (*relay, error) {
 	}
 	log := &tailBuffer{}
 	cmd.Stderr = log
+	// A test binary that dies (a panic, the -timeout) takes its relay with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -122,6 +125,8 @@ func (r *relay) crash() {
 var theRelay *relay
 
 func TestMain(m *testing.M) {
+	// Pdeathsig follows the thread that started the relay: keep this one for the whole run.
+	runtime.LockOSThread()
 	flag.Parse()
 	if *serverBinary == "" {
 		fmt.Fprintln(os.Stderr, "switchboard tests need the relay: go test ... -args -server PATH/switchboard-server (or SWITCHBOARD_TEST_SERVER)")
