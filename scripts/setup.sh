@@ -65,8 +65,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
   fi
 fi
+# Again whenever the lockfile is newer than the installed tree (npm's node_modules/.package-lock.json):
+# devDependencies (typescript) included. This also leaves every package in the npm cache, from
+# which the node tests install the packed client offline.
+node_lock=$root/clients/node/node_modules/.package-lock.json
 if command -v npm >/dev/null && [[ -f $root/clients/node/package-lock.json ]] &&
-   [[ ! -d $root/clients/node/node_modules/@grpc/grpc-js ]]; then
+   [[ ! -f $node_lock || $root/clients/node/package-lock.json -nt $node_lock ]]; then
   echo "setup: installing the Node client's dependencies"
   (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi
