@@ -278,7 +278,7 @@ void Session::relocate(const cluster::Verdict& next) {
     self->phase_ = Phase::draining;
     self->relocate_deadline_ = Clock::now() + self->limits_.drain_timeout;
     std::string message = "channel moved to relay " + next.owner.node_id;
-    if (self->client_version_ >= wire::kRedirectVersion) {
+    if (self->protocol_version_ >= wire::kRedirectVersion) {
       wire::append_redirect(self->outbox_.control(),
                             wire::Redirect{self->last_client_stream_, next.revision,
                                            next.owner.native, std::move(message)});
@@ -363,7 +363,11 @@ void Session::cleanup() {
   phase_ = Phase::closed;
   token_expiry_.cancel();
   timers_.stop();  // its wait holds this session
-  if (in_channel()) context_.registry.leave(channel_, peer_id_);
+  if (observer()) {
+    context_.registry.unwatch(channel_, watch_token_);
+  } else if (in_channel()) {
+    context_.registry.leave(channel_, peer_id_);
+  }
   auto streams = std::move(streams_);
   streams_.clear();
   for (auto& [id, stream] : streams) {

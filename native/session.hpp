@@ -94,6 +94,9 @@ private:
   }
   // Whether the registry holds this session (a peer id is given only by a successful join).
   bool in_channel() const noexcept { return !peer_id_.is_nil(); }
+  // Admitted to the channel's presence only (HELLO flag OBSERVE): the registry holds this
+  // session as a watcher, not as a member.
+  bool observer() const noexcept { return watch_token_ != 0; }
 
   // ---- Frames from the client (session_frames.cpp). ----
   bool handle_frame(const wire::Frame& frame);
@@ -192,10 +195,11 @@ private:
 
   // Identity, set by the handshake.
   Uuid channel_;
-  Uuid peer_id_;
+  Uuid peer_id_;                   // an observer's names only its connection: it is no member
+  std::uint64_t watch_token_ = 0;  // nonzero for an observer: its registration to unwatch
+  std::uint16_t protocol_version_ = wire::kProtocolVersion;  // the one the client's HELLO spoke
   std::uint32_t client_max_frame_ = wire::kMinMaxFrame;
   std::uint32_t client_window_ = 0;
-  std::uint16_t client_version_ = wire::kMinProtocolVersion;  // the HELLO's; answers use it
   auth::Grant grant_;  // what the HELLO's token allows (everything on an open relay)
   asio::steady_timer token_expiry_;
 

@@ -92,8 +92,7 @@ bool Session::handle_hello(const wire::Frame& frame) {
     std::string message = "bad HELLO: " + std::string(wire::decode_error_name(error));
     if (error == wire::DecodeError::unsupported_version) {
       message = "unsupported protocol version " + std::to_string(hello.version) +
-                "; this relay speaks versions " + std::to_string(wire::kMinProtocolVersion) +
-                " to " + std::to_string(wire::kProtocolVersion);
+                "; this relay speaks versions " + wire::supported_versions_text();
     }
     fail_connection(Status::protocol_error, std::move(message));
     return false;
@@ -103,8 +102,13 @@ bool Session::handle_hello(const wire::Frame& frame) {
     fail_connection(Status::refused, "relay is draining");
     return false;
   }
-  const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
-  auto decision = context_.authenticator.authenticate(hello.token, hello.channel, hello.peer_id);
+  const bool accepts = hello.accepts_requests();
+  const bool observes = hello.observes();
+  // An observer speaks for no peer id and needs what the gRPC presence calls need.
+  auto decision =
+      observes ? context_.authenticator.authorize(hello.token, hello.channel, std::nullopt,
+                                                  auth::Permission::presence)
+               : context_.authenticator.authenticate(hello.token, hello.channel, hello.peer_id);
   if (decision.ok() && accepts) {
     if (auto allowed = auth::require(decision.grant, auth::Permission::respond); !allowed.ok()) {
       decision = std::move(allowed);
@@ -112,8 +116,9 @@ bool Session::handle_hello(const wire::Frame& frame) {
   }
   if (!decision.ok()) {
     context_.counters.native.count_handshake_failure(HandshakeFailure::unauthorized);
-    record_auth_refusal(context_, decision, "native", accepts ? "join-responder" : "join",
-                        hello.channel, connection_id_);
+    record_auth_refusal(context_, decision, "native",
+                        observes ? "observe" : (accepts ? "join-responder" : "join"), hello.channel,
+                        connection_id_);
     fail_connection(decision.status, std::move(decision.reason));
     return false;
   }
@@ -143,14 +148,29 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
   pending_hello_.reset();
   if (phase_ == Phase::resolving) phase_ = Phase::handshake;
   if (verdict.kind != cluster::Verdict::Kind::serve) return redirect_hello(hello, verdict);
-  const bool accepts = (hello.hello_flags & wire::flags::kAcceptRequests) != 0;
-  auto joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
-  if (joined.moved) return redirect_hello(hello, *joined.moved);
-  if (joined.resolve_again && resolve_rounds_ < kMaxResolveRounds) {
-    // The channel emptied and its claim went between the directory's answer and the join.
-    ++resolve_rounds_;
-    pending_hello_ = std::make_unique<wire::Hello>(std::move(hello));
-    return resolve_hello();
+  const bool accepts = hello.accepts_requests();
+  const bool observes = hello.observes();
+  JoinResult joined;
+  if (observes) {
+    // Presence only: no membership, so no id to occupy, no place in the channel's limit, and
+    // never a target of a request or a broadcast.
+    if (context_.registry.draining()) {
+      context_.counters.native.count_handshake_failure(HandshakeFailure::draining);
+      fail_connection(Status::refused, "relay is draining");
+      return false;
+    }
+    joined.peer_id = hello.peer_id.is_nil() ? Uuid::random() : hello.peer_id;
+    watch_token_ =
+        context_.registry.watch(hello.channel, shared_from_this(), joined.others, joined.version);
+  } else {
+    joined = context_.registry.join(hello.channel, hello.peer_id, accepts, shared_from_this());
+    if (joined.moved) return redirect_hello(hello, *joined.moved);
+    if (joined.resolve_again && resolve_rounds_ < kMaxResolveRounds) {
+      // The channel emptied and its claim went between the directory's answer and the join.
+      ++resolve_rounds_;
+      pending_hello_ = std::make_unique<wire::Hello>(std::move(hello));
+      return resolve_hello();
+    }
   }
   if (joined.status != Status::ok) {
     context_.counters.native.count_handshake_failure(HandshakeFailure::refused);
@@ -164,12 +184,12 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
   reader_.set_max_frame(limits_.max_frame);
   channel_ = hello.channel;
   peer_id_ = joined.peer_id;
+  protocol_version_ = hello.version;
   client_max_frame_ = hello.max_frame;
-  client_version_ = hello.version;
   client_window_ = hello.stream_window;
 
   wire::Welcome welcome;
-  welcome.version = client_version_;
+  welcome.version = protocol_version_;  // the client's own version, whichever we speak
   welcome.peer_id = peer_id_;
   welcome.max_frame = limits_.max_frame;
   welcome.stream_window = limits_.stream_window;
@@ -190,8 +210,9 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
   } while (offset < joined.others.size());
   queue_control_done();
   if (grant_.expires()) arm_token_expiry();
-  spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={}", connection_id_,
-                channel_.to_string(), peer_id_.to_string(), accepts);
+  spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={} observer={} version={}",
+                connection_id_, channel_.to_string(), peer_id_.to_string(), accepts, observes,
+                protocol_version_);
   return true;
 }
 
@@ -253,6 +274,8 @@ bool Session::handle_open(const wire::Frame& frame) {
     return true;
   };
   if (drain_asked()) return refuse(Status::refused, "relay is draining");
+  // As for a token without the permission: this stream is refused, the connection stays.
+  if (observer()) return refuse(Status::permission_denied, "an observer cannot open streams");
   if (client_streams_open_ >= limits_.max_streams_per_connection) {
     return refuse(
         Status::resource_exhausted,

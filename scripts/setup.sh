@@ -26,6 +26,10 @@ dev_packages=(
   clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
   chromium chromium-driver python3-selenium
+  # The Go client (clients/go). The protobuf -1-5 package by name: apt otherwise picks the -1-3
+  # one, with which generated code compiles and then panics on the first call.
+  golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+  protoc-gen-go protoc-gen-go-grpc
 )
 # A Docker engine, Compose and debootstrap for the base image (docker/verify.sh).
 container_packages=(docker.io docker-compose debootstrap)
@@ -61,8 +65,12 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
   fi
 fi
+# Again whenever the lockfile is newer than the installed tree (npm's node_modules/.package-lock.json):
+# devDependencies (typescript) included. This also leaves every package in the npm cache, from
+# which the node tests install the packed client offline.
+node_lock=$root/clients/node/node_modules/.package-lock.json
 if command -v npm >/dev/null && [[ -f $root/clients/node/package-lock.json ]] &&
-   [[ ! -d $root/clients/node/node_modules/@grpc/grpc-js ]]; then
+   [[ ! -f $node_lock || $root/clients/node/package-lock.json -nt $node_lock ]]; then
   echo "setup: installing the Node client's dependencies"
   (cd "$root/clients/node" && npm ci --no-audit --no-fund --loglevel=error)
 fi

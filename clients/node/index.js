@@ -1,7 +1,7 @@
 'use strict';
 // Node.js client of the Switchboard gRPC gateway (proto/switchboard/v1/switchboard.proto).
 //
-//   const { Client } = require('switchboard-client');
+//   const { Client } = require('switchboard-client');  // ESM: import { Client } from '…'
 //   const client = new Client('127.0.0.1:7401');
 //   const answer = await client.send(channel, Buffer.from('hello'));
 //
@@ -23,8 +23,19 @@ const CHUNK_SIZE = 64 * 1024;
 // (only with a relay that has no stream windows: otherwise the relay's window bounds it).
 const INCOMING_BUFFER = 4 * 1024 * 1024;
 
-const PROTO_DIR = process.env.SWITCHBOARD_PROTO_DIR || path.join(__dirname, '..', '..', 'proto');
 const PROTO_FILE = 'switchboard/v1/switchboard.proto';
+// Where the contract is read from: SWITCHBOARD_PROTO_DIR if set; in the source tree
+// (clients/node) the repository's proto/, the one source of truth; in an installed package the
+// copy that `npm pack` put beside this file.
+function protoDir() {
+  if (process.env.SWITCHBOARD_PROTO_DIR) return process.env.SWITCHBOARD_PROTO_DIR;
+  const repository = path.join(__dirname, '..', '..', 'proto');
+  const inSourceTree = path.basename(__dirname) === 'node' &&
+    path.basename(path.dirname(__dirname)) === 'clients' &&
+    fs.existsSync(path.join(repository, PROTO_FILE));
+  return inSourceTree ? repository : path.join(__dirname, 'proto');
+}
+const PROTO_DIR = protoDir();
 // One set of loader options everywhere: field names as in the .proto, 64-bit integers as
 // strings, enums as their names, `kind` names the oneof member that is set.
 const LOADER_OPTIONS = {

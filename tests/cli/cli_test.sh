@@ -5,6 +5,7 @@ set -euo pipefail
 
 SERVER_BIN=${1:?usage: cli_test.sh SERVER_BINARY SWITCHBOARD_BINARY}
 SB=${2:?usage: cli_test.sh SERVER_BINARY SWITCHBOARD_BINARY}
+README=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/README.md
 unset SWITCHBOARD_SERVER
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-cli-test.XXXXXX")
 : >"$WORK/pids"
@@ -218,12 +219,29 @@ test_server_from_env() {
   [[ $out == 'via env' ]] || fail "got '$out'"
 }
 
+# A closed loopback port: a port the kernel gave a listener of ours, closed again before use.
+closed_port() {
+  /usr/bin/python3 -c '
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
 test_unreachable_relay() {
-  local rc=0
-  "$SB" --server 127.0.0.1:1 send --channel "$ECHO_CHANNEL" </dev/null 2>"$WORK/unreach.err" ||
-    rc=$?
-  ((rc == 3)) || fail "exit $rc, expected 3"
-  grep -q 'cannot join' "$WORK/unreach.err" || fail "message: $(cat "$WORK/unreach.err")"
+  local rc port command
+  port=$(closed_port)
+  for command in "send --channel $ECHO_CHANNEL" "listen --channel $ECHO_CHANNEL" \
+    "peers --channel $ECHO_CHANNEL" "respond --echo --channel $ECHO_CHANNEL"; do
+    rc=0
+    # shellcheck disable=SC2086 # the command's words
+    "$SB" --server "127.0.0.1:$port" $command </dev/null 2>"$WORK/unreach.err" || rc=$?
+    ((rc == 4)) || fail "$command: exit $rc, expected 4 (cannot connect)"
+    grep -qx "switchboard: cannot connect to 127.0.0.1:$port: .*" "$WORK/unreach.err" ||
+      fail "$command: message: $(cat "$WORK/unreach.err")"
+    ! grep -q PEER_GONE "$WORK/unreach.err" || fail "$command: reported as PEER_GONE"
+  done
 }
 
 test_broadcast_two_listeners() {
@@ -268,6 +286,103 @@ test_peers_watch() {
   ((EXIT_RC == 0)) || fail "peers --watch exited $EXIT_RC after SIGTERM"
 }
 
+# peers and peers --watch observe: no member ever sees them.
+test_peers_observe() {
+  local channel member watcher listed
+  channel=$("$SB" uuid)
+  start_ready po1 respond --channel "$channel" --echo
+  member=$READY_PEER
+  start_ready pobs peers --channel "$channel" --watch
+  watcher=$READY_PEER
+  [[ $watcher != "$member" ]] || fail "the watcher reused the member's id"
+  # A second observer's snapshot and a plain listing: the member only.
+  start_ready pobs2 peers --channel "$channel" --watch
+  wait_for "^$member\$" "$WORK/pobs2.out" || fail "the second watcher's snapshot lacks $member"
+  listed=$(sb peers --channel "$channel")
+  [[ $listed == "$member" ]] || fail "peers lists '$listed', expected only $member"
+  # The observers' coming and going is no presence change: the first watcher sees none of it
+  # (the second watcher's exit included), only the next member's join.
+  kill -TERM "$BG_PID"
+  wait_exit pobs2 || fail "the second watcher ignored SIGTERM"
+  start_ready po2 respond --channel "$channel" --echo
+  wait_for "^joined $READY_PEER version=" "$WORK/pobs.out" || fail "no joined line for $READY_PEER"
+  [[ $(grep -cE '^(joined|left) ' "$WORK/pobs.out") == 1 ]] ||
+    fail "the watcher saw other changes: $(cat "$WORK/pobs.out")"
+  kill -TERM "$(cat "$WORK/pobs.pid")" "$(cat "$WORK/po1.pid")" "$(cat "$WORK/po2.pid")"
+}
+
+test_progress() {
+  local rc=0
+  head -c 3000000 /dev/urandom >"$WORK/progress.in"
+  sb send --channel "$ECHO_CHANNEL" --progress <"$WORK/progress.in" >"$WORK/progress.out" \
+    2>"$WORK/progress.err"
+  cmp -s "$WORK/progress.in" "$WORK/progress.out" || fail "--progress changed stdout"
+  grep -qE '^switchboard: sent 3000000 bytes, received 3000000 bytes in [0-9.]+ s \(.*/s\)$' \
+    "$WORK/progress.err" || fail "no final progress line: $(cat "$WORK/progress.err")"
+  # Not a terminal and not forced: nothing.
+  sb send --channel "$ECHO_CHANNEL" <"$WORK/progress.in" >/dev/null 2>"$WORK/quiet.err"
+  [[ ! -s $WORK/quiet.err ]] || fail "stderr not a terminal, yet: $(cat "$WORK/quiet.err")"
+  sb send --channel "$ECHO_CHANNEL" --progress --no-progress </dev/null >/dev/null 2>&1 || rc=$?
+  ((rc == 2)) || fail "--progress with --no-progress: exit $rc, expected 2"
+  sb broadcast --channel "$("$SB" uuid)" --progress <"$WORK/progress.in" 2>"$WORK/bprog.err"
+  grep -qE '^switchboard: sent 3000000 bytes in ' "$WORK/bprog.err" ||
+    fail "broadcast: $(cat "$WORK/bprog.err")"
+}
+
+# The README's list of commands and the one in --help are the same.
+test_help_lists_every_command() {
+  local from_help from_readme
+  from_help=$("$SB" --help | awk '/^Subcommands:/ { on = 1; next } on && NF == 0 { exit }
+    on { print $1 }' | sort | tr '\n' ' ')
+  # shellcheck disable=SC2016 # backquotes of Markdown, not of the shell
+  from_readme=$(tr '\n' ' ' <"$README" |
+    sed -n 's/.*`switchboard --help` lists every command: \([^.]*\)\..*/\1/p' |
+    grep -o '`[a-z-]\+`' | tr -d '`' | sort | tr '\n' ' ')
+  [[ -n $from_help ]] || fail "no Subcommands section in --help"
+  [[ $from_help == "$from_readme" ]] ||
+    fail "--help lists '$from_help', the README '$from_readme'"
+}
+
+# The processes of `respond -- CMD`'s process group: none may outlive the CLI.
+group_members() { pgrep -g "$1" || true; }
+
+# respond_group NAME MARKER: a responder whose command starts two sleeps and records its group;
+# one request in flight. Sets GROUP.
+respond_group() {
+  local channel tries=200
+  channel=$("$SB" uuid)
+  # shellcheck disable=SC2016 # expanded by the command's shell
+  start_ready "$1" respond --channel "$channel" -- \
+    sh -c 'ps -o pgid= -p $$ >"$1.tmp"; mv "$1.tmp" "$1"; sleep 1000 & sleep 1000' sh "$WORK/$1.group"
+  RESPOND_PID=$BG_PID
+  spawn "$1-send" "$SB" --server "$ADDR" send --channel "$channel"
+  while [[ ! -s $WORK/$1.group ]] && ((tries-- > 0)); do sleep 0.05; done
+  GROUP=$(tr -d ' ' <"$WORK/$1.group")
+  [[ -n $GROUP ]] || fail "the command did not start"
+  tries=100
+  while (($(group_members "$GROUP" | wc -l) < 3)) && ((tries-- > 0)); do sleep 0.05; done
+  (($(group_members "$GROUP" | wc -l) >= 3)) || fail "group $GROUP: $(group_members "$GROUP")"
+}
+
+expect_group_gone() {
+  local tries=200
+  while [[ -n $(group_members "$1") ]] && ((tries-- > 0)); do sleep 0.05; done
+  [[ -z $(group_members "$1") ]] || fail "left behind in group $1: $(ps -o pid,args -g "$1")"
+}
+
+test_respond_kill9_leaves_no_orphans() {
+  respond_group orphan9
+  kill -9 "$RESPOND_PID"
+  expect_group_gone "$GROUP"
+}
+
+test_respond_sigterm_leaves_no_orphans() {
+  respond_group orphanterm
+  kill -TERM "$RESPOND_PID"
+  wait_exit orphanterm || fail "respond ignored SIGTERM"
+  expect_group_gone "$GROUP"
+}
+
 test_metadata() {
   local channel out
   channel=$("$SB" uuid)
@@ -308,10 +423,11 @@ test_ping() {
 }
 
 test_ping_unreachable() {
-  local rc=0
-  "$SB" --server 127.0.0.1:1 ping 2>"$WORK/ping.err" || rc=$?
-  ((rc == 3)) || fail "exit $rc, expected 3"
-  grep -q 'ping 127.0.0.1:1 failed: cannot connect' "$WORK/ping.err" ||
+  local rc=0 port
+  port=$(closed_port)
+  "$SB" --server "127.0.0.1:$port" ping 2>"$WORK/ping.err" || rc=$?
+  ((rc == 4)) || fail "exit $rc, expected 4"
+  grep -qx "switchboard: cannot connect to 127.0.0.1:$port: .*" "$WORK/ping.err" ||
     fail "message: $(cat "$WORK/ping.err")"
 }
 
@@ -416,13 +532,20 @@ run_test "no responder: exit 11 at once" test_no_responders_at_once
 run_test "--to an unknown peer: exit 11" test_to_unknown_peer
 run_test "--to a known peer" test_to_known_peer
 run_test "SWITCHBOARD_SERVER replaces --server" test_server_from_env
-run_test "unreachable relay: exit 3" test_unreachable_relay
+run_test "unreachable relay: 'cannot connect to', exit 4" test_unreachable_relay
 run_test "broadcast reaches two listeners" test_broadcast_two_listeners
 run_test "peers --watch sees joined and left (SIGTERM and kill -9)" test_peers_watch
+run_test "peers and peers --watch observe without joining" test_peers_observe
+run_test "--progress: final line on stderr, stdout untouched" test_progress
+run_test "--help and the README list the same commands" test_help_lists_every_command
+run_test "respond -- CMD: kill -9 of the CLI leaves no process of CMD's group" \
+  test_respond_kill9_leaves_no_orphans
+run_test "respond -- CMD: SIGTERM of the CLI leaves no process of CMD's group" \
+  test_respond_sigterm_leaves_no_orphans
 run_test "metadata reaches the command" test_metadata
 run_test "deadline resets the request and stops the command" test_deadline_stops_command
 run_test "ping prints the round-trip time" test_ping
-run_test "ping an unreachable relay: exit 3" test_ping_unreachable
+run_test "ping an unreachable relay: exit 4" test_ping_unreachable
 run_test "ping a silent listener: exit 3 after --timeout-ms" test_ping_timeout
 run_test "respond exits 0 on SIGTERM" test_respond_sigterm
 run_test "--reconnect survives a relay restart on the same port" test_reconnect_after_relay_restart

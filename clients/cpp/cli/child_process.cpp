@@ -1,7 +1,9 @@
-// A command run per request: fork + execvp with pipes, signalling and reaping without races.
+// A command run per request: a keeper process that leads its group and runs the command with
+// pipes; signalling and reaping without races; no orphans when the CLI dies.
 #include "child_process.hpp"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,14 +53,11 @@ void write_raw(const char* text) noexcept {
   }
 }
 
-/// In the child, between fork and exec: async-signal-safe calls only.
-[[noreturn]] void exec_child(int stdin_read, int stdout_write, char* const* argv, char** envp,
-                             const char* failure) noexcept {
-  ::setpgid(0, 0);
-  if (::dup2(stdin_read, STDIN_FILENO) < 0 || ::dup2(stdout_write, STDOUT_FILENO) < 0) _exit(126);
-  // Every other descriptor (the relay socket, other requests' pipes) stays with the parent:
-  // a child holding the socket would keep a dead responder on the channel.
-  ::close_range(3, UINT_MAX, 0);
+// The signal the kernel sends the keeper when the thread that forked it dies (with the CLI).
+constexpr int kOrphanedSignal = SIGHUP;
+
+/// In the command, between fork and exec: async-signal-safe calls only.
+[[noreturn]] void exec_command(char* const* argv, char** envp, const char* failure) noexcept {
   restore_signals_in_child();
   environ = envp;
   ::execvp(argv[0], argv);
@@ -67,6 +66,68 @@ void write_raw(const char* text) noexcept {
   write_raw(error == ENOENT ? "command not found\n"
                             : (error == EACCES ? "permission denied\n" : "cannot execute\n"));
   _exit(127);
+}
+
+/// Ends as the command ended: the same exit code, or death by the same signal.
+[[noreturn]] void exit_like(int status) noexcept {
+  if (WIFSIGNALED(status)) {
+    const int signal_number = WTERMSIG(status);
+    struct sigaction fallback {};
+    fallback.sa_handler = SIG_DFL;
+    sigemptyset(&fallback.sa_mask);
+    ::sigaction(signal_number, &fallback, nullptr);
+    sigset_t only;
+    sigemptyset(&only);
+    sigaddset(&only, signal_number);
+    ::sigprocmask(SIG_UNBLOCK, &only, nullptr);
+    ::kill(::getpid(), signal_number);
+    _exit(128 + signal_number);  // a signal that does not end a process
+  }
+  _exit(WEXITSTATUS(status));
+}
+
+/// The keeper: the leader of the command's process group, in the child between fork and exec
+/// (async-signal-safe calls only). It runs the command in its group and waits. When the CLI
+/// dies, even by SIGKILL, the kernel sends it kOrphanedSignal (PR_SET_PDEATHSIG) and it kills
+/// the whole group, whatever the command started meanwhile. A command cannot do this for
+/// itself: the death signal is not inherited by the processes it forks. The keeper keeps every
+/// signal blocked, so the group's SIGTERM (terminate()) ends the command, then the keeper with
+/// the command's own status; SIGKILL ends all at once.
+[[noreturn]] void run_keeper(pid_t cli, int stdin_read, int stdout_write, char* const* argv,
+                             char** envp, const char* failure) noexcept {
+  ::setpgid(0, 0);
+  sigset_t all;
+  sigfillset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  ::prctl(PR_SET_PDEATHSIG, kOrphanedSignal);
+  // The CLI may have died before the line above: then nobody would send the signal.
+  if (::getppid() != cli) _exit(127);
+  if (::dup2(stdin_read, STDIN_FILENO) < 0 || ::dup2(stdout_write, STDOUT_FILENO) < 0) _exit(126);
+  // Every other descriptor (the relay socket, other requests' pipes) stays with the parent:
+  // a child holding the socket would keep a dead responder on the channel.
+  ::close_range(3, UINT_MAX, 0);
+  const pid_t command = ::fork();
+  if (command < 0) _exit(126);
+  if (command == 0) exec_command(argv, envp, failure);
+  // The keeper's own ends of the pipes would keep them open after the command has closed its.
+  ::close(STDIN_FILENO);
+  ::close(STDOUT_FILENO);
+  sigset_t awaited;
+  sigemptyset(&awaited);
+  sigaddset(&awaited, SIGCHLD);
+  sigaddset(&awaited, kOrphanedSignal);
+  for (;;) {
+    int status = 0;
+    const pid_t done = ::waitpid(command, &status, WNOHANG);
+    if (done == command) exit_like(status);
+    if (done < 0 && errno != EINTR) _exit(126);
+    if (::getppid() != cli) {
+      ::kill(0, SIGKILL);  // the whole group, this keeper included
+      _exit(137);
+    }
+    siginfo_t info{};
+    (void)::sigwaitinfo(&awaited, &info);
+  }
 }
 
 }  // namespace
@@ -89,9 +150,13 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv,
     ::close(in[1]);
     throw std::system_error(error, std::generic_category(), "pipe");
   }
+  // The death signal follows the thread that forks: this one waits for the child (wait() or
+  // the destructor) before it returns, so it outlives the child unless the CLI dies.
+  const pid_t cli = ::getpid();
   pid_ = ::fork();
-  if (pid_ == 0)
-    exec_child(in[0], out[1], arg_pointers.data(), env_pointers.data(), failure.c_str());
+  if (pid_ == 0) {
+    run_keeper(cli, in[0], out[1], arg_pointers.data(), env_pointers.data(), failure.c_str());
+  }
   const int fork_error = errno;
   // Also here: the group must exist before kill() may target it, whoever runs first.
   if (pid_ > 0) ::setpgid(pid_, pid_);

@@ -11,8 +11,12 @@
 
 namespace switchboard::cli {
 
-/// One child process, leader of its own process group (so that signals reach whatever it
-/// started too). stdin and stdout are pipes owned by this object; stderr is inherited.
+/// One command, run by a keeper process that leads the command's process group (so that
+/// signals reach whatever the command started too) and kills that group when the CLI dies,
+/// even by SIGKILL (PR_SET_PDEATHSIG). The death signal fires when the *thread* that made the
+/// object ends: make and destroy the object on the same thread, which must outlive the child
+/// (wait() or the destructor blocks until it is reaped). stdin and stdout are pipes owned by
+/// this object; stderr is inherited.
 /// Thread-safety: kill() and terminate() may be called from any thread, concurrently with
 /// wait(); each pipe end is used by one thread at a time.
 class ChildProcess {
@@ -38,8 +42,8 @@ public:
   void kill(int signal_number) noexcept;
   /// SIGTERM, then SIGKILL if the child has not been reaped by wait() within `grace`.
   void terminate(std::chrono::milliseconds grace);
-  /// Waits for the child to exit and reaps it. Returns its exit code, or 128 + the signal that
-  /// killed it (the shell's convention).
+  /// Waits for the command to exit and reaps its keeper. Returns the command's exit code, or
+  /// 128 + the signal that killed it (the shell's convention).
   int wait();
   /// After wait(): the signal that killed the child, or 0 if it exited.
   int signal() const noexcept { return signal_; }

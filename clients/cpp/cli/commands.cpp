@@ -23,7 +23,8 @@ constexpr std::size_t kOpenFixedSize = 28;  // OPEN's fixed part (docs/PROTOCOL.
 enum class InputEnd { finished, interrupted, stream_failed, read_error };
 
 /// Streams everything `input` yields into `stream`, then ends our direction with OK.
-InputEnd stream_input(InputReader& input, BlockingStream& stream, int& read_errno) {
+InputEnd stream_input(InputReader& input, BlockingStream& stream, int& read_errno,
+                      Progress& progress) {
   std::vector<std::uint8_t> buffer(kInputChunk);
   for (;;) {
     const auto n = input.read(buffer);
@@ -37,6 +38,7 @@ InputEnd stream_input(InputReader& input, BlockingStream& stream, int& read_errn
     if (!stream.write({buffer.data(), static_cast<std::size_t>(n)}).ok()) {
       return InputEnd::stream_failed;
     }
+    progress.add_sent(static_cast<std::uint64_t>(n));
   }
 }
 
@@ -81,21 +83,23 @@ int run_send(const GlobalOptions& global, const SendOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   const auto target = options.to.empty() ? Uuid{} : parse_uuid(options.to, true).value_or(Uuid{});
   if (!channel) return kExitUsage;
-  auto client = join(global, *channel, false);
-  if (!client) return kExitConnection;
+  auto joined = join(global, *channel, Role::peer);
+  if (!joined.client) return joined.exit_code;
+  auto client = std::move(joined.client);
 
   auto stream = client->request(client::Target{target}, stream_options(options));
   // Open at once, before any input: NO_RESPONDERS comes back without waiting for stdin.
   (void)stream.write({}, false);
 
   InputReader input(STDIN_FILENO);
+  Progress progress(options.progress.enabled(), true, true, remaining_input_size(STDIN_FILENO));
   SignalWatcher signals([&](int) {
     stream.reset(Status::cancelled, "the sender was interrupted");
     input.interrupt();
   });
   int read_errno = 0;
   // Full duplex: the request is written on its own thread while the response is read here.
-  std::thread writer([&] { (void)stream_input(input, stream, read_errno); });
+  std::thread writer([&] { (void)stream_input(input, stream, read_errno, progress); });
 
   int write_errno = 0;
   for (;;) {
@@ -106,12 +110,14 @@ int run_send(const GlobalOptions& global, const SendOptions& options) {
       stream.reset(Status::cancelled, "the sender could not write its output");
       break;
     }
+    progress.add_received(chunk.size);
   }
   const Outcome outcome = stream.result();
   // The response has ended: whatever of the request is still unsent is not wanted any more.
   stream.reset(Status::cancelled, "the response has ended");
   input.interrupt();
   writer.join();
+  progress.finish();
 
   if (signals.received() != 0) return interrupted_exit(signals.received());
   if (read_errno != 0) {
@@ -130,18 +136,21 @@ int run_send(const GlobalOptions& global, const SendOptions& options) {
 int run_broadcast(const GlobalOptions& global, const BroadcastOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   if (!channel) return kExitUsage;
-  auto client = join(global, *channel, false);
-  if (!client) return kExitConnection;
+  auto joined = join(global, *channel, Role::peer);
+  if (!joined.client) return joined.exit_code;
+  auto client = std::move(joined.client);
 
   auto stream = client->broadcast();
   InputReader input(STDIN_FILENO);
+  Progress progress(options.progress.enabled(), true, false, remaining_input_size(STDIN_FILENO));
   SignalWatcher signals([&](int) {
     stream.reset(Status::cancelled, "the sender was interrupted");
     input.interrupt();
   });
   int read_errno = 0;
-  (void)stream_input(input, stream, read_errno);
+  (void)stream_input(input, stream, read_errno, progress);
   const Outcome outcome = stream.result();
+  progress.finish();
 
   if (signals.received() != 0) return interrupted_exit(signals.received());
   if (read_errno != 0) {

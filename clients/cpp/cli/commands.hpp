@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "progress.hpp"
 
 namespace switchboard::cli {
 
@@ -22,16 +23,19 @@ struct SendOptions {
   std::uint32_t deadline_ms = 0;
   std::uint32_t idle_timeout_ms = 0;
   std::vector<std::string> meta;  ///< key=value
+  ProgressFlags progress;
 };
 
 struct BroadcastOptions {
   std::string channel;
+  ProgressFlags progress;
 };
 
 struct ListenOptions {
   std::string channel;
   bool reconnect = false;
   std::uint64_t count = 0;  ///< 0: until stopped
+  ProgressFlags progress;
 };
 
 struct PeersOptions {

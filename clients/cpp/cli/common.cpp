@@ -53,29 +53,39 @@ std::string check_uuid(const std::string& text, bool allow_nil) {
   return {};
 }
 
-std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const Uuid& channel,
-                                             bool accept_requests, bool reconnect) {
+Joined join(const GlobalOptions& global, const Uuid& channel, Role role, bool reconnect) {
   const auto address = parse_server(global.server);
   if (!address) {
     report(check_server(global.server));
-    return nullptr;
+    return {nullptr, kExitUsage};
   }
   client::ConnectOptions options;
   options.host = address->host;
   options.port = address->port;
   options.channel = channel;
-  options.accept_requests = accept_requests;
+  options.accept_requests = role == Role::responder;
+  options.observe = role == Role::observer;
   options.token = global.token;
   options.reconnect.enabled = reconnect;
   options.tls = global.tls;
   if (!global.peer_id.empty()) options.peer_id = parse_uuid(global.peer_id, true).value_or(Uuid{});
   try {
-    return std::make_unique<client::BlockingClient>(std::move(options));
+    return {std::make_unique<client::BlockingClient>(std::move(options)), kExitOk};
   } catch (const client::ConnectError& e) {
-    report("cannot join channel " + channel.to_string() + " at " + global.server + ": " +
-           e.outcome().describe());
+    return {nullptr, report_join_failure(global, channel, e.outcome())};
   }
-  return nullptr;
+}
+
+int report_join_failure(const GlobalOptions& global, const Uuid& channel,
+                        const client::Outcome& outcome) {
+  if (outcome.unreachable) {
+    // Not a status of the protocol: nothing was said to a relay.
+    report(outcome.message);
+    return kExitUnreachable;
+  }
+  report("cannot join channel " + channel.to_string() + " at " + global.server + ": " +
+         outcome.describe());
+  return kExitConnection;
 }
 
 std::string describe_event(const client::ConnectionEvent& event, const Uuid& peer) {

@@ -15,7 +15,10 @@ namespace switchboard::cli {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitIoError = 1;  ///< local input or output failed
 inline constexpr int kExitUsage = 2;
-inline constexpr int kExitConnection = 3;   ///< cannot join, or the relay connection was lost
+inline constexpr int kExitConnection =
+    3;  ///< the relay refused the join, or the connection was lost
+inline constexpr int kExitUnreachable =
+    4;  ///< the relay could not be reached (resolve, TCP connect)
 inline constexpr int kExitStatusBase = 10;  ///< + the numeric status of a failed stream
 
 inline constexpr std::string_view kDefaultServer = "127.0.0.1:7400";
@@ -43,11 +46,28 @@ std::string check_server(const std::string& text);
 /// Empty when `text` is a valid UUID (nil allowed only if `allow_nil`), else the reason.
 std::string check_uuid(const std::string& text, bool allow_nil);
 
-/// Joins `channel` on the relay named by `global`. On failure prints the reason and returns
-/// nullptr: the caller exits with kExitConnection. With `reconnect`, the client rejoins by
-/// itself after a lost connection, retrying without limit until closed.
-std::unique_ptr<client::BlockingClient> join(const GlobalOptions& global, const Uuid& channel,
-                                             bool accept_requests, bool reconnect = false);
+/// How a command takes part in its channel.
+enum class Role : std::uint8_t {
+  peer,       ///< a member that sends, broadcasts or listens
+  responder,  ///< a member that accepts requests
+  observer,   ///< presence only, no member (protocol version 2)
+};
+
+/// The result of join(): a client, or the exit code of the failure already reported.
+struct Joined {
+  std::unique_ptr<client::BlockingClient> client;
+  int exit_code = kExitOk;
+};
+
+/// Joins (or observes) `channel` on the relay named by `global`. On failure prints the reason
+/// and returns no client with the exit code: kExitUnreachable when the relay could not be
+/// reached ("cannot connect to HOST:PORT: <reason>"), else kExitConnection. With `reconnect`,
+/// the client rejoins by itself after a lost connection, retrying without limit until closed.
+Joined join(const GlobalOptions& global, const Uuid& channel, Role role, bool reconnect = false);
+
+/// The line and exit code for a first connection that failed with `outcome`.
+int report_join_failure(const GlobalOptions& global, const Uuid& channel,
+                        const client::Outcome& outcome);
 
 /// The stderr line for a connection event worth telling a user ("" for the others):
 /// "switchboard: relay connection lost: ...; reconnecting" and "reconnected peer=... version=N".

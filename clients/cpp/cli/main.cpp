@@ -34,6 +34,13 @@ CLI::Option* add_channel(CLI::App& command, std::string& channel) {
       ->type_name("UUID");
 }
 
+void add_progress(CLI::App& command, ProgressFlags& flags) {
+  auto* on = command.add_flag("--progress", flags.force_on,
+                              "show bytes, rate, elapsed time and ETA on stderr (default: when "
+                              "stderr is a terminal)");
+  command.add_flag("--no-progress", flags.force_off, "never show the progress line")->excludes(on);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,10 +118,12 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--meta", send.meta, "metadata entry key=value (repeatable)")
       ->allow_extra_args(false)
       ->type_name("KEY=VALUE");
+  add_progress(*send_cmd, send.progress);
 
   auto* broadcast_cmd =
       app.add_subcommand("broadcast", "send stdin to every other peer of the channel");
   add_channel(*broadcast_cmd, broadcast.channel);
+  add_progress(*broadcast_cmd, broadcast.progress);
 
   auto* listen_cmd = app.add_subcommand("listen", "write each broadcast received to stdout");
   add_channel(*listen_cmd, listen.channel);
@@ -128,8 +137,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   listen_cmd->add_flag("--reconnect", listen.reconnect,
                        "rejoin whenever the relay connection is lost");
+  add_progress(*listen_cmd, listen.progress);
 
-  auto* peers_cmd = app.add_subcommand("peers", "list the other peers of the channel");
+  auto* peers_cmd = app.add_subcommand(
+      "peers", "list the peers of the channel, observing it without joining (not in its presence)");
   add_channel(*peers_cmd, peers.channel);
   auto* watch =
       peers_cmd->add_flag("--watch,-w", peers.watch, "then print joined/left events until stopped");
@@ -179,6 +190,11 @@ int main(int argc, char** argv) {
   token_cmd->add_option("--sub", minting.subject, "subject claim (shows in the relay's logs)");
 
   for (auto* command : app.get_subcommands({})) command->fallthrough();
+  app.footer(
+      "Exit codes: 0 success; 1 local input or output failed; 2 usage error; 3 the relay refused\n"
+      "the join or the connection was lost; 4 cannot connect to the relay (name or TCP); 10 + the\n"
+      "status of a failed stream (11 NO_RESPONDERS, 12 PEER_GONE, 13 DEADLINE_EXCEEDED, 23\n"
+      "APPLICATION, ...); 128 + the signal that interrupted send or broadcast.");
 
   try {
     app.parse(argc, argv);

@@ -31,7 +31,8 @@ constexpr std::uint32_t kPingStreamWindow = 64 * 1024;
 
 struct PingResult {
   bool done = false;
-  std::string failure;  ///< empty on success
+  std::string failure;       ///< empty on success
+  bool unreachable = false;  ///< the name did not resolve or TCP did not connect
   std::string stage = "resolving";
   double connect_ms = 0;
   double handshake_ms = 0;
@@ -81,6 +82,7 @@ asio::awaitable<void> ping_once(tcp::socket& socket, const ServerAddress& addres
       address.host, std::to_string(address.port), asio::as_tuple(asio::use_awaitable));
   if (resolve_error) {
     result.failure = "cannot resolve " + address.host + ": " + resolve_error.message();
+    result.unreachable = true;
     co_return;
   }
 
@@ -89,7 +91,9 @@ asio::awaitable<void> ping_once(tcp::socket& socket, const ServerAddress& addres
   auto [connect_error, endpoint] =
       co_await asio::async_connect(socket, endpoints, asio::as_tuple(asio::use_awaitable));
   if (connect_error) {
-    result.failure = "cannot connect: " + connect_error.message();
+    result.failure = "cannot connect to " + address.host + ":" + std::to_string(address.port) +
+                     ": " + connect_error.message();
+    result.unreachable = true;
     co_return;
   }
   result.connect_ms = elapsed_ms(connect_start);
@@ -179,6 +183,10 @@ int run_ping(const GlobalOptions& global, const PingOptions& options) {
     if (result.failure.empty()) {
       result.failure =
           "no answer within " + std::to_string(options.timeout_ms) + " ms (" + result.stage + ")";
+    }
+    if (result.unreachable) {
+      report(result.failure);
+      return kExitUnreachable;
     }
     report("ping " + global.server + " failed: " + result.failure);
     return kExitConnection;

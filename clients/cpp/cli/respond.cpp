@@ -45,7 +45,9 @@ std::string env_name(const std::string& key) {
 
 std::vector<std::string> request_environment(const BlockingStream& request) {
   std::vector<std::string> env;
-  env.push_back("SWITCHBOARD_SENDER=" + request.peer().to_string());
+  // An anonymous sender (a gRPC Send without a peer id) arrives as the nil id: empty here.
+  const Uuid& sender = request.peer();
+  env.push_back("SWITCHBOARD_SENDER=" + (sender.is_nil() ? std::string{} : sender.to_string()));
   env.push_back("SWITCHBOARD_DEADLINE_MS=" + std::to_string(request.deadline().count()));
   for (const auto& [key, value] : request.metadata()) env.push_back(env_name(key) + "=" + value);
   return env;
@@ -111,8 +113,9 @@ void serve_command(BlockingStream& request, const std::vector<std::string>& comm
 int run_respond(const GlobalOptions& global, const RespondOptions& options) {
   const auto channel = parse_uuid(options.channel, false);
   if (!channel) return kExitUsage;
-  auto client = join(global, *channel, true, options.reconnect);
-  if (!client) return kExitConnection;
+  auto joined = join(global, *channel, Role::responder, options.reconnect);
+  if (!joined.client) return joined.exit_code;
+  auto client = std::move(joined.client);
   const auto peer = client->peer_id();
   client->on_connection_event([peer](const client::ConnectionEvent& event) {
     if (const auto line = describe_event(event, peer); !line.empty()) report_raw(line);

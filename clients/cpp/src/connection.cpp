@@ -48,6 +48,11 @@ asio::awaitable<std::shared_ptr<Connection>> Connection::connect(asio::any_io_ex
                                                                  Outcome& outcome) {
   std::shared_ptr<Connection> connection(new Connection(std::move(executor), std::move(options)));
   auto& impl = *connection->p_;
+  if (impl.options_.observe && impl.options_.accept_requests) {
+    outcome = Outcome{Status::protocol_error, 0, "observe and accept_requests exclude each other"};
+    impl.close();
+    co_return nullptr;
+  }
   Joined joined;
   outcome = co_await impl.attempt(joined);
   if (!outcome.ok()) {
@@ -270,14 +275,18 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
   auto [resolve_error, endpoints] =
       co_await resolver.async_resolve(target_.host, std::to_string(target_.port), kUseTuple);
   if (resolve_error) {
-    co_return Outcome{Status::peer_gone, 0,
-                      "cannot resolve " + target_.host + ": " + resolve_error.message()};
+    Outcome failure{Status::peer_gone, 0,
+                    "cannot resolve " + target_.host + ": " + resolve_error.message()};
+    failure.unreachable = true;
+    co_return failure;
   }
   auto [connect_error, endpoint] = co_await asio::async_connect(link.socket, endpoints, kUseTuple);
   if (connect_error) {
-    co_return Outcome{Status::peer_gone, 0,
-                      "cannot connect to " + target_.host + ":" + std::to_string(target_.port) +
-                          ": " + connect_error.message()};
+    Outcome failure{Status::peer_gone, 0,
+                    "cannot connect to " + target_.host + ":" + std::to_string(target_.port) +
+                        ": " + connect_error.message()};
+    failure.unreachable = true;
+    co_return failure;
   }
   boost::system::error_code ignored;
   link.socket.set_option(tcp::no_delay(true), ignored);
@@ -289,7 +298,9 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
   hello.channel = options_.channel;
   // A reconnect keeps the identity the relay gave us the first time.
   hello.peer_id = peer_id_.is_nil() ? options_.peer_id : peer_id_;
-  hello.hello_flags = options_.accept_requests ? wire::flags::kAcceptRequests : 0;
+  hello.hello_flags = options_.observe           ? wire::flags::kObserve
+                      : options_.accept_requests ? wire::flags::kAcceptRequests
+                                                 : 0;
   hello.max_frame = options_.max_frame;
   hello.stream_window = options_.stream_window;
   hello.token = options_.token;
@@ -346,6 +357,12 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
         wire::Welcome welcome;
         if (wire::parse_welcome(frame.payload, welcome) != wire::DecodeError::none) {
           co_return Outcome{Status::protocol_error, 0, "malformed WELCOME from relay"};
+        }
+        if (welcome.version != hello.version) {
+          co_return Outcome{Status::protocol_error, 0,
+                            "relay answered in protocol version " +
+                                std::to_string(welcome.version) + " to a version " +
+                                std::to_string(hello.version) + " HELLO"};
         }
         if (!hello.peer_id.is_nil() && welcome.peer_id != hello.peer_id) {
           co_return Outcome{Status::protocol_error, 0, "relay assigned a different peer id"};

@@ -114,6 +114,15 @@ DecodeError read_status(Reader& r, Status& out) noexcept {
 
 }  // namespace
 
+std::string supported_versions_text() {
+  std::string text;
+  for (auto version = kOldestProtocolVersion; version <= kProtocolVersion; ++version) {
+    if (!text.empty()) text += version == kProtocolVersion ? " and " : ", ";
+    text += std::to_string(version);
+  }
+  return text;
+}
+
 std::string_view frame_type_name(FrameType type) noexcept {
   switch (type) {
     case FrameType::hello:
@@ -243,6 +252,8 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
       out.stream_window > kMaxWindow) {
     return DecodeError::malformed;
   }
+  // An observer is no peer, so it cannot be a target of requests either.
+  if (out.observes() && out.accepts_requests()) return DecodeError::malformed;
   return finish(r);
 }
 

@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
-#include "relay/relay_context.hpp"
 #include "native/session.hpp"
-#include "transport/transport.hpp"
+#include "relay/relay_context.hpp"
 #include "switchboard/wire/codec.hpp"
+#include "transport/transport.hpp"
 
 namespace switchboard::core::net {
 namespace {
@@ -167,6 +167,63 @@ TEST_F(MemorySession, RequestReachesResponderOnAnotherSession) {
   responder.close();
   sender.close();
   settle();
+}
+
+// An observer (version 2, OBSERVE) is a watcher of the registry, not a member: it hears of a
+// peer joining, its OPEN is refused on that stream only, and its leaving unregisters it.
+TEST_F(MemorySession, ObserverWatchesWithoutJoiningAndCannotOpen) {
+  const Uuid channel = Uuid::random();
+  MemoryClient observer(io_, context_, 1);
+  auto hello = hello_for(channel, Uuid{}, false);
+  hello.version = 2;
+  hello.hello_flags = wire::flags::kObserve;
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello);
+  wire::Open open;
+  open.kind = wire::StreamKind::broadcast;
+  wire::append_open(bytes, 1, open, {}, true);
+  observer.send(bytes);
+  settle();
+  const auto* welcome_frame = observer.find(wire::FrameType::welcome);
+  ASSERT_NE(welcome_frame, nullptr);
+  wire::Welcome welcome;
+  ASSERT_EQ(wire::parse_welcome(welcome_frame->payload, welcome), wire::DecodeError::none);
+  EXPECT_EQ(welcome.version, 2);
+  EXPECT_FALSE(welcome.peer_id.is_nil());
+  EXPECT_EQ(context_.registry.stats().peers, 0u);
+  const auto* reset_frame = observer.find(wire::FrameType::reset);
+  ASSERT_NE(reset_frame, nullptr);
+  EXPECT_EQ(reset_frame->header.stream, 1u);
+  wire::Reset reset;
+  ASSERT_EQ(wire::parse_reset(reset_frame->payload, reset), wire::DecodeError::none);
+  EXPECT_EQ(reset.status, Status::permission_denied);
+
+  MemoryClient member(io_, context_, 2);
+  const Uuid member_id = Uuid::random();
+  bytes.clear();
+  wire::append_hello(bytes, hello_for(channel, member_id, false));
+  member.send(bytes);
+  settle();
+  std::vector<wire::Presence> events;
+  for (const auto& frame : observer.frames) {
+    if (frame.header.type != wire::FrameType::presence) continue;
+    wire::Presence presence;
+    ASSERT_EQ(wire::parse_presence(frame.payload, presence), wire::DecodeError::none);
+    events.push_back(presence);
+  }
+  ASSERT_EQ(events.size(), 2u);  // the (empty) snapshot, then the member's join
+  EXPECT_TRUE(events[0].peers.empty());
+  EXPECT_EQ(events[1].event, wire::PresenceEvent::joined);
+  EXPECT_EQ(events[1].peers, std::vector<Uuid>{member_id});
+  EXPECT_EQ(member.find(wire::FrameType::presence)->payload.size(), 12u);  // nobody else there
+  EXPECT_FALSE(observer.eof);
+
+  observer.close();
+  settle();
+  // Unwatched: the member's leaving reaches no closed session.
+  member.close();
+  settle();
+  EXPECT_EQ(context_.registry.stats().peers, 0u);
 }
 
 TEST_F(MemorySession, GarbageGetsProtocolErrorAndTheConnectionEnds) {

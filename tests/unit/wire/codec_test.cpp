@@ -886,7 +886,8 @@ TEST(CodecHello, ChannelHintNeedsTheHeaderMagicAndChannel) {
 }
 
 TEST(CodecHello, UnsupportedVersionsAreRejected) {
-  for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{3}, std::uint16_t{0xFFFF}}) {
+  for (std::uint16_t version :
+       {std::uint16_t{0}, std::uint16_t{kProtocolVersion + 1}, std::uint16_t{0xFFFF}}) {
     SCOPED_TRACE(version);
     Hello in = sample_hello();
     in.version = version;
@@ -903,6 +904,48 @@ TEST(CodecHello, VersionIsCheckedBeforeTheRestOfTheLayout) {
   append_be16(payload, kProtocolVersion + 1);
   Hello out;
   EXPECT_EQ(parse_hello(payload, out), DecodeError::unsupported_version);
+}
+
+TEST(CodecHello, EverySupportedVersionIsAccepted) {
+  for (auto version = kOldestProtocolVersion; version <= kProtocolVersion; ++version) {
+    SCOPED_TRACE(version);
+    Hello in = sample_hello();
+    in.version = version;
+    const Buffer payload = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+    Hello out;
+    ASSERT_EQ(parse_hello(payload, out), DecodeError::none);
+    EXPECT_EQ(out.version, version);
+  }
+  EXPECT_EQ(supported_versions_text(), "1 and 2");
+}
+
+TEST(CodecHello, ObserveFlagCountsFromVersionTwo) {
+  Hello in = sample_hello();
+  in.hello_flags = flags::kObserve;
+  in.version = 2;
+  const Buffer v2 = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+  Hello out;
+  ASSERT_EQ(parse_hello(v2, out), DecodeError::none);
+  EXPECT_TRUE(out.observes());
+  EXPECT_FALSE(out.accepts_requests());
+  // In version 1 the bit is reserved: ignored, so the HELLO is a plain peer's.
+  in.version = 1;
+  const Buffer v1 = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+  ASSERT_EQ(parse_hello(v1, out), DecodeError::none);
+  EXPECT_FALSE(out.observes());
+  in.hello_flags = static_cast<std::uint16_t>(flags::kObserve | flags::kAcceptRequests);
+  const Buffer v1_both = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+  ASSERT_EQ(parse_hello(v1_both, out), DecodeError::none);
+  EXPECT_TRUE(out.accepts_requests());
+}
+
+TEST(CodecHello, ObserverThatAcceptsRequestsIsMalformed) {
+  Hello in = sample_hello();
+  in.version = 2;
+  in.hello_flags = static_cast<std::uint16_t>(flags::kObserve | flags::kAcceptRequests);
+  const Buffer payload = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
+  Hello out;
+  EXPECT_EQ(parse_hello(payload, out), DecodeError::malformed);
 }
 
 TEST(CodecHello, NilChannelIsMalformed) {
@@ -1018,7 +1061,7 @@ TEST(CodecRedirect, AnEmptyAddressOrATruncatedPayloadIsMalformed) {
 }
 
 TEST(CodecHello, EveryVersionFromTheOldestSupportedIsAccepted) {
-  for (std::uint16_t version = kMinProtocolVersion; version <= kProtocolVersion; ++version) {
+  for (std::uint16_t version = kOldestProtocolVersion; version <= kProtocolVersion; ++version) {
     Hello in = sample_hello();
     in.version = version;
     const Buffer payload = payload_of(encode([&](Buffer& b) { append_hello(b, in); }));
@@ -1029,7 +1072,8 @@ TEST(CodecHello, EveryVersionFromTheOldestSupportedIsAccepted) {
 }
 
 TEST(CodecValidation, WelcomeWithWrongVersionIsUnsupported) {
-  for (std::uint16_t version : {std::uint16_t{0}, std::uint16_t{3}, std::uint16_t{0xFFFF}}) {
+  for (std::uint16_t version :
+       {std::uint16_t{0}, std::uint16_t{kProtocolVersion + 1}, std::uint16_t{0xFFFF}}) {
     SCOPED_TRACE(version);
     Welcome in = sample_welcome();
     in.version = version;
@@ -1410,7 +1454,7 @@ TEST(CodecLayout, HelloPayloadStartsWithMagicAndVersion) {
   EXPECT_EQ(payload[2], 'B');
   EXPECT_EQ(payload[3], 'D');
   EXPECT_EQ(payload[4], 0x00);
-  EXPECT_EQ(payload[5], 0x02);
+  EXPECT_EQ(payload[5], kProtocolVersion);
   EXPECT_EQ(payload[6], 0x80);  // hello_flags 0x8001
   EXPECT_EQ(payload[7], 0x01);
 }

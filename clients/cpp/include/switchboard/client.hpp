@@ -31,6 +31,11 @@ struct Outcome {
   /// own connection to the relay broke while the stream was in flight. The stream was not
   /// retried: whether its counterpart saw part or all of it is unknown.
   bool connection_lost = false;
+  /// Set (with Status::peer_gone and the message "cannot connect to HOST:PORT: <reason>", or
+  /// "cannot resolve HOST: <reason>") when a connect attempt could not reach the relay at all:
+  /// the name did not resolve, or no TCP connection could be made. A relay that was reached and
+  /// then refused or closed leaves it false.
+  bool unreachable = false;
 
   /// status == Status::ok.
   bool ok() const noexcept { return status == Status::ok; }
@@ -126,6 +131,15 @@ struct ConnectOptions {
   Uuid channel;                    ///< required
   Uuid peer_id;                    ///< nil: the relay assigns one
   bool accept_requests = false;    ///< this peer serves requests (a Respond peer)
+  /// Observe the channel instead of joining it (protocol version 2, HELLO flag OBSERVE): the
+  /// connection receives the presence snapshot and every JOINED and LEFT like a peer, but it is
+  /// no member: it appears in nobody's presence, does not count toward the relay's max peers
+  /// per channel (it does count as a connection), and never receives requests or broadcasts.
+  /// Its streams are refused (PERMISSION_DENIED). peer_id() is then an id the relay gave the
+  /// connection, known to nobody else. Excludes accept_requests (connect fails with
+  /// PROTOCOL_ERROR when both are set). A relay that requires tokens wants the `presence`
+  /// permission.
+  bool observe = false;
   /// A signed token (JWT) for a relay that requires one (see docs/SECURITY.md), sent once in the
   /// handshake; ignored by an open relay. A refused token fails the connect with UNAUTHENTICATED
   /// or PERMISSION_DENIED; when it expires the relay ends the connection with UNAUTHENTICATED.

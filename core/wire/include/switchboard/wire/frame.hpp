@@ -14,15 +14,19 @@
 
 namespace switchboard::wire {
 
-/// The version this code speaks; a relay also accepts clients of every version from
-/// kMinProtocolVersion, and answers each in its own version.
+/// The newest protocol version, the one this code sends in HELLO. A relay also speaks every
+/// version from kOldestProtocolVersion on, and answers each client in the version it spoke;
+/// what each version adds is listed in docs/PROTOCOL.md (Versioning).
 inline constexpr std::uint16_t kProtocolVersion = 2;
-inline constexpr std::uint16_t kMinProtocolVersion = 1;
+inline constexpr std::uint16_t kOldestProtocolVersion = 1;
+/// Whether this code speaks `version` (the one check of a HELLO's or WELCOME's version).
+constexpr bool is_supported_version(std::uint16_t version) noexcept {
+  return version >= kOldestProtocolVersion && version <= kProtocolVersion;
+}
+/// "1 and 2": the versions this code speaks, for the message refusing another one.
+std::string supported_versions_text();
 /// The first version whose clients understand REDIRECT.
 inline constexpr std::uint16_t kRedirectVersion = 2;
-constexpr bool is_supported_version(std::uint16_t version) noexcept {
-  return version >= kMinProtocolVersion && version <= kProtocolVersion;
-}
 inline constexpr std::uint8_t kMagic[4] = {'S', 'W', 'B', 'D'};
 /// type(1) flags(1) reserved(2) stream(4) length(4), all big-endian.
 inline constexpr std::size_t kHeaderSize = 12;
@@ -67,7 +71,16 @@ inline constexpr std::uint8_t kAck = 0x01;
 inline constexpr std::uint8_t kMore = 0x02;
 /// HELLO: the peer accepts requests (it can be a target of Send, by id or "any").
 inline constexpr std::uint16_t kAcceptRequests = 0x0001;
+/// HELLO (version 2 on): the connection observes the channel's presence without joining it.
+inline constexpr std::uint16_t kObserve = 0x0002;
 }  // namespace flags
+
+/// The HELLO flags `version` defines; the others are reserved, so ignored on receipt (a
+/// version-1 HELLO with the OBSERVE bit joins as a peer, as it always did).
+constexpr std::uint16_t defined_hello_flags(std::uint16_t version) noexcept {
+  return version >= 2 ? static_cast<std::uint16_t>(flags::kAcceptRequests | flags::kObserve)
+                      : flags::kAcceptRequests;
+}
 
 struct FrameHeader {
   FrameType type{};
@@ -85,6 +98,15 @@ struct Hello {
   std::uint32_t max_frame = 0;      ///< largest payload the client accepts
   std::uint32_t stream_window = 0;  ///< credit the client grants per stream it receives
   std::string token;
+
+  /// The flags this HELLO's version defines and sets.
+  std::uint16_t effective_flags() const noexcept {
+    return static_cast<std::uint16_t>(hello_flags & defined_hello_flags(version));
+  }
+  bool accepts_requests() const noexcept {
+    return (effective_flags() & flags::kAcceptRequests) != 0;
+  }
+  bool observes() const noexcept { return (effective_flags() & flags::kObserve) != 0; }
 };
 
 /// Relay -> client, the answer to an accepted HELLO; PRESENCE snapshot frames follow.
