@@ -26,6 +26,7 @@ dev_packages=(
   clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
   chromium chromium-driver python3-selenium
+  python3-grpc-tools python3-venv python3-setuptools python3-wheel python3-pip mypy
 )
 # A Docker engine, Compose and debootstrap for the base image (docker/verify.sh).
 container_packages=(docker.io docker-compose debootstrap)
