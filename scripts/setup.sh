@@ -26,6 +26,7 @@ dev_packages=(
   clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
   chromium chromium-driver python3-selenium
+  python3-grpc-tools python3-venv python3-setuptools python3-wheel python3-pip mypy
   # The Go client (clients/go). The protobuf -1-5 package by name: apt otherwise picks the -1-3
   # one, with which generated code compiles and then panics on the first call.
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
