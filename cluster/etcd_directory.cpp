@@ -580,7 +580,19 @@ EtcdDirectory::EtcdDirectory(EtcdDirectoryConfig config) {
     throw std::invalid_argument("node id \"" + config.self.node_id +
                                 "\" must be 1 to 128 letters, digits, '.', '_' or '-'");
   }
-  if (config.self.native.empty()) throw std::invalid_argument("no advertised native address");
+  // The member value is space-separated: an address is one word with a port.
+  const auto usable = [](const std::string& address) {
+    return address.find_first_of(" \t\r\n") == std::string::npos &&
+           address.rfind(':') != std::string::npos && address.rfind(':') + 1 < address.size();
+  };
+  if (!usable(config.self.native)) {
+    throw std::invalid_argument("advertised native address \"" + config.self.native +
+                                "\" is not HOST:PORT");
+  }
+  if (!config.self.grpc.empty() && !usable(config.self.grpc)) {
+    throw std::invalid_argument("advertised gRPC address \"" + config.self.grpc +
+                                "\" is not HOST:PORT");
+  }
   if (config.lease_ttl < std::chrono::seconds(1)) {
     throw std::invalid_argument("the cluster lease TTL must be at least 1s");
   }

@@ -390,13 +390,15 @@ std::vector<Option> build_table() {
       "random per process",
       [](C c) -> std::string& { return c.cluster.node_id; }));
   table.push_back(string_option(
-      "advertise", OptionType::address,
-      "native HOST:PORT other relays send this relay's peers to; empty: the bound listen address",
-      [](C c) -> std::string& { return c.cluster.advertise; }, {}, true));
+      "advertise", OptionType::string,
+      "native HOST:PORT (a name or an address) other relays send this relay's peers to; empty: "
+      "the bound listen address",
+      [](C c) -> std::string& { return c.cluster.advertise; }));
   table.push_back(string_option(
-      "advertise_grpc", OptionType::address,
-      "gRPC HOST:PORT other relays send this relay's gRPC peers to; empty: the bound gRPC address",
-      [](C c) -> std::string& { return c.cluster.advertise_grpc; }, {}, true));
+      "advertise_grpc", OptionType::string,
+      "gRPC HOST:PORT (a name or an address) other relays send this relay's gRPC peers to; "
+      "empty: the bound gRPC address",
+      [](C c) -> std::string& { return c.cluster.advertise_grpc; }));
   table.push_back(string_option("cluster_prefix", OptionType::string,
                                 "etcd key prefix of the cluster (members/ and channels/ under it)",
                                 [](C c) -> std::string& { return c.cluster.prefix; }));

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <fstream>
 #include <memory>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include "support/child_server.hpp"
@@ -49,6 +52,7 @@ public:
   }
 
   ChildServer& process() { return *process_; }
+  std::uint16_t admin() const { return admin_; }
   const std::string& id() const { return id_; }
   const std::string& native() const { return native_; }
 
@@ -158,6 +162,53 @@ TEST(Cluster, ADrainingRelayLeavesAtOnce) {
   EXPECT_TRUE(r2.process().wait_for_output("cluster left node=r2"));
   ASSERT_TRUE(eventually([&] { return r1.members() == 1; }, 20s));
   EXPECT_EQ(member_keys(etcd), 1U);
+}
+
+TEST(Cluster, EveryDocumentedClusterMetricIsExposedAndViceVersa) {
+  EtcdServer etcd;
+  Relay r1(etcd, 1, "1s");
+  std::set<std::string> exposed;
+  std::istringstream lines(http_request(r1.admin(), "GET", "/metrics").body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("# TYPE switchboard_cluster_")) {
+      exposed.insert(line.substr(7, line.find(' ', 7) - 7));
+    }
+  }
+  std::set<std::string> documented;
+  std::ifstream doc(SWITCHBOARD_SOURCE_DIR "/docs/OPERATIONS.md");
+  ASSERT_TRUE(doc);
+  bool inside = false;
+  for (std::string line; std::getline(doc, line);) {
+    if (line.starts_with("<!-- BEGIN CLUSTER METRICS")) inside = true;
+    if (line.starts_with("<!-- END CLUSTER METRICS")) inside = false;
+    if (inside && line.starts_with("| `")) documented.insert(line.substr(3, line.find('`', 3) - 3));
+  }
+  EXPECT_FALSE(documented.empty());
+  EXPECT_EQ(documented, exposed);
+}
+
+TEST(Cluster, SettingsComeFromFlagsAndEnvironmentAndAreChecked) {
+  const auto printed =
+      run_server(SWITCHBOARD_SERVER_BINARY, {"--print-config", "--node-id", "relay-7"},
+                 {{"SWITCHBOARD_CLUSTER_ETCD", "http://127.0.0.1:2379"},
+                  {"SWITCHBOARD_CLUSTER_LEASE_TTL", "5s"}});
+  ASSERT_EQ(printed.exit_code, 0) << printed.err;
+  EXPECT_NE(printed.out.find("cluster_etcd = \"http://127.0.0.1:2379\""), std::string::npos);
+  EXPECT_NE(printed.out.find("node_id = \"relay-7\""), std::string::npos);
+  EXPECT_NE(printed.out.find("cluster_lease_ttl = \"5s\""), std::string::npos);
+  EXPECT_NE(printed.out.find("cluster_prefix = \"/switchboard\""), std::string::npos);
+
+  const auto fractional =
+      run_server(SWITCHBOARD_SERVER_BINARY, {"--print-config", "--cluster-lease-ttl", "1500ms"});
+  EXPECT_EQ(fractional.exit_code, 2);
+  EXPECT_NE(fractional.err.find("cluster_lease_ttl"), std::string::npos) << fractional.err;
+
+  const auto bad_id =
+      run_server(SWITCHBOARD_SERVER_BINARY,
+                 {"--listen", "127.0.0.1:0", "--grpc-listen", "", "--admin-listen", "",
+                  "--cluster-etcd", "http://127.0.0.1:1", "--node-id", "no/slashes"});
+  EXPECT_EQ(bad_id.exit_code, 2);
+  EXPECT_NE(bad_id.err.find("node id \"no/slashes\""), std::string::npos) << bad_id.err;
 }
 
 }  // namespace
