@@ -121,7 +121,8 @@ struct EtcdDirectory::State {
 
   // The lease.
   std::int64_t lease = 0;
-  bool registered = false;  ///< the lease and the member key are in place
+  std::int64_t abandoned_lease = 0;  ///< a fenced lease not yet revoked
+  bool registered = false;           ///< the lease and the member key are in place
   bool fenced = false;
   bool leaving = false;
   bool left = false;               ///< the lease was revoked by leave(): no re-registration
@@ -243,11 +244,26 @@ struct EtcdDirectory::State {
     lock.lock();
   }
 
-  void register_lease(std::unique_lock<std::mutex>& lock) {
-    const auto old_lease = lease;
+  /// An abandoned lease may still hold keys: etcd only looked unreachable, or it restarted and
+  /// restored its leases with a fresh TTL. Its claims must go; retried until etcd confirms.
+  void revoke_abandoned(std::unique_lock<std::mutex>& lock) {
+    const auto old_lease = abandoned_lease;
+    if (old_lease == 0) return;
     lock.unlock();
-    // An abandoned lease may still hold keys if etcd only looked unreachable: drop them.
-    if (old_lease != 0) (void)client.lease_revoke(old_lease, milliseconds(300));
+    const auto revoked = client.lease_revoke(old_lease, milliseconds(300));
+    lock.lock();
+    if ((revoked.ok() || revoked.error_code() == grpc::StatusCode::NOT_FOUND) &&
+        abandoned_lease == old_lease) {
+      abandoned_lease = 0;
+    }
+  }
+
+  void register_lease(std::unique_lock<std::mutex>& lock) {
+    if (lease != 0) abandoned_lease = lease;
+    lease = 0;
+    revoke_abandoned(lock);
+    if (stopping) return;
+    lock.unlock();
     const auto sent = Clock::now();
     etcdserverpb::LeaseGrantResponse granted;
     auto status = client.lease_grant(config.lease_ttl.count(), granted, kCallTimeout,
@@ -267,7 +283,6 @@ struct EtcdDirectory::State {
       return;
     }
     if (!status.ok() || !granted.error().empty()) {
-      lease = 0;
       spdlog::debug("cluster registration failed etcd={} error=\"{}{}\"", client.current_endpoint(),
                     status.error_message(), granted.error());
       pause_until(lock, Clock::now() + renew_every / 3);
@@ -365,6 +380,7 @@ struct EtcdDirectory::State {
       renewal_last_us = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
       renewal_max_us = std::max(renewal_max_us, renewal_last_us);
       next_renewal = sent + renew_every;
+      revoke_abandoned(lock);
     }
   }
 

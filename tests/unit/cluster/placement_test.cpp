@@ -84,7 +84,9 @@ TEST(Placement, OrderOfMembersDoesNotMatter) {
   const auto all = channels(4);
   auto nodes = members(7);
   auto reversed = std::vector<std::string>(nodes.rbegin(), nodes.rend());
-  for (int i = 0; i < 1000; ++i) EXPECT_EQ(owner_of(all[i], nodes), owner_of(all[i], reversed));
+  for (std::size_t i = 0; i < 1000; ++i) {
+    EXPECT_EQ(owner_of(all[i], nodes), owner_of(all[i], reversed));
+  }
 }
 
 TEST(Placement, NoMembersNoOwner) { EXPECT_EQ(owner_of(Uuid::random(), {}), ""); }
