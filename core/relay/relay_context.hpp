@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "auth/authenticator.hpp"
+#include "cluster/directory.hpp"
 #include "registry/limits.hpp"
 #include "registry/registry.hpp"
 #include "switchboard/wire/block.hpp"
@@ -117,6 +118,10 @@ struct RelayContext {
   Counters counters;
   /// Open (tokens ignored) unless the server configures otherwise before the doors start.
   auth::Authenticator authenticator;
+  /// Who serves each channel: this relay alone serves them all unless the server points this
+  /// at the cluster's directory before the doors start.
+  cluster::Directory* directory = &alone;
+  inline static cluster::LocalDirectory alone;
 };
 
 /// Counts a refusal by reason and logs it once: `door` is "native" or "grpc", `action` what was
