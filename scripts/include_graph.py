@@ -19,6 +19,8 @@ LAYERS = [
     ("core/registry", "core/registry"),
     ("core/relay", "core/relay"),
     ("core/transport", "core/transport"),
+    ("core/cluster", "core/cluster"),
+    ("cluster", "cluster directory"),
     ("core/net", "native door"),
     ("native", "native door"),
     ("grpc_gateway", "gRPC door"),

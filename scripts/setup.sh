@@ -26,10 +26,13 @@ dev_packages=(
   clang clang-format clang-tidy libgtest-dev libgmock-dev libbenchmark-dev
   libclang-rt-14-dev python3 python3-grpcio python3-protobuf python3-jwt openssl coreutils procps
   chromium chromium-driver python3-selenium
+  python3-grpc-tools python3-venv python3-setuptools python3-wheel python3-pip mypy
   # The Go client (clients/go). The protobuf -1-5 package by name: apt otherwise picks the -1-3
   # one, with which generated code compiles and then panics on the first call.
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
   protoc-gen-go protoc-gen-go-grpc
+  # etcd for the cluster tests (docs/CLUSTER.md).
+  etcd-server etcd-client
 )
 # A Docker engine, Compose and debootstrap for the base image (docker/verify.sh).
 container_packages=(docker.io docker-compose debootstrap)
@@ -53,6 +56,24 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+
+# etcd's v3 API (.proto files) for the cluster directory's client, generated at build time. They
+# ship only in Go source packages, and installing golang-etcd-server-dev would remove another
+# package: the .debs are unpacked into a cache folder instead (CMake: SWITCHBOARD_ETCD_PROTO_DIR).
+etcd_proto_dir=${SWITCHBOARD_ETCD_PROTO_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/switchboard/etcd-proto}
+if [[ ! -f $etcd_proto_dir/go.etcd.io/etcd/etcdserver/etcdserverpb/rpc.proto ]]; then
+  echo "setup: unpacking etcd's .proto files into $etcd_proto_dir"
+  unpack=$(mktemp -d)
+  chmod 755 "$unpack"  # apt-get download writes as user _apt
+  trap 'rm -rf "$unpack"' EXIT
+  if [[ $(id -u) -eq 0 ]]; then apt-get update -q; fi
+  (cd "$unpack" && apt-get download -q golang-etcd-server-dev golang-github-gogo-protobuf-dev \
+    golang-github-gogo-googleapis-dev)
+  for deb in "$unpack"/*.deb; do dpkg -x "$deb" "$unpack/root"; done
+  mkdir -p "$etcd_proto_dir"
+  (cd "$unpack/root/usr/share/gocode/src" &&
+    find . -name '*.proto' -exec cp --parents {} "$etcd_proto_dir" \;)
 fi
 
 if [[ $mode == --build-only ]]; then exit 0; fi

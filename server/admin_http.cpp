@@ -72,7 +72,8 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     constexpr std::string_view kJson = "application/json";
     const bool page = target == "/ui" || target.starts_with(kPagePrefix);
     const bool known = target == "/metrics" || target == "/healthz" || target == "/channels" ||
-                       target.starts_with("/channels/") || page;
+                       target.starts_with("/channels/") || page ||
+                       target == "/cluster";
     if (!known)
       return make_response(http::status::not_found, "not found\n", kText, version, keep_alive);
     if (request.method() != http::verb::get && request.method() != http::verb::head) {
@@ -86,10 +87,24 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
                            "text/plain; version=0.0.4; charset=utf-8", version, keep_alive);
     }
     if (target == "/healthz") {
-      return handlers.draining()
-                 ? make_response(http::status::service_unavailable, "draining\n", kText, version,
-                                 keep_alive)
-                 : make_response(http::status::ok, "ok\n", kText, version, keep_alive);
+      if (handlers.draining()) {
+        return make_response(http::status::service_unavailable, "draining\n", kText, version,
+                             keep_alive);
+      }
+      if (auto reason = handlers.not_ready ? handlers.not_ready() : std::nullopt) {
+        return make_response(http::status::service_unavailable, "not ready: " + *reason + "\n",
+                             kText, version, keep_alive);
+      }
+      return make_response(http::status::ok, "ok\n", kText, version, keep_alive);
+    }
+    if (target == "/cluster") {
+      if (!handlers.cluster) {
+        return make_response(http::status::not_found,
+                             "no cluster view (a cluster relay with admin_introspection = true "
+                             "serves it)\n",
+                             kText, version, keep_alive);
+      }
+      return make_response(http::status::ok, handlers.cluster(), kJson, version, keep_alive);
     }
     if (page) return page_response(target, version, keep_alive);
     if (!handlers.channels) {

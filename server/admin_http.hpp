@@ -16,6 +16,11 @@ namespace switchboard::core {
 struct AdminHandlers {
   std::function<std::string()> metrics;
   std::function<bool()> draining;
+  /// Why the relay is not ready for peers though it is not draining (a cluster relay without a
+  /// membership view, or fenced); empty or answering nothing: ready.
+  std::function<std::optional<std::string>()> not_ready;
+  /// The cluster view; when empty, /cluster answers 404.
+  std::function<std::string()> cluster;
   /// Introspection; when empty, /channels answers 404.
   std::function<std::string()> channels;
   std::function<std::optional<std::string>(std::string_view id)> channel;

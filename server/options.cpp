@@ -379,6 +379,35 @@ std::vector<Option> build_table() {
   table.push_back(unsigned_option("tls_grpc_refresh_seconds",
                                   "how often the gRPC door looks for changed TLS files", 1, 86'400,
                                   [](C c) -> unsigned& { return c.tls.grpc_refresh_seconds; }));
+  // Cluster membership on etcd (docs/CLUSTER.md).
+  table.push_back(string_option(
+      "cluster_etcd", OptionType::string,
+      "etcd endpoints http://HOST:PORT[,...] of the cluster's membership; empty: the relay runs "
+      "alone",
+      [](C c) -> std::string& { return c.cluster.etcd; }));
+  table.push_back(string_option(
+      "node_id", OptionType::string,
+      "this relay's id in the cluster (letters, digits, '.', '_', '-'); empty: HOSTNAME-XXXXXX, "
+      "random per process",
+      [](C c) -> std::string& { return c.cluster.node_id; }));
+  table.push_back(string_option(
+      "advertise", OptionType::string,
+      "native HOST:PORT (a name or an address) other relays send this relay's peers to; empty: "
+      "the bound listen address",
+      [](C c) -> std::string& { return c.cluster.advertise; }));
+  table.push_back(string_option(
+      "advertise_grpc", OptionType::string,
+      "gRPC HOST:PORT (a name or an address) other relays send this relay's gRPC peers to; "
+      "empty: the bound gRPC address",
+      [](C c) -> std::string& { return c.cluster.advertise_grpc; }));
+  table.push_back(string_option("cluster_prefix", OptionType::string,
+                                "etcd key prefix of the cluster (members/ and channels/ under it)",
+                                [](C c) -> std::string& { return c.cluster.prefix; }));
+  table.push_back(duration_option(
+      "cluster_lease_ttl",
+      "TTL of this relay's etcd lease (whole seconds); it stops serving when a third is left "
+      "unrenewed",
+      1000, [](C c) -> Milliseconds& { return c.cluster.lease_ttl; }, {}));
   return table;
 }
 
@@ -563,6 +592,13 @@ ServerConfig load_config(const ConfigSources& sources) {
     config.tls.validate();
   } catch (const std::invalid_argument& e) {
     throw ConfigError(std::string("invalid TLS settings: ") + e.what());
+  }
+  if (config.cluster.lease_ttl.count() % 1000 != 0) {
+    throw ConfigError("key 'cluster_lease_ttl': etcd leases count whole seconds, not " +
+                      format_duration(config.cluster.lease_ttl));
+  }
+  if (!config.cluster.etcd.empty() && config.cluster.prefix.empty()) {
+    throw ConfigError("key 'cluster_prefix': must not be empty");
   }
   return config;
 }

@@ -15,6 +15,7 @@
 
 #include "server/admin_http.hpp"
 #include "server/admin_views.hpp"
+#include "server/cluster_node.hpp"
 #include "server/doors.hpp"
 
 namespace switchboard::core {
@@ -45,14 +46,45 @@ Server::Server(ServerConfig config)
     for (const auto& door : doors_) open += door->open_connections();
     return open;
   });
+  if (!config_.cluster.etcd.empty()) {
+    // Advertised by default as bound, so port 0 works too.
+    cluster::NodeAddress self{
+        config_.cluster.node_id.empty() ? default_node_id() : config_.cluster.node_id,
+        config_.cluster.advertise.empty() ? address_text(core_endpoint())
+                                          : config_.cluster.advertise,
+        config_.cluster.advertise_grpc.empty() ? grpc_address() : config_.cluster.advertise_grpc};
+    cluster_ = make_cluster_node(config_.cluster, std::move(self));
+    context_->directory = &cluster_->directory();
+    // Channels come and go with their claims: the registry asks before a channel's first peer
+    // and reports its last one leaving (both under its lock, so nothing slips between), and
+    // the directory's relinquished channels are moved peer by peer.
+    auto* directory = context_->directory;
+    context_->registry.set_channel_hooks(
+        [directory](const Uuid& channel) { return directory->admit(channel); },
+        [directory](const Uuid& channel) { directory->channel_emptied(channel); });
+    directory->on_relinquish(
+        [registry = &context_->registry](const Uuid& channel, const cluster::Verdict& next) {
+          registry->relinquish(channel, next);
+        });
+  }
   if (!config_.admin_listen.empty()) {
     AdminHandlers handlers;
     handlers.metrics = [this] {
       std::vector<const Door*> doors;
       for (const auto& door : doors_) doors.push_back(door.get());
-      return metrics_text(*context_, doors, draining(), started_);
+      auto text = metrics_text(*context_, doors, draining(), started_);
+      if (cluster_) {
+        MetricsWriter out;
+        cluster_->write_metrics(out);
+        text += out.take();
+      }
+      return text;
     };
     handlers.draining = [this] { return draining(); };
+    if (cluster_) {
+      handlers.not_ready = [this] { return cluster_->not_ready_reason(); };
+      if (config_.admin_introspection) handlers.cluster = [this] { return cluster_->json(); };
+    }
     if (config_.admin_introspection) {
       handlers.channels = [this] { return channels_json(context_->registry); };
       handlers.channel = [this](std::string_view id) {
@@ -151,6 +183,7 @@ void Server::run_io(asio::io_context& io, std::chrono::microseconds spin) {
 void Server::start() {
   for (std::size_t i = 0; i < io_->size(); ++i)
     guards_.push_back(asio::make_work_guard(io_->at(i)));
+  if (cluster_) cluster_->start();
   for (auto& door : doors_) door->start();
   if (admin_) admin_->start();
   const auto spin = std::chrono::microseconds(config_.idle_spin_us);
@@ -243,6 +276,9 @@ void Server::begin_drain() {
                config_.limits.drain_timeout.count());
   boost::system::error_code ignored;
   if (signals_) signals_->cancel(ignored);
+  // The other relays take over this relay's channels: their peers are sent there, and the
+  // lease goes once they are gone (or at the drain timeout).
+  if (cluster_) cluster_->leave(std::chrono::steady_clock::now() + config_.limits.drain_timeout);
   // Joins are refused from here on, so a connection still being accepted cannot add a peer.
   context_->registry.start_draining();
   for (auto& door : doors_) door->drain();
@@ -309,6 +345,7 @@ void Server::wait() {
   const bool ran = !threads_.empty();
   threads_.clear();
   if (door_stopper_.joinable()) door_stopper_.join();
+  if (cluster_) cluster_->stop();
   if (ran) log_summary();
 }
 

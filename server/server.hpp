@@ -26,6 +26,7 @@
 namespace switchboard::core {
 
 class AdminServer;
+class ClusterNode;
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:7400";
@@ -50,6 +51,15 @@ struct ServerConfig {
   /// Token checks on both doors (open by default: tokens are ignored).
   auth::AuthConfig auth;
   transport::TlsConfig tls;
+  /// Cluster membership (docs/CLUSTER.md); off while `etcd` is empty.
+  struct Cluster {
+    std::string etcd;            ///< etcd endpoints, http://HOST:PORT[,...]
+    std::string node_id;         ///< empty: HOSTNAME-XXXXXX, random per process
+    std::string advertise;       ///< native HOST:PORT others send peers to; empty: bound address
+    std::string advertise_grpc;  ///< gRPC HOST:PORT; empty: the bound gRPC address
+    std::string prefix = "/switchboard";
+    Milliseconds lease_ttl{3000};  ///< whole seconds
+  } cluster;
 };
 
 using transport::parse_endpoint;
@@ -103,6 +113,8 @@ private:
 
   ServerConfig config_;
   std::unique_ptr<RelayContext> context_;
+  // Outlives the doors, which reach it through the context.
+  std::unique_ptr<ClusterNode> cluster_;
   // I/O thread i runs io_->at(i); thread 0 also runs the listeners, admin and signals.
   std::unique_ptr<transport::IoContexts> io_;
   std::unique_ptr<transport::Admission> admission_;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Generates the Python gRPC stubs of the Switchboard gateway (and of grpc.health.v1) into
-# OUT_DIR (default: <repo>/build/python-stubs). The package does the same on first import;
-# this script is for environments where the package directory is read-only.
+# OUT_DIR (default: <repo>/build/python-stubs), for the package used straight from the source
+# tree, which otherwise does the same on first import. (An installed package carries stubs
+# generated when it was built: see setup.py.)
 # Usage: generate_stubs.sh [OUT_DIR]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

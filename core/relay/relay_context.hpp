@@ -123,12 +123,10 @@ struct RelayContext {
   Counters counters;
   /// Open (tokens ignored) unless the server configures otherwise before the doors start.
   auth::Authenticator authenticator;
-  /// Who serves each channel: this relay alone, unless the server joins a cluster before the
-  /// doors start.
+  /// Who serves each channel: this relay alone serves them all unless the server points this
+  /// at the cluster's directory before the doors start.
   cluster::Directory* directory = &alone;
-
-private:
-  cluster::LocalDirectory alone;
+  inline static cluster::LocalDirectory alone;
 };
 
 /// Counts a refusal by reason and logs it once: `door` is "native" or "grpc", `action` what was

@@ -13,7 +13,7 @@
 
 namespace switchboard::test {
 
-RawPeer::RawPeer(std::uint16_t port, int receive_buffer) {
+RawPeer::RawPeer(std::uint16_t port, int receive_buffer, const char* host) {
   fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd_ < 0) throw std::runtime_error("socket failed");
   if (receive_buffer > 0) {
@@ -22,7 +22,9 @@ RawPeer::RawPeer(std::uint16_t port, int receive_buffer) {
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::inet_pton(AF_INET, host, &address.sin_addr) != 1) {
+    throw std::runtime_error(std::string("not an IPv4 address: ") + host);
+  }
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
     throw std::runtime_error("connect failed");
   }

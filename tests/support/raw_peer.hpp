@@ -22,7 +22,7 @@ class RawPeer {
 public:
   /// `receive_buffer` > 0 fixes the socket's receive buffer (SO_RCVBUF, before connecting), so
   /// a peer that stops reading stalls the relay's writes after a few KiB.
-  explicit RawPeer(std::uint16_t port, int receive_buffer = 0);
+  explicit RawPeer(std::uint16_t port, int receive_buffer = 0, const char* host = "127.0.0.1");
   ~RawPeer();
   RawPeer(const RawPeer&) = delete;
   RawPeer& operator=(const RawPeer&) = delete;

@@ -7,8 +7,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from switchboard_client import Client, SwitchboardError  # noqa: E402
+try:
+    from switchboard_client import Client, SwitchboardError
+except ImportError:  # not installed: the package of this source tree
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from switchboard_client import Client, SwitchboardError
 
 
 def main():

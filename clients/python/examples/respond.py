@@ -9,8 +9,11 @@ import signal
 import sys
 import threading
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from switchboard_client import ApplicationError, Client  # noqa: E402
+try:
+    from switchboard_client import ApplicationError, Client
+except ImportError:  # not installed: the package of this source tree
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from switchboard_client import ApplicationError, Client
 
 
 def handle(request):

@@ -1,6 +1,7 @@
-"""Locates (and if needed generates) the protoc-generated modules of the gateway's contract.
+"""Generates the gateway's stubs for a source checkout (never part of the built package).
 
-The stubs are not committed: they are generated from ``proto/switchboard/v1/switchboard.proto``
+A built package carries its stubs (see setup.py). In a source checkout the stubs are not
+committed: they are generated from ``proto/switchboard/v1/switchboard.proto``
 (and grpc-proto's ``health.proto``) with ``protoc`` and Debian's ``grpc_python_plugin`` into a
 cache directory, by default ``<repo>/build/python-stubs``, or the directory named by the
 environment variable ``SWITCHBOARD_PY_STUBS``. The directory is then put on ``sys.path``.

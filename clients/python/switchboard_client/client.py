@@ -1,6 +1,7 @@
 """A Python client of the Switchboard gRPC gateway (proto/switchboard/v1/switchboard.proto).
 
-Everything here is synchronous and thread-based, on top of grpcio's blocking streaming API:
+Everything here is blocking and thread-based, on top of grpcio's blocking streaming API (the
+asyncio API with the same features is ``switchboard_client.aio``):
 
 - ``Client.send`` / ``Client.send_stream``: one request streamed to a peer, its response back;
 - ``Client.broadcast``: one message to every other peer of a channel, returns the summary;
@@ -8,148 +9,41 @@ Everything here is synchronous and thread-based, on top of grpcio's blocking str
   request) and receives broadcasts and presence;
 - ``Client.list_peers`` / ``Client.watch_peers``: presence without joining.
 
-Failures raise ``SwitchboardError`` carrying the gRPC status code and the gateway's
-``switchboard-status`` trailer (e.g. ``"NO_RESPONDERS"``).
+Failures raise ``SwitchboardError`` (a subclass naming the status, e.g. ``NoRespondersError``)
+carrying the gRPC status code and the gateway's ``switchboard-status`` trailer.
 """
+
+from __future__ import annotations
 
 import collections
 import queue
 import threading
 import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grpc
 
-from . import _stubs
+from . import _common
+from ._common import (  # noqa: F401 - re-exported for older imports
+    CHUNK_SIZE,
+    DEFAULT_TARGET,
+    INCOMING_BUFFER,
+    OUTGOING_QUEUE,
+    ApplicationError,
+    Body,
+    BroadcastSummary,
+    Peers,
+    PresenceUpdate,
+    Status,
+    StreamReset,
+    SwitchboardError,
+)
+from ._pb import load_health, pb2, pb2_grpc
 
-pb2, pb2_grpc = _stubs.load()
-
-DEFAULT_TARGET = "127.0.0.1:7401"
-#: Body bytes per gRPC message we send (the native relay's default frame payload).
-CHUNK_SIZE = 64 * 1024
-#: Response messages queued towards the gateway per Respond session before writers block.
-OUTGOING_QUEUE = 64
-#: Body bytes buffered per incoming request before the session's reader waits for the handler
-#: (only with a relay that has no stream windows: otherwise the relay's window bounds it).
-INCOMING_BUFFER = 4 * 1024 * 1024
 #: How often blocked internal waits re-check whether their stream or session has ended.
 _POLL = 0.25
 
 _CLOSE = object()
-
-PresenceUpdate = collections.namedtuple("PresenceUpdate", "kind peers version")
-PresenceUpdate.__doc__ = ("A presence event: kind is 'SNAPSHOT' (peers = the whole membership), "
-                          "'JOINED' or 'LEFT' (peers = the one peer); version is the channel's "
-                          "membership version after it.")
-Peers = collections.namedtuple("Peers", "peers version")
-BroadcastSummary = collections.namedtuple("BroadcastSummary", "delivered dropped")
-
-
-class SwitchboardError(Exception):
-    """An RPC or stream that did not end with OK.
-
-    ``code``: the ``grpc.StatusCode`` (None for a stream reset seen by a responder);
-    ``status``: the Switchboard status name from the ``switchboard-status`` trailer (None if the
-    call failed before the gateway added one, e.g. a deadline enforced by the client itself);
-    ``app_code``: the responder's application code for ``APPLICATION``; ``message``: details.
-    """
-
-    def __init__(self, code, status, message="", app_code=None):
-        self.code = code
-        self.status = status
-        self.message = message or ""
-        self.app_code = app_code
-        label = status or (code.name if code is not None else "ERROR")
-        text = f"{label}: {self.message}" if self.message else label
-        if app_code is not None:
-            text += f" (app code {app_code})"
-        super().__init__(text)
-
-    @classmethod
-    def from_rpc_error(cls, error):
-        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-        details = error.details() if hasattr(error, "details") else str(error)
-        status, app_code = _trailer_status(error)
-        return cls(code, status, details, app_code)
-
-
-class StreamReset(SwitchboardError):
-    """The incoming request or broadcast was aborted (cancelled, deadline, sender gone, ...)."""
-
-    def __init__(self, status, message=""):
-        super().__init__(None, status, message)
-
-
-class ApplicationError(Exception):
-    """Raise from a request handler to end the response with APPLICATION, ``code`` and
-    ``message``, which reach the sender unchanged."""
-
-    def __init__(self, code, message=""):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def _trailer_status(call):
-    status, app_code = None, None
-    try:
-        trailers = call.trailing_metadata() or ()
-    except Exception:  # noqa: BLE001 - some error objects carry no call
-        trailers = ()
-    for key, value in trailers:
-        if key == "switchboard-status":
-            status = value
-        elif key == "switchboard-app-code":
-            try:
-                app_code = int(value)
-            except ValueError:
-                app_code = None
-    return status, app_code
-
-
-def _status_value(status):
-    """The protobuf value of a status given by name ("APPLICATION", or "STATUS_APPLICATION") or
-    by its native number (13); the protobuf enum is the native number plus one."""
-    if isinstance(status, str):
-        return pb2.Status.Value(status if status.startswith("STATUS_") else "STATUS_" + status)
-    return int(status) + 1
-
-
-def _status_name(value):
-    """The Switchboard name of a protobuf status, as the ``switchboard-status`` trailer spells
-    it (e.g. "NO_RESPONDERS")."""
-    try:
-        return pb2.Status.Name(value).removeprefix("STATUS_")
-    except ValueError:
-        return str(value)
-
-
-def _split(data, chunk_size):
-    """Yields ``data`` (bytes-like, str, or an iterable of those) as chunks <= chunk_size."""
-    if data is None:
-        return
-    if isinstance(data, str):
-        data = data.encode()
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        view = memoryview(data)
-        for offset in range(0, len(view), chunk_size):
-            yield bytes(view[offset:offset + chunk_size])
-        return
-    for piece in data:
-        if isinstance(piece, str):
-            piece = piece.encode()
-        if len(piece) <= chunk_size:
-            if len(piece) > 0:
-                yield bytes(piece)
-            continue
-        view = memoryview(piece)
-        for offset in range(0, len(view), chunk_size):
-            yield bytes(view[offset:offset + chunk_size])
-
-
-def _update_from_proto(update):
-    return PresenceUpdate(pb2.PresenceUpdate.Kind.Name(update.kind).removeprefix("KIND_"),
-                          list(update.peers),
-                          int(update.version))
 
 
 # ---- Send ----------------------------------------------------------------------------------
@@ -159,25 +53,26 @@ class SendCall:
     """An open Send. Iterate it for the response chunks (bytes); a failed stream raises
     SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
 
-    def __init__(self, call):
+    def __init__(self, call: Any) -> None:
         self._call = call
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         try:
             for message in self._call:
-                if message.WhichOneof("kind") == "chunk" and message.chunk.data:
-                    yield message.chunk.data
+                data = _common.send_response_data(message)
+                if data:
+                    yield data
         except grpc.RpcError as error:
             raise SwitchboardError.from_rpc_error(error) from None
 
-    def read(self):
+    def read(self) -> bytes:
         """The whole response (raises SwitchboardError on failure)."""
         return b"".join(self)
 
-    def cancel(self):
+    def cancel(self) -> None:
         self._call.cancel()
 
-    def trailing_metadata(self):
+    def trailing_metadata(self) -> Any:
         return self._call.trailing_metadata()
 
 
@@ -197,25 +92,25 @@ class Incoming:
     body returns credit to its sender.
     """
 
-    def __init__(self, session, start):
+    def __init__(self, session: Responder, start: Any) -> None:
         self._session = session
-        self.id = start.id
-        self.is_broadcast = start.broadcast
-        self.sender = start.sender
-        self.metadata = dict(start.metadata)
+        self.id: int = int(start.id)
+        self.is_broadcast: bool = bool(start.broadcast)
+        self.sender: str = str(start.sender)
+        self.metadata: dict[str, str] = dict(start.metadata)
         self.deadline_ms = int(start.deadline_ms)
         self.received_at = time.monotonic()
         self._cond = threading.Condition()
-        self._chunks = collections.deque()
+        self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._body_ended = False
         self._discard = False
         self._answered = False
         self._credit = session.response_window  # response bytes we may send (with windows)
-        self.reset = None
+        self.reset: tuple[Status | str, str] | None = None
         self._done = threading.Event()
         if start.data:
-            self._chunks.append(start.data)
+            self._chunks.append(bytes(start.data))
             self._buffered = len(start.data)
         if start.last:
             self._body_ended = True
@@ -223,13 +118,13 @@ class Incoming:
     # -- what the handler uses --
 
     @property
-    def remaining(self):
+    def remaining(self) -> float | None:
         """Seconds left before the stream's deadline, or None without a deadline."""
         if self.deadline_ms == 0:
             return None
         return max(0.0, self.deadline_ms / 1000.0 - (time.monotonic() - self.received_at))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         while True:
             with self._cond:
                 while not self._chunks and not self._body_ended and self.reset is None:
@@ -245,61 +140,58 @@ class Incoming:
             self._session._grant(self.id, len(chunk))
             yield chunk
 
-    def read(self):
+    def read(self) -> bytes:
         return b"".join(self)
 
-    def write(self, data):
+    def write(self, data: Body) -> None:
         """Streams response bytes (requests only). Blocks while the session's send queue is
         full and, with stream windows, while this request has no credit; raises StreamReset
         if the stream was reset."""
         self._check_writable()
-        for chunk in _split(data, CHUNK_SIZE):
+        for chunk in _common.split(data, CHUNK_SIZE):
             view = memoryview(chunk)
             while view:
                 n = self._take_credit(len(view))
-                self._send(pb2.RespondRequest(
-                    chunk=pb2.ResponseChunk(request_id=self.id, data=bytes(view[:n]))))
+                self._send(_common.response_chunk(self.id, bytes(view[:n])))
                 view = view[n:]
 
-    def finish(self, data=b""):
+    def finish(self, data: Body = b"") -> None:
         """Ends the response with OK (after the optional last bytes)."""
         self.write(data)
         self._answered = True
-        self._send(pb2.RespondRequest(
-            chunk=pb2.ResponseChunk(request_id=self.id, data=b"", last=True)))
+        self._send(_common.response_chunk(self.id, b"", last=True))
 
-    def fail(self, status="APPLICATION", app_code=0, message=""):
+    def fail(self, status: Status | str | int = Status.APPLICATION, app_code: int = 0,
+             message: str = "") -> None:
         """Ends the response with an error status that reaches the sender unchanged."""
         self._check_writable()
+        end = _common.response_end(self.id, status, app_code, message)
         self._answered = True
-        self._send(pb2.RespondRequest(end=pb2.ResponseEnd(
-            request_id=self.id, status=_status_value(status), app_code=app_code,
-            message=message)))
+        self._send(end)
 
-    def cancel(self, status="CANCELLED", message=""):
+    def cancel(self, status: Status | str | int = Status.CANCELLED, message: str = "") -> None:
         """Aborts the request (or leaves the broadcast)."""
         if self.reset is not None or self._answered:
             return
+        cancel = _common.stream_cancel(self.id, status, message)
         self._answered = True
-        self._send(pb2.RespondRequest(cancel=pb2.StreamCancel(
-            id=self.id, status=_status_value(status), message=message)))
+        self._send(cancel)
 
-    def wait_reset(self, timeout):
+    def wait_reset(self, timeout: float | None) -> tuple[Status | str, str] | None:
         """Waits up to ``timeout`` seconds for the stream to be reset; returns self.reset."""
         self._done.wait(timeout)
         return self.reset
 
     # -- what the session uses --
 
-    def _check_writable(self):
-        if self.is_broadcast:
-            raise SwitchboardError(None, "PROTOCOL_ERROR", "a broadcast takes no response")
-        if self.reset is not None:
+    def _check_writable(self) -> None:
+        if self.reset is not None and not self.is_broadcast:
             raise StreamReset(*self.reset)
-        if self._answered:
-            raise SwitchboardError(None, None, "the response has already ended")
+        error = _common.write_error(self.is_broadcast, self._answered)
+        if error is not None:
+            raise error
 
-    def _take_credit(self, want):
+    def _take_credit(self, want: int) -> int:
         """Waits for credit of this request (with windows) and takes up to ``want`` bytes."""
         if not self._session.windows:
             return want
@@ -310,23 +202,23 @@ class Incoming:
             if self.reset is not None:
                 raise StreamReset(*self.reset)
             if self._credit <= 0:
-                raise SwitchboardError(None, "PEER_GONE", "the Respond session has ended")
+                raise _common.session_gone()
             n = min(want, self._credit)
             self._credit -= n
             return n
 
-    def _add_credit(self, n):
+    def _add_credit(self, n: int) -> None:
         with self._cond:
             self._credit += n
             self._cond.notify_all()
 
-    def _send(self, message):
+    def _send(self, message: Any) -> None:
         if not self._session._put(message, lambda: self.reset is not None):
             if self.reset is not None:
                 raise StreamReset(*self.reset)
-            raise SwitchboardError(None, "PEER_GONE", "the Respond session has ended")
+            raise _common.session_gone()
 
-    def _feed(self, data, last):
+    def _feed(self, data: bytes, last: bool) -> None:
         """Called by the session's reader. With windows the relay sends no more than this
         stream's credit, so it never waits; without, it blocks (bounded by session end /
         handler end) while this stream already buffers INCOMING_BUFFER bytes."""
@@ -347,14 +239,14 @@ class Incoming:
         if discarded and data:
             self._session._grant(self.id, len(data))
 
-    def _reset(self, status, message):
+    def _reset(self, status: Status | str, message: str) -> None:
         with self._cond:
             if self.reset is None:
                 self.reset = (status, message)
             self._cond.notify_all()
         self._done.set()
 
-    def _handler_returned(self):
+    def _handler_returned(self) -> None:
         with self._cond:
             self._discard = True
             unread = self._buffered
@@ -365,7 +257,10 @@ class Incoming:
         self._session._grant(self.id, unread)
 
 
-class Responder:
+Handler = Callable[[Incoming], "bytes | str | None"]
+
+
+class Responder(_common.PresenceView):
     """A Respond session: one peer on one channel. Created by ``Client.respond``.
 
     ``peer_id``: this peer's id; ``peers``: the other peers now (a set); ``version``: the
@@ -374,28 +269,26 @@ class Responder:
     the channel. Usable as a context manager.
     """
 
-    def __init__(self, stub, channel, handler, peer_id=None, token="", on_presence=None,
-                 on_broadcast=None, join_timeout=10.0, grpc_metadata=None, stream_windows=True):
+    def __init__(self, stub: Any, channel: str, handler: Handler, peer_id: str | None = None,
+                 token: str = "", on_presence: Callable[[PresenceUpdate], Any] | None = None,
+                 on_broadcast: Callable[[Incoming], Any] | None = None,
+                 join_timeout: float = 10.0,
+                 grpc_metadata: Sequence[tuple[str, str]] | None = None,
+                 stream_windows: bool = True) -> None:
+        super().__init__()
         self.channel = channel
-        self.peer_id = None
-        self.windows = False
-        self.response_window = 0
-        self.incoming_window = 0
-        self.peers = set()
-        self.version = 0
-        self.error = None
+        self.error: SwitchboardError | None = None
         self._handler = handler
         self._on_presence = on_presence
         self._on_broadcast = on_broadcast
-        self._out = queue.Queue(maxsize=OUTGOING_QUEUE)
-        self._streams = {}
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=OUTGOING_QUEUE)
+        self._streams: dict[int, Incoming] = {}
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._closed = threading.Event()
-        self._events = queue.Queue()
-        self._workers = set()
-        join = pb2.Join(channel=channel, peer_id=peer_id or "", token=token or "",
-                        stream_windows=stream_windows)
+        self._events: queue.Queue[Any] = queue.Queue()
+        self._workers: set[threading.Thread] = set()
+        join = _common.join_request(channel, peer_id, token, stream_windows)
         self._call = stub.Respond(self._outgoing(join), metadata=grpc_metadata)
         self._reader = threading.Thread(target=self._read_loop, name="switchboard-respond-reader",
                                         daemon=True)
@@ -405,14 +298,15 @@ class Responder:
         self._dispatcher.start()
         if not self._ready.wait(join_timeout):
             self._call.cancel()
-            raise SwitchboardError(grpc.StatusCode.DEADLINE_EXCEEDED, None,
-                                   f"no Joined and presence snapshot within {join_timeout} s")
+            raise _common.DeadlineExceededError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, None,
+                f"no Joined and presence snapshot within {join_timeout} s")
         if self.error is not None:
             raise self.error
 
     # -- public --
 
-    def close(self, graceful=False, timeout=5.0):
+    def close(self, graceful: bool = False, timeout: float = 5.0) -> None:
         """Leaves the channel. With ``graceful``, first waits (up to ``timeout`` s) for the
         requests in flight to be answered. Requests still open get PEER_GONE at their senders."""
         if graceful:
@@ -426,24 +320,24 @@ class Responder:
         self._reader.join(timeout)
         self._dispatcher.join(timeout)
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> bool:
         """Blocks until the session ends (relay gone, cancelled); returns True if it did."""
         return self._closed.wait(timeout)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._closed.is_set()
 
-    def __enter__(self):
+    def __enter__(self) -> Responder:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals --
 
-    def _outgoing(self, join):
-        yield pb2.RespondRequest(join=join)
+    def _outgoing(self, join: Any) -> Iterator[Any]:
+        yield join
         while not self._closed.is_set():
             try:
                 item = self._out.get(timeout=_POLL)
@@ -453,7 +347,7 @@ class Responder:
                 return
             yield item
 
-    def _put(self, message, abandoned):
+    def _put(self, message: Any, abandoned: Callable[[], bool]) -> bool:
         """Queues a message towards the gateway; False if the session or stream ended."""
         while not self._closed.is_set():
             if abandoned():
@@ -465,25 +359,25 @@ class Responder:
                 continue
         return False
 
-    def _read_loop(self):
+    def _read_loop(self) -> None:
         try:
             for message in self._call:
                 kind = message.WhichOneof("kind")
                 if kind == "joined":
-                    self.peer_id = message.joined.peer_id
-                    # An older relay announces no windows: then it has none.
-                    self.response_window = message.joined.response_window
-                    self.incoming_window = message.joined.incoming_window
-                    self.windows = self.response_window > 0
+                    self._joined(message.joined)
                 elif kind == "presence":
-                    self._apply_presence(_update_from_proto(message.presence))
+                    update = _common.update_from_proto(message.presence)
+                    self._apply_presence(update)
+                    self._events.put(update)
+                    if update.kind == "SNAPSHOT":
+                        self._ready.set()
                 elif kind == "start":
                     self._start(message.start)
                 elif kind == "chunk":
                     with self._lock:
                         stream = self._streams.get(message.chunk.id)
                     if stream is not None:
-                        stream._feed(message.chunk.data, message.chunk.last)
+                        stream._feed(bytes(message.chunk.data), message.chunk.last)
                     else:
                         self._grant(message.chunk.id, len(message.chunk.data))
                 elif kind == "window":
@@ -495,7 +389,8 @@ class Responder:
                     with self._lock:
                         stream = self._streams.pop(message.reset.id, None)
                     if stream is not None:
-                        stream._reset(_status_name(message.reset.status), message.reset.message)
+                        stream._reset(_common.status_name(message.reset.status),
+                                      message.reset.message)
         except grpc.RpcError as error:
             if not self._closed.is_set():
                 self.error = SwitchboardError.from_rpc_error(error)
@@ -508,30 +403,17 @@ class Responder:
                 streams = list(self._streams.values())
                 self._streams.clear()
             for stream in streams:
-                stream._reset("PEER_GONE", "the Respond session ended")
+                stream._reset(Status.PEER_GONE, "the Respond session ended")
             self._events.put(_CLOSE)
             self._ready.set()
 
-    def _apply_presence(self, update):
-        if update.kind == "SNAPSHOT":
-            self.peers = set(update.peers) - {self.peer_id}
-        elif update.kind == "JOINED":
-            self.peers = self.peers | set(update.peers)
-        elif update.kind == "LEFT":
-            self.peers = self.peers - set(update.peers)
-        self.version = update.version
-        self._events.put(update)
-        if update.kind == "SNAPSHOT":
-            self._ready.set()
-
-    def _grant(self, stream_id, n):
+    def _grant(self, stream_id: int, n: int) -> None:
         """With windows: tells the relay that ``n`` more bytes of an incoming stream were
         taken (read, or dropped unread), so its sender may send that many more."""
         if self.windows and n > 0:
-            self._put(pb2.RespondRequest(window=pb2.StreamWindow(id=stream_id, bytes=n)),
-                      lambda: False)
+            self._put(_common.stream_window(stream_id, n), lambda: False)
 
-    def _start(self, start):
+    def _start(self, start: Any) -> None:
         stream = Incoming(self, start)
         if start.broadcast and self._on_broadcast is None:
             # Nobody wants broadcasts: its chunks find no stream and are dropped (and granted).
@@ -547,47 +429,46 @@ class Responder:
             self._workers.add(worker)
         worker.start()
 
-    def _finished(self, stream):
+    def _finished(self, stream: Incoming) -> None:
         stream._handler_returned()
         with self._lock:
             if self._streams.get(stream.id) is stream:
                 del self._streams[stream.id]
             self._workers.discard(threading.current_thread())
 
-    def _run_request(self, request):
+    def _run_request(self, request: Incoming) -> None:
         try:
             result = self._handler(request)
             if not request._answered and request.reset is None:
                 request.finish(result if result is not None else b"")
         except StreamReset:
             pass
-        except ApplicationError as error:
-            self._try_fail(request, error.code, error.message)
         except Exception as error:  # noqa: BLE001 - reported to the sender
-            self._try_fail(request, 1, f"handler raised {type(error).__name__}: {error}")
+            self._try_fail(request, *_common.handler_failure(error))
         finally:
             self._finished(request)
 
-    def _run_broadcast(self, message):
+    def _run_broadcast(self, message: Incoming) -> None:
+        assert self._on_broadcast is not None
         try:
             self._on_broadcast(message)
         except StreamReset:
             pass
         except Exception:  # noqa: BLE001 - a broadcast callback has nobody to report to
-            message.cancel("CANCELLED", "the broadcast callback failed")
+            message.cancel(Status.CANCELLED, "the broadcast callback failed")
         finally:
             self._finished(message)
 
     @staticmethod
-    def _try_fail(request, app_code, message):
+    def _try_fail(request: Incoming, app_code: int, message: str) -> None:
         if request._answered or request.reset is not None:
             return
         try:
-            request.fail("APPLICATION", app_code, message[:512])
+            request.fail(Status.APPLICATION, app_code, message)
         except SwitchboardError:
             pass
 
-    def _dispatch_loop(self):
+    def _dispatch_loop(self) -> None:
         while True:
             update = self._events.get()
             if update is _CLOSE:
@@ -606,20 +487,20 @@ class PeerWatch:
     """Iterate for PresenceUpdate (a SNAPSHOT first, then JOINED/LEFT). ``cancel()`` stops it;
     the iteration then ends quietly."""
 
-    def __init__(self, call):
+    def __init__(self, call: Any) -> None:
         self._call = call
         self._cancelled = False
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[PresenceUpdate]:
         try:
             for response in self._call:
-                yield _update_from_proto(response.update)
+                yield _common.update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
                 return
             raise SwitchboardError.from_rpc_error(error) from None
 
-    def cancel(self):
+    def cancel(self) -> None:
         self._cancelled = True
         self._call.cancel()
 
@@ -627,85 +508,77 @@ class PeerWatch:
 # ---- The client ----------------------------------------------------------------------------
 
 
-def _read_file(path):
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
-
-
 class Client:
     """A connection to a Switchboard gateway. Thread-safe; close() (or a with block) ends it."""
 
-    def __init__(self, target=DEFAULT_TARGET, token="", options=None, tls=False, ca_file=None,
-                 cert_file=None, key_file=None, server_name=None):
+    def __init__(self, target: str = DEFAULT_TARGET, token: str = "",
+                 options: Sequence[tuple[str, Any]] | None = None, tls: bool = False,
+                 ca_file: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None, server_name: str | None = None) -> None:
         """``tls``: connect over TLS (implied by ``ca_file`` or ``cert_file``). ``ca_file``: PEM
         CA bundle for the gateway's certificate (None: gRPC's default roots); ``cert_file`` and
         ``key_file``: a client certificate for a gateway requiring mutual TLS; ``server_name``:
         the name checked in the gateway's certificate (None: the host of ``target``)."""
         self.target = target
         self.token = token or ""
-        channel_options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                           ("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        if server_name:
-            channel_options.append(("grpc.ssl_target_name_override", server_name))
-        channel_options += list(options or [])
-        if tls or ca_file or cert_file:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read_file(ca_file),
-                private_key=_read_file(key_file),
-                certificate_chain=_read_file(cert_file))
+        channel_options = _common.channel_options(options, server_name)
+        credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
+        if credentials is not None:
             self.channel = grpc.secure_channel(target, credentials, options=channel_options)
         else:
             self.channel = grpc.insecure_channel(target, options=channel_options)
         self.stub = pb2_grpc.SwitchboardServiceStub(self.channel)
 
-    def close(self):
+    def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send_stream(self, channel, data=b"", target=None, timeout=None, metadata=None,
-                    idle_timeout_ms=0, sender_peer_id=None, chunk_size=CHUNK_SIZE):
+    def send_stream(self, channel: str, data: Body = b"", target: str | None = None,
+                    timeout: float | None = None, metadata: Mapping[str, str] | None = None,
+                    idle_timeout_ms: int = 0, sender_peer_id: str | None = None,
+                    chunk_size: int = CHUNK_SIZE) -> SendCall:
         """Opens a Send and returns a SendCall to iterate for the response chunks.
 
         ``data``: bytes, str, or an iterable of bytes (consumed as gRPC asks for it, so a
         generator streams without holding the body); ``target``: a peer id, None = any
         responder; ``timeout``: the stream's deadline in seconds; ``metadata``: a dict of
         request headers the responder sees."""
-        opening = pb2.SendOpen(channel=channel, target=target or "",
-                               idle_timeout_ms=idle_timeout_ms, metadata=metadata or {},
-                               sender_peer_id=sender_peer_id or "", token=self.token)
+        opening = _common.send_open(channel, self.token, target, metadata, idle_timeout_ms,
+                                    sender_peer_id)
+        _common.check_chunk_size(chunk_size)
 
-        def messages():
+        def messages() -> Iterator[Any]:
             yield pb2.SendRequest(open=opening)
-            for chunk in _split(data, chunk_size):
-                yield pb2.SendRequest(chunk=pb2.Chunk(data=chunk))
+            for chunk in _common.split(data, chunk_size):
+                yield _common.send_request(chunk)
 
         return SendCall(self.stub.Send(messages(), timeout=timeout))
 
-    def send(self, channel, data=b"", target=None, timeout=None, metadata=None,
-             idle_timeout_ms=0, sender_peer_id=None):
+    def send(self, channel: str, data: Body = b"", target: str | None = None,
+             timeout: float | None = None, metadata: Mapping[str, str] | None = None,
+             idle_timeout_ms: int = 0, sender_peer_id: str | None = None) -> bytes:
         """Sends a request and returns the whole response (bytes); raises SwitchboardError."""
         return self.send_stream(channel, data, target=target, timeout=timeout,
                                 metadata=metadata, idle_timeout_ms=idle_timeout_ms,
                                 sender_peer_id=sender_peer_id).read()
 
-    def broadcast(self, channel, data=b"", metadata=None, sender_peer_id=None,
-                  idle_timeout_ms=0, timeout=None, chunk_size=CHUNK_SIZE):
+    def broadcast(self, channel: str, data: Body = b"", metadata: Mapping[str, str] | None = None,
+                  sender_peer_id: str | None = None, idle_timeout_ms: int = 0,
+                  timeout: float | None = None, chunk_size: int = CHUNK_SIZE) -> BroadcastSummary:
         """Streams ``data`` to every other peer of ``channel``; returns (delivered, dropped)."""
-        opening = pb2.BroadcastOpen(channel=channel, metadata=metadata or {},
-                                    sender_peer_id=sender_peer_id or "", token=self.token,
-                                    idle_timeout_ms=idle_timeout_ms)
+        opening = _common.broadcast_open(channel, self.token, metadata, idle_timeout_ms,
+                                         sender_peer_id)
+        _common.check_chunk_size(chunk_size)
 
-        def messages():
+        def messages() -> Iterator[Any]:
             yield pb2.BroadcastRequest(open=opening)
-            for chunk in _split(data, chunk_size):
-                yield pb2.BroadcastRequest(chunk=pb2.Chunk(data=chunk))
+            for chunk in _common.split(data, chunk_size):
+                yield _common.broadcast_request(chunk)
 
         summary = None
         try:
@@ -714,13 +587,12 @@ class Client:
                     summary = message.summary
         except grpc.RpcError as error:
             raise SwitchboardError.from_rpc_error(error) from None
-        if summary is None:
-            raise SwitchboardError(grpc.StatusCode.INTERNAL, None,
-                                   "the broadcast ended OK without a summary")
-        return BroadcastSummary(int(summary.delivered), int(summary.dropped))
+        return _common.summary_of(summary)
 
-    def respond(self, channel, handler, peer_id=None, on_presence=None, on_broadcast=None,
-                join_timeout=10.0, stream_windows=True):
+    def respond(self, channel: str, handler: Handler, peer_id: str | None = None,
+                on_presence: Callable[[PresenceUpdate], Any] | None = None,
+                on_broadcast: Callable[[Incoming], Any] | None = None,
+                join_timeout: float = 10.0, stream_windows: bool = True) -> Responder:
         """Joins ``channel`` as a peer serving requests; returns a Responder once joined.
 
         ``handler(request)`` runs on its own thread per request (an Incoming): it reads the
@@ -736,21 +608,23 @@ class Client:
                          on_presence=on_presence, on_broadcast=on_broadcast,
                          join_timeout=join_timeout, stream_windows=stream_windows)
 
-    def list_peers(self, channel, timeout=10.0):
+    def list_peers(self, channel: str, timeout: float | None = 10.0) -> Peers:
+        """The members of ``channel`` now, without joining it."""
+        request = pb2.ListPeersRequest(channel=_common.check_channel(channel), token=self.token)
         try:
-            answer = self.stub.ListPeers(pb2.ListPeersRequest(channel=channel, token=self.token),
-                                         timeout=timeout)
+            answer = self.stub.ListPeers(request, timeout=timeout)
         except grpc.RpcError as error:
             raise SwitchboardError.from_rpc_error(error) from None
         return Peers(list(answer.peers), int(answer.version))
 
-    def watch_peers(self, channel, timeout=None):
-        return PeerWatch(self.stub.WatchPeers(
-            pb2.WatchPeersRequest(channel=channel, token=self.token), timeout=timeout))
+    def watch_peers(self, channel: str, timeout: float | None = None) -> PeerWatch:
+        """The members of ``channel`` (a SNAPSHOT), then every change, without joining it."""
+        request = pb2.WatchPeersRequest(channel=_common.check_channel(channel), token=self.token)
+        return PeerWatch(self.stub.WatchPeers(request, timeout=timeout))
 
-    def health(self, service="", timeout=5.0):
+    def health(self, service: str = "", timeout: float = 5.0) -> str:
         """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""
-        health_pb2, health_pb2_grpc = _stubs.load_health()
+        health_pb2, health_pb2_grpc = load_health()
         if health_pb2 is None:
             raise RuntimeError("grpc-proto's health.proto is not installed")
         stub = health_pb2_grpc.HealthStub(self.channel)
@@ -758,4 +632,4 @@ class Client:
             answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as error:
             raise SwitchboardError.from_rpc_error(error) from None
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))

@@ -1,0 +1,75 @@
+// The cluster node on the etcd directory; builds without gRPC have no etcd client and refuse.
+#include "server/cluster_node.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <random>
+#include <stdexcept>
+
+#if SWITCHBOARD_WITH_GRPC
+#include "cluster/etcd_directory.hpp"
+#endif
+
+namespace switchboard::core {
+
+std::string default_node_id() {
+  char host[256] = {};
+  std::string name = ::gethostname(host, sizeof host - 1) == 0 ? host : "relay";
+  // Only characters a node id may hold.
+  for (auto& c : name) {
+    const bool fits = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-';
+    if (!fits) c = '-';
+  }
+  if (name.empty() || name.size() > 100) name = "relay";
+  std::random_device random;
+  return fmt::format("{}-{:06x}", name, random() & 0xffffffU);
+}
+
+#if SWITCHBOARD_WITH_GRPC
+namespace {
+
+class EtcdNode final : public ClusterNode {
+public:
+  explicit EtcdNode(cluster::EtcdDirectoryConfig config) : directory_(std::move(config)) {}
+  ~EtcdNode() override { directory_.stop(); }
+  cluster::Directory& directory() override { return directory_; }
+  void start() override { directory_.start(); }
+  void leave(std::chrono::steady_clock::time_point deadline) override {
+    directory_.leave(deadline);
+  }
+  void stop() override { directory_.stop(); }
+  std::optional<std::string> not_ready_reason() const override {
+    return directory_.not_ready_reason();
+  }
+  void write_metrics(MetricsWriter& out) const override { directory_.write_metrics(out); }
+  std::string json() const override { return directory_.json(); }
+
+private:
+  cluster::EtcdDirectory directory_;
+};
+
+}  // namespace
+
+std::unique_ptr<ClusterNode> make_cluster_node(const ServerConfig::Cluster& config,
+                                               cluster::NodeAddress self) {
+  cluster::EtcdDirectoryConfig directory;
+  directory.etcd = config.etcd;
+  directory.self = std::move(self);
+  directory.prefix = config.prefix;
+  directory.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.lease_ttl);
+  try {
+    return std::make_unique<EtcdNode>(std::move(directory));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("cluster: ") + e.what());
+  }
+}
+#else
+std::unique_ptr<ClusterNode> make_cluster_node(const ServerConfig::Cluster& /*config*/,
+                                               cluster::NodeAddress /*self*/) {
+  throw std::runtime_error("cluster: this build has no etcd client (SWITCHBOARD_WITH_GRPC=OFF)");
+}
+#endif
+
+}  // namespace switchboard::core

@@ -1,0 +1,67 @@
+// A relay of a test cluster: a real switchboard-server process on 127.0.0.N joined to a test
+// etcd, and what its admin endpoint says about it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/child_server.hpp"
+#include "support/etcd_server.hpp"
+
+namespace switchboard::test {
+
+class Relay {
+public:
+  /// Relay n ("rN" on 127.0.0.N) with lease TTL `ttl`.
+  Relay(const EtcdServer& etcd, int n, const std::string& ttl)
+      : id_("r" + std::to_string(n)), host_("127.0.0." + std::to_string(n)) {
+    const auto& host = host_;
+    process_ = std::make_unique<ChildServer>(
+        SWITCHBOARD_SERVER_BINARY,
+        std::vector<std::string>{"--listen", host + ":0", "--grpc-listen", host + ":0",
+                                 "--admin-listen", "127.0.0.1:0", "--admin-introspection",
+                                 "--threads", "1", "--cluster-etcd", etcd.url(), "--node-id", id_,
+                                 "--cluster-lease-ttl", ttl, "--drain-timeout", "5s"});
+    EXPECT_TRUE(process_->wait_listening(true)) << process_->err();
+    admin_ = process_->port("admin");
+    port_ = process_->port("core");
+    native_ = host + ":" + std::to_string(port_);
+  }
+
+  std::optional<double> metric(const std::string& series) const {
+    const auto response = http_request(admin_, "GET", "/metrics");
+    if (response.status != 200) return std::nullopt;
+    return metric_value(response.body, series);
+  }
+  double members() const { return metric("switchboard_cluster_members").value_or(-1); }
+  double revision() const { return metric("switchboard_cluster_view_revision").value_or(-1); }
+  HttpResponse health() const { return http_request(admin_, "GET", "/healthz"); }
+  std::string cluster_json() const { return http_request(admin_, "GET", "/cluster").body; }
+  /// The lease id as /cluster shows it (hex).
+  std::string lease() const {
+    const auto json = cluster_json();
+    const auto at = json.find("\"lease\":\"");
+    if (at == std::string::npos) return {};
+    const auto start = at + 9;
+    return json.substr(start, json.find('"', start) - start);
+  }
+
+  ChildServer& process() { return *process_; }
+  std::uint16_t admin() const { return admin_; }
+  const std::string& id() const { return id_; }
+  const std::string& native() const { return native_; }
+  const std::string& host() const { return host_; }
+  std::uint16_t port() const { return port_; }
+
+private:
+  std::string id_;
+  std::string host_;
+  std::string native_;
+  std::uint16_t port_ = 0;
+  std::uint16_t admin_ = 0;
+  std::unique_ptr<ChildServer> process_;
+};
+
+}  // namespace switchboard::test

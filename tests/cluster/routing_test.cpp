@@ -1,0 +1,222 @@
+// Peers of one channel entering a three-relay cluster through different relays: redirects to
+// the relay that serves the channel, a drain that moves them on, a killed owner, and what old
+// clients and gRPC callers on the wrong relay are told.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/placement.hpp"
+#include "support/clients.hpp"
+#include "support/raw_peer.hpp"
+#include "switchboard/wire/codec.hpp"
+#include "tests/cluster/poll.hpp"
+#include "tests/cluster/relay_process.hpp"
+
+namespace switchboard::test {
+namespace {
+
+using namespace std::chrono_literals;
+using client::BlockingClient;
+using client::BlockingStream;
+using client::ConnectionEvent;
+using client::Target;
+
+class ClusterRouting : public ::testing::Test {
+protected:
+  void SetUp() override {
+    for (int n = 1; n <= 3; ++n) relays_.push_back(std::make_unique<Relay>(etcd_, n, "1s"));
+    ASSERT_TRUE(eventually([&] {
+      for (const auto& relay : relays_) {
+        if (relay->members() != 3) return false;
+      }
+      return true;
+    }));
+  }
+
+  /// The relay placement makes the owner of `channel`, and one that is not.
+  Relay& owner_of(const Uuid& channel) { return *relays_.at(owner_index(channel)); }
+  Relay& other_than_owner(const Uuid& channel, int skip = 0) {
+    const auto owner = owner_index(channel);
+    for (std::size_t i = 0; i < relays_.size(); ++i) {
+      if (i != owner && skip-- == 0) return *relays_[i];
+    }
+    throw std::logic_error("no such relay");
+  }
+  std::size_t owner_index(const Uuid& channel) const {
+    const std::array<std::string, 3> ids{"r1", "r2", "r3"};
+    const auto owner = cluster::owner_of(channel, ids);
+    return static_cast<std::size_t>(owner.back() - '1');
+  }
+
+  static client::ConnectOptions through(const Relay& relay, const Uuid& channel,
+                                        bool accept_requests = false, bool reconnect = false) {
+    auto options = options_for(relay.port(), channel, accept_requests);
+    options.host = relay.host();
+    options.reconnect.enabled = reconnect;
+    options.reconnect.initial_delay = 20ms;
+    options.reconnect.max_delay = 200ms;
+    return options;
+  }
+
+  static double peers_on(const Relay& relay) {
+    return relay.metric("switchboard_peers").value_or(-1);
+  }
+  static double redirects(const Relay& relay) {
+    return relay.metric("switchboard_redirects_total{door=\"native\"}").value_or(0);
+  }
+
+  EtcdServer etcd_;
+  std::vector<std::unique_ptr<Relay>> relays_;
+};
+
+std::vector<std::uint8_t> pattern(std::size_t size, std::uint64_t seed) {
+  std::vector<std::uint8_t> bytes(size);
+  fill_pattern(bytes, seed, 0);
+  return bytes;
+}
+
+TEST_F(ClusterRouting, PeersEnteringThroughEveryRelayMeetOnTheOwner) {
+  const Uuid channel = Uuid::random();
+  Relay& owner = owner_of(channel);
+  Relay& first = other_than_owner(channel, 0);
+  Relay& second = other_than_owner(channel, 1);
+
+  BlockingClient responder(through(first, channel, true));
+  responder.serve(test::echo);
+  std::atomic<int> broadcasts_seen{0};
+  Checksum broadcast_sum;
+  responder.on_broadcast([&](BlockingStream& stream) {
+    for (;;) {
+      auto chunk = stream.read_chunk();
+      if (chunk.size == 0) break;
+      broadcast_sum.update(chunk.bytes());
+    }
+    broadcasts_seen.fetch_add(1);
+  });
+  BlockingClient via_second(through(second, channel));
+  BlockingClient via_owner(through(owner, channel));
+
+  // All three are peers of one channel on one relay: each sees the other two.
+  ASSERT_TRUE(eventually([&] {
+    return via_second.peers().size() == 2 && via_owner.peers().size() == 2 &&
+           responder.peers().size() == 2;
+  }));
+  EXPECT_EQ(peers_on(owner), 3);
+  EXPECT_EQ(peers_on(first), 0);
+  EXPECT_EQ(peers_on(second), 0);
+  EXPECT_GE(redirects(first), 1);
+  EXPECT_GE(redirects(second), 1);
+  EXPECT_EQ(redirects(owner), 0);
+
+  // 64 MiB through the owner from a peer that entered elsewhere, checksummed both ways.
+  const auto body = pattern(64U << 20, 7);
+  std::vector<std::uint8_t> response;
+  const auto outcome = via_second.send(Target::to(responder.peer_id()), body, response);
+  ASSERT_TRUE(outcome.ok()) << outcome.describe();
+  Checksum sent;
+  sent.update(body);
+  Checksum echoed;
+  echoed.update(response);
+  EXPECT_EQ(echoed.size(), sent.size());
+  EXPECT_EQ(echoed.value(), sent.value());
+
+  // A broadcast from the peer that entered at the owner reaches the responder.
+  auto broadcast = via_owner.broadcast();
+  const auto chunk = pattern(1U << 20, 9);
+  ASSERT_TRUE(broadcast.write(chunk, true).ok());
+  ASSERT_TRUE(broadcast.result().ok());
+  ASSERT_TRUE(eventually([&] { return broadcasts_seen.load() == 1; }));
+  Checksum expected;
+  expected.update(chunk);
+  EXPECT_EQ(broadcast_sum.value(), expected.value());
+}
+
+TEST_F(ClusterRouting, AVersionOneClientIsToldWhereTheChannelIs) {
+  const Uuid channel = Uuid::random();
+  Relay& owner = owner_of(channel);
+  Relay& other = other_than_owner(channel);
+  RawPeer raw(other.port(), 0, other.host().c_str());
+  wire::Hello hello;
+  hello.version = 1;
+  hello.channel = channel;
+  hello.max_frame = 65536;
+  hello.stream_window = 65536;
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello);
+  raw.send(bytes);
+  const auto frame = raw.expect_type(wire::FrameType::error);
+  ASSERT_TRUE(frame.has_value());
+  wire::Error error;
+  ASSERT_EQ(wire::parse_error(frame->bytes(), error), wire::DecodeError::none);
+  EXPECT_EQ(error.status, Status::refused);
+  EXPECT_NE(error.message.find(owner.native()), std::string::npos) << error.message;
+  EXPECT_NE(error.message.find("cannot follow redirects"), std::string::npos) << error.message;
+  EXPECT_TRUE(raw.expect_closed());
+}
+
+TEST_F(ClusterRouting, ADrainingOwnerMovesItsPeersToTheNextOwner) {
+  const Uuid channel = Uuid::random();
+  Relay& owner = owner_of(channel);
+  Relay& entry = other_than_owner(channel);
+  BlockingClient responder(through(entry, channel, true, true));
+  responder.serve(test::echo);
+  BlockingClient requester(through(entry, channel, false, true));
+  std::atomic<int> reconnected{0};
+  requester.on_connection_event([&](const ConnectionEvent& event) {
+    if (event.kind == ConnectionEvent::Kind::reconnected) reconnected.fetch_add(1);
+  });
+  ASSERT_TRUE(eventually([&] { return requester.peers().size() == 1; }));
+  ASSERT_EQ(peers_on(owner), 2);
+
+  owner.process().signal(SIGTERM);
+  // Both peers land on one surviving relay and see each other again there.
+  ASSERT_TRUE(eventually([&] { return reconnected.load() >= 1; }, 20s));
+  ASSERT_TRUE(eventually(
+      [&] {
+        return requester.peers() == std::vector<Uuid>{responder.peer_id()} &&
+               responder.peers() == std::vector<Uuid>{requester.peer_id()};
+      },
+      20s));
+  ASSERT_TRUE(owner.process().wait_exit(20s).has_value());
+  std::vector<std::uint8_t> response;
+  const auto body = pattern(4096, 3);
+  const auto outcome = requester.send(Target::to(responder.peer_id()), body, response);
+  ASSERT_TRUE(outcome.ok()) << outcome.describe();
+  EXPECT_EQ(response, body);
+}
+
+TEST_F(ClusterRouting, PeersOfAKilledOwnerComeBackThroughAnyRelay) {
+  const Uuid channel = Uuid::random();
+  Relay& owner = owner_of(channel);
+  Relay& entry = other_than_owner(channel);
+  BlockingClient responder(through(entry, channel, true, true));
+  responder.serve(test::echo);
+  BlockingClient requester(through(entry, channel, false, true));
+  ASSERT_TRUE(eventually([&] { return requester.peers().size() == 1; }));
+
+  owner.process().signal(SIGKILL);
+  ASSERT_TRUE(owner.process().wait_exit().has_value());
+  // After the owner's lease runs out another relay claims the channel; both peers are there
+  // with exact presence.
+  ASSERT_TRUE(eventually(
+      [&] {
+        return requester.peers() == std::vector<Uuid>{responder.peer_id()} &&
+               responder.peers() == std::vector<Uuid>{requester.peer_id()} &&
+               requester.state() == client::ConnectionState::connected;
+      },
+      20s));
+  std::vector<std::uint8_t> response;
+  const auto body = pattern(4096, 5);
+  const auto outcome = requester.send(Target::to(responder.peer_id()), body, response);
+  ASSERT_TRUE(outcome.ok()) << outcome.describe();
+  EXPECT_EQ(response, body);
+}
+
+}  // namespace
+}  // namespace switchboard::test
