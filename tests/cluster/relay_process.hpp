@@ -28,6 +28,7 @@ public:
     admin_ = process_->port("admin");
     port_ = process_->port("core");
     native_ = host + ":" + std::to_string(port_);
+    grpc_ = host + ":" + std::to_string(process_->port("grpc"));
   }
 
   std::optional<double> metric(const std::string& series) const {
@@ -53,12 +54,14 @@ public:
   const std::string& id() const { return id_; }
   const std::string& native() const { return native_; }
   const std::string& host() const { return host_; }
+  const std::string& grpc() const { return grpc_; }
   std::uint16_t port() const { return port_; }
 
 private:
   std::string id_;
   std::string host_;
   std::string native_;
+  std::string grpc_;
   std::uint16_t port_ = 0;
   std::uint16_t admin_ = 0;
   std::unique_ptr<ChildServer> process_;

@@ -1,6 +1,7 @@
 // Peers of one channel entering a three-relay cluster through different relays: redirects to
 // the relay that serves the channel, a drain that moves them on, a killed owner, and what old
 // clients and gRPC callers on the wrong relay are told.
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -14,6 +15,7 @@
 #include "cluster/placement.hpp"
 #include "support/clients.hpp"
 #include "support/raw_peer.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
 #include "switchboard/wire/codec.hpp"
 #include "tests/cluster/poll.hpp"
 #include "tests/cluster/relay_process.hpp"
@@ -216,6 +218,58 @@ TEST_F(ClusterRouting, PeersOfAKilledOwnerComeBackThroughAnyRelay) {
   const auto outcome = requester.send(Target::to(responder.peer_id()), body, response);
   ASSERT_TRUE(outcome.ok()) << outcome.describe();
   EXPECT_EQ(response, body);
+}
+
+namespace pb = ::switchboard::v1;
+
+std::unique_ptr<pb::SwitchboardService::Stub> stub_for(const Relay& relay) {
+  return pb::SwitchboardService::NewStub(
+      grpc::CreateChannel(relay.grpc(), grpc::InsecureChannelCredentials()));
+}
+
+TEST_F(ClusterRouting, GrpcCallersAreToldWhereAChannelIsAndMeetNativePeersOnTheOwner) {
+  const Uuid channel = Uuid::random();
+  Relay& owner = owner_of(channel);
+  Relay& other = other_than_owner(channel);
+  // A native responder that entered through another relay lives on the owner.
+  BlockingClient responder(through(other, channel, true));
+  responder.serve(test::echo);
+
+  // Asked on the wrong relay, gRPC says where to go.
+  {
+    grpc::ClientContext context;
+    pb::ListPeersRequest request;
+    request.set_channel(channel.to_string());
+    pb::ListPeersResponse response;
+    const auto status = stub_for(other)->ListPeers(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_NE(status.error_message().find(owner.grpc()), std::string::npos)
+        << status.error_message();
+  }
+  // On the owner, a gRPC caller sees the native peer and sends it a request.
+  auto stub = stub_for(owner);
+  {
+    grpc::ClientContext context;
+    pb::ListPeersRequest request;
+    request.set_channel(channel.to_string());
+    pb::ListPeersResponse response;
+    ASSERT_TRUE(stub->ListPeers(&context, request, &response).ok());
+    ASSERT_EQ(response.peers_size(), 1);
+    EXPECT_EQ(response.peers(0), responder.peer_id().to_string());
+  }
+  grpc::ClientContext context;
+  auto call = stub->Send(&context);
+  pb::SendRequest open;
+  open.mutable_open()->set_channel(channel.to_string());
+  open.mutable_open()->set_target(responder.peer_id().to_string());
+  open.mutable_open()->set_data("across the cluster");
+  ASSERT_TRUE(call->Write(open));
+  call->WritesDone();
+  std::string echoed;
+  pb::SendResponse in;
+  while (call->Read(&in)) echoed += in.chunk().data();
+  ASSERT_TRUE(call->Finish().ok());
+  EXPECT_EQ(echoed, "across the cluster");
 }
 
 }  // namespace
