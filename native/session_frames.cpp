@@ -128,6 +128,10 @@ bool Session::handle_hello(const wire::Frame& frame) {
 }
 
 bool Session::resolve_hello() {
+  // An observer adds no peer, so it claims nothing: it is told where the channel lives.
+  if (pending_hello_->observes()) {
+    return finish_hello(context_.directory->locate(pending_hello_->channel));
+  }
   // Most answers are known at once (a relay alone, or a channel this relay serves already);
   // the rest wait for the cluster directory, with the read loop paused until they come.
   auto verdict = cluster::resolve_or_defer(*context_.directory, pending_hello_->channel,
