@@ -59,6 +59,11 @@ public:
       grpc::CallbackServerContext* context, const pb::WatchPeersRequest* request) override {
     return watch_peers(gateway_, context, request);
   }
+  grpc::ServerUnaryReactor* Locate(grpc::CallbackServerContext* context,
+                                   const pb::LocateRequest* request,
+                                   pb::LocateResponse* response) override {
+    return locate(gateway_, context, request, response);
+  }
 
 private:
   GatewayContext& gateway_;

@@ -43,6 +43,41 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
   return reactor;
 }
 
+grpc::ServerUnaryReactor* locate(GatewayContext& gateway, grpc::CallbackServerContext* context,
+                                 const pb::LocateRequest* request, pb::LocateResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  const auto channel = parse_id(request->channel(), false);
+  if (!channel || channel->is_nil()) {
+    reactor->Finish(invalid_argument(
+        context, request->channel().empty() ? "channel is required"
+                                            : "channel is not a UUID: " + request->channel()));
+    return reactor;
+  }
+  core::auth::Grant grant;
+  if (auto refusal = check_token(gateway, context, request->token(), *channel, std::nullopt,
+                                 core::auth::Permission::presence, grant)) {
+    reactor->Finish(std::move(*refusal));
+    return reactor;
+  }
+  const auto where = gateway.core.directory->locate(*channel);
+  switch (where.kind) {
+    case cluster::Verdict::Kind::serve:
+      response->set_here(true);
+      break;
+    case cluster::Verdict::Kind::redirect:
+      response->set_node_id(where.owner.node_id);
+      response->set_grpc_address(where.owner.grpc);
+      response->set_native_address(where.owner.native);
+      break;
+    case cluster::Verdict::Kind::unavailable:
+      reactor->Finish(to_grpc(context, Status::refused, cluster::served_elsewhere(where)));
+      return reactor;
+  }
+  response->set_revision(where.revision);
+  reactor->Finish(to_grpc(context, Status::ok, ""));
+  return reactor;
+}
+
 namespace {
 
 // Streams a channel's presence to a client that is not a member. Every field lives on the

@@ -1,4 +1,4 @@
-// ListPeers and WatchPeers: presence without joining a channel.
+// ListPeers and WatchPeers: presence without joining a channel; Locate: where it is served.
 #pragma once
 
 #include "grpc_gateway/gateway_context.hpp"
@@ -14,5 +14,8 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
 grpc::ServerWriteReactor<pb::WatchPeersResponse>* watch_peers(GatewayContext& gateway,
                                                               grpc::CallbackServerContext* context,
                                                               const pb::WatchPeersRequest* request);
+
+grpc::ServerUnaryReactor* locate(GatewayContext& gateway, grpc::CallbackServerContext* context,
+                                 const pb::LocateRequest* request, pb::LocateResponse* response);
 
 }  // namespace switchboard::gateway

@@ -246,6 +246,23 @@ TEST_F(ClusterRouting, GrpcCallersAreToldWhereAChannelIsAndMeetNativePeersOnTheO
     EXPECT_NE(status.error_message().find(owner.grpc()), std::string::npos)
         << status.error_message();
   }
+  // Locate names the owner from any relay, and says "here" on the owner itself.
+  for (const auto* relay : {&other, &owner}) {
+    grpc::ClientContext context;
+    pb::LocateRequest request;
+    request.set_channel(channel.to_string());
+    pb::LocateResponse response;
+    ASSERT_TRUE(stub_for(*relay)->Locate(&context, request, &response).ok());
+    if (relay == &owner) {
+      EXPECT_TRUE(response.here());
+    } else {
+      EXPECT_FALSE(response.here());
+      EXPECT_EQ(response.node_id(), owner.id());
+      EXPECT_EQ(response.grpc_address(), owner.grpc());
+      EXPECT_EQ(response.native_address(), owner.native());
+      EXPECT_GT(response.revision(), 0U);
+    }
+  }
   // On the owner, a gRPC caller sees the native peer and sends it a request.
   auto stub = stub_for(owner);
   {

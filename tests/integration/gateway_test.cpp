@@ -929,5 +929,23 @@ TEST_F(Gateway, CallsEndingOkCarryTheOkTrailer) {
   }
 }
 
+TEST_F(Gateway, LocateOnARelayAloneAnswersHere) {
+  grpc::ClientContext context;
+  pb::LocateRequest request;
+  request.set_channel(channel_id_.to_string());
+  pb::LocateResponse response;
+  const auto status = stub_->Locate(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.here());
+  EXPECT_TRUE(response.grpc_address().empty());
+  EXPECT_EQ(response.revision(), 0U);
+
+  grpc::ClientContext bad_context;
+  pb::LocateRequest bad;
+  bad.set_channel("not-a-uuid");
+  EXPECT_EQ(stub_->Locate(&bad_context, bad, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace
 }  // namespace switchboard
