@@ -3,6 +3,7 @@
 // checks that no two directories serve one channel at any time.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <future>
 #include <map>
 #include <memory>
@@ -207,6 +208,44 @@ TEST(EtcdDirectory, AJoiningMemberTakesItsShareOnlyAfterTheHolderEmptiesIt) {
   }
   const auto held = claims(etcd);
   for (const auto& each : channels) EXPECT_EQ(held.at(each.to_string()), owner_of(each, three));
+  EXPECT_EQ(ledger.double_serves(), 0);
+}
+
+// The share of a thousand held channels that a fourth relay takes: placement predicts about a
+// quarter, only towards the newcomer; the figure is printed.
+TEST(EtcdDirectory, AFourthRelayTakesAboutAQuarterOfAThousandChannels) {
+  test::EtcdServer etcd;
+  Ledger ledger;
+  Node a(etcd.url(), "relay-a", ledger);
+  Node b(etcd.url(), "relay-b", ledger);
+  Node c(etcd.url(), "relay-c", ledger);
+  ASSERT_TRUE(eventually([&] {
+    return a.ready() && b.ready() && c.ready() && a.members() == 3 && b.members() == 3 &&
+           c.members() == 3;
+  }));
+  const std::vector<std::string> three{"relay-a", "relay-b", "relay-c"};
+  const auto channels = some_channels(1000);
+  for (const auto& channel : channels) {
+    const auto owner = owner_of(channel, three);
+    auto& node = owner == "relay-a" ? a : owner == "relay-b" ? b : c;
+    ASSERT_EQ(node.resolve(channel).kind, Verdict::Kind::serve);
+  }
+  const std::vector<std::string> four{"relay-a", "relay-b", "relay-c", "relay-d"};
+  std::size_t predicted = 0;
+  for (const auto& channel : channels) predicted += owner_of(channel, four) == "relay-d" ? 1 : 0;
+
+  Node d(etcd.url(), "relay-d", ledger);
+  ASSERT_TRUE(eventually([&] { return d.ready() && a.members() == 4 && c.members() == 4; }));
+  ASSERT_TRUE(eventually([&] { return ledger.relinquishes().size() == predicted; }));
+  for (const auto& r : ledger.relinquishes()) {
+    EXPECT_EQ(r.next.owner.node_id, "relay-d");
+  }
+  const double share = static_cast<double>(predicted) / static_cast<double>(channels.size());
+  std::printf("a fourth relay takes %zu of %zu held channels (%.1f%%; 1/4 = 25%%)\n", predicted,
+              channels.size(), 100.0 * share);
+  // Rendezvous hashing: about 1/4, with the spread of 1,000 draws (5 standard deviations).
+  EXPECT_GT(share, 0.18);
+  EXPECT_LT(share, 0.32);
   EXPECT_EQ(ledger.double_serves(), 0);
 }
 
