@@ -9,21 +9,36 @@
 
 #include "support/child_server.hpp"
 #include "support/etcd_server.hpp"
+#include "switchboard/wire/uuid.hpp"
 
 namespace switchboard::test {
 
 class Relay {
 public:
-  /// Relay n ("rN" on 127.0.0.N) with lease TTL `ttl`.
-  Relay(const EtcdServer& etcd, int n, const std::string& ttl)
+  /// Relay n ("rN" on 127.0.0.N) with lease TTL `ttl`; `extra` options are appended.
+  Relay(const EtcdServer& etcd, int n, const std::string& ttl,
+        const std::vector<std::string>& extra = {})
       : id_("r" + std::to_string(n)), host_("127.0.0." + std::to_string(n)) {
     const auto& host = host_;
-    process_ = std::make_unique<ChildServer>(
-        SWITCHBOARD_SERVER_BINARY,
-        std::vector<std::string>{"--listen", host + ":0", "--grpc-listen", host + ":0",
-                                 "--admin-listen", "127.0.0.1:0", "--admin-introspection",
-                                 "--threads", "1", "--cluster-etcd", etcd.url(), "--node-id", id_,
-                                 "--cluster-lease-ttl", ttl, "--drain-timeout", "5s"});
+    std::vector<std::string> args{"--listen",
+                                  host + ":0",
+                                  "--grpc-listen",
+                                  host + ":0",
+                                  "--admin-listen",
+                                  "127.0.0.1:0",
+                                  "--admin-introspection",
+                                  "--threads",
+                                  "1",
+                                  "--cluster-etcd",
+                                  etcd.url(),
+                                  "--node-id",
+                                  id_,
+                                  "--cluster-lease-ttl",
+                                  ttl,
+                                  "--drain-timeout",
+                                  "5s"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    process_ = std::make_unique<ChildServer>(SWITCHBOARD_SERVER_BINARY, std::move(args));
     EXPECT_TRUE(process_->wait_listening(true)) << process_->err();
     admin_ = process_->port("admin");
     port_ = process_->port("core");
@@ -39,6 +54,13 @@ public:
   double members() const { return metric("switchboard_cluster_members").value_or(-1); }
   double revision() const { return metric("switchboard_cluster_view_revision").value_or(-1); }
   HttpResponse health() const { return http_request(admin_, "GET", "/healthz"); }
+  /// Whether /channels lists `channel` with at least one peer (nullopt: no answer).
+  std::optional<bool> serves(const switchboard::Uuid& channel) const {
+    const auto response = http_request(admin_, "GET", "/channels");
+    if (response.status != 200) return std::nullopt;
+    return response.body.find("\"id\":\"" + channel.to_string() + "\",\"peers\":") !=
+           std::string::npos;
+  }
   std::string cluster_json() const { return http_request(admin_, "GET", "/cluster").body; }
   /// The lease id as /cluster shows it (hex).
   std::string lease() const {

@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <cstdio>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -40,7 +41,11 @@ using client::Target;
 class ClusterRouting : public ::testing::Test {
 protected:
   void SetUp() override {
-    for (int n = 1; n <= 3; ++n) relays_.push_back(std::make_unique<Relay>(etcd_, n, "1s"));
+    // A short keepalive: peers of a frozen relay notice within a second.
+    for (int n = 1; n <= 3; ++n) {
+      relays_.push_back(std::make_unique<Relay>(etcd_, n, "1s",
+                                                std::vector<std::string>{"--keepalive-ms", "300"}));
+    }
     ASSERT_TRUE(eventually([&] {
       for (const auto& relay : relays_) {
         if (relay->members() != 3) return false;
@@ -71,6 +76,8 @@ protected:
     options.reconnect.enabled = reconnect;
     options.reconnect.initial_delay = 20ms;
     options.reconnect.max_delay = 200ms;
+    // A frozen relay accepts TCP connections it never answers: give up on one quickly.
+    options.connect_timeout = 1s;
     return options;
   }
 
@@ -344,6 +351,77 @@ TEST_F(ClusterRouting, AKilledOwnersThreeHundredPeersAllComeBackWithExactPresenc
   });
   work.reset();
   runner.join();
+}
+
+// A relay frozen past its lease (SIGSTOP): its peers move to a new owner; resumed, it fences
+// itself and never serves the channel again. A checker polls what every relay serves
+// throughout: at no poll do two relays both have peers on the channel.
+TEST_F(ClusterRouting, AFrozenOwnerNeverServesAlongsideTheNewOne) {
+  const Uuid channel = Uuid::random();
+  Relay& owner = owner_of(channel);
+  Relay& entry = other_than_owner(channel);
+  BlockingClient responder(through(entry, channel, true, true));
+  responder.serve(test::echo);
+  BlockingClient requester(through(entry, channel, false, true));
+  ASSERT_TRUE(eventually([&] { return requester.peers().size() == 1; }));
+
+  std::atomic<bool> checking{true};
+  std::atomic<int> polls{0};
+  std::atomic<int> double_serves{0};
+  std::thread checker([&] {
+    // Bounded: the test ends it, and it stops by itself after 2,000 polls.
+    for (int i = 0; checking.load() && i < 2000; ++i) {
+      int serving = 0;
+      for (const auto& relay : relays_) serving += relay->serves(channel).value_or(false) ? 1 : 0;
+      if (serving > 1) double_serves.fetch_add(1);
+      polls.fetch_add(1);
+    }
+  });
+  const auto stop_checker = [&] {
+    checking = false;
+    if (checker.joinable()) checker.join();
+  };
+  struct Joined {
+    std::function<void()> stop;
+    ~Joined() { stop(); }
+  } joined{stop_checker};
+  owner.process().signal(SIGSTOP);
+  // The peers notice the silence, and come back on a new owner once the lease is gone.
+  ASSERT_TRUE(eventually(
+      [&] {
+        return requester.peers() == std::vector<Uuid>{responder.peer_id()} &&
+               responder.peers() == std::vector<Uuid>{requester.peer_id()} &&
+               requester.state() == client::ConnectionState::connected &&
+               !owner_of(channel).serves(channel).has_value();
+      },
+      30s));
+  owner.process().signal(SIGCONT);
+  EXPECT_TRUE(owner.process().wait_for_output("cluster relay fenced node=" + owner.id()));
+  // Registered again, it is the placement owner once more: the channel moves back to it, by
+  // claim, once the interim owner has let it go. Wait until every view has it and the channel
+  // has settled on one relay with both peers.
+  ASSERT_TRUE(eventually(
+      [&] {
+        int serving = 0;
+        for (const auto& relay : relays_) {
+          if (relay->members() != 3) return false;
+          serving += relay->serves(channel).value_or(false) ? 1 : 0;
+        }
+        return owner.health().status == 200 && serving == 1 &&
+               requester.peers() == std::vector<Uuid>{responder.peer_id()} &&
+               responder.peers() == std::vector<Uuid>{requester.peer_id()} &&
+               requester.state() == client::ConnectionState::connected &&
+               responder.state() == client::ConnectionState::connected;
+      },
+      30s));
+  std::vector<std::uint8_t> response;
+  const std::string body = "after the freeze";
+  const auto outcome = requester.send(Target::to(responder.peer_id()), as_bytes(body), response);
+  ASSERT_TRUE(outcome.ok()) << outcome.describe();
+  EXPECT_EQ(std::string(response.begin(), response.end()), body);
+  stop_checker();
+  EXPECT_GT(polls.load(), 0);
+  EXPECT_EQ(double_serves.load(), 0) << "polls: " << polls.load();
 }
 
 namespace pb = ::switchboard::v1;

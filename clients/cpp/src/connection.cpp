@@ -207,8 +207,11 @@ asio::awaitable<Outcome> ConnectionImpl::attempt(Joined& joined) {
     outcome = co_await attempt_once(joined);
     if (closed_) co_return outcome;
     if (!redirected_to_) {
-      // The owner a REDIRECT named is gone: start again from the relay we were given.
-      if (outcome.status == Status::peer_gone && !(target_ == entry) && hop < kMaxRedirects) {
+      // The owner a REDIRECT named is gone or frozen (unreachable, closed on us, or silent
+      // past the connect timeout): start again from the relay we were given.
+      const bool lost = outcome.unreachable || outcome.status == Status::peer_gone ||
+                        outcome.status == Status::deadline_exceeded;
+      if (lost && !(target_ == entry) && hop < kMaxRedirects) {
         target_ = entry;
         continue;
       }
