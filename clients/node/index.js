@@ -834,7 +834,13 @@ class Client {
     if (!this.locate) return Promise.resolve(this.stub);
     let found = this._located.get(channel);
     if (!found) {
-      found = this.locateChannel(channel).then((where) => {
+      found = this.locateChannel(channel).catch((error) => {
+        // A token without the presence permission may not ask (and a bad one fails its call
+        // the same way): such calls go to `target`, which answers them itself.
+        if (error.code === grpc.status.PERMISSION_DENIED ||
+            error.code === grpc.status.UNAUTHENTICATED) return { here: true };
+        throw error;
+      }).then((where) => {
         if (where.here) return this.stub;
         this._elsewhere.add(channel);
         let stub = this._relays.get(where.grpcAddress);
