@@ -96,6 +96,26 @@ export interface ClientSettings {
   options?: grpcJs.ChannelOptions;
   /** `true`: TLS with the default roots; an object: TLS with these files. Default: plaintext. */
   tls?: boolean | TlsSettings;
+  /**
+   * Default true: before a channel's first call, ask the relay where the channel is served
+   * (Locate) and make that channel's calls to the relay that serves it (clusters). False: every
+   * call goes to `target`.
+   */
+  locate?: boolean;
+}
+
+/** Where a channel is served, as {@link Client.locateChannel} reports it. */
+export interface ChannelLocation {
+  /** True when the relay asked serves the channel (or runs alone, or has no Locate). */
+  here: boolean;
+  /** The node id of the relay that serves the channel; empty when `here`. */
+  nodeId: string;
+  /** That relay's gRPC address HOST:PORT; empty when `here`. */
+  grpcAddress: string;
+  /** That relay's native address HOST:PORT; empty when `here`. */
+  nativeAddress: string;
+  /** The cluster membership revision the answer was made at; 0 for a relay alone. */
+  revision: number;
 }
 
 /** Options of calls that only take a deadline. */
@@ -196,8 +216,8 @@ export declare class ApplicationError extends Error {
  * A failed stream makes the iteration throw {@link SwitchboardError}.
  */
 export declare class SendCall implements AsyncIterable<Buffer> {
-  /** The underlying gRPC call. */
-  readonly call: grpcJs.ClientDuplexStream<object, object>;
+  /** The underlying gRPC call; null while the client is still locating the channel's relay. */
+  readonly call: grpcJs.ClientDuplexStream<object, object> | null;
   /** The error the call failed with, once it has. */
   error: SwitchboardError | null;
   /** Writes body bytes; resolves when there is room for more, false if the call has ended. */
@@ -312,8 +332,8 @@ export declare class Responder extends EventEmitter {
  * ({@link SwitchboardError}), `'end'`.
  */
 export declare class PeerWatch extends EventEmitter implements AsyncIterable<PresenceUpdate> {
-  /** The underlying gRPC call. */
-  readonly call: grpcJs.ClientReadableStream<object>;
+  /** The underlying gRPC call; null while the client is still locating the channel's relay. */
+  readonly call: grpcJs.ClientReadableStream<object> | null;
   /** True once {@link cancel} was called. */
   cancelled: boolean;
   /** Ends the watch; iteration then ends without an error. */
@@ -339,9 +359,13 @@ export declare class Client {
   readonly target: string;
   /** The token sent with every call (empty for none). */
   readonly token: string;
+  /** Whether calls go to the relay that serves their channel (see {@link ClientSettings.locate}). */
+  readonly locate: boolean;
+  /** Asks the relay `target` where `channel` is served (not cached; default deadline 10 s). */
+  locateChannel(channel: string, options?: CallOptions): Promise<ChannelLocation>;
   /** The generated `switchboard.v1.SwitchboardService` stub. */
   readonly stub: grpcJs.Client;
-  /** Closes the gRPC channel. */
+  /** Closes the gRPC channels (to `target` and to the other relays of a cluster). */
   close(): void;
   /** Opens a Send: write the request and read the response as streams. */
   openSend(channel: string, options?: SendOptions): SendCall;

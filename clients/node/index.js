@@ -201,15 +201,40 @@ async function writeMessage(call, state, message) {
  * iterate it (for await) for the response Buffers; a failed stream throws SwitchboardError.
  */
 class SendCall {
-  constructor(call) {
-    this.call = call;
-    this.state = trackEnd(call);
+  /**
+   * @param call the gRPC call, or a promise of it (while the client locates the channel's relay)
+   * @param onError sees every failure of the call (the client forgets where a moved channel was)
+   */
+  constructor(call, onError = null) {
     this.error = null;
-    call.on('error', (error) => { this.error = SwitchboardError.fromServiceError(error); });
+    this._onError = onError;
+    this._pending = null;
+    if (call && typeof call.then === 'function') {
+      this.call = null;
+      this.state = { ended: false, waiters: new Set() };
+      this._pending = call.then((opened) => this._attach(opened), (error) => {
+        this.error = SwitchboardError.fromServiceError(error);
+        this.state.ended = true;
+      });
+    } else {
+      this._attach(call);
+    }
+  }
+
+  _attach(call) {
+    this.call = call;
+    const ended = this.state && this.state.ended;
+    this.state = trackEnd(call);
+    call.on('error', (error) => {
+      this.error = SwitchboardError.fromServiceError(error);
+      if (this._onError) this._onError(this.error);
+    });
+    if (ended) call.cancel();  // cancelled while locating
   }
 
   /** Writes body bytes (split into chunks); resolves false if the call has already ended. */
   async write(data) {
+    if (this._pending) await this._pending;
     for (const chunk of split(toBuffer(data))) {
       if (!(await writeMessage(this.call, this.state, { chunk: { data: chunk } }))) return false;
     }
@@ -218,6 +243,7 @@ class SendCall {
 
   /** Writes a whole body (Buffer, string, or an (async) iterable of chunks), then ends it. */
   async writeAll(data) {
+    if (this._pending) await this._pending;
     for await (const chunk of bodyChunks(data)) {
       if (!(await writeMessage(this.call, this.state, { chunk: { data: chunk } }))) return false;
     }
@@ -226,14 +252,21 @@ class SendCall {
   }
 
   end() {
+    if (!this.call) {
+      this._pending.then(() => this.end());
+      return;
+    }
     if (!this.state.ended) this.call.end();
   }
 
   cancel() {
-    this.call.cancel();
+    if (this.call) this.call.cancel();
+    else this.state.ended = true;
   }
 
   async *[Symbol.asyncIterator]() {
+    if (this._pending) await this._pending;
+    if (!this.call) throw this.error;
     try {
       for await (const message of this.call) {
         if (message.kind === 'chunk' && message.chunk.data.length > 0) yield message.chunk.data;
@@ -437,7 +470,7 @@ class Incoming {
  * `incomingWindow` are its per-stream credits). `close()` leaves the channel.
  */
 class Responder extends EventEmitter {
-  constructor(client, channel, handler, options = {}) {
+  constructor(client, channel, handler, options = {}, stub = client.stub) {
     super();
     this.channel = channel;
     this.handler = handler;
@@ -455,7 +488,7 @@ class Responder extends EventEmitter {
     this._broadcasts = Boolean(options.onBroadcast);
     if (options.onPresence) this.on('presence', options.onPresence);
     if (options.onBroadcast) this.on('broadcast', options.onBroadcast);
-    this.call = client.stub.Respond(client._callMetadata(), {});
+    this.call = stub.Respond(client._callMetadata(), {});
     this.state = trackEnd(this.call);
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
@@ -464,7 +497,9 @@ class Responder extends EventEmitter {
     this.ready.catch(() => {});  // respond() reports it; a later rejection is nobody's concern
     this.call.on('data', (message) => this._receive(message));
     this.call.on('error', (error) => {
-      if (!this.closed) this.error = SwitchboardError.fromServiceError(error);
+      const failure = SwitchboardError.fromServiceError(error);
+      if (typeof client._noteFailure === 'function') client._noteFailure(channel, failure);
+      if (!this.closed) this.error = failure;
     });
     this.call.on('close', () => this._ended());
     this.call.on('status', () => setImmediate(() => this._ended()));
@@ -653,14 +688,33 @@ class Responder extends EventEmitter {
 
 /** Emits 'update' ({kind, peers, version}), 'error' (SwitchboardError), 'end'. Async-iterable. */
 class PeerWatch extends EventEmitter {
-  constructor(call) {
+  /**
+   * @param call the gRPC call, or a promise of it (while the client locates the channel's relay)
+   * @param onError sees every failure of the call (the client forgets where a moved channel was)
+   */
+  constructor(call, onError = null) {
     super();
-    this.call = call;
+    this.call = null;
     this.cancelled = false;
     this._queue = [];
     this._wake = null;
     this._done = false;
     this._error = null;
+    this._onError = onError;
+    if (call && typeof call.then === 'function') {
+      call.then((opened) => this._attach(opened), (error) => {
+        this._error = SwitchboardError.fromServiceError(error);
+        if (this.listenerCount('error') > 0) this.emit('error', this._error);
+        this._finish();
+      });
+    } else {
+      this._attach(call);
+    }
+  }
+
+  _attach(call) {
+    this.call = call;
+    if (this.cancelled) call.cancel();
     call.on('data', (response) => {
       const converted = presenceFromProto(response.update);
       this._queue.push(converted);
@@ -670,6 +724,7 @@ class PeerWatch extends EventEmitter {
     call.on('error', (error) => {
       if (!(this.cancelled && error.code === grpc.status.CANCELLED)) {
         this._error = SwitchboardError.fromServiceError(error);
+        if (this._onError) this._onError(this._error);
         if (this.listenerCount('error') > 0) this.emit('error', this._error);
       }
       this._finish();
@@ -679,7 +734,8 @@ class PeerWatch extends EventEmitter {
 
   cancel() {
     this.cancelled = true;
-    this.call.cancel();
+    if (this.call) this.call.cancel();
+    else this._finish();
   }
 
   _poke() {
@@ -712,26 +768,107 @@ class PeerWatch extends EventEmitter {
 
 // ---- The client --------------------------------------------------------------------------
 
+// A relay refuses a channel it does not serve with UNAVAILABLE and one of these messages: the
+// channel lives elsewhere (or is moving), so where it was located is no longer true.
+const MOVED_PREFIXES = ['channel is served by relay', 'channel unavailable on this relay'];
+const LOCATE_TIMEOUT_MS = 10000;
+
 class Client {
   /**
    * @param {string} target gateway address HOST:PORT
    * @param {{token?: string, credentials?: grpc.ChannelCredentials, options?: object,
-   *   tls?: boolean|{caFile?: string, certFile?: string, keyFile?: string, serverName?: string}}}
+   *   tls?: boolean|{caFile?: string, certFile?: string, keyFile?: string, serverName?: string},
+   *   locate?: boolean}}
    *   settings `tls`: true for TLS with the default roots, or an object: `caFile` (PEM CA bundle
    *   for the gateway's certificate), `certFile`/`keyFile` (client certificate for mutual TLS),
-   *   `serverName` (name checked in the gateway's certificate; default: the target's host)
+   *   `serverName` (name checked in the gateway's certificate; default: the target's host).
+   *   `locate` (default true): ask the relay where each channel is served (gRPC Locate) before
+   *   its first call, and make that channel's calls to the relay that serves it (clusters)
    */
   constructor(target = DEFAULT_TARGET, settings = {}) {
     this.target = target;
     this.token = settings.token || '';
+    this.locate = settings.locate !== false;
     const options = {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
       'grpc.max_send_message_length': 64 * 1024 * 1024,
     };
     const tls = settings.tls === true ? {} : settings.tls;
     if (tls && tls.serverName) options['grpc.ssl_target_name_override'] = tls.serverName;
-    this.stub = new proto.SwitchboardService(target,
-      settings.credentials || Client._credentials(tls), { ...options, ...(settings.options || {}) });
+    this._credentials = settings.credentials || Client._credentials(tls);
+    this._channelOptions = { ...options, ...(settings.options || {}) };
+    this.stub = new proto.SwitchboardService(target, this._credentials, this._channelOptions);
+    this._located = new Map();   // channel -> Promise of the stub that serves it
+    this._relays = new Map();    // gRPC address of another relay -> its stub
+    this._elsewhere = new Set(); // channels located on another relay
+  }
+
+  /**
+   * Where `channel` is served, as the relay this client points at answers (cached per channel):
+   * resolves to { here, nodeId, grpcAddress, nativeAddress, revision }. A relay without Locate
+   * (older) answers `here`.
+   */
+  locateChannel(channel, options = {}) {
+    return new Promise((resolve, reject) => {
+      this.stub.Locate({ channel, token: this.token }, this._callMetadata(),
+        Client._callOptions({ timeoutMs: LOCATE_TIMEOUT_MS, ...options }), (error, answer) => {
+          if (error && error.code === grpc.status.UNIMPLEMENTED) {
+            resolve({ here: true, nodeId: '', grpcAddress: '', nativeAddress: '', revision: 0 });
+          } else if (error) {
+            reject(SwitchboardError.fromServiceError(error));
+          } else {
+            resolve({
+              here: answer.here || !answer.grpc_address,
+              nodeId: answer.node_id,
+              grpcAddress: answer.grpc_address,
+              nativeAddress: answer.native_address,
+              revision: Number(answer.revision),
+            });
+          }
+        });
+    });
+  }
+
+  /** The stub to make `channel`'s calls with: located once per channel, then cached. */
+  _stubFor(channel) {
+    if (!this.locate) return Promise.resolve(this.stub);
+    let found = this._located.get(channel);
+    if (!found) {
+      found = this.locateChannel(channel).catch((error) => {
+        // A token without the presence permission may not ask (and a bad one fails its call
+        // the same way): such calls go to `target`, which answers them itself.
+        if (error.code === grpc.status.PERMISSION_DENIED ||
+            error.code === grpc.status.UNAUTHENTICATED) return { here: true };
+        throw error;
+      }).then((where) => {
+        if (where.here) return this.stub;
+        this._elsewhere.add(channel);
+        let stub = this._relays.get(where.grpcAddress);
+        if (!stub) {
+          stub = new proto.SwitchboardService(where.grpcAddress, this._credentials,
+            this._channelOptions);
+          this._relays.set(where.grpcAddress, stub);
+        }
+        return stub;
+      });
+      // A failed Locate is not remembered: the next call asks again.
+      found.catch(() => { if (this._located.get(channel) === found) this._located.delete(channel); });
+      this._located.set(channel, found);
+    }
+    return found;
+  }
+
+  /**
+   * Forgets where `channel` was located when a relay says it does not serve it (any more), or
+   * when the other relay it was located on cannot be reached (it may have left the cluster).
+   */
+  _noteFailure(channel, error) {
+    if (!error || error.code !== grpc.status.UNAVAILABLE) return;
+    if (this._elsewhere.has(channel) ||
+        MOVED_PREFIXES.some((prefix) => String(error.details).startsWith(prefix))) {
+      this._located.delete(channel);
+      this._elsewhere.delete(channel);
+    }
   }
 
   static _credentials(tls) {
@@ -742,6 +879,10 @@ class Client {
 
   close() {
     this.stub.close();
+    for (const stub of this._relays.values()) stub.close();
+    this._relays.clear();
+    this._located.clear();
+    this._elsewhere.clear();
   }
 
   _callMetadata() {
@@ -762,19 +903,22 @@ class Client {
    * headers), idleTimeoutMs, senderPeerId.
    */
   openSend(channel, options = {}) {
-    const call = this.stub.Send(this._callMetadata(), Client._callOptions(options));
-    const send = new SendCall(call);
-    call.write({
-      open: {
-        channel,
-        target: options.target || '',
-        idle_timeout_ms: options.idleTimeoutMs || 0,
-        metadata: options.metadata || {},
-        sender_peer_id: options.senderPeerId || '',
-        token: this.token,
-      },
+    const callOptions = Client._callOptions(options);
+    const opened = this._stubFor(channel).then((stub) => {
+      const call = stub.Send(this._callMetadata(), callOptions);
+      call.write({
+        open: {
+          channel,
+          target: options.target || '',
+          idle_timeout_ms: options.idleTimeoutMs || 0,
+          metadata: options.metadata || {},
+          sender_peer_id: options.senderPeerId || '',
+          token: this.token,
+        },
+      });
+      return call;
     });
-    return send;
+    return new SendCall(opened, (error) => this._noteFailure(channel, error));
   }
 
   /** Sends `data` (Buffer, string, or (async) iterable of chunks); resolves to the response. */
@@ -790,12 +934,18 @@ class Client {
 
   /** Streams `data` to every other peer of `channel`; resolves to { delivered, dropped }. */
   async broadcast(channel, data, options = {}) {
-    const call = this.stub.Broadcast(this._callMetadata(), Client._callOptions(options));
+    const callOptions = Client._callOptions(options);
+    const stub = await this._stubFor(channel);
+    const call = stub.Broadcast(this._callMetadata(), callOptions);
     const state = trackEnd(call);
     let summary = null;
     const finished = new Promise((resolve, reject) => {
       call.on('data', (message) => { if (message.summary) summary = message.summary; });
-      call.on('error', (error) => reject(SwitchboardError.fromServiceError(error)));
+      call.on('error', (error) => {
+        const failure = SwitchboardError.fromServiceError(error);
+        this._noteFailure(channel, failure);
+        reject(failure);
+      });
       call.on('end', () => resolve());
     });
     finished.catch(() => {});
@@ -829,8 +979,8 @@ class Client {
    * its own request; false, or a relay without it, keeps the session-wide backpressure).
    */
   async respond(channel, handler, options = {}) {
-    const responder = new Responder(this, channel, handler, options);
     const limit = options.joinTimeoutMs || 10000;
+    const responder = new Responder(this, channel, handler, options, await this._stubFor(channel));
     let timer = null;
     const timeout = new Promise((resolve, reject) => {
       timer = setTimeout(() => reject(new SwitchboardError(grpc.status.DEADLINE_EXCEEDED, null,
@@ -848,20 +998,29 @@ class Client {
   }
 
   /** The members of `channel` now: { peers, version }. */
-  listPeers(channel, options = {}) {
+  async listPeers(channel, options = {}) {
+    const callOptions = Client._callOptions({ timeoutMs: 10000, ...options });
+    const stub = await this._stubFor(channel);
     return new Promise((resolve, reject) => {
-      this.stub.ListPeers({ channel, token: this.token }, this._callMetadata(),
-        Client._callOptions({ timeoutMs: 10000, ...options }), (error, answer) => {
-          if (error) reject(SwitchboardError.fromServiceError(error));
-          else resolve({ peers: [...answer.peers], version: Number(answer.version) });
+      stub.ListPeers({ channel, token: this.token }, this._callMetadata(), callOptions,
+        (error, answer) => {
+          if (error) {
+            const failure = SwitchboardError.fromServiceError(error);
+            this._noteFailure(channel, failure);
+            reject(failure);
+          } else {
+            resolve({ peers: [...answer.peers], version: Number(answer.version) });
+          }
         });
     });
   }
 
   /** Watches `channel`'s membership without joining: a PeerWatch (SNAPSHOT, then changes). */
   watchPeers(channel, options = {}) {
-    return new PeerWatch(this.stub.WatchPeers({ channel, token: this.token },
-      this._callMetadata(), Client._callOptions(options)));
+    const callOptions = Client._callOptions(options);
+    const opened = this._stubFor(channel).then((stub) => stub.WatchPeers(
+      { channel, token: this.token }, this._callMetadata(), callOptions));
+    return new PeerWatch(opened, (error) => this._noteFailure(channel, error));
   }
 }
 

@@ -4,6 +4,7 @@
 import { randomUUID } from 'crypto';
 import {
   ApplicationError,
+  type ChannelLocation,
   Client,
   DEFAULT_TARGET,
   type Incoming,
@@ -58,6 +59,10 @@ async function main(): Promise<void> {
 
   const { peers, version } = await client.listPeers(channel);
   console.log(`peers: ${peers.length} version ${version}`);
+
+  // Where the channel is served (a relay alone, or one without Locate, answers `here`).
+  const where: ChannelLocation = await client.locateChannel(channel);
+  console.log(where.here ? 'served here' : `served by ${where.nodeId} at ${where.grpcAddress}`);
 
   session.close();
   client.close();
