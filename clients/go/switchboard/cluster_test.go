@@ -375,7 +375,7 @@ func TestLocateAlone(t *testing.T) {
 	}
 	_, err = dial(t).Locate(within(t, 10*time.Second), "not-a-uuid")
 	var e *switchboard.Error
-	if !errors.As(err, &e) || e.Code != codes.InvalidArgument {
+	if !errors.As(err, &e) || e.Code != codes.InvalidArgument || !errors.Is(err, switchboard.ErrProtocolError) {
 		t.Fatalf("Locate of a malformed channel: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "switchboard.dev/client/internal/switchboardpb"
@@ -47,12 +48,13 @@ func WithLocate(enabled bool) DialOption {
 // relay without Locate (older than clusters) answers Here. It neither reads nor fills the
 // cache the other calls use.
 func (c *Client) Locate(ctx context.Context, channel string) (Location, error) {
-	answer, err := c.stub.Locate(ctx, &pb.LocateRequest{Channel: channel, Token: c.token})
+	var trailer metadata.MD
+	answer, err := c.stub.Locate(ctx, &pb.LocateRequest{Channel: channel, Token: c.token}, grpc.Trailer(&trailer))
 	if status.Code(err) == codes.Unimplemented {
 		return Location{Here: true}, nil
 	}
 	if err != nil {
-		return Location{}, callError(ctx, err, nil)
+		return Location{}, callError(ctx, err, trailer)
 	}
 	return Location{
 		Here:          answer.GetHere(),
@@ -128,7 +130,8 @@ func (c *Client) rememberLocked(channel string, r *route) {
 
 // locate asks the configured relay and returns the stub for the relay that serves channel.
 func (c *Client) locate(ctx context.Context, channel string) (pb.SwitchboardServiceClient, error) {
-	answer, err := c.stub.Locate(ctx, &pb.LocateRequest{Channel: channel, Token: c.token})
+	var trailer metadata.MD
+	answer, err := c.stub.Locate(ctx, &pb.LocateRequest{Channel: channel, Token: c.token}, grpc.Trailer(&trailer))
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.Unimplemented, codes.PermissionDenied:
@@ -136,7 +139,7 @@ func (c *Client) locate(ctx context.Context, channel string) (pb.SwitchboardServ
 		// Locate needs: stay, and the call itself says whether it is allowed there.
 		return c.stub, nil
 	default:
-		return nil, callError(ctx, err, nil)
+		return nil, callError(ctx, err, trailer)
 	}
 	if answer.GetHere() {
 		return c.stub, nil
