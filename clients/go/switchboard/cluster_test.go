@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -377,5 +378,43 @@ func TestLocateAlone(t *testing.T) {
 	var e *switchboard.Error
 	if !errors.As(err, &e) || e.Code != codes.InvalidArgument || !errors.Is(err, switchboard.ErrProtocolError) {
 		t.Fatalf("Locate of a malformed channel: %v", err)
+	}
+}
+
+// Concurrent first calls for one channel (which share its Locate) all get through.
+func TestConcurrentFirstCalls(t *testing.T) {
+	client := dial(t)
+	channel := switchboard.NewID()
+	respond(t, dial(t), channel, echo)
+	failures := make(chan error, 8)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if i%2 == 0 {
+				peers, _, err := client.ListPeers(within(t, 10*time.Second), channel)
+				if err == nil && len(peers) != 1 {
+					err = fmt.Errorf("peers %v", peers)
+				}
+				failures <- err
+				return
+			}
+			response, err := client.Send(within(t, 10*time.Second), channel, strings.NewReader("x"))
+			if err == nil {
+				var answer []byte
+				if answer, err = io.ReadAll(response); err == nil && string(answer) != "x" {
+					err = fmt.Errorf("answer %q", answer)
+				}
+			}
+			failures <- err
+		}(i)
+	}
+	wg.Wait()
+	close(failures)
+	for err := range failures {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }
