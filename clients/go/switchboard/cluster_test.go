@@ -1,8 +1,8 @@
 package switchboard_test
 
-// Locating: a client pointed at one relay of a real two-relay cluster (Debian's etcd, the
-// -etcd flag) serves, sends, broadcasts and lists peers on channels either relay owns; and
-// Locate on a relay alone.
+// Locating: clients pointed at one relay of a real cluster (Debian's etcd, the -etcd flag, and
+// relay processes) serve, send, broadcast and list peers on channels either relay owns, and
+// follow channels a joining relay takes over; Locate and concurrent first calls on a relay alone.
 
 import (
 	"bufio"
