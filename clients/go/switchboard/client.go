@@ -9,6 +9,9 @@
 //     request, each with its own flow-control credit;
 //   - ListPeers and WatchPeers show a channel's membership without joining it.
 //
+// Pointed at any relay of a cluster, a Client makes each channel's calls on the relay that
+// serves that channel (Locate, WithLocate).
+//
 // Every call takes a context.Context: its deadline is the stream's deadline and cancelling it
 // cancels the stream at the other side. Failures are *Error values carrying the Switchboard
 // Status; compare them with errors.Is against ErrNoResponders, ErrPeerGone, and so on.
@@ -45,13 +48,23 @@ type Client struct {
 	conn  *grpc.ClientConn
 	stub  pb.SwitchboardServiceClient
 	token string
+	// home makes every call on the relay Dial was given (locating off).
+	home         *route
+	locating     bool
+	relayOptions []grpc.DialOption // the dial options less WithBlock, for the other relays
+
+	mu     sync.Mutex
+	closed bool
+	routes map[string]*route           // by channel: where its calls go
+	relays map[string]*grpc.ClientConn // by gRPC address: the other relays of a cluster
 }
 
 type dialConfig struct {
-	tls   *tls.Config
-	token string
-	block bool
-	extra []grpc.DialOption
+	tls      *tls.Config
+	token    string
+	block    bool
+	noLocate bool
+	extra    []grpc.DialOption
 }
 
 // DialOption configures Dial.
@@ -97,6 +110,7 @@ func Dial(ctx context.Context, target string, options ...DialOption) (*Client, e
 	} else {
 		grpcOptions = append(grpcOptions, grpc.WithInsecure())
 	}
+	relayOptions := append(append([]grpc.DialOption{}, grpcOptions...), config.extra...)
 	if config.block {
 		grpcOptions = append(grpcOptions, grpc.WithBlock())
 	}
@@ -105,11 +119,35 @@ func Dial(ctx context.Context, target string, options ...DialOption) (*Client, e
 	if err != nil {
 		return nil, callError(ctx, err, nil)
 	}
-	return &Client{conn: conn, stub: pb.NewSwitchboardServiceClient(conn), token: config.token}, nil
+	stub := pb.NewSwitchboardServiceClient(conn)
+	ready := make(chan struct{})
+	close(ready)
+	return &Client{
+		conn:         conn,
+		stub:         stub,
+		token:        config.token,
+		home:         &route{ready: ready, stub: stub},
+		locating:     !config.noLocate,
+		relayOptions: relayOptions,
+		routes:       make(map[string]*route),
+		relays:       make(map[string]*grpc.ClientConn),
+	}, nil
 }
 
-// Close ends the connection and every call still open on it.
-func (c *Client) Close() error { return c.conn.Close() }
+// Close ends the connections (to the relay Dial was given and to the other relays of a
+// cluster it opened) and every call still open on them.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	relays := c.relays
+	c.relays = map[string]*grpc.ClientConn{}
+	c.routes = map[string]*route{}
+	c.mu.Unlock()
+	for _, conn := range relays {
+		_ = conn.Close()
+	}
+	return c.conn.Close()
+}
 
 type callConfig struct {
 	target      string
@@ -173,13 +211,20 @@ func millis(d time.Duration) uint32 {
 // stays open.
 func (c *Client) Send(ctx context.Context, channel string, body io.Reader, options ...CallOption) (io.ReadCloser, error) {
 	config := collect(options)
+	route, err := c.routeTo(ctx, channel)
+	if err != nil {
+		return nil, err
+	}
 	callCtx, cancel := context.WithCancel(ctx)
-	stream, err := c.stub.Send(callCtx)
+	stream, err := route.stub.Send(callCtx)
 	if err != nil {
 		cancel()
-		return nil, callError(ctx, err, nil)
+		err = callError(ctx, err, nil)
+		c.forget(channel, route, err)
+		return nil, err
 	}
-	response := &responseReader{ctx: ctx, cancel: cancel, stream: stream, writerDone: make(chan struct{})}
+	response := &responseReader{ctx: ctx, cancel: cancel, stream: stream, writerDone: make(chan struct{}),
+		onEnd: func(err error) { c.forget(channel, route, err) }}
 	open := &pb.SendOpen{
 		Channel:       channel,
 		Target:        config.target,
@@ -200,7 +245,8 @@ type responseReader struct {
 	mu         sync.Mutex // guards final: Close may run beside a Read
 	final      error      // io.EOF or the *Error the stream ended with
 	writerDone chan struct{}
-	bodyErr    error // set by write before writerDone closes
+	bodyErr    error       // set by write before writerDone closes
+	onEnd      func(error) // told the error the stream ended with
 }
 
 func (r *responseReader) write(open *pb.SendOpen, body io.Reader) {
@@ -275,6 +321,9 @@ func (r *responseReader) finish(err error) {
 	r.mu.Lock()
 	r.final = final
 	r.mu.Unlock()
+	if final != io.EOF {
+		r.onEnd(final)
+	}
 }
 
 // Close cancels the stream if its response was not read to its end (a Read in progress then
@@ -304,11 +353,17 @@ func (c *Client) Broadcast(ctx context.Context, channel string, body io.Reader, 
 	if config.target != "" {
 		return Summary{}, errors.New("switchboard: Broadcast takes no ToPeer option")
 	}
+	route, err := c.routeTo(ctx, channel)
+	if err != nil {
+		return Summary{}, err
+	}
 	callCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.stub.Broadcast(callCtx)
+	stream, err := route.stub.Broadcast(callCtx)
 	if err != nil {
-		return Summary{}, callError(ctx, err, nil)
+		err = callError(ctx, err, nil)
+		c.forget(channel, route, err)
+		return Summary{}, err
 	}
 	open := &pb.BroadcastOpen{
 		Channel:       channel,
@@ -327,7 +382,9 @@ func (c *Client) Broadcast(ctx context.Context, channel string, body io.Reader, 
 			break
 		}
 		if err != nil {
-			return Summary{}, callError(ctx, err, stream.Trailer())
+			err = callError(ctx, err, stream.Trailer())
+			c.forget(channel, route, err)
+			return Summary{}, err
 		}
 		if message.Summary != nil {
 			summary = message.Summary
@@ -423,22 +480,46 @@ func presenceFromProto(update *pb.PresenceUpdate) PresenceEvent {
 }
 
 // ListPeers returns the members of channel now and the membership version, without joining.
+// When the channel moved, it is located again and asked once more.
 func (c *Client) ListPeers(ctx context.Context, channel string) ([]string, uint64, error) {
-	var trailer metadata.MD
-	answer, err := c.stub.ListPeers(ctx, &pb.ListPeersRequest{Channel: channel, Token: c.token}, grpc.Trailer(&trailer))
-	if err != nil {
-		return nil, 0, callError(ctx, err, trailer)
+	for attempt := 0; ; attempt++ {
+		route, err := c.routeTo(ctx, channel)
+		if err != nil {
+			return nil, 0, err
+		}
+		var trailer metadata.MD
+		answer, err := route.stub.ListPeers(ctx, &pb.ListPeersRequest{Channel: channel, Token: c.token}, grpc.Trailer(&trailer))
+		if err == nil {
+			return answer.Peers, answer.Version, nil
+		}
+		err = callError(ctx, err, trailer)
+		if !c.forget(channel, route, err) || attempt > 0 {
+			return nil, 0, err
+		}
 	}
-	return answer.Peers, answer.Version, nil
 }
 
 // WatchPeers returns the membership of channel as a snapshot event, then one event per join
 // and leave, without joining. It returns once the snapshot has arrived (or with the error that
 // prevented it). The channel is closed when ctx ends or the watch fails; in the second case
-// its last event carries the error in Err.
+// its last event carries the error in Err. When the channel moved before the snapshot, it is
+// located again and watched once more.
 func (c *Client) WatchPeers(ctx context.Context, channel string) (<-chan PresenceEvent, error) {
+	for attempt := 0; ; attempt++ {
+		route, err := c.routeTo(ctx, channel)
+		if err != nil {
+			return nil, err
+		}
+		events, err := c.watchPeers(ctx, channel, route)
+		if err == nil || !c.forget(channel, route, err) || attempt > 0 {
+			return events, err
+		}
+	}
+}
+
+func (c *Client) watchPeers(ctx context.Context, channel string, route *route) (<-chan PresenceEvent, error) {
 	callCtx, cancel := context.WithCancel(ctx)
-	stream, err := c.stub.WatchPeers(callCtx, &pb.WatchPeersRequest{Channel: channel, Token: c.token})
+	stream, err := route.stub.WatchPeers(callCtx, &pb.WatchPeersRequest{Channel: channel, Token: c.token})
 	if err != nil {
 		cancel()
 		return nil, callError(ctx, err, nil)
@@ -471,6 +552,7 @@ func (c *Client) WatchPeers(ctx context.Context, channel string) (<-chan Presenc
 					err = &Error{Status: StatusInternal, Message: "the relay ended the watch"}
 				} else {
 					err = callError(ctx, err, stream.Trailer())
+					c.forget(channel, route, err)
 				}
 				select {
 				case events <- PresenceEvent{Err: err}:

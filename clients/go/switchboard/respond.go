@@ -110,6 +110,7 @@ type Responder struct {
 	ready      chan struct{} // closed at the first snapshot or when the session ends
 	handlers   sync.WaitGroup
 	events     *eventQueue
+	ended      func(error) // told why the relay ended the session
 
 	mu             sync.Mutex
 	streams        map[uint64]*incoming
@@ -125,19 +126,34 @@ type Responder struct {
 
 // Respond joins channel as a peer that serves requests with handler and returns once the
 // relay has answered the join and sent the membership snapshot. The session ends when ctx
-// ends, Close is called or the relay ends it (see Done and Err).
+// ends, Close is called or the relay ends it (see Done and Err). When the channel moved before
+// the join was answered, it is located again and joined once more.
 func (c *Client) Respond(ctx context.Context, channel string, handler Handler, options ...RespondOption) (*Responder, error) {
 	var config respondConfig
 	for _, option := range options {
 		option(&config)
 	}
+	for attempt := 0; ; attempt++ {
+		route, err := c.routeTo(ctx, channel)
+		if err != nil {
+			return nil, err
+		}
+		r, err := c.respond(ctx, channel, route, handler, config)
+		if err == nil || !c.forget(channel, route, err) || attempt > 0 {
+			return r, err
+		}
+	}
+}
+
+func (c *Client) respond(ctx context.Context, channel string, route *route, handler Handler, config respondConfig) (*Responder, error) {
 	sessionCtx, cancel := context.WithCancel(ctx)
-	stream, err := c.stub.Respond(sessionCtx)
+	stream, err := route.stub.Respond(sessionCtx)
 	if err != nil {
 		cancel()
 		return nil, callError(ctx, err, nil)
 	}
 	r := &Responder{
+		ended:      func(err error) { c.forget(channel, route, err) },
 		stream:     stream,
 		ctx:        sessionCtx,
 		cancel:     cancel,
@@ -290,7 +306,8 @@ func (r *Responder) readLoop(parent context.Context) {
 	var ended error
 	defer func() {
 		r.mu.Lock()
-		if r.ctx.Err() == nil { // not ended by Close or the session's context
+		byRelay := r.ctx.Err() == nil // not ended by Close or the session's context
+		if byRelay {
 			r.err = ended
 		}
 		streams := r.streams
@@ -299,6 +316,9 @@ func (r *Responder) readLoop(parent context.Context) {
 		r.cancel()
 		for _, in := range streams {
 			in.resetWith(&Error{Status: StatusPeerGone, Message: "the Respond session ended", Code: codes.Unknown})
+		}
+		if byRelay {
+			r.ended(ended)
 		}
 		close(r.done)
 		r.readyOnce.Do(func() { close(r.ready) })
