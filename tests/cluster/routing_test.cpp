@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "cluster/placement.hpp"
@@ -37,6 +38,129 @@ using client::BlockingClient;
 using client::BlockingStream;
 using client::ConnectionEvent;
 using client::Target;
+
+// Peers of many channels on one io_context thread (a BlockingClient each would cost a thread
+// each): connected through given relays with reconnect on, each remembering when it last
+// reconnected.
+class PeerCrowd {
+public:
+  using Clock = std::chrono::steady_clock;
+
+  PeerCrowd(std::vector<Uuid> channels, std::size_t per_channel,
+            const std::function<client::ConnectOptions(std::size_t, const Uuid&)>& options_for)
+      : channels_(std::move(channels)),
+        per_channel_(per_channel),
+        members_(channels_.size() * per_channel),
+        work_(boost::asio::make_work_guard(io_)),
+        runner_([this] { io_.run(); }) {
+    for (std::size_t i = 0; i < members_.size(); ++i) {
+      boost::asio::co_spawn(
+          io_,
+          [this, i, options = options_for(i, channels_[i / per_channel_])]() mutable
+          -> boost::asio::awaitable<void> {
+            client::Outcome outcome;
+            auto connection = co_await client::Connection::connect(io_.get_executor(),
+                                                                   std::move(options), outcome);
+            if (!connection) {
+              failed_.fetch_add(1);
+              co_return;
+            }
+            connection->on_connection_event([this, i](const ConnectionEvent& event) {
+              if (event.kind == ConnectionEvent::Kind::reconnected) members_[i].back = Clock::now();
+            });
+            members_[i].connection = std::move(connection);
+            connected_.fetch_add(1);
+          },
+          boost::asio::detached);
+    }
+  }
+  ~PeerCrowd() {
+    on_io([this] {
+      for (auto& m : members_) {
+        if (m.connection) m.connection->close();
+      }
+      return true;
+    });
+    work_.reset();
+    runner_.join();
+  }
+  PeerCrowd(const PeerCrowd&) = delete;
+  PeerCrowd& operator=(const PeerCrowd&) = delete;
+
+  std::size_t size() const { return members_.size(); }
+  bool all_connected() const { return connected_.load() + failed_.load() == members_.size(); }
+  std::size_t failed() const { return failed_.load(); }
+  /// Every peer connected and seeing exactly the other peers of its channel.
+  bool exact_presence() {
+    return on_io([this] {
+      for (std::size_t i = 0; i < members_.size(); ++i) {
+        auto seen = members_[i].connection->peers();
+        std::vector<Uuid> expected;
+        const auto first = i / per_channel_ * per_channel_;
+        for (std::size_t j = first; j < first + per_channel_; ++j) {
+          if (j != i) expected.push_back(members_[j].connection->peer_id());
+        }
+        std::sort(seen.begin(), seen.end());
+        std::sort(expected.begin(), expected.end());
+        if (seen != expected ||
+            members_[i].connection->state() != client::ConnectionState::connected) {
+          return false;
+        }
+      }
+      return true;
+    });
+  }
+  /// Every peer reconnected after `since`.
+  bool all_back_since(Clock::time_point since) {
+    return on_io([&] {
+      return std::all_of(members_.begin(), members_.end(),
+                         [&](const Member& m) { return m.back > since; });
+    });
+  }
+  /// "p50 X s, p99 Y s, max Z s" of the time each peer took to reconnect after `since`.
+  std::string spread_since(Clock::time_point since) {
+    auto seconds = on_io([&] {
+      std::vector<double> out;
+      for (const auto& m : members_) {
+        out.push_back(std::chrono::duration<double>(m.back - since).count());
+      }
+      return out;
+    });
+    std::sort(seconds.begin(), seconds.end());
+    const auto at = [&](double q) {
+      return seconds[std::min(seconds.size() - 1,
+                              static_cast<std::size_t>(q * static_cast<double>(seconds.size())))];
+    };
+    char text[128];
+    std::snprintf(text, sizeof text, "p50 %.3f s, p99 %.3f s, max %.3f s", at(0.50), at(0.99),
+                  seconds.back());
+    return text;
+  }
+
+private:
+  struct Member {
+    std::shared_ptr<client::Connection> connection;
+    Clock::time_point back{};  // when it last reconnected
+  };
+  // Every look at a connection happens on its thread.
+  template <class Task>
+  std::invoke_result_t<std::decay_t<Task>&> on_io(Task&& task) {
+    std::packaged_task<std::invoke_result_t<std::decay_t<Task>&>()> packaged(
+        std::forward<Task>(task));
+    auto result = packaged.get_future();
+    boost::asio::post(io_, [&packaged] { packaged(); });
+    return result.get();
+  }
+
+  std::vector<Uuid> channels_;
+  std::size_t per_channel_;
+  std::vector<Member> members_;
+  std::atomic<std::size_t> connected_{0};
+  std::atomic<std::size_t> failed_{0};
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  std::thread runner_;
+};
 
 class ClusterRouting : public ::testing::Test {
 protected:
@@ -79,6 +203,19 @@ protected:
     // A frozen relay accepts TCP connections it never answers: give up on one quickly.
     options.connect_timeout = 1s;
     return options;
+  }
+
+  /// 300 peers of 100 channels, all served by r1, connected through r2 and r3, reconnect on.
+  std::unique_ptr<PeerCrowd> crowd_on_r1() {
+    std::vector<Uuid> channels;
+    while (channels.size() < 100) {
+      const auto channel = Uuid::random();
+      if (owner_index(channel) == 0) channels.push_back(channel);
+    }
+    return std::make_unique<PeerCrowd>(std::move(channels), 3,
+                                       [this](std::size_t i, const Uuid& c) {
+                                         return through(*relays_[1 + i % 2], c, true, true);
+                                       });
   }
 
   static double peers_on(const Relay& relay) {
@@ -235,122 +372,48 @@ TEST_F(ClusterRouting, PeersOfAKilledOwnerComeBackThroughAnyRelay) {
   EXPECT_EQ(response, body);
 }
 
-// 300 peers of 100 channels, all served by one relay, connected through the other two with
-// reconnect on. The owner is killed: every peer must come back, on the new owner, seeing exactly
+// The owner of 300 peers is killed: every peer must come back, on the new owner, seeing exactly
 // the other two peers of its channel. The time each took is printed (a benchmark figure, not
 // asserted: it depends on the lease TTL and on how loaded this machine is).
 TEST_F(ClusterRouting, AKilledOwnersThreeHundredPeersAllComeBackWithExactPresence) {
-  namespace asio = boost::asio;
-  using Clock = std::chrono::steady_clock;
-  constexpr std::size_t kChannels = 100;
-  constexpr std::size_t kPerChannel = 3;
-  std::vector<Uuid> channels;
-  while (channels.size() < kChannels) {
-    const auto channel = Uuid::random();
-    if (owner_index(channel) == 0) channels.push_back(channel);
-  }
+  auto crowd = crowd_on_r1();
+  ASSERT_TRUE(eventually([&] { return crowd->all_connected(); }, 60s));
+  ASSERT_EQ(crowd->failed(), 0U);
+  ASSERT_TRUE(eventually([&] { return crowd->exact_presence(); }, 30s));
   Relay& owner = *relays_[0];
+  ASSERT_EQ(owner.metric("switchboard_peers"), static_cast<double>(crowd->size()));
 
-  struct Member {
-    std::shared_ptr<client::Connection> connection;
-    Clock::time_point back{};  // when it reconnected
-  };
-  std::vector<Member> members(kChannels * kPerChannel);
-  asio::io_context io;
-  auto work = asio::make_work_guard(io);
-  std::thread runner([&] { io.run(); });
-  // Every look at a connection happens on its thread.
-  const auto on_io = [&](auto&& task) {
-    std::packaged_task<decltype(task())()> packaged(std::forward<decltype(task)>(task));
-    auto result = packaged.get_future();
-    asio::post(io, [&packaged] { packaged(); });
-    return result.get();
-  };
-  std::atomic<std::size_t> connected{0};
-  std::atomic<std::size_t> failed{0};
-  for (std::size_t i = 0; i < members.size(); ++i) {
-    asio::co_spawn(
-        io,
-        [&, i]() -> asio::awaitable<void> {
-          client::Outcome outcome;
-          auto options = through(*relays_[1 + i % 2], channels[i / kPerChannel], true, true);
-          auto connection =
-              co_await client::Connection::connect(io.get_executor(), std::move(options), outcome);
-          if (!connection) {
-            failed.fetch_add(1);
-            co_return;
-          }
-          connection->on_connection_event([&, i](const ConnectionEvent& event) {
-            if (event.kind == ConnectionEvent::Kind::reconnected) members[i].back = Clock::now();
-          });
-          members[i].connection = std::move(connection);
-          connected.fetch_add(1);
-        },
-        asio::detached);
-  }
-  ASSERT_TRUE(eventually([&] { return connected.load() + failed.load() == members.size(); }, 60s));
-  ASSERT_EQ(failed.load(), 0U);
-  const auto exact_presence = [&] {
-    return on_io([&] {
-      for (std::size_t i = 0; i < members.size(); ++i) {
-        auto seen = members[i].connection->peers();
-        std::vector<Uuid> expected;
-        const auto first = i / kPerChannel * kPerChannel;
-        for (std::size_t j = first; j < first + kPerChannel; ++j) {
-          if (j != i) expected.push_back(members[j].connection->peer_id());
-        }
-        std::sort(seen.begin(), seen.end());
-        std::sort(expected.begin(), expected.end());
-        if (seen != expected ||
-            members[i].connection->state() != client::ConnectionState::connected) {
-          return false;
-        }
-      }
-      return true;
-    });
-  };
-  ASSERT_TRUE(eventually(exact_presence, 30s));
-  ASSERT_EQ(owner.metric("switchboard_peers"), static_cast<double>(members.size()));
-
-  const auto killed_at = Clock::now();
+  const auto killed_at = PeerCrowd::Clock::now();
   owner.process().signal(SIGKILL);
   ASSERT_TRUE(owner.process().wait_exit().has_value());
-  ASSERT_TRUE(eventually(
-      [&] {
-        return on_io([&] {
-          return std::all_of(members.begin(), members.end(),
-                             [](const Member& m) { return m.back != Clock::time_point{}; });
-        });
-      },
-      60s));
-  ASSERT_TRUE(eventually(exact_presence, 30s));
-  // All of them on one surviving relay per channel, none left on the dead one's view.
+  ASSERT_TRUE(eventually([&] { return crowd->all_back_since(killed_at); }, 60s));
+  ASSERT_TRUE(eventually([&] { return crowd->exact_presence(); }, 30s));
   EXPECT_EQ(relays_[1]->metric("switchboard_peers").value_or(0) +
                 relays_[2]->metric("switchboard_peers").value_or(0),
-            static_cast<double>(members.size()));
+            static_cast<double>(crowd->size()));
+  std::printf("failover after kill -9 (lease TTL 1 s, %zu peers): %s\n", crowd->size(),
+              crowd->spread_since(killed_at).c_str());
+}
 
-  std::vector<double> seconds = on_io([&] {
-    std::vector<double> out;
-    for (const auto& m : members) {
-      out.push_back(std::chrono::duration<double>(m.back - killed_at).count());
-    }
-    return out;
-  });
-  std::sort(seconds.begin(), seconds.end());
-  const auto at = [&](double q) {
-    return seconds[std::min(seconds.size() - 1,
-                            static_cast<std::size_t>(q * static_cast<double>(seconds.size())))];
-  };
-  std::printf(
-      "failover after kill -9 (lease TTL 1 s, %zu peers): p50 %.3f s, p99 %.3f s, "
-      "max %.3f s\n",
-      seconds.size(), at(0.50), at(0.99), seconds.back());
-  on_io([&] {
-    for (auto& m : members) m.connection->close();
-    return true;
-  });
-  work.reset();
-  runner.join();
+// The owner of 300 peers drains (SIGTERM): each channel's peers are redirected to its next
+// owner; none is lost, every one is back with exact presence; the time is printed.
+TEST_F(ClusterRouting, ADrainingOwnersThreeHundredPeersAllMoveWithExactPresence) {
+  auto crowd = crowd_on_r1();
+  ASSERT_TRUE(eventually([&] { return crowd->all_connected(); }, 60s));
+  ASSERT_EQ(crowd->failed(), 0U);
+  ASSERT_TRUE(eventually([&] { return crowd->exact_presence(); }, 30s));
+  Relay& owner = *relays_[0];
+
+  const auto drained_at = PeerCrowd::Clock::now();
+  owner.process().signal(SIGTERM);
+  ASSERT_TRUE(eventually([&] { return crowd->all_back_since(drained_at); }, 60s));
+  ASSERT_TRUE(eventually([&] { return crowd->exact_presence(); }, 30s));
+  EXPECT_TRUE(owner.process().wait_exit(20s).has_value());
+  EXPECT_EQ(relays_[1]->metric("switchboard_peers").value_or(0) +
+                relays_[2]->metric("switchboard_peers").value_or(0),
+            static_cast<double>(crowd->size()));
+  std::printf("drain by SIGTERM (%zu peers moved): %s\n", crowd->size(),
+              crowd->spread_since(drained_at).c_str());
 }
 
 // A relay frozen past its lease (SIGSTOP): its peers move to a new owner; resumed, it fences
