@@ -12,6 +12,9 @@ iterators; statuses, errors, messages and argument checks are shared with it (``
 - ``AsyncClient.respond``: joins a channel as a peer; each request runs the async handler in
   its own task, so requests are served concurrently, each with its own flow-control windows;
 - ``AsyncClient.list_peers`` / ``watch_peers``: presence without joining.
+
+Pointed at any relay of a cluster, the client asks it (Locate) which relay serves each channel
+and sends that channel's calls there, as the blocking client does.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import collections
 import inspect
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -46,6 +49,14 @@ _POLL = 0.25
 
 _CLOSE = object()
 
+_T = TypeVar("_T")
+#: Opens a gRPC call once its channel is located.
+_Opener = Callable[[], Awaitable[Any]]
+
+
+def _unchanged(error: SwitchboardError) -> SwitchboardError:
+    return error
+
 
 async def _maybe_await(result: Any) -> None:
     if inspect.isawaitable(result):
@@ -68,20 +79,36 @@ def _local_cancel_error() -> SwitchboardError:
 
 class AsyncSendCall:
     """An open Send. ``async for`` it for the response chunks (bytes); a failed stream raises
-    SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
+    SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends.
 
-    def __init__(self, call: Any) -> None:
+    A call on a channel the client has not located yet opens when first iterated (after the
+    Locate); otherwise at once."""
+
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
+                 = _unchanged, opener: _Opener | None = None) -> None:
         self._call = call
         self._cancelled = False
+        self._on_error = on_error
+        self._opener = opener
+
+    async def _opened(self) -> Any:
+        if self._call is None:
+            if self._cancelled:
+                raise _local_cancel_error()
+            assert self._opener is not None
+            self._call = await self._opener()
+            if self._cancelled:
+                self._call.cancel()
+        return self._call
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for message in self._call:
+            async for message in await self._opened():
                 data = _common.send_response_data(message)
                 if data:
                     yield data
         except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._on_error(SwitchboardError.from_rpc_error(error)) from None
         except asyncio.CancelledError:
             if _cancelled_locally(self._cancelled):
                 raise _local_cancel_error() from None
@@ -96,10 +123,11 @@ class AsyncSendCall:
 
     def cancel(self) -> None:
         self._cancelled = True
-        self._call.cancel()
+        if self._call is not None:
+            self._call.cancel()
 
     async def trailing_metadata(self) -> Any:
-        return await self._call.trailing_metadata()
+        return await (await self._opened()).trailing_metadata()
 
 
 # ---- Respond -------------------------------------------------------------------------------
@@ -294,10 +322,12 @@ class AsyncResponder(_common.PresenceView):
     def __init__(self, stub: Any, channel: str, handler: AsyncHandler,
                  peer_id: str | None, token: str, on_presence: PresenceCallback | None,
                  on_broadcast: BroadcastCallback | None,
-                 grpc_metadata: Sequence[tuple[str, str]] | None, stream_windows: bool) -> None:
+                 grpc_metadata: Sequence[tuple[str, str]] | None, stream_windows: bool,
+                 on_error: Callable[[SwitchboardError], Any] | None = None) -> None:
         super().__init__()
         self.channel = channel
         self.error: SwitchboardError | None = None
+        self._on_error = on_error
         self._handler = handler
         self._on_presence = on_presence
         self._on_broadcast = on_broadcast
@@ -434,6 +464,8 @@ class AsyncResponder(_common.PresenceView):
             if self.error is None and not self._closing:
                 self.error = SwitchboardError(grpc.StatusCode.UNAVAILABLE, None,
                                               "the gateway ended the Respond session")
+            if self.error is not None and self._on_error is not None:
+                self._on_error(self.error)
             self._closed.set()
             streams = list(self._streams.values())
             self._streams.clear()
@@ -509,18 +541,28 @@ class AsyncPeerWatch:
     """``async for`` it for PresenceUpdate (a SNAPSHOT first, then JOINED/LEFT). ``cancel()``
     stops it; the iteration then ends quietly."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
+                 = _unchanged, opener: _Opener | None = None) -> None:
         self._call = call
         self._cancelled = False
+        self._on_error = on_error
+        self._opener = opener
 
     async def _updates(self) -> AsyncIterator[PresenceUpdate]:
+        if self._call is None:
+            if self._cancelled:
+                return
+            assert self._opener is not None
+            self._call = await self._opener()
+            if self._cancelled:
+                return
         try:
             async for response in self._call:
                 yield _common.update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._on_error(SwitchboardError.from_rpc_error(error)) from None
         except asyncio.CancelledError:
             if _cancelled_locally(self._cancelled):
                 return
@@ -531,7 +573,8 @@ class AsyncPeerWatch:
 
     def cancel(self) -> None:
         self._cancelled = True
-        self._call.cancel()
+        if self._call is not None:
+            self._call.cancel()
 
 
 # ---- The client ----------------------------------------------------------------------------
@@ -544,18 +587,86 @@ class AsyncClient:
     def __init__(self, target: str = DEFAULT_TARGET, token: str = "",
                  options: Sequence[tuple[str, Any]] | None = None, tls: bool = False,
                  ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, server_name: str | None = None) -> None:
+                 key_file: str | None = None, server_name: str | None = None,
+                 locate: bool = True) -> None:
         self.target = target
         self.token = token or ""
-        channel_options = _common.channel_options(options, server_name)
-        credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
-        if credentials is not None:
-            self.channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=channel_options)
+        self.locate = locate
+        self._channel_options = _common.channel_options(options, server_name)
+        self._credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
+        self.channel = self._open(target)
         self.stub = pb2_grpc.SwitchboardServiceStub(self.channel)
+        self._routes = _common.Routes()
+
+    def _open(self, target: str) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(target, self._credentials,
+                                           options=self._channel_options)
+        return grpc.aio.insecure_channel(target, options=self._channel_options)
+
+    def _known_stub(self, channel: str) -> Any:
+        """The stub for ``channel``'s calls if it needs no Locate (now), else None."""
+        if not self.locate:
+            return self.stub
+        try:
+            address = self._routes.by_channel[_common.check_channel(channel)]
+        except KeyError:
+            return None
+        if address is None or address == self.target:
+            return self.stub
+        stub = self._routes.stubs.get(address)
+        if stub is None:
+            self._routes.channels[address] = self._open(address)
+            stub = pb2_grpc.SwitchboardServiceStub(self._routes.channels[address])
+            self._routes.stubs[address] = stub
+        return stub
+
+    async def _stub(self, channel: str) -> Any:
+        """The stub for ``channel``'s calls: locates the channel on first use (with ``locate``)."""
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return stub
+        try:
+            answer = await self.stub.Locate(_common.locate_request(channel, self.token),
+                                            timeout=_common.LOCATE_TIMEOUT)
+            address = _common.located_address(answer)
+        except grpc.RpcError as error:
+            if not _common.locate_unsupported(error):
+                raise SwitchboardError.from_rpc_error(error) from None
+            address = None  # an older relay without Locate serves every channel
+        self._routes.by_channel[channel] = address
+        return self._known_stub(channel)
+
+    def _located(self, channel: str) -> Callable[[SwitchboardError], SwitchboardError]:
+        """What a failed call on ``channel`` passes its error through: a channel that moved
+        is located again by the next call."""
+        routes = self._routes
+        return lambda error: routes.note(channel, error)
+
+    async def _retried_once(self, channel: str, start: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``await start(stub)``, once more after locating again if the relay did not serve
+        the channel (only for calls that fail before any of their data is sent)."""
+        try:
+            return await start(await self._stub(channel))
+        except SwitchboardError as error:
+            if not (self.locate and _common.channel_moved(error)):
+                raise
+            self._routes.forget(channel)
+        return await start(await self._stub(channel))
+
+    def forget_location(self, channel: str | None = None) -> None:
+        """Drops the cached Locate answer of ``channel`` (None: of every channel)."""
+        if channel is None:
+            self._routes.by_channel.clear()
+        else:
+            self._routes.forget(channel)
 
     async def close(self) -> None:
+        others = list(self._routes.channels.values())
+        self._routes.channels.clear()
+        self._routes.stubs.clear()
+        for other in others:
+            await other.close()
         await self.channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -579,7 +690,14 @@ class AsyncClient:
             async for chunk in _common.asplit(data, chunk_size):
                 yield _common.send_request(chunk)
 
-        return AsyncSendCall(self.stub.Send(messages(), timeout=timeout))
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return AsyncSendCall(stub.Send(messages(), timeout=timeout), self._located(channel))
+
+        async def opener() -> Any:
+            return (await self._stub(channel)).Send(messages(), timeout=timeout)
+
+        return AsyncSendCall(None, self._located(channel), opener)
 
     async def send(self, channel: str, data: AsyncBody = b"", target: str | None = None,
                    timeout: float | None = None, metadata: Mapping[str, str] | None = None,
@@ -604,13 +722,14 @@ class AsyncClient:
             async for chunk in _common.asplit(data, chunk_size):
                 yield _common.broadcast_request(chunk)
 
+        stub = await self._stub(channel)
         summary = None
         try:
-            async for message in self.stub.Broadcast(messages(), timeout=timeout):
+            async for message in stub.Broadcast(messages(), timeout=timeout):
                 if message.HasField("summary"):
                     summary = message.summary
         except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._routes.note(channel, SwitchboardError.from_rpc_error(error)) from None
         return _common.summary_of(summary)
 
     async def respond(self, channel: str, handler: AsyncHandler, peer_id: str | None = None,
@@ -624,24 +743,41 @@ class AsyncClient:
         ends OK), raises ApplicationError(code, message), or calls ``fail()``.
         ``on_presence(update)`` (a function or a coroutine function) sees the presence events
         in order; ``await on_broadcast(message)`` runs in a task per broadcast."""
-        session = AsyncResponder(self.stub, channel, handler, peer_id, self.token, on_presence,
-                                 on_broadcast, None, stream_windows)
-        await session._joined_within(join_timeout)
-        return session
+        on_error = self._located(channel)
+
+        async def join(stub: Any) -> AsyncResponder:
+            session = AsyncResponder(stub, channel, handler, peer_id, self.token, on_presence,
+                                     on_broadcast, None, stream_windows, on_error)
+            await session._joined_within(join_timeout)
+            return session
+
+        return await self._retried_once(channel, join)
 
     async def list_peers(self, channel: str, timeout: float | None = 10.0) -> Peers:
         """The members of ``channel`` now, without joining it."""
         request = pb2.ListPeersRequest(channel=_common.check_channel(channel), token=self.token)
-        try:
-            answer = await self.stub.ListPeers(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+
+        async def ask(stub: Any) -> Any:
+            try:
+                return await stub.ListPeers(request, timeout=timeout)
+            except grpc.RpcError as error:
+                raise SwitchboardError.from_rpc_error(error) from None
+
+        answer = await self._retried_once(channel, ask)
         return Peers(list(answer.peers), int(answer.version))
 
     def watch_peers(self, channel: str, timeout: float | None = None) -> AsyncPeerWatch:
         """The members of ``channel`` (a SNAPSHOT), then every change, without joining it."""
         request = pb2.WatchPeersRequest(channel=_common.check_channel(channel), token=self.token)
-        return AsyncPeerWatch(self.stub.WatchPeers(request, timeout=timeout))
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return AsyncPeerWatch(stub.WatchPeers(request, timeout=timeout),
+                                  self._located(channel))
+
+        async def opener() -> Any:
+            return (await self._stub(channel)).WatchPeers(request, timeout=timeout)
+
+        return AsyncPeerWatch(None, self._located(channel), opener)
 
     async def health(self, service: str = "", timeout: float = 5.0) -> str:
         """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""
