@@ -291,6 +291,29 @@ async def async_cases(aio, sb, r1, r2, here, there):
     await async_exchange(aio, r1, there, "r2", r2.grpc)
     await async_exchange(aio, r1, here, "r1", None)
 
+    # Calls made before the Locate answers open in the order they were made: a watch made
+    # before the join sees the responder join; a send_stream as a first call works.
+    async with aio.AsyncClient(r1.grpc) as client, aio.AsyncClient(r1.grpc) as sending:
+        watch = client.watch_peers(there, timeout=10)
+        updates = watch.__aiter__()
+        async def read_then_ok(request):
+            await request.read()
+            return b"ok"
+
+        responder = await client.respond(there, read_then_ok)
+        try:
+            first = await asyncio.wait_for(updates.__anext__(), WAIT)
+            second = await asyncio.wait_for(updates.__anext__(), WAIT)
+            watch.cancel()
+            check((first.kind, first.peers, second.kind, second.peers)
+                  == ("SNAPSHOT", [], "JOINED", [responder.peer_id]),
+                  "asyncio: a watch made before the join (both locating) sees it join")
+            chunks = [chunk async for chunk in sending.send_stream(there, b"hi", timeout=10)]
+            check(chunks == [b"ok"] and sending._routes.by_channel[there] == r2.grpc,
+                  "asyncio: send_stream as a first call opens once located")
+        finally:
+            await responder.close()
+
     async with aio.AsyncClient(r1.grpc, locate=False) as plain:
         try:
             await plain.send(there, b"x", timeout=10)

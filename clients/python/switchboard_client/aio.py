@@ -50,12 +50,42 @@ _POLL = 0.25
 _CLOSE = object()
 
 _T = TypeVar("_T")
-#: Opens a gRPC call once its channel is located.
-_Opener = Callable[[], Awaitable[Any]]
 
 
 def _unchanged(error: SwitchboardError) -> SwitchboardError:
     return error
+
+
+class _Call:
+    """A streaming call, opened at once, or as soon as the Locate of its channel answers (a
+    callback on that Locate opens it, so calls open in the order they were made)."""
+
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]) -> None:
+        self._call = call
+        self._cancelled = False
+        self._on_error = on_error
+        self._located: asyncio.Task[None] | None = None
+
+    def _open_when_located(self, located: asyncio.Task[None],
+                           start: Callable[[], Any]) -> None:
+        def open_call(done: asyncio.Task[None]) -> None:
+            if done.cancelled() or done.exception() is not None or self._cancelled:
+                return
+            self._call = start()
+
+        self._located = located
+        located.add_done_callback(open_call)
+
+    async def _opened(self) -> Any:
+        """The gRPC call once opened (None if cancelled first); raises a failed Locate's error."""
+        if self._call is None and self._located is not None and not self._cancelled:
+            await asyncio.shield(self._located)
+        return self._call
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
 
 
 async def _maybe_await(result: Any) -> None:
@@ -77,33 +107,20 @@ def _local_cancel_error() -> SwitchboardError:
 # ---- Send ----------------------------------------------------------------------------------
 
 
-class AsyncSendCall:
+class AsyncSendCall(_Call):
     """An open Send. ``async for`` it for the response chunks (bytes); a failed stream raises
-    SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends.
-
-    A call on a channel the client has not located yet opens when first iterated (after the
-    Locate); otherwise at once."""
+    SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
 
     def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
-                 = _unchanged, opener: _Opener | None = None) -> None:
-        self._call = call
-        self._cancelled = False
-        self._on_error = on_error
-        self._opener = opener
-
-    async def _opened(self) -> Any:
-        if self._call is None:
-            if self._cancelled:
-                raise _local_cancel_error()
-            assert self._opener is not None
-            self._call = await self._opener()
-            if self._cancelled:
-                self._call.cancel()
-        return self._call
+                 = _unchanged) -> None:
+        super().__init__(call, on_error)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        call = await self._opened()
+        if call is None:
+            raise _local_cancel_error()
         try:
-            async for message in await self._opened():
+            async for message in call:
                 data = _common.send_response_data(message)
                 if data:
                     yield data
@@ -121,13 +138,9 @@ class AsyncSendCall:
         """The whole response (raises SwitchboardError on failure)."""
         return b"".join([chunk async for chunk in self])
 
-    def cancel(self) -> None:
-        self._cancelled = True
-        if self._call is not None:
-            self._call.cancel()
-
     async def trailing_metadata(self) -> Any:
-        return await (await self._opened()).trailing_metadata()
+        call = await self._opened()
+        return None if call is None else await call.trailing_metadata()
 
 
 # ---- Respond -------------------------------------------------------------------------------
@@ -381,6 +394,11 @@ class AsyncResponder(_common.PresenceView):
         for stream in list(self._streams.values()):
             stream._wake()  # a reader or writer waiting for this stream sees the session end
         self._call.cancel()
+        # Ends the request iterator too (grpcio leaves its task waiting on it otherwise); what
+        # is still queued is not sent any more.
+        if self._out.full():
+            self._out.get_nowait()
+        self._out.put_nowait(_CLOSE)
         self._reader.cancel()
         for task in list(self._tasks):
             task.cancel()
@@ -537,27 +555,20 @@ class AsyncResponder(_common.PresenceView):
 # ---- Presence without joining --------------------------------------------------------------
 
 
-class AsyncPeerWatch:
+class AsyncPeerWatch(_Call):
     """``async for`` it for PresenceUpdate (a SNAPSHOT first, then JOINED/LEFT). ``cancel()``
     stops it; the iteration then ends quietly."""
 
     def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
-                 = _unchanged, opener: _Opener | None = None) -> None:
-        self._call = call
-        self._cancelled = False
-        self._on_error = on_error
-        self._opener = opener
+                 = _unchanged) -> None:
+        super().__init__(call, on_error)
 
     async def _updates(self) -> AsyncIterator[PresenceUpdate]:
-        if self._call is None:
-            if self._cancelled:
-                return
-            assert self._opener is not None
-            self._call = await self._opener()
-            if self._cancelled:
-                return
+        call = await self._opened()
+        if call is None:
+            return
         try:
-            async for response in self._call:
+            async for response in call:
                 yield _common.update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
@@ -571,10 +582,6 @@ class AsyncPeerWatch:
     def __aiter__(self) -> AsyncIterator[PresenceUpdate]:
         return self._updates()
 
-    def cancel(self) -> None:
-        self._cancelled = True
-        if self._call is not None:
-            self._call.cancel()
 
 
 # ---- The client ----------------------------------------------------------------------------
@@ -597,6 +604,7 @@ class AsyncClient:
         self.channel = self._open(target)
         self.stub = pb2_grpc.SwitchboardServiceStub(self.channel)
         self._routes = _common.Routes()
+        self._lookups: dict[str, asyncio.Task[None]] = {}
 
     def _open(self, target: str) -> grpc.aio.Channel:
         if self._credentials is not None:
@@ -621,11 +629,7 @@ class AsyncClient:
             self._routes.stubs[address] = stub
         return stub
 
-    async def _stub(self, channel: str) -> Any:
-        """The stub for ``channel``'s calls: locates the channel on first use (with ``locate``)."""
-        stub = self._known_stub(channel)
-        if stub is not None:
-            return stub
+    async def _locate(self, channel: str) -> None:
         try:
             answer = await self.stub.Locate(_common.locate_request(channel, self.token),
                                             timeout=_common.LOCATE_TIMEOUT)
@@ -635,7 +639,35 @@ class AsyncClient:
                 raise SwitchboardError.from_rpc_error(error) from None
             address = None  # an older relay without Locate serves every channel
         self._routes.by_channel[channel] = address
-        return self._known_stub(channel)
+
+    def _locating(self, channel: str) -> asyncio.Task[None]:
+        """The Locate of ``channel`` in flight, started if none is (one per channel)."""
+        task = self._lookups.get(channel)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._locate(channel))
+            self._lookups[channel] = task
+
+            def done(finished: asyncio.Task[None]) -> None:
+                if self._lookups.get(channel) is finished:
+                    del self._lookups[channel]
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: its awaiters, if any, raise it
+
+            task.add_done_callback(done)
+        return task
+
+    def _stub_now(self, channel: str) -> Any:
+        """The stub for a located channel (the relay given, if the answer was dropped since)."""
+        stub = self._known_stub(channel)
+        return stub if stub is not None else self.stub
+
+    async def _stub(self, channel: str) -> Any:
+        """The stub for ``channel``'s calls: locates the channel on first use (with ``locate``)."""
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return stub
+        await asyncio.shield(self._locating(channel))
+        return self._stub_now(channel)
 
     def _located(self, channel: str) -> Callable[[SwitchboardError], SwitchboardError]:
         """What a failed call on ``channel`` passes its error through: a channel that moved
@@ -693,11 +725,10 @@ class AsyncClient:
         stub = self._known_stub(channel)
         if stub is not None:
             return AsyncSendCall(stub.Send(messages(), timeout=timeout), self._located(channel))
-
-        async def opener() -> Any:
-            return (await self._stub(channel)).Send(messages(), timeout=timeout)
-
-        return AsyncSendCall(None, self._located(channel), opener)
+        call = AsyncSendCall(None, self._located(channel))
+        call._open_when_located(self._locating(channel), lambda: self._stub_now(channel).Send(
+            messages(), timeout=timeout))
+        return call
 
     async def send(self, channel: str, data: AsyncBody = b"", target: str | None = None,
                    timeout: float | None = None, metadata: Mapping[str, str] | None = None,
@@ -773,11 +804,10 @@ class AsyncClient:
         if stub is not None:
             return AsyncPeerWatch(stub.WatchPeers(request, timeout=timeout),
                                   self._located(channel))
-
-        async def opener() -> Any:
-            return (await self._stub(channel)).WatchPeers(request, timeout=timeout)
-
-        return AsyncPeerWatch(None, self._located(channel), opener)
+        watch = AsyncPeerWatch(None, self._located(channel))
+        watch._open_when_located(self._locating(channel), lambda: self._stub_now(channel)
+                                 .WatchPeers(request, timeout=timeout))
+        return watch
 
     async def health(self, service: str = "", timeout: float = 5.0) -> str:
         """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""
