@@ -464,10 +464,17 @@ def located_address(answer: Any) -> str | None:
     return str(answer.grpc_address)
 
 
-def locate_unsupported(error: BaseException) -> bool:
-    """True when a relay has no Locate (an older relay): it then serves every channel."""
+#: Locate failures after which the client uses the relay it was given: a relay without Locate
+#: (older) serves every channel; a token without the presence permission may not ask, but may
+#: still be enough for the call itself (which fails clearly if that relay does not serve it).
+_LOCATE_NOT_ANSWERED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.UNAUTHENTICATED)
+
+
+def locate_not_answered(error: BaseException) -> bool:
+    """True when a failed Locate means: use the relay the client was given."""
     code_of = getattr(error, "code", None)
-    return callable(code_of) and code_of() == grpc.StatusCode.UNIMPLEMENTED
+    return callable(code_of) and code_of() in _LOCATE_NOT_ANSWERED
 
 
 def channel_moved(error: SwitchboardError) -> bool:

@@ -569,9 +569,9 @@ class Client:
                                           timeout=_common.LOCATE_TIMEOUT)
                 address = _common.located_address(answer)
             except grpc.RpcError as error:
-                if not _common.locate_unsupported(error):
+                if not _common.locate_not_answered(error):
                     raise SwitchboardError.from_rpc_error(error) from None
-                address = None  # an older relay without Locate serves every channel
+                address = None  # no Locate, or not allowed to ask: the relay given
             self._routes.by_channel[channel] = address
         if address is None or address == self.target:
             return self.stub
