@@ -442,3 +442,65 @@ def channel_credentials(tls: bool, ca_file: str | None, cert_file: str | None,
     return grpc.ssl_channel_credentials(root_certificates=_read_file(ca_file),
                                         private_key=_read_file(key_file),
                                         certificate_chain=_read_file(cert_file))
+
+
+# ---- Clusters: which relay serves a channel ------------------------------------------------
+
+#: How long a Locate may take before the call that needed it fails.
+LOCATE_TIMEOUT = 10.0
+#: The beginnings of the UNAVAILABLE messages of a relay that does not serve the channel (it is
+#: served by another relay, or it is moving): the cached answer is then stale.
+_MOVED_MESSAGES = ("channel is served by relay", "channel unavailable on this relay")
+
+
+def locate_request(channel: str, token: str) -> Any:
+    return pb2.LocateRequest(channel=check_channel(channel), token=token)
+
+
+def located_address(answer: Any) -> str | None:
+    """The gRPC address a Locate answer sends the channel's calls to; None for "here"."""
+    if answer.here or not answer.grpc_address:
+        return None
+    return str(answer.grpc_address)
+
+
+#: Locate failures after which the client uses the relay it was given: a relay without Locate
+#: (older) serves every channel; a token without the presence permission may not ask, but may
+#: still be enough for the call itself (which fails clearly if that relay does not serve it).
+_LOCATE_NOT_ANSWERED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.UNAUTHENTICATED)
+
+
+def locate_not_answered(error: BaseException) -> bool:
+    """True when a failed Locate means: use the relay the client was given."""
+    code_of = getattr(error, "code", None)
+    return callable(code_of) and code_of() in _LOCATE_NOT_ANSWERED
+
+
+def channel_moved(error: SwitchboardError) -> bool:
+    """True when a call failed because the relay asked does not serve its channel (now)."""
+    return (error.code == grpc.StatusCode.UNAVAILABLE
+            and error.message.startswith(_MOVED_MESSAGES))
+
+
+class Routes:
+    """Where each channel's calls go: the located gRPC address per channel (None: the relay
+    the client was created for) and one gRPC channel per other address. Plain dict operations
+    only, so the blocking client may share it between threads (it adds a lock for opening)."""
+
+    def __init__(self) -> None:
+        self.by_channel: dict[str, str | None] = {}
+        self.channels: dict[str, Any] = {}  # address -> grpc channel
+        self.stubs: dict[str, Any] = {}  # address -> SwitchboardServiceStub
+
+    def known(self, channel: str) -> bool:
+        return channel in self.by_channel
+
+    def forget(self, channel: str) -> None:
+        self.by_channel.pop(channel, None)
+
+    def note(self, channel: str, error: SwitchboardError) -> SwitchboardError:
+        """Forgets ``channel``'s answer if ``error`` says it moved; returns ``error``."""
+        if channel_moved(error):
+            self.forget(channel)
+        return error

@@ -12,6 +12,9 @@ iterators; statuses, errors, messages and argument checks are shared with it (``
 - ``AsyncClient.respond``: joins a channel as a peer; each request runs the async handler in
   its own task, so requests are served concurrently, each with its own flow-control windows;
 - ``AsyncClient.list_peers`` / ``watch_peers``: presence without joining.
+
+Pointed at any relay of a cluster, the client asks it (Locate) which relay serves each channel
+and sends that channel's calls there, as the blocking client does.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import collections
 import inspect
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -46,6 +49,44 @@ _POLL = 0.25
 
 _CLOSE = object()
 
+_T = TypeVar("_T")
+
+
+def _unchanged(error: SwitchboardError) -> SwitchboardError:
+    return error
+
+
+class _Call:
+    """A streaming call, opened at once, or as soon as the Locate of its channel answers (a
+    callback on that Locate opens it, so calls open in the order they were made)."""
+
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]) -> None:
+        self._call = call
+        self._cancelled = False
+        self._on_error = on_error
+        self._located: asyncio.Task[None] | None = None
+
+    def _open_when_located(self, located: asyncio.Task[None],
+                           start: Callable[[], Any]) -> None:
+        def open_call(done: asyncio.Task[None]) -> None:
+            if done.cancelled() or done.exception() is not None or self._cancelled:
+                return
+            self._call = start()
+
+        self._located = located
+        located.add_done_callback(open_call)
+
+    async def _opened(self) -> Any:
+        """The gRPC call once opened (None if cancelled first); raises a failed Locate's error."""
+        if self._call is None and self._located is not None and not self._cancelled:
+            await asyncio.shield(self._located)
+        return self._call
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
 
 async def _maybe_await(result: Any) -> None:
     if inspect.isawaitable(result):
@@ -66,22 +107,25 @@ def _local_cancel_error() -> SwitchboardError:
 # ---- Send ----------------------------------------------------------------------------------
 
 
-class AsyncSendCall:
+class AsyncSendCall(_Call):
     """An open Send. ``async for`` it for the response chunks (bytes); a failed stream raises
     SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._cancelled = False
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
+                 = _unchanged) -> None:
+        super().__init__(call, on_error)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
+        call = await self._opened()
+        if call is None:
+            raise _local_cancel_error()
         try:
-            async for message in self._call:
+            async for message in call:
                 data = _common.send_response_data(message)
                 if data:
                     yield data
         except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._on_error(SwitchboardError.from_rpc_error(error)) from None
         except asyncio.CancelledError:
             if _cancelled_locally(self._cancelled):
                 raise _local_cancel_error() from None
@@ -94,12 +138,9 @@ class AsyncSendCall:
         """The whole response (raises SwitchboardError on failure)."""
         return b"".join([chunk async for chunk in self])
 
-    def cancel(self) -> None:
-        self._cancelled = True
-        self._call.cancel()
-
     async def trailing_metadata(self) -> Any:
-        return await self._call.trailing_metadata()
+        call = await self._opened()
+        return None if call is None else await call.trailing_metadata()
 
 
 # ---- Respond -------------------------------------------------------------------------------
@@ -294,10 +335,12 @@ class AsyncResponder(_common.PresenceView):
     def __init__(self, stub: Any, channel: str, handler: AsyncHandler,
                  peer_id: str | None, token: str, on_presence: PresenceCallback | None,
                  on_broadcast: BroadcastCallback | None,
-                 grpc_metadata: Sequence[tuple[str, str]] | None, stream_windows: bool) -> None:
+                 grpc_metadata: Sequence[tuple[str, str]] | None, stream_windows: bool,
+                 on_error: Callable[[SwitchboardError], Any] | None = None) -> None:
         super().__init__()
         self.channel = channel
         self.error: SwitchboardError | None = None
+        self._on_error = on_error
         self._handler = handler
         self._on_presence = on_presence
         self._on_broadcast = on_broadcast
@@ -351,6 +394,11 @@ class AsyncResponder(_common.PresenceView):
         for stream in list(self._streams.values()):
             stream._wake()  # a reader or writer waiting for this stream sees the session end
         self._call.cancel()
+        # Ends the request iterator too (grpcio leaves its task waiting on it otherwise); what
+        # is still queued is not sent any more.
+        if self._out.full():
+            self._out.get_nowait()
+        self._out.put_nowait(_CLOSE)
         self._reader.cancel()
         for task in list(self._tasks):
             task.cancel()
@@ -434,6 +482,8 @@ class AsyncResponder(_common.PresenceView):
             if self.error is None and not self._closing:
                 self.error = SwitchboardError(grpc.StatusCode.UNAVAILABLE, None,
                                               "the gateway ended the Respond session")
+            if self.error is not None and self._on_error is not None:
+                self._on_error(self.error)
             self._closed.set()
             streams = list(self._streams.values())
             self._streams.clear()
@@ -505,22 +555,25 @@ class AsyncResponder(_common.PresenceView):
 # ---- Presence without joining --------------------------------------------------------------
 
 
-class AsyncPeerWatch:
+class AsyncPeerWatch(_Call):
     """``async for`` it for PresenceUpdate (a SNAPSHOT first, then JOINED/LEFT). ``cancel()``
     stops it; the iteration then ends quietly."""
 
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._cancelled = False
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
+                 = _unchanged) -> None:
+        super().__init__(call, on_error)
 
     async def _updates(self) -> AsyncIterator[PresenceUpdate]:
+        call = await self._opened()
+        if call is None:
+            return
         try:
-            async for response in self._call:
+            async for response in call:
                 yield _common.update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._on_error(SwitchboardError.from_rpc_error(error)) from None
         except asyncio.CancelledError:
             if _cancelled_locally(self._cancelled):
                 return
@@ -529,9 +582,6 @@ class AsyncPeerWatch:
     def __aiter__(self) -> AsyncIterator[PresenceUpdate]:
         return self._updates()
 
-    def cancel(self) -> None:
-        self._cancelled = True
-        self._call.cancel()
 
 
 # ---- The client ----------------------------------------------------------------------------
@@ -544,18 +594,111 @@ class AsyncClient:
     def __init__(self, target: str = DEFAULT_TARGET, token: str = "",
                  options: Sequence[tuple[str, Any]] | None = None, tls: bool = False,
                  ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, server_name: str | None = None) -> None:
+                 key_file: str | None = None, server_name: str | None = None,
+                 locate: bool = True) -> None:
         self.target = target
         self.token = token or ""
-        channel_options = _common.channel_options(options, server_name)
-        credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
-        if credentials is not None:
-            self.channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=channel_options)
+        self.locate = locate
+        self._channel_options = _common.channel_options(options, server_name)
+        self._credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
+        self.channel = self._open(target)
         self.stub = pb2_grpc.SwitchboardServiceStub(self.channel)
+        self._routes = _common.Routes()
+        self._lookups: dict[str, asyncio.Task[None]] = {}
+
+    def _open(self, target: str) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(target, self._credentials,
+                                           options=self._channel_options)
+        return grpc.aio.insecure_channel(target, options=self._channel_options)
+
+    def _known_stub(self, channel: str) -> Any:
+        """The stub for ``channel``'s calls if it needs no Locate (now), else None."""
+        if not self.locate:
+            return self.stub
+        try:
+            address = self._routes.by_channel[_common.check_channel(channel)]
+        except KeyError:
+            return None
+        if address is None or address == self.target:
+            return self.stub
+        stub = self._routes.stubs.get(address)
+        if stub is None:
+            self._routes.channels[address] = self._open(address)
+            stub = pb2_grpc.SwitchboardServiceStub(self._routes.channels[address])
+            self._routes.stubs[address] = stub
+        return stub
+
+    async def _locate(self, channel: str) -> None:
+        try:
+            answer = await self.stub.Locate(_common.locate_request(channel, self.token),
+                                            timeout=_common.LOCATE_TIMEOUT)
+            address = _common.located_address(answer)
+        except grpc.RpcError as error:
+            if not _common.locate_not_answered(error):
+                raise SwitchboardError.from_rpc_error(error) from None
+            address = None  # no Locate, or not allowed to ask: the relay given
+        self._routes.by_channel[channel] = address
+
+    def _locating(self, channel: str) -> asyncio.Task[None]:
+        """The Locate of ``channel`` in flight, started if none is (one per channel)."""
+        task = self._lookups.get(channel)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._locate(channel))
+            self._lookups[channel] = task
+
+            def done(finished: asyncio.Task[None]) -> None:
+                if self._lookups.get(channel) is finished:
+                    del self._lookups[channel]
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: its awaiters, if any, raise it
+
+            task.add_done_callback(done)
+        return task
+
+    def _stub_now(self, channel: str) -> Any:
+        """The stub for a located channel (the relay given, if the answer was dropped since)."""
+        stub = self._known_stub(channel)
+        return stub if stub is not None else self.stub
+
+    async def _stub(self, channel: str) -> Any:
+        """The stub for ``channel``'s calls: locates the channel on first use (with ``locate``)."""
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return stub
+        await asyncio.shield(self._locating(channel))
+        return self._stub_now(channel)
+
+    def _located(self, channel: str) -> Callable[[SwitchboardError], SwitchboardError]:
+        """What a failed call on ``channel`` passes its error through: a channel that moved
+        is located again by the next call."""
+        routes = self._routes
+        return lambda error: routes.note(channel, error)
+
+    async def _retried_once(self, channel: str, start: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``await start(stub)``, once more after locating again if the relay did not serve
+        the channel (only for calls that fail before any of their data is sent)."""
+        try:
+            return await start(await self._stub(channel))
+        except SwitchboardError as error:
+            if not (self.locate and _common.channel_moved(error)):
+                raise
+            self._routes.forget(channel)
+        return await start(await self._stub(channel))
+
+    def forget_location(self, channel: str | None = None) -> None:
+        """Drops the cached Locate answer of ``channel`` (None: of every channel)."""
+        if channel is None:
+            self._routes.by_channel.clear()
+        else:
+            self._routes.forget(channel)
 
     async def close(self) -> None:
+        others = list(self._routes.channels.values())
+        self._routes.channels.clear()
+        self._routes.stubs.clear()
+        for other in others:
+            await other.close()
         await self.channel.close()
 
     async def __aenter__(self) -> AsyncClient:
@@ -579,7 +722,13 @@ class AsyncClient:
             async for chunk in _common.asplit(data, chunk_size):
                 yield _common.send_request(chunk)
 
-        return AsyncSendCall(self.stub.Send(messages(), timeout=timeout))
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return AsyncSendCall(stub.Send(messages(), timeout=timeout), self._located(channel))
+        call = AsyncSendCall(None, self._located(channel))
+        call._open_when_located(self._locating(channel), lambda: self._stub_now(channel).Send(
+            messages(), timeout=timeout))
+        return call
 
     async def send(self, channel: str, data: AsyncBody = b"", target: str | None = None,
                    timeout: float | None = None, metadata: Mapping[str, str] | None = None,
@@ -604,13 +753,14 @@ class AsyncClient:
             async for chunk in _common.asplit(data, chunk_size):
                 yield _common.broadcast_request(chunk)
 
+        stub = await self._stub(channel)
         summary = None
         try:
-            async for message in self.stub.Broadcast(messages(), timeout=timeout):
+            async for message in stub.Broadcast(messages(), timeout=timeout):
                 if message.HasField("summary"):
                     summary = message.summary
         except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._routes.note(channel, SwitchboardError.from_rpc_error(error)) from None
         return _common.summary_of(summary)
 
     async def respond(self, channel: str, handler: AsyncHandler, peer_id: str | None = None,
@@ -624,24 +774,40 @@ class AsyncClient:
         ends OK), raises ApplicationError(code, message), or calls ``fail()``.
         ``on_presence(update)`` (a function or a coroutine function) sees the presence events
         in order; ``await on_broadcast(message)`` runs in a task per broadcast."""
-        session = AsyncResponder(self.stub, channel, handler, peer_id, self.token, on_presence,
-                                 on_broadcast, None, stream_windows)
-        await session._joined_within(join_timeout)
-        return session
+        on_error = self._located(channel)
+
+        async def join(stub: Any) -> AsyncResponder:
+            session = AsyncResponder(stub, channel, handler, peer_id, self.token, on_presence,
+                                     on_broadcast, None, stream_windows, on_error)
+            await session._joined_within(join_timeout)
+            return session
+
+        return await self._retried_once(channel, join)
 
     async def list_peers(self, channel: str, timeout: float | None = 10.0) -> Peers:
         """The members of ``channel`` now, without joining it."""
         request = pb2.ListPeersRequest(channel=_common.check_channel(channel), token=self.token)
-        try:
-            answer = await self.stub.ListPeers(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+
+        async def ask(stub: Any) -> Any:
+            try:
+                return await stub.ListPeers(request, timeout=timeout)
+            except grpc.RpcError as error:
+                raise SwitchboardError.from_rpc_error(error) from None
+
+        answer = await self._retried_once(channel, ask)
         return Peers(list(answer.peers), int(answer.version))
 
     def watch_peers(self, channel: str, timeout: float | None = None) -> AsyncPeerWatch:
         """The members of ``channel`` (a SNAPSHOT), then every change, without joining it."""
         request = pb2.WatchPeersRequest(channel=_common.check_channel(channel), token=self.token)
-        return AsyncPeerWatch(self.stub.WatchPeers(request, timeout=timeout))
+        stub = self._known_stub(channel)
+        if stub is not None:
+            return AsyncPeerWatch(stub.WatchPeers(request, timeout=timeout),
+                                  self._located(channel))
+        watch = AsyncPeerWatch(None, self._located(channel))
+        watch._open_when_located(self._locating(channel), lambda: self._stub_now(channel)
+                                 .WatchPeers(request, timeout=timeout))
+        return watch
 
     async def health(self, service: str = "", timeout: float = 5.0) -> str:
         """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""

@@ -9,6 +9,9 @@ asyncio API with the same features is ``switchboard_client.aio``):
   request) and receives broadcasts and presence;
 - ``Client.list_peers`` / ``Client.watch_peers``: presence without joining.
 
+Pointed at any relay of a cluster, the client asks it (Locate) which relay serves each channel
+and sends that channel's calls there (see ``Client`` and the README's "Clusters").
+
 Failures raise ``SwitchboardError`` (a subclass naming the status, e.g. ``NoRespondersError``)
 carrying the gRPC status code and the gateway's ``switchboard-status`` trailer.
 """
@@ -19,7 +22,7 @@ import collections
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import grpc
 
@@ -45,6 +48,12 @@ _POLL = 0.25
 
 _CLOSE = object()
 
+_T = TypeVar("_T")
+
+
+def _unchanged(error: SwitchboardError) -> SwitchboardError:
+    return error
+
 
 # ---- Send ----------------------------------------------------------------------------------
 
@@ -53,8 +62,10 @@ class SendCall:
     """An open Send. Iterate it for the response chunks (bytes); a failed stream raises
     SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any,
+                 on_error: Callable[[SwitchboardError], SwitchboardError] = _unchanged) -> None:
         self._call = call
+        self._on_error = on_error
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -63,7 +74,7 @@ class SendCall:
                 if data:
                     yield data
         except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._on_error(SwitchboardError.from_rpc_error(error)) from None
 
     def read(self) -> bytes:
         """The whole response (raises SwitchboardError on failure)."""
@@ -274,10 +285,12 @@ class Responder(_common.PresenceView):
                  on_broadcast: Callable[[Incoming], Any] | None = None,
                  join_timeout: float = 10.0,
                  grpc_metadata: Sequence[tuple[str, str]] | None = None,
-                 stream_windows: bool = True) -> None:
+                 stream_windows: bool = True,
+                 on_error: Callable[[SwitchboardError], Any] | None = None) -> None:
         super().__init__()
         self.channel = channel
         self.error: SwitchboardError | None = None
+        self._on_error = on_error
         self._handler = handler
         self._on_presence = on_presence
         self._on_broadcast = on_broadcast
@@ -398,6 +411,8 @@ class Responder(_common.PresenceView):
             if self.error is None and not self._closed.is_set():
                 self.error = SwitchboardError(grpc.StatusCode.UNAVAILABLE, None,
                                               "the gateway ended the Respond session")
+            if self.error is not None and self._on_error is not None:
+                self._on_error(self.error)
             self._closed.set()
             with self._lock:
                 streams = list(self._streams.values())
@@ -487,9 +502,11 @@ class PeerWatch:
     """Iterate for PresenceUpdate (a SNAPSHOT first, then JOINED/LEFT). ``cancel()`` stops it;
     the iteration then ends quietly."""
 
-    def __init__(self, call: Any) -> None:
+    def __init__(self, call: Any,
+                 on_error: Callable[[SwitchboardError], SwitchboardError] = _unchanged) -> None:
         self._call = call
         self._cancelled = False
+        self._on_error = on_error
 
     def __iter__(self) -> Iterator[PresenceUpdate]:
         try:
@@ -498,7 +515,7 @@ class PeerWatch:
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
                 return
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._on_error(SwitchboardError.from_rpc_error(error)) from None
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -514,22 +531,89 @@ class Client:
     def __init__(self, target: str = DEFAULT_TARGET, token: str = "",
                  options: Sequence[tuple[str, Any]] | None = None, tls: bool = False,
                  ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, server_name: str | None = None) -> None:
+                 key_file: str | None = None, server_name: str | None = None,
+                 locate: bool = True) -> None:
         """``tls``: connect over TLS (implied by ``ca_file`` or ``cert_file``). ``ca_file``: PEM
         CA bundle for the gateway's certificate (None: gRPC's default roots); ``cert_file`` and
         ``key_file``: a client certificate for a gateway requiring mutual TLS; ``server_name``:
-        the name checked in the gateway's certificate (None: the host of ``target``)."""
+        the name checked in the gateway's certificate (None: the host of ``target``).
+
+        ``locate`` (default True): before the first call on a channel, ask ``target`` which
+        relay of its cluster serves it (Locate, once per channel) and send that channel's calls
+        there, over a second connection with the same settings; a relay alone, or one without
+        Locate, serves every channel itself. False: every call goes to ``target``."""
         self.target = target
         self.token = token or ""
-        channel_options = _common.channel_options(options, server_name)
-        credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
-        if credentials is not None:
-            self.channel = grpc.secure_channel(target, credentials, options=channel_options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=channel_options)
+        self.locate = locate
+        self._channel_options = _common.channel_options(options, server_name)
+        self._credentials = _common.channel_credentials(tls, ca_file, cert_file, key_file)
+        self.channel = self._open(target)
         self.stub = pb2_grpc.SwitchboardServiceStub(self.channel)
+        self._routes = _common.Routes()
+        self._routes_lock = threading.Lock()
+
+    def _open(self, target: str) -> grpc.Channel:
+        if self._credentials is not None:
+            return grpc.secure_channel(target, self._credentials, options=self._channel_options)
+        return grpc.insecure_channel(target, options=self._channel_options)
+
+    def _stub(self, channel: str) -> Any:
+        """The stub for ``channel``'s calls: locates the channel on first use (with ``locate``)."""
+        if not self.locate:
+            return self.stub
+        try:
+            address = self._routes.by_channel[_common.check_channel(channel)]
+        except KeyError:
+            try:
+                answer = self.stub.Locate(_common.locate_request(channel, self.token),
+                                          timeout=_common.LOCATE_TIMEOUT)
+                address = _common.located_address(answer)
+            except grpc.RpcError as error:
+                if not _common.locate_not_answered(error):
+                    raise SwitchboardError.from_rpc_error(error) from None
+                address = None  # no Locate, or not allowed to ask: the relay given
+            self._routes.by_channel[channel] = address
+        if address is None or address == self.target:
+            return self.stub
+        with self._routes_lock:
+            stub = self._routes.stubs.get(address)
+            if stub is None:
+                self._routes.channels[address] = self._open(address)
+                stub = pb2_grpc.SwitchboardServiceStub(self._routes.channels[address])
+                self._routes.stubs[address] = stub
+            return stub
+
+    def _located(self, channel: str) -> Callable[[SwitchboardError], SwitchboardError]:
+        """What a failed call on ``channel`` passes its error through: a channel that moved
+        is located again by the next call."""
+        routes = self._routes
+        return lambda error: routes.note(channel, error)
+
+    def _retried_once(self, channel: str, start: Callable[[Any], _T]) -> _T:
+        """``start(stub)``, once more after locating again if the relay did not serve the
+        channel (only for calls that fail before any of their data is sent)."""
+        try:
+            return start(self._stub(channel))
+        except SwitchboardError as error:
+            if not (self.locate and _common.channel_moved(error)):
+                raise
+            self._routes.forget(channel)
+        return start(self._stub(channel))
+
+    def forget_location(self, channel: str | None = None) -> None:
+        """Drops the cached Locate answer of ``channel`` (None: of every channel)."""
+        if channel is None:
+            self._routes.by_channel.clear()
+        else:
+            self._routes.forget(channel)
 
     def close(self) -> None:
+        with self._routes_lock:
+            others = list(self._routes.channels.values())
+            self._routes.channels.clear()
+            self._routes.stubs.clear()
+        for other in others:
+            other.close()
         self.channel.close()
 
     def __enter__(self) -> Client:
@@ -557,7 +641,8 @@ class Client:
             for chunk in _common.split(data, chunk_size):
                 yield _common.send_request(chunk)
 
-        return SendCall(self.stub.Send(messages(), timeout=timeout))
+        return SendCall(self._stub(channel).Send(messages(), timeout=timeout),
+                        self._located(channel))
 
     def send(self, channel: str, data: Body = b"", target: str | None = None,
              timeout: float | None = None, metadata: Mapping[str, str] | None = None,
@@ -580,13 +665,14 @@ class Client:
             for chunk in _common.split(data, chunk_size):
                 yield _common.broadcast_request(chunk)
 
+        stub = self._stub(channel)
         summary = None
         try:
-            for message in self.stub.Broadcast(messages(), timeout=timeout):
+            for message in stub.Broadcast(messages(), timeout=timeout):
                 if message.HasField("summary"):
                     summary = message.summary
         except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+            raise self._routes.note(channel, SwitchboardError.from_rpc_error(error)) from None
         return _common.summary_of(summary)
 
     def respond(self, channel: str, handler: Handler, peer_id: str | None = None,
@@ -604,23 +690,30 @@ class Client:
         ``stream_windows`` (default True) asks the relay for per-stream credit, so that a
         requester that stops reading its response delays only its own request; False (or a
         relay without it) keeps the session-wide backpressure of older relays."""
-        return Responder(self.stub, channel, handler, peer_id=peer_id, token=self.token,
-                         on_presence=on_presence, on_broadcast=on_broadcast,
-                         join_timeout=join_timeout, stream_windows=stream_windows)
+        on_error = self._located(channel)
+        return self._retried_once(channel, lambda stub: Responder(
+            stub, channel, handler, peer_id=peer_id, token=self.token, on_presence=on_presence,
+            on_broadcast=on_broadcast, join_timeout=join_timeout, stream_windows=stream_windows,
+            on_error=on_error))
 
     def list_peers(self, channel: str, timeout: float | None = 10.0) -> Peers:
         """The members of ``channel`` now, without joining it."""
         request = pb2.ListPeersRequest(channel=_common.check_channel(channel), token=self.token)
-        try:
-            answer = self.stub.ListPeers(request, timeout=timeout)
-        except grpc.RpcError as error:
-            raise SwitchboardError.from_rpc_error(error) from None
+
+        def ask(stub: Any) -> Any:
+            try:
+                return stub.ListPeers(request, timeout=timeout)
+            except grpc.RpcError as error:
+                raise SwitchboardError.from_rpc_error(error) from None
+
+        answer = self._retried_once(channel, ask)
         return Peers(list(answer.peers), int(answer.version))
 
     def watch_peers(self, channel: str, timeout: float | None = None) -> PeerWatch:
         """The members of ``channel`` (a SNAPSHOT), then every change, without joining it."""
         request = pb2.WatchPeersRequest(channel=_common.check_channel(channel), token=self.token)
-        return PeerWatch(self.stub.WatchPeers(request, timeout=timeout))
+        return PeerWatch(self._stub(channel).WatchPeers(request, timeout=timeout),
+                         self._located(channel))
 
     def health(self, service: str = "", timeout: float = 5.0) -> str:
         """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""

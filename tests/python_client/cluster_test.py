@@ -1,0 +1,379 @@
+#!/usr/bin/python3
+"""The Python client (blocking and asyncio) pointed at one relay of a real two-relay cluster:
+it locates each channel and talks to the relay that serves it.
+
+Usage: cluster_test.py --server SWITCHBOARD_SERVER_BIN --work DIR
+
+Starts Debian's etcd and two relays (r1 on 127.0.0.1, r2 on 127.0.0.2) on ephemeral ports,
+waits until both are healthy and see each other, picks a channel served by each, then with
+every client pointed at r1 only: a responder and a sender exchange a request and its response
+and a broadcast, list_peers and watch_peers show the responder; with locating off, a call on
+r1 for a channel of r2 fails with the relay's clear error; a stale cached answer is located
+again. The sources of clients/python are used directly (stubs generated into DIR).
+"""
+
+import argparse
+import asyncio
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+WAIT = 20.0
+POLL = 0.05
+MOVED = "channel is served by relay"
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def until(what, check, timeout=WAIT):
+    """Polls `check` (bounded) until it returns a true value, which it returns."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(POLL)
+    raise SystemExit(f"FAIL: {what} within {timeout} s")
+
+
+class Etcd:
+    """Debian's etcd on free loopback ports in a scratch data directory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="pyclient-etcd-")
+        client, peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{client}"
+        self.process = subprocess.Popen(
+            ["etcd", "--data-dir", self.dir, "--listen-client-urls", self.url,
+             "--advertise-client-urls", self.url,
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def accepts():
+            try:
+                with socket.create_connection(("127.0.0.1", client), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        until("etcd accepting connections", accepts)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Relay:
+    """A cluster member on ephemeral ports of `host`; its output is drained continuously."""
+
+    def __init__(self, binary, host, node_id, etcd_url):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        self.node_id = node_id
+        self.popen = subprocess.Popen(
+            [binary, "--listen", f"{host}:0", "--grpc-listen", f"{host}:0",
+             "--admin-listen", f"{host}:0", "--cluster-etcd", etcd_url, "--node-id", node_id,
+             "--cluster-lease-ttl", "2s"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines = queue.Queue()
+        self.doors = {}
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.monotonic() + WAIT
+        while len(self.doors) < 3:
+            remaining = deadline - time.monotonic()
+            line = self.lines.get(timeout=max(0.01, remaining)) if remaining > 0 else None
+            if line is None:
+                raise SystemExit(f"FAIL: relay {node_id} printed no listening lines")
+            words = line.split()
+            if len(words) >= 3 and words[0] == "listening":
+                self.doors[words[1]] = words[2]
+        self.grpc = self.doors["grpc"]
+        self.admin = self.doors["admin"]
+
+    def _drain(self):
+        for line in self.popen.stdout:
+            self.lines.put(line.strip())
+        self.lines.put(None)
+
+    def http(self, path):
+        try:
+            with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=2) as answer:
+                return answer.status, answer.read().decode()
+        except OSError:
+            return None, ""
+
+    def stop(self):
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+
+
+def ready(relay):
+    status, _ = relay.http("/healthz")
+    if status != 200:
+        return False
+    _, metrics = relay.http("/metrics")
+    return "switchboard_cluster_members 2" in metrics.splitlines()
+
+
+def pick_channels(client, r2_grpc):
+    """A channel served by r1 (Locate on r1 says here) and one served by r2."""
+    here = there = None
+    for _ in range(500):
+        channel = str(uuid.uuid4())
+        answer = client.stub.Locate(client_pb.LocateRequest(channel=channel), timeout=5)
+        if answer.here and here is None:
+            here = channel
+        elif not answer.here and there is None:
+            assert answer.node_id == "r2" and answer.grpc_address == r2_grpc, answer
+            there = channel
+        if here and there:
+            return here, there
+    raise SystemExit("FAIL: no channel of each relay among 500 random ones")
+
+
+def check(condition, what):
+    if not condition:
+        raise SystemExit(f"FAIL: {what}")
+    print(f"ok {what}", flush=True)
+
+
+# ---- The blocking client -------------------------------------------------------------------
+
+
+def blocking_exchange(sb, r1, channel, owner, expected_route):
+    """A responder and a sender, both pointed at r1, on `channel` (served by `owner`)."""
+    broadcasts = queue.Queue()
+    with sb.Client(r1.grpc) as responding, sb.Client(r1.grpc) as sending:
+        responder = responding.respond(
+            channel, lambda request: b"echo:" + request.read(),
+            on_broadcast=lambda message: broadcasts.put(message.read()))
+        try:
+            check(responding._routes.by_channel[channel] == expected_route,
+                  f"blocking: respond on a channel of {owner} located at {expected_route}")
+            reply = sending.send(channel, b"hello", timeout=10)
+            check(reply == b"echo:hello", f"blocking: request/response via r1 on {owner}")
+            summary = sending.broadcast(channel, b"to all", timeout=10)
+            check(summary.delivered == 1 and broadcasts.get(timeout=WAIT) == b"to all",
+                  f"blocking: broadcast via r1 on {owner} delivered")
+            peers = sending.list_peers(channel)
+            check(responder.peer_id in peers.peers, f"blocking: list_peers on {owner}")
+            watch = sending.watch_peers(channel, timeout=10)
+            first = next(iter(watch))
+            watch.cancel()
+            check(first.kind == "SNAPSHOT" and responder.peer_id in first.peers,
+                  f"blocking: watch_peers on {owner}")
+            check(sending._routes.by_channel[channel] == expected_route,
+                  f"blocking: the sender's route for {owner}'s channel is {expected_route}")
+        finally:
+            responder.close()
+
+
+def blocking_cases(sb, r1, r2, here, there):
+    blocking_exchange(sb, r1, there, "r2", r2.grpc)
+    blocking_exchange(sb, r1, here, "r1", None)
+
+    with sb.Client(r1.grpc, locate=False) as plain:
+        try:
+            plain.send(there, b"x", timeout=10)
+        except sb.SwitchboardError as error:
+            check(error.code.name == "UNAVAILABLE" and error.message.startswith(MOVED),
+                  f"blocking, locate=False: send for r2's channel fails: {error}")
+        else:
+            raise SystemExit("FAIL: send for r2's channel on r1 without locating succeeded")
+        try:
+            plain.list_peers(there)
+        except sb.SwitchboardError as error:
+            check(error.message.startswith(MOVED), "blocking, locate=False: list_peers fails")
+        else:
+            raise SystemExit("FAIL: list_peers for r2's channel on r1 without locating")
+
+    # A stale answer (as after the channel moved): the relay's refusal makes the client
+    # locate again; list_peers, which has sent nothing yet, is retried once.
+    with sb.Client(r1.grpc) as client:
+        client._routes.by_channel[there] = None
+        peers = client.list_peers(there)
+        check(peers.peers == [] and client._routes.by_channel[there] == r2.grpc,
+              "blocking: a stale route is dropped and the channel located again")
+        client._routes.by_channel[there] = None
+        try:
+            client.send(there, b"x", timeout=10)
+        except sb.SwitchboardError as error:
+            check(error.message.startswith(MOVED) and there not in client._routes.by_channel,
+                  "blocking: a send refused for a stale route is not retried, route forgotten")
+        else:
+            raise SystemExit("FAIL: a send on a stale route succeeded")
+        client._routes.by_channel[there] = None
+        with client.respond(there, lambda request: b"") as responder:
+            check(responder.peer_id and client._routes.by_channel[there] == r2.grpc,
+                  "blocking: a join refused for a stale route is located again and retried")
+
+
+def older_relay_case(sb):
+    """A gRPC server without Locate (UNIMPLEMENTED) is taken to serve every channel."""
+    import grpc
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with sb.Client(f"127.0.0.1:{port}") as client:
+            channel = str(uuid.uuid4())
+            try:
+                client.list_peers(channel, timeout=10)
+            except sb.SwitchboardError as error:
+                check(error.code.name == "UNIMPLEMENTED"
+                      and client._routes.by_channel.get(channel, "absent") is None,
+                      "blocking: a relay without Locate is taken to serve the channel itself")
+            else:
+                raise SystemExit("FAIL: ListPeers on a server without it succeeded")
+    finally:
+        server.stop(None)
+
+
+# ---- The asyncio client --------------------------------------------------------------------
+
+
+async def async_exchange(aio, r1, channel, owner, expected_route):
+    broadcasts = asyncio.Queue()
+
+    async def handler(request):
+        return b"echo:" + await request.read()
+
+    async def on_broadcast(message):
+        await broadcasts.put(await message.read())
+
+    async with aio.AsyncClient(r1.grpc) as responding, aio.AsyncClient(r1.grpc) as sending:
+        responder = await responding.respond(channel, handler, on_broadcast=on_broadcast)
+        try:
+            check(responding._routes.by_channel[channel] == expected_route,
+                  f"asyncio: respond on a channel of {owner} located at {expected_route}")
+            reply = await sending.send(channel, b"hello", timeout=10)
+            check(reply == b"echo:hello", f"asyncio: request/response via r1 on {owner}")
+            summary = await sending.broadcast(channel, b"to all", timeout=10)
+            body = await asyncio.wait_for(broadcasts.get(), WAIT)
+            check(summary.delivered == 1 and body == b"to all",
+                  f"asyncio: broadcast via r1 on {owner} delivered")
+            peers = await sending.list_peers(channel)
+            check(responder.peer_id in peers.peers, f"asyncio: list_peers on {owner}")
+            # A fresh client: watch_peers is its first call, so it opens after locating.
+            async with aio.AsyncClient(r1.grpc) as watching:
+                watch = watching.watch_peers(channel, timeout=10)
+                first = await asyncio.wait_for(watch.__aiter__().__anext__(), WAIT)
+                watch.cancel()
+            check(first.kind == "SNAPSHOT" and responder.peer_id in first.peers,
+                  f"asyncio: watch_peers as a first call on {owner}")
+        finally:
+            await responder.close()
+
+
+async def async_cases(aio, sb, r1, r2, here, there):
+    await async_exchange(aio, r1, there, "r2", r2.grpc)
+    await async_exchange(aio, r1, here, "r1", None)
+
+    # Calls made before the Locate answers open in the order they were made: a watch made
+    # before the join sees the responder join; a send_stream as a first call works.
+    async with aio.AsyncClient(r1.grpc) as client, aio.AsyncClient(r1.grpc) as sending:
+        watch = client.watch_peers(there, timeout=10)
+        updates = watch.__aiter__()
+        async def read_then_ok(request):
+            await request.read()
+            return b"ok"
+
+        responder = await client.respond(there, read_then_ok)
+        try:
+            first = await asyncio.wait_for(updates.__anext__(), WAIT)
+            second = await asyncio.wait_for(updates.__anext__(), WAIT)
+            watch.cancel()
+            check((first.kind, first.peers, second.kind, second.peers)
+                  == ("SNAPSHOT", [], "JOINED", [responder.peer_id]),
+                  "asyncio: a watch made before the join (both locating) sees it join")
+            chunks = [chunk async for chunk in sending.send_stream(there, b"hi", timeout=10)]
+            check(chunks == [b"ok"] and sending._routes.by_channel[there] == r2.grpc,
+                  "asyncio: send_stream as a first call opens once located")
+        finally:
+            await responder.close()
+
+    async with aio.AsyncClient(r1.grpc, locate=False) as plain:
+        try:
+            await plain.send(there, b"x", timeout=10)
+        except sb.SwitchboardError as error:
+            check(error.code.name == "UNAVAILABLE" and error.message.startswith(MOVED),
+                  f"asyncio, locate=False: send for r2's channel fails: {error}")
+        else:
+            raise SystemExit("FAIL: asyncio send for r2's channel on r1 without locating")
+
+    async with aio.AsyncClient(r1.grpc) as client:
+        client._routes.by_channel[there] = None
+        peers = await client.list_peers(there)
+        check(peers.peers == [] and client._routes.by_channel[there] == r2.grpc,
+              "asyncio: a stale route is dropped and the channel located again")
+        client._routes.by_channel[there] = None
+        responder = await client.respond(there, lambda request: asyncio.sleep(0, b""))
+        try:
+            check(responder.peer_id and client._routes.by_channel[there] == r2.grpc,
+                  "asyncio: a join refused for a stale route is located again and retried")
+        finally:
+            await responder.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--work", required=True)
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["SWITCHBOARD_PY_STUBS"] = str(work / "stubs")
+    sys.path.insert(0, str(REPO / "clients" / "python"))
+    import switchboard_client as sb
+    import switchboard_client.aio as aio
+    from switchboard_client._pb import pb2
+
+    global client_pb
+    client_pb = pb2
+
+    older_relay_case(sb)
+    etcd = Etcd()
+    relays = []
+    try:
+        relays.append(Relay(args.server, "127.0.0.1", "r1", etcd.url))
+        relays.append(Relay(args.server, "127.0.0.2", "r2", etcd.url))
+        r1, r2 = relays
+        until("both relays healthy with 2 members", lambda: all(map(ready, relays)))
+        with sb.Client(r1.grpc, locate=False) as probe:
+            here, there = pick_channels(probe, r2.grpc)
+        print(f"channels: {here} on r1, {there} on r2", flush=True)
+        blocking_cases(sb, r1, r2, here, there)
+        asyncio.run(async_cases(aio, sb, r1, r2, here, there))
+    finally:
+        for relay in relays:
+            relay.stop()
+        etcd.stop()
+    print("PASS", flush=True)
+
+
+client_pb = None
+
+if __name__ == "__main__":
+    main()
