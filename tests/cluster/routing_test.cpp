@@ -83,6 +83,8 @@ public:
     });
     work_.reset();
     runner_.join();
+    // The connections' timers belong to io_: they go before it does.
+    members_.clear();
   }
   PeerCrowd(const PeerCrowd&) = delete;
   PeerCrowd& operator=(const PeerCrowd&) = delete;
