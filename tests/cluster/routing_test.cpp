@@ -196,14 +196,14 @@ protected:
   }
 
   static client::ConnectOptions through(const Relay& relay, const Uuid& channel,
-                                        bool accept_requests = false, bool reconnect = false) {
+                                        bool accept_requests = false, bool reconnect = false,
+                                        std::chrono::milliseconds connect_timeout = 10s) {
     auto options = options_for(relay.port(), channel, accept_requests);
     options.host = relay.host();
     options.reconnect.enabled = reconnect;
     options.reconnect.initial_delay = 20ms;
     options.reconnect.max_delay = 200ms;
-    // A frozen relay accepts TCP connections it never answers: give up on one quickly.
-    options.connect_timeout = 1s;
+    options.connect_timeout = connect_timeout;
     return options;
   }
 
@@ -425,9 +425,10 @@ TEST_F(ClusterRouting, AFrozenOwnerNeverServesAlongsideTheNewOne) {
   const Uuid channel = Uuid::random();
   Relay& owner = owner_of(channel);
   Relay& entry = other_than_owner(channel);
-  BlockingClient responder(through(entry, channel, true, true));
+  // A frozen relay accepts TCP connections it never answers: give up on one sooner.
+  BlockingClient responder(through(entry, channel, true, true, 2s));
   responder.serve(test::echo);
-  BlockingClient requester(through(entry, channel, false, true));
+  BlockingClient requester(through(entry, channel, false, true, 2s));
   ASSERT_TRUE(eventually([&] { return requester.peers().size() == 1; }));
 
   std::atomic<bool> checking{true};
