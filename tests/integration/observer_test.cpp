@@ -111,6 +111,8 @@ TEST_F(Observer, IsInNobodysPresence) {
 TEST_F(Observer, CannotOpenStreamsAndStaysConnected) {
   BlockingClient responder(options_for(relay_.port(), channel_, true));
   responder.serve(test::echo);
+  // Declared before the observer, so it outlives the observer's I/O thread that feeds it.
+  ChangeLog log;
   BlockingClient observer(observer_options(relay_.port(), channel_));
 
   auto request = observer.request(client::Target::any());
@@ -126,7 +128,6 @@ TEST_F(Observer, CannotOpenStreamsAndStaysConnected) {
   EXPECT_EQ(broadcast.result().status, Status::permission_denied);
 
   // Still observing: a join after the refusals arrives.
-  ChangeLog log;
   log.attach(observer);
   BlockingClient later(options_for(relay_.port(), channel_));
   auto joined = log.next();
