@@ -293,6 +293,19 @@ void round_trip_error(Bytes payload) {
                          std::tie(again.status, again.message));
 }
 
+void round_trip_redirect(Bytes payload) {
+  Redirect redirect;
+  if (parse_redirect(payload, redirect) != DecodeError::none) return;
+  Buffer out;
+  append_redirect(out, redirect);
+  Redirect again;
+  SWITCHBOARD_FUZZ_CHECK(parse_redirect(redecode(out, FrameType::redirect).payload, again) ==
+                         DecodeError::none);
+  SWITCHBOARD_FUZZ_CHECK(
+      std::tie(redirect.last_stream, redirect.revision, redirect.address, redirect.message) ==
+      std::tie(again.last_stream, again.revision, again.address, again.message));
+}
+
 void round_trip(const Decoded& frame) {
   const Bytes payload = frame.payload;
   switch (frame.header.type) {
@@ -308,6 +321,8 @@ void round_trip(const Decoded& frame) {
       return round_trip_go_away(payload);
     case FrameType::error:
       return round_trip_error(payload);
+    case FrameType::redirect:
+      return round_trip_redirect(payload);
     case FrameType::open:
       return round_trip_open(payload, frame.header.stream, frame.header.flags);
     case FrameType::data:

@@ -22,11 +22,11 @@
 #include <vector>
 
 #include "fuzz_check.hpp"
-#include "relay/relay_context.hpp"
 #include "native/session.hpp"
-#include "transport/transport.hpp"
+#include "relay/relay_context.hpp"
 #include "seed_frames.hpp"
 #include "switchboard/wire/codec.hpp"
+#include "transport/transport.hpp"
 
 namespace {
 
@@ -156,6 +156,9 @@ private:
         SWITCHBOARD_FUZZ_CHECK(error.status != Status::ok);
         return;
       }
+      case FrameType::redirect:
+        SWITCHBOARD_FUZZ_CHECK(false && "a relay alone sent a REDIRECT");
+        return;
       case FrameType::open: {
         SWITCHBOARD_FUZZ_CHECK(welcomed);
         // Streams the relay opens use even ids (client streams are odd).
