@@ -12,23 +12,40 @@ namespace switchboard::gateway {
 
 namespace asio = boost::asio;
 
+namespace {
+
+// The first checks of every call that asks about a channel without joining it: a valid
+// channel id, and a token with the presence permission. The refusal to finish with, if any.
+std::optional<grpc::Status> check_presence_request(GatewayContext& gateway,
+                                                   grpc::CallbackServerContext* context,
+                                                   const std::string& channel_text,
+                                                   const std::string& token, Uuid& channel,
+                                                   core::auth::Grant& grant) {
+  const auto parsed = parse_id(channel_text, false);
+  if (!parsed || parsed->is_nil()) {
+    return invalid_argument(context, channel_text.empty()
+                                         ? "channel is required"
+                                         : "channel is not a UUID: " + channel_text);
+  }
+  channel = *parsed;
+  return check_token(gateway, context, token, channel, std::nullopt,
+                     core::auth::Permission::presence, grant);
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServerContext* context,
                                      const pb::ListPeersRequest* request,
                                      pb::ListPeersResponse* response) {
   auto* reactor = context->DefaultReactor();
-  const auto channel = parse_id(request->channel(), false);
-  if (!channel || channel->is_nil()) {
-    reactor->Finish(invalid_argument(
-        context, request->channel().empty() ? "channel is required"
-                                            : "channel is not a UUID: " + request->channel()));
-    return reactor;
-  }
+  Uuid channel_id;
   core::auth::Grant grant;
-  if (auto refusal = check_token(gateway, context, request->token(), *channel, std::nullopt,
-                                 core::auth::Permission::presence, grant)) {
+  if (auto refusal = check_presence_request(gateway, context, request->channel(), request->token(),
+                                            channel_id, grant)) {
     reactor->Finish(std::move(*refusal));
     return reactor;
   }
+  const auto* channel = &channel_id;
   if (auto where = gateway.core.directory->locate(*channel);
       where.kind != cluster::Verdict::Kind::serve) {
     reactor->Finish(to_grpc(context, Status::refused, cluster::served_elsewhere(where)));
@@ -46,19 +63,14 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
 grpc::ServerUnaryReactor* locate(GatewayContext& gateway, grpc::CallbackServerContext* context,
                                  const pb::LocateRequest* request, pb::LocateResponse* response) {
   auto* reactor = context->DefaultReactor();
-  const auto channel = parse_id(request->channel(), false);
-  if (!channel || channel->is_nil()) {
-    reactor->Finish(invalid_argument(
-        context, request->channel().empty() ? "channel is required"
-                                            : "channel is not a UUID: " + request->channel()));
-    return reactor;
-  }
+  Uuid channel_id;
   core::auth::Grant grant;
-  if (auto refusal = check_token(gateway, context, request->token(), *channel, std::nullopt,
-                                 core::auth::Permission::presence, grant)) {
+  if (auto refusal = check_presence_request(gateway, context, request->channel(), request->token(),
+                                            channel_id, grant)) {
     reactor->Finish(std::move(*refusal));
     return reactor;
   }
+  const auto* channel = &channel_id;
   const auto where = gateway.core.directory->locate(*channel);
   switch (where.kind) {
     case cluster::Verdict::Kind::serve:
@@ -94,19 +106,14 @@ public:
 
   void begin(std::shared_ptr<WatchCall> self, const pb::WatchPeersRequest& request) {
     self_ = std::move(self);
-    const auto channel = parse_id(request.channel(), false);
-    if (!channel || channel->is_nil()) {
-      Finish(invalid_argument(context_, request.channel().empty()
-                                            ? "channel is required"
-                                            : "channel is not a UUID: " + request.channel()));
-      return;
-    }
+    Uuid channel_id;
     core::auth::Grant grant;
-    if (auto refusal = check_token(gateway_, context_, request.token(), *channel, std::nullopt,
-                                   core::auth::Permission::presence, grant)) {
+    if (auto refusal = check_presence_request(gateway_, context_, request.channel(),
+                                              request.token(), channel_id, grant)) {
       Finish(std::move(*refusal));
       return;
     }
+    const auto* channel = &channel_id;
     if (auto where = gateway_.core.directory->locate(*channel);
         where.kind != cluster::Verdict::Kind::serve) {
       Finish(to_grpc(context_, Status::refused, cluster::served_elsewhere(where)));
