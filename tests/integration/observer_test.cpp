@@ -2,11 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 
 #include "support/clients.hpp"
+#include "support/presence_log.hpp"
 #include "support/raw_peer.hpp"
 #include "support/relay.hpp"
 
@@ -16,36 +15,13 @@ namespace {
 using client::BlockingClient;
 using client::PresenceChange;
 using test::options_for;
+using test::PresenceLog;
 
 client::ConnectOptions observer_options(std::uint16_t port, const Uuid& channel) {
   auto options = options_for(port, channel);
   options.observe = true;
   return options;
 }
-
-// Presence changes delivered on a client's I/O thread, waited for in order.
-class ChangeLog {
-public:
-  void attach(BlockingClient& client) {
-    client.on_presence([this](const PresenceChange& change) {
-      std::lock_guard lock(mutex_);
-      changes_.push_back(change);
-      cv_.notify_all();
-    });
-  }
-  std::optional<PresenceChange> next(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-    std::unique_lock lock(mutex_);
-    if (!cv_.wait_for(lock, timeout, [&] { return !changes_.empty(); })) return std::nullopt;
-    auto change = changes_.front();
-    changes_.pop_front();
-    return change;
-  }
-
-private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<PresenceChange> changes_;
-};
 
 class Observer : public ::testing::Test {
 protected:
@@ -55,7 +31,7 @@ protected:
 
 TEST_F(Observer, SeesTheSnapshotAndEveryJoinAndLeaveOfOthers) {
   BlockingClient first(options_for(relay_.port(), channel_));
-  ChangeLog log;
+  PresenceLog log;
   BlockingClient observer(observer_options(relay_.port(), channel_));
   log.attach(observer);
   EXPECT_EQ(observer.peers(), std::vector<Uuid>{first.peer_id()});
@@ -81,7 +57,7 @@ TEST_F(Observer, SeesTheSnapshotAndEveryJoinAndLeaveOfOthers) {
 }
 
 TEST_F(Observer, IsInNobodysPresence) {
-  ChangeLog member_log;
+  PresenceLog member_log;
   BlockingClient member(options_for(relay_.port(), channel_));
   member_log.attach(member);
   const auto version_before = member.membership_version();
@@ -112,7 +88,7 @@ TEST_F(Observer, CannotOpenStreamsAndStaysConnected) {
   BlockingClient responder(options_for(relay_.port(), channel_, true));
   responder.serve(test::echo);
   // Declared before the observer, so it outlives the observer's I/O thread that feeds it.
-  ChangeLog log;
+  PresenceLog log;
   BlockingClient observer(observer_options(relay_.port(), channel_));
 
   auto request = observer.request(client::Target::any());
@@ -207,7 +183,7 @@ TEST_F(Observer, ExcludesAcceptRequests) {
 // The relay answers in the version the client spoke; in version 1 the OBSERVE bit is reserved,
 // so ignored: such a HELLO joins as a peer.
 TEST_F(Observer, VersionOneHelloWithTheBitJoinsAsAPeer) {
-  ChangeLog log;
+  PresenceLog log;
   BlockingClient member(options_for(relay_.port(), channel_));
   log.attach(member);
   test::RawPeer raw(relay_.port());

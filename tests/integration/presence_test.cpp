@@ -1,11 +1,10 @@
 // Presence: snapshot on join, joined/left events with versions, crashes, keepalive, duplicates.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 
 #include "support/clients.hpp"
+#include "support/presence_log.hpp"
 #include "support/raw_peer.hpp"
 #include "support/relay.hpp"
 
@@ -15,30 +14,7 @@ namespace {
 using client::BlockingClient;
 using client::PresenceChange;
 using test::options_for;
-
-// Collects presence changes delivered on the client's I/O thread; waits for them by event.
-class PresenceLog {
-public:
-  void attach(BlockingClient& client) {
-    client.on_presence([this](const PresenceChange& change) {
-      std::lock_guard lock(mutex_);
-      changes_.push_back(change);
-      cv_.notify_all();
-    });
-  }
-  std::optional<PresenceChange> next(std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-    std::unique_lock lock(mutex_);
-    if (!cv_.wait_for(lock, timeout, [&] { return !changes_.empty(); })) return std::nullopt;
-    auto change = changes_.front();
-    changes_.pop_front();
-    return change;
-  }
-
-private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<PresenceChange> changes_;
-};
+using test::PresenceLog;
 
 class Presence : public ::testing::Test {
 protected:
