@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -343,6 +344,29 @@ TEST_F(CarriedCalls, ACallerThatStopsReadingHoldsBothRelaysMemoryWithinBounds) {
   ASSERT_TRUE(call->Finish().ok());
   EXPECT_EQ(got.size(), expected.size());
   EXPECT_EQ(got.value(), expected.value());
+}
+
+// The image's health check is `switchboard ping` on a random channel: on a cluster relay that
+// does not serve it, the REDIRECT is the relay's answer.
+TEST_F(CarriedCalls, APingOfARelayThatDoesNotServeTheChannelCountsItsRedirect) {
+  for (const auto* relay : {others_[0], owner_}) {
+    const std::string command = std::string(SWITCHBOARD_CLI_BINARY) + " --server " +
+                                relay->native() + " ping --channel " + channel_.to_string() +
+                                " --timeout-ms 10000 2>&1";
+    std::FILE* pipe = ::popen(command.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string out;
+    char buffer[256];
+    while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+    const int status = ::pclose(pipe);
+    EXPECT_EQ(status, 0) << out;
+    if (relay == owner_) {
+      EXPECT_EQ(out.rfind("pong from ", 0), 0U) << out;
+    } else {
+      EXPECT_EQ(out.rfind("redirect from ", 0), 0U) << out;
+      EXPECT_NE(out.find(owner_->native()), std::string::npos) << out;
+    }
+  }
 }
 
 }  // namespace
