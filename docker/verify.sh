@@ -370,7 +370,9 @@ build_etcd_image() {
     --network host -f "$root/docker/Dockerfile.etcd" -t "$etcd_image" "$root/docker" \
     >"$run_dir/build-etcd.log" 2>&1 ||
     die "etcd image build failed: $(tail -30 "$run_dir/build-etcd.log")"
-  version=$(dk run --rm --entrypoint etcd "$etcd_image" --version | head -1)
+  # Captured whole: `| head -1` could close the pipe before the client is done writing.
+  version=$(dk run --rm --entrypoint etcd "$etcd_image" --version)
+  version=${version%%$'\n'*}
   log "image $etcd_image: $version, $(($(dk image inspect -f '{{.Size}}' "$etcd_image") / 1000000)) MB"
 }
 
@@ -453,6 +455,9 @@ cluster_up() {
   wait_ready relay1 relay2 relay3
   log "etcd and three relays up, /healthz 200 on all three after $(($(now_ms) - start)) ms;" \
     "members in etcd: $(node_ids)"
+  # The compose file's own health check (/healthz from inside, with bash's /dev/tcp) agrees.
+  for relay in relay1 relay2 relay3; do wait_healthy "${relay_id[$relay]}"; done
+  log "docker health: relay1, relay2 and relay3 healthy"
   for relay in relay1 relay2 relay3; do
     log "  $relay: admin 127.0.0.1:${admin_port[$relay]}, core 127.0.0.1:$(published_port "${relay_id[$relay]}" 7400)"
   done
