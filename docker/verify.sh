@@ -671,28 +671,95 @@ cluster_down() {
 }
 
 # deploy/kubernetes/*.yaml parse (python3-yaml comes with docker-compose) and name what they
-# hold; the manifests are not applied anywhere.
-kubernetes_yaml() {
-  /usr/bin/python3 - "$root"/deploy/kubernetes/*.yaml <<'PY' || die "deploy/kubernetes: invalid YAML"
+# hold. Nothing applies them to Kubernetes, but their settings run in plain containers: the
+# etcd StatefulSet's arguments and the relay StatefulSet's environment with its ConfigMap
+# mounted, for pod 0 in namespace `default`, the pod DNS names pointed at the containers with
+# --add-host. The relay must register in etcd under the names it advertises, and the drain
+# timeout it reads must be under the termination grace period.
+kubernetes_check() {
+  local dir=$run_dir/kubernetes grace printed drain etcd_ip value
+  local etcd_name=switchboard-etcd-0.switchboard-etcd.default.svc.cluster.local
+  local relay_name=switchboard-relay-0.switchboard-relay-peers.default.svc.cluster.local
+  local -a etcd_args
+  mkdir -p "$dir"
+  /usr/bin/python3 - "$dir" "$root"/deploy/kubernetes/*.yaml <<'PY' ||
 import os, sys, yaml
-for path in sys.argv[1:]:
+out = sys.argv[1]
+found = set()
+
+def expand(text, pod):
+    return text.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", "default")
+
+def write(name, text):
+    with open(os.path.join(out, name), "w") as f:
+        f.write(text)
+    found.add(name)
+
+for path in sys.argv[2:]:
     with open(path) as f:
         docs = [d for d in yaml.safe_load_all(f) if d is not None]
     for d in docs:
         assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), path
+        kind, name = d["kind"], d["metadata"]["name"]
+        if kind == "ConfigMap" and name == "switchboard-relay":
+            write("switchboard.toml", d["data"]["switchboard.toml"])
+        if kind == "StatefulSet":
+            pod = d["spec"]["template"]["spec"]
+            container = pod["containers"][0]
+            if name == "switchboard-etcd":
+                write("etcd.args", "".join(expand(a, name + "-0") + "\n" for a in container["args"]))
+            if name == "switchboard-relay":
+                write("grace", "%d\n" % pod["terminationGracePeriodSeconds"])
+                write("relay.env", "".join(
+                    "%s=%s\n" % (e["name"], expand(e["value"], name + "-0"))
+                    for e in container["env"] if "value" in e))
     print("verify:   %s: %s" % (os.path.basename(path),
           ", ".join("%s/%s" % (d["kind"], d["metadata"]["name"]) for d in docs)))
+missing = {"switchboard.toml", "etcd.args", "grace", "relay.env"} - found
+assert not missing, "not found: %s" % sorted(missing)
 PY
+    die "deploy/kubernetes: invalid manifests"
+  chmod -R a+rX "$dir"
+
+  printed=$(dk run --rm -v "$dir:/etc/switchboard:ro" --entrypoint switchboard-server "$image" \
+    --config /etc/switchboard/switchboard.toml --print-config 2>&1) ||
+    die "the relays' ConfigMap is refused: $printed"
+  grace=$(<"$dir/grace")
+  drain=$(sed -n 's/^drain_timeout = "\([0-9]*\)s"$/\1/p' <<<"$printed")
+  [[ -n $drain ]] || die "drain_timeout in whole seconds expected: $(grep drain <<<"$printed")"
+  ((grace > drain)) || die "terminationGracePeriodSeconds $grace is not above drain_timeout ${drain}s"
+  log "  the relays' ConfigMap is accepted by the image's relay;" \
+    "drain_timeout ${drain}s < terminationGracePeriodSeconds $grace"
+
+  mapfile -t etcd_args <"$dir/etcd.args"
+  containers+=(sbverify-k8s-etcd sbverify-k8s-relay)
+  dk run -d --name sbverify-k8s-etcd --hostname switchboard-etcd-0 --health-interval 1s \
+    --add-host "$etcd_name:127.0.0.1" "$etcd_image" "${etcd_args[@]}" >/dev/null
+  wait_healthy sbverify-k8s-etcd
+  etcd_ip=$(dk inspect -f '{{.NetworkSettings.IPAddress}}' sbverify-k8s-etcd)
+  log "  etcd with the StatefulSet's arguments: healthy"
+  dk run -d --name sbverify-k8s-relay --hostname switchboard-relay-0 \
+    --env-file "$dir/relay.env" -v "$dir:/etc/switchboard:ro" \
+    --add-host "switchboard-etcd-0.switchboard-etcd:$etcd_ip" "$image" >/dev/null
+  for _ in $(seq 120); do
+    value=$(dk exec sbverify-k8s-etcd etcdctl get --prefix --print-value-only /switchboard/members/)
+    [[ -n $value ]] && break
+    sleep 0.25
+  done
+  [[ $value =~ ^v1\ switchboard-relay-0-[^\ ]+\ $relay_name:7400\ $relay_name:7401$ ]] ||
+    die "the relay with the StatefulSet's settings registered '$value': $(dk logs sbverify-k8s-relay 2>&1 | tail -10)"
+  log "  a relay with the StatefulSet's environment and the ConfigMap registered: $value"
+  dk rm -f sbverify-k8s-relay sbverify-k8s-etcd >/dev/null
 }
 
 phase tools install_tools
 phase lint lint
-phase kubernetes kubernetes_yaml
 phase rootfs make_rootfs
 phase engine start_engine
 phase base-image import_base
 phase build build_image
 phase build-etcd build_etcd_image
+phase kubernetes kubernetes_check
 phase run-healthy run_container
 phase smoke smoke_test
 phase stop-drain stop_drains
