@@ -5,7 +5,7 @@
 # through a stop, a restart and a kill of relays. Idempotent; cleans up its containers and
 # engine. Needs root.
 # Usage: docker/verify.sh [SWITCHBOARD_CLI]   (a host build of the CLI; default build/ci's)
-set -euo pipefail
+set -Eeuo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cli=${1:-$root/build/ci/clients/cpp/switchboard}
@@ -69,6 +69,8 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+# A command that fails outside a `die` (set -e; -E: in functions too) still says where.
+trap 'echo "verify: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT TERM
 
 # --- tools ---------------------------------------------------------------------------------
@@ -435,8 +437,7 @@ wait_ready() {
 }
 
 cluster_up() {
-  local start relay
-  local n kind
+  local start relay n kind
   cluster_cmd=(env "DOCKER_HOST=unix://$run_dir/docker.sock")
   for n in 1 2 3; do
     for kind in CORE GRPC ADMIN; do cluster_cmd+=("SWITCHBOARD_RELAY${n}_${kind}_PORT="); done
