@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -367,6 +368,69 @@ TEST_F(CarriedCalls, APingOfARelayThatDoesNotServeTheChannelCountsItsRedirect) {
       EXPECT_NE(out.find(owner_->native()), std::string::npos) << out;
     }
   }
+}
+
+TEST_F(CarriedCalls, RequestsThroughANonOwnerAreEachCarriedToTheOwner) {
+  Relay& entry = *others_[0];
+  BlockingClient responder(through(entry, true));
+  responder.serve(test::echo);
+  auto stub = stub_for(entry);
+  grpc::ClientContext context;
+  auto call = stub->Requests(&context);
+  std::map<std::uint64_t, std::string> responses;
+  std::map<std::uint64_t, std::string> ends;  // id -> status of a request that ended non-OK
+  std::map<std::uint64_t, bool> complete;
+  std::thread reader([&] {
+    pb::RequestsResponse in;
+    while (call->Read(&in)) {
+      if (in.has_chunk()) {
+        responses[in.chunk().request_id()] += in.chunk().data();
+        if (in.chunk().last()) complete[in.chunk().request_id()] = true;
+      } else {
+        ends[in.end().request_id()] = pb::Status_Name(in.end().status());
+      }
+    }
+  });
+  // Two echoed requests whose bodies interleave (8 MiB each), and one for an absent peer.
+  const auto first = pattern(8 * kChunk, 21);
+  const auto second = pattern(8 * kChunk + 5, 22);
+  for (std::uint64_t id : {1, 2}) {
+    pb::RequestsRequest open;
+    open.mutable_open()->set_id(id);
+    open.mutable_open()->mutable_open()->set_channel(channel_.to_string());
+    open.mutable_open()->mutable_open()->set_target(responder.peer_id().to_string());
+    ASSERT_TRUE(call->Write(open));
+  }
+  {
+    pb::RequestsRequest open;
+    open.mutable_open()->set_id(3);
+    open.mutable_open()->mutable_open()->set_channel(channel_.to_string());
+    open.mutable_open()->mutable_open()->set_target(Uuid::random().to_string());
+    open.mutable_open()->set_last(true);
+    ASSERT_TRUE(call->Write(open));
+  }
+  for (std::size_t at = 0; at < second.size(); at += kChunk) {
+    for (std::uint64_t id : {1, 2}) {
+      const auto& body = id == 1 ? first : second;
+      if (at >= body.size()) continue;
+      pb::RequestsRequest chunk;
+      chunk.mutable_chunk()->set_id(id);
+      chunk.mutable_chunk()->set_data(body.data() + at, std::min(kChunk, body.size() - at));
+      chunk.mutable_chunk()->set_last(at + kChunk >= body.size());
+      ASSERT_TRUE(call->Write(chunk));
+    }
+  }
+  call->WritesDone();
+  reader.join();
+  ASSERT_TRUE(call->Finish().ok());
+  EXPECT_TRUE(complete[1]);
+  EXPECT_TRUE(complete[2]);
+  EXPECT_EQ(responses[1], std::string(reinterpret_cast<const char*>(first.data()), first.size()));
+  EXPECT_EQ(responses[2],
+            std::string(reinterpret_cast<const char*>(second.data()), second.size()));
+  EXPECT_EQ(ends[3], "STATUS_NO_RESPONDERS");
+  EXPECT_GE(carried(entry), 3);
+  EXPECT_EQ(carried(*owner_), 0);
 }
 
 }  // namespace
