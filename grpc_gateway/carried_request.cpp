@@ -39,7 +39,7 @@ wire::End end_of(const grpc::ClientContext& context, const grpc::Status& status)
         break;
       case grpc::StatusCode::UNAVAILABLE:
         end.status = Status::peer_gone;
-        end.message = "the relay serving the channel is unreachable: " + end.message;
+        end.message = "lost the relay serving the channel: " + end.message;
         break;
       default:
         end.status = Status::internal;

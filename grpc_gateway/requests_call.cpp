@@ -133,8 +133,8 @@ void RequestsCall::open(pb::RequestOpen& open) {
       refuse(id, Status::refused, "relay is draining");
       return;
     }
-  } else if (auto admitted = core::admit_stream(gateway_.core, stream_request, grant, true,
-                                                context_->peer());
+  } else if (auto admitted =
+                 core::admit_stream(gateway_.core, stream_request, grant, true, context_->peer());
              !admitted.ok()) {
     refuse(id, admitted.status, admitted.reason);
     return;
@@ -163,7 +163,8 @@ void RequestsCall::open(pb::RequestOpen& open) {
     // Another relay serves the channel: the request goes there as a Send of its own.
     auto system_deadline = std::chrono::system_clock::time_point::max();
     if (open.deadline_ms() != 0) {
-      system_deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(open.deadline_ms());
+      system_deadline =
+          std::chrono::system_clock::now() + std::chrono::milliseconds(open.deadline_ms());
     }
     const auto first_bytes = request.data().size();
     const auto idle_ms = request.idle_timeout_ms();

@@ -3,6 +3,7 @@
 // that stops reading holds both relays' memory within bounds.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <array>
@@ -271,9 +272,9 @@ TEST_F(CarriedCalls, EveryRpcThroughANonOwnerReachesTheOwnerIntact) {
   EXPECT_GE(carried(first), 4);   // ListPeers, two Sends and a refused one
   EXPECT_GE(carried(second), 3);  // WatchPeers, Respond, Broadcast
   EXPECT_EQ(carried(*owner_), 0);
-  EXPECT_GT(first.metric("switchboard_cluster_carried_bytes_total{direction=\"to_owner\"}")
-                .value_or(0),
-            64.0 * 1024 * 1024);
+  EXPECT_GT(
+      first.metric("switchboard_cluster_carried_bytes_total{direction=\"to_owner\"}").value_or(0),
+      64.0 * 1024 * 1024);
 
   // The carried responder leaves when its call ends; the owner sees it go.
   respond->WritesDone();
@@ -323,10 +324,10 @@ TEST_F(CarriedCalls, ACallerThatStopsReadingHoldsBothRelaysMemoryWithinBounds) {
     last = now;
   }
   ASSERT_EQ(unchanged, 5) << "the responder's writes never stopped";
-  const auto entry_growth = resident_bytes(entry.process().pid()) - std::min(entry_before,
-                                                                  resident_bytes(entry.process().pid()));
-  const auto owner_growth = resident_bytes(owner_->process().pid()) - std::min(owner_before,
-                                                                    resident_bytes(owner_->process().pid()));
+  const auto entry_growth = resident_bytes(entry.process().pid()) -
+                            std::min(entry_before, resident_bytes(entry.process().pid()));
+  const auto owner_growth = resident_bytes(owner_->process().pid()) -
+                            std::min(owner_before, resident_bytes(owner_->process().pid()));
   std::printf("stalled after %zu MiB written; relay memory growth: entry %zu MiB, owner %zu MiB\n",
               written.load() >> 20, entry_growth >> 20, owner_growth >> 20);
   EXPECT_LT(written.load(), kResponse / 4);
@@ -426,11 +427,55 @@ TEST_F(CarriedCalls, RequestsThroughANonOwnerAreEachCarriedToTheOwner) {
   EXPECT_TRUE(complete[1]);
   EXPECT_TRUE(complete[2]);
   EXPECT_EQ(responses[1], std::string(reinterpret_cast<const char*>(first.data()), first.size()));
-  EXPECT_EQ(responses[2],
-            std::string(reinterpret_cast<const char*>(second.data()), second.size()));
+  EXPECT_EQ(responses[2], std::string(reinterpret_cast<const char*>(second.data()), second.size()));
   EXPECT_EQ(ends[3], "STATUS_NO_RESPONDERS");
   EXPECT_GE(carried(entry), 3);
   EXPECT_EQ(carried(*owner_), 0);
+}
+
+// The owner dies with streams in flight: a native request and a carried gRPC Send both end with a
+// clear status, neither hangs nor is retried.
+TEST_F(CarriedCalls, StreamsInFlightWhenTheOwnerIsKilledEndWithAClearStatus) {
+  Relay& entry = *others_[0];
+  std::atomic<int> requests_seen{0};
+  BlockingClient responder(through(entry, true));
+  // Holds each request open: reads the body, never answers until its stream ends.
+  responder.serve([&](BlockingStream& request) {
+    requests_seen.fetch_add(1);
+    while (request.read_chunk().size != 0) {
+    }
+  });
+  BlockingClient requester(through(entry));
+  auto native_stream = requester.request(Target::to(responder.peer_id()));
+  ASSERT_TRUE(native_stream.write(pattern(4096, 1)).ok());
+
+  auto stub = stub_for(entry);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 60s);
+  auto call = stub->Send(&context);
+  pb::SendRequest open;
+  open.mutable_open()->set_channel(channel_.to_string());
+  open.mutable_open()->set_target(responder.peer_id().to_string());
+  open.mutable_open()->set_data("in flight");
+  ASSERT_TRUE(call->Write(open));
+  ASSERT_TRUE(eventually([&] { return requests_seen.load() == 2; }));
+
+  owner_->process().signal(SIGKILL);
+  ASSERT_TRUE(owner_->process().wait_exit().has_value());
+
+  const auto native = native_stream.result();
+  EXPECT_EQ(native.status, Status::peer_gone) << native.describe();
+  EXPECT_FALSE(native.message.empty());
+  pb::SendResponse in;
+  while (call->Read(&in)) {
+  }
+  const auto status = call->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("lost the relay serving the channel (" + owner_->grpc()),
+            std::string::npos)
+      << status.error_message();
+  std::printf("native: %s; carried gRPC: %d %s\n", native.describe().c_str(),
+              static_cast<int>(status.error_code()), status.error_message().c_str());
 }
 
 }  // namespace
