@@ -395,7 +395,7 @@ TEST_F(CarriedCalls, RequestsThroughANonOwnerAreEachCarriedToTheOwner) {
   // Two echoed requests whose bodies interleave (8 MiB each), and one for an absent peer.
   const auto first = pattern(8 * kChunk, 21);
   const auto second = pattern(8 * kChunk + 5, 22);
-  for (std::uint64_t id : {1, 2}) {
+  for (std::uint64_t id : {1U, 2U}) {
     pb::RequestsRequest open;
     open.mutable_open()->set_id(id);
     open.mutable_open()->mutable_open()->set_channel(channel_.to_string());
@@ -411,7 +411,7 @@ TEST_F(CarriedCalls, RequestsThroughANonOwnerAreEachCarriedToTheOwner) {
     ASSERT_TRUE(call->Write(open));
   }
   for (std::size_t at = 0; at < second.size(); at += kChunk) {
-    for (std::uint64_t id : {1, 2}) {
+    for (std::uint64_t id : {1U, 2U}) {
       const auto& body = id == 1 ? first : second;
       if (at >= body.size()) continue;
       pb::RequestsRequest chunk;
