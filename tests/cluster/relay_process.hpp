@@ -18,32 +18,19 @@ public:
   /// Relay n ("rN" on 127.0.0.N) with lease TTL `ttl`; `extra` options are appended.
   Relay(const EtcdServer& etcd, int n, const std::string& ttl,
         const std::vector<std::string>& extra = {})
-      : id_("r" + std::to_string(n)), host_("127.0.0." + std::to_string(n)) {
-    const auto& host = host_;
-    std::vector<std::string> args{"--listen",
-                                  host + ":0",
-                                  "--grpc-listen",
-                                  host + ":0",
-                                  "--admin-listen",
-                                  "127.0.0.1:0",
-                                  "--admin-introspection",
-                                  "--threads",
-                                  "1",
-                                  "--cluster-etcd",
-                                  etcd.url(),
-                                  "--node-id",
-                                  id_,
-                                  "--cluster-lease-ttl",
-                                  ttl,
-                                  "--drain-timeout",
-                                  "5s"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<ChildServer>(SWITCHBOARD_SERVER_BINARY, std::move(args));
-    EXPECT_TRUE(process_->wait_listening(true)) << process_->err();
-    admin_ = process_->port("admin");
-    port_ = process_->port("core");
-    native_ = host + ":" + std::to_string(port_);
-    grpc_ = host + ":" + std::to_string(process_->port("grpc"));
+      : id_("r" + std::to_string(n)),
+        host_("127.0.0." + std::to_string(n)),
+        etcd_(etcd.url()),
+        ttl_(ttl),
+        extra_(extra) {
+    start();
+  }
+
+  /// Starts the relay again, with the same node id, addresses and ports, once its process has
+  /// ended (one still running is killed first).
+  void restart() {
+    process_.reset();
+    start();
   }
 
   std::optional<double> metric(const std::string& series) const {
@@ -80,11 +67,45 @@ public:
   std::uint16_t port() const { return port_; }
 
 private:
+  // Ports 0 (the first start) let the system pick; a restart binds the same ones again.
+  void start() {
+    const auto& host = host_;
+    std::vector<std::string> args{"--listen",
+                                  host + ":" + std::to_string(port_),
+                                  "--grpc-listen",
+                                  host + ":" + std::to_string(grpc_port_),
+                                  "--admin-listen",
+                                  "127.0.0.1:" + std::to_string(admin_),
+                                  "--admin-introspection",
+                                  "--threads",
+                                  "1",
+                                  "--cluster-etcd",
+                                  etcd_,
+                                  "--node-id",
+                                  id_,
+                                  "--cluster-lease-ttl",
+                                  ttl_,
+                                  "--drain-timeout",
+                                  "5s"};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    process_ = std::make_unique<ChildServer>(SWITCHBOARD_SERVER_BINARY, std::move(args));
+    EXPECT_TRUE(process_->wait_listening(true)) << process_->err();
+    admin_ = process_->port("admin");
+    port_ = process_->port("core");
+    grpc_port_ = process_->port("grpc");
+    native_ = host + ":" + std::to_string(port_);
+    grpc_ = host + ":" + std::to_string(grpc_port_);
+  }
+
   std::string id_;
   std::string host_;
+  std::string etcd_;
+  std::string ttl_;
+  std::vector<std::string> extra_;
   std::string native_;
   std::string grpc_;
   std::uint16_t port_ = 0;
+  std::uint16_t grpc_port_ = 0;
   std::uint16_t admin_ = 0;
   std::unique_ptr<ChildServer> process_;
 };

@@ -29,6 +29,7 @@
 #include "switchboard/wire/codec.hpp"
 #include "tests/cluster/poll.hpp"
 #include "tests/cluster/relay_process.hpp"
+#include "tests/cluster/serving_checker.hpp"
 
 namespace switchboard::test {
 namespace {
@@ -431,38 +432,10 @@ TEST_F(ClusterRouting, AFrozenOwnerNeverServesAlongsideTheNewOne) {
   BlockingClient requester(through(entry, channel, false, true, 2s));
   ASSERT_TRUE(eventually([&] { return requester.peers().size() == 1; }));
 
-  std::atomic<bool> checking{true};
-  std::atomic<int> polls{0};
-  std::atomic<int> double_serves{0};
-  std::thread checker([&] {
-    // Relays are read one after another, not at one instant: a channel moving between two
-    // polls would look served twice. So a relay counts as serving between two of its reads
-    // that both saw peers, and a double serve is another relay seen serving in between.
-    // Bounded: the test ends it, and it stops by itself after 2,000 rounds.
-    std::vector<bool> previous;
-    for (int round = 0; checking.load() && round < 2000; ++round) {
-      std::vector<bool> current;
-      for (const auto& relay : relays_) current.push_back(relay->serves(channel).value_or(false));
-      for (std::size_t i = 0; !previous.empty() && i < current.size(); ++i) {
-        if (!previous[i] || !current[i]) continue;
-        for (std::size_t j = 0; j < current.size(); ++j) {
-          // Read after i's first read and before its second: j's read of this round if it comes
-          // earlier in the order, else of the previous round.
-          if (j != i && (j < i ? current[j] : previous[j])) double_serves.fetch_add(1);
-        }
-      }
-      previous = std::move(current);
-      polls.fetch_add(1);
-    }
-  });
-  const auto stop_checker = [&] {
-    checking = false;
-    if (checker.joinable()) checker.join();
-  };
-  struct Joined {
-    std::function<void()> stop;
-    ~Joined() { stop(); }
-  } joined{stop_checker};
+  // Bounded: the test ends it, and it stops by itself after 2,000 rounds.
+  std::vector<std::uint16_t> admin_ports;
+  for (const auto& relay : relays_) admin_ports.push_back(relay->admin());
+  ServingChecker checker(admin_ports, {channel}, {});
   owner.process().signal(SIGSTOP);
   // The peers notice the silence, and come back on a new owner once the lease is gone.
   ASSERT_TRUE(eventually(
@@ -497,9 +470,9 @@ TEST_F(ClusterRouting, AFrozenOwnerNeverServesAlongsideTheNewOne) {
   const auto outcome = requester.send(Target::to(responder.peer_id()), as_bytes(body), response);
   ASSERT_TRUE(outcome.ok()) << outcome.describe();
   EXPECT_EQ(std::string(response.begin(), response.end()), body);
-  stop_checker();
-  EXPECT_GT(polls.load(), 0);
-  EXPECT_EQ(double_serves.load(), 0) << "polls: " << polls.load();
+  checker.stop();
+  EXPECT_GT(checker.rounds(), 0);
+  EXPECT_EQ(checker.double_serves(), 0U) << "polls: " << checker.rounds();
 }
 
 namespace pb = ::switchboard::v1;
