@@ -54,9 +54,8 @@ wire::End end_of(const grpc::ClientContext& context, const grpc::Status& status)
 
 std::shared_ptr<CarriedRequest> CarriedRequest::start(
     OwnerChannels& channels, boost::asio::any_io_executor executor,
-    const grpc::CallbackServerContext& caller, const std::string& address, pb::SendOpen open,
-    bool last, std::chrono::system_clock::time_point deadline,
-    std::shared_ptr<core::Endpoint> counterpart) {
+    grpc::CallbackServerContext& caller, const std::string& address, pb::SendOpen open, bool last,
+    std::chrono::system_clock::time_point deadline, std::shared_ptr<core::Endpoint> counterpart) {
   auto request =
       std::make_shared<CarriedRequest>(channels, std::move(executor), std::move(counterpart));
   request->self_ = request;
@@ -71,7 +70,7 @@ CarriedRequest::CarriedRequest(OwnerChannels& channels, boost::asio::any_io_exec
                                std::shared_ptr<core::Endpoint> counterpart)
     : channels_(channels), serial_(std::move(executor)), counterpart_(std::move(counterpart)) {}
 
-void CarriedRequest::begin(const grpc::CallbackServerContext& caller, const std::string& address,
+void CarriedRequest::begin(grpc::CallbackServerContext& caller, const std::string& address,
                            pb::SendOpen open, bool last,
                            std::chrono::system_clock::time_point deadline) {
   serial_.assert_here();
@@ -79,7 +78,8 @@ void CarriedRequest::begin(const grpc::CallbackServerContext& caller, const std:
   counters.carried_calls_total.fetch_add(1, std::memory_order_relaxed);
   counters.carried_calls_open.fetch_add(1, std::memory_order_relaxed);
   stub_ = channels_.stub(address);
-  prepare_upstream(upstream_, caller, channels_.options());
+  // A Requests call's requests may each go elsewhere: its caller is told nothing.
+  prepare_upstream(upstream_, caller, channels_.options(), {});
   if (deadline < upstream_.deadline()) upstream_.set_deadline(deadline);
   writing_bytes_ = static_cast<std::uint32_t>(open.data().size());
   up_.mutable_open()->Swap(&open);

@@ -23,13 +23,10 @@ class CarriedRequest final : public core::Endpoint,
 public:
   /// Opens the upstream Send on `address` with `open` (its data the body's first bytes; `last`:
   /// all of it) and `deadline` (system_clock max: none but the caller's).
-  static std::shared_ptr<CarriedRequest> start(OwnerChannels& channels,
-                                               boost::asio::any_io_executor executor,
-                                               const grpc::CallbackServerContext& caller,
-                                               const std::string& address, pb::SendOpen open,
-                                               bool last,
-                                               std::chrono::system_clock::time_point deadline,
-                                               std::shared_ptr<core::Endpoint> counterpart);
+  static std::shared_ptr<CarriedRequest> start(
+      OwnerChannels& channels, boost::asio::any_io_executor executor,
+      grpc::CallbackServerContext& caller, const std::string& address, pb::SendOpen open, bool last,
+      std::chrono::system_clock::time_point deadline, std::shared_ptr<core::Endpoint> counterpart);
 
   CarriedRequest(OwnerChannels& channels, boost::asio::any_io_executor executor,
                  std::shared_ptr<core::Endpoint> counterpart);
@@ -49,8 +46,8 @@ private:
   void dispatch(F&& handler) {
     serial_.dispatch(std::forward<F>(handler), shared_from_this());
   }
-  void begin(const grpc::CallbackServerContext& caller, const std::string& address,
-             pb::SendOpen open, bool last, std::chrono::system_clock::time_point deadline);
+  void begin(grpc::CallbackServerContext& caller, const std::string& address, pb::SendOpen open,
+             bool last, std::chrono::system_clock::time_point deadline);
   void write_next();
   void read_next();
   void upstream_done(const grpc::Status& status);

@@ -63,8 +63,9 @@ std::string carry_target(const grpc::CallbackServerContext* context,
   return where.owner.grpc;
 }
 
-void prepare_upstream(grpc::ClientContext& upstream, const grpc::CallbackServerContext& caller,
-                      const CarryOptions& options) {
+void prepare_upstream(grpc::ClientContext& upstream, grpc::CallbackServerContext& caller,
+                      const CarryOptions& options, const std::string& address) {
+  if (!address.empty()) caller.AddInitialMetadata(kServedByKey, address);
   if (caller.deadline() != std::chrono::system_clock::time_point::max()) {
     upstream.set_deadline(caller.deadline());
   }
@@ -114,7 +115,7 @@ void BidiCarrier<Req, Resp>::start(const std::string& address, Req first) {
   counters.carried_bytes_to_owner.fetch_add(message_bytes(first), std::memory_order_relaxed);
   stub_ = channels_.stub(address);
   address_ = address;
-  prepare_upstream(upstream_, *caller_, channels_.options());
+  prepare_upstream(upstream_, *caller_, channels_.options(), address);
   up_ = std::move(first);
   start_upstream(*stub_, &upstream_, this);
   // The upstream call ends (OnDone) only once its reads have: its last messages and its status
@@ -268,7 +269,7 @@ void carry_list_peers(OwnerChannels& channels, const std::string& address,
   auto upstream = std::make_shared<Upstream>();
   upstream->stub = channels.stub(address);
   upstream->address = address;
-  prepare_upstream(upstream->context, *caller, channels.options());
+  prepare_upstream(upstream->context, *caller, channels.options(), address);
   // The request and response belong to the caller's call, which lasts until Finish.
   upstream->stub->async()->ListPeers(
       &upstream->context, request, response,
@@ -298,7 +299,7 @@ void WatchCarrier::start(const std::string& address, const pb::WatchPeersRequest
   counters.carried_bytes_to_owner.fetch_add(message_bytes(request), std::memory_order_relaxed);
   stub_ = channels_.stub(address);
   address_ = address;
-  prepare_upstream(upstream_, *caller_, channels_.options());
+  prepare_upstream(upstream_, *caller_, channels_.options(), address);
   request_ = request;
   stub_->async()->WatchPeers(&upstream_, &request_, this);
   hold_ = true;

@@ -33,6 +33,9 @@ struct CarryOptions {
 /// Metadata key marking a call carried from another relay: such a call is never carried again
 /// (two relays with different views must not pass a call back and forth).
 inline constexpr const char* kCarriedByKey = "switchboard-carried-by";
+/// Initial metadata of a carried call: the gRPC address of the relay serving the channel, so a
+/// client that keeps a route per channel can go there directly next time.
+inline constexpr const char* kServedByKey = "switchboard-served-by";
 
 /// One gRPC channel (its HTTP/2 connections) per relay address calls are carried to.
 /// Thread-safe.
@@ -60,9 +63,9 @@ private:
 std::string carry_target(const grpc::CallbackServerContext* context, const cluster::Verdict& where);
 
 /// The upstream call's context: the caller's deadline and `authorization` metadata, and the
-/// carried-by mark.
-void prepare_upstream(grpc::ClientContext& upstream, const grpc::CallbackServerContext& caller,
-                      const CarryOptions& options);
+/// carried-by mark. Also tells the caller (initial metadata) which relay serves the channel.
+void prepare_upstream(grpc::ClientContext& upstream, grpc::CallbackServerContext& caller,
+                      const CarryOptions& options, const std::string& address);
 
 /// `status` as the carried call ends with it: the upstream's `switchboard-*` trailing
 /// metadata is copied to the caller's. A failure the owner did not give (it is unreachable, or

@@ -87,6 +87,7 @@ struct SendResult {
   grpc::Status status;
   std::string response;
   std::string switchboard_status;
+  std::string served_by;  // initial metadata of a carried call
 };
 SendResult send_over_grpc(pb::SwitchboardService::Stub& stub, const Uuid& channel,
                           const Uuid& target, const std::vector<std::uint8_t>& body) {
@@ -112,6 +113,10 @@ SendResult send_over_grpc(pb::SwitchboardService::Stub& stub, const Uuid& channe
   const auto& trailers = context.GetServerTrailingMetadata();
   if (auto found = trailers.find("switchboard-status"); found != trailers.end()) {
     result.switchboard_status.assign(found->second.data(), found->second.size());
+  }
+  const auto& initial = context.GetServerInitialMetadata();
+  if (auto found = initial.find("switchboard-served-by"); found != initial.end()) {
+    result.served_by.assign(found->second.data(), found->second.size());
   }
   return result;
 }
@@ -206,6 +211,7 @@ TEST_F(CarriedCalls, EveryRpcThroughANonOwnerReachesTheOwnerIntact) {
   auto sent = send_over_grpc(*stub_for(first), channel_, responder.peer_id(), body);
   ASSERT_TRUE(sent.status.ok()) << sent.status.error_message();
   ASSERT_EQ(sent.response.size(), body.size());
+  EXPECT_EQ(sent.served_by, owner_->grpc());  // where to go straight next time
   EXPECT_TRUE(std::equal(body.begin(), body.end(),
                          reinterpret_cast<const std::uint8_t*>(sent.response.data())));
 
