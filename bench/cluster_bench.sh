@@ -8,6 +8,7 @@
 #   --quick      every workload much smaller (smoke run, well under a minute; the CTest
 #                cluster_bench_quick runs it with --no-build --no-write)
 #   --runs N     cluster-rr and the storm: each system N times, interleaved (default 2)
+#   --failover-runs N  kill -9 runs (default 5)
 #   --no-write   print the section only; leave bench/RESULTS.md and the raw lines alone
 # Env: SB_BUILD_DIR (default build/release, built with the release preset).
 # Only 127.0.0.x is ever targeted; every process and loop is bounded in count and time.
@@ -23,7 +24,7 @@ while (($#)); do
     --failover-runs) FAILOVER_RUNS=$2; shift ;;
     --no-build) BUILD_STEP=0 ;;
     --no-write) WRITE=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "cluster_bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -38,7 +39,7 @@ if ((QUICK)); then
   JOIN_N=30 GRPC_N=100 GRPC_WARMUP=20
   FO_CHANNELS=10 STORM_PEERS=600 STORM_CHANNELS=20
 else
-  RR_CHANNELS=300 RR_SECONDS=15 RR_WARMUP_MS=3000
+  RR_CHANNELS=300 RR_SECONDS=10 RR_WARMUP_MS=2000
   JOIN_N=300 GRPC_N=2000 GRPC_WARMUP=200
   FO_CHANNELS=100 STORM_PEERS=10000 STORM_CHANNELS=100
 fi
@@ -125,6 +126,7 @@ start_etcd() {
 # with TTL "alone" is a relay without etcd. Each cluster gets its own etcd prefix, so that nothing
 # of an earlier one (claims of a killed relay) is seen. Sets IDS HOSTS PORTS GPORTS RPIDS ADMINS.
 CLUSTER_SEQ=0
+RELAY_EXTRA=()
 start_relays() {
   local count=$1 ttl=$2 n cluster=()
   IDS=() HOSTS=() PORTS=() GPORTS=() RPIDS=() ADMINS=()
@@ -136,7 +138,7 @@ start_relays() {
     fi
     start_bg "relay$n" "$SERVER" --listen "127.0.0.$n:0" --grpc-listen "127.0.0.$n:0" \
       --admin-listen 127.0.0.1:0 --threads 1 --log-level warn --drain-timeout-ms 1000 \
-      --connect-rate-per-address 0 "${cluster[@]}"
+      --connect-rate-per-address 0 "${cluster[@]}" "${RELAY_EXTRA[@]}"
     RPIDS+=("$BG_PID")
     wait_line "$TMP/relay$n.out" '^listening admin'
     IDS+=("r$n") HOSTS+=("127.0.0.$n")
@@ -182,20 +184,31 @@ drive() {
 }
 
 # ---- Workloads. ----
-run_rr() {  # the same load on a relay alone and on three relays, interleaved
-  local r
+# The same load on a relay alone, on a cluster of one relay (etcd membership and claims, no
+# second relay) and on three relays, interleaved; with the relays' default idle polling (100 µs
+# after the last event, as shipped) and without it (--idle-spin-us 0: CPU time is then work and
+# wake-ups, not polling while waiting).
+run_rr() {
+  local r spin system count ttl etcd_flag
   for ((r = 1; r <= RUNS; r++)); do
-    start_relays 1 alone
-    # shellcheck disable=SC2046
-    drive "$r" "$DRIVER" rr $(relay_args) --system 1-relay --channels "$RR_CHANNELS" \
-      --seconds "$RR_SECONDS" --warmup-ms "$RR_WARMUP_MS" --timeout 120
-    stop_relays
-    start_relays 3 "$LEASE_TTL"
-    # shellcheck disable=SC2046
-    drive "$r" "$DRIVER" rr $(relay_args) --system 3-relays --channels "$RR_CHANNELS" \
-      --seconds "$RR_SECONDS" --warmup-ms "$RR_WARMUP_MS" --etcd-pid "$ETCD_PID" --timeout 120
-    stop_relays
+    for spin in 100 0; do
+      RELAY_EXTRA=(--idle-spin-us "$spin")
+      for system in 1-relay 1-relay-cluster 3-relays; do
+        case $system in
+          1-relay) count=1 ttl=alone etcd_flag=() ;;
+          1-relay-cluster) count=1 ttl=$LEASE_TTL etcd_flag=(--etcd-pid "$ETCD_PID") ;;
+          3-relays) count=3 ttl=$LEASE_TTL etcd_flag=(--etcd-pid "$ETCD_PID") ;;
+        esac
+        start_relays "$count" "$ttl"
+        # shellcheck disable=SC2046
+        drive "$r" "$DRIVER" rr $(relay_args) --system "$system" --spin-us "$spin" \
+          --channels "$RR_CHANNELS" --seconds "$RR_SECONDS" --warmup-ms "$RR_WARMUP_MS" \
+          "${etcd_flag[@]}" --timeout 120
+        stop_relays
+      done
+    done
   done
+  RELAY_EXTRA=()
 }
 run_join() {
   start_relays 1 alone

@@ -69,44 +69,63 @@ def machine(args):
 
 
 def rr_section(records, out):
-    one = [r for r in of(records, "cluster-rr", system="1-relay") if "error" not in r]
-    three = [r for r in of(records, "cluster-rr", system="3-relays") if "error" not in r]
-    if not one and not three:
+    rows = [r for r in of(records, "cluster-rr") if "error" not in r]
+    failed = [r for r in of(records, "cluster-rr") if "error" in r]
+    if not rows and not failed:
         return None
     out.append("### cluster-rr: many channels over three relays against one relay")
     out.append("")
-    out.append("| System | Runs | Channels × peers | req/s | relay CPU per request (µs) | relay CPU (s) "
-               "| per relay (s) | p50 (µs) | p99 (µs) | etcd CPU (s) | load generator CPU (s) |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, rows in (("1 relay, alone", one), ("3 relays, one etcd", three)):
-        if not rows:
-            continue
-        first = rows[0]
-        shape = f"{first['channels']} × {first['peers'] // max(1, first['channels'])}"
-        out.append(
-            f"| {name} | {len(rows)} | {shape} | {cell([r['rps'] for r in rows])} "
-            f"| {cell([r['relay_cpu_us_per_req'] for r in rows])} "
-            f"| {cell([r['relay_cpu_s'] for r in rows])} "
-            f"| {'; '.join(r['relay_cpu_each_s'] for r in rows)} "
-            f"| {cell([r['p50_us'] for r in rows])} | {cell([r['p99_us'] for r in rows])} "
-            f"| {cell([r.get('etcd_cpu_s') for r in rows]) if name.startswith('3') else '—'} "
-            f"| {cell([r['driver_cpu_s'] for r in rows])} |")
-    out.append("")
-    if one and three:
-        ratios = []
-        for a, b in zip(sorted(one, key=lambda r: r["run"]), sorted(three, key=lambda r: r["run"])):
-            if a["relay_cpu_us_per_req"] > 0:
-                ratios.append(b["relay_cpu_us_per_req"] / a["relay_cpu_us_per_req"])
-        cpu_ratio = (statistics.median([r["relay_cpu_us_per_req"] for r in three]) /
+    out.append("| System | Idle polling | Runs | Channels × peers | req/s | relay CPU per request (µs) "
+               "| relay CPU (s) | per relay (s) | relay context switches per request | p50 (µs) "
+               "| p99 (µs) | etcd CPU (s) | load generator CPU (s) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    spins = sorted({r.get("idle_spin_us", 100) for r in rows}, reverse=True)
+    verdicts = []
+    for spin in spins:
+        def pick(system):
+            return [r for r in rows if r["system"] == system and r.get("idle_spin_us", 100) == spin]
+        one, member, three = pick("1-relay"), pick("1-relay-cluster"), pick("3-relays")
+        polling = f"{spin} µs" + (" (default)" if spin == 100 else " (off)" if spin == 0 else "")
+        for name, group in (("1 relay, alone", one), ("cluster of 1 relay, etcd", member),
+                            ("3 relays, one etcd", three)):
+            if not group:
+                continue
+            first = group[0]
+            shape = f"{first['channels']} × {first['peers'] // max(1, first['channels'])}"
+            out.append(
+                f"| {name} | {polling} | {len(group)} | {shape} | {cell([r['rps'] for r in group])} "
+                f"| {cell([r['relay_cpu_us_per_req'] for r in group])} "
+                f"| {cell([r['relay_cpu_s'] for r in group])} "
+                f"| {'; '.join(r['relay_cpu_each_s'] for r in group)} "
+                f"| {cell([r.get('relay_switches_per_req') for r in group])} "
+                f"| {cell([r['p50_us'] for r in group])} | {cell([r['p99_us'] for r in group])} "
+                f"| {cell([r.get('etcd_cpu_s') for r in group]) if 'etcd' in name else '—'} "
+                f"| {cell([r['driver_cpu_s'] for r in group])} |")
+        if one and member:
+            ratio = (statistics.median([r["relay_cpu_us_per_req"] for r in member]) /
                      statistics.median([r["relay_cpu_us_per_req"] for r in one]))
-        rps_ratio = (statistics.median([r["rps"] for r in three]) /
-                     statistics.median([r["rps"] for r in one]))
-        met = abs(cpu_ratio - 1) <= 0.10
-        out.append(f"Relay CPU per request, 3 relays ÷ 1 relay: **{cpu_ratio:.2f}×** (medians; "
-                   f"per run: {', '.join(f'{x:.2f}×' for x in ratios)}); goal within 10% of one "
-                   f"relay: {'✅ met' if met else '❌ not met'}. Requests/s, 3 relays ÷ 1 relay: "
-                   f"{rps_ratio:.2f}×.")
-        out.append("")
+            verdicts.append(f"- Idle polling {polling}: relay CPU per request, cluster of 1 ÷ "
+                            f"relay alone: {ratio:.2f}× (etcd membership, same single process).")
+        if one and three:
+            by_run = {r["run"]: r for r in one}
+            ratios = [b["relay_cpu_us_per_req"] / by_run[b["run"]]["relay_cpu_us_per_req"]
+                      for b in sorted(three, key=lambda r: r["run"])
+                      if b["run"] in by_run and by_run[b["run"]]["relay_cpu_us_per_req"] > 0]
+            cpu_ratio = (statistics.median([r["relay_cpu_us_per_req"] for r in three]) /
+                         statistics.median([r["relay_cpu_us_per_req"] for r in one]))
+            rps_ratio = (statistics.median([r["rps"] for r in three]) /
+                         statistics.median([r["rps"] for r in one]))
+            met = abs(cpu_ratio - 1) <= 0.10
+            verdicts.append(
+                f"- Idle polling {polling}: relay CPU per request, 3 relays ÷ 1 relay: "
+                f"**{cpu_ratio:.2f}×** (medians; per run: {', '.join(f'{x:.2f}×' for x in ratios)}); "
+                f"within 10% of one relay: {'✅ yes' if met else '❌ no'}. Requests/s, 3 relays ÷ "
+                f"1 relay: {rps_ratio:.2f}×.")
+    for r in failed:
+        out.append(f"| {r.get('system')} | run {r.get('run')} failed: {r['error']} |||||||||||")
+    out.append("")
+    out.extend(verdicts)
+    out.append("")
     return True
 
 

@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -269,22 +271,30 @@ asio::awaitable<int> cluster_rr(const bench::Args& args) {
   RrState state;
   co_await rr_phase(requesters, state, warmup_ms, limit, false);
   std::vector<double> cpu_before;
-  for (const auto& relay : relays) cpu_before.push_back(cpu_seconds(relay.pid));
+  std::uint64_t switches_before = 0;
+  for (const auto& relay : relays) {
+    cpu_before.push_back(cpu_seconds(relay.pid));
+    switches_before += context_switches(relay.pid);
+  }
   const auto etcd_before = cpu_seconds(etcd_pid);
   const auto self_before = cpu_seconds(0);
   state.samples.reserve(4'000'000);
   const auto elapsed = co_await rr_phase(requesters, state, seconds_ms, limit, true);
   std::vector<double> cpu;
   double relay_cpu = 0;
+  std::uint64_t switches = 0;
   for (std::size_t r = 0; r < relays.size(); ++r) {
     cpu.push_back(cpu_seconds(relays[r].pid) - cpu_before[r]);
     relay_cpu += cpu.back();
+    switches += context_switches(relays[r].pid);
   }
+  switches -= std::min(switches, switches_before);
   const auto requests = static_cast<double>(state.done);
   bench::Json json;
   json.add("workload", "cluster-rr")
       .add("system", args.str("system", std::to_string(relays.size()) + "-relays"))
       .add("relays", static_cast<std::uint64_t>(relays.size()))
+      .add("idle_spin_us", args.num("spin-us", 100))
       .add("channels", channel_count)
       .add("peers", static_cast<std::uint64_t>(crowd.connections.size()))
       .add("requests", state.done)
@@ -294,6 +304,10 @@ asio::awaitable<int> cluster_rr(const bench::Args& args) {
   json.add("relay_cpu_s", relay_cpu)
       .add("relay_cpu_us_per_req", requests > 0 ? relay_cpu * 1e6 / requests : 0.0)
       .add("relay_cpu_each_s", seconds_list(cpu))
+      // Context switches of the relays' threads (voluntary: an I/O thread that ran out of work
+      // and slept; involuntary: preempted): the wake-ups a request's cost is spread over.
+      .add("relay_switches_per_req",
+           requests > 0 ? static_cast<double>(switches) / requests : 0.0)
       .add("etcd_cpu_s", etcd_pid > 0 ? cpu_seconds(etcd_pid) - etcd_before : 0.0)
       .add("driver_cpu_s", cpu_seconds(0) - self_before)
       .print();
@@ -609,6 +623,23 @@ std::size_t owner_index(const std::vector<RelayInfo>& relays, const Uuid& channe
     if (relays[i].id == owner) return i;
   }
   throw std::logic_error("placement named no relay");
+}
+
+std::uint64_t context_switches(long pid) {
+  // Summed over the process's threads: /proc/PID/status counts the main thread only.
+  std::uint64_t total = 0;
+  const std::string base = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(base, ec)) {
+    std::ifstream status(task.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      for (const char* key : {"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"}) {
+        if (line.rfind(key, 0) == 0) total += std::stoull(line.substr(std::strlen(key)));
+      }
+    }
+  }
+  return total;
 }
 
 double cpu_seconds(long pid) {

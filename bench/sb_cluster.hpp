@@ -28,6 +28,8 @@ std::vector<RelayInfo> relays_of(const bench::Args& args);
 /// Index of the relay placement makes the owner of `channel` (0 for a relay alone); the same
 /// rendezvous hash over the node ids as the relays compute with a full view.
 std::size_t owner_index(const std::vector<RelayInfo>& relays, const Uuid& channel);
+/// Context switches (voluntary and not) of every thread of process `pid` so far.
+std::uint64_t context_switches(long pid);
 /// utime + stime of process `pid` (0: this process) in seconds, from /proc/PID/stat.
 double cpu_seconds(long pid);
 
