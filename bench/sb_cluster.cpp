@@ -458,6 +458,7 @@ asio::awaitable<int> failover(const bench::Args& args) {
       .add("back", static_cast<std::uint64_t>(back_s.size()))
       .add("exact", static_cast<std::uint64_t>(exact_s.size()))
       .add("all_exact", all_exact)
+      .add("back_min_s", back_s.empty() ? 0.0 : back_s.front())
       .add("back_p50_s", bench::percentile(back_s, 50))
       .add("back_p99_s", bench::percentile(back_s, 99))
       .add("back_max_s", back_s.empty() ? 0.0 : back_s.back())
