@@ -7,7 +7,7 @@
 #                               [--failover-runs N] [--no-build] [--no-write]
 #   --quick      every workload much smaller (smoke run, well under a minute; the CTest
 #                cluster_bench_quick runs it with --no-build --no-write)
-#   --runs N     cluster-rr and the storm: each system N times, interleaved (default 2)
+#   --runs N     cluster-rr and the storm: each system N times, interleaved (default 3)
 #   --failover-runs N  kill -9 runs (default 5)
 #   --no-write   print the section only; leave bench/RESULTS.md and the raw lines alone
 # Env: SB_BUILD_DIR (default build/release, built with the release preset).
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-QUICK=0 ONLY="" RUNS=2 FAILOVER_RUNS=5 BUILD_STEP=1 WRITE=1
+QUICK=0 ONLY="" RUNS=3 FAILOVER_RUNS=5 BUILD_STEP=1 WRITE=1
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;

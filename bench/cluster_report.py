@@ -208,11 +208,13 @@ def failover_section(records, out):
     if good:
         worst = max(r["p99_s"] for r in good)
         ttl = (good[0].get("ttl_ms") or 1000) / 1000
-        met = all(r["all_exact"] for r in good) and worst < ttl + 1 and len(good) == len(rows)
+        within = [r for r in good if r["all_exact"] and r["p99_s"] < ttl + 1]
+        met = len(within) == len(rows)
         out.append("")
         out.append(f"p99 over the runs: median {statistics.median(r['p99_s'] for r in good):.3f} s, "
-                   f"worst {worst:.3f} s; goal p99 < TTL + 1 s = {ttl + 1:.0f} s in every run, every "
-                   f"peer back with exact presence: {'✅ met' if met else '❌ not met'}.")
+                   f"worst {worst:.3f} s. Goal p99 < TTL + 1 s = {ttl + 1:.0f} s with every peer "
+                   f"back with exact presence: met in {len(within)} of {len(rows)} runs "
+                   f"({'✅' if met else '❌'} every run).")
     out.append("")
     return True
 
@@ -256,7 +258,7 @@ def section(records, args):
                "cores, shared and noisy**: read the ratios, which were measured in one run, rather "
                "than the absolute figures. Cells: median (min–max) over the runs.")
     out.append("")
-    out.append("Reproduce: `bench/cluster_bench.sh` (builds the `release` preset; about 5 min) or "
+    out.append("Reproduce: `bench/cluster_bench.sh` (builds the `release` preset; about 6 min) or "
                "`bench/cluster_bench.sh --quick` (smoke run). Raw lines: "
                "`bench/cluster_results.jsonl`.")
     out.append("")
@@ -287,11 +289,25 @@ WORKLOADS = """Workloads:
   so requests/s should grow about linearly with the relays until the load generators or the
   network are the limit; etcd sees no per-request traffic (one renewal per TTL/3 per relay and a
   transaction per channel claimed or emptied), so it does not become the bottleneck.
+  *Reading the CPU figures:* a relay's I/O thread pays for each wake-up (epoll, a context
+  switch, cold caches) and spreads that over the requests it finds; each of three relays finds a
+  third of them, so where three relays spend more CPU per request than one, the context
+  switches per request column shows how many more wake-ups were paid. Idle polling (the
+  default) trades some of those wake-ups for polling; with it off, the difference is wake-ups
+  only. The cluster of one relay (same process count as the relay alone, with etcd membership
+  and claims) separates the cost of being in a cluster from the cost of sharing the cores with
+  more processes. Per request, a relay in a cluster does no more than alone: the directory is
+  asked at HELLO only, and a channel it holds is answered from memory.
 - **Join latency**: `Connection::connect` of one peer (TCP connect, HELLO, presence snapshot;
   with a REDIRECT a second TCP connect and HELLO at the owner), closed at once, sequential, the
   four kinds interleaved. *Already served*: 20 channels each hold one peer on their owner (the
   claim is answered from memory). *New channel*: a fresh channel per join, so that the owner
   claims it in etcd (one transaction) before admitting the peer; alone, there is no claim.
+  The relay alone receives every join and so is still polling (idle polling, 100 µs) when the
+  next one comes; a relay of three receives a third of them and is usually asleep: part of the
+  difference between the relay alone and the cluster's direct join is that wake-up. The cost of
+  the REDIRECT is the difference between the two cluster rows (a second TCP connect and HELLO,
+  at a second relay).
 - **gRPC**: a native responder on the owner of one channel; a C++ gRPC client (sync API) asks
   `Locate` of another relay, then sends to the owner's gRPC door (as the shipped clients do after
   Locate), each request as its own `Send` RPC and all on one `Requests` stream; then the same
