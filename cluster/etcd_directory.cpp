@@ -511,11 +511,21 @@ struct EtcdDirectory::State {
       verdict = unavailable(std::string(kFencedReason), revision);
     } else {
       std::string holder = self_id();
+      bool earlier_lease = false;
       if (!response.succeeded()) {
         const auto& ranged = response.responses(0).response_range();
         holder = ranged.kvs_size() > 0 ? ranged.kvs(0).value() : std::string{};
+        // Our id on another lease: an earlier process under this node id (killed and
+        // restarted), or this one before it was fenced. That holder may still be serving until
+        // its own fence, so the claim is not ours until that lease expires and the key goes.
+        earlier_lease = ranged.kvs_size() > 0 && ranged.kvs(0).lease() != current;
       }
-      if (holder == self_id()) {
+      if (earlier_lease && holder == self_id()) {
+        ++claims_lost;
+        verdict = unavailable("the channel is still held under an earlier lease of relay " +
+                                  holder + "; retry once it expires",
+                              revision);
+      } else if (holder == self_id()) {
         if (response.succeeded()) ++claims_won;
         held.insert(channel);
         verdict.revision = revision;
@@ -541,14 +551,17 @@ struct EtcdDirectory::State {
   bool delete_claims(std::unique_lock<std::mutex>& lock) {
     while (!to_delete.empty() && !stopping) {
       const auto channel = *to_delete.begin();
+      const auto current_lease = lease;
       lock.unlock();
       const auto key = claim_key(channel);
       etcdserverpb::TxnRequest request;
+      // Ours means on our lease: a claim of an earlier process under the same node id goes
+      // with that process's lease, never by our hand.
       auto* compare = request.add_compare();
       compare->set_key(key);
-      compare->set_target(etcdserverpb::Compare::VALUE);
+      compare->set_target(etcdserverpb::Compare::LEASE);
       compare->set_result(etcdserverpb::Compare::EQUAL);
-      compare->set_value(self_id());
+      compare->set_lease(current_lease);
       request.add_success()->mutable_request_delete_range()->set_key(key);
       etcdserverpb::TxnResponse response;
       const auto status = client.txn(request, response, kCallTimeout, client.endpoint_count());

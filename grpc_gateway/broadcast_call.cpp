@@ -28,8 +28,16 @@ void BroadcastCall::OnReadDone(bool ok) {
   if (!ok && context_->IsCancelled()) return;
   serial_.dispatch([this, ok] { read_done(ok); }, shared_from_this());
 }
-void BroadcastCall::OnWriteDone(bool) {
-  serial_.dispatch([this] { on_write_done(); }, shared_from_this());
+void BroadcastCall::OnWriteDone(bool ok) {
+  serial_.dispatch(
+      [this, ok] {
+        if (carrier_) {
+          carrier_->downstream_write_done(ok);
+        } else {
+          on_write_done();
+        }
+      },
+      shared_from_this());
 }
 void BroadcastCall::OnCancel() {
   dispatch([self = shared_from_this()] { self->on_cancel(); });
@@ -67,6 +75,10 @@ void BroadcastCall::on_write_done() {
 
 void BroadcastCall::on_cancel() {
   serial_.assert_here();
+  if (carrier_) {
+    carrier_->downstream_cancelled();
+    return;
+  }
   fanout_.reset_all(Status::cancelled, "broadcast cancelled by its sender");
   finish(grpc::Status::CANCELLED);
 }
@@ -86,6 +98,10 @@ void BroadcastCall::read_more() {
 void BroadcastCall::read_done(bool ok) {
   serial_.assert_here();
   read_pending_ = false;
+  if (carrier_) {
+    carrier_->downstream_read_done(ok);
+    return;
+  }
   last_activity_ = std::chrono::steady_clock::now();
   if (done_ || finished_) return;
   if (!ok) {
@@ -127,6 +143,15 @@ void BroadcastCall::open() {
                                  core::auth::Permission::broadcast, grant)) {
     finish(std::move(*refusal));
     return;
+  }
+  if (!gateway_.registry.draining()) {
+    if (auto address = carry_target(context_, gateway_.core.directory->locate(channel));
+        !address.empty()) {
+      carrier_ = std::make_unique<BidiCarrier<pb::BroadcastRequest, pb::BroadcastResponse>>(
+          gateway_.owners, serial_, *this, context_, shared_from_this());
+      carrier_->start(address, std::move(in_));
+      return;
+    }
   }
   const core::StreamRequest stream_request{"grpc", 0, channel, sender, wire::StreamKind::broadcast,
                                            Uuid{}};
@@ -196,6 +221,7 @@ void BroadcastCall::idle_check() {
 
 void BroadcastCall::on_done() {
   serial_.assert_here();
+  if (carrier_) carrier_->downstream_done();
   done_ = true;
   if (opened_) count_stream_end(gateway_, outcome_.value_or(Status::cancelled));
   if (!fanout_.complete()) fanout_.reset_all(Status::cancelled, "broadcast sender went away");

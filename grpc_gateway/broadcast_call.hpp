@@ -78,6 +78,8 @@ private:
   core::Fanout fanout_;
   std::chrono::steady_clock::time_point last_activity_;
   std::chrono::milliseconds idle_timeout_{0};
+  // Set when another relay of the cluster serves the channel: the call is carried there.
+  std::unique_ptr<BidiCarrier<pb::BroadcastRequest, pb::BroadcastResponse>> carrier_;
 };
 
 }  // namespace switchboard::gateway

@@ -73,8 +73,10 @@ private:
 
 struct Gateway::Impl {
   Impl(core::RelayContext& core, TransportCounters& counters,
-       std::vector<boost::asio::any_io_executor> executors)
-      : context(core, std::move(executors)), service(context), transports(counters) {}
+       std::vector<boost::asio::any_io_executor> executors, CarryOptions carry)
+      : context(core, std::move(executors), std::move(carry)),
+        service(context),
+        transports(counters) {}
   GatewayContext context;
   Service service;
   TransportCounters& transports;
@@ -89,8 +91,8 @@ struct Gateway::Impl {
 };
 
 Gateway::Gateway(core::RelayContext& context, TransportCounters& transports,
-                 std::vector<boost::asio::any_io_executor> executors)
-    : impl_(std::make_unique<Impl>(context, transports, std::move(executors))) {
+                 std::vector<boost::asio::any_io_executor> executors, CarryOptions carry)
+    : impl_(std::make_unique<Impl>(context, transports, std::move(executors), std::move(carry))) {
   // gRPC serves grpc.health.v1.Health from its own upb code, which leaves nothing in protobuf's
   // generated pool, where reflection resolves the services it lists: this reference links the
   // health proto's descriptor into the relay, so reflection clients can describe every service.
@@ -99,7 +101,7 @@ Gateway::Gateway(core::RelayContext& context, TransportCounters& transports,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.RegisterService(&impl_->service);
-  builder.SetMaxReceiveMessageSize(4 * 1024 * 1024);
+  builder.SetMaxReceiveMessageSize(impl_->context.owners.options().max_message);
   // gRPC treats streams beyond its own limit as a connection error; the guard refuses them one
   // by one instead. gRPC announces this value, which the guard rewrites to its own limit.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "grpc_gateway/carrier.hpp"
 #include "relay/relay_context.hpp"
 #include "transport/transport.hpp"
 
@@ -21,8 +22,9 @@ public:
   /// connections (TCP, TLS) and hands each over with adopt().
   /// Calls run on strands spread over `executors` (the relay's I/O threads; at least one).
   /// `transports` (owned by the door, outliving the gateway) counts the connections adopted.
+  /// `carry` says how calls are carried to the other relays of a cluster.
   Gateway(core::RelayContext& context, TransportCounters& transports,
-          std::vector<boost::asio::any_io_executor> executors);
+          std::vector<boost::asio::any_io_executor> executors, CarryOptions carry = {});
   ~Gateway();
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;

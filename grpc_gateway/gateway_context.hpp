@@ -6,6 +6,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <vector>
 
+#include "grpc_gateway/carrier.hpp"
 #include "grpc_gateway/drain_registry.hpp"
 #include "relay/relay_context.hpp"
 #include "relay/streams.hpp"
@@ -14,12 +15,15 @@ namespace switchboard::gateway {
 
 struct GatewayContext {
   /// `executors`: the relay's I/O threads (at least one); calls are spread over them.
-  GatewayContext(core::RelayContext& c, std::vector<boost::asio::any_io_executor> executors)
+  /// `carry`: how calls for channels served by other relays of the cluster are carried there.
+  GatewayContext(core::RelayContext& c, std::vector<boost::asio::any_io_executor> executors,
+                 CarryOptions carry = {})
       : core(c),
         limits(c.limits),
         registry(c.registry),
         timers(executors.at(0)),
-        call_executors(std::move(executors)) {}
+        call_executors(std::move(executors)),
+        owners(std::move(carry), c.counters) {}
 
   /// The executor of a new call's strand, round-robin over the I/O threads. Any thread.
   boost::asio::any_io_executor next_call_executor() {
@@ -36,6 +40,8 @@ struct GatewayContext {
 
   /// The Requests and Respond calls, so draining can ask each to finish once it is idle.
   DrainRegistry drains;
+  /// The other relays' gRPC doors, for calls carried to the relay serving their channel.
+  OwnerChannels owners;
 };
 
 /// Counts one gRPC call as an open "connection" of the gRPC door for as long as it lives.

@@ -30,7 +30,7 @@ GrpcDoor::GrpcDoor(core::RelayContext& context, core::transport::IoContexts& io,
     throw std::runtime_error("cannot listen for gRPC on " + config_.listen + ": " +
                              e.code().message());
   }
-  gateway_ = std::make_unique<Gateway>(context, transports_, io.executors());
+  gateway_ = std::make_unique<Gateway>(context, transports_, io.executors(), config_.carry);
 }
 
 GrpcDoor::~GrpcDoor() { stop(std::chrono::system_clock::now()); }
@@ -136,6 +136,22 @@ void GrpcDoor::write_metrics(core::MetricsWriter& out) const {
                fmt::format("reason=\"{}\"", violation_name(static_cast<GuardViolation>(i))),
                MetricsWriter::load(transports_.guard_violations[i]));
   }
+  if (context_.directory == &core::RelayContext::alone) return;
+  const auto& counters = context_.counters;
+  out.family("switchboard_cluster_carried_calls_total", "counter",
+             "gRPC calls carried to the relay that serves their channel.");
+  out.sample("switchboard_cluster_carried_calls_total", "",
+             MetricsWriter::load(counters.carried_calls_total));
+  out.family("switchboard_cluster_carried_calls_open", "gauge",
+             "gRPC calls being carried to the relay that serves their channel.");
+  out.sample("switchboard_cluster_carried_calls_open", "",
+             MetricsWriter::load(counters.carried_calls_open));
+  out.family("switchboard_cluster_carried_bytes_total", "counter",
+             "Message bytes of carried gRPC calls, by direction.");
+  out.sample("switchboard_cluster_carried_bytes_total", "direction=\"to_owner\"",
+             MetricsWriter::load(counters.carried_bytes_to_owner));
+  out.sample("switchboard_cluster_carried_bytes_total", "direction=\"from_owner\"",
+             MetricsWriter::load(counters.carried_bytes_from_owner));
 }
 
 }  // namespace switchboard::gateway

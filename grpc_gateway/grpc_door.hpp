@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "grpc_gateway/carrier.hpp"
 #include "grpc_gateway/guard_connection.hpp"
 #include "relay/door.hpp"
 #include "relay/relay_context.hpp"
@@ -25,6 +26,8 @@ struct GrpcDoorConfig {
   /// TLS on this door when `tls.grpc` is set; the files are re-read every
   /// `tls.grpc_refresh_seconds`.
   core::transport::TlsConfig tls;
+  /// How calls for channels served by other relays of the cluster are carried there.
+  CarryOptions carry;
 };
 
 /// Threading: as core::Door says; calls run on strands over the relay's I/O contexts.

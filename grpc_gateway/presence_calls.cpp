@@ -48,7 +48,11 @@ grpc::ServerUnaryReactor* list_peers(GatewayContext& gateway, grpc::CallbackServ
   const auto* channel = &channel_id;
   if (auto where = gateway.core.directory->locate(*channel);
       where.kind != cluster::Verdict::Kind::serve) {
-    reactor->Finish(to_grpc(context, Status::refused, cluster::served_elsewhere(where)));
+    if (auto address = carry_target(context, where); !address.empty()) {
+      carry_list_peers(gateway.owners, address, context, reactor, request, response);
+    } else {
+      reactor->Finish(to_grpc(context, Status::refused, cluster::served_elsewhere(where)));
+    }
     return reactor;
   }
   std::uint64_t version = 0;
@@ -116,7 +120,16 @@ public:
     const auto* channel = &channel_id;
     if (auto where = gateway_.core.directory->locate(*channel);
         where.kind != cluster::Verdict::Kind::serve) {
-      Finish(to_grpc(context_, Status::refused, cluster::served_elsewhere(where)));
+      if (auto address = carry_target(context_, where); !address.empty()) {
+        dispatch([self = shared_from_this(), address, request] {
+          if (self->stopped_ || self->done_) return;
+          self->carrier_ = std::make_unique<WatchCarrier>(self->gateway_.owners, self->serial_,
+                                                          *self, self->context_, self);
+          self->carrier_->start(address, request);
+        });
+      } else {
+        Finish(to_grpc(context_, Status::refused, cluster::served_elsewhere(where)));
+      }
       return;
     }
     channel_ = *channel;
@@ -173,6 +186,10 @@ public:
   void OnWriteDone(bool ok) override {
     dispatch([self = shared_from_this(), ok] {
       self->serial_.assert_here();
+      if (self->carrier_) {
+        self->carrier_->downstream_write_done(ok);
+        return;
+      }
       self->writing_ = false;
       if (!ok) {
         self->stop(grpc::Status::CANCELLED);
@@ -182,11 +199,18 @@ public:
     });
   }
   void OnCancel() override {
-    dispatch([self = shared_from_this()] { self->stop(grpc::Status::CANCELLED); });
+    dispatch([self = shared_from_this()] {
+      if (self->carrier_) {
+        self->carrier_->downstream_cancelled();
+      } else {
+        self->stop(grpc::Status::CANCELLED);
+      }
+    });
   }
   void OnDone() override {
     dispatch([self = shared_from_this()] {
       self->serial_.assert_here();
+      if (self->carrier_) self->carrier_->downstream_done();
       self->unwatch();
       self->done_ = true;
       self->self_.reset();
@@ -230,6 +254,8 @@ private:
   bool writing_ = false;
   bool stopped_ = false;
   bool done_ = false;
+  // Set when another relay of the cluster serves the channel: the call is carried there.
+  std::unique_ptr<WatchCarrier> carrier_;
 };
 
 }  // namespace

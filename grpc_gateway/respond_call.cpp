@@ -31,10 +31,24 @@ void RespondCall::OnReadDone(bool ok) {
   serial_.dispatch([this, ok] { read_done(ok); }, shared_from_this());
 }
 void RespondCall::OnWriteDone(bool ok) {
-  serial_.dispatch([this, ok] { on_write_done(ok); }, shared_from_this());
+  serial_.dispatch(
+      [this, ok] {
+        if (carrier_) {
+          carrier_->downstream_write_done(ok);
+        } else {
+          on_write_done(ok);
+        }
+      },
+      shared_from_this());
 }
 void RespondCall::OnCancel() {
-  dispatch([self = shared_from_this()] { self->finish(grpc::Status::CANCELLED); });
+  dispatch([self = shared_from_this()] {
+    if (self->carrier_) {
+      self->carrier_->downstream_cancelled();
+    } else {
+      self->finish(grpc::Status::CANCELLED);
+    }
+  });
 }
 void RespondCall::OnDone() {
   dispatch([self = shared_from_this()] { self->on_done(); });
@@ -120,6 +134,10 @@ void RespondCall::read_more() {
 void RespondCall::read_done(bool ok) {
   serial_.assert_here();
   read_pending_ = false;
+  if (carrier_) {
+    carrier_->downstream_read_done(ok);
+    return;
+  }
   if (done_ || outbox_.ending()) return;
   if (!ok) {
     if (joined_) {
@@ -242,9 +260,17 @@ void RespondCall::join_resolved(const Uuid& channel, const Uuid& peer,
   serial_.assert_here();
   if (done_ || outbox_.ending()) return;
   auto& counters = gateway_.core.counters.grpc;
+  if (!gateway_.registry.draining()) {
+    if (auto address = carry_target(context_, verdict); !address.empty()) {
+      carrier_ = std::make_unique<BidiCarrier<pb::RespondRequest, pb::RespondResponse>>(
+          gateway_.owners, serial_, *this, context_, shared_from_this());
+      carrier_->start(address, std::move(in_));
+      return;
+    }
+  }
   if (verdict.kind != cluster::Verdict::Kind::serve) {
-    // Carrying the call to the relay that serves the channel is not done here: the client is
-    // told where that is (Locate gives the same answer up front).
+    // Nobody serves the channel now, or the call came carried already: the client is told
+    // where the channel is, if anywhere.
     counters.count_handshake_failure(core::HandshakeFailure::unavailable);
     if (verdict.kind == cluster::Verdict::Kind::redirect) {
       counters.redirects_sent.fetch_add(1, std::memory_order_relaxed);
@@ -556,6 +582,7 @@ void RespondCall::check_slow_consumers() {
 
 void RespondCall::on_done() {
   serial_.assert_here();
+  if (carrier_) carrier_->downstream_done();
   done_ = true;
   outbox_.close();
   leave();

@@ -120,6 +120,8 @@ private:
   bool read_pending_ = false;
   bool draining_ = false;
   static constexpr int kMaxResolveRounds = 3;
+  // Set when another relay of the cluster serves the channel: the call is carried there.
+  std::unique_ptr<BidiCarrier<pb::RespondRequest, pb::RespondResponse>> carrier_;
   int resolve_rounds_ = 0;  // joins sent back to the directory (a claim went meanwhile)
   std::string drain_message_ = "relay is draining";  // why the call ends once drained
   bool windows_ = false;                             // join.stream_windows

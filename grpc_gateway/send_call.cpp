@@ -86,6 +86,10 @@ void SendCall::on_credit(std::uint32_t bytes) {
 void SendCall::read_done(bool ok) {
   serial_.assert_here();
   read_pending_ = false;
+  if (carrier_) {
+    carrier_->downstream_read_done(ok);
+    return;
+  }
   if (stream_) stream_->touch();
   if (done_ || outbox_.ending()) return;
   if (!stream_) {
@@ -132,6 +136,15 @@ void SendCall::open() {
                                  core::auth::Permission::send, grant)) {
     abort(std::move(*refusal));
     return;
+  }
+  if (!gateway_.registry.draining()) {
+    if (auto address = carry_target(context_, gateway_.core.directory->locate(channel));
+        !address.empty()) {
+      carrier_ = std::make_unique<BidiCarrier<pb::SendRequest, pb::SendResponse>>(
+          gateway_.owners, serial_, *this, context_, shared_from_this());
+      carrier_->start(address, std::move(in_));
+      return;
+    }
   }
   const core::StreamRequest stream_request{
       "grpc",
@@ -229,6 +242,10 @@ void SendCall::on_end(const wire::End& end) {
 
 void SendCall::on_write_done(bool ok) {
   serial_.assert_here();
+  if (carrier_) {
+    carrier_->downstream_write_done(ok);
+    return;
+  }
   const auto written = outbox_.write_done(ok);
   // The client took these bytes: the responder may send as many more.
   if (stream_) stream_->response_taken(written.bytes);
@@ -242,6 +259,10 @@ void SendCall::on_write_done(bool ok) {
 
 void SendCall::on_cancel(bool expired) {
   serial_.assert_here();
+  if (carrier_) {
+    carrier_->downstream_cancelled();
+    return;
+  }
   if (stream_ && !stream_->response_done()) {
     reading_ = false;
     if (expired) {
@@ -258,6 +279,7 @@ void SendCall::on_cancel(bool expired) {
 
 void SendCall::on_done() {
   serial_.assert_here();
+  if (carrier_) carrier_->downstream_done();
   done_ = true;
   reading_ = false;
   if (stream_) {

@@ -79,6 +79,8 @@ private:
   bool read_pending_ = false;            // a StartRead is in flight
   bool reading_ = false;                 // open, and neither end has stopped the request
   std::optional<RequestStream> stream_;  // once routed
+  // Set when another relay of the cluster serves the channel: the call is carried there.
+  std::unique_ptr<BidiCarrier<pb::SendRequest, pb::SendResponse>> carrier_;
 };
 
 }  // namespace switchboard::gateway

@@ -408,6 +408,11 @@ std::vector<Option> build_table() {
       "TTL of this relay's etcd lease (whole seconds); it stops serving when a third is left "
       "unrenewed",
       1000, [](C c) -> Milliseconds& { return c.cluster.lease_ttl; }, {}));
+  table.push_back(string_option(
+      "cluster_ca_file", OptionType::string,
+      "PEM roots to verify the other relays' gRPC doors with when calls are carried to them "
+      "(with tls_grpc); empty: the system's roots",
+      [](C c) -> std::string& { return c.cluster.ca_file; }));
   return table;
 }
 

@@ -40,6 +40,10 @@ Server::Server(ServerConfig config)
   if (config_.threads == 0) config_.threads = std::max(1U, std::thread::hardware_concurrency());
   io_ = std::make_unique<transport::IoContexts>(config_.threads);
   admission_ = std::make_unique<transport::Admission>(context_->limits);
+  // Named before the doors start: the gRPC door marks the calls it carries with it.
+  if (!config_.cluster.etcd.empty() && config_.cluster.node_id.empty()) {
+    config_.cluster.node_id = default_node_id();
+  }
   doors_ = make_doors(config_, *context_, *io_, *admission_);
   admission_->count_open_with([this] {
     std::int64_t open = 0;

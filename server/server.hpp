@@ -59,6 +59,9 @@ struct ServerConfig {
     std::string advertise_grpc;  ///< gRPC HOST:PORT; empty: the bound gRPC address
     std::string prefix = "/switchboard";
     Milliseconds lease_ttl{3000};  ///< whole seconds
+    /// PEM roots the gRPC door verifies the other relays' gRPC doors with when it carries calls
+    /// to them (with tls.grpc on); empty: the system's roots.
+    std::string ca_file;
   } cluster;
 };
 

@@ -104,6 +104,12 @@ struct Counters {
   std::atomic<std::int64_t> queued_bytes{0};
   /// Requests refused by token checks on either door, indexed by auth::Failure.
   std::array<std::atomic<std::uint64_t>, auth::kFailureKinds> auth_failures{};
+  /// gRPC calls this relay carried to the cluster relay that serves their channel, and the
+  /// message bytes it passed each way for them.
+  std::atomic<std::uint64_t> carried_calls_total{0};
+  std::atomic<std::int64_t> carried_calls_open{0};
+  std::atomic<std::uint64_t> carried_bytes_to_owner{0};
+  std::atomic<std::uint64_t> carried_bytes_from_owner{0};
 
   std::uint64_t auth_failures_for(auth::Failure failure) const noexcept {
     return auth_failures[static_cast<std::size_t>(failure)].load(std::memory_order_relaxed);

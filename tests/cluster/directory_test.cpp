@@ -321,5 +321,30 @@ TEST(EtcdDirectory, LeavingHandsChannelsOverAndRevokesTheLease) {
   EXPECT_EQ(ledger.double_serves(), 0);
 }
 
+TEST(EtcdDirectory, ARelayRestartedUnderItsNodeIdWaitsForItsEarlierLeasesClaims) {
+  test::EtcdServer etcd;
+  Ledger ledger;
+  // The earlier process under node id "same" (still alive here, as a frozen one would be).
+  Node earlier(etcd.url(), "same", ledger);
+  ASSERT_TRUE(eventually([&] { return earlier.ready(); }));
+  const auto channel = Uuid::random();
+  ASSERT_EQ(earlier.resolve(channel).kind, Verdict::Kind::serve);
+  Node restarted(etcd.url(), "same", ledger);
+  ASSERT_TRUE(eventually([&] { return restarted.ready(); }));
+  // Its id holds the claim, but on another lease: not ours until that lease is gone.
+  const auto verdict = restarted.resolve(channel);
+  EXPECT_EQ(verdict.kind, Verdict::Kind::unavailable);
+  EXPECT_NE(verdict.reason.find("earlier lease"), std::string::npos) << verdict.reason;
+  // Nor may the restarted process delete the earlier one's claim.
+  restarted.directory().channel_emptied(channel);
+  EXPECT_EQ(restarted.resolve(channel).kind, Verdict::Kind::unavailable);
+  EXPECT_EQ(claims(etcd).count(channel.to_string()), 1U);
+  // Once the earlier process is gone with its lease, the claim is free.
+  earlier.directory().leave(std::chrono::steady_clock::now());
+  ASSERT_TRUE(eventually([&] { return !claims(etcd).contains(channel.to_string()); }));
+  ASSERT_TRUE(eventually([&] { return restarted.resolve(channel).kind == Verdict::Kind::serve; }));
+  EXPECT_EQ(ledger.double_serves(), 0);
+}
+
 }  // namespace
 }  // namespace switchboard::cluster

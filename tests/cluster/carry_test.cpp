@@ -1,0 +1,349 @@
+// gRPC callers of a three-relay cluster entering through relays that do not serve their
+// channel: every call is carried to the relay that does, bytes and statuses intact, and a caller
+// that stops reading holds both relays' memory within bounds.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/placement.hpp"
+#include "support/clients.hpp"
+#include "switchboard/v1/switchboard.grpc.pb.h"
+#include "tests/cluster/poll.hpp"
+#include "tests/cluster/relay_process.hpp"
+
+namespace switchboard::test {
+namespace {
+
+using namespace std::chrono_literals;
+using client::BlockingClient;
+using client::BlockingStream;
+using client::Target;
+namespace pb = ::switchboard::v1;
+
+constexpr std::size_t kChunk = 1U << 20;
+
+class CarriedCalls : public ::testing::Test {
+protected:
+  void SetUp() override {
+    for (int n = 1; n <= 3; ++n) relays_.push_back(std::make_unique<Relay>(etcd_, n, "1s"));
+    ASSERT_TRUE(eventually([&] {
+      for (const auto& relay : relays_) {
+        if (relay->members() != 3) return false;
+      }
+      return true;
+    }));
+    const std::array<std::string, 3> ids{"r1", "r2", "r3"};
+    const auto owner = cluster::owner_of(channel_, ids);
+    const auto index = static_cast<std::size_t>(owner.back() - '1');
+    owner_ = relays_[index].get();
+    for (std::size_t i = 0; i < relays_.size(); ++i) {
+      if (i != index) others_.push_back(relays_[i].get());
+    }
+  }
+
+  client::ConnectOptions through(const Relay& relay, bool accept_requests = false) const {
+    auto options = options_for(relay.port(), channel_, accept_requests);
+    options.host = relay.host();
+    return options;
+  }
+  static std::unique_ptr<pb::SwitchboardService::Stub> stub_for(const Relay& relay) {
+    return pb::SwitchboardService::NewStub(
+        grpc::CreateChannel(relay.grpc(), grpc::InsecureChannelCredentials()));
+  }
+  static double carried(const Relay& relay) {
+    return relay.metric("switchboard_cluster_carried_calls_total").value_or(-1);
+  }
+  static std::string trailer(const grpc::ClientContext& context, const std::string& key) {
+    const auto& trailers = context.GetServerTrailingMetadata();
+    const auto found = trailers.find(key);
+    return found == trailers.end() ? "" : std::string(found->second.data(), found->second.size());
+  }
+
+  EtcdServer etcd_;
+  std::vector<std::unique_ptr<Relay>> relays_;
+  const Uuid channel_ = Uuid::random();
+  Relay* owner_ = nullptr;
+  std::vector<Relay*> others_;  // the two relays that do not serve channel_
+};
+
+std::vector<std::uint8_t> pattern(std::size_t size, std::uint64_t seed) {
+  std::vector<std::uint8_t> bytes(size);
+  fill_pattern(bytes, seed, 0);
+  return bytes;
+}
+
+// Streams `body` through a Send call on `stub` to `target`, reading the response meanwhile.
+struct SendResult {
+  grpc::Status status;
+  std::string response;
+  std::string switchboard_status;
+};
+SendResult send_over_grpc(pb::SwitchboardService::Stub& stub, const Uuid& channel,
+                          const Uuid& target, const std::vector<std::uint8_t>& body) {
+  grpc::ClientContext context;
+  auto call = stub.Send(&context);
+  SendResult result;
+  std::thread reader([&] {
+    pb::SendResponse in;
+    while (call->Read(&in)) result.response += in.chunk().data();
+  });
+  pb::SendRequest open;
+  open.mutable_open()->set_channel(channel.to_string());
+  open.mutable_open()->set_target(target.to_string());
+  bool written = call->Write(open);
+  for (std::size_t at = 0; written && at < body.size(); at += kChunk) {
+    pb::SendRequest chunk;
+    chunk.mutable_chunk()->set_data(body.data() + at, std::min(kChunk, body.size() - at));
+    written = call->Write(chunk);
+  }
+  call->WritesDone();
+  reader.join();
+  result.status = call->Finish();
+  const auto& trailers = context.GetServerTrailingMetadata();
+  if (auto found = trailers.find("switchboard-status"); found != trailers.end()) {
+    result.switchboard_status.assign(found->second.data(), found->second.size());
+  }
+  return result;
+}
+
+std::size_t resident_bytes(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  std::size_t kib = 0;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      status >> kib;
+      break;
+    }
+  }
+  return kib * 1024;
+}
+
+TEST_F(CarriedCalls, EveryRpcThroughANonOwnerReachesTheOwnerIntact) {
+  Relay& first = *others_[0];
+  Relay& second = *others_[1];
+  BlockingClient responder(through(first, true));
+  responder.serve(test::echo);
+  std::atomic<int> broadcasts_seen{0};
+  Checksum broadcast_sum;
+  responder.on_broadcast([&](BlockingStream& stream) {
+    for (;;) {
+      auto chunk = stream.read_chunk();
+      if (chunk.size == 0) break;
+      broadcast_sum.update(chunk.bytes());
+    }
+    broadcasts_seen.fetch_add(1);
+  });
+
+  // Presence, asked on a relay that does not serve the channel.
+  {
+    grpc::ClientContext context;
+    pb::ListPeersRequest request;
+    request.set_channel(channel_.to_string());
+    pb::ListPeersResponse response;
+    ASSERT_TRUE(stub_for(first)->ListPeers(&context, request, &response).ok());
+    ASSERT_EQ(response.peers_size(), 1);
+    EXPECT_EQ(response.peers(0), responder.peer_id().to_string());
+  }
+  // A watcher on the other non-owner sees the snapshot, then a peer joining.
+  grpc::ClientContext watch_context;
+  pb::WatchPeersRequest watch_request;
+  watch_request.set_channel(channel_.to_string());
+  auto watch_stub = stub_for(second);
+  auto watch = watch_stub->WatchPeers(&watch_context, watch_request);
+  pb::WatchPeersResponse update;
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.update().kind(), pb::PresenceUpdate::KIND_SNAPSHOT);
+  ASSERT_EQ(update.update().peers_size(), 1);
+
+  // A gRPC responder joining through a non-owner is a member on the owner.
+  auto respond_stub = stub_for(second);
+  grpc::ClientContext respond_context;
+  auto respond = respond_stub->Respond(&respond_context);
+  pb::RespondRequest join;
+  join.mutable_join()->set_channel(channel_.to_string());
+  ASSERT_TRUE(respond->Write(join));
+  pb::RespondResponse joined;
+  ASSERT_TRUE(respond->Read(&joined));
+  ASSERT_TRUE(joined.has_joined());
+  const auto grpc_peer = *Uuid::parse(joined.joined().peer_id());
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.update().kind(), pb::PresenceUpdate::KIND_JOINED);
+  ASSERT_EQ(update.update().peers_size(), 1);
+  EXPECT_EQ(update.update().peers(0), grpc_peer.to_string());
+  watch_context.TryCancel();
+  while (watch->Read(&update)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // Echoes every request it gets, chunk by chunk.
+  std::thread grpc_responder([&] {
+    pb::RespondResponse in;
+    while (respond->Read(&in)) {
+      const bool start = in.has_start() && !in.start().broadcast();
+      if (!start && !in.has_chunk()) continue;
+      pb::RespondRequest out;
+      auto* chunk = out.mutable_chunk();
+      chunk->set_request_id(start ? in.start().id() : in.chunk().id());
+      chunk->set_data(start ? in.start().data() : in.chunk().data());
+      chunk->set_last(start ? in.start().last() : in.chunk().last());
+      if (!respond->Write(out)) break;
+    }
+  });
+  EXPECT_EQ(owner_->metric("switchboard_peers"), 2.0);
+
+  // 64 MiB from a gRPC caller on a non-owner to the native responder, checksummed.
+  const auto body = pattern(64U << 20, 3);
+  auto sent = send_over_grpc(*stub_for(first), channel_, responder.peer_id(), body);
+  ASSERT_TRUE(sent.status.ok()) << sent.status.error_message();
+  ASSERT_EQ(sent.response.size(), body.size());
+  EXPECT_TRUE(std::equal(body.begin(), body.end(),
+                         reinterpret_cast<const std::uint8_t*>(sent.response.data())));
+
+  // 64 MiB from a native peer (entering through the first non-owner) to the carried gRPC
+  // responder, checksummed.
+  BlockingClient native_sender(through(first));
+  std::vector<std::uint8_t> echoed;
+  const auto outcome = native_sender.send(Target::to(grpc_peer), body, echoed);
+  ASSERT_TRUE(outcome.ok()) << outcome.describe();
+  EXPECT_EQ(echoed, body);
+
+  // gRPC to gRPC, both through non-owners.
+  const auto small = pattern(3 * kChunk + 17, 5);
+  auto across = send_over_grpc(*stub_for(first), channel_, grpc_peer, small);
+  ASSERT_TRUE(across.status.ok()) << across.status.error_message();
+  EXPECT_EQ(across.response,
+            std::string(reinterpret_cast<const char*>(small.data()), small.size()));
+
+  // A broadcast through a non-owner reaches the other members.
+  {
+    grpc::ClientContext context;
+    auto stub = stub_for(second);
+    auto call = stub->Broadcast(&context);
+    pb::BroadcastRequest open;
+    open.mutable_open()->set_channel(channel_.to_string());
+    const auto bytes = pattern(kChunk, 9);
+    open.mutable_open()->set_data(bytes.data(), bytes.size());
+    ASSERT_TRUE(call->Write(open));
+    call->WritesDone();
+    pb::BroadcastResponse summary;
+    ASSERT_TRUE(call->Read(&summary));
+    ASSERT_TRUE(call->Finish().ok());
+    // The native responder, the gRPC responder and the native sender.
+    EXPECT_EQ(summary.summary().delivered() + summary.summary().dropped(), 3U);
+    ASSERT_TRUE(eventually([&] { return broadcasts_seen.load() == 1; }));
+    Checksum expected;
+    expected.update(bytes);
+    EXPECT_EQ(broadcast_sum.value(), expected.value());
+  }
+
+  // Statuses come back as the owner gives them, with their switchboard-* trailers.
+  const Uuid absent = Uuid::random();
+  auto refused_far = send_over_grpc(*stub_for(first), channel_, absent, small);
+  auto refused_near = send_over_grpc(*stub_for(*owner_), channel_, absent, small);
+  EXPECT_FALSE(refused_near.status.ok());
+  EXPECT_EQ(refused_far.status.error_code(), refused_near.status.error_code());
+  EXPECT_EQ(refused_far.status.error_message(), refused_near.status.error_message());
+  EXPECT_EQ(refused_far.switchboard_status, refused_near.switchboard_status);
+  EXPECT_FALSE(refused_far.switchboard_status.empty());
+
+  // A call another relay carried here is not carried again: it is told where to go.
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("switchboard-carried-by", "r9");
+    pb::ListPeersRequest request;
+    request.set_channel(channel_.to_string());
+    pb::ListPeersResponse response;
+    const auto status = stub_for(first)->ListPeers(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_NE(status.error_message().find(owner_->grpc()), std::string::npos)
+        << status.error_message();
+  }
+
+  EXPECT_GE(carried(first), 4);   // ListPeers, two Sends and a refused one
+  EXPECT_GE(carried(second), 3);  // WatchPeers, Respond, Broadcast
+  EXPECT_EQ(carried(*owner_), 0);
+  EXPECT_GT(first.metric("switchboard_cluster_carried_bytes_total{direction=\"to_owner\"}")
+                .value_or(0),
+            64.0 * 1024 * 1024);
+
+  // The carried responder leaves when its call ends; the owner sees it go.
+  respond->WritesDone();
+  grpc_responder.join();
+  EXPECT_TRUE(respond->Finish().ok());
+  ASSERT_TRUE(eventually([&] {
+    const auto peers = responder.peers();
+    return std::find(peers.begin(), peers.end(), grpc_peer) == peers.end();
+  }));
+  EXPECT_EQ(first.metric("switchboard_cluster_carried_calls_open"), 0.0);
+  EXPECT_EQ(second.metric("switchboard_cluster_carried_calls_open"), 0.0);
+}
+
+TEST_F(CarriedCalls, ACallerThatStopsReadingHoldsBothRelaysMemoryWithinBounds) {
+  Relay& entry = *others_[0];
+  constexpr std::size_t kResponse = 512U << 20;
+  std::atomic<std::size_t> written{0};
+  BlockingClient responder(through(*owner_, true));
+  const auto block = pattern(kChunk, 11);
+  responder.serve([&](BlockingStream& request) {
+    while (request.read_chunk().size != 0) {
+    }
+    for (std::size_t at = 0; at < kResponse; at += kChunk) {
+      if (!request.write(block, at + kChunk >= kResponse).ok()) return;
+      written.fetch_add(kChunk);
+    }
+  });
+  const auto entry_before = resident_bytes(entry.process().pid());
+  const auto owner_before = resident_bytes(owner_->process().pid());
+
+  auto stub = stub_for(entry);
+  grpc::ClientContext context;
+  auto call = stub->Send(&context);
+  pb::SendRequest open;
+  open.mutable_open()->set_channel(channel_.to_string());
+  open.mutable_open()->set_target(responder.peer_id().to_string());
+  ASSERT_TRUE(call->Write(open));
+  call->WritesDone();
+  // The caller reads nothing: the responder's writes stop once every window on the way is full.
+  // Stalled: no progress across a second of polls (bounded: a minute at most).
+  std::size_t last = 0;
+  int unchanged = 0;
+  for (int poll = 0; poll < 300 && unchanged < 5; ++poll) {
+    std::this_thread::sleep_for(200ms);
+    const auto now = written.load();
+    unchanged = now == last && now > 0 ? unchanged + 1 : 0;
+    last = now;
+  }
+  ASSERT_EQ(unchanged, 5) << "the responder's writes never stopped";
+  const auto entry_growth = resident_bytes(entry.process().pid()) - std::min(entry_before,
+                                                                  resident_bytes(entry.process().pid()));
+  const auto owner_growth = resident_bytes(owner_->process().pid()) - std::min(owner_before,
+                                                                    resident_bytes(owner_->process().pid()));
+  std::printf("stalled after %zu MiB written; relay memory growth: entry %zu MiB, owner %zu MiB\n",
+              written.load() >> 20, entry_growth >> 20, owner_growth >> 20);
+  EXPECT_LT(written.load(), kResponse / 4);
+  EXPECT_LT(entry_growth, 64U << 20);
+  EXPECT_LT(owner_growth, 64U << 20);
+
+  // Reading again, the caller gets every byte.
+  Checksum expected;
+  for (std::size_t at = 0; at < kResponse; at += kChunk) expected.update(block);
+  Checksum got;
+  pb::SendResponse in;
+  while (call->Read(&in)) {
+    got.update({reinterpret_cast<const std::uint8_t*>(in.chunk().data().data()),
+                in.chunk().data().size()});
+  }
+  ASSERT_TRUE(call->Finish().ok());
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_EQ(got.value(), expected.value());
+}
+
+}  // namespace
+}  // namespace switchboard::test
