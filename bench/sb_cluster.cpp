@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -14,8 +16,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
-#include <array>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -257,8 +257,8 @@ asio::awaitable<int> cluster_rr(const bench::Args& args) {
   crowd.connections.resize(channel_count * per_channel);
   co_await run_bounded(crowd.connections.size(), 64, [&](std::size_t i) -> asio::awaitable<void> {
     const bool responds = i % per_channel == 0;
-    auto connection = co_await connect(options_for(
-        relays[i % relays.size()], crowd.channels[i / per_channel], responds));
+    auto connection = co_await connect(
+        options_for(relays[i % relays.size()], crowd.channels[i / per_channel], responds));
     if (responds) answer_requests(connection, executor);
     crowd.connections[i] = std::move(connection);
   });
@@ -306,8 +306,7 @@ asio::awaitable<int> cluster_rr(const bench::Args& args) {
       .add("relay_cpu_each_s", seconds_list(cpu))
       // Context switches of the relays' threads (voluntary: an I/O thread that ran out of work
       // and slept; involuntary: preempted): the wake-ups a request's cost is spread over.
-      .add("relay_switches_per_req",
-           requests > 0 ? static_cast<double>(switches) / requests : 0.0)
+      .add("relay_switches_per_req", requests > 0 ? static_cast<double>(switches) / requests : 0.0)
       .add("etcd_cpu_s", etcd_pid > 0 ? cpu_seconds(etcd_pid) - etcd_before : 0.0)
       .add("driver_cpu_s", cpu_seconds(0) - self_before)
       .print();
@@ -338,8 +337,8 @@ asio::awaitable<int> join_latency(const bench::Args& args) {
   const auto warm = channels_owned_by(relays, anchor_count, std::nullopt);
   std::vector<std::shared_ptr<Connection>> anchors;
   for (const auto& channel : warm) {
-    anchors.push_back(co_await connect(options_for(relays[owner_index(relays, channel)], channel,
-                                                   false)));
+    anchors.push_back(
+        co_await connect(options_for(relays[owner_index(relays, channel)], channel, false)));
   }
   std::map<std::string, std::vector<double>> samples;
   for (std::uint64_t i = 0; i < warmup + n; ++i) {
@@ -404,8 +403,7 @@ asio::awaitable<int> failover(const bench::Args& args) {
     if (r != victim) entries.push_back(&relays[r]);
   }
   co_await run_bounded(crowd.connections.size(), 64, [&](std::size_t i) -> asio::awaitable<void> {
-    auto options =
-        options_for(*entries[i % entries.size()], crowd.channels[i / per_channel], true);
+    auto options = options_for(*entries[i % entries.size()], crowd.channels[i / per_channel], true);
     options.reconnect.enabled = true;
     options.reconnect.initial_delay =
         std::chrono::milliseconds(static_cast<long>(args.num("reconnect-initial-ms", 20)));
@@ -427,8 +425,8 @@ asio::awaitable<int> failover(const bench::Args& args) {
   // Each peer counts as back once it has reconnected and sees exactly its channel's others;
   // polled every 2 ms.
   std::size_t pending = crowd.connections.size();
-  const auto deadline = killed_at + static_cast<std::int64_t>(args.num("timeout-ms", 30'000)) *
-                                        1'000'000LL;
+  const auto deadline =
+      killed_at + static_cast<std::int64_t>(args.num("timeout-ms", 30'000)) * 1'000'000LL;
   while (pending > 0 && bench::now_ns() < deadline) {
     co_await sleep_ms(2);
     const auto now = bench::now_ns();
@@ -510,10 +508,11 @@ asio::awaitable<int> storm(const bench::Args& args) {
       [&]() -> asio::awaitable<void> {
         try {
           co_await run_bounded(peers, inflight, [&](std::size_t i) -> asio::awaitable<void> {
-            auto options = options_for(relays[i % relays.size()],
-                                       crowd.channels[i % channel_count], false);
+            auto options =
+                options_for(relays[i % relays.size()], crowd.channels[i % channel_count], false);
             options.connect_timeout = std::chrono::seconds(30);
-            // A connect refused or timed out in the crush is tried again, a bounded number of times.
+            // A connect refused or timed out in the crush is tried again, a bounded number of
+            // times.
             for (int attempt = 1;; ++attempt) {
               Outcome outcome;
               auto connection = co_await Connection::connect(executor, options, outcome);
@@ -538,7 +537,8 @@ asio::awaitable<int> storm(const bench::Args& args) {
       },
       asio::detached);
   // Peers are grouped by channel for the exact check, but join in a channel-interleaved order.
-  const auto deadline = start + static_cast<std::int64_t>(args.num("timeout-ms", 120'000)) * 1'000'000LL;
+  const auto deadline =
+      start + static_cast<std::int64_t>(args.num("timeout-ms", 120'000)) * 1'000'000LL;
   while ((joining || complete < peers) && !error && bench::now_ns() < deadline) {
     co_await sleep_ms(1);
   }
@@ -608,7 +608,8 @@ std::vector<RelayInfo> relays_of(const bench::Args& args) {
       throw std::invalid_argument("only loopback (127.0.0.0/8) relays are allowed");
     }
     relay.port = static_cast<std::uint16_t>(std::stoul(ports[i]));
-    if (i < grpc_ports.size()) relay.grpc_port = static_cast<std::uint16_t>(std::stoul(grpc_ports[i]));
+    if (i < grpc_ports.size())
+      relay.grpc_port = static_cast<std::uint16_t>(std::stoul(grpc_ports[i]));
     if (i < pids.size()) relay.pid = std::stol(pids[i]);
     out.push_back(relay);
   }
@@ -644,7 +645,8 @@ std::uint64_t context_switches(long pid) {
 }
 
 double cpu_seconds(long pid) {
-  std::ifstream in(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat" : std::string("/proc/self/stat"));
+  std::ifstream in(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat"
+                           : std::string("/proc/self/stat"));
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   // Fields after the command name (which may hold spaces) start at field 3, the state.
   const auto close = text.rfind(')');

@@ -1,11 +1,11 @@
 // switchboard-cluster-bench grpc: gRPC requests to a channel of a cluster, straight to its owner
 // (after asking another relay with Locate) and through a relay that does not own it; a native
 // responder on the owner answers them.
+#include <array>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <array>
 #include <cstdio>
 #include <future>
 #include <thread>
@@ -161,8 +161,8 @@ void mux_requests(pb::SwitchboardService::Stub& stub, const std::string& channel
         if (in.end().status() == pb::STATUS_REFUSED && id == 1) {
           throw Refused{"request ended with status REFUSED: " + in.end().message()};
         }
-        throw std::runtime_error("request ended with status " +
-                                 pb::Status_Name(in.end().status()) + ": " + in.end().message());
+        throw std::runtime_error("request ended with status " + pb::Status_Name(in.end().status()) +
+                                 ": " + in.end().message());
       }
       received += in.chunk().data().size();
       last = in.chunk().last();
@@ -178,7 +178,8 @@ void mux_requests(pb::SwitchboardService::Stub& stub, const std::string& channel
   if (!status.ok()) throw std::runtime_error("requests stream: " + describe(status));
 }
 
-void print_latency(const std::string& system, const std::string& variant, std::vector<double>& rtt) {
+void print_latency(const std::string& system, const std::string& variant,
+                   std::vector<double>& rtt) {
   bench::Json json;
   json.add("workload", "cluster-grpc")
       .add("system", system)
