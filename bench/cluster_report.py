@@ -245,7 +245,7 @@ def storm_section(records, out):
 
 
 def section(records, args):
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = args.date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [BEGIN, "## Cluster", ""]
     out.append(f"Latest cluster run: **{date}**, {'quick (smoke sizes)' if args.quick else 'full'}, "
                f"{args.elapsed} s in all (`bench/cluster_bench.sh`). Code: {args.source}.")
@@ -284,11 +284,15 @@ WORKLOADS = """Workloads:
   relays cannot answer more requests per second than one; what must hold is that a request costs
   the relays no more CPU in a cluster than alone (nothing per request goes through etcd or a
   second relay: a non-owner only redirects at join time, and claims are made once per channel).
-  *On N cores* (N ≥ 4, a relay per core or more): each relay serves about a third of the
-  channels (rendezvous placement) with its own CPU, the per-request cost stays what it is here,
-  so requests/s should grow about linearly with the relays until the load generators or the
-  network are the limit; etcd sees no per-request traffic (one renewal per TTL/3 per relay and a
-  transaction per channel claimed or emptied), so it does not become the bottleneck.
+  *On N cores* (N ≥ 4, so that each relay has a core of its own): a relay alone is bound by
+  its cores, while each of three relays carries about a third of the channels (rendezvous
+  placement) on its own core at the CPU per request of a relay alone with that load (the
+  cluster-of-one row shows that membership adds nothing per request), so requests/s should grow
+  about linearly with the relays until the load generators or the network are the limit; the
+  wake-up cost that shows here stays per relay and is no larger than a relay alone pays at the
+  same load. etcd sees no per-request traffic (one renewal per TTL/3 per relay and a transaction
+  per channel claimed or emptied: 0.02–0.05 s of CPU per run here), so it does not become the
+  bottleneck.
   *Reading the CPU figures:* a relay's I/O thread pays for each wake-up (epoll, a context
   switch, cold caches) and spreads that over the requests it finds; each of three relays finds a
   third of them, so where three relays spend more CPU per request than one, the context
@@ -319,8 +323,11 @@ WORKLOADS = """Workloads:
   (reconnect on: 20 ms first delay, 200 ms cap); once every peer sees exactly its channel's
   others, the load generator sends SIGKILL to r1 and polls every 2 ms. *Back and exact*: the
   time from the kill until the peer has reconnected (to the channel's new owner) and sees exactly
-  the other peers of its channel; *reconnected*: until its reconnect completed. r1's lease (1 s)
-  must expire before the new owners can claim the channels.
+  the other peers of its channel; *reconnected*: until its reconnect completed (*first*: the
+  first peer back, about when r1's lease expired and the new owners could claim). r1's lease
+  (1 s, renewed every third of it; etcd revokes expired leases on a 500 ms tick) must expire
+  before the new owners can claim the channels; the rest is the peers' reconnect delays (up to
+  200 ms) and the claims.
 - **Join storm**: 10,000 peers over 100 channels all connect at once (no pacing; each peer
   enters through relay k mod 3 in the cluster), without reconnect; a connect that fails is tried
   again (at most 5 attempts, 50 ms apart). *All connected*: every `connect` returned; *all with
@@ -353,6 +360,7 @@ def main():
     p.add_argument("--load-end", default="?")
     p.add_argument("--source", default="?")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--date", help="when the run was made (default: now)")
     args = p.parse_args()
     text = section(load(args.raw), args)
     print(text)
