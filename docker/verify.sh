@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds the Switchboard image with a Docker engine of its own and smoke-tests a container of it
 # from the host: health check, native and gRPC traffic through published loopback ports, and a
-# draining `docker stop`. Idempotent; cleans up its containers and engine. Needs root.
+# draining `docker stop`; then a three-relay cluster over etcd (docker/compose.cluster.yaml)
+# through a stop, a restart and a kill of relays. Idempotent; cleans up its containers and
+# engine. Needs root.
 # Usage: docker/verify.sh [SWITCHBOARD_CLI]   (a host build of the CLI; default build/ci's)
-set -euo pipefail
+set -Eeuo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cli=${1:-$root/build/ci/clients/cpp/switchboard}
 image=${SWITCHBOARD_IMAGE:-switchboard:verify}
+etcd_image=${SWITCHBOARD_ETCD_IMAGE:-switchboard-etcd:verify}
 # Kept between runs: the engine's images and build cache (warm builds), the base rootfs, the linter.
 data_root=${SWITCHBOARD_DOCKER_DATA:-/var/lib/switchboard-docker}
 rootfs_cache=${SWITCHBOARD_ROOTFS_CACHE:-/var/cache/switchboard-rootfs}
@@ -24,6 +27,7 @@ containers=()
 phases=()
 image_size_mb=0
 compose_started=0
+cluster_started=0
 
 log() { echo "verify: $*"; }
 die() {
@@ -50,7 +54,9 @@ cleanup() {
   for pid in "${host_pids[@]}"; do kill "$pid" 2>/dev/null; done
   if [[ -n $dockerd_pid ]]; then
     ((compose_started)) && compose down --timeout 10 >/dev/null 2>&1
+    # The cluster's clients first: they sit on the compose network that `down` removes.
     for name in "${containers[@]}"; do dk rm -f "$name" >/dev/null 2>&1; done
+    ((cluster_started)) && cluster_compose down --timeout 10 >/dev/null 2>&1
     kill "$dockerd_pid" 2>/dev/null
     for _ in $(seq 150); do running "$dockerd_pid" || break; sleep 0.2; done
     if running "$dockerd_pid"; then
@@ -63,6 +69,8 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+# A command that fails outside a `die` (set -e; -E: in functions too) still says where.
+trap 'echo "verify: FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT TERM
 
 # --- tools ---------------------------------------------------------------------------------
@@ -80,8 +88,11 @@ install_tools() {
 }
 
 lint() {
-  "$tools_dir/node_modules/.bin/dockerfilelint" "$root/docker/Dockerfile" ||
-    die "dockerfilelint found issues in docker/Dockerfile"
+  local file
+  for file in Dockerfile Dockerfile.etcd; do
+    "$tools_dir/node_modules/.bin/dockerfilelint" "$root/docker/$file" ||
+      die "dockerfilelint found issues in docker/$file"
+  done
 }
 
 # --- base image: Debian bookworm from the mirror apt already uses ----------------------------
@@ -344,17 +355,423 @@ compose_check() {
   compose_started=0
 }
 
+# --- the cluster: docker/compose.cluster.yaml ------------------------------------------------
+# The relays advertise their service names (relayN:7400), which only the compose network
+# resolves: the clients run there, in containers of the image; the host reaches each relay's
+# published admin port (/healthz) and etcd (through `docker exec`) to observe.
+
+cluster_network=switchboard-cluster
+declare -A relay_id=() admin_port=() channel=()
+etcd_id=
+payload=
+payload_sum=
+
+build_etcd_image() {
+  local version
+  DOCKER_BUILDKIT=1 DOCKER_HOST=unix://$run_dir/docker.sock "$docker_bin" build --progress=plain \
+    --network host -f "$root/docker/Dockerfile.etcd" -t "$etcd_image" "$root/docker" \
+    >"$run_dir/build-etcd.log" 2>&1 ||
+    die "etcd image build failed: $(tail -30 "$run_dir/build-etcd.log")"
+  # Captured whole: `| head -1` could close the pipe before the client is done writing.
+  version=$(dk run --rm --entrypoint etcd "$etcd_image" --version)
+  version=${version%%$'\n'*}
+  log "image $etcd_image: $version, $(($(dk image inspect -f '{{.Size}}' "$etcd_image") / 1000000)) MB"
+}
+
+# docker-compose on the cluster file, every host port ephemeral (SWITCHBOARD_RELAYn_*_PORT empty).
+cluster_cmd=()
+cluster_compose() { "${cluster_cmd[@]}" "$@"; }
+
+now_ms() { date +%s%3N; }
+
+etcdctl_in() { dk exec "$etcd_id" etcdctl --endpoints http://127.0.0.1:2379 "$@"; }
+
+# Node ids are HOSTNAME-XXXXXX (random per process) and each relay's hostname is its service
+# name: `relay_of` gives the service of a node id.
+relay_of() { sed -E 's/-[^-]+$//'; }
+
+# holder CHANNEL_ID: the relay holding the channel's claim in etcd (empty: nobody).
+holder() { etcdctl_in get --print-value-only "/switchboard/channels/$1" | relay_of; }
+
+# members: the relays registered in etcd, by service name.
+members() {
+  etcdctl_in get --keys-only --prefix /switchboard/members/ |
+    sed -n 's|^/switchboard/members/||p' | relay_of | tr '\n' ' ' | sed 's/ $//'
+}
+
+# node_ids: the same, as the relays call themselves.
+node_ids() {
+  etcdctl_in get --keys-only --prefix /switchboard/members/ |
+    sed -n 's|^/switchboard/members/||p' | tr '\n' ' ' | sed 's/ $//'
+}
+
+# healthz RELAY: the status code of GET /healthz on the relay's published admin port (000: no
+# answer).
+healthz() {
+  # shellcheck disable=SC2016  # the inner shell expands $1
+  timeout 5 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && read -r _ code _ <&3 &&
+    echo "$code"' healthz "${admin_port[$1]}" 2>/dev/null || echo 000
+}
+
+# refresh_ports RELAY: its container and admin port (a restarted container gets new ports).
+refresh_ports() {
+  relay_id[$1]=$(cluster_compose ps -q "$1")
+  [[ -n ${relay_id[$1]} ]] || die "no container for $1"
+  admin_port[$1]=$(published_port "${relay_id[$1]}" 7402)
+}
+
+# wait_ready RELAY...: bounded wait (60 s each) for /healthz 200 from the host.
+wait_ready() {
+  local relay code
+  for relay in "$@"; do
+    code=000
+    for _ in $(seq 240); do
+      code=$(healthz "$relay")
+      [[ $code == 200 ]] && break
+      sleep 0.25
+    done
+    [[ $code == 200 ]] ||
+      die "$relay: /healthz $code after 60 s: $(dk logs "${relay_id[$relay]}" 2>&1 | tail -20)"
+  done
+}
+
+cluster_up() {
+  local start relay n kind
+  cluster_cmd=(env "DOCKER_HOST=unix://$run_dir/docker.sock")
+  for n in 1 2 3; do
+    for kind in CORE GRPC ADMIN; do cluster_cmd+=("SWITCHBOARD_RELAY${n}_${kind}_PORT="); done
+  done
+  cluster_cmd+=(docker-compose -p sbcluster -f "$root/docker/compose.cluster.yaml")
+  cluster_compose config -q || die "docker/compose.cluster.yaml is invalid"
+  dk tag "$image" switchboard:latest
+  dk tag "$etcd_image" switchboard-etcd:latest
+  cluster_started=1
+  start=$(now_ms)
+  # `up` starts the relays once etcd's health check passes.
+  timeout 180 "${cluster_cmd[@]}" up -d --no-build --no-color >"$run_dir/cluster-up.log" 2>&1 ||
+    die "cluster up failed: $(tail -30 "$run_dir/cluster-up.log")"
+  etcd_id=$(cluster_compose ps -q etcd)
+  for relay in relay1 relay2 relay3; do refresh_ports "$relay"; done
+  wait_ready relay1 relay2 relay3
+  log "etcd and three relays up, /healthz 200 on all three after $(($(now_ms) - start)) ms;" \
+    "members in etcd: $(node_ids)"
+  # The compose file's own health check (/healthz from inside, with bash's /dev/tcp) agrees.
+  for relay in relay1 relay2 relay3; do wait_healthy "${relay_id[$relay]}"; done
+  log "docker health: relay1, relay2 and relay3 healthy"
+  for relay in relay1 relay2 relay3; do
+    log "  $relay: admin 127.0.0.1:${admin_port[$relay]}, core 127.0.0.1:$(published_port "${relay_id[$relay]}" 7400)"
+  done
+
+  # The clients' container: `docker exec` in it is quicker than a container per send.
+  containers+=(sbcluster-client)
+  dk run -d --name sbcluster-client --network "$cluster_network" --entrypoint sleep "$image" \
+    infinity >/dev/null
+  payload=$run_dir/payload
+  head -c 262144 /dev/urandom >"$payload"
+  payload_sum=$(sha256sum <"$payload")
+}
+
+# start_cluster_responder LABEL CHANNEL_ID: an echoing `switchboard respond --reconnect` on the
+# compose network that enters through relay1; waits (20 s) for it to be ready.
+start_cluster_responder() {
+  local name=sbcluster-resp-$1 out
+  containers+=("$name")
+  dk run -d --name "$name" --network "$cluster_network" --entrypoint switchboard "$image" \
+    --server relay1:7400 respond --reconnect --channel "$2" --echo >/dev/null
+  for _ in $(seq 80); do
+    # Captured first: grep -q on the pipe could end it early.
+    out=$(dk logs "$name" 2>&1)
+    grep -q '^ready peer=' <<<"$out" && return 0
+    sleep 0.25
+  done
+  die "responder $1 not ready within 20 s: $out"
+}
+
+# new_channel LABEL: a fresh channel whose responder entered through relay1 and was redirected
+# to the relay serving it (channels served by relay1 are given up and another one drawn).
+new_channel() {
+  local label=$1 id owner try
+  for try in $(seq 16); do
+    id=$("$cli" uuid)
+    start_cluster_responder "$label" "$id"
+    owner=$(holder "$id")
+    if [[ -n $owner && $owner != relay1 ]]; then
+      channel[$label]=$id
+      log "channel $label ($id): responder entered through relay1, served by $owner (draw $try)"
+      return 0
+    fi
+    dk rm -f "sbcluster-resp-$label" >/dev/null
+  done
+  die "16 fresh channels were all served by relay1 (or not claimed): last holder '$owner'"
+}
+
+# echo_through RELAY LABEL [retry]: the payload sent on channel LABEL by a `switchboard send` that
+# enters through RELAY must come back byte for byte. With `retry`, failures that a moving
+# channel explains (3 relay gone or refused, 4 cannot connect, 11 no responder yet, 13 deadline)
+# are retried for up to 30 s; without it the first send must succeed.
+echo_through() {
+  local relay=$1 label=$2 mode=${3:-once} out=$run_dir/echo.out err=$run_dir/echo.err
+  local rc=0 attempt=0 start
+  start=$(now_ms)
+  while :; do
+    attempt=$((attempt + 1))
+    rc=0
+    dk exec -i sbcluster-client switchboard --server "$relay:7400" send \
+      --channel "${channel[$label]}" --deadline-ms 10000 <"$payload" >"$out" 2>"$err" || rc=$?
+    ((rc == 0)) && break
+    [[ $mode == retry ]] || die "send on $label through $relay: exit $rc: $(cat "$err")"
+    case $rc in 3 | 4 | 11 | 13) ;; *) die "send on $label through $relay: exit $rc: $(cat "$err")" ;; esac
+    (($(now_ms) - start < 30000)) ||
+      die "send on $label through $relay: no echo within 30 s, last exit $rc: $(cat "$err")"
+    sleep 0.25
+  done
+  [[ $(sha256sum <"$out") == "$payload_sum" ]] ||
+    die "send on $label through $relay: the response differs from the request" \
+      "($(stat -c %s "$out") bytes)"
+  log "  $label through $relay: $(stat -c %s "$out") bytes echoed, sha256 equal" \
+    "(attempt $attempt, $(($(now_ms) - start)) ms; served by $(holder "${channel[$label]}"))"
+}
+
+# locate RELAY LABEL: the gRPC Locate answer of RELAY (through its published port) for channel
+# LABEL: "here", or "NODE_ID NATIVE_ADDRESS GRPC_ADDRESS" of the relay serving it.
+locate() {
+  /usr/bin/python3 - "$root/clients/python" "127.0.0.1:$(published_port "${relay_id[$1]}" 7401)" \
+    "${channel[$2]}" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import grpc
+from switchboard_client._pb import pb2, pb2_grpc
+with grpc.insecure_channel(sys.argv[2]) as channel:
+    stub = pb2_grpc.SwitchboardServiceStub(channel)
+    answer = stub.Locate(pb2.LocateRequest(channel=sys.argv[3]), timeout=10)
+print("here" if answer.here else
+      "%s %s %s" % (answer.node_id, answer.native_address, answer.grpc_address))
+PY
+}
+
+cluster_traffic() {
+  local relay owner answer port out
+  new_channel A
+  for relay in relay1 relay2 relay3; do echo_through "$relay" A; done
+  # gRPC from the host: every relay locates A at its owner's advertised addresses (names of the
+  # compose network), and the owner's own published port serves A to a Python gRPC client.
+  owner=$(holder "${channel[A]}")
+  for relay in relay1 relay2 relay3; do
+    answer=$(locate "$relay" A) || die "Locate through $relay failed"
+    if [[ $relay == "$owner" ]]; then
+      [[ $answer == here ]] || die "Locate through $owner, which serves A, answered '$answer'"
+    else
+      [[ $answer =~ ^$owner-[^\ ]+\ $owner:7400\ $owner:7401$ ]] ||
+        die "Locate through $relay answered '$answer', expected $owner's addresses"
+    fi
+    log "  Locate A through $relay: $answer"
+  done
+  port=$(published_port "${relay_id[$owner]}" 7401)
+  out=$(SWITCHBOARD_GRPC=127.0.0.1:$port /usr/bin/python3 \
+    "$root/clients/python/examples/send.py" --channel "${channel[A]}" --timeout 10 <"$payload" |
+    sha256sum) || die "Python gRPC send through $owner failed"
+  [[ $out == "$payload_sum" ]] || die "Python gRPC send through $owner: the response differs"
+  log "  A through $owner's gRPC port from the host (Python): $(stat -c %s "$payload") bytes" \
+    "echoed, sha256 equal"
+}
+
+# The relay serving A drains: its peers are sent to the next owner, its lease is revoked.
+stopped=
+cluster_stop() {
+  local state logs relay start survivors=()
+  stopped=$(holder "${channel[A]}")
+  log "docker-compose stop $stopped (it serves A)"
+  start=$(now_ms)
+  cluster_compose stop -t 40 "$stopped" >/dev/null 2>&1 || die "docker-compose stop $stopped failed"
+  log "$stopped stopped after $(($(now_ms) - start)) ms"
+  state=$(dk inspect -f '{{.State.Running}} {{.State.ExitCode}}' "${relay_id[$stopped]}")
+  logs=$(dk logs "${relay_id[$stopped]}" 2>&1)
+  [[ $state == "false 0" ]] || die "$stopped after stop: running/exit $state: $(tail -20 <<<"$logs")"
+  grep -q 'relay drained' <<<"$logs" || die "no 'relay drained' in $stopped's log"
+  grep -qE 'cluster left .*revoked=true' <<<"$logs" ||
+    die "$stopped did not revoke its lease: $(grep cluster <<<"$logs" | tail -10)"
+  log "$stopped: exit 0; $(grep -oE 'cluster leaving .*' <<<"$logs" | head -1);" \
+    "$(grep -oE 'cluster left .*' <<<"$logs" | head -1)"
+  [[ " $(members) " != *" $stopped "* ]] || die "$stopped is still a member: $(members)"
+  log "members in etcd: $(members)"
+  for relay in relay1 relay2 relay3; do [[ $relay == "$stopped" ]] || survivors+=("$relay"); done
+  # A's responder follows the REDIRECT it was sent in the place of GOAWAY.
+  for relay in "${survivors[@]}"; do echo_through "$relay" A retry; done
+  new_channel B
+  for relay in "${survivors[@]}"; do echo_through "$relay" B; done
+}
+
+# The stopped relay comes back; placement may move A or B to it again.
+cluster_restart() {
+  local relay label start
+  start=$(now_ms)
+  cluster_compose start "$stopped" >/dev/null 2>&1 || die "docker-compose start $stopped failed"
+  refresh_ports "$stopped"
+  wait_ready "$stopped"
+  log "$stopped back: /healthz 200 after $(($(now_ms) - start)) ms; members in etcd: $(members)"
+  for label in A B; do
+    for relay in relay1 relay2 relay3; do echo_through "$relay" "$label" retry; done
+  done
+}
+
+# A relay serving a channel is killed: nothing is handed over; its lease expires after the TTL
+# and its channels' responders come back through relay1 to the new owner.
+cluster_kill() {
+  local victim='' label='' l relay state start survivors=() labels=(A B)
+  for l in A B; do
+    victim=$(holder "${channel[$l]}")
+    if [[ -n $victim && $victim != relay1 ]]; then
+      label=$l
+      break
+    fi
+  done
+  if [[ -z $label ]]; then
+    new_channel C
+    labels+=(C)
+    label=C
+    victim=$(holder "${channel[C]}")
+  fi
+  log "docker-compose kill $victim (SIGKILL; it serves $label)"
+  start=$(now_ms)
+  cluster_compose kill -s SIGKILL "$victim" >/dev/null 2>&1 || die "docker-compose kill failed"
+  for _ in $(seq 120); do
+    [[ " $(members) " == *" $victim "* ]] || break
+    sleep 0.25
+  done
+  [[ " $(members) " != *" $victim "* ]] || die "$victim still a member 30 s after the kill"
+  log "$victim's lease expired: gone from etcd $(($(now_ms) - start)) ms after the kill;" \
+    "members: $(members)"
+  state=$(dk inspect -f '{{.State.Running}} {{.State.ExitCode}}' "${relay_id[$victim]}")
+  [[ $state == "false 137" ]] || die "$victim after the kill: running/exit $state"
+  for relay in relay1 relay2 relay3; do [[ $relay == "$victim" ]] || survivors+=("$relay"); done
+  # The killed relay's channel first, to time its return: its responder's connection dropped,
+  # and it comes back through relay1 once the lease is gone and the new owner claims it.
+  echo_through "${survivors[0]}" "$label" retry
+  log "$label served again $(($(now_ms) - start)) ms after the kill; its responder said:" \
+    "$(dk logs "sbcluster-resp-$label" 2>&1 | tail -2 | tr '\n' ';')"
+  echo_through "${survivors[1]}" "$label" retry
+  for l in "${labels[@]}"; do
+    [[ $l == "$label" ]] && continue
+    for relay in "${survivors[@]}"; do echo_through "$relay" "$l" retry; done
+  done
+  new_channel D
+  for relay in "${survivors[@]}"; do echo_through "$relay" D; done
+}
+
+cluster_down() {
+  local name
+  for name in "${containers[@]}"; do dk rm -f "$name" >/dev/null 2>&1 || true; done
+  containers=()
+  cluster_compose down --timeout 40 >"$run_dir/cluster-down.log" 2>&1 ||
+    die "cluster down failed: $(tail -20 "$run_dir/cluster-down.log")"
+  cluster_started=0
+  [[ -z $(dk ps -aq) ]] || die "containers left after down: $(dk ps -a)"
+  ! dk network inspect "$cluster_network" >/dev/null 2>&1 || die "network $cluster_network left"
+  log "cluster removed: no container, no network left"
+}
+
+# deploy/kubernetes/*.yaml parse (python3-yaml comes with docker-compose) and name what they
+# hold. Nothing applies them to Kubernetes, but their settings run in plain containers: the
+# etcd StatefulSet's arguments and the relay StatefulSet's environment with its ConfigMap
+# mounted, for pod 0 in namespace `default`, the pod DNS names pointed at the containers with
+# --add-host. The relay must register in etcd under the names it advertises, and the drain
+# timeout it reads must be under the termination grace period.
+kubernetes_check() {
+  local dir=$run_dir/kubernetes grace printed drain etcd_ip value
+  local etcd_name=switchboard-etcd-0.switchboard-etcd.default.svc.cluster.local
+  local relay_name=switchboard-relay-0.switchboard-relay-peers.default.svc.cluster.local
+  local -a etcd_args
+  mkdir -p "$dir"
+  /usr/bin/python3 - "$dir" "$root"/deploy/kubernetes/*.yaml <<'PY' ||
+import os, sys, yaml
+out = sys.argv[1]
+found = set()
+
+def expand(text, pod):
+    return text.replace("$(POD_NAME)", pod).replace("$(POD_NAMESPACE)", "default")
+
+def write(name, text):
+    with open(os.path.join(out, name), "w") as f:
+        f.write(text)
+    found.add(name)
+
+for path in sys.argv[2:]:
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    for d in docs:
+        assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), path
+        kind, name = d["kind"], d["metadata"]["name"]
+        if kind == "ConfigMap" and name == "switchboard-relay":
+            write("switchboard.toml", d["data"]["switchboard.toml"])
+        if kind == "StatefulSet":
+            pod = d["spec"]["template"]["spec"]
+            container = pod["containers"][0]
+            if name == "switchboard-etcd":
+                write("etcd.args", "".join(expand(a, name + "-0") + "\n" for a in container["args"]))
+            if name == "switchboard-relay":
+                write("grace", "%d\n" % pod["terminationGracePeriodSeconds"])
+                write("relay.env", "".join(
+                    "%s=%s\n" % (e["name"], expand(e["value"], name + "-0"))
+                    for e in container["env"] if "value" in e))
+    print("verify:   %s: %s" % (os.path.basename(path),
+          ", ".join("%s/%s" % (d["kind"], d["metadata"]["name"]) for d in docs)))
+missing = {"switchboard.toml", "etcd.args", "grace", "relay.env"} - found
+assert not missing, "not found: %s" % sorted(missing)
+PY
+    die "deploy/kubernetes: invalid manifests"
+  chmod -R a+rX "$dir"
+
+  printed=$(dk run --rm -v "$dir:/etc/switchboard:ro" --entrypoint switchboard-server "$image" \
+    --config /etc/switchboard/switchboard.toml --print-config 2>&1) ||
+    die "the relays' ConfigMap is refused: $printed"
+  grace=$(<"$dir/grace")
+  drain=$(sed -n 's/^drain_timeout = "\([0-9]*\)s"$/\1/p' <<<"$printed")
+  [[ -n $drain ]] || die "drain_timeout in whole seconds expected: $(grep drain <<<"$printed")"
+  ((grace > drain)) || die "terminationGracePeriodSeconds $grace is not above drain_timeout ${drain}s"
+  log "  the relays' ConfigMap is accepted by the image's relay;" \
+    "drain_timeout ${drain}s < terminationGracePeriodSeconds $grace"
+
+  mapfile -t etcd_args <"$dir/etcd.args"
+  containers+=(sbverify-k8s-etcd sbverify-k8s-relay)
+  dk run -d --name sbverify-k8s-etcd --hostname switchboard-etcd-0 --health-interval 1s \
+    --add-host "$etcd_name:127.0.0.1" "$etcd_image" "${etcd_args[@]}" >/dev/null
+  wait_healthy sbverify-k8s-etcd
+  etcd_ip=$(dk inspect -f '{{.NetworkSettings.IPAddress}}' sbverify-k8s-etcd)
+  log "  etcd with the StatefulSet's arguments: healthy"
+  dk run -d --name sbverify-k8s-relay --hostname switchboard-relay-0 \
+    --env-file "$dir/relay.env" -v "$dir:/etc/switchboard:ro" \
+    --add-host "switchboard-etcd-0.switchboard-etcd:$etcd_ip" "$image" >/dev/null
+  for _ in $(seq 120); do
+    value=$(dk exec sbverify-k8s-etcd etcdctl get --prefix --print-value-only /switchboard/members/)
+    [[ -n $value ]] && break
+    sleep 0.25
+  done
+  [[ $value =~ ^v1\ switchboard-relay-0-[^\ ]+\ $relay_name:7400\ $relay_name:7401$ ]] ||
+    die "the relay with the StatefulSet's settings registered '$value': $(dk logs sbverify-k8s-relay 2>&1 | tail -10)"
+  log "  a relay with the StatefulSet's environment and the ConfigMap registered: $value"
+  dk rm -f sbverify-k8s-relay sbverify-k8s-etcd >/dev/null
+}
+
 phase tools install_tools
 phase lint lint
 phase rootfs make_rootfs
 phase engine start_engine
 phase base-image import_base
 phase build build_image
+phase build-etcd build_etcd_image
+phase kubernetes kubernetes_check
 phase run-healthy run_container
 phase smoke smoke_test
 phase stop-drain stop_drains
 phase configuration check_configuration
 phase compose compose_check
+phase cluster-up cluster_up
+phase cluster-echo cluster_traffic
+phase cluster-stop cluster_stop
+phase cluster-start cluster_restart
+phase cluster-kill cluster_kill
+phase cluster-down cluster_down
 
 log "image size: $image_size_mb MB"
 for line in "${phases[@]}"; do log "time $line"; done

@@ -49,8 +49,8 @@ std::shared_ptr<pb::SwitchboardService::Stub> OwnerChannels::stub(const std::str
   // Room for a full message plus its framing, as the owner's server allows.
   arguments.SetMaxReceiveMessageSize(options_.max_message + 64 * 1024);
   arguments.SetMaxSendMessageSize(options_.max_message + 64 * 1024);
-  auto stub = std::shared_ptr<pb::SwitchboardService::Stub>(pb::SwitchboardService::NewStub(
-      grpc::CreateCustomChannel(address, credentials_, arguments)));
+  auto stub = std::shared_ptr<pb::SwitchboardService::Stub>(
+      pb::SwitchboardService::NewStub(grpc::CreateCustomChannel(address, credentials_, arguments)));
   stubs_.emplace(address, stub);
   return stub;
 }
@@ -76,21 +76,28 @@ void prepare_upstream(grpc::ClientContext& upstream, const grpc::CallbackServerC
 }
 
 grpc::Status carried_status(grpc::CallbackServerContext* caller,
-                            const grpc::ClientContext& upstream, const grpc::Status& status) {
+                            const grpc::ClientContext& upstream, const grpc::Status& status,
+                            const std::string& address) {
+  bool from_owner = false;
   for (const auto& [key, value] : upstream.GetServerTrailingMetadata()) {
     const std::string_view name(key.data(), key.size());
     if (name.starts_with("switchboard-")) {
       caller->AddTrailingMetadata(std::string(name), std::string(value.data(), value.size()));
+      from_owner = from_owner || name == "switchboard-status";
     }
   }
-  return status;
+  if (status.ok() || from_owner || status.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    return status;
+  }
+  return {grpc::StatusCode::UNAVAILABLE,
+          "lost the relay serving the channel (" + address + "): " + status.error_message()};
 }
 
 // ---- BidiCarrier ----
 
 template <class Req, class Resp>
-BidiCarrier<Req, Resp>::BidiCarrier(OwnerChannels& channels, Serial& serial,
-                                    Downstream& downstream, grpc::CallbackServerContext* caller,
+BidiCarrier<Req, Resp>::BidiCarrier(OwnerChannels& channels, Serial& serial, Downstream& downstream,
+                                    grpc::CallbackServerContext* caller,
                                     std::shared_ptr<void> owner)
     : channels_(channels),
       serial_(serial),
@@ -106,6 +113,7 @@ void BidiCarrier<Req, Resp>::start(const std::string& address, Req first) {
   counters.carried_calls_open.fetch_add(1, std::memory_order_relaxed);
   counters.carried_bytes_to_owner.fetch_add(message_bytes(first), std::memory_order_relaxed);
   stub_ = channels_.stub(address);
+  address_ = address;
   prepare_upstream(upstream_, *caller_, channels_.options());
   up_ = std::move(first);
   start_upstream(*stub_, &upstream_, this);
@@ -224,7 +232,7 @@ template <class Req, class Resp>
 void BidiCarrier<Req, Resp>::finish_downstream() {
   if (downstream_finished_) return;
   downstream_finished_ = true;
-  downstream_.Finish(carried_status(caller_, upstream_, status_));
+  downstream_.Finish(carried_status(caller_, upstream_, status_, address_));
 }
 
 template <class Req, class Resp>
@@ -251,6 +259,7 @@ void carry_list_peers(OwnerChannels& channels, const std::string& address,
   struct Upstream {
     grpc::ClientContext context;
     std::shared_ptr<pb::SwitchboardService::Stub> stub;
+    std::string address;
   };
   auto& counters = channels.counters();
   counters.carried_calls_total.fetch_add(1, std::memory_order_relaxed);
@@ -258,6 +267,7 @@ void carry_list_peers(OwnerChannels& channels, const std::string& address,
   counters.carried_bytes_to_owner.fetch_add(message_bytes(*request), std::memory_order_relaxed);
   auto upstream = std::make_shared<Upstream>();
   upstream->stub = channels.stub(address);
+  upstream->address = address;
   prepare_upstream(upstream->context, *caller, channels.options());
   // The request and response belong to the caller's call, which lasts until Finish.
   upstream->stub->async()->ListPeers(
@@ -266,7 +276,7 @@ void carry_list_peers(OwnerChannels& channels, const std::string& address,
         counters.carried_calls_open.fetch_sub(1, std::memory_order_relaxed);
         counters.carried_bytes_from_owner.fetch_add(message_bytes(*response),
                                                     std::memory_order_relaxed);
-        reactor->Finish(carried_status(caller, upstream->context, status));
+        reactor->Finish(carried_status(caller, upstream->context, status, upstream->address));
       });
 }
 
@@ -287,6 +297,7 @@ void WatchCarrier::start(const std::string& address, const pb::WatchPeersRequest
   counters.carried_calls_open.fetch_add(1, std::memory_order_relaxed);
   counters.carried_bytes_to_owner.fetch_add(message_bytes(request), std::memory_order_relaxed);
   stub_ = channels_.stub(address);
+  address_ = address;
   prepare_upstream(upstream_, *caller_, channels_.options());
   request_ = request;
   stub_->async()->WatchPeers(&upstream_, &request_, this);
@@ -360,7 +371,7 @@ void WatchCarrier::upstream_done(const grpc::Status& status) {
 void WatchCarrier::finish_downstream() {
   if (downstream_finished_) return;
   downstream_finished_ = true;
-  downstream_.Finish(carried_status(caller_, upstream_, status_));
+  downstream_.Finish(carried_status(caller_, upstream_, status_, address_));
 }
 
 void WatchCarrier::downstream_done() {

@@ -57,8 +57,7 @@ private:
 /// The gRPC address to carry a call for a channel located at `where` to; empty when the call is
 /// not to be carried: the channel is served here or by nobody now, its relay has no gRPC door,
 /// or the call itself was carried here by another relay.
-std::string carry_target(const grpc::CallbackServerContext* context,
-                         const cluster::Verdict& where);
+std::string carry_target(const grpc::CallbackServerContext* context, const cluster::Verdict& where);
 
 /// The upstream call's context: the caller's deadline and `authorization` metadata, and the
 /// carried-by mark.
@@ -66,9 +65,11 @@ void prepare_upstream(grpc::ClientContext& upstream, const grpc::CallbackServerC
                       const CarryOptions& options);
 
 /// `status` as the carried call ends with it: the upstream's `switchboard-*` trailing
-/// metadata is copied to the caller's.
+/// metadata is copied to the caller's. A failure the owner did not give (it is unreachable, or
+/// died) says so, naming `address`.
 grpc::Status carried_status(grpc::CallbackServerContext* caller,
-                            const grpc::ClientContext& upstream, const grpc::Status& status);
+                            const grpc::ClientContext& upstream, const grpc::Status& status,
+                            const std::string& address);
 
 /// Carries one bidirectional call (Send, Broadcast, Respond) to the relay that serves its
 /// channel. Every field lives on the carried call's Serial; the call forwards its gRPC
@@ -118,11 +119,12 @@ private:
   grpc::CallbackServerContext* caller_;
   std::shared_ptr<void> owner_;
   std::shared_ptr<pb::SwitchboardService::Stub> stub_;
+  std::string address_;
   grpc::ClientContext upstream_;
-  Req up_;    // the caller's message on its way to the owner
-  Resp down_; // the owner's message on its way to the caller
+  Req up_;     // the caller's message on its way to the owner
+  Resp down_;  // the owner's message on its way to the caller
   grpc::Status status_;
-  bool hold_ = false;             // the upstream call may not end before its reads do
+  bool hold_ = false;  // the upstream call may not end before its reads do
   bool upstream_reading_ = false;
   bool upstream_done_ = false;
   bool downstream_writing_ = false;
@@ -176,6 +178,7 @@ private:
   grpc::CallbackServerContext* caller_;
   std::shared_ptr<void> owner_;
   std::shared_ptr<pb::SwitchboardService::Stub> stub_;
+  std::string address_;
   grpc::ClientContext upstream_;
   pb::WatchPeersRequest request_;
   pb::WatchPeersResponse down_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "grpc_gateway/auth_checks.hpp"
+#include "grpc_gateway/carried_request.hpp"
 
 namespace switchboard::gateway {
 
@@ -117,6 +118,8 @@ void RequestsCall::open(pb::RequestOpen& open) {
     refuse(id, refusal->status, refusal->reason);
     return;
   }
+  const auto where = gateway_.core.directory->locate(valid.channel);
+  const auto carry_to = carry_target(context_, where);
   const core::StreamRequest stream_request{
       "grpc",
       0,
@@ -124,9 +127,15 @@ void RequestsCall::open(pb::RequestOpen& open) {
       valid.sender,
       valid.target.is_nil() ? wire::StreamKind::to_any : wire::StreamKind::to_peer,
       valid.target};
-  if (auto admitted =
-          core::admit_stream(gateway_.core, stream_request, grant, true, context_->peer());
-      !admitted.ok()) {
+  if (!carry_to.empty()) {
+    // The relay serving the channel applies the stream rules (the token is checked here too).
+    if (gateway_.registry.draining()) {
+      refuse(id, Status::refused, "relay is draining");
+      return;
+    }
+  } else if (auto admitted =
+                 core::admit_stream(gateway_.core, stream_request, grant, true, context_->peer());
+             !admitted.ok()) {
     refuse(id, admitted.status, admitted.reason);
     return;
   }
@@ -150,6 +159,24 @@ void RequestsCall::open(pb::RequestOpen& open) {
   offer.first_chunk = to_slice(request.data());
   offer.fin = open.last();
   offer.counterpart = std::make_shared<StreamLink<RequestsCall>>(shared_from_this(), key);
+  if (!carry_to.empty()) {
+    // Another relay serves the channel: the request goes there as a Send of its own.
+    auto system_deadline = std::chrono::system_clock::time_point::max();
+    if (open.deadline_ms() != 0) {
+      system_deadline =
+          std::chrono::system_clock::now() + std::chrono::milliseconds(open.deadline_ms());
+    }
+    const auto first_bytes = request.data().size();
+    const auto idle_ms = request.idle_timeout_ms();
+    auto target = CarriedRequest::start(gateway_.owners, gateway_.next_call_executor(), *context_,
+                                        carry_to, std::move(*open.mutable_open()), open.last(),
+                                        system_deadline, std::move(offer.counterpart));
+    requests_.emplace(key, Request{id, RequestStream(gateway_, std::move(target), first_bytes,
+                                                     open.last(), idle_ms, deadline)});
+    by_id_.emplace(id, key);
+    arm_sweep();
+    return;
+  }
   auto routed = core::route_request(gateway_.core, stream_request, offer);
   if (!routed.target) {
     refuse(id, routed.status, routed.message);

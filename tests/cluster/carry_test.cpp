@@ -3,11 +3,14 @@
 // that stops reading holds both relays' memory within bounds.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -269,9 +272,9 @@ TEST_F(CarriedCalls, EveryRpcThroughANonOwnerReachesTheOwnerIntact) {
   EXPECT_GE(carried(first), 4);   // ListPeers, two Sends and a refused one
   EXPECT_GE(carried(second), 3);  // WatchPeers, Respond, Broadcast
   EXPECT_EQ(carried(*owner_), 0);
-  EXPECT_GT(first.metric("switchboard_cluster_carried_bytes_total{direction=\"to_owner\"}")
-                .value_or(0),
-            64.0 * 1024 * 1024);
+  EXPECT_GT(
+      first.metric("switchboard_cluster_carried_bytes_total{direction=\"to_owner\"}").value_or(0),
+      64.0 * 1024 * 1024);
 
   // The carried responder leaves when its call ends; the owner sees it go.
   respond->WritesDone();
@@ -321,10 +324,10 @@ TEST_F(CarriedCalls, ACallerThatStopsReadingHoldsBothRelaysMemoryWithinBounds) {
     last = now;
   }
   ASSERT_EQ(unchanged, 5) << "the responder's writes never stopped";
-  const auto entry_growth = resident_bytes(entry.process().pid()) - std::min(entry_before,
-                                                                  resident_bytes(entry.process().pid()));
-  const auto owner_growth = resident_bytes(owner_->process().pid()) - std::min(owner_before,
-                                                                    resident_bytes(owner_->process().pid()));
+  const auto entry_growth = resident_bytes(entry.process().pid()) -
+                            std::min(entry_before, resident_bytes(entry.process().pid()));
+  const auto owner_growth = resident_bytes(owner_->process().pid()) -
+                            std::min(owner_before, resident_bytes(owner_->process().pid()));
   std::printf("stalled after %zu MiB written; relay memory growth: entry %zu MiB, owner %zu MiB\n",
               written.load() >> 20, entry_growth >> 20, owner_growth >> 20);
   EXPECT_LT(written.load(), kResponse / 4);
@@ -343,6 +346,136 @@ TEST_F(CarriedCalls, ACallerThatStopsReadingHoldsBothRelaysMemoryWithinBounds) {
   ASSERT_TRUE(call->Finish().ok());
   EXPECT_EQ(got.size(), expected.size());
   EXPECT_EQ(got.value(), expected.value());
+}
+
+// The image's health check is `switchboard ping` on a random channel: on a cluster relay that
+// does not serve it, the REDIRECT is the relay's answer.
+TEST_F(CarriedCalls, APingOfARelayThatDoesNotServeTheChannelCountsItsRedirect) {
+  for (const auto* relay : {others_[0], owner_}) {
+    const std::string command = std::string(SWITCHBOARD_CLI_BINARY) + " --server " +
+                                relay->native() + " ping --channel " + channel_.to_string() +
+                                " --timeout-ms 10000 2>&1";
+    std::FILE* pipe = ::popen(command.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string out;
+    char buffer[256];
+    while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) out += buffer;
+    const int status = ::pclose(pipe);
+    EXPECT_EQ(status, 0) << out;
+    if (relay == owner_) {
+      EXPECT_EQ(out.rfind("pong from ", 0), 0U) << out;
+    } else {
+      EXPECT_EQ(out.rfind("redirect from ", 0), 0U) << out;
+      EXPECT_NE(out.find(owner_->native()), std::string::npos) << out;
+    }
+  }
+}
+
+TEST_F(CarriedCalls, RequestsThroughANonOwnerAreEachCarriedToTheOwner) {
+  Relay& entry = *others_[0];
+  BlockingClient responder(through(entry, true));
+  responder.serve(test::echo);
+  auto stub = stub_for(entry);
+  grpc::ClientContext context;
+  auto call = stub->Requests(&context);
+  std::map<std::uint64_t, std::string> responses;
+  std::map<std::uint64_t, std::string> ends;  // id -> status of a request that ended non-OK
+  std::map<std::uint64_t, bool> complete;
+  std::thread reader([&] {
+    pb::RequestsResponse in;
+    while (call->Read(&in)) {
+      if (in.has_chunk()) {
+        responses[in.chunk().request_id()] += in.chunk().data();
+        if (in.chunk().last()) complete[in.chunk().request_id()] = true;
+      } else {
+        ends[in.end().request_id()] = pb::Status_Name(in.end().status());
+      }
+    }
+  });
+  // Two echoed requests whose bodies interleave (8 MiB each), and one for an absent peer.
+  const auto first = pattern(8 * kChunk, 21);
+  const auto second = pattern(8 * kChunk + 5, 22);
+  for (std::uint64_t id : {1, 2}) {
+    pb::RequestsRequest open;
+    open.mutable_open()->set_id(id);
+    open.mutable_open()->mutable_open()->set_channel(channel_.to_string());
+    open.mutable_open()->mutable_open()->set_target(responder.peer_id().to_string());
+    ASSERT_TRUE(call->Write(open));
+  }
+  {
+    pb::RequestsRequest open;
+    open.mutable_open()->set_id(3);
+    open.mutable_open()->mutable_open()->set_channel(channel_.to_string());
+    open.mutable_open()->mutable_open()->set_target(Uuid::random().to_string());
+    open.mutable_open()->set_last(true);
+    ASSERT_TRUE(call->Write(open));
+  }
+  for (std::size_t at = 0; at < second.size(); at += kChunk) {
+    for (std::uint64_t id : {1, 2}) {
+      const auto& body = id == 1 ? first : second;
+      if (at >= body.size()) continue;
+      pb::RequestsRequest chunk;
+      chunk.mutable_chunk()->set_id(id);
+      chunk.mutable_chunk()->set_data(body.data() + at, std::min(kChunk, body.size() - at));
+      chunk.mutable_chunk()->set_last(at + kChunk >= body.size());
+      ASSERT_TRUE(call->Write(chunk));
+    }
+  }
+  call->WritesDone();
+  reader.join();
+  ASSERT_TRUE(call->Finish().ok());
+  EXPECT_TRUE(complete[1]);
+  EXPECT_TRUE(complete[2]);
+  EXPECT_EQ(responses[1], std::string(reinterpret_cast<const char*>(first.data()), first.size()));
+  EXPECT_EQ(responses[2], std::string(reinterpret_cast<const char*>(second.data()), second.size()));
+  EXPECT_EQ(ends[3], "STATUS_NO_RESPONDERS");
+  EXPECT_GE(carried(entry), 3);
+  EXPECT_EQ(carried(*owner_), 0);
+}
+
+// The owner dies with streams in flight: a native request and a carried gRPC Send both end with a
+// clear status, neither hangs nor is retried.
+TEST_F(CarriedCalls, StreamsInFlightWhenTheOwnerIsKilledEndWithAClearStatus) {
+  Relay& entry = *others_[0];
+  std::atomic<int> requests_seen{0};
+  BlockingClient responder(through(entry, true));
+  // Holds each request open: reads the body, never answers until its stream ends.
+  responder.serve([&](BlockingStream& request) {
+    requests_seen.fetch_add(1);
+    while (request.read_chunk().size != 0) {
+    }
+  });
+  BlockingClient requester(through(entry));
+  auto native_stream = requester.request(Target::to(responder.peer_id()));
+  ASSERT_TRUE(native_stream.write(pattern(4096, 1)).ok());
+
+  auto stub = stub_for(entry);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 60s);
+  auto call = stub->Send(&context);
+  pb::SendRequest open;
+  open.mutable_open()->set_channel(channel_.to_string());
+  open.mutable_open()->set_target(responder.peer_id().to_string());
+  open.mutable_open()->set_data("in flight");
+  ASSERT_TRUE(call->Write(open));
+  ASSERT_TRUE(eventually([&] { return requests_seen.load() == 2; }));
+
+  owner_->process().signal(SIGKILL);
+  ASSERT_TRUE(owner_->process().wait_exit().has_value());
+
+  const auto native = native_stream.result();
+  EXPECT_EQ(native.status, Status::peer_gone) << native.describe();
+  EXPECT_FALSE(native.message.empty());
+  pb::SendResponse in;
+  while (call->Read(&in)) {
+  }
+  const auto status = call->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_NE(status.error_message().find("lost the relay serving the channel (" + owner_->grpc()),
+            std::string::npos)
+      << status.error_message();
+  std::printf("native: %s; carried gRPC: %d %s\n", native.describe().c_str(),
+              static_cast<int>(status.error_code()), status.error_message().c_str());
 }
 
 }  // namespace

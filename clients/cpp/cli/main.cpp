@@ -151,7 +151,8 @@ int main(int argc, char** argv) {
       ->needs(watch);
 
   auto* ping_cmd = app.add_subcommand(
-      "ping", "check the relay answers: handshake, one PING/PONG, print the round-trip time");
+      "ping", "check the relay answers: handshake, one PING/PONG (a cluster relay not serving the "
+      "channel answers with a REDIRECT), print the round-trip time");
   ping_cmd->add_option("--channel,-c", ping.channel, "channel to join (default: a random one)")
       ->check(uuid_check(false))
       ->type_name("UUID");

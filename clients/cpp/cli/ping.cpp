@@ -37,6 +37,7 @@ struct PingResult {
   double connect_ms = 0;
   double handshake_ms = 0;
   double round_trip_ms = 0;
+  std::string redirected_to;  ///< a cluster relay that serves not the channel: where it is
 };
 
 double elapsed_ms(Clock::time_point since) {
@@ -117,6 +118,20 @@ asio::awaitable<void> ping_once(tcp::socket& socket, const ServerAddress& addres
       result.failure = "the relay refused the handshake: " + describe_error_frame(frame->payload);
       co_return;
     }
+    if (frame->header.type == wire::FrameType::redirect) {
+      // A cluster relay that does not serve the channel answers the handshake with where it
+      // is: it is alive, and this is the round trip a probe of it gets.
+      wire::Redirect redirect;
+      if (wire::parse_redirect(frame->payload, redirect) != wire::DecodeError::none) {
+        result.failure = "the relay sent a malformed REDIRECT";
+        co_return;
+      }
+      result.handshake_ms = elapsed_ms(handshake_start);
+      result.round_trip_ms = result.handshake_ms;
+      result.redirected_to = redirect.address;
+      result.done = true;
+      co_return;
+    }
     welcomed = frame->header.type == wire::FrameType::welcome;
     in.erase(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(frame->consumed));
   }
@@ -190,6 +205,13 @@ int run_ping(const GlobalOptions& global, const PingOptions& options) {
     }
     report("ping " + global.server + " failed: " + result.failure);
     return kExitConnection;
+  }
+  if (!result.redirected_to.empty()) {
+    std::printf("redirect from %s: time=%.3f ms (connect %.3f ms; the channel is served at %s)\n",
+                global.server.c_str(), result.round_trip_ms, result.connect_ms,
+                result.redirected_to.c_str());
+    std::fflush(stdout);
+    return kExitOk;
   }
   std::printf("pong from %s: time=%.3f ms (connect %.3f ms, handshake %.3f ms)\n",
               global.server.c_str(), result.round_trip_ms, result.connect_ms, result.handshake_ms);
