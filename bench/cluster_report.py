@@ -315,10 +315,10 @@ WORKLOADS = """Workloads:
 - **gRPC**: a native responder on the owner of one channel; a C++ gRPC client (sync API) asks
   `Locate` of another relay, then sends to the owner's gRPC door (as the shipped clients do after
   Locate), each request as its own `Send` RPC and all on one `Requests` stream; then the same
-  calls through the relay that does not own the channel, which carries a `Send` to the owner (a
-  second gRPC hop). `Requests` is not carried (each request on it may name another channel):
-  there each request ends with REFUSED naming the owner, shown as *refused (not carried)*, as is
-  any call a relay refuses rather than carries.
+  calls through the relay that does not own the channel, which carries them to the owner (a
+  second gRPC hop; each request of the `Requests` stream is carried as a `Send`). A relay that
+  refuses such a call instead of carrying it (`UNAVAILABLE` or REFUSED, naming the owner) is
+  shown as *refused (not carried)*.
 - **Failover**: 100 channels × 3 peers, all placed on r1 and entering through r2 and r3
   (reconnect on: 20 ms first delay, 200 ms cap); once every peer sees exactly its channel's
   others, the load generator sends SIGKILL to r1 and polls every 2 ms. *Back and exact*: the
