@@ -34,11 +34,12 @@ log() { echo "[cluster-bench $(date +%H:%M:%S)] $*" >&2; }
 
 # ---- Sizes (full run, or --quick). ----
 if ((QUICK)); then
-  RUNS=1 FAILOVER_RUNS=1
+  RUNS=1 FAILOVER_RUNS=1 SPINS="100"
   RR_CHANNELS=30 RR_SECONDS=2 RR_WARMUP_MS=500
   JOIN_N=30 GRPC_N=100 GRPC_WARMUP=20
   FO_CHANNELS=10 STORM_PEERS=600 STORM_CHANNELS=20
 else
+  SPINS="100 0"
   RR_CHANNELS=300 RR_SECONDS=10 RR_WARMUP_MS=2000
   JOIN_N=300 GRPC_N=2000 GRPC_WARMUP=200
   FO_CHANNELS=100 STORM_PEERS=10000 STORM_CHANNELS=100
@@ -187,25 +188,27 @@ drive() {
 
 # ---- Workloads. ----
 # The same load on a relay alone, on a cluster of one relay (etcd membership and claims, no
-# second relay) and on three relays, interleaved; with the relays' default idle polling (100 µs
-# after the last event, as shipped) and without it (--idle-spin-us 0: CPU time is then work and
-# wake-ups, not polling while waiting).
+# second relay), on three independent relays without etcd that the load generator splits the
+# channels over (the same processes as the cluster, without it) and on three relays,
+# interleaved; with the relays' default idle polling (100 µs after the last event, as shipped)
+# and without it (--idle-spin-us 0: CPU time is then work and wake-ups, not polling while waiting).
 run_rr() {
-  local r spin system count ttl etcd_flag
+  local r spin system count ttl extra
   for ((r = 1; r <= RUNS; r++)); do
-    for spin in 100 0; do
+    for spin in $SPINS; do
       RELAY_EXTRA=(--idle-spin-us "$spin")
-      for system in 1-relay 1-relay-cluster 3-relays; do
+      for system in 1-relay 1-relay-cluster 3-relays-apart 3-relays; do
         case $system in
-          1-relay) count=1 ttl=alone etcd_flag=() ;;
-          1-relay-cluster) count=1 ttl=$LEASE_TTL etcd_flag=(--etcd-pid "$ETCD_PID") ;;
-          3-relays) count=3 ttl=$LEASE_TTL etcd_flag=(--etcd-pid "$ETCD_PID") ;;
+          1-relay) count=1 ttl=alone extra=() ;;
+          1-relay-cluster) count=1 ttl=$LEASE_TTL extra=(--etcd-pid "$ETCD_PID") ;;
+          3-relays-apart) count=3 ttl=alone extra=(--direct) ;;
+          3-relays) count=3 ttl=$LEASE_TTL extra=(--etcd-pid "$ETCD_PID") ;;
         esac
         start_relays "$count" "$ttl"
         # shellcheck disable=SC2046
         drive "$r" "$DRIVER" rr $(relay_args) --system "$system" --spin-us "$spin" \
           --channels "$RR_CHANNELS" --seconds "$RR_SECONDS" --warmup-ms "$RR_WARMUP_MS" \
-          "${etcd_flag[@]}" --timeout 120
+          "${extra[@]}" --timeout 120
         stop_relays
       done
     done

@@ -85,8 +85,10 @@ def rr_section(records, out):
         def pick(system):
             return [r for r in rows if r["system"] == system and r.get("idle_spin_us", 100) == spin]
         one, member, three = pick("1-relay"), pick("1-relay-cluster"), pick("3-relays")
+        apart = pick("3-relays-apart")
         polling = f"{spin} µs" + (" (default)" if spin == 100 else " (off)" if spin == 0 else "")
         for name, group in (("1 relay, alone", one), ("cluster of 1 relay, etcd", member),
+                            ("3 independent relays, no etcd", apart),
                             ("3 relays, one etcd", three)):
             if not group:
                 continue
@@ -106,6 +108,14 @@ def rr_section(records, out):
                      statistics.median([r["relay_cpu_us_per_req"] for r in one]))
             verdicts.append(f"- Idle polling {polling}: relay CPU per request, cluster of 1 ÷ "
                             f"relay alone: {ratio:.2f}× (etcd membership, same single process).")
+        if apart and three:
+            ratio = (statistics.median([r["relay_cpu_us_per_req"] for r in three]) /
+                     statistics.median([r["relay_cpu_us_per_req"] for r in apart]))
+            ratio_apart = (statistics.median([r["relay_cpu_us_per_req"] for r in apart]) /
+                           statistics.median([r["relay_cpu_us_per_req"] for r in one])) if one else 0
+            verdicts.append(f"- Idle polling {polling}: relay CPU per request, 3 relays in a cluster "
+                            f"÷ 3 independent relays: {ratio:.2f}× (the same three processes; "
+                            f"3 independent relays ÷ 1 relay: {ratio_apart:.2f}×).")
         if one and three:
             by_run = {r["run"]: r for r in one}
             ratios = [b["relay_cpu_us_per_req"] / by_run[b["run"]]["relay_cpu_us_per_req"]
@@ -298,9 +308,10 @@ WORKLOADS = """Workloads:
   third of them, so where three relays spend more CPU per request than one, the context
   switches per request column shows how many more wake-ups were paid. Idle polling (the
   default) trades some of those wake-ups for polling; with it off, the difference is wake-ups
-  only. The cluster of one relay (same process count as the relay alone, with etcd membership
-  and claims) separates the cost of being in a cluster from the cost of sharing the cores with
-  more processes. Per request, a relay in a cluster does no more than alone: the directory is
+  only. Two controls separate the cost of being in a cluster from the cost of sharing the cores
+  with more processes: a cluster of one relay (the process count of the relay alone, with etcd
+  membership and claims), and three independent relays without etcd, each peer connecting
+  straight to the relay placement names (the processes of the cluster, without the cluster). Per request, a relay in a cluster does no more than alone: the directory is
   asked at HELLO only, and a channel it holds is answered from memory.
 - **Join latency**: `Connection::connect` of one peer (TCP connect, HELLO, presence snapshot;
   with a REDIRECT a second TCP connect and HELLO at the owner), closed at once, sequential, the

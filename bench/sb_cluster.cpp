@@ -249,6 +249,9 @@ asio::awaitable<int> cluster_rr(const bench::Args& args) {
   const long warmup_ms = static_cast<long>(args.num("warmup-ms", 3000));
   const auto limit = args.num("n", 100'000'000);
   const long etcd_pid = static_cast<long>(args.num("etcd-pid", 0));
+  // --direct: every peer connects to the relay placement names, as to independent relays that
+  // split the channels among them without a cluster (the control for process count).
+  const bool direct = args.has("direct");
   auto executor = co_await asio::this_coro::executor;
 
   Crowd crowd;
@@ -257,8 +260,9 @@ asio::awaitable<int> cluster_rr(const bench::Args& args) {
   crowd.connections.resize(channel_count * per_channel);
   co_await run_bounded(crowd.connections.size(), 64, [&](std::size_t i) -> asio::awaitable<void> {
     const bool responds = i % per_channel == 0;
-    auto connection = co_await connect(
-        options_for(relays[i % relays.size()], crowd.channels[i / per_channel], responds));
+    const auto& channel = crowd.channels[i / per_channel];
+    const auto& entry = relays[direct ? owner_index(relays, channel) : i % relays.size()];
+    auto connection = co_await connect(options_for(entry, channel, responds));
     if (responds) answer_requests(connection, executor);
     crowd.connections[i] = std::move(connection);
   });
@@ -581,6 +585,7 @@ void usage() {
       "usage: switchboard-cluster-bench COMMAND --ids r1,.. --hosts 127.0.0.1,.. --ports P,..\n"
       "       [--grpc-ports G,..] [--pids PID,..] [flags]   (relays; one entry: a relay alone)\n"
       "  rr [--channels 300 --requesters 2 --seconds 15 --warmup-ms 3000 --etcd-pid PID]\n"
+      "     [--direct]   (each peer straight to the relay placement names)\n"
       "  join [--n 300 --warmup 20 --anchors 20]\n"
       "  failover --kill-index I [--channels 100 --per-channel 3 --ttl-ms T]\n"
       "  storm [--peers 10000 --channels 100 --inflight PEERS]\n"
