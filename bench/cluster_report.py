@@ -268,7 +268,7 @@ def section(records, args):
                "cores, shared and noisy**: read the ratios, which were measured in one run, rather "
                "than the absolute figures. Cells: median (min–max) over the runs.")
     out.append("")
-    out.append("Reproduce: `bench/cluster_bench.sh` (builds the `release` preset; about 6 min) or "
+    out.append("Reproduce: `bench/cluster_bench.sh` (builds the `release` preset; about 6–7 min) or "
                "`bench/cluster_bench.sh --quick` (smoke run). Raw lines: "
                "`bench/cluster_results.jsonl`.")
     out.append("")
