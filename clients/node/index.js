@@ -772,6 +772,9 @@ class PeerWatch extends EventEmitter {
 // channel lives elsewhere (or is moving), so where it was located is no longer true.
 const MOVED_PREFIXES = ['channel is served by relay', 'channel unavailable on this relay'];
 const LOCATE_TIMEOUT_MS = 10000;
+// Initial metadata of a call a relay carried to the relay serving its channel: that relay's
+// gRPC address.
+const SERVED_BY = 'switchboard-served-by';
 
 class Client {
   /**
@@ -843,19 +846,37 @@ class Client {
       }).then((where) => {
         if (where.here) return this.stub;
         this._elsewhere.add(channel);
-        let stub = this._relays.get(where.grpcAddress);
-        if (!stub) {
-          stub = new proto.SwitchboardService(where.grpcAddress, this._credentials,
-            this._channelOptions);
-          this._relays.set(where.grpcAddress, stub);
-        }
-        return stub;
+        return this._relay(where.grpcAddress);
       });
       // A failed Locate is not remembered: the next call asks again.
       found.catch(() => { if (this._located.get(channel) === found) this._located.delete(channel); });
       this._located.set(channel, found);
     }
     return found;
+  }
+
+  /** The stub for another relay of the cluster, opened once per address. */
+  _relay(address) {
+    let stub = this._relays.get(address);
+    if (!stub) {
+      stub = new proto.SwitchboardService(address, this._credentials, this._channelOptions);
+      this._relays.set(address, stub);
+    }
+    return stub;
+  }
+
+  /**
+   * A relay that carried `call` (made on `route`, what _stubFor gave) to the relay serving
+   * `channel` names that one in the call's initial metadata: `channel`'s next calls go there.
+   */
+  _learnFrom(channel, route, call) {
+    if (!this.locate) return;
+    call.on('metadata', (metadata) => {
+      const [address] = metadata.get(SERVED_BY);
+      if (!address || this._located.get(channel) !== route) return;
+      this._located.set(channel, Promise.resolve(this._relay(String(address))));
+      this._elsewhere.add(channel);
+    });
   }
 
   /**
@@ -904,8 +925,10 @@ class Client {
    */
   openSend(channel, options = {}) {
     const callOptions = Client._callOptions(options);
-    const opened = this._stubFor(channel).then((stub) => {
+    const route = this._stubFor(channel);
+    const opened = route.then((stub) => {
       const call = stub.Send(this._callMetadata(), callOptions);
+      this._learnFrom(channel, route, call);
       call.write({
         open: {
           channel,
@@ -935,8 +958,9 @@ class Client {
   /** Streams `data` to every other peer of `channel`; resolves to { delivered, dropped }. */
   async broadcast(channel, data, options = {}) {
     const callOptions = Client._callOptions(options);
-    const stub = await this._stubFor(channel);
-    const call = stub.Broadcast(this._callMetadata(), callOptions);
+    const route = this._stubFor(channel);
+    const call = (await route).Broadcast(this._callMetadata(), callOptions);
+    this._learnFrom(channel, route, call);
     const state = trackEnd(call);
     let summary = null;
     const finished = new Promise((resolve, reject) => {
@@ -980,7 +1004,9 @@ class Client {
    */
   async respond(channel, handler, options = {}) {
     const limit = options.joinTimeoutMs || 10000;
-    const responder = new Responder(this, channel, handler, options, await this._stubFor(channel));
+    const route = this._stubFor(channel);
+    const responder = new Responder(this, channel, handler, options, await route);
+    this._learnFrom(channel, route, responder.call);
     let timer = null;
     const timeout = new Promise((resolve, reject) => {
       timer = setTimeout(() => reject(new SwitchboardError(grpc.status.DEADLINE_EXCEEDED, null,
@@ -1000,10 +1026,11 @@ class Client {
   /** The members of `channel` now: { peers, version }. */
   async listPeers(channel, options = {}) {
     const callOptions = Client._callOptions({ timeoutMs: 10000, ...options });
-    const stub = await this._stubFor(channel);
+    const route = this._stubFor(channel);
+    const stub = await route;
     return new Promise((resolve, reject) => {
-      stub.ListPeers({ channel, token: this.token }, this._callMetadata(), callOptions,
-        (error, answer) => {
+      const call = stub.ListPeers({ channel, token: this.token }, this._callMetadata(),
+        callOptions, (error, answer) => {
           if (error) {
             const failure = SwitchboardError.fromServiceError(error);
             this._noteFailure(channel, failure);
@@ -1012,14 +1039,20 @@ class Client {
             resolve({ peers: [...answer.peers], version: Number(answer.version) });
           }
         });
+      this._learnFrom(channel, route, call);
     });
   }
 
   /** Watches `channel`'s membership without joining: a PeerWatch (SNAPSHOT, then changes). */
   watchPeers(channel, options = {}) {
     const callOptions = Client._callOptions(options);
-    const opened = this._stubFor(channel).then((stub) => stub.WatchPeers(
-      { channel, token: this.token }, this._callMetadata(), callOptions));
+    const route = this._stubFor(channel);
+    const opened = route.then((stub) => {
+      const call = stub.WatchPeers({ channel, token: this.token }, this._callMetadata(),
+        callOptions);
+      this._learnFrom(channel, route, call);
+      return call;
+    });
     return new PeerWatch(opened, (error) => this._noteFailure(channel, error));
   }
 }

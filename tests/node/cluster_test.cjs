@@ -1,7 +1,9 @@
 'use strict';
 // The Node client against a real two-relay cluster (etcd + two relays on loopback): pointed at
 // relay r1 only, it locates each channel and makes its calls to the relay that serves it; with
-// locating off, r1 refuses a channel r2 serves; after r2 leaves, the client finds r1 again.
+// locating off, r1 carries the calls for a channel r2 serves and names r2; a call on a stale
+// route is carried and the route then points at r2; a call r1 refuses (marked carried already)
+// makes the client locate again; after r2 leaves, the client finds r1 again.
 //
 //   node tests/node/cluster_test.cjs --server PATH/switchboard-server
 
@@ -122,6 +124,23 @@ async function clusterReady(relay, members) {
   return metrics.status === 200 && new RegExp(`^switchboard_cluster_members ${members}$`, 'm').test(metrics.body);
 }
 
+/** The relay's switchboard_cluster_carried_calls_total. */
+async function carriedCalls(relay) {
+  const metrics = await get(relay.admin, '/metrics');
+  const match = /^switchboard_cluster_carried_calls_total (\d+)$/m.exec(metrics.body);
+  assert(match, 'no switchboard_cluster_carried_calls_total');
+  return Number(match[1]);
+}
+
+/** Makes every call of `client` look carried already, which a relay never carries again. */
+function markCarried(client) {
+  client._callMetadata = () => {
+    const metadata = new grpc.Metadata();
+    metadata.set('switchboard-carried-by', 'test');
+    return metadata;
+  };
+}
+
 /** A channel Locate on r1 places on `nodeId` ('' for r1 itself). */
 async function channelOn(client, nodeId) {
   for (let i = 0; i < MAX_CHANNEL_TRIES; i += 1) {
@@ -178,8 +197,26 @@ async function main() {
     await exchange(client, local.channel);
     console.log('channel on r1: request, broadcast, presence ok');
 
-    // Without locating, r1 refuses the channel r2 serves, saying where it is.
+    // Without locating, r1 carries the calls for the channel r2 serves, and names r2.
+    const serving = new Client(r2.grpc, { locate: false });
+    const echo = async (request) => Buffer.concat([Buffer.from('echo:'), await request.read()]);
+    const responder = await serving.respond(remote.channel, echo);
     const direct = new Client(r1.grpc, { locate: false });
+    let carried = await carriedCalls(r1);
+    assert.deepStrictEqual((await direct.listPeers(remote.channel)).peers, [responder.peerId]);
+    assert.strictEqual((await direct.send(remote.channel, 'x', { timeoutMs: 10000 })).toString(),
+      'echo:x');
+    assert.strictEqual(await carriedCalls(r1), carried + 2);
+    const servedBy = await new Promise((resolve, reject) => {
+      const call = direct.stub.ListPeers({ channel: remote.channel }, new grpc.Metadata(), {},
+        (error) => { if (error) reject(error); });
+      call.on('metadata', (metadata) => resolve(metadata.get('switchboard-served-by')));
+    });
+    assert.deepStrictEqual(servedBy, [r2.grpc]);
+    console.log(`locate off: r1 carries the calls for the channel on r2, served by ${servedBy}`);
+
+    // A call carried already is refused by a relay that does not serve its channel.
+    markCarried(direct);
     await assert.rejects(direct.listPeers(remote.channel), (error) => {
       assert(error instanceof SwitchboardError);
       assert.strictEqual(error.code, grpc.status.UNAVAILABLE);
@@ -189,7 +226,52 @@ async function main() {
     await assert.rejects(direct.send(remote.channel, 'x', { timeoutMs: 10000 }),
       (error) => error.code === grpc.status.UNAVAILABLE);
     direct.close();
-    console.log('locate off: r1 refuses the channel on r2 with UNAVAILABLE');
+    console.log('locate off, marked carried: r1 refuses the channel on r2 with UNAVAILABLE');
+
+    // A stale route (r1 for r2's channel): each call is carried, and the route then points at
+    // r2, where the next call goes straight (r1 carries no more).
+    const stale = new Client(r1.grpc);
+    const r2Stub = await stale._stubFor(remote.channel);
+    const staleCalls = [
+      ['listPeers', () => stale.listPeers(remote.channel)],
+      ['send', () => stale.send(remote.channel, 'y', { timeoutMs: 10000 })],
+      ['broadcast', () => stale.broadcast(remote.channel, 'z', { timeoutMs: 10000 })],
+      ['respond', () => stale.respond(remote.channel, echo)], // closed after the next send
+      ['watchPeers', async () => {
+        const watch = stale.watchPeers(remote.channel, { timeoutMs: 10000 });
+        await watch[Symbol.asyncIterator]().next();
+        watch.cancel();
+      }],
+    ];
+    for (const [name, call] of staleCalls) {
+      stale._located.set(remote.channel, Promise.resolve(stale.stub));
+      carried = await carriedCalls(r1);
+      const made = await call();
+      assert.strictEqual(await carriedCalls(r1), carried + 1, `${name} carried once`);
+      assert.strictEqual(await stale._located.get(remote.channel), r2Stub, `${name}: route r2`);
+      assert.strictEqual((await stale.send(remote.channel, 'w', { timeoutMs: 10000 })).toString(),
+        'echo:w');
+      assert.strictEqual(await carriedCalls(r1), carried + 1, `after ${name}: straight to r2`);
+      if (made && typeof made.close === 'function') made.close();
+    }
+    stale.close();
+    console.log('stale route: calls carried by r1, the route then points at r2');
+
+    // Refused on a stale route: the route is forgotten and the next call locates again.
+    const refused = new Client(r1.grpc);
+    markCarried(refused);
+    refused._located.set(remote.channel, Promise.resolve(refused.stub));
+    await assert.rejects(refused.send(remote.channel, 'x', { timeoutMs: 10000 }),
+      (error) => error.code === grpc.status.UNAVAILABLE &&
+        error.details.startsWith('channel is served by relay r2'));
+    assert(!refused._located.has(remote.channel));
+    assert.strictEqual((await refused.send(remote.channel, 'v', { timeoutMs: 10000 })).toString(),
+      'echo:v');
+    assert.strictEqual(await refused._located.get(remote.channel), refused._relays.get(r2.grpc));
+    refused.close();
+    responder.close();
+    serving.close();
+    console.log('refused on a stale route: located again');
 
     // r2 leaves: the client, which has r2 cached for the channel, forgets it when r2 cannot be
     // reached (or when r1 says the channel moves) and locates the channel again, now on r1.

@@ -8,8 +8,11 @@ Starts Debian's etcd and two relays (r1 on 127.0.0.1, r2 on 127.0.0.2) on epheme
 waits until both are healthy and see each other, picks a channel served by each, then with
 every client pointed at r1 only: a responder and a sender exchange a request and its response
 and a broadcast, list_peers and watch_peers show the responder; with locating off, a call on
-r1 for a channel of r2 fails with the relay's clear error; a stale cached answer is located
-again. The sources of clients/python are used directly (stubs generated into DIR).
+r1 for a channel of r2 is carried by r1, which names r2 (switchboard-served-by); a call on a
+stale cached answer is carried too, and the answer then points at r2, where the next call goes
+straight; a call r1 refuses (marked carried already) fails with the relay's clear error and
+the channel is located again. The sources of clients/python are used directly (stubs
+generated into DIR).
 """
 
 import argparse
@@ -151,6 +154,44 @@ def pick_channels(client, r2_grpc):
     raise SystemExit("FAIL: no channel of each relay among 500 random ones")
 
 
+def carried_calls(relay):
+    """The relay's switchboard_cluster_carried_calls_total."""
+    _, metrics = relay.http("/metrics")
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "switchboard_cluster_carried_calls_total":
+            return int(value)
+    raise SystemExit(f"FAIL: {relay.node_id} has no switchboard_cluster_carried_calls_total")
+
+
+def served_by(call):
+    return dict(call.initial_metadata() or ()).get("switchboard-served-by")
+
+
+def marked_carried(grpc, channel):
+    """``channel`` with every call marked carried already (switchboard-carried-by), which a
+    relay never carries again: one that does not serve the channel refuses it."""
+    class Details(grpc.ClientCallDetails):
+        def __init__(self, details):
+            self.method = details.method
+            self.timeout = details.timeout
+            self.metadata = list(details.metadata or ()) + [("switchboard-carried-by", "test")]
+            self.credentials = details.credentials
+            self.wait_for_ready = details.wait_for_ready
+            self.compression = details.compression
+
+    class Mark(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+               grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(Details(details), request)
+
+        intercept_unary_stream = intercept_unary_unary
+        intercept_stream_unary = intercept_unary_unary
+        intercept_stream_stream = intercept_unary_unary
+
+    return grpc.intercept_channel(channel, Mark())
+
+
 def check(condition, what):
     if not condition:
         raise SystemExit(f"FAIL: {what}")
@@ -192,40 +233,86 @@ def blocking_cases(sb, r1, r2, here, there):
     blocking_exchange(sb, r1, there, "r2", r2.grpc)
     blocking_exchange(sb, r1, here, "r1", None)
 
-    with sb.Client(r1.grpc, locate=False) as plain:
-        try:
-            plain.send(there, b"x", timeout=10)
-        except sb.SwitchboardError as error:
-            check(error.code.name == "UNAVAILABLE" and error.message.startswith(MOVED),
-                  f"blocking, locate=False: send for r2's channel fails: {error}")
-        else:
-            raise SystemExit("FAIL: send for r2's channel on r1 without locating succeeded")
-        try:
-            plain.list_peers(there)
-        except sb.SwitchboardError as error:
-            check(error.message.startswith(MOVED), "blocking, locate=False: list_peers fails")
-        else:
-            raise SystemExit("FAIL: list_peers for r2's channel on r1 without locating")
+    import grpc
+    from switchboard_client._pb import pb2_grpc
 
-    # A stale answer (as after the channel moved): the relay's refusal makes the client
-    # locate again; list_peers, which has sent nothing yet, is retried once.
-    with sb.Client(r1.grpc) as client:
-        client._routes.by_channel[there] = None
-        peers = client.list_peers(there)
-        check(peers.peers == [] and client._routes.by_channel[there] == r2.grpc,
-              "blocking: a stale route is dropped and the channel located again")
-        client._routes.by_channel[there] = None
-        try:
-            client.send(there, b"x", timeout=10)
-        except sb.SwitchboardError as error:
-            check(error.message.startswith(MOVED) and there not in client._routes.by_channel,
-                  "blocking: a send refused for a stale route is not retried, route forgotten")
-        else:
-            raise SystemExit("FAIL: a send on a stale route succeeded")
-        client._routes.by_channel[there] = None
-        with client.respond(there, lambda request: b"") as responder:
-            check(responder.peer_id and client._routes.by_channel[there] == r2.grpc,
-                  "blocking: a join refused for a stale route is located again and retried")
+    with sb.Client(r2.grpc, locate=False) as serving, \
+            serving.respond(there, lambda request: b"echo:" + request.read()) as responder:
+        with sb.Client(r1.grpc, locate=False) as plain:
+            carried = carried_calls(r1)
+            check(plain.send(there, b"x", timeout=10) == b"echo:x"
+                  and carried_calls(r1) == carried + 1 and there not in plain._routes.by_channel,
+                  "blocking, locate=False: send on r1 for r2's channel is carried, route kept")
+            answer, call = plain.stub.ListPeers.with_call(
+                client_pb.ListPeersRequest(channel=there), timeout=10)
+            check(answer.peers == [responder.peer_id] and served_by(call) == r2.grpc,
+                  "blocking, locate=False: a call r1 carried names r2 (switchboard-served-by)")
+            # A call carried already is refused by a relay that does not serve its channel.
+            plain.stub = pb2_grpc.SwitchboardServiceStub(marked_carried(grpc, plain.channel))
+            try:
+                plain.send(there, b"x", timeout=10)
+            except sb.SwitchboardError as error:
+                check(error.code.name == "UNAVAILABLE" and error.message.startswith(MOVED),
+                      f"blocking, locate=False: a send marked carried is refused: {error}")
+            else:
+                raise SystemExit("FAIL: a send marked carried for r2's channel on r1 succeeded")
+
+        # A stale answer (as after the channel moved): r1 carries the call to r2, which it
+        # names; the answer then points at r2 and the next call goes there (r1 carries no more).
+        with sb.Client(r1.grpc) as client:
+            client._routes.by_channel[there] = None
+            carried = carried_calls(r1)
+            peers = client.list_peers(there)
+            check(peers.peers == [responder.peer_id] and carried_calls(r1) == carried + 1
+                  and client._routes.by_channel[there] == r2.grpc,
+                  "blocking: list_peers on a stale route is carried, the route points at r2")
+            check(client.send(there, b"a", timeout=10) == b"echo:a"
+                  and carried_calls(r1) == carried + 1,
+                  "blocking: the next call goes straight to r2")
+            client._routes.by_channel[there] = None
+            check(client.send(there, b"b", timeout=10) == b"echo:b"
+                  and carried_calls(r1) == carried + 2
+                  and client._routes.by_channel[there] == r2.grpc,
+                  "blocking: a send on a stale route is carried, the route points at r2")
+            client._routes.by_channel[there] = None
+            summary = client.broadcast(there, b"x", timeout=10)
+            check(summary.delivered == 1 and carried_calls(r1) == carried + 3
+                  and client._routes.by_channel[there] == r2.grpc,
+                  "blocking: a broadcast on a stale route is carried, the route points at r2")
+            client._routes.by_channel[there] = None
+            watch = client.watch_peers(there, timeout=10)
+            first = next(iter(watch))
+            watch.cancel()
+            check(first.peers == [responder.peer_id] and carried_calls(r1) == carried + 4
+                  and client._routes.by_channel[there] == r2.grpc,
+                  "blocking: a watch on a stale route is carried, the route points at r2")
+            client._routes.by_channel[there] = None
+            with client.respond(there, lambda request: b"") as joined:
+                check(joined.peer_id and carried_calls(r1) == carried + 5
+                      and client._routes.by_channel[there] == r2.grpc,
+                      "blocking: a join on a stale route is carried, the route points at r2")
+
+        # Refused on a stale answer (the call marked carried already): the client locates
+        # again; list_peers and respond, which have sent nothing yet, are retried once.
+        with sb.Client(r1.grpc) as client:
+            client.stub = pb2_grpc.SwitchboardServiceStub(marked_carried(grpc, client.channel))
+            client._routes.by_channel[there] = None
+            peers = client.list_peers(there)
+            check(peers.peers == [responder.peer_id]
+                  and client._routes.by_channel[there] == r2.grpc,
+                  "blocking: a refused stale route is dropped and the channel located again")
+            client._routes.by_channel[there] = None
+            try:
+                client.send(there, b"x", timeout=10)
+            except sb.SwitchboardError as error:
+                check(error.message.startswith(MOVED) and there not in client._routes.by_channel,
+                      "blocking: a send refused for a stale route is not retried, route forgotten")
+            else:
+                raise SystemExit("FAIL: a send marked carried on a stale route succeeded")
+            client._routes.by_channel[there] = None
+            with client.respond(there, lambda request: b"") as joined:
+                check(joined.peer_id and client._routes.by_channel[there] == r2.grpc,
+                      "blocking: a join refused for a stale route is located again and retried")
 
 
 def older_relay_case(sb):
@@ -314,25 +401,54 @@ async def async_cases(aio, sb, r1, r2, here, there):
         finally:
             await responder.close()
 
-    async with aio.AsyncClient(r1.grpc, locate=False) as plain:
-        try:
-            await plain.send(there, b"x", timeout=10)
-        except sb.SwitchboardError as error:
-            check(error.code.name == "UNAVAILABLE" and error.message.startswith(MOVED),
-                  f"asyncio, locate=False: send for r2's channel fails: {error}")
-        else:
-            raise SystemExit("FAIL: asyncio send for r2's channel on r1 without locating")
+    async def echo(request):
+        return b"echo:" + await request.read()
 
-    async with aio.AsyncClient(r1.grpc) as client:
-        client._routes.by_channel[there] = None
-        peers = await client.list_peers(there)
-        check(peers.peers == [] and client._routes.by_channel[there] == r2.grpc,
-              "asyncio: a stale route is dropped and the channel located again")
-        client._routes.by_channel[there] = None
-        responder = await client.respond(there, lambda request: asyncio.sleep(0, b""))
+    async with aio.AsyncClient(r2.grpc, locate=False) as serving:
+        responder = await serving.respond(there, echo)
         try:
-            check(responder.peer_id and client._routes.by_channel[there] == r2.grpc,
-                  "asyncio: a join refused for a stale route is located again and retried")
+            async with aio.AsyncClient(r1.grpc, locate=False) as plain:
+                carried = carried_calls(r1)
+                reply = await plain.send(there, b"x", timeout=10)
+                check(reply == b"echo:x" and carried_calls(r1) == carried + 1
+                      and there not in plain._routes.by_channel,
+                      "asyncio, locate=False: send on r1 for r2's channel is carried, route kept")
+
+            async with aio.AsyncClient(r1.grpc) as client:
+                client._routes.by_channel[there] = None
+                carried = carried_calls(r1)
+                peers = await client.list_peers(there)
+                check(peers.peers == [responder.peer_id] and carried_calls(r1) == carried + 1
+                      and client._routes.by_channel[there] == r2.grpc,
+                      "asyncio: list_peers on a stale route is carried, the route points at r2")
+                reply = await client.send(there, b"a", timeout=10)
+                check(reply == b"echo:a" and carried_calls(r1) == carried + 1,
+                      "asyncio: the next call goes straight to r2")
+                client._routes.by_channel[there] = None
+                reply = await client.send(there, b"b", timeout=10)
+                check(reply == b"echo:b" and carried_calls(r1) == carried + 2
+                      and client._routes.by_channel[there] == r2.grpc,
+                      "asyncio: a send on a stale route is carried, the route points at r2")
+                client._routes.by_channel[there] = None
+                summary = await client.broadcast(there, b"x", timeout=10)
+                check(summary.delivered == 1 and carried_calls(r1) == carried + 3
+                      and client._routes.by_channel[there] == r2.grpc,
+                      "asyncio: a broadcast on a stale route is carried, the route points at r2")
+                client._routes.by_channel[there] = None
+                watch = client.watch_peers(there, timeout=10)
+                first = await asyncio.wait_for(watch.__aiter__().__anext__(), WAIT)
+                watch.cancel()
+                check(first.peers == [responder.peer_id] and carried_calls(r1) == carried + 4
+                      and client._routes.by_channel[there] == r2.grpc,
+                      "asyncio: a watch on a stale route is carried, the route points at r2")
+                client._routes.by_channel[there] = None
+                joined = await client.respond(there, lambda request: asyncio.sleep(0, b""))
+                try:
+                    check(joined.peer_id and carried_calls(r1) == carried + 5
+                          and client._routes.by_channel[there] == r2.grpc,
+                          "asyncio: a join on a stale route is carried, the route points at r2")
+                finally:
+                    await joined.close()
         finally:
             await responder.close()
 

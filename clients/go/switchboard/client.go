@@ -224,7 +224,8 @@ func (c *Client) Send(ctx context.Context, channel string, body io.Reader, optio
 		return nil, err
 	}
 	response := &responseReader{ctx: ctx, cancel: cancel, stream: stream, writerDone: make(chan struct{}),
-		onEnd: func(err error) { c.forget(channel, route, err) }}
+		onEnd:    func(err error) { c.forget(channel, route, err) },
+		onHeader: func(header metadata.MD) { c.learn(channel, route, header) }}
 	open := &pb.SendOpen{
 		Channel:       channel,
 		Target:        config.target,
@@ -245,8 +246,9 @@ type responseReader struct {
 	mu         sync.Mutex // guards final: Close may run beside a Read
 	final      error      // io.EOF or the *Error the stream ended with
 	writerDone chan struct{}
-	bodyErr    error       // set by write before writerDone closes
-	onEnd      func(error) // told the error the stream ended with
+	bodyErr    error             // set by write before writerDone closes
+	onEnd      func(error)       // told the error the stream ended with
+	onHeader   func(metadata.MD) // told the initial metadata once, then nil
 }
 
 func (r *responseReader) write(open *pb.SendOpen, body io.Reader) {
@@ -285,6 +287,13 @@ func (r *responseReader) Read(p []byte) (int, error) {
 			return 0, final
 		}
 		message, err := r.stream.Recv()
+		if r.onHeader != nil {
+			// Recv returned: the initial metadata (if any) is in, Header does not block.
+			if header, headerErr := r.stream.Header(); headerErr == nil {
+				r.onHeader(header)
+			}
+			r.onHeader = nil
+		}
 		if err != nil {
 			r.finish(err)
 			continue
@@ -376,8 +385,13 @@ func (c *Client) Broadcast(ctx context.Context, channel string, body io.Reader, 
 		return Summary{}, err
 	}
 	var summary *pb.BroadcastSummary
-	for {
+	for first := true; ; first = false {
 		message, err := stream.Recv()
+		if first {
+			if header, headerErr := stream.Header(); headerErr == nil {
+				c.learn(channel, route, header)
+			}
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -487,8 +501,10 @@ func (c *Client) ListPeers(ctx context.Context, channel string) ([]string, uint6
 		if err != nil {
 			return nil, 0, err
 		}
-		var trailer metadata.MD
-		answer, err := route.stub.ListPeers(ctx, &pb.ListPeersRequest{Channel: channel, Token: c.token}, grpc.Trailer(&trailer))
+		var header, trailer metadata.MD
+		answer, err := route.stub.ListPeers(ctx, &pb.ListPeersRequest{Channel: channel, Token: c.token},
+			grpc.Header(&header), grpc.Trailer(&trailer))
+		c.learn(channel, route, header)
 		if err == nil {
 			return answer.Peers, answer.Version, nil
 		}
@@ -525,6 +541,9 @@ func (c *Client) watchPeers(ctx context.Context, channel string, route *route) (
 		return nil, callError(ctx, err, nil)
 	}
 	first, err := stream.Recv()
+	if header, headerErr := stream.Header(); headerErr == nil {
+		c.learn(channel, route, header)
+	}
 	if err != nil {
 		cancel()
 		if errors.Is(err, io.EOF) {

@@ -1,8 +1,9 @@
 package switchboard_test
 
 // Locating: clients pointed at one relay of a real cluster (Debian's etcd, the -etcd flag, and
-// relay processes) serve, send, broadcast and list peers on channels either relay owns, and
-// follow channels a joining relay takes over; Locate and concurrent first calls on a relay alone.
+// relay processes) serve, send, broadcast and list peers on channels either relay owns, follow
+// channels a joining relay takes over (carried calls name it; refused calls locate again);
+// Locate and concurrent first calls on a relay alone.
 
 import (
 	"bufio"
@@ -16,13 +17,16 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"switchboard.dev/client/switchboard"
 )
@@ -148,6 +152,52 @@ func (r clusterRelay) adminGet(path string) (int, string) {
 	defer response.Body.Close()
 	body, _ := io.ReadAll(response.Body)
 	return response.StatusCode, string(body)
+}
+
+// carriedCalls returns the relay's switchboard_cluster_carried_calls_total.
+func (r clusterRelay) carriedCalls(t *testing.T) int {
+	t.Helper()
+	code, metrics := r.adminGet("/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("%s /metrics: %d", r.node, code)
+	}
+	m := regexp.MustCompile(`(?m)^switchboard_cluster_carried_calls_total (\d+)$`).FindStringSubmatch(metrics)
+	if m == nil {
+		t.Fatalf("%s /metrics has no switchboard_cluster_carried_calls_total", r.node)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// markedCarried makes every call of the client look carried already (switchboard-carried-by),
+// which a relay never carries again: one that does not serve the channel refuses it.
+func markedCarried() switchboard.DialOption {
+	mark := func(ctx context.Context) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, "switchboard-carried-by", "test")
+	}
+	return switchboard.WithGRPCDialOptions(
+		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any,
+			cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(mark(ctx), method, req, reply, cc, opts...)
+		}),
+		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn,
+			method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(mark(ctx), desc, cc, method, opts...)
+		}))
+}
+
+// unaryHeaders keeps the initial metadata of the client's unary calls (ListPeers, Locate).
+func unaryHeaders(headers chan<- metadata.MD) switchboard.DialOption {
+	return switchboard.WithGRPCDialOptions(grpc.WithUnaryInterceptor(func(ctx context.Context,
+		method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		var header metadata.MD
+		err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Header(&header))...)
+		select {
+		case headers <- header:
+		default:
+		}
+		return err
+	}))
 }
 
 // awaitMembers waits until each relay is ready and sees n members.
@@ -293,38 +343,74 @@ func TestClusterLocating(t *testing.T) {
 		exchange(t, r1, onR1)
 	})
 	t.Run("WithoutLocating", func(t *testing.T) {
-		client := dialRelay(t, r1.grpc, switchboard.WithLocate(false))
-		_, _, err := client.ListPeers(within(t, 10*time.Second), onR2)
+		// r1 carries the calls for r2's channel and names r2; the client stays on r1.
+		responder := respond(t, dialRelay(t, r2.grpc, switchboard.WithLocate(false)), onR2, echo)
+		headers := make(chan metadata.MD, 1)
+		client := dialRelay(t, r1.grpc, switchboard.WithLocate(false), unaryHeaders(headers))
+		carried := r1.carriedCalls(t)
+		peers, _, err := client.ListPeers(within(t, 10*time.Second), onR2)
+		if err != nil || len(peers) != 1 || peers[0] != responder.PeerID() {
+			t.Fatalf("ListPeers on r1 for r2's channel without locating: %v, %v", peers, err)
+		}
+		if servedBy := (<-headers).Get("switchboard-served-by"); len(servedBy) != 1 || servedBy[0] != r2.grpc {
+			t.Fatalf("ListPeers carried by r1: switchboard-served-by %v; r2 is %s", servedBy, r2.grpc)
+		}
+		for i := 0; i < 2; i++ {
+			response, err := client.Send(within(t, 10*time.Second), onR2, strings.NewReader("x"))
+			if err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if answer, err := io.ReadAll(response); err != nil || string(answer) != "x" {
+				t.Fatalf("Send on r1 for r2's channel without locating: %q, %v", answer, err)
+			}
+		}
+		if now := r1.carriedCalls(t); now != carried+3 {
+			t.Fatalf("r1 carried %d calls, not 3 (ListPeers and two Sends)", now-carried)
+		}
+
+		// A call carried already is refused by a relay that does not serve its channel.
+		marked := dialRelay(t, r1.grpc, switchboard.WithLocate(false), markedCarried())
+		_, _, err = marked.ListPeers(within(t, 10*time.Second), onR2)
 		var e *switchboard.Error
 		if !errors.As(err, &e) || e.Code != codes.Unavailable || !errors.Is(err, switchboard.ErrRefused) ||
 			!strings.HasPrefix(e.Message, "channel is served by relay r2") || !strings.Contains(e.Message, r2.grpc) {
-			t.Fatalf("ListPeers on r1 for r2's channel without locating: %v", err)
+			t.Fatalf("ListPeers marked carried on r1 for r2's channel: %v", err)
 		}
-		response, err := client.Send(within(t, 10*time.Second), onR2, strings.NewReader("x"))
+		response, err := marked.Send(within(t, 10*time.Second), onR2, strings.NewReader("x"))
 		if err != nil {
 			t.Fatalf("Send: %v", err)
 		}
 		if _, err := io.ReadAll(response); !errors.As(err, &e) || e.Code != codes.Unavailable ||
 			!strings.HasPrefix(e.Message, "channel is served by relay r2") {
-			t.Fatalf("Send on r1 for r2's channel without locating: %v", err)
+			t.Fatalf("Send marked carried on r1 for r2's channel: %v", err)
 		}
 	})
 	t.Run("ChannelsMoveToANewRelay", func(t *testing.T) {
 		// Clients that located channels before r3 joins the cluster, on stale answers after.
 		joining := dialRelay(t, r1.grpc)
 		sending := dialRelay(t, r1.grpc)
+		refused := dialRelay(t, r1.grpc, markedCarried())
+		asking := dialRelay(t, r1.grpc, switchboard.WithLocate(false))
 		channels := make([]string, 60)
+		before := make(map[string]clusterRelay, len(channels)) // where each was served
 		for i := range channels {
 			channels[i] = switchboard.NewID()
-			for _, client := range []*switchboard.Client{joining, sending} {
+			for _, client := range []*switchboard.Client{joining, sending, refused} {
 				if _, _, err := client.ListPeers(within(t, 10*time.Second), channels[i]); err != nil {
 					t.Fatalf("ListPeers: %v", err)
 				}
 			}
+			where, err := asking.Locate(within(t, 10*time.Second), channels[i])
+			if err != nil {
+				t.Fatalf("Locate: %v", err)
+			}
+			before[channels[i]] = r1
+			if where.NodeID == "r2" {
+				before[channels[i]] = r2
+			}
 		}
 		r3 := startClusterRelay(t, "127.0.0.3", etcdURL, "r3")
 		awaitMembers(t, 3, r1, r2, r3)
-		asking := dialRelay(t, r1.grpc, switchboard.WithLocate(false))
 		var moved []string
 		for _, channel := range channels {
 			where, err := asking.Locate(within(t, 10*time.Second), channel)
@@ -335,35 +421,67 @@ func TestClusterLocating(t *testing.T) {
 				moved = append(moved, channel)
 			}
 		}
-		if len(moved) < 2 {
+		if len(moved) < 3 {
 			t.Fatalf("%d of %d channels moved to r3", len(moved), len(channels))
 		}
-		// Respond failed at its start on the stale relay: located again and joined on r3.
+		// Respond on the stale relay is carried to r3.
 		responder := respond(t, joining, moved[0], echo)
 		peers, _, err := dialRelay(t, r3.grpc, switchboard.WithLocate(false)).ListPeers(within(t, 10*time.Second), moved[0])
 		if err != nil || len(peers) != 1 || peers[0] != responder.PeerID() {
 			t.Fatalf("ListPeers on r3: %v, %v; the responder is %s", peers, err, responder.PeerID())
 		}
-		// A Send on the stale relay is not retried (its body may be gone): it fails, the answer
-		// is forgotten, and the next Send goes to r3.
-		response, err := sending.Send(within(t, 10*time.Second), moved[0], strings.NewReader("stale"))
+		// A Send on the stale relay is carried to r3, which it names: the client's next Send
+		// goes straight to r3 (the stale relay carries no more).
+		stale := before[moved[0]]
+		for _, body := range []string{"stale", "fresh", "again"} {
+			carried := stale.carriedCalls(t)
+			response, err := sending.Send(within(t, 10*time.Second), moved[0], strings.NewReader(body))
+			if err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if answer, err := io.ReadAll(response); err != nil || string(answer) != body {
+				t.Fatalf("Send %q: %q, %v", body, answer, err)
+			}
+			want := 0
+			if body == "stale" {
+				want = 1
+			}
+			if now := stale.carriedCalls(t); now-carried != want {
+				t.Fatalf("Send %q: %s carried %d calls, not %d", body, stale.node, now-carried, want)
+			}
+		}
+		// So does ListPeers.
+		stale = before[moved[1]]
+		for i := 0; i < 2; i++ {
+			carried := stale.carriedCalls(t)
+			if _, _, err := sending.ListPeers(within(t, 10*time.Second), moved[1]); err != nil {
+				t.Fatalf("ListPeers on a stale location: %v", err)
+			}
+			if now := stale.carriedCalls(t); now-carried != 1-i {
+				t.Fatalf("ListPeers %d: %s carried %d calls, not %d", i, stale.node, now-carried, 1-i)
+			}
+		}
+
+		// A call the stale relay refuses (marked carried already) is not retried for a Send
+		// (its body may be gone): it fails, the answer is forgotten, the next Send goes to r3.
+		response, err := refused.Send(within(t, 10*time.Second), moved[0], strings.NewReader("refused"))
 		if err == nil {
 			_, err = io.ReadAll(response)
 		}
 		var e *switchboard.Error
 		if !errors.As(err, &e) || e.Code != codes.Unavailable || !strings.HasPrefix(e.Message, "channel is served by relay r3") {
-			t.Fatalf("Send on a stale location: %v", err)
+			t.Fatalf("Send on a stale location, refused: %v", err)
 		}
-		response, err = sending.Send(within(t, 10*time.Second), moved[0], strings.NewReader("fresh"))
+		response, err = refused.Send(within(t, 10*time.Second), moved[0], strings.NewReader("fresh"))
 		if err != nil {
 			t.Fatalf("Send: %v", err)
 		}
 		if answer, err := io.ReadAll(response); err != nil || string(answer) != "fresh" {
 			t.Fatalf("Send after locating again: %q, %v", answer, err)
 		}
-		// ListPeers is retried once after locating again.
-		if _, _, err := sending.ListPeers(within(t, 10*time.Second), moved[1]); err != nil {
-			t.Fatalf("ListPeers on a stale location: %v", err)
+		// ListPeers refused is retried once after locating again.
+		if _, _, err := refused.ListPeers(within(t, 10*time.Second), moved[2]); err != nil {
+			t.Fatalf("ListPeers on a stale location, refused: %v", err)
 		}
 	})
 }

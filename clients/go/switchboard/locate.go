@@ -37,9 +37,10 @@ type Location struct {
 
 // WithLocate turns locating on (the default) or off. On, the first call that names a channel
 // asks the relay Dial was given where that channel is served and makes it and the later calls
-// for the channel on that relay (see the README's "Clusters"). Off, every call goes to the
-// relay Dial was given, and one for a channel served elsewhere ends with gRPC UNAVAILABLE
-// (StatusRefused) "channel is served by relay N (...)".
+// for the channel on that relay, and a carried call's switchboard-served-by moves them to the
+// relay it names (see the README's "Clusters"). Off, every call goes to the relay Dial was
+// given, which carries one for a channel served elsewhere or, when it cannot, ends it with gRPC
+// UNAVAILABLE (StatusRefused) "channel is served by relay N (...)".
 func WithLocate(enabled bool) DialOption {
 	return func(c *dialConfig) { c.noLocate = !enabled }
 }
@@ -190,6 +191,34 @@ func movedAway(err error) bool {
 func unreachable(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == codes.Unavailable && e.Status == StatusUnspecified
+}
+
+// servedByKey is the initial metadata of a call a relay carried to the relay serving the
+// channel: that relay's gRPC address.
+const servedByKey = "switchboard-served-by"
+
+// learn points channel's cached location at the relay a carried call named (header is the
+// call's initial metadata), when the call went by route used, so the next call goes straight
+// there. Locating off, every call stays on the relay Dial was given.
+func (c *Client) learn(channel string, used *route, header metadata.MD) {
+	if used == c.home {
+		return
+	}
+	named := header.Get(servedByKey)
+	if len(named) == 0 || named[0] == "" {
+		return
+	}
+	conn, err := c.relay(context.Background(), named[0]) // does not block (no WithBlock)
+	if err != nil {
+		return
+	}
+	moved := &route{ready: make(chan struct{}), stub: pb.NewSwitchboardServiceClient(conn)}
+	close(moved.ready)
+	c.mu.Lock()
+	if c.routes[channel] == used {
+		c.routes[channel] = moved
+	}
+	c.mu.Unlock()
 }
 
 // forget drops channel's cached location r after a call on it ended with err, when err says

@@ -187,6 +187,10 @@ func (c *Client) respond(ctx context.Context, channel string, route *route, hand
 		return nil, r.Err()
 	default:
 	}
+	// The join was answered: the initial metadata is in, Header does not block.
+	if header, err := stream.Header(); err == nil {
+		c.learn(channel, route, header)
+	}
 	return r, nil
 }
 

@@ -477,6 +477,18 @@ def locate_not_answered(error: BaseException) -> bool:
     return callable(code_of) and code_of() in _LOCATE_NOT_ANSWERED
 
 
+SERVED_BY = "switchboard-served-by"
+
+
+def served_by(metadata: Any) -> str | None:
+    """The gRPC address of the relay serving the channel, as a relay that carried the call
+    names it in the call's initial metadata; None for a call not carried."""
+    for key, value in metadata or ():
+        if key == SERVED_BY and isinstance(value, str) and value:
+            return value
+    return None
+
+
 def channel_moved(error: SwitchboardError) -> bool:
     """True when a call failed because the relay asked does not serve its channel (now)."""
     return (error.code == grpc.StatusCode.UNAVAILABLE
@@ -504,3 +516,10 @@ class Routes:
         if channel_moved(error):
             self.forget(channel)
         return error
+
+    def learn(self, channel: str, metadata: Any) -> None:
+        """Sends ``channel``'s next calls straight to the relay a carried call named (its
+        initial ``metadata``); only for a located channel (not with ``locate=False``)."""
+        address = served_by(metadata)
+        if address is not None and channel in self.by_channel:
+            self.by_channel[channel] = address

@@ -60,10 +60,12 @@ class _Call:
     """A streaming call, opened at once, or as soon as the Locate of its channel answers (a
     callback on that Locate opens it, so calls open in the order they were made)."""
 
-    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]) -> None:
+    def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError],
+                 on_metadata: Callable[[Any], None] | None = None) -> None:
         self._call = call
         self._cancelled = False
         self._on_error = on_error
+        self._on_metadata = on_metadata  # told the initial metadata at the first message
         self._located: asyncio.Task[None] | None = None
 
     def _open_when_located(self, located: asyncio.Task[None],
@@ -75,6 +77,11 @@ class _Call:
 
         self._located = located
         located.add_done_callback(open_call)
+
+    async def _learn(self, call: Any) -> None:
+        if self._on_metadata is not None:
+            learn, self._on_metadata = self._on_metadata, None
+            learn(await call.initial_metadata())
 
     async def _opened(self) -> Any:
         """The gRPC call once opened (None if cancelled first); raises a failed Locate's error."""
@@ -112,8 +119,8 @@ class AsyncSendCall(_Call):
     SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
 
     def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
-                 = _unchanged) -> None:
-        super().__init__(call, on_error)
+                 = _unchanged, on_metadata: Callable[[Any], None] | None = None) -> None:
+        super().__init__(call, on_error, on_metadata)
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         call = await self._opened()
@@ -121,6 +128,7 @@ class AsyncSendCall(_Call):
             raise _local_cancel_error()
         try:
             async for message in call:
+                await self._learn(call)
                 data = _common.send_response_data(message)
                 if data:
                     yield data
@@ -336,11 +344,13 @@ class AsyncResponder(_common.PresenceView):
                  peer_id: str | None, token: str, on_presence: PresenceCallback | None,
                  on_broadcast: BroadcastCallback | None,
                  grpc_metadata: Sequence[tuple[str, str]] | None, stream_windows: bool,
-                 on_error: Callable[[SwitchboardError], Any] | None = None) -> None:
+                 on_error: Callable[[SwitchboardError], Any] | None = None,
+                 on_metadata: Callable[[Any], None] | None = None) -> None:
         super().__init__()
         self.channel = channel
         self.error: SwitchboardError | None = None
         self._on_error = on_error
+        self._on_metadata = on_metadata  # told the initial metadata at the first message
         self._handler = handler
         self._on_presence = on_presence
         self._on_broadcast = on_broadcast
@@ -446,6 +456,9 @@ class AsyncResponder(_common.PresenceView):
     async def _read_loop(self) -> None:
         try:
             async for message in self._call:
+                if self._on_metadata is not None:
+                    learn, self._on_metadata = self._on_metadata, None
+                    learn(await self._call.initial_metadata())
                 kind = message.WhichOneof("kind")
                 if kind == "joined":
                     self._joined(message.joined)
@@ -560,8 +573,8 @@ class AsyncPeerWatch(_Call):
     stops it; the iteration then ends quietly."""
 
     def __init__(self, call: Any, on_error: Callable[[SwitchboardError], SwitchboardError]
-                 = _unchanged) -> None:
-        super().__init__(call, on_error)
+                 = _unchanged, on_metadata: Callable[[Any], None] | None = None) -> None:
+        super().__init__(call, on_error, on_metadata)
 
     async def _updates(self) -> AsyncIterator[PresenceUpdate]:
         call = await self._opened()
@@ -569,6 +582,7 @@ class AsyncPeerWatch(_Call):
             return
         try:
             async for response in call:
+                await self._learn(call)
                 yield _common.update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
@@ -675,6 +689,12 @@ class AsyncClient:
         routes = self._routes
         return lambda error: routes.note(channel, error)
 
+    def _learning(self, channel: str) -> Callable[[Any], None]:
+        """What a call on ``channel`` passes its initial metadata to: a relay that carried it
+        to the relay serving the channel names that one, where the next call then goes."""
+        routes = self._routes
+        return lambda metadata: routes.learn(channel, metadata)
+
     async def _retried_once(self, channel: str, start: Callable[[Any], Awaitable[_T]]) -> _T:
         """``await start(stub)``, once more after locating again if the relay did not serve
         the channel (only for calls that fail before any of their data is sent)."""
@@ -724,8 +744,9 @@ class AsyncClient:
 
         stub = self._known_stub(channel)
         if stub is not None:
-            return AsyncSendCall(stub.Send(messages(), timeout=timeout), self._located(channel))
-        call = AsyncSendCall(None, self._located(channel))
+            return AsyncSendCall(stub.Send(messages(), timeout=timeout), self._located(channel),
+                                 self._learning(channel))
+        call = AsyncSendCall(None, self._located(channel), self._learning(channel))
         call._open_when_located(self._locating(channel), lambda: self._stub_now(channel).Send(
             messages(), timeout=timeout))
         return call
@@ -753,14 +774,15 @@ class AsyncClient:
             async for chunk in _common.asplit(data, chunk_size):
                 yield _common.broadcast_request(chunk)
 
-        stub = await self._stub(channel)
+        call = (await self._stub(channel)).Broadcast(messages(), timeout=timeout)
         summary = None
         try:
-            async for message in stub.Broadcast(messages(), timeout=timeout):
+            async for message in call:
                 if message.HasField("summary"):
                     summary = message.summary
         except grpc.RpcError as error:
             raise self._routes.note(channel, SwitchboardError.from_rpc_error(error)) from None
+        self._routes.learn(channel, await call.initial_metadata())
         return _common.summary_of(summary)
 
     async def respond(self, channel: str, handler: AsyncHandler, peer_id: str | None = None,
@@ -778,7 +800,8 @@ class AsyncClient:
 
         async def join(stub: Any) -> AsyncResponder:
             session = AsyncResponder(stub, channel, handler, peer_id, self.token, on_presence,
-                                     on_broadcast, None, stream_windows, on_error)
+                                     on_broadcast, None, stream_windows, on_error,
+                                     self._learning(channel))
             await session._joined_within(join_timeout)
             return session
 
@@ -789,10 +812,13 @@ class AsyncClient:
         request = pb2.ListPeersRequest(channel=_common.check_channel(channel), token=self.token)
 
         async def ask(stub: Any) -> Any:
+            call = stub.ListPeers(request, timeout=timeout)
             try:
-                return await stub.ListPeers(request, timeout=timeout)
+                answer = await call
             except grpc.RpcError as error:
                 raise SwitchboardError.from_rpc_error(error) from None
+            self._routes.learn(channel, await call.initial_metadata())
+            return answer
 
         answer = await self._retried_once(channel, ask)
         return Peers(list(answer.peers), int(answer.version))
@@ -803,8 +829,8 @@ class AsyncClient:
         stub = self._known_stub(channel)
         if stub is not None:
             return AsyncPeerWatch(stub.WatchPeers(request, timeout=timeout),
-                                  self._located(channel))
-        watch = AsyncPeerWatch(None, self._located(channel))
+                                  self._located(channel), self._learning(channel))
+        watch = AsyncPeerWatch(None, self._located(channel), self._learning(channel))
         watch._open_when_located(self._locating(channel), lambda: self._stub_now(channel)
                                  .WatchPeers(request, timeout=timeout))
         return watch

@@ -63,13 +63,18 @@ class SendCall:
     SwitchboardError from the iteration. ``cancel()`` resets the stream at both ends."""
 
     def __init__(self, call: Any,
-                 on_error: Callable[[SwitchboardError], SwitchboardError] = _unchanged) -> None:
+                 on_error: Callable[[SwitchboardError], SwitchboardError] = _unchanged,
+                 on_metadata: Callable[[Any], None] | None = None) -> None:
         self._call = call
         self._on_error = on_error
+        self._on_metadata = on_metadata  # told the initial metadata at the first message
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             for message in self._call:
+                if self._on_metadata is not None:
+                    learn, self._on_metadata = self._on_metadata, None
+                    learn(self._call.initial_metadata())
                 data = _common.send_response_data(message)
                 if data:
                     yield data
@@ -286,11 +291,13 @@ class Responder(_common.PresenceView):
                  join_timeout: float = 10.0,
                  grpc_metadata: Sequence[tuple[str, str]] | None = None,
                  stream_windows: bool = True,
-                 on_error: Callable[[SwitchboardError], Any] | None = None) -> None:
+                 on_error: Callable[[SwitchboardError], Any] | None = None,
+                 on_metadata: Callable[[Any], None] | None = None) -> None:
         super().__init__()
         self.channel = channel
         self.error: SwitchboardError | None = None
         self._on_error = on_error
+        self._on_metadata = on_metadata  # told the initial metadata at the first message
         self._handler = handler
         self._on_presence = on_presence
         self._on_broadcast = on_broadcast
@@ -375,6 +382,9 @@ class Responder(_common.PresenceView):
     def _read_loop(self) -> None:
         try:
             for message in self._call:
+                if self._on_metadata is not None:
+                    learn, self._on_metadata = self._on_metadata, None
+                    learn(self._call.initial_metadata())
                 kind = message.WhichOneof("kind")
                 if kind == "joined":
                     self._joined(message.joined)
@@ -503,14 +513,19 @@ class PeerWatch:
     the iteration then ends quietly."""
 
     def __init__(self, call: Any,
-                 on_error: Callable[[SwitchboardError], SwitchboardError] = _unchanged) -> None:
+                 on_error: Callable[[SwitchboardError], SwitchboardError] = _unchanged,
+                 on_metadata: Callable[[Any], None] | None = None) -> None:
         self._call = call
         self._cancelled = False
         self._on_error = on_error
+        self._on_metadata = on_metadata  # told the initial metadata at the first message
 
     def __iter__(self) -> Iterator[PresenceUpdate]:
         try:
             for response in self._call:
+                if self._on_metadata is not None:
+                    learn, self._on_metadata = self._on_metadata, None
+                    learn(self._call.initial_metadata())
                 yield _common.update_from_proto(response.update)
         except grpc.RpcError as error:
             if self._cancelled and error.code() == grpc.StatusCode.CANCELLED:
@@ -589,6 +604,12 @@ class Client:
         routes = self._routes
         return lambda error: routes.note(channel, error)
 
+    def _learning(self, channel: str) -> Callable[[Any], None]:
+        """What a call on ``channel`` passes its initial metadata to: a relay that carried it
+        to the relay serving the channel names that one, where the next call then goes."""
+        routes = self._routes
+        return lambda metadata: routes.learn(channel, metadata)
+
     def _retried_once(self, channel: str, start: Callable[[Any], _T]) -> _T:
         """``start(stub)``, once more after locating again if the relay did not serve the
         channel (only for calls that fail before any of their data is sent)."""
@@ -642,7 +663,7 @@ class Client:
                 yield _common.send_request(chunk)
 
         return SendCall(self._stub(channel).Send(messages(), timeout=timeout),
-                        self._located(channel))
+                        self._located(channel), self._learning(channel))
 
     def send(self, channel: str, data: Body = b"", target: str | None = None,
              timeout: float | None = None, metadata: Mapping[str, str] | None = None,
@@ -665,14 +686,15 @@ class Client:
             for chunk in _common.split(data, chunk_size):
                 yield _common.broadcast_request(chunk)
 
-        stub = self._stub(channel)
+        call = self._stub(channel).Broadcast(messages(), timeout=timeout)
         summary = None
         try:
-            for message in stub.Broadcast(messages(), timeout=timeout):
+            for message in call:
                 if message.HasField("summary"):
                     summary = message.summary
         except grpc.RpcError as error:
             raise self._routes.note(channel, SwitchboardError.from_rpc_error(error)) from None
+        self._routes.learn(channel, call.initial_metadata())
         return _common.summary_of(summary)
 
     def respond(self, channel: str, handler: Handler, peer_id: str | None = None,
@@ -694,7 +716,7 @@ class Client:
         return self._retried_once(channel, lambda stub: Responder(
             stub, channel, handler, peer_id=peer_id, token=self.token, on_presence=on_presence,
             on_broadcast=on_broadcast, join_timeout=join_timeout, stream_windows=stream_windows,
-            on_error=on_error))
+            on_error=on_error, on_metadata=self._learning(channel)))
 
     def list_peers(self, channel: str, timeout: float | None = 10.0) -> Peers:
         """The members of ``channel`` now, without joining it."""
@@ -702,9 +724,11 @@ class Client:
 
         def ask(stub: Any) -> Any:
             try:
-                return stub.ListPeers(request, timeout=timeout)
+                answer, call = stub.ListPeers.with_call(request, timeout=timeout)
             except grpc.RpcError as error:
                 raise SwitchboardError.from_rpc_error(error) from None
+            self._routes.learn(channel, call.initial_metadata())
+            return answer
 
         answer = self._retried_once(channel, ask)
         return Peers(list(answer.peers), int(answer.version))
@@ -713,7 +737,7 @@ class Client:
         """The members of ``channel`` (a SNAPSHOT), then every change, without joining it."""
         request = pb2.WatchPeersRequest(channel=_common.check_channel(channel), token=self.token)
         return PeerWatch(self._stub(channel).WatchPeers(request, timeout=timeout),
-                         self._located(channel))
+                         self._located(channel), self._learning(channel))
 
     def health(self, service: str = "", timeout: float = 5.0) -> str:
         """The gateway's grpc.health.v1 status name for ``service`` (e.g. 'SERVING')."""
