@@ -6,14 +6,14 @@ etcd so that the cluster metrics are there too."""
 import argparse
 import json
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 from relay_process import Relay
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
+from cluster import Etcd  # noqa: E402
 
 ETCD_START_TIMEOUT_S = 20
 
@@ -85,42 +85,6 @@ def is_exported(name, samples, types):
         if name.endswith(suffix) and types.get(base) in ("histogram", "summary"):
             return True
     return False
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Etcd:
-    """Debian's etcd on free loopback ports in a scratch data directory."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="grafana-etcd-")
-        client, peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{client}"
-        self.process = subprocess.Popen(
-            ["etcd", "--data-dir", self.dir, "--listen-client-urls", self.url,
-             "--advertise-client-urls", self.url,
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + ETCD_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", client), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("etcd did not start")
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def main():

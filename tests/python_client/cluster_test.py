@@ -19,123 +19,15 @@ import argparse
 import asyncio
 import os
 import queue
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
-WAIT = 20.0
-POLL = 0.05
 MOVED = "channel is served by relay"
 
-
-def free_port(host="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def until(what, check, timeout=WAIT):
-    """Polls `check` (bounded) until it returns a true value, which it returns."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(POLL)
-    raise SystemExit(f"FAIL: {what} within {timeout} s")
-
-
-class Etcd:
-    """Debian's etcd on free loopback ports in a scratch data directory."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="pyclient-etcd-")
-        client, peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{client}"
-        self.process = subprocess.Popen(
-            ["etcd", "--data-dir", self.dir, "--listen-client-urls", self.url,
-             "--advertise-client-urls", self.url,
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def accepts():
-            try:
-                with socket.create_connection(("127.0.0.1", client), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-
-        until("etcd accepting connections", accepts)
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class Relay:
-    """A cluster member on ephemeral ports of `host`; its output is drained continuously."""
-
-    def __init__(self, binary, host, node_id, etcd_url):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-        self.node_id = node_id
-        self.popen = subprocess.Popen(
-            [binary, "--listen", f"{host}:0", "--grpc-listen", f"{host}:0",
-             "--admin-listen", f"{host}:0", "--cluster-etcd", etcd_url, "--node-id", node_id,
-             "--cluster-lease-ttl", "2s"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines = queue.Queue()
-        self.doors = {}
-        threading.Thread(target=self._drain, daemon=True).start()
-        deadline = time.monotonic() + WAIT
-        while len(self.doors) < 3:
-            remaining = deadline - time.monotonic()
-            line = self.lines.get(timeout=max(0.01, remaining)) if remaining > 0 else None
-            if line is None:
-                raise SystemExit(f"FAIL: relay {node_id} printed no listening lines")
-            words = line.split()
-            if len(words) >= 3 and words[0] == "listening":
-                self.doors[words[1]] = words[2]
-        self.grpc = self.doors["grpc"]
-        self.admin = self.doors["admin"]
-
-    def _drain(self):
-        for line in self.popen.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def http(self, path):
-        try:
-            with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=2) as answer:
-                return answer.status, answer.read().decode()
-        except OSError:
-            return None, ""
-
-    def stop(self):
-        self.popen.terminate()
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
-
-
-def ready(relay):
-    status, _ = relay.http("/healthz")
-    if status != 200:
-        return False
-    _, metrics = relay.http("/metrics")
-    return "switchboard_cluster_members 2" in metrics.splitlines()
+sys.path.insert(0, str(REPO / "tests" / "support"))
+from cluster import WAIT, Etcd, Relay, until  # noqa: E402
 
 
 def pick_channels(client, r2_grpc):
@@ -476,7 +368,7 @@ def main():
         relays.append(Relay(args.server, "127.0.0.1", "r1", etcd.url))
         relays.append(Relay(args.server, "127.0.0.2", "r2", etcd.url))
         r1, r2 = relays
-        until("both relays healthy with 2 members", lambda: all(map(ready, relays)))
+        until("both relays healthy with 2 members", lambda: all(relay.ready(2) for relay in relays))
         with sb.Client(r1.grpc, locate=False) as probe:
             here, there = pick_channels(probe, r2.grpc)
         print(f"channels: {here} on r1, {there} on r2", flush=True)

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "support"))
+import pki  # noqa: E402
+
 WAIT = 15.0  # bound on waiting for any one event (seconds)
 ARGS = None
 WORK = None
@@ -45,33 +48,14 @@ def log(text):
 # ---- certificates ------------------------------------------------------------------------
 
 
-def openssl(*args):
-    subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE, timeout=60)
-
-
 def make_ca(name):
-    key, cert = WORK / f"{name}.key", WORK / f"{name}.pem"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", key, "-out", cert, "-days", "2", "-subj", f"/CN={name}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    return key, cert
+    return pki.make_ca(WORK, name)
 
 
 def make_leaf(name, ca, serial, server):
-    key, csr, cert = WORK / f"{name}.key", WORK / f"{name}.csr", WORK / f"{name}.pem"
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-    ext = WORK / f"{name}.ext"
     if server:
-        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                       "extendedKeyUsage=serverAuth\n")
-    else:
-        ext.write_text("extendedKeyUsage=clientAuth\n")
-    openssl("x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-set_serial", str(serial),
-            "-days", "2", "-out", cert, "-extfile", ext)
-    return key, cert
+        return pki.make_leaf(WORK, name, ca, serial, san="IP:127.0.0.1,DNS:localhost")
+    return pki.make_leaf(WORK, name, ca, serial, usage="clientAuth")
 
 
 def fingerprint_of_pem(path):
