@@ -298,8 +298,9 @@ TEST_F(CarriedCalls, ACallerThatStopsReadingHoldsBothRelaysMemoryWithinBounds) {
   Relay& entry = *others_[0];
   constexpr std::size_t kResponse = 512U << 20;
   std::atomic<std::size_t> written{0};
-  BlockingClient responder(through(*owner_, true));
+  // Before the responder: its handler writes from it until the responder is gone.
   const auto block = pattern(kChunk, 11);
+  BlockingClient responder(through(*owner_, true));
   responder.serve([&](BlockingStream& request) {
     while (request.read_chunk().size != 0) {
     }
