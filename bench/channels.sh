@@ -5,19 +5,21 @@
 # workload (one object in all the channels, 16 requests in flight spread over them). Prints one
 # JSON line per workload and a summary with the ratio and the memory per channel.
 #
-# Usage: bench/channels.sh [--runs N] [--channels N] [--n REQUESTS]
+# Usage: bench/channels.sh [--runs N] [--channels N] [--n REQUESTS] [--max-frame BYTES]
+#   --max-frame  ChannelsOptions::max_frame of both channel processes (default: the client's)
 # Env: SB_BUILD_DIR (default build/ci; the binaries are built there if missing).
 # Only 127.0.0.1 is ever targeted; every process is bounded in time and ended on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=3 CHANNELS=1000 N=200000
+RUNS=3 CHANNELS=1000 N=200000 EXTRA=()
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
     --channels) CHANNELS=$2; shift ;;
     --n) N=$2; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --max-frame) EXTRA=(--max-frame "$2"); shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "channels.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -84,10 +86,10 @@ for ((r = 1; r <= RUNS; r++)); do
   sleep 0.2
   relay_idle=$(rss_kib "$RELAY_PID")
   start_bg serve "$SB" channels-serve --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" \
-    --timeout 400; serve=$BG_PID
+    "${EXTRA[@]}" --timeout 400; serve=$BG_PID
   wait_line serve '^ready'
   "$SB" channels --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" --n "$N" \
-    --relay-pid "$RELAY_PID" --timeout 400 |
+    --relay-pid "$RELAY_PID" "${EXTRA[@]}" --timeout 400 |
     sed "s/}\$/,\"relay_idle_kib\":$relay_idle,\"serve_ready\":\"$(sed -n 's/^ready //p' "$TMP/serve.out")\"}/" |
     tee -a "$RESULTS"
   stop_pid "$serve"; stop_pid "$RELAY_PID"

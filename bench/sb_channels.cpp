@@ -24,7 +24,7 @@ using switchboard::client::JoinOptions;
 // derive the same set from one argument.
 Uuid channel_number(const Uuid& base, std::uint64_t i) {
   Uuid id = base;
-  for (int b = 0; b < 4; ++b) id.bytes[15 - b] ^= static_cast<std::uint8_t>(i >> (8 * b));
+  for (std::size_t b = 0; b < 4; ++b) id.bytes[15 - b] ^= static_cast<std::uint8_t>(i >> (8 * b));
   return id;
 }
 
@@ -32,6 +32,8 @@ ChannelsOptions channels_options(const bench::Args& args) {
   ChannelsOptions options;
   options.host = args.str("host", "127.0.0.1");
   options.port = static_cast<std::uint16_t>(args.num("port", 7400));
+  if (args.has("max-frame"))
+    options.max_frame = static_cast<std::uint32_t>(args.num("max-frame", 0));
   return options;
 }
 
