@@ -63,6 +63,9 @@ stop_pid() {
   wait "$1" 2>/dev/null || true
 }
 rss_kib() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+cpu_us() {  # user + system CPU time of PID so far, in µs (fields 14 and 15 of /proc/PID/stat)
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) * 1000000 / hz}' "/proc/$1/stat"
+}
 start_relay() {  # the relay as bench/run.sh starts it, with its default per-address throttle
   start_bg relay "$SERVER" --listen 127.0.0.1:0 --grpc-listen "" --threads "$(nproc)" \
     --log-level warn --drain-timeout-ms 1000 --admin-listen 127.0.0.1:0
@@ -78,7 +81,18 @@ for ((r = 1; r <= RUNS; r++)); do
   start_relay; ch=$(cat /proc/sys/kernel/random/uuid)
   start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 300; resp=$BG_PID
   wait_line resp '^ready'
-  "$SB" rr-conc --port "$RELAY_PORT" --channel "$ch" --n "$N" --timeout 300 | tee -a "$RESULTS"
+  relay_cpu=$(cpu_us "$RELAY_PID") resp_cpu=$(cpu_us "$resp")
+  # CPU per request over the whole run (10,000 warm-up requests included, as in channels).
+  TIMEFORMAT='%3U %3S'
+  { time "$SB" rr-conc --port "$RELAY_PORT" --channel "$ch" --n "$N" --timeout 300 \
+      >"$TMP/rr.out"; } 2>"$TMP/rr.time"
+  read -r user sys <"$TMP/rr.time"
+  total=$((N + N / 20))
+  extra=$(awk -v r0="$relay_cpu" -v r1="$(cpu_us "$RELAY_PID")" -v s0="$resp_cpu" \
+    -v s1="$(cpu_us "$resp")" -v u="$user" -v y="$sys" -v t="$total" 'BEGIN {
+      printf ",\"relay_cpu_us_per_req\":%.3f,\"responder_cpu_us_per_req\":%.3f,\"requester_cpu_us_per_req\":%.3f",
+        (r1 - r0) / t, (s1 - s0) / t, (u + y) * 1e6 / t }')
+  sed "s/}\$/$extra}/" "$TMP/rr.out" | tee -a "$RESULTS"
   stop_pid "$resp"; stop_pid "$RELAY_PID"
 
   echo "[channels $(date +%H:%M:%S)] run $r: channels ($CHANNELS)" >&2
@@ -89,7 +103,7 @@ for ((r = 1; r <= RUNS; r++)); do
     "${EXTRA[@]}" --timeout 400; serve=$BG_PID
   wait_line serve '^ready'
   "$SB" channels --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" --n "$N" \
-    --relay-pid "$RELAY_PID" "${EXTRA[@]}" --timeout 400 |
+    --relay-pid "$RELAY_PID" --serve-pid "$serve" "${EXTRA[@]}" --timeout 400 |
     sed "s/}\$/,\"relay_idle_kib\":$relay_idle,\"serve_ready\":\"$(sed -n 's/^ready //p' "$TMP/serve.out")\"}/" |
     tee -a "$RESULTS"
   stop_pid "$serve"; stop_pid "$RELAY_PID"
@@ -118,4 +132,11 @@ for i, (c, m) in enumerate(zip(conc, many), 1):
           f"| {m['relay_kib_per_channel']:.1f} / {relay_loaded:.1f} | {both:.1f} "
           f"| {m['client_kib_per_channel']:.1f} / {client_loaded:.1f} | {m['join_seconds']:.1f} |")
 print(f"\nmedian ratio channels/rr-conc: {med(ratios):.2f}× over {len(ratios)} runs")
+keys = ["relay_cpu_us_per_req", "responder_cpu_us_per_req", "requester_cpu_us_per_req"]
+if all(k in r for r in conc + many for k in keys):
+    print("\nCPU µs per request (medians; warm-up included): | | rr-conc | channels | ratio |")
+    print("|---|---|---|---|")
+    for k in keys:
+        a, b = med([r[k] for r in conc]), med([r[k] for r in many])
+        print(f"| {k.split('_')[0]} | {a:.1f} | {b:.1f} | {b / a:.2f}× |")
 EOF

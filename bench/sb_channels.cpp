@@ -1,10 +1,16 @@
 // switchboard-bench many channels in one process (client::Channels): the channels-serve role and
 // the channels workload (requests spread over the channels at rr-conc's concurrency, and the
 // memory a channel costs in the relay and in the client).
+#include <unistd.h>
+
+#include <array>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -46,6 +52,21 @@ asio::awaitable<void> answer(std::shared_ptr<Stream> request, std::size_t reply_
   }
   std::vector<std::uint8_t> reply(reply_size, 0x5a);
   co_await request->write(reply, true);
+}
+
+// User plus system CPU time of process `pid` (0: this one) so far, in microseconds; 0 when gone.
+std::uint64_t cpu_us(long pid) {
+  std::ifstream file(pid <= 0 ? std::string("/proc/self/stat")
+                              : "/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const auto name_end = stat.rfind(')');
+  if (name_end == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(name_end + 1));
+  std::string skipped;
+  for (int i = 3; i < 14; ++i) fields >> skipped;  // state .. cmajflt
+  unsigned long long user = 0, system = 0;
+  fields >> user >> system;
+  return (user + system) * 1'000'000ULL / static_cast<unsigned long long>(sysconf(_SC_CLK_TCK));
 }
 
 void check_files(std::uint64_t channels) {
@@ -90,6 +111,7 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
   const auto warmup = args.num("warmup", n / 20);
   const long relay_pid = static_cast<long>(args.num("relay-pid", 0));
   if (relay_pid <= 0) throw std::invalid_argument("--relay-pid is required");
+  const long serve_pid = static_cast<long>(args.num("serve-pid", 0));
   const auto base = channel_of(args);
   check_files(count);
   std::vector<std::uint8_t> body(args.num("size", 128));
@@ -164,9 +186,16 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
     while (state.end == 0) co_await sleep_ms(20);
     co_return state.end - start;
   };
+  // CPU per request over the warm-up and the measured requests, as bench/channels.sh takes it
+  // around the whole rr-conc run.
+  const auto cpu_before = std::array{cpu_us(relay_pid), cpu_us(0), cpu_us(serve_pid)};
   co_await phase(warmup);
   const auto elapsed = co_await phase(n);
   if (!state.error.empty()) throw std::runtime_error(state.error);
+  const auto cpu_after = std::array{cpu_us(relay_pid), cpu_us(0), cpu_us(serve_pid)};
+  const auto cpu_per_request = [&](std::size_t i) {
+    return static_cast<double>(cpu_after[i] - cpu_before[i]) / static_cast<double>(n + warmup);
+  };
   const auto client_loaded = bench::proc_status_kib(0, "VmRSS");
   const auto relay_loaded = bench::proc_status_kib(relay_pid, "VmRSS");
 
@@ -190,7 +219,10 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
       .add("relay_rss_joined_kib", relay_joined)
       .add("relay_rss_loaded_kib", relay_loaded)
       .add("relay_kib_per_channel", per_channel(relay_joined, relay_before))
-      .print();
+      .add("relay_cpu_us_per_req", cpu_per_request(0))
+      .add("requester_cpu_us_per_req", cpu_per_request(1));
+  if (serve_pid > 0) json.add("responder_cpu_us_per_req", cpu_per_request(2));
+  json.print();
   channels.reset();  // leaves every channel
   co_return 0;
 }
