@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <future>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -152,6 +154,56 @@ TEST_F(ChannelsTest, AThousandChannelsFromOneObject) {
   EXPECT_TRUE(eventually([&] { return open_connections() == 0; })) << open_connections();
   EXPECT_TRUE(eventually([&] { return metric("switchboard_peers") == 0; }));
   requesters.reset();
+}
+
+// Handlers per channel: presence and broadcast handlers set before the join (presence) and
+// after it (broadcasts) each see their own channel's events only.
+TEST_F(ChannelsTest, PresenceAndBroadcastHandlersPerChannel) {
+  constexpr int kChannels = 20;
+  start();
+  std::vector<Uuid> ids;
+  for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
+  Channels listeners(options());
+  std::mutex mutex;
+  std::map<Uuid, std::vector<Uuid>> joined_seen;  // channel -> peers seen joining
+  std::map<Uuid, std::string> received;           // channel -> broadcast bodies
+  for (const auto& id : ids) {
+    auto channel = listeners.join(id);
+    channel->on_presence([&, id](const client::PresenceChange& change) {
+      std::lock_guard lock(mutex);
+      if (change.joined) joined_seen[id].push_back(change.peer);
+    });
+  }
+  ASSERT_EQ(listeners.wait_all_joined(std::chrono::seconds(30)), kChannels);
+  for (const auto& id : ids) {
+    listeners.find(id)->on_broadcast([&, id](std::shared_ptr<client::Stream> message) {
+      while (auto chunk = message->try_read()) {
+        std::lock_guard lock(mutex);
+        received[id].append(reinterpret_cast<const char*>(chunk->data), chunk->size);
+        if (chunk->size == 0) return;
+      }
+    });
+  }
+  Channels senders(options());
+  for (const auto& id : ids) senders.join(id);
+  ASSERT_EQ(senders.wait_all_joined(std::chrono::seconds(30)), kChannels);
+  for (const auto& id : ids) {
+    auto sender = senders.find(id);
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      return joined_seen[id] == std::vector<Uuid>{sender->peer_id()};
+    })) << id.to_string();
+    ASSERT_TRUE(eventually([&] { return sender->peers().size() == 1; }));
+    auto summary = sender->broadcast(bytes_of("to " + id.to_string())).get();
+    EXPECT_TRUE(summary.ok()) << summary.describe();
+    EXPECT_EQ(summary.delivered, 1u);
+  }
+  for (const auto& id : ids) {
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      return received[id] == "to " + id.to_string();
+    })) << id.to_string();
+  }
 }
 
 // Unpaced joins against a tight per-address throttle: the relay refuses the excess with
