@@ -421,13 +421,15 @@ def main():
     text = markdown(summary, errors, hot, goals, machine, args, date)
     print(text)
     if args.markdown:
-        # The "Cluster" section is written by bench/cluster_report.py from its own run: keep it.
+        # The "Cluster" section is written by bench/cluster_report.py from its own run, and the
+        # "Many channels" one from bench/channels.sh's: keep them.
         try:
             with open(args.markdown) as f:
                 old = f.read()
-            begin, end = "<!-- cluster-bench:begin -->", "<!-- cluster-bench:end -->"
-            if begin in old and end in old:
-                text += "\n\n" + old[old.index(begin):old.index(end) + len(end)]
+            for name in ("cluster-bench", "channels-bench"):
+                begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+                if begin in old and end in old:
+                    text += "\n\n" + old[old.index(begin):old.index(end) + len(end)]
         except FileNotFoundError:
             pass
         with open(args.markdown, "w") as f:

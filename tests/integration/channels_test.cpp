@@ -1,0 +1,264 @@
+// Integration tests of client::Channels: one object in hundreds of channels of a real relay
+// process, requests served per channel by another object, paced joins, and leaving.
+#include "switchboard/channels.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "support/child_server.hpp"
+
+namespace switchboard {
+namespace {
+
+using client::Channel;
+using client::Channels;
+using client::ChannelsOptions;
+using client::JoinOptions;
+using client::Target;
+using test::ChildServer;
+using Clock = std::chrono::steady_clock;
+
+const std::string kServer = SWITCHBOARD_SERVER_BINARY;
+
+// Polls `condition` until it holds or `timeout` passes (relay counters have no event to await).
+template <typename F>
+bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+  const auto give_up = Clock::now() + timeout;
+  while (!condition()) {
+    if (Clock::now() > give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+std::vector<std::uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
+
+class ChannelsTest : public ::testing::Test {
+protected:
+  void start(std::vector<std::string> extra = {}) {
+    // Two objects of a thousand connections each, in this process and in the relay.
+    rlimit limit{};
+    getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    std::vector<std::string> args{"--listen",       "127.0.0.1:0", "--grpc-listen", "",
+                                  "--admin-listen", "127.0.0.1:0", "--log-level",   "warn"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    relay_ = std::make_unique<ChildServer>(kServer, args);
+    ASSERT_TRUE(relay_->wait_listening(true)) << relay_->err();
+    port_ = relay_->port("core");
+    admin_ = relay_->port("admin");
+  }
+
+  double metric(const std::string& series) {
+    const auto response = test::http_request(admin_, "GET", "/metrics");
+    return test::metric_value(response.body, series).value_or(-1);
+  }
+  double open_connections() { return metric("switchboard_connections_open{door=\"native\"}"); }
+
+  ChannelsOptions options() {
+    ChannelsOptions o;
+    o.port = port_;
+    return o;
+  }
+
+  std::unique_ptr<ChildServer> relay_;
+  std::uint16_t port_ = 0;
+  std::uint16_t admin_ = 0;
+};
+
+// 1,000 channels from one object (the relay's default per-address throttle in place), each
+// served by another object: exact presence per channel, a request answered on each by that
+// channel's responder, then leave and close release every connection on the relay.
+TEST_F(ChannelsTest, AThousandChannelsFromOneObject) {
+  constexpr int kChannels = 1000;
+  start();
+  std::vector<Uuid> ids;
+  for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
+
+  const auto t0 = Clock::now();
+  auto responders = std::make_unique<Channels>(options());
+  for (const auto& id : ids) {
+    JoinOptions join;
+    join.accept_requests = true;
+    auto channel = responders->join(id, join);
+    channel->serve([id](const std::vector<std::uint8_t>& request) {
+      auto response = bytes_of(id.to_string() + ":");
+      response.insert(response.end(), request.begin(), request.end());
+      return response;
+    });
+  }
+  auto requesters = std::make_unique<Channels>(options());
+  for (const auto& id : ids) requesters->join(id);
+  EXPECT_EQ(responders->wait_all_joined(std::chrono::seconds(120)), kChannels);
+  EXPECT_EQ(requesters->wait_all_joined(std::chrono::seconds(120)), kChannels);
+  const auto joined_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  std::printf("joined 2 x %d channels in %lld ms; relay throttled %.0f connects\n", kChannels,
+              static_cast<long long>(joined_ms),
+              metric("switchboard_connections_throttled_total{door=\"native\"}"));
+  ASSERT_EQ(responders->size(), static_cast<std::size_t>(kChannels));
+  ASSERT_EQ(requesters->size(), static_cast<std::size_t>(kChannels));
+  // Connects the throttle turned away may still be closing: their count settles.
+  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * kChannels; }))
+      << open_connections();
+
+  // Exact presence: on every channel each side sees the other and nobody else.
+  for (const auto& id : ids) {
+    auto mine = requesters->find(id);
+    auto theirs = responders->find(id);
+    ASSERT_TRUE(mine && theirs);
+    ASSERT_TRUE(eventually([&] {
+      return mine->peers().size() == 1 && theirs->peers().size() == 1;
+    })) << id.to_string();
+    EXPECT_EQ(mine->peers(), std::vector<Uuid>{theirs->peer_id()});
+    EXPECT_EQ(theirs->peers(), std::vector<Uuid>{mine->peer_id()});
+    EXPECT_EQ(mine->state(), client::ConnectionState::connected);
+  }
+
+  // A request on each channel, all in flight together, answered by that channel's responder.
+  std::vector<std::future<client::Response>> responses;
+  for (const auto& id : ids) {
+    responses.push_back(requesters->find(id)->request(Target::any(), bytes_of("ping")));
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_EQ(responses[i].wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    auto response = responses[i].get();
+    ASSERT_TRUE(response.outcome.ok()) << response.outcome.describe();
+    EXPECT_EQ(response.body, bytes_of(ids[i].to_string() + ":ping"));
+  }
+
+  // Leaving one channel: its responder sees the requester go, the relay drops the connection.
+  auto left = requesters->find(ids[0]);
+  left->leave();
+  EXPECT_TRUE(eventually([&] { return responders->find(ids[0])->peers().empty(); }));
+  EXPECT_EQ(left->state(), client::ConnectionState::closed);
+  EXPECT_EQ(requesters->find(ids[0]), nullptr);
+  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * kChannels - 1; }));
+  auto after_leave = left->request(Target::any(), bytes_of("late")).get();
+  EXPECT_EQ(after_leave.outcome.status, Status::peer_gone);
+
+  // close() and destruction release everything on the relay.
+  requesters->close();
+  EXPECT_TRUE(eventually([&] { return requesters->size() == 0; }));
+  EXPECT_TRUE(eventually([&] { return open_connections() == kChannels; }));
+  responders.reset();
+  EXPECT_TRUE(eventually([&] { return open_connections() == 0; })) << open_connections();
+  EXPECT_TRUE(eventually([&] { return metric("switchboard_peers") == 0; }));
+  requesters.reset();
+}
+
+// Handlers per channel: presence and broadcast handlers set before the join (presence) and
+// after it (broadcasts) each see their own channel's events only.
+TEST_F(ChannelsTest, PresenceAndBroadcastHandlersPerChannel) {
+  constexpr int kChannels = 20;
+  start();
+  std::vector<Uuid> ids;
+  for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
+  Channels listeners(options());
+  std::mutex mutex;
+  std::map<Uuid, std::vector<Uuid>> joined_seen;  // channel -> peers seen joining
+  std::map<Uuid, std::string> received;           // channel -> broadcast bodies
+  for (const auto& id : ids) {
+    auto channel = listeners.join(id);
+    channel->on_presence([&, id](const client::PresenceChange& change) {
+      std::lock_guard lock(mutex);
+      if (change.joined) joined_seen[id].push_back(change.peer);
+    });
+  }
+  ASSERT_EQ(listeners.wait_all_joined(std::chrono::seconds(30)), kChannels);
+  for (const auto& id : ids) {
+    listeners.find(id)->on_broadcast([&, id](std::shared_ptr<client::Stream> message) {
+      while (auto chunk = message->try_read()) {
+        std::lock_guard lock(mutex);
+        received[id].append(reinterpret_cast<const char*>(chunk->data), chunk->size);
+        if (chunk->size == 0) return;
+      }
+    });
+  }
+  Channels senders(options());
+  for (const auto& id : ids) senders.join(id);
+  ASSERT_EQ(senders.wait_all_joined(std::chrono::seconds(30)), kChannels);
+  for (const auto& id : ids) {
+    auto sender = senders.find(id);
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      return joined_seen[id] == std::vector<Uuid>{sender->peer_id()};
+    })) << id.to_string();
+    ASSERT_TRUE(eventually([&] { return sender->peers().size() == 1; }));
+    auto summary = sender->broadcast(bytes_of("to " + id.to_string())).get();
+    EXPECT_TRUE(summary.ok()) << summary.describe();
+    EXPECT_EQ(summary.delivered, 1u);
+  }
+  for (const auto& id : ids) {
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      return received[id] == "to " + id.to_string();
+    })) << id.to_string();
+  }
+}
+
+// Unpaced joins against a tight per-address throttle: the relay refuses the excess with
+// RESOURCE_EXHAUSTED, and the object retries until every channel is joined.
+TEST_F(ChannelsTest, ThrottledJoinsAreRetried) {
+  constexpr int kChannels = 60;
+  start({"--connect-rate-per-address", "40", "--connect-burst-per-address", "10"});
+  auto o = options();
+  o.connect_rate = 0;  // unpaced: everything at once
+  o.reconnect.initial_delay = std::chrono::milliseconds(50);
+  o.reconnect.max_delay = std::chrono::milliseconds(500);
+  Channels channels(o);
+  for (int i = 0; i < kChannels; ++i) channels.join(Uuid::random());
+  EXPECT_EQ(channels.wait_all_joined(std::chrono::seconds(60)), kChannels);
+  const auto throttled = metric("switchboard_connections_throttled_total{door=\"native\"}");
+  std::printf("relay turned away %.0f connects (retries included); all %d channels joined\n",
+              throttled, kChannels);
+  EXPECT_GT(throttled, 0);  // the rule under test: refusals happened and were passed
+  EXPECT_TRUE(eventually([&] { return open_connections() == kChannels; })) << open_connections();
+}
+
+// Paced joins below the same throttle are not refused: the object waits instead.
+TEST_F(ChannelsTest, PacedJoinsStayUnderTheThrottle) {
+  constexpr int kChannels = 40;
+  start({"--connect-rate-per-address", "40", "--connect-burst-per-address", "10"});
+  auto o = options();
+  o.connect_rate = 20;
+  o.connect_burst = 5;
+  Channels channels(o);
+  const auto t0 = Clock::now();
+  for (int i = 0; i < kChannels; ++i) channels.join(Uuid::random());
+  EXPECT_EQ(channels.wait_all_joined(std::chrono::seconds(60)), kChannels);
+  const auto seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const auto throttled = metric("switchboard_connections_throttled_total{door=\"native\"}");
+  std::printf("%d paced joins in %.2f s; relay throttled %.0f\n", kChannels, seconds, throttled);
+  // (40 - 5) connects at 20/s take at least 1.75 s: the pacing held.
+  EXPECT_GE(seconds, 1.7);
+  EXPECT_TRUE(eventually([&] { return open_connections() == kChannels; })) << open_connections();
+}
+
+// A relay that cannot be reached fails the join at once, without retries.
+TEST_F(ChannelsTest, UnreachableRelayFailsTheJoin) {
+  start();
+  auto o = options();
+  relay_->signal(SIGKILL);
+  ASSERT_TRUE(relay_->wait_exit().has_value());
+  Channels channels(o);
+  auto channel = channels.join(Uuid::random());
+  ASSERT_EQ(channel->joined().wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  const auto outcome = channel->wait_joined();
+  EXPECT_FALSE(outcome.ok());
+  EXPECT_TRUE(outcome.unreachable) << outcome.describe();
+  EXPECT_EQ(channel->state(), client::ConnectionState::closed);
+  EXPECT_EQ(channels.size(), 0u);
+}
+
+}  // namespace
+}  // namespace switchboard
