@@ -83,6 +83,7 @@ asio::awaitable<int> stream(const bench::Args& args);
 asio::awaitable<int> small(const bench::Args& args);
 asio::awaitable<int> fanout(const bench::Args& args);
 asio::awaitable<int> conns(const bench::Args& args);
+asio::awaitable<int> join_storm(const bench::Args& args);
 
 /// Size of the in-band report a receiver sends back: messages, bytes, last-byte time (ns).
 constexpr std::size_t kReportSize = 24;
