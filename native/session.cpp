@@ -274,6 +274,7 @@ void Session::write_presence() {
   }
   if (changes.empty()) return;
   presence_written_ = Clock::now();
+  presence_burst_ = presence_burst_ || changes.size() > 1;
   auto& control = outbox_.control();
   wire::Presence frame{wire::PresenceEvent::joined, 0, {Uuid{}}};
   for (const auto& change : changes) {

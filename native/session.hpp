@@ -235,6 +235,7 @@ private:
   Clock::time_point presence_written_{};
   Clock::duration presence_wait_{};
   std::unique_ptr<asio::steady_timer> presence_timer_;
+  bool presence_burst_ = false;  // several changes went into one write: release its buffers
 
   // The writer.
   Outbox outbox_;

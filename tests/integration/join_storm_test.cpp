@@ -141,7 +141,9 @@ TEST_P(JoinStorm, LeavesDuringTheStormAreExactToo) {
 
 // 0: every change written in its turn of the event loop; 200: the default coalescing.
 INSTANTIATE_TEST_SUITE_P(PresenceInterval, JoinStorm, ::testing::Values(0, 200),
-                         [](const auto& info) { return std::to_string(info.param) + "ms"; });
+                         [](const auto& param_info) {
+                           return std::to_string(param_info.param) + "ms";
+                         });
 
 }  // namespace
 }  // namespace switchboard
