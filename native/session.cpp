@@ -276,7 +276,8 @@ void Session::write_presence() {
   presence_written_ = Clock::now();
   presence_burst_ = presence_burst_ || changes.size() > 1;
   auto& control = outbox_.control();
-  wire::Presence frame{wire::PresenceEvent::joined, 0, {Uuid{}}};
+  // One id per frame; the frame's list is this thread's, so a write allocates nothing.
+  thread_local wire::Presence frame{wire::PresenceEvent::joined, 0, {Uuid{}}};
   for (const auto& change : changes) {
     frame.event = change.event;
     frame.version = change.version;
