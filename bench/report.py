@@ -32,6 +32,9 @@ ROWS = [
     ("fanout", "server_hwm_mib", "fanout: server peak RSS", "MiB"),
     ("conns", "kib_per_peer", "conns: relay RSS per idle peer", "KiB"),
     ("conns", "join_rate", "conns: join rate", "peers/s"),
+    ("join-storm", "join_rate", "join-storm: peers/s to exact presence", "peers/s"),
+    ("join-storm", "storm_seconds", "join-storm: time to exact presence", "s"),
+    ("join-storm", "server_cpu_s", "join-storm: server CPU time", "s"),
 ]
 
 # The gateway table: a gRPC sender through the relay (to a native or a gRPC responder), and the
@@ -71,6 +74,8 @@ GOALS = {
     ("fanout", "aggregate_mb_s"): [("≥ 2× NATS", "nats", 2.0, "ge", "median")],
     ("fanout", "server_hwm_mib"): [("≤ 32 MiB (max of runs)", None, 32.0, "le", "max")],
     ("conns", "kib_per_peer"): [("≤ 8 KiB", None, 8.0, "le", "median")],
+    ("join-storm", "join_rate"): [("≥ NATS", "nats", 1.0, "ge", "median")],
+    ("join-storm", "storm_seconds"): [("≤ 1.5 s", None, 1.5, "le", "median")],
 }
 # The same, checked for each system of GW_GOAL_SYSTEMS.
 GW_GOALS = {
@@ -370,6 +375,12 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   relay VmRSS growth ÷ peers, and peers ÷ join time (joins include presence fan-out). NATS:
   10,000 raw-protocol connections (CONNECT, SUB to one of 100 subjects, PING/PONG), 128 at a
   time; nats-server VmRSS growth ÷ connections (NATS has no presence to fan out).
+- **join-storm**: 10,000 peers over 100 channels connect at once (1,024 connects in flight, as a
+  relay restarting sees its peers come back), from one client thread; time from the first
+  connect until every peer's presence view is exact (its whole channel, the channel's version),
+  and peers ÷ that time. Relay started with `--connect-rate-per-address 0` (one source address).
+  NATS: the same client storms nats-server with raw connects (CONNECT, SUB, PING/PONG), same
+  concurrency. Server CPU time: user + system of the relay or nats-server for the whole run.
 - **server peak RSS**: VmHWM of the relay (or nats-server / tcp-forwarder) process, restarted
   for each run of each workload.
 - **hot path**: `hotpath_alloc` (Google Benchmark) runs an in-process relay with 1 I/O thread and

@@ -3,7 +3,7 @@
 # workload 3 times; prints a markdown table, writes bench/results.json and bench/RESULTS.md.
 #
 # Usage: bench/run.sh [--quick] [--runs N]
-#                     [--only rr-lat,rr-conc,stream,small,fanout,conns,gw-stream,gw-rr,hotpath]
+#                     [--only rr-lat,rr-conc,stream,small,fanout,conns,join-storm,gw-stream,gw-rr,hotpath]
 #                     [--relay-threads N] [--no-grpc] [--no-build] [--no-write]
 #   --quick      every workload about 10x smaller (smoke run)
 #   --relay-threads N  relay I/O threads (default: nproc, the relay's own default)
@@ -308,6 +308,19 @@ run_conns() {
     --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --seconds 200
 }
 
+# join-storm: every peer connects at once (1,024 connects in flight) until each sees its whole
+# channel; the NATS baseline is the same client storming nats-server with raw connects.
+run_join_storm() {
+  local r=$1
+  start_relay
+  drive join-storm switchboard "$r" "$SB" join-storm --port "$RELAY_PORT" --relay-pid "$RELAY_PID" \
+    --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --concurrency 1024 --timeout 200
+  start_nats
+  drive join-storm nats "$r" "$SB" join-storm --system nats --nats-url "$NATS_URL" \
+    --server-pid "$SERVER_PID" --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" \
+    --concurrency 1024 --timeout 200
+}
+
 run_hotpath() {
   log "hotpath_alloc (Google Benchmark, counting allocator)"
   timeout -k 5 300 "$HOT" --benchmark_min_time="$HOT_TIME" --benchmark_repetitions="$RUNS" \
@@ -393,7 +406,7 @@ START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$RAW"
 for ((r = 1; r <= RUNS; r++)); do
-  for w in rr-lat rr-conc stream small fanout conns gw-stream gw-rr; do
+  for w in rr-lat rr-conc stream small fanout conns join-storm gw-stream gw-rr; do
     if want "$w"; then log "run $r/$RUNS: $w"; "run_${w//-/_}" "$r"; fi
   done
 done

@@ -83,6 +83,7 @@ asio::awaitable<int> stream(const bench::Args& args);
 asio::awaitable<int> small(const bench::Args& args);
 asio::awaitable<int> fanout(const bench::Args& args);
 asio::awaitable<int> conns(const bench::Args& args);
+asio::awaitable<int> join_storm(const bench::Args& args);
 // Many channels in one process (sb_channels.cpp).
 asio::awaitable<int> channels_serve(const bench::Args& args);
 asio::awaitable<int> channels_workload(const bench::Args& args);

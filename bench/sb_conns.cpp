@@ -1,6 +1,16 @@
-// switchboard-bench conns: many peers over many channels join, then idle; relay RSS per peer.
+// switchboard-bench conns and join-storm: many peers over many channels join (128 at a time, then
+// idle: relay RSS per peer; or all at once: the time until every peer's presence is exact).
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <vector>
 
 #include "sb_bench.hpp"
@@ -76,6 +86,189 @@ asio::awaitable<int> conns(const bench::Args& args) {
   for (auto& connection : connections) connection->close();
   co_await sleep_ms(100);
   co_return 0;
+}
+
+// join-storm: every peer of every channel connects at once (a relay restarting, a cluster relay
+// failing over), and the storm is over when every peer's presence is exact. The same client
+// machinery (one thread, the same concurrency) first storms nats-server with raw connects, so
+// the figures say whether the client side could keep up.
+namespace {
+
+// CPU time (user + system) a process has used so far, in seconds; 0 when unreadable. On a
+// shared machine this says more about a server's cost than wall time does.
+double proc_cpu_seconds(long pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto end_of_name = text.rfind(')');
+  if (end_of_name == std::string::npos) return 0;
+  std::istringstream fields(text.substr(end_of_name + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);  // utime (14) and stime (15)
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Raw NATS: CONNECT, SUB to its subject, PING; connected when the PONG comes back.
+asio::awaitable<void> nats_join(asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& to,
+                                std::uint64_t i, std::uint64_t channels) {
+  using asio::as_tuple;
+  using asio::use_awaitable;
+  auto [ec] = co_await socket.async_connect(to, as_tuple(use_awaitable));
+  if (ec) throw std::runtime_error("nats connect failed: " + ec.message());
+  const std::string hello = "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB storm." +
+                            std::to_string(i % channels) + " " + std::to_string(i) + "\r\nPING\r\n";
+  auto [wec, written] =
+      co_await asio::async_write(socket, asio::buffer(hello), as_tuple(use_awaitable));
+  if (wec) throw std::runtime_error("nats handshake write failed: " + wec.message());
+  std::string seen;
+  char buffer[512];
+  while (seen.find("PONG\r\n") == std::string::npos) {
+    auto [rec, n] = co_await socket.async_read_some(asio::buffer(buffer), as_tuple(use_awaitable));
+    if (rec) throw std::runtime_error("nats handshake read failed: " + rec.message());
+    seen.append(buffer, n);
+  }
+}
+
+// Runs `work(i)` for i in [0, count) with at most `concurrency` in flight; rethrows the first
+// failure once every worker has stopped.
+template <typename Work>
+asio::awaitable<void> run_bounded(std::uint64_t count, std::uint64_t concurrency, Work work) {
+  auto executor = co_await asio::this_coro::executor;
+  std::uint64_t next = 0;
+  std::uint64_t running = std::min(count, concurrency);
+  std::exception_ptr error;
+  const std::uint64_t workers = running;
+  for (std::uint64_t w = 0; w < workers; ++w) {
+    asio::co_spawn(
+        executor,
+        [&]() -> asio::awaitable<void> {
+          try {
+            while (next < count && !error) co_await work(next++);
+          } catch (...) {
+            if (!error) error = std::current_exception();
+          }
+          --running;
+        },
+        asio::detached);
+  }
+  while (running > 0) co_await sleep_ms(1);
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
+
+asio::awaitable<int> join_storm(const bench::Args& args) {
+  const auto peers = args.num("peers", 10'000);
+  const auto channels = std::max<std::uint64_t>(1, args.num("channels", 100));
+  const auto concurrency = std::max<std::uint64_t>(1, args.num("concurrency", peers));
+  const auto settle_ms = static_cast<std::int64_t>(args.num("settle-ms", 60'000));
+  if (peers % channels != 0)
+    throw std::invalid_argument("--peers must be a multiple of --channels");
+  const auto limit = bench::raise_nofile_limit();
+  if (limit < peers + 64) {
+    throw std::runtime_error("open-files limit " + std::to_string(limit) + " is too low for " +
+                             std::to_string(peers) + " peers");
+  }
+  auto executor = co_await asio::this_coro::executor;
+  // --system nats: the NATS storm alone, reported as the nats row of the same workload.
+  const bool nats_only = args.str("system", "switchboard") == "nats";
+  bench::Json json;
+  json.add("workload", "join-storm")
+      .add("system", nats_only ? "nats" : "switchboard")
+      .add("peers", peers)
+      .add("channels", channels)
+      .add("concurrency", concurrency);
+
+  // Baseline first, so that its sockets are gone before the relay's storm begins.
+  const auto nats_url = args.str("nats-url", "");
+  if (nats_only && nats_url.empty()) throw std::invalid_argument("--system nats needs --nats-url");
+  if (!nats_url.empty()) {
+    if (nats_url.rfind("nats://127.0.0.1:", 0) != 0) {
+      throw std::invalid_argument("loopback NATS URLs only");
+    }
+    const asio::ip::tcp::endpoint to(
+        asio::ip::address_v4::loopback(),
+        static_cast<std::uint16_t>(std::stoul(nats_url.substr(nats_url.rfind(':') + 1))));
+    std::vector<std::unique_ptr<asio::ip::tcp::socket>> sockets(peers);
+    const auto start = bench::now_ns();
+    co_await run_bounded(peers, concurrency, [&](std::uint64_t i) -> asio::awaitable<void> {
+      sockets[i] = std::make_unique<asio::ip::tcp::socket>(executor);
+      co_await nats_join(*sockets[i], to, i, channels);
+    });
+    const auto nats_ns = bench::now_ns() - start;
+    const auto rate = bench::per_second(static_cast<double>(peers), nats_ns);
+    if (nats_only) {
+      json.add("join_rate", rate).add("storm_seconds", static_cast<double>(nats_ns) / 1e9);
+      const long server_pid = static_cast<long>(args.num("server-pid", 0));
+      if (server_pid > 0) json.add("server_cpu_s", proc_cpu_seconds(server_pid));
+      json.print();
+      for (auto& socket : sockets) socket->close();
+      co_return 0;
+    }
+    json.add("nats_connect_rate", rate).add("nats_seconds", static_cast<double>(nats_ns) / 1e9);
+    for (auto& socket : sockets) socket->close();
+    sockets.clear();
+    co_await sleep_ms(500);  // let both ends forget those connections
+  }
+
+  std::vector<Uuid> ids;
+  for (std::uint64_t i = 0; i < channels; ++i) ids.push_back(Uuid::random());
+  const auto per_channel = peers / channels;
+  std::vector<std::shared_ptr<Connection>> connections(peers);
+  const auto start = bench::now_ns();
+  std::int64_t joined_ns = 0;
+  std::uint64_t welcomed = 0;
+  co_await run_bounded(peers, concurrency, [&](std::uint64_t i) -> asio::awaitable<void> {
+    connections[i] = co_await connect(args, ids[i % channels], false);
+    if (++welcomed == peers) joined_ns = bench::now_ns() - start;
+  });
+  // A channel's version counts its joins (fresh channels, nobody leaves): a peer whose version
+  // is the channel's size has applied every change; its member set is checked below.
+  std::vector<std::size_t> pending(peers);
+  for (std::size_t i = 0; i < peers; ++i) pending[i] = i;
+  const auto deadline = bench::now_ns() + settle_ms * 1'000'000LL;
+  while (!pending.empty()) {
+    std::erase_if(pending, [&](std::size_t i) {
+      return connections[i]->membership_version() >= per_channel;
+    });
+    if (pending.empty()) break;
+    if (bench::now_ns() > deadline) {
+      throw std::runtime_error(std::to_string(pending.size()) +
+                               " peers never saw their whole channel");
+    }
+    co_await sleep_ms(1);
+  }
+  const auto exact_ns = bench::now_ns() - start;
+
+  // Exact: every peer sees the same version and, with itself, the channel's whole member set.
+  std::uint64_t inexact = 0;
+  for (std::uint64_t c = 0; c < channels; ++c) {
+    std::vector<Uuid> members;
+    for (std::uint64_t i = c; i < peers; i += channels)
+      members.push_back(connections[i]->peer_id());
+    std::sort(members.begin(), members.end());
+    for (std::uint64_t i = c; i < peers; i += channels) {
+      auto seen = connections[i]->peers();
+      seen.push_back(connections[i]->peer_id());
+      std::sort(seen.begin(), seen.end());
+      if (seen != members || connections[i]->membership_version() != per_channel) ++inexact;
+    }
+  }
+  json.add("join_rate", bench::per_second(static_cast<double>(peers), exact_ns))
+      .add("storm_seconds", static_cast<double>(exact_ns) / 1e9)
+      .add("welcomed_seconds", static_cast<double>(joined_ns) / 1e9)
+      .add("inexact_peers", inexact);
+  const long relay_pid = static_cast<long>(args.num("relay-pid", 0));
+  if (relay_pid > 0) {
+    json.add("relay_hwm_kib", bench::proc_status_kib(relay_pid, "VmHWM"))
+        .add("server_cpu_s", proc_cpu_seconds(relay_pid));
+  }
+  json.print();
+  for (auto& connection : connections) connection->close();
+  co_await sleep_ms(100);
+  co_return inexact == 0 ? 0 : 1;
 }
 
 }  // namespace sbb

@@ -22,6 +22,8 @@ void usage() {
                "           small [--n 1000000 --size 16 --inflight 128]\n"
                "           fanout [--receivers 8 --bytes 256M --chunk 64K]\n"
                "           conns --relay-pid PID [--peers 10000 --channels 100 --idle-ms 1000]\n"
+               "           join-storm [--peers 10000 --channels 100 --concurrency PEERS]\n"
+               "             [--nats-url nats://127.0.0.1:PORT --relay-pid PID --settle-ms 60000]\n"
                "           channels --relay-pid PID [--channels 1000 --requesters 16 --n 200000]\n"
                "           (with channels-serve [--channels 1000] on the same --channel)\n"
                "every command: [--host 127.0.0.1] [--timeout SECONDS (120)]\n"
@@ -44,11 +46,17 @@ boost::asio::awaitable<void> run_command(sbb::Command command, const bench::Args
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::map<std::string, sbb::Command> commands = {
-      {"responder", sbb::responder}, {"receiver", sbb::receiver}, {"rr-lat", sbb::rr_lat},
-      {"rr-conc", sbb::rr_conc},     {"stream", sbb::stream},     {"small", sbb::small},
-      {"fanout", sbb::fanout},       {"conns", sbb::conns},
-      {"channels", sbb::channels_workload}, {"channels-serve", sbb::channels_serve}};
+  const std::map<std::string, sbb::Command> commands = {{"responder", sbb::responder},
+                                                        {"receiver", sbb::receiver},
+                                                        {"rr-lat", sbb::rr_lat},
+                                                        {"rr-conc", sbb::rr_conc},
+                                                        {"stream", sbb::stream},
+                                                        {"small", sbb::small},
+                                                        {"fanout", sbb::fanout},
+                                                        {"conns", sbb::conns},
+                                                        {"join-storm", sbb::join_storm},
+                                                        {"channels", sbb::channels_workload},
+                                                        {"channels-serve", sbb::channels_serve}};
   if (argc < 2 || commands.count(argv[1]) == 0) {
     usage();
     return 2;

@@ -231,11 +231,60 @@ void Session::judge_liveness(Clock::time_point now) {
 }
 
 void Session::on_presence(const wire::Presence& event) {
-  asio::post(executor_, [self = shared_from_this(), event] {
-    if (self->closing()) return;
-    wire::append_presence(self->outbox_.control(), event);
-    self->queue_control_done();
+  // Called with the registry's lock held: queue the change, and post at most one hand-off
+  // until it is written, however many changes follow.
+  {
+    std::lock_guard lock(presence_mutex_);
+    for (const auto& subject : event.peers) {
+      presence_pending_.push_back(PresenceChange{event.event, event.version, subject});
+    }
+    if (presence_scheduled_) return;
+    presence_scheduled_ = true;
+  }
+  asio::post(executor_, [self = shared_from_this()] { self->schedule_presence(); });
+}
+
+// A change that finds the connection quiet is written in this turn of the event loop; while
+// changes keep coming, each write waits twice as long as the one before, from an eighth of
+// presence_interval up to all of it, so a storm of joins costs each peer a few writes.
+void Session::schedule_presence() {
+  if (closing()) return;
+  const auto now = Clock::now();
+  const auto interval = Clock::duration(limits_.presence_interval);
+  if (now >= presence_written_ + interval) presence_wait_ = interval / 8;  // quiet long enough
+  const auto due = presence_written_ + presence_wait_;
+  if (now >= due) {
+    write_presence();
+    return;
+  }
+  presence_wait_ = std::min<Clock::duration>(interval, 2 * presence_wait_);
+  if (!presence_timer_) presence_timer_ = std::make_unique<asio::steady_timer>(executor_);
+  presence_timer_->expires_at(due);
+  presence_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (!ec && !self->closing()) self->write_presence();
   });
+}
+
+void Session::write_presence() {
+  std::vector<PresenceChange> changes;
+  {
+    std::lock_guard lock(presence_mutex_);
+    changes.swap(presence_pending_);
+    presence_scheduled_ = false;
+  }
+  if (changes.empty()) return;
+  presence_written_ = Clock::now();
+  presence_burst_ = presence_burst_ || changes.size() > 1;
+  auto& control = outbox_.control();
+  // One id per frame; the frame's list is this thread's, so a write allocates nothing.
+  thread_local wire::Presence frame{wire::PresenceEvent::joined, 0, {Uuid{}}};
+  for (const auto& change : changes) {
+    frame.event = change.event;
+    frame.version = change.version;
+    frame.peers.front() = change.subject;
+    wire::append_presence(control, frame);
+  }
+  queue_control_done();
 }
 
 bool Session::has_capacity() const {
@@ -362,7 +411,8 @@ void Session::cleanup() {
   if (!closing()) phase_before_close_ = phase_;
   phase_ = Phase::closed;
   token_expiry_.cancel();
-  timers_.stop();  // its wait holds this session
+  if (presence_timer_) presence_timer_->cancel();  // its wait holds this session
+  timers_.stop();                                  // its wait holds this session
   if (observer()) {
     context_.registry.unwatch(channel_, watch_token_);
   } else if (in_channel()) {

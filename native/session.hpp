@@ -10,8 +10,10 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "native/handoff.hpp"
 #include "native/outbox.hpp"
@@ -150,6 +152,10 @@ private:
   void on_stream_timer();
   void on_timer(const StreamPtr& stream);
 
+  // ---- Presence changes, coalesced (session.cpp). ----
+  void schedule_presence();
+  void write_presence();
+
   // ---- The writer (session_write.cpp). ----
   void queue_control_done();
   void compose_write();
@@ -212,6 +218,24 @@ private:
   std::atomic<std::uint32_t> incoming_open_{0};
   // Scratch list of a broadcast's receivers, kept for its capacity (empty between broadcasts).
   BroadcastTargets broadcast_targets_;
+
+  // Presence changes the registry queued (from any thread) and this session has not written
+  // yet, in version order; written together, at most one write per presence_interval once
+  // changes keep coming (schedule_presence).
+  struct PresenceChange {
+    wire::PresenceEvent event;
+    std::uint64_t version;
+    Uuid subject;
+  };
+  std::mutex presence_mutex_;
+  std::vector<PresenceChange> presence_pending_;  // guarded by presence_mutex_
+  bool presence_scheduled_ = false;               // guarded by presence_mutex_
+  // On the session's thread: when presence was last written, the least time before the next
+  // write, and the wait for it (made on first use: most connections never need it).
+  Clock::time_point presence_written_{};
+  Clock::duration presence_wait_{};
+  std::unique_ptr<asio::steady_timer> presence_timer_;
+  bool presence_burst_ = false;  // several changes went into one write: release its buffers
 
   // The writer.
   Outbox outbox_;

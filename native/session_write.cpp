@@ -125,7 +125,16 @@ asio::awaitable<bool> Session::write_loop() {
       // A connection with no stream open has gone quiet (a presence snapshot was its burst):
       // it gives its byte buffers back now. One with streams keeps them for the next write;
       // the watchdog takes them once it has written nothing for a tick.
-      if (streams_.empty()) outbox_.shrink_when_quiet();
+      if (streams_.empty()) {
+        if (presence_burst_) {
+          // Changes written together (a storm of joins) grew the buffers past what a quiet
+          // connection keeps: give them all back, or every idle peer of a storm keeps ~1 KiB.
+          presence_burst_ = false;
+          outbox_.release_idle();
+        } else {
+          outbox_.shrink_when_quiet();
+        }
+      }
       wake_.expires_at(Clock::time_point::max());
       writer_ = Writer::parked;
       co_await wake_.async_wait(kUseTuple);

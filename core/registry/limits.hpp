@@ -41,6 +41,13 @@ struct Limits {
   /// would otherwise hold the streams towards it until their idle timeouts. A write carries at
   /// most 512 KiB, so the default asks a reader for about 17 KiB/s.
   Milliseconds write_timeout{30'000};
+  /// The longest a presence change waits for a native connection's next presence write. A
+  /// change on a quiet connection is written at once; changes that follow it closely wait and
+  /// go out together, every one of them in version order, the wait doubling from an eighth of
+  /// this to all of it while they keep coming. A join storm (a relay restarting, a cluster
+  /// relay failing over) would otherwise cost each peer a write per newcomer: O(n^2) writes
+  /// per channel. 0: every change is written in the turn of the event loop it came in.
+  Milliseconds presence_interval{200};
   Milliseconds default_idle_timeout{300'000};
   Milliseconds drain_timeout{30'000};
   /// The gRPC door's HTTP/2 guard (docs/GATEWAY.md): bytes of one request header block

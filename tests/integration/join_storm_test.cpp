@@ -1,0 +1,149 @@
+// Join storms: many peers joining one channel at once (and some leaving meanwhile) all end with
+// the channel's exact member set and version, having seen every change in version order.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/clients.hpp"
+#include "support/relay.hpp"
+#include "switchboard/client.hpp"
+
+namespace switchboard {
+namespace {
+
+namespace asio = boost::asio;
+using client::Connection;
+using Clock = std::chrono::steady_clock;
+
+// One peer of the storm: its connection and what its presence view went through after the
+// connect returned.
+struct StormPeer {
+  std::shared_ptr<Connection> connection;
+  std::string failure;
+  std::uint64_t base_version = 0;  // its view's version when its log began
+  std::vector<std::uint64_t> versions;
+  bool leave = false;  // leaves as soon as it has joined
+};
+
+core::Limits storm_limits() {
+  core::Limits limits;
+  limits.connect_rate_per_address = 0;  // every peer of the storm comes from 127.0.0.1
+  return limits;
+}
+
+class JoinStorm : public ::testing::TestWithParam<int> {
+protected:
+  // Connects every peer at once on one thread; those marked leave close once joined. Runs
+  // until the stayers' views reach `final_version` or `timeout` passes.
+  void storm(std::vector<StormPeer>& peers, std::uint64_t final_version,
+             std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    asio::io_context io;
+    std::size_t connecting = peers.size();
+    const auto start = Clock::now();
+    for (auto& peer : peers) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            client::Outcome outcome;
+            auto connection = co_await Connection::connect(
+                io.get_executor(), test::options_for(relay_.port(), channel_), outcome);
+            --connecting;
+            if (!connection) {
+              peer.failure = outcome.describe();
+              co_return;
+            }
+            if (peer.leave) {
+              connection->close();
+              co_return;
+            }
+            // Same thread as the connection's handlers: no change slips between these two.
+            peer.base_version = connection->membership_version();
+            connection->on_presence([&peer](const client::PresenceChange& change) {
+              peer.versions.push_back(change.version);
+            });
+            peer.connection = std::move(connection);
+          },
+          asio::detached);
+    }
+    const auto settled = [&] {
+      if (connecting > 0) return false;
+      return std::all_of(peers.begin(), peers.end(), [&](const StormPeer& p) {
+        return p.leave || !p.failure.empty() ||
+               (p.connection && p.connection->membership_version() >= final_version);
+      });
+    };
+    const auto deadline = start + timeout;
+    while (!settled() && Clock::now() < deadline) {
+      io.run_for(std::chrono::milliseconds(5));
+    }
+    std::printf("storm of %zu peers settled in %.1f ms (presence_interval %d ms)\n", peers.size(),
+                std::chrono::duration<double, std::milli>(Clock::now() - start).count(),
+                GetParam());
+    check(peers, final_version);
+    for (auto& peer : peers) {
+      if (peer.connection) peer.connection->close();
+    }
+    io.run_for(std::chrono::milliseconds(100));
+    peers.clear();  // the connections go before the io_context they live on
+  }
+
+  void check(const std::vector<StormPeer>& peers, std::uint64_t final_version) {
+    std::vector<Uuid> members;
+    for (const auto& peer : peers) {
+      ASSERT_TRUE(peer.failure.empty()) << peer.failure;
+      if (!peer.leave) members.push_back(peer.connection->peer_id());
+    }
+    std::sort(members.begin(), members.end());
+    for (const auto& peer : peers) {
+      if (peer.leave) continue;
+      const auto& connection = *peer.connection;
+      EXPECT_EQ(connection.membership_version(), final_version);
+      auto view = connection.peers();
+      view.push_back(connection.peer_id());
+      std::sort(view.begin(), view.end());
+      EXPECT_EQ(view, members) << "peer " << connection.peer_id().to_string();
+      // Every change after the view's base, one version at a time, none skipped or repeated.
+      auto expected = peer.base_version;
+      for (const auto version : peer.versions) EXPECT_EQ(version, ++expected);
+      EXPECT_EQ(expected, final_version);
+    }
+  }
+
+  core::Limits limits() const {
+    auto limits = storm_limits();
+    limits.presence_interval = std::chrono::milliseconds(GetParam());
+    return limits;
+  }
+
+  test::InProcessRelay relay_{limits()};
+  Uuid channel_ = Uuid::random();
+};
+
+TEST_P(JoinStorm, ConcurrentJoinersAllEndWithTheExactChannel) {
+  std::vector<StormPeer> peers(160);
+  storm(peers, peers.size());  // a fresh channel: one version per join
+}
+
+TEST_P(JoinStorm, LeavesDuringTheStormAreExactToo) {
+  std::vector<StormPeer> peers(150);
+  for (std::size_t i = 0; i < peers.size(); i += 3) peers[i].leave = true;
+  const auto leaving = static_cast<std::uint64_t>((peers.size() + 2) / 3);
+  storm(peers, peers.size() + leaving);  // a version per join and per leave
+}
+
+// 0: every change written in its turn of the event loop; 200: the default coalescing.
+INSTANTIATE_TEST_SUITE_P(PresenceInterval, JoinStorm, ::testing::Values(0, 200),
+                         [](const auto& param_info) {
+                           return std::to_string(param_info.param) + "ms";
+                         });
+
+}  // namespace
+}  // namespace switchboard
