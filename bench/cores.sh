@@ -74,7 +74,7 @@ HZ=$(getconf CLK_TCK)
 cpu_us() {  # user + system CPU time of PID so far, in µs (fields 14 and 15 of /proc/PID/stat)
   awk -v hz="$HZ" '{sub(/.*\) /, ""); print ($12 + $13) * 1000000 / hz}' "/proc/$1/stat"
 }
-tasks_cpu() {  # one line per thread of PID: TID and its CPU ticks so far
+threads_cpu() {  # one line per thread of PID: TID and its CPU ticks so far
   local f
   for f in /proc/"$1"/task/*/stat; do
     awk '{tid = $1; sub(/.*\) /, ""); print tid, $12 + $13}' "$f" 2>/dev/null || true
@@ -122,7 +122,7 @@ start_relay() {  # start_relay CONFIG: as bench/run.sh starts it, with the confi
 # to the driver's JSON line.
 measure_begin() {
   RELAY_CPU0=$(cpu_us "$RELAY_PID")
-  tasks_cpu "$RELAY_PID" >"$TMP/tasks0"
+  threads_cpu "$RELAY_PID" >"$TMP/threads0"
   CLIENT_CPU0=0
   local p
   for p in "$@"; do CLIENT_CPU0=$(awk -v a="$CLIENT_CPU0" -v b="$(cpu_us "$p")" 'BEGIN {print a + b}'); done
@@ -131,9 +131,9 @@ measure_end() {  # measure_end UNITS DRIVER_CPU_US PROCS...: sets EXTRA
   local units=$1 driver=$2; shift 2
   local relay1 client1=0 p share
   relay1=$(cpu_us "$RELAY_PID")
-  tasks_cpu "$RELAY_PID" >"$TMP/tasks1"
+  threads_cpu "$RELAY_PID" >"$TMP/threads1"
   for p in "$@"; do client1=$(awk -v a="$client1" -v b="$(cpu_us "$p")" 'BEGIN {print a + b}'); done
-  read -r share busy <<<"$(busiest_share "$TMP/tasks0" "$TMP/tasks1")"
+  read -r share busy <<<"$(busiest_share "$TMP/threads0" "$TMP/threads1")"
   EXTRA=$(awk -v r0="$RELAY_CPU0" -v r1="$relay1" -v c0="$CLIENT_CPU0" -v c1="$client1" \
     -v d="$driver" -v u="$units" -v s="$share" -v b="$busy" 'BEGIN {
       printf ",\"relay_cpu_s\":%.3f,\"relay_cpu_us_per_unit\":%.3f,\"loadgen_cpu_us_per_unit\":%.3f,\"busiest_thread_share\":%s,\"busy_threads\":%d",
