@@ -87,6 +87,8 @@ asio::awaitable<int> join_storm(const bench::Args& args);
 // Many channels in one process (sb_channels.cpp).
 asio::awaitable<int> channels_serve(const bench::Args& args);
 asio::awaitable<int> channels_workload(const bench::Args& args);
+// Separate messages, one API call each (sb_discrete.cpp).
+asio::awaitable<int> discrete(const bench::Args& args);
 
 /// Size of the in-band report a receiver sends back: messages, bytes, last-byte time (ns).
 constexpr std::size_t kReportSize = 24;

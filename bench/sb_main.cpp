@@ -26,6 +26,9 @@ void usage() {
                "             [--nats-url nats://127.0.0.1:PORT --relay-pid PID --settle-ms 60000]\n"
                "           channels --relay-pid PID [--channels 1000 --requesters 16 --n 200000]\n"
                "           (with channels-serve [--channels 1000] on the same --channel)\n"
+               "           discrete [--n 16384 --size 64K --inflight 64 --mode broadcast|request]\n"
+               "             [--api async|blocking]\n"
+               "             [--relay-pid PID]\n"
                "every command: [--host 127.0.0.1] [--timeout SECONDS (120)]\n"
                "Workloads print one JSON line of results on stdout.\n");
 }
@@ -56,7 +59,8 @@ int main(int argc, char** argv) {
                                                         {"conns", sbb::conns},
                                                         {"join-storm", sbb::join_storm},
                                                         {"channels", sbb::channels_workload},
-                                                        {"channels-serve", sbb::channels_serve}};
+                                                        {"channels-serve", sbb::channels_serve},
+                                                        {"discrete", sbb::discrete}};
   if (argc < 2 || commands.count(argv[1]) == 0) {
     usage();
     return 2;
