@@ -71,7 +71,7 @@ struct Totals {
   std::uint64_t next = 0;
   std::uint64_t done = 0;
   std::uint64_t failed = 0;
-  std::uint64_t reply_bytes = 0;
+  std::uint64_t request_bytes = 0;  // as counted by the responder, from its replies
   std::string error;
 };
 
@@ -88,7 +88,15 @@ asio::awaitable<void> sender(std::shared_ptr<Connection> connection, bool reques
       if (totals.error.empty()) totals.error = "write failed: " + wrote.describe();
       co_return;
     }
-    if (requests) totals.reply_bytes += co_await drain(message);
+    if (requests) {
+      std::vector<std::uint8_t> reply;
+      for (;;) {
+        auto chunk = co_await message->read();
+        if (chunk.size == 0) break;
+        reply.insert(reply.end(), chunk.data, chunk.data + chunk.size);
+      }
+      if (reply.size() >= 8) totals.request_bytes += bench::get_u64(reply.data());
+    }
     const auto outcome = co_await message->result();
     if (!outcome.ok() || (!requests && outcome.delivered != 1)) ++totals.failed;
     if (!outcome.ok() && totals.error.empty())
@@ -103,14 +111,11 @@ int finish(const bench::Args& args, bool requests, const char* api, std::uint64_
            const Report& report, std::uint64_t failed, std::uint64_t cpu, std::uint64_t ctx,
            std::uint64_t relay_cpu, std::uint64_t relay_ctx) {
   const bool with_relay = args.num("relay-pid", 0) > 0;
-  std::uint64_t received = n;
-  std::uint64_t received_bytes = n * size;
-  std::int64_t end = start + sent_ns;
-  if (!requests) {
-    received = report.msgs;
-    received_bytes = report.bytes;
-    end = std::max(end, report.last);
-  }
+  // Broadcasts: the receiver's counts; requests: completed requests and the bytes the responder
+  // said it read.
+  const std::uint64_t received = report.msgs;
+  const std::uint64_t received_bytes = report.bytes;
+  const std::int64_t end = std::max(start + sent_ns, report.last);
   const auto elapsed = end - start;
   const auto per_msg = [n](std::uint64_t total) {
     return static_cast<double>(total) / static_cast<double>(n);
@@ -188,6 +193,7 @@ BlockingRun run_blocking(const bench::Args& args, std::span<const std::uint8_t> 
   std::atomic<std::uint64_t> next{0};
   std::atomic<std::uint64_t> done{0};
   std::atomic<std::uint64_t> failed{0};
+  std::atomic<std::uint64_t> request_bytes{0};
   std::mutex error_mutex;
   start = bench::now_ns();
   std::vector<std::thread> threads;
@@ -198,6 +204,8 @@ BlockingRun run_blocking(const bench::Args& args, std::span<const std::uint8_t> 
         Outcome outcome;
         if (requests) {
           outcome = client.send(Target::any(), body, response);
+          if (outcome.ok() && response.size() >= 8)
+            request_bytes += bench::get_u64(response.data());
         } else {
           auto message = client.broadcast();
           outcome = message.write(body, true);
@@ -217,6 +225,7 @@ BlockingRun run_blocking(const bench::Args& args, std::span<const std::uint8_t> 
   for (auto& thread : threads) thread.join();
   run.done = done;
   run.failed = failed;
+  if (requests) run.report = Report{run.done, request_bytes, 0, true};
   if (!requests && run.error.empty()) {
     const auto deadline = bench::now_ns() + 30'000'000'000LL;
     while (!reported && bench::now_ns() < deadline) {
@@ -298,7 +307,9 @@ asio::awaitable<int> discrete(const bench::Args& args) {
     connection->close();  // ends what is in flight while `totals` still exists
     throw std::runtime_error(totals.error);
   }
-  if (!requests) {
+  if (requests) {
+    report = Report{totals.done, totals.request_bytes, 0, true};
+  } else {
     const auto deadline = bench::now_ns() + 30'000'000'000LL;
     while (!report.present && bench::now_ns() < deadline) co_await sleep_ms(2);
   }
