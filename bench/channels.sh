@@ -31,41 +31,12 @@ if [[ ! -x $SERVER || ! -x $SB ]]; then
   cmake --build "$BUILD" --target switchboard-server switchboard-bench >&2
 fi
 ulimit -n "$(ulimit -Hn)"
-TMP=$(mktemp -d /tmp/sb-channels.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+SCRIPT=channels.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_scratch
 
-start_bg() {  # start_bg NAME CMD...: sets BG_PID
-  local name=$1; shift
-  : >"$TMP/$name.out"
-  "$@" >>"$TMP/$name.out" 2>>"$TMP/$name.err" &
-  BG_PID=$!
-  PIDS+=("$BG_PID")
-}
-wait_line() {  # wait_line NAME REGEX (at most 150 s: a thousand paced joins take seconds)
-  for _ in $(seq 15000); do
-    grep -qE "$2" "$TMP/$1.out" 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "channels.sh: $1 never printed '$2'" >&2; cat "$TMP/$1.err" >&2 || true
-  return 1
-}
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.02; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 rss_kib() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-cpu_us() {  # user + system CPU time of PID so far, in µs (fields 14 and 15 of /proc/PID/stat)
-  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) * 1000000 / hz}' "/proc/$1/stat"
-}
 start_relay() {  # the relay as bench/run.sh starts it, with its default per-address throttle
   start_bg relay "$SERVER" --listen 127.0.0.1:0 --grpc-listen "" --threads "$(nproc)" \
     --log-level warn --drain-timeout-ms 1000 --admin-listen 127.0.0.1:0
@@ -80,7 +51,7 @@ for ((r = 1; r <= RUNS; r++)); do
   echo "[channels $(date +%H:%M:%S)] run $r: rr-conc" >&2
   start_relay; ch=$(cat /proc/sys/kernel/random/uuid)
   start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 300; resp=$BG_PID
-  wait_line resp '^ready'
+  wait_line resp '^ready' 150
   relay_cpu=$(cpu_us "$RELAY_PID") resp_cpu=$(cpu_us "$resp")
   # CPU per request over the whole run (10,000 warm-up requests included, as in channels).
   TIMEFORMAT='%3U %3S'
@@ -101,7 +72,7 @@ for ((r = 1; r <= RUNS; r++)); do
   relay_idle=$(rss_kib "$RELAY_PID")
   start_bg serve "$SB" channels-serve --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" \
     "${EXTRA[@]}" --timeout 400; serve=$BG_PID
-  wait_line serve '^ready'
+  wait_line serve '^ready' 150
   "$SB" channels --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" --n "$N" \
     --relay-pid "$RELAY_PID" --serve-pid "$serve" "${EXTRA[@]}" --timeout 400 |
     sed "s/}\$/,\"relay_idle_kib\":$relay_idle,\"serve_ready\":\"$(sed -n 's/^ready //p' "$TMP/serve.out")\"}/" |

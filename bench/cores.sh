@@ -37,43 +37,13 @@ if [[ ! -x $SERVER || ! -x $SB ]]; then
   cmake --build "$BUILD" --target switchboard-server switchboard-bench >&2
 fi
 ulimit -n "$(ulimit -Hn)"
-TMP=$(mktemp -d /tmp/sb-cores.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+SCRIPT=cores.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_scratch
 log() { echo "[cores $(date +%H:%M:%S)] $*" >&2; }
 
-start_bg() {  # start_bg NAME CMD...: sets BG_PID
-  local name=$1; shift
-  : >"$TMP/$name.out"
-  : >"$TMP/$name.err"
-  "$@" >>"$TMP/$name.out" 2>>"$TMP/$name.err" &
-  BG_PID=$!
-  PIDS+=("$BG_PID")
-}
-wait_line() {  # wait_line NAME REGEX (at most 15 s)
-  for _ in $(seq 1500); do
-    grep -qE "$2" "$TMP/$1.out" 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "cores.sh: $1 never printed '$2'" >&2; cat "$TMP/$1.err" >&2 || true
-  return 1
-}
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.02; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 HZ=$(getconf CLK_TCK)
-cpu_us() {  # user + system CPU time of PID so far, in µs (fields 14 and 15 of /proc/PID/stat)
-  awk -v hz="$HZ" '{sub(/.*\) /, ""); print ($12 + $13) * 1000000 / hz}' "/proc/$1/stat"
-}
 threads_cpu() {  # one line per thread of PID: TID and its CPU ticks so far
   local f
   for f in /proc/"$1"/task/*/stat; do
@@ -88,7 +58,6 @@ busiest_share() {
        END {busy = 0; for (t in delta) if (total > 0 && delta[t] > 0.05 * total) busy++;
             printf "%.3f %d", (total > 0 ? max / total : 0), busy}' "$1" "$2"
 }
-uuid() { cat /proc/sys/kernel/random/uuid; }
 # uuid_on_thread K N: a channel id that the relay's "channel" placement puts on thread K of N
 # (native_door.cpp: bytes 8..15 of the id, big-endian, modulo the thread count).
 uuid_on_thread() {

@@ -49,37 +49,11 @@ command -v nats-server >/dev/null || { echo "discrete.sh: nats-server not instal
 GRPC_FLAG=()
 "$SERVER" --help 2>/dev/null | grep -q -- --grpc-listen && GRPC_FLAG=(--grpc-listen "")
 
-TMP=$(mktemp -d /tmp/sb-discrete.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+SCRIPT=discrete.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_scratch
 
-start_bg() {  # start_bg NAME CMD...: background, stdout to $TMP/NAME.out; sets BG_PID
-  local name=$1; shift
-  : >"$TMP/$name.out"; : >"$TMP/$name.err"
-  "$@" >>"$TMP/$name.out" 2>>"$TMP/$name.err" &
-  BG_PID=$!
-  PIDS+=("$BG_PID")
-}
-wait_file() {  # wait_file FILE REGEX: at most 15 s
-  for _ in $(seq 1500); do
-    grep -qE "$2" "$1" 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "discrete.sh: $1 never matched '$2'" >&2; return 1
-}
-stop_pid() {
-  kill -TERM "$1" 2>/dev/null || true
-  for _ in $(seq 200); do kill -0 "$1" 2>/dev/null || break; sleep 0.02; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-uuid() { cat /proc/sys/kernel/random/uuid; }
 start_relay() {
   start_bg relay "$SERVER" --listen 127.0.0.1:0 "${GRPC_FLAG[@]}" --threads "$RELAY_THREADS" \
     --log-level warn --drain-timeout-ms 1000 --connect-rate-per-address 0 --admin-listen 127.0.0.1:0
