@@ -43,7 +43,6 @@ source "$ROOT/bench/lib.sh"
 bench_scratch
 log() { echo "[cores $(date +%H:%M:%S)] $*" >&2; }
 
-HZ=$(getconf CLK_TCK)
 threads_cpu() {  # one line per thread of PID: TID and its CPU ticks so far
   local f
   for f in /proc/"$1"/task/*/stat; do

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by the benchmark scripts (channels.sh, cores.sh, discrete.sh): a scratch
 # directory whose background processes are stopped on exit, starting and waiting for them.
 # Source it after setting SCRIPT (the name used in messages); it owns TMP and PIDS.
