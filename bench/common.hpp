@@ -2,6 +2,7 @@
 #pragma once
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -157,6 +159,23 @@ inline std::uint64_t proc_status_kib(long pid, const std::string& field) {
     }
   }
   return 0;
+}
+
+/// User plus system CPU time process `pid` (0: this one) has used so far, in microseconds; 0
+/// when unreadable. On a shared machine this says more about a process's cost than wall time.
+inline std::uint64_t proc_cpu_us(long pid) {
+  std::ifstream file(pid <= 0 ? std::string("/proc/self/stat")
+                              : "/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  // The command name (field 2) may hold spaces and parentheses: fields are counted after it.
+  const auto name_end = stat.rfind(')');
+  if (name_end == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(name_end + 1));
+  std::string skipped;
+  for (int i = 3; i < 14; ++i) fields >> skipped;  // state .. cmajflt
+  unsigned long long user = 0, system = 0;         // fields 14 and 15, in clock ticks
+  fields >> user >> system;
+  return (user + system) * 1'000'000ULL / static_cast<unsigned long long>(sysconf(_SC_CLK_TCK));
 }
 
 /// Little-endian u64 store/load for the small in-band reports between bench processes.

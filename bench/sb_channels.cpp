@@ -54,21 +54,6 @@ asio::awaitable<void> answer(std::shared_ptr<Stream> request, std::size_t reply_
   co_await request->write(reply, true);
 }
 
-// User plus system CPU time of process `pid` (0: this one) so far, in microseconds; 0 when gone.
-std::uint64_t cpu_us(long pid) {
-  std::ifstream file(pid <= 0 ? std::string("/proc/self/stat")
-                              : "/proc/" + std::to_string(pid) + "/stat");
-  const std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  const auto name_end = stat.rfind(')');
-  if (name_end == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(name_end + 1));
-  std::string skipped;
-  for (int i = 3; i < 14; ++i) fields >> skipped;  // state .. cmajflt
-  unsigned long long user = 0, system = 0;
-  fields >> user >> system;
-  return (user + system) * 1'000'000ULL / static_cast<unsigned long long>(sysconf(_SC_CLK_TCK));
-}
-
 void check_files(std::uint64_t channels) {
   const auto limit = bench::raise_nofile_limit();
   if (limit < channels + 64) {
@@ -188,11 +173,13 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
   };
   // CPU per request over the warm-up and the measured requests, as bench/channels.sh takes it
   // around the whole rr-conc run.
-  const auto cpu_before = std::array{cpu_us(relay_pid), cpu_us(0), cpu_us(serve_pid)};
+  const auto cpu_before = std::array{bench::proc_cpu_us(relay_pid), bench::proc_cpu_us(0),
+                                     bench::proc_cpu_us(serve_pid)};
   co_await phase(warmup);
   const auto elapsed = co_await phase(n);
   if (!state.error.empty()) throw std::runtime_error(state.error);
-  const auto cpu_after = std::array{cpu_us(relay_pid), cpu_us(0), cpu_us(serve_pid)};
+  const auto cpu_after = std::array{bench::proc_cpu_us(relay_pid), bench::proc_cpu_us(0),
+                                    bench::proc_cpu_us(serve_pid)};
   const auto cpu_per_request = [&](std::size_t i) {
     return static_cast<double>(cpu_after[i] - cpu_before[i]) / static_cast<double>(n + warmup);
   };

@@ -649,26 +649,7 @@ std::uint64_t context_switches(long pid) {
   return total;
 }
 
-double cpu_seconds(long pid) {
-  std::ifstream in(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat"
-                           : std::string("/proc/self/stat"));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  // Fields after the command name (which may hold spaces) start at field 3, the state.
-  const auto close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::string field;
-  double utime = 0;
-  double stime = 0;
-  for (int n = 3; fields >> field; ++n) {
-    if (n == 14) utime = std::stod(field);
-    if (n == 15) {
-      stime = std::stod(field);
-      break;
-    }
-  }
-  return (utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
+double cpu_seconds(long pid) { return static_cast<double>(bench::proc_cpu_us(pid)) / 1e6; }
 
 }  // namespace sbc
 

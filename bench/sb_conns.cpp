@@ -94,21 +94,8 @@ asio::awaitable<int> conns(const bench::Args& args) {
 // the figures say whether the client side could keep up.
 namespace {
 
-// CPU time (user + system) a process has used so far, in seconds; 0 when unreadable. On a
-// shared machine this says more about a server's cost than wall time does.
-double proc_cpu_seconds(long pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto end_of_name = text.rfind(')');
-  if (end_of_name == std::string::npos) return 0;
-  std::istringstream fields(text.substr(end_of_name + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i >= 14) ticks += std::stod(field);  // utime (14) and stime (15)
-  }
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+// CPU time (user + system) a process has used so far, in seconds; 0 when unreadable.
+double proc_cpu_seconds(long pid) { return static_cast<double>(bench::proc_cpu_us(pid)) / 1e6; }
 
 // Raw NATS: CONNECT, SUB to its subject, PING; connected when the PONG comes back.
 asio::awaitable<void> nats_join(asio::ip::tcp::socket& socket, const asio::ip::tcp::endpoint& to,

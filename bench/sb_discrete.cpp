@@ -21,21 +21,6 @@ namespace sbb {
 
 namespace {
 
-// User plus system CPU time of process `pid` (0: this one), in microseconds; 0 when gone.
-std::uint64_t cpu_us(long pid) {
-  std::ifstream file(pid <= 0 ? std::string("/proc/self/stat")
-                              : "/proc/" + std::to_string(pid) + "/stat");
-  const std::string stat((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  const auto name_end = stat.rfind(')');
-  if (name_end == std::string::npos) return 0;
-  std::istringstream fields(stat.substr(name_end + 1));
-  std::string skipped;
-  for (int i = 3; i < 14; ++i) fields >> skipped;  // state .. cmajflt
-  unsigned long long user = 0, system = 0;
-  fields >> user >> system;
-  return (user + system) * 1'000'000ULL / static_cast<unsigned long long>(sysconf(_SC_CLK_TCK));
-}
-
 // Voluntary plus involuntary context switches of `pid` (0: this one), summed over its threads
 // (/proc/PID/status counts the main thread only).
 std::uint64_t ctx_switches(long pid) {
@@ -247,17 +232,17 @@ asio::awaitable<int> discrete(const bench::Args& args) {
   std::vector<std::uint8_t> body(size);
   bench::fill_pattern(body.data(), body.size(), 5);
   if (args.str("api", "async") == "blocking") {
-    const auto relay_cpu0 = cpu_us(relay_pid);
+    const auto relay_cpu0 = bench::proc_cpu_us(relay_pid);
     const auto relay_ctx0 = relay_pid > 0 ? ctx_switches(relay_pid) : 0;
-    const auto cpu0 = cpu_us(0);
+    const auto cpu0 = bench::proc_cpu_us(0);
     const auto ctx0 = ctx_switches(0);
     std::int64_t start = 0;
     auto run = run_blocking(args, body, n, inflight, requests, start);
     const auto sent_ns = bench::now_ns() - start;
     if (!run.error.empty()) throw std::runtime_error(run.error);
     co_return finish(args, requests, "blocking", n, size, inflight, start, sent_ns, run.report,
-                     run.failed, cpu_us(0) - cpu0, ctx_switches(0) - ctx0,
-                     relay_pid > 0 ? cpu_us(relay_pid) - relay_cpu0 : 0,
+                     run.failed, bench::proc_cpu_us(0) - cpu0, ctx_switches(0) - ctx0,
+                     relay_pid > 0 ? bench::proc_cpu_us(relay_pid) - relay_cpu0 : 0,
                      relay_pid > 0 ? ctx_switches(relay_pid) - relay_ctx0 : 0);
   }
   auto executor = co_await asio::this_coro::executor;
@@ -287,9 +272,9 @@ asio::awaitable<int> discrete(const bench::Args& args) {
   co_await wait_peers(connection, 1);
 
   Totals totals;
-  const auto relay_cpu0 = cpu_us(relay_pid);
+  const auto relay_cpu0 = bench::proc_cpu_us(relay_pid);
   const auto relay_ctx0 = relay_pid > 0 ? ctx_switches(relay_pid) : 0;
-  const auto cpu0 = cpu_us(0);
+  const auto cpu0 = bench::proc_cpu_us(0);
   const auto ctx0 = ctx_switches(0);
   const auto start = bench::now_ns();
   for (std::uint64_t i = 0; i < inflight; ++i) {
@@ -298,9 +283,9 @@ asio::awaitable<int> discrete(const bench::Args& args) {
   const auto limit = start + static_cast<std::int64_t>(args.num("timeout", 120)) * 1'000'000'000;
   while (totals.done < n && totals.error.empty() && bench::now_ns() < limit) co_await sleep_ms(1);
   const auto sent_ns = bench::now_ns() - start;
-  const auto cpu = cpu_us(0) - cpu0;
+  const auto cpu = bench::proc_cpu_us(0) - cpu0;
   const auto ctx = ctx_switches(0) - ctx0;
-  const auto relay_cpu = relay_pid > 0 ? cpu_us(relay_pid) - relay_cpu0 : 0;
+  const auto relay_cpu = relay_pid > 0 ? bench::proc_cpu_us(relay_pid) - relay_cpu0 : 0;
   const auto relay_ctx = relay_pid > 0 ? ctx_switches(relay_pid) - relay_ctx0 : 0;
   if (totals.done < n && totals.error.empty()) totals.error = "messages still in flight";
   if (!totals.error.empty()) {
