@@ -485,5 +485,54 @@ TEST_F(CarriedCalls, StreamsInFlightWhenTheOwnerIsKilledEndWithAClearStatus) {
               static_cast<int>(status.error_code()), status.error_message().c_str());
 }
 
+// The caller vanishes mid-request: the carried call is cancelled at the owner too, whose
+// responder sees its stream end; nothing stays open on either relay.
+TEST_F(CarriedCalls, ACallerThatGoesAwayMidRequestEndsTheStreamAtTheOwner) {
+  Relay& entry = *others_[0];
+  std::atomic<int> started{0};
+  std::atomic<int> ended{0};
+  std::atomic<std::size_t> body_bytes{0};
+  BlockingClient responder(through(*owner_, true));
+  responder.serve([&](BlockingStream& request) {
+    started.fetch_add(1);
+    for (;;) {
+      const auto chunk = request.read_chunk();
+      if (chunk.size == 0) break;
+      body_bytes.fetch_add(chunk.size);
+    }
+    ended.fetch_add(1);
+  });
+  auto stub = stub_for(entry);
+  {
+    grpc::ClientContext context;
+    auto call = stub->Send(&context);
+    pb::SendRequest open;
+    open.mutable_open()->set_channel(channel_.to_string());
+    open.mutable_open()->set_target(responder.peer_id().to_string());
+    open.mutable_open()->set_data(std::string(kChunk, 'x'));
+    ASSERT_TRUE(call->Write(open));
+    ASSERT_TRUE(eventually([&] { return body_bytes.load() == kChunk; }));
+    EXPECT_EQ(entry.metric("switchboard_cluster_carried_calls_open"), 1.0);
+    context.TryCancel();
+    pb::SendResponse in;
+    while (call->Read(&in)) {
+    }
+    EXPECT_EQ(call->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  ASSERT_TRUE(eventually([&] { return ended.load() == 1; }));
+  EXPECT_EQ(started.load(), 1);
+  ASSERT_TRUE(
+      eventually([&] { return entry.metric("switchboard_cluster_carried_calls_open") == 0.0; }));
+  ASSERT_TRUE(eventually([&] {
+    return owner_->metric("switchboard_streams_open{door=\"grpc\"}") == 0.0 &&
+           owner_->metric("switchboard_streams_open{door=\"native\"}") == 0.0;
+  }));
+  // The responder and both relays carry on: the next carried request reaches it.
+  auto after = send_over_grpc(*stub, channel_, responder.peer_id(), pattern(1000, 4));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(started.load(), 2);
+  EXPECT_EQ(ended.load(), 2);
+}
+
 }  // namespace
 }  // namespace switchboard::test
