@@ -69,6 +69,13 @@ bool Outbox::compose(std::uint32_t client_max_frame, bool closing) {
   }
   bool requeued = false;
   std::size_t budget = kMaxWriteBytes;
+  if (!messages_.empty()) {
+    // Messages go first but leave ready streams at least half of the write.
+    std::size_t message_budget = ready_.empty() ? budget : budget / 2;
+    const std::size_t before = message_budget;
+    emit_messages(message_budget);
+    budget -= before - message_budget;
+  }
   std::size_t turns = ready_.size();
   while (turns-- > 0 && budget > 0 && pieces_.size() + 8 < kMaxPieces && !ready_.empty()) {
     auto stream = std::move(ready_.front());
@@ -80,6 +87,42 @@ bool Outbox::compose(std::uint32_t client_max_frame, bool closing) {
     if (!ready_.empty() && turns == 0 && budget > 0) turns = ready_.size();
   }
   return requeued;
+}
+
+void Outbox::queue_message(MessageDelivery message) { messages_.push_back(std::move(message)); }
+
+std::uint32_t Outbox::drop_messages() noexcept {
+  const auto count = static_cast<std::uint32_t>(messages_.size());
+  messages_.clear();  // each share settles as dropped
+  return count;
+}
+
+std::uint32_t Outbox::abandon_messages_in_flight() noexcept {
+  const auto count = static_cast<std::uint32_t>(sent_messages_.size());
+  sent_messages_.clear();  // each share settles as dropped
+  return count;
+}
+
+void Outbox::emit_messages(std::size_t& budget) {
+  constexpr std::size_t kHead = wire::kHeaderSize + wire::kMessageHeadSize;
+  std::uint64_t bytes = 0;
+  while (!messages_.empty() && budget > 0 && pieces_.size() + 2 < kMaxPieces) {
+    MessageDelivery& message = messages_.front();
+    const std::size_t at = arena_.size();
+    arena_.resize(at + kHead);
+    wire::encode_message_head(wire::MessageHead{message.kind, message.sender}, message.body.size,
+                              arena_.data() + at);
+    pieces_.push_back(Piece{nullptr, at, kHead});
+    if (message.body.size > 0) {
+      pieces_.push_back(Piece{message.body.data, 0, message.body.size});
+      bytes += message.body.size;
+      in_flight_.push_back(std::move(message.body));
+    }
+    budget -= std::min<std::size_t>(budget, kHead + message.body.size);
+    sent_messages_.push_back(std::move(message.share));
+    messages_.pop_front();
+  }
+  context_.counters.native.payload_bytes_out.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void Outbox::emit_stream(const StreamPtr& stream, std::uint32_t client_max_frame,
@@ -201,11 +244,15 @@ void Outbox::release_idle() noexcept {
   std::vector<wire::Slice>().swap(in_flight_);
   std::vector<std::pair<StreamPtr, std::uint32_t>>().swap(written_);
   std::vector<StreamPtr>().swap(finished_out_);
+  std::vector<TicketShare>().swap(sent_messages_);
   if (ready_.empty()) ready_.release();
+  if (messages_.empty()) messages_.release();
 }
 
 void Outbox::drop_streams() noexcept {
   ready_.clear();
+  messages_.clear();
+  sent_messages_.clear();
   written_.clear();
   finished_out_.clear();
   in_flight_.clear();

@@ -177,6 +177,7 @@ void Session::on_watchdog() {
     case Phase::joined:
       judge_liveness(now);
       if (io_stopped_) return;
+      judge_message_progress(now);
       arm_watchdog();
       return;
     case Phase::closing:
