@@ -5,7 +5,7 @@
 #   16 B x 1,000,000 vs nats-bench pub/sub through nats-server (as bench/run.sh runs it).
 # Prints one JSON line per run and the ratios of each run (same run, same machine).
 #
-# usage: bench/discrete.sh [--quick] [--runs 3] [--inflight 64] [--api async|blocking] [--relay-threads N] [--no-build]
+# usage: bench/discrete.sh [--quick] [--runs 3] [--inflight 64] [--api async|blocking|message] [--relay-threads N] [--no-build]
 #                          [--profile DIR]   (after the runs, one more of each size with the relay
 #                          and the sender under strace -c -f, or perf record -g with PROFILE_TOOL=perf;
 #                          its figures are slowed by the tool and not ratios)

@@ -43,9 +43,7 @@ struct Message {
   MessageDelivery message;
 };
 struct Settled {
-  std::uint32_t bytes = 0;
-  std::uint32_t delivered = 0;
-  std::uint32_t dropped = 0;
+  Settlement settlement;
 };
 }  // namespace delivery
 

@@ -1,6 +1,8 @@
 // Composing a session's gathered writes: control frames first, then bulk streams round-robin.
 #include "native/outbox.hpp"
 
+#include <cstring>
+
 #include "switchboard/wire/codec.hpp"
 
 namespace switchboard::core::net {
@@ -105,20 +107,36 @@ std::uint32_t Outbox::abandon_messages_in_flight() noexcept {
 
 void Outbox::emit_messages(std::size_t& budget) {
   constexpr std::size_t kHead = wire::kHeaderSize + wire::kMessageHeadSize;
+  // Bodies up to this size are copied next to their heads, so that a write of many small
+  // messages is a few contiguous pieces rather than two per message; larger ones are pointed to.
+  constexpr std::uint32_t kCopiedBody = 256;
+  auto add_arena_piece = [this](std::size_t at, std::size_t size) {
+    if (!pieces_.empty() && pieces_.back().data == nullptr &&
+        pieces_.back().offset + pieces_.back().size == at) {
+      pieces_.back().size += size;
+    } else {
+      pieces_.push_back(Piece{nullptr, at, size});
+    }
+  };
   std::uint64_t bytes = 0;
   while (!messages_.empty() && budget > 0 && pieces_.size() + 2 < kMaxPieces) {
     MessageDelivery& message = messages_.front();
+    const std::uint32_t size = message.body.size;
+    const bool copied = size <= kCopiedBody;
     const std::size_t at = arena_.size();
-    arena_.resize(at + kHead);
-    wire::encode_message_head(wire::MessageHead{message.kind, message.sender}, message.body.size,
+    arena_.resize(at + kHead + (copied ? size : 0));
+    wire::encode_message_head(wire::MessageHead{message.kind, message.sender}, size,
                               arena_.data() + at);
-    pieces_.push_back(Piece{nullptr, at, kHead});
-    if (message.body.size > 0) {
-      pieces_.push_back(Piece{message.body.data, 0, message.body.size});
-      bytes += message.body.size;
+    if (copied) {
+      if (size > 0) std::memcpy(arena_.data() + at + kHead, message.body.data, size);
+      add_arena_piece(at, kHead + size);
+    } else {
+      add_arena_piece(at, kHead);
+      pieces_.push_back(Piece{message.body.data, 0, size});
       in_flight_.push_back(std::move(message.body));
     }
-    budget -= std::min<std::size_t>(budget, kHead + message.body.size);
+    bytes += size;
+    budget -= std::min<std::size_t>(budget, kHead + size);
     sent_messages_.push_back(std::move(message.share));
     messages_.pop_front();
   }

@@ -234,6 +234,7 @@ void Session::judge_liveness(Clock::time_point now) {
 void Session::on_presence(const wire::Presence& event) {
   // Called with the registry's lock held: queue the change, and post at most one hand-off
   // until it is written, however many changes follow.
+  message_targets_stale_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(presence_mutex_);
     for (const auto& subject : event.peers) {
@@ -249,6 +250,9 @@ void Session::on_presence(const wire::Presence& event) {
 // changes keep coming, each write waits twice as long as the one before, from an eighth of
 // presence_interval up to all of it, so a storm of joins costs each peer a few writes.
 void Session::schedule_presence() {
+  // Members cached for broadcasting messages may have left: let them go now, not at the next
+  // message (which refreshes the list anyway).
+  if (message_targets_stale_.load(std::memory_order_relaxed)) message_targets_.clear();
   if (closing()) return;
   const auto now = Clock::now();
   const auto interval = Clock::duration(limits_.presence_interval);
@@ -424,6 +428,7 @@ void Session::cleanup() {
   for (auto& [id, stream] : streams) {
     reset_stream(stream, Status::peer_gone, "peer left", false, true);
   }
+  message_targets_.clear();  // two sessions holding each other would never be freed
   // Streams referenced by an interrupted write would keep this session alive through their
   // back-pointer; drop them with it.
   outbox_.drop_streams();

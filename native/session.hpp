@@ -58,9 +58,8 @@ public:
   /// Written as a MESSAGE frame to a client that speaks them; as a stream to one that does not.
   void deliver_message(MessageDelivery message) override;
   bool has_capacity() const override;
-  /// One of this client's messages reached its end (any thread).
-  void message_settled(std::uint32_t bytes, std::uint32_t delivered,
-                       std::uint32_t dropped) override;
+  /// Some of this client's messages reached their end (any thread).
+  void messages_settled(const Settlement& settlement) override;
   /// Drains like drain(), but announces where the channel went (REDIRECT), or closes at once
   /// when no relay can serve it.
   void relocate(const cluster::Verdict& next) override;
@@ -144,13 +143,12 @@ private:
   void on_credit(const StreamPtr& stream, std::uint32_t bytes, std::uint32_t sink);
   void on_sink_done(const StreamPtr& stream, std::uint32_t sink, Status status);
   void on_message(MessageDelivery message);
-  void on_message_settled(std::uint32_t bytes, std::uint32_t delivered, std::uint32_t dropped);
+  void on_messages_settled(const Settlement& settlement);
 
   // ---- Whole messages (session_messages.cpp). ----
-  // Counts one settled (or refused) message of our client's towards its next MESSAGE_REPORT,
-  // and sends the report when its credit is due or nothing of the client's is left in flight.
-  void settle_own_message(std::uint32_t bytes, std::uint32_t delivered, std::uint32_t dropped,
-                          bool refused);
+  // Counts settled (or refused) messages of our client's towards its next MESSAGE_REPORT, and
+  // sends the report when its credit is due or nothing of the client's is left in flight.
+  void settle_own_messages(const Settlement& settlement, std::uint32_t refused);
   void send_message_report();
   // Messages queued for our client that have not moved for the slow-consumer timeout are
   // dropped (their senders learn it; our client learns how many it lost).
@@ -232,6 +230,11 @@ private:
   // Whole messages. Set before the session joins (the registry's lock publishes it to senders
   // on other threads): whether the client reads MESSAGE frames.
   bool client_reads_messages_ = false;
+  // The channel's other members as of the last message broadcast, refreshed from the registry
+  // only after a presence change marked it stale (set from any thread, under the registry's
+  // lock); cleared on this thread when a change comes, so it keeps nobody who left.
+  std::atomic<bool> message_targets_stale_{true};
+  BroadcastTargets message_targets_;
   std::int64_t message_credit_ = 0;       // body bytes our client may still send
   std::uint32_t messages_in_flight_ = 0;  // our client's messages not settled yet
   wire::MessageReport report_{};          // counts gathered for the next MESSAGE_REPORT

@@ -35,7 +35,7 @@ bool Session::handle_message(const wire::Frame& frame) {
   const auto needed = head.kind == wire::StreamKind::broadcast ? auth::Permission::broadcast
                                                                : auth::Permission::send;
   if (observer()) {
-    settle_own_message(size, 0, 0, true);
+    settle_own_messages(Settlement{size, 1, 0, 0}, 1);
     return true;
   }
   if (auto allowed = auth::require(grant_, needed); !allowed.ok()) {
@@ -45,7 +45,7 @@ bool Session::handle_message(const wire::Frame& frame) {
       message_refusal_logged_ = true;
       record_auth_refusal(context_, allowed, "native", "message", channel_, connection_id_);
     }
-    settle_own_message(size, 0, 0, true);
+    settle_own_messages(Settlement{size, 1, 0, 0}, 1);
     return true;
   }
   wire::Slice slice = reader_.share(body);
@@ -53,7 +53,7 @@ bool Session::handle_message(const wire::Frame& frame) {
     auto target = head.peer == peer_id_ ? nullptr : context_.registry.member(channel_, head.peer);
     if (!target) {
       counters.messages_dropped.fetch_add(1, std::memory_order_relaxed);
-      settle_own_message(size, 0, 1, false);
+      settle_own_messages(Settlement{size, 1, 0, 1}, 0);
       return true;
     }
     auto* ticket = MessageTicket::make(shared_from_this(), size, 1);
@@ -61,18 +61,19 @@ bool Session::handle_message(const wire::Frame& frame) {
                                             TicketShare(ticket)});
     return true;
   }
-  context_.registry.broadcast_targets(channel_, peer_id_, broadcast_targets_);
-  if (broadcast_targets_.empty()) {
-    settle_own_message(size, 0, 0, false);
+  if (message_targets_stale_.exchange(false, std::memory_order_acquire)) {
+    context_.registry.broadcast_targets(channel_, peer_id_, message_targets_);
+  }
+  if (message_targets_.empty()) {
+    settle_own_messages(Settlement{size, 1, 0, 0}, 0);
     return true;
   }
   auto* ticket = MessageTicket::make(shared_from_this(), size,
-                                     static_cast<std::uint32_t>(broadcast_targets_.size()));
-  for (auto& [target_id, target] : broadcast_targets_) {
+                                     static_cast<std::uint32_t>(message_targets_.size()));
+  for (auto& [target_id, target] : message_targets_) {
     target->deliver_message(
         MessageDelivery{peer_id_, wire::StreamKind::broadcast, slice, TicketShare(ticket)});
   }
-  broadcast_targets_.clear();  // holds no peer past this message
   return true;
 }
 
@@ -108,26 +109,24 @@ void Session::on_message(MessageDelivery message) {
   wake_writer();
 }
 
-void Session::message_settled(std::uint32_t bytes, std::uint32_t delivered, std::uint32_t dropped) {
+void Session::messages_settled(const Settlement& settlement) {
   Delivery delivery;
   delivery.session = shared_from_this();
-  delivery.what = delivery::Settled{bytes, delivered, dropped};
+  delivery.what = delivery::Settled{settlement};
   HandoffBatch::hand_off(std::move(delivery));
 }
 
-void Session::on_message_settled(std::uint32_t bytes, std::uint32_t delivered,
-                                 std::uint32_t dropped) {
-  settle_own_message(bytes, delivered, dropped, false);
+void Session::on_messages_settled(const Settlement& settlement) {
+  settle_own_messages(settlement, 0);
 }
 
-void Session::settle_own_message(std::uint32_t bytes, std::uint32_t delivered,
-                                 std::uint32_t dropped, bool refused) {
-  --messages_in_flight_;
-  report_.credit += bytes;
-  ++report_.messages;
-  report_.delivered += delivered;
-  report_.dropped += dropped;
-  if (refused) ++report_.refused;
+void Session::settle_own_messages(const Settlement& settlement, std::uint32_t refused) {
+  messages_in_flight_ -= settlement.messages;
+  report_.credit += settlement.bytes;
+  report_.messages += settlement.messages;
+  report_.delivered += settlement.delivered;
+  report_.dropped += settlement.dropped;
+  report_.refused += refused;
   // The last message in flight is reported at once, so a client waiting for all of them to
   // end is never left waiting on a report that gathers.
   if (messages_in_flight_ == 0 || wire::credit_due(report_.credit, limits_.message_window)) {

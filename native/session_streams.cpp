@@ -94,7 +94,7 @@ void Session::run_delivery(Delivery& delivery) {
                  [&](delivery::Credit& d) { on_credit(stream, d.bytes, d.sink); },
                  [&](delivery::SinkDone& d) { on_sink_done(stream, d.sink, d.status); },
                  [&](delivery::Message& d) { on_message(std::move(d.message)); },
-                 [&](delivery::Settled& d) { on_message_settled(d.bytes, d.delivered, d.dropped); },
+                 [&](delivery::Settled& d) { on_messages_settled(d.settlement); },
              },
              delivery.what);
 }

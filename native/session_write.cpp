@@ -172,8 +172,10 @@ void Session::complete_write() {
   if (auto& sent = outbox_.sent_messages(); !sent.empty()) {
     context_.counters.native.messages_delivered.fetch_add(sent.size(), std::memory_order_relaxed);
     messages_written_ += sent.size();
-    for (auto& share : sent) share.settle(true);
+    SettleBatch settled;
+    for (auto& share : sent) share.settle(true, &settled);
     sent.clear();
+    settled.flush();
   }
   if (messages_dropping_) {
     // The client takes writes again: messages flow to it again, and it learns what it lost.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/container/small_vector.hpp>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -12,13 +13,50 @@
 
 namespace switchboard::core {
 
-/// The sender of messages, told (from any thread) how each one ended: its body bytes no longer
-/// occupy relay memory, and how many receivers were written it or missed it.
+/// How some of one sender's messages ended.
+struct Settlement {
+  std::uint32_t bytes = 0;      ///< their body bytes, which no longer occupy relay memory
+  std::uint32_t messages = 0;   ///< how many ended
+  std::uint32_t delivered = 0;  ///< receivers that were written one
+  std::uint32_t dropped = 0;    ///< receivers that missed one
+};
+
+/// The sender of messages, told (from any thread) how its messages ended.
 class MessageSource {
 public:
   virtual ~MessageSource() = default;
-  virtual void message_settled(std::uint32_t bytes, std::uint32_t delivered,
-                               std::uint32_t dropped) = 0;
+  virtual void messages_settled(const Settlement& settlement) = 0;
+};
+
+/// Settlements gathered per source while a receiver settles many messages at once (one write),
+/// so that each sender is told once per write, not once per message. Not thread-safe.
+class SettleBatch {
+public:
+  SettleBatch() = default;
+  SettleBatch(const SettleBatch&) = delete;
+  SettleBatch& operator=(const SettleBatch&) = delete;
+  ~SettleBatch() { flush(); }
+
+  void add(std::shared_ptr<MessageSource> source, const Settlement& settlement) {
+    for (auto& [known, total] : entries_) {
+      if (known == source) {
+        total.bytes += settlement.bytes;
+        total.messages += settlement.messages;
+        total.delivered += settlement.delivered;
+        total.dropped += settlement.dropped;
+        return;
+      }
+    }
+    entries_.emplace_back(std::move(source), settlement);
+  }
+  /// Tells each source what it gathered.
+  void flush() {
+    for (auto& [source, total] : entries_) source->messages_settled(total);
+    entries_.clear();
+  }
+
+private:
+  boost::container::small_vector<std::pair<std::shared_ptr<MessageSource>, Settlement>, 2> entries_;
 };
 
 /// One message in flight to its receivers. Made by the sender with one share per receiver plus
@@ -31,12 +69,17 @@ public:
                              std::uint32_t shares) {
     return new MessageTicket(std::move(source), bytes, shares);
   }
-  /// Any thread.
-  void settle(bool delivered) noexcept {
+  /// Any thread. The last settlement tells the source, through `batch` when given.
+  void settle(bool delivered, SettleBatch* batch) noexcept {
     (delivered ? delivered_ : dropped_).fetch_add(1, std::memory_order_relaxed);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    source_->message_settled(bytes_, delivered_.load(std::memory_order_relaxed),
-                             dropped_.load(std::memory_order_relaxed));
+    const Settlement settlement{bytes_, 1, delivered_.load(std::memory_order_relaxed),
+                                dropped_.load(std::memory_order_relaxed)};
+    if (batch != nullptr) {
+      batch->add(std::move(source_), settlement);
+    } else {
+      source_->messages_settled(settlement);
+    }
     delete this;
   }
 
@@ -68,8 +111,8 @@ public:
   TicketShare& operator=(const TicketShare&) = delete;
   ~TicketShare() { settle(false); }
 
-  void settle(bool delivered) noexcept {
-    if (auto* ticket = std::exchange(ticket_, nullptr)) ticket->settle(delivered);
+  void settle(bool delivered, SettleBatch* batch = nullptr) noexcept {
+    if (auto* ticket = std::exchange(ticket_, nullptr)) ticket->settle(delivered, batch);
   }
   explicit operator bool() const noexcept { return ticket_ != nullptr; }
 
