@@ -135,6 +135,13 @@ void Session::handle_frames() {
     }
     if (!handle_frame(frame) || phase_ == Phase::resolving) break;
   }
+  if (messages_read_ > 0) {
+    context_.counters.native.messages_received.fetch_add(messages_read_, std::memory_order_relaxed);
+    context_.counters.native.payload_bytes_in.fetch_add(message_bytes_read_,
+                                                        std::memory_order_relaxed);
+    messages_read_ = 0;
+    message_bytes_read_ = 0;
+  }
   if (release_read_block_) {
     release_read_block_ = false;
     reader_.release_idle_block();

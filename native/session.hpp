@@ -237,7 +237,12 @@ private:
   BroadcastTargets message_targets_;
   std::int64_t message_credit_ = 0;       // body bytes our client may still send
   std::uint32_t messages_in_flight_ = 0;  // our client's messages not settled yet
-  wire::MessageReport report_{};          // counts gathered for the next MESSAGE_REPORT
+  // Held while any is: their shares point to this session without owning it.
+  std::shared_ptr<Session> alive_for_messages_;
+  // Counted per message, added to the shared counters once per read.
+  std::uint64_t messages_read_ = 0;
+  std::uint64_t message_bytes_read_ = 0;
+  wire::MessageReport report_{};  // counts gathered for the next MESSAGE_REPORT
   bool message_refusal_logged_ = false;
   // Progress of the messages towards our client, judged by the watchdog: how many left so far,
   // the count it saw last, and since when that count has not changed while some waited.

@@ -28,10 +28,10 @@ bool Session::handle_message(const wire::Frame& frame) {
     return false;
   }
   message_credit_ -= size;
-  ++messages_in_flight_;
+  if (messages_in_flight_++ == 0) alive_for_messages_ = shared_from_this();
+  ++messages_read_;
+  message_bytes_read_ += size;
   auto& counters = context_.counters.native;
-  counters.messages_received.fetch_add(1, std::memory_order_relaxed);
-  counters.payload_bytes_in.fetch_add(size, std::memory_order_relaxed);
   const auto needed = head.kind == wire::StreamKind::broadcast ? auth::Permission::broadcast
                                                                : auth::Permission::send;
   if (observer()) {
@@ -56,9 +56,8 @@ bool Session::handle_message(const wire::Frame& frame) {
       settle_own_messages(Settlement{size, 1, 0, 1}, 0);
       return true;
     }
-    auto* ticket = MessageTicket::make(shared_from_this(), size, 1);
     target->deliver_message(MessageDelivery{peer_id_, wire::StreamKind::to_peer, std::move(slice),
-                                            TicketShare(ticket)});
+                                            TicketShare(this, size)});
     return true;
   }
   if (message_targets_stale_.exchange(false, std::memory_order_acquire)) {
@@ -68,8 +67,13 @@ bool Session::handle_message(const wire::Frame& frame) {
     settle_own_messages(Settlement{size, 1, 0, 0}, 0);
     return true;
   }
-  auto* ticket = MessageTicket::make(shared_from_this(), size,
-                                     static_cast<std::uint32_t>(message_targets_.size()));
+  if (message_targets_.size() == 1) {
+    message_targets_.front().second->deliver_message(MessageDelivery{
+        peer_id_, wire::StreamKind::broadcast, std::move(slice), TicketShare(this, size)});
+    return true;
+  }
+  auto* ticket =
+      MessageTicket::make(this, size, static_cast<std::uint32_t>(message_targets_.size()));
   for (auto& [target_id, target] : message_targets_) {
     target->deliver_message(
         MessageDelivery{peer_id_, wire::StreamKind::broadcast, slice, TicketShare(ticket)});
@@ -122,6 +126,8 @@ void Session::on_messages_settled(const Settlement& settlement) {
 
 void Session::settle_own_messages(const Settlement& settlement, std::uint32_t refused) {
   messages_in_flight_ -= settlement.messages;
+  // The last reference may be this one; the caller's delivery holds the session meanwhile.
+  if (messages_in_flight_ == 0) alive_for_messages_.reset();
   report_.credit += settlement.bytes;
   report_.messages += settlement.messages;
   report_.delivered += settlement.delivered;

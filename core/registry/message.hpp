@@ -21,7 +21,8 @@ struct Settlement {
   std::uint32_t dropped = 0;    ///< receivers that missed one
 };
 
-/// The sender of messages, told (from any thread) how its messages ended.
+/// The sender of messages, told (from any thread) how its messages ended. It stays alive until
+/// every message it sent has settled (its tickets and shares point to it without owning it).
 class MessageSource {
 public:
   virtual ~MessageSource() = default;
@@ -37,7 +38,7 @@ public:
   SettleBatch& operator=(const SettleBatch&) = delete;
   ~SettleBatch() { flush(); }
 
-  void add(std::shared_ptr<MessageSource> source, const Settlement& settlement) {
+  void add(MessageSource* source, const Settlement& settlement) {
     for (auto& [known, total] : entries_) {
       if (known == source) {
         total.bytes += settlement.bytes;
@@ -47,7 +48,7 @@ public:
         return;
       }
     }
-    entries_.emplace_back(std::move(source), settlement);
+    entries_.emplace_back(source, settlement);
   }
   /// Tells each source what it gathered.
   void flush() {
@@ -56,18 +57,17 @@ public:
   }
 
 private:
-  boost::container::small_vector<std::pair<std::shared_ptr<MessageSource>, Settlement>, 2> entries_;
+  boost::container::small_vector<std::pair<MessageSource*, Settlement>, 2> entries_;
 };
 
-/// One message in flight to its receivers. Made by the sender with one share per receiver plus
-/// one for itself; each share settles exactly once, and the last one tells the source. Shares
-/// are held through TicketShare, which settles as dropped if it is let go unsettled.
+/// A message in flight to several receivers: one share each; each share settles exactly once,
+/// and the last one tells the source. (A message with one receiver needs no ticket: its share
+/// tells the source itself.)
 class MessageTicket {
 public:
   /// `shares` settlements are expected before the source is told.
-  static MessageTicket* make(std::shared_ptr<MessageSource> source, std::uint32_t bytes,
-                             std::uint32_t shares) {
-    return new MessageTicket(std::move(source), bytes, shares);
+  static MessageTicket* make(MessageSource* source, std::uint32_t bytes, std::uint32_t shares) {
+    return new MessageTicket(source, bytes, shares);
   }
   /// Any thread. The last settlement tells the source, through `batch` when given.
   void settle(bool delivered, SettleBatch* batch) noexcept {
@@ -76,7 +76,7 @@ public:
     const Settlement settlement{bytes_, 1, delivered_.load(std::memory_order_relaxed),
                                 dropped_.load(std::memory_order_relaxed)};
     if (batch != nullptr) {
-      batch->add(std::move(source_), settlement);
+      batch->add(source_, settlement);
     } else {
       source_->messages_settled(settlement);
     }
@@ -84,26 +84,35 @@ public:
   }
 
 private:
-  MessageTicket(std::shared_ptr<MessageSource> source, std::uint32_t bytes, std::uint32_t shares)
-      : source_(std::move(source)), bytes_(bytes), pending_(shares) {}
+  MessageTicket(MessageSource* source, std::uint32_t bytes, std::uint32_t shares)
+      : source_(source), bytes_(bytes), pending_(shares) {}
 
-  std::shared_ptr<MessageSource> source_;
+  MessageSource* const source_;
   const std::uint32_t bytes_;
   std::atomic<std::uint32_t> pending_;
   std::atomic<std::uint32_t> delivered_{0};
   std::atomic<std::uint32_t> dropped_{0};
 };
 
-/// One receiver's share of a ticket: move-only; settles as dropped when destroyed unsettled.
+/// One receiver's share of a message: move-only; settles as dropped when destroyed unsettled.
 class TicketShare {
 public:
   TicketShare() noexcept = default;
+  /// A share of a ticket (a message with several receivers).
   explicit TicketShare(MessageTicket* ticket) noexcept : ticket_(ticket) {}
-  TicketShare(TicketShare&& other) noexcept : ticket_(std::exchange(other.ticket_, nullptr)) {}
+  /// The only share of a message of `bytes` body bytes from `source`.
+  TicketShare(MessageSource* source, std::uint32_t bytes) noexcept
+      : source_(source), bytes_(bytes) {}
+  TicketShare(TicketShare&& other) noexcept
+      : ticket_(std::exchange(other.ticket_, nullptr)),
+        source_(std::exchange(other.source_, nullptr)),
+        bytes_(other.bytes_) {}
   TicketShare& operator=(TicketShare&& other) noexcept {
     if (this != &other) {
       settle(false);
       ticket_ = std::exchange(other.ticket_, nullptr);
+      source_ = std::exchange(other.source_, nullptr);
+      bytes_ = other.bytes_;
     }
     return *this;
   }
@@ -112,12 +121,23 @@ public:
   ~TicketShare() { settle(false); }
 
   void settle(bool delivered, SettleBatch* batch = nullptr) noexcept {
-    if (auto* ticket = std::exchange(ticket_, nullptr)) ticket->settle(delivered, batch);
+    if (auto* ticket = std::exchange(ticket_, nullptr)) {
+      ticket->settle(delivered, batch);
+    } else if (auto* source = std::exchange(source_, nullptr)) {
+      const Settlement settlement{bytes_, 1, delivered ? 1U : 0U, delivered ? 0U : 1U};
+      if (batch != nullptr) {
+        batch->add(source, settlement);
+      } else {
+        source->messages_settled(settlement);
+      }
+    }
   }
-  explicit operator bool() const noexcept { return ticket_ != nullptr; }
+  explicit operator bool() const noexcept { return ticket_ != nullptr || source_ != nullptr; }
 
 private:
   MessageTicket* ticket_ = nullptr;
+  MessageSource* source_ = nullptr;
+  std::uint32_t bytes_ = 0;
 };
 
 /// A message for one receiver.
