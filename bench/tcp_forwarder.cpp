@@ -63,7 +63,8 @@ struct Direction {
   int to = -1;
 };
 
-// Copies what `d.from` has now; false once that direction is over (it is then closed down).
+// Copies what `d.from` has now; false once that direction is over (then shut down; the caller
+// takes it out of epoll and lets go of the pair).
 bool forward_ready(Direction& d, std::vector<char>& buffer) {
   for (;;) {
     const auto n = recv(d.from, buffer.data(), buffer.size(), MSG_DONTWAIT);
@@ -76,7 +77,6 @@ bool forward_ready(Direction& d, std::vector<char>& buffer) {
   }
   shutdown(d.to, SHUT_WR);
   shutdown(d.from, SHUT_RD);
-  d.pair.reset();
   return false;
 }
 
@@ -101,7 +101,10 @@ void epoll_loop(int epoll, long spin_us) {
     if (n == 0) continue;
     for (int i = 0; i < n; ++i) {
       auto* d = static_cast<Direction*>(events[static_cast<std::size_t>(i)].data.ptr);
-      if (d->pair && !forward_ready(*d, buffer)) epoll_ctl(epoll, EPOLL_CTL_DEL, d->from, nullptr);
+      if (!d->pair || forward_ready(*d, buffer)) continue;
+      // Out of epoll before the descriptors can close (the last of a pair closes both).
+      epoll_ctl(epoll, EPOLL_CTL_DEL, d->from, nullptr);
+      d->pair.reset();
     }
     last_event = Clock::now();
   }
