@@ -1,9 +1,16 @@
 // gw-bench: gRPC side of the gateway benchmarks: the Send load generator (stream, rr), a gRPC
-// Respond peer, the direct gRPC server (no relay) that is their baseline, and a trivial gRPC
-// forwarder in front of it (the floor of two gRPC legs).
+// Respond peer, the direct gRPC server (no relay) that is their baseline, a trivial gRPC
+// forwarder in front of it (the floor of two gRPC legs), and a byte proxy in front of it (the
+// floor of a door that passes every byte through a relay thread before gRPC sees it).
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -55,13 +62,87 @@ std::string describe(const grpc::Status& status) {
   return "gRPC status " + std::to_string(status.error_code()) + ": " + status.error_message();
 }
 
+// ---- Loopback sockets for the byte-level baselines. ----
+
+int listen_loopback(std::uint16_t& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), length) != 0 || ::listen(fd, 16) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw std::runtime_error("cannot listen on 127.0.0.1:0");
+  }
+  port = ntohs(address.sin_port);
+  return fd;
+}
+
+int connect_loopback(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(port);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Copies `from` to `to` until `from` ends, then ends `to`'s sending side.
+void copy_bytes(int from, int to) {
+  std::vector<char> buffer(256 * 1024);
+  for (;;) {
+    const auto n = ::read(from, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    for (ssize_t done = 0; done < n;) {
+      const auto w =
+          ::send(to, buffer.data() + done, static_cast<std::size_t>(n - done), MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        ::shutdown(from, SHUT_RD);
+        return;
+      }
+      done += w;
+    }
+  }
+  ::shutdown(to, SHUT_WR);
+}
+
+// Sends `data` and reads as many bytes back: one round trip through an echo peer.
+bool echo_round_trip(int fd, const std::string& data, std::string& back) {
+  for (std::size_t done = 0; done < data.size();) {
+    const auto w = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    done += static_cast<std::size_t>(w);
+  }
+  back.resize(data.size());
+  for (std::size_t done = 0; done < back.size();) {
+    const auto r = ::read(fd, back.data() + done, back.size() - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
 // ---- Direct gRPC server: the baseline without a relay. ----
 
 // Send without a relay: reads the request to its end and answers with the report (as a
-// responder behind the relay does), or echoes each chunk back in echo mode.
+// responder behind the relay does), or echoes each chunk back in echo mode. With an echo port,
+// each echoed chunk first makes a round trip over TCP to that echo peer (serve-echo), on the
+// call's own thread: a gRPC leg and a byte leg with no hand-off between threads, the floor of
+// gRPC -> relay -> native.
 class DirectService final : public pb::SwitchboardService::Service {
 public:
-  explicit DirectService(std::size_t reply_size) : reply_size_(reply_size) {}
+  DirectService(std::size_t reply_size, std::uint16_t echo_port)
+      : reply_size_(reply_size), echo_port_(echo_port) {}
 
   grpc::Status Send(grpc::ServerContext*,
                     grpc::ServerReaderWriter<pb::SendResponse, pb::SendRequest>* stream) override {
@@ -75,15 +156,30 @@ public:
     std::uint64_t total = in.open().data().size();
     std::int64_t last = total > 0 ? bench::now_ns() : 0;
     pb::SendResponse out;
+    int hop = -1;
+    if (echo && echo_port_ != 0 && (hop = connect_loopback(echo_port_)) < 0) {
+      return {grpc::StatusCode::UNAVAILABLE, "cannot reach the echo peer"};
+    }
+    const int one = 1;
+    if (hop >= 0) ::setsockopt(hop, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::string back;
     while (stream->Read(&in)) {
       const auto& data = in.chunk().data();
       total += data.size();
       last = bench::now_ns();
       if (echo) {
+        if (hop >= 0 && !echo_round_trip(hop, data, back)) {
+          ::close(hop);
+          return {grpc::StatusCode::UNAVAILABLE, "echo peer went away"};
+        }
         out.mutable_chunk()->set_data(data);
-        if (!stream->Write(out)) return {grpc::StatusCode::CANCELLED, "client went away"};
+        if (!stream->Write(out)) {
+          if (hop >= 0) ::close(hop);
+          return {grpc::StatusCode::CANCELLED, "client went away"};
+        }
       }
     }
+    if (hop >= 0) ::close(hop);
     if (!echo) {
       out.mutable_chunk()->set_data(report_body(total, last, reply_size_));
       stream->Write(out);
@@ -92,6 +188,81 @@ public:
   }
 
 private:
+  std::size_t reply_size_;
+  std::uint16_t echo_port_;
+};
+
+// The same server on gRPC's callback API, the API the relay's gRPC door is built on: each
+// reaction runs on one of gRPC's callback threads, so its ping-pong is the floor of that API.
+class CallbackDirectService final : public pb::SwitchboardService::CallbackService {
+public:
+  explicit CallbackDirectService(std::size_t reply_size) : reply_size_(reply_size) {}
+
+  grpc::ServerBidiReactor<pb::SendRequest, pb::SendResponse>* Send(
+      grpc::CallbackServerContext*) override {
+    return new Call(reply_size_);
+  }
+
+private:
+  class Call final : public grpc::ServerBidiReactor<pb::SendRequest, pb::SendResponse> {
+  public:
+    explicit Call(std::size_t reply_size) : reply_size_(reply_size) { StartRead(&in_); }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) {
+        if (!opened_) {
+          Finish({grpc::StatusCode::INVALID_ARGUMENT, "the first message must be open"});
+        } else if (echo_) {
+          Finish(grpc::Status::OK);
+        } else {
+          out_.mutable_chunk()->set_data(report_body(total_, last_, reply_size_));
+          StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+        }
+        return;
+      }
+      if (!opened_) {
+        if (!in_.has_open()) {
+          Finish({grpc::StatusCode::INVALID_ARGUMENT, "the first message must be open"});
+          return;
+        }
+        opened_ = true;
+        const auto& metadata = in_.open().metadata();
+        const auto mode = metadata.find(kModeKey);
+        echo_ = mode != metadata.end() && mode->second == kEchoMode;
+        total_ = in_.open().data().size();
+        if (total_ > 0) last_ = bench::now_ns();
+        StartRead(&in_);
+        return;
+      }
+      total_ += in_.chunk().data().size();
+      last_ = bench::now_ns();
+      if (!echo_) {
+        StartRead(&in_);
+        return;
+      }
+      out_.mutable_chunk()->set_data(in_.chunk().data());
+      StartWrite(&out_);
+    }
+    // In echo mode the next read starts once the echo is written: one message each way.
+    void OnWriteDone(bool ok) override {
+      if (!ok) {
+        Finish({grpc::StatusCode::CANCELLED, "client went away"});
+        return;
+      }
+      StartRead(&in_);
+    }
+    void OnDone() override { delete this; }
+
+  private:
+    std::size_t reply_size_;
+    pb::SendRequest in_;
+    pb::SendResponse out_;
+    bool opened_ = false;
+    bool echo_ = false;
+    std::uint64_t total_ = 0;
+    std::int64_t last_ = 0;
+  };
+
   std::size_t reply_size_;
 };
 
@@ -112,8 +283,39 @@ int serve_on_loopback(grpc::Service& service) {
 }
 
 int serve_direct(const bench::Args& args) {
-  DirectService service(args.num("reply-size", 128));
+  const auto api = args.str("api", "sync");
+  if (api == "callback") {
+    if (args.has("echo-port")) throw std::invalid_argument("--echo-port is for --api sync");
+    CallbackDirectService service(args.num("reply-size", 128));
+    return serve_on_loopback(service);
+  }
+  if (api != "sync") throw std::invalid_argument("--api is sync or callback");
+  DirectService service(args.num("reply-size", 128),
+                        static_cast<std::uint16_t>(args.num("echo-port", 0)));
   return serve_on_loopback(service);
+}
+
+// A TCP echo peer: every connection's bytes are sent back, a thread per connection (bounded by
+// --max-conns; the process ends at --timeout).
+int serve_echo(const bench::Args& args) {
+  const auto max_conns = args.num("max-conns", 16);
+  std::uint16_t port = 0;
+  const int listener = listen_loopback(port);
+  std::printf("listening 127.0.0.1:%u\n", static_cast<unsigned>(port));
+  std::fflush(stdout);
+  for (std::uint64_t conns = 0; conns < max_conns; ++conns) {
+    const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::thread([fd] {
+      copy_bytes(fd, fd);
+      ::close(fd);
+    }).detach();
+  }
+  ::close(listener);
+  std::this_thread::sleep_for(std::chrono::hours(1));
+  return 0;
 }
 
 // ---- Trivial gRPC forwarder: two gRPC legs and nothing else. ----
@@ -151,6 +353,46 @@ int serve_forward(const bench::Args& args) {
   auto upstream = stub_for(args);
   ForwardService service(*upstream);
   return serve_on_loopback(service);
+}
+
+// ---- Byte proxy: what the gRPC door's HTTP/2 guard costs at the least. ----
+
+// Every connection accepted is paired with one to UPSTREAM and the bytes copied both ways,
+// each direction on its own blocking thread: the relay's door passes each byte of a gRPC
+// connection through one of its threads on the way in and on the way out (grpc_gateway/
+// guard_connection.cpp), so the direct ping-pong through this proxy is the floor of any door
+// that keeps that guard, before the relay does anything else.
+int serve_proxy(const bench::Args& args) {
+  (void)target_of(args);  // loopback only
+  const auto upstream = static_cast<std::uint16_t>(args.num("port", 0));
+  const auto max_pairs = args.num("max-pairs", 16);
+  std::uint16_t port = 0;
+  const int listener = listen_loopback(port);
+  std::printf("listening 127.0.0.1:%u\n", static_cast<unsigned>(port));
+  std::fflush(stdout);
+  // Bounded: a few pairs, each closed when both directions end; the process ends at --timeout.
+  for (std::uint64_t pairs = 0; pairs < max_pairs; ++pairs) {
+    const int client = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client < 0) continue;
+    const int server = connect_loopback(upstream);
+    if (server < 0) {
+      ::close(client);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ::setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::thread([client, server] {
+      std::thread back([client, server] { copy_bytes(server, client); });
+      copy_bytes(client, server);
+      back.join();
+      ::close(client);
+      ::close(server);
+    }).detach();
+  }
+  ::close(listener);
+  std::this_thread::sleep_for(std::chrono::hours(1));  // the --timeout thread ends the process
+  return 0;
 }
 
 // ---- gRPC Respond peer. ----
@@ -373,10 +615,16 @@ void usage() {
   std::fprintf(
       stderr,
       "usage: gw-bench COMMAND --port P [flags]   (gRPC port; loopback only)\n"
-      "  serve-direct [--reply-size 128]   gRPC Send server without a relay; prints\n"
+      "  serve-direct [--reply-size 128] [--echo-port P] [--api sync|callback]   gRPC Send\n"
+      "                                    server without a relay; echoed chunks first go\n"
+      "                                    round serve-echo at P; --api callback serves it on\n"
+      "                                    gRPC's callback API; prints\n"
       "                                    'listening 127.0.0.1:PORT'\n"
+      "  serve-echo [--max-conns 16]      TCP echo peer; prints 'listening 127.0.0.1:PORT'\n"
       "  serve-forward --port UPSTREAM   gRPC Send forwarder to UPSTREAM (serve-direct);\n"
       "                                    prints 'listening 127.0.0.1:PORT'\n"
+      "  serve-proxy --port UPSTREAM [--max-pairs 16]   byte proxy to UPSTREAM, a thread per\n"
+      "                                    direction; prints 'listening 127.0.0.1:PORT'\n"
       "  respond --channel UUID [--reply-size 128]   gRPC Respond peer; prints 'ready'\n"
       "  stream [--channel UUID] [--bytes 1G --chunk 64K] [--system NAME]\n"
       "  rr [--channel UUID] [--mode rpc|mux|pingpong] [--n 5000 --warmup 500 --size 128]\n"
@@ -389,6 +637,8 @@ int main(int argc, char** argv) {
   const std::map<std::string, int (*)(const bench::Args&)> commands = {
       {"serve-direct", serve_direct},
       {"serve-forward", serve_forward},
+      {"serve-proxy", serve_proxy},
+      {"serve-echo", serve_echo},
       {"respond", respond},
       {"stream", stream},
       {"rr", rr}};

@@ -396,6 +396,89 @@ run_gw_rr() {
   stop_pid "$direct"
 }
 
+# ---- rr-lat floors (--only rr-lat-floor; not in the default set): bench/LATENCY_PROFILE.md. ----
+# The rr-lat round trip through the relay with the client library at both ends, at one end, or at
+# neither (raw frames on blocking sockets), through tcp-forwarder as shipped (a blocking thread
+# per direction) and as one epoll thread that sleeps at once, polls 100 µs first, or never
+# sleeps, and direct; interleaved in each run. Printed as its own table (median (min–max) of the
+# runs, ratios to the blocking forwarder's median); the main table is not touched.
+FLOOR_RAW=$TMP/floor.jsonl
+floor_drive() {  # floor_drive SYSTEM CMD...: one driver run, recorded as "floor":SYSTEM
+  local system=$1 line; shift
+  line=$(timeout -k 5 240 "$@" 2>"$TMP/driver.err" | tail -n 1) || true
+  stop_pid "$SERVER_PID"
+  if [[ $line != \{* ]]; then
+    log "rr-lat-floor/$system FAILED: $(tail -n 3 "$TMP/driver.err" | tr '\n' ' ')"
+    return
+  fi
+  line="${line%\}},\"floor\":\"$system\"}"
+  echo "$line" >>"$FLOOR_RAW"
+  log "rr-lat-floor/$system: $line"
+}
+run_rr_lat_floor() {
+  local ends ch resp serve spin port lat=(--n "$LAT_N" --warmup "$LAT_WARM")
+  for ends in lib raw-requester raw-responder raw; do
+    start_relay; ch=$(uuid)
+    if [[ $ends == raw || $ends == raw-responder ]]; then
+      start_bg resp "$SB" rr-lat --raw-serve 1 --port "$RELAY_PORT" --channel "$ch" --timeout 200
+    else
+      start_bg resp "$SB" responder --port "$RELAY_PORT" --channel "$ch" --timeout 200
+    fi
+    resp=$BG_PID
+    wait_line resp '^ready'
+    local raw=()
+    [[ $ends == raw || $ends == raw-requester ]] && raw=(--raw 1)
+    floor_drive "switchboard-$ends" "$SB" rr-lat "${raw[@]}" --port "$RELAY_PORT" --channel "$ch" "${lat[@]}"
+    stop_roles "$resp"
+  done
+  for spin in threads 0 100 -1; do
+    if [[ $spin == threads ]]; then
+      start_bg forwarder "$FWD" --max-pairs 8 --seconds 300
+    else
+      start_bg forwarder "$FWD" --max-pairs 8 --seconds 300 --mode epoll --spin-us "$spin"
+    fi
+    SERVER_PID=$BG_PID
+    wait_line forwarder '^listening'
+    port=$(awk '/^listening/{print $2}' "$TMP/forwarder.out")
+    start_bg serve "$TCP" serve --connect "$port"; serve=$BG_PID
+    wait_line serve '^ready'
+    case $spin in
+      threads) floor_drive forwarder "$TCP" rr-lat --port "$port" --system f "${lat[@]}" ;;
+      -1) floor_drive forwarder-epoll-spin "$TCP" rr-lat --port "$port" --system f "${lat[@]}" ;;
+      *) floor_drive "forwarder-epoll-$spin" "$TCP" rr-lat --port "$port" --system f "${lat[@]}" ;;
+    esac
+    stop_roles "$serve"
+  done
+  start_bg serve "$TCP" serve; SERVER_PID=$BG_PID
+  wait_line serve '^listening'
+  floor_drive direct "$TCP" rr-lat --port "$(awk '/^listening/{print $2}' "$TMP/serve.out")" \
+    --system d "${lat[@]}"
+}
+floor_summary() {
+  python3 - "$FLOOR_RAW" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+systems = []
+for r in rows:
+    if r["floor"] not in systems:
+        systems.append(r["floor"])
+def cell(values):
+    m = statistics.median(values)
+    return f"{m:.1f} ({min(values):.1f}–{max(values):.1f})", m
+base = {k: statistics.median([r[k] for r in rows if r["floor"] == "forwarder"] or [0])
+        for k in ("p50_us", "p99_us", "p999_us")}
+print("| rr-lat floor: system | p50 µs | p99 µs | p99.9 µs | p50 ÷ fwd | p99.9 ÷ fwd |")
+print("|---|---|---|---|---|---|")
+for s in systems:
+    cells, meds = [], {}
+    for k in ("p50_us", "p99_us", "p999_us"):
+        c, meds[k] = cell([r[k] for r in rows if r["floor"] == s])
+        cells.append(c)
+    ratio = lambda k: f"{meds[k] / base[k]:.2f}×" if base[k] else "—"
+    print(f"| {s} | {' | '.join(cells)} | {ratio('p50_us')} | {ratio('p999_us')} |")
+PY
+}
+
 # ---- Main: each run goes through every workload, the systems interleaved. ----
 # The code measured: commit, and whether core/ or clients/ had uncommitted changes (read-only git).
 SOURCE=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -411,6 +494,10 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 if want hotpath; then run_hotpath; fi
+if [[ ,$ONLY, == *,rr-lat-floor,* ]]; then
+  for ((r = 1; r <= RUNS; r++)); do log "run $r/$RUNS: rr-lat-floor"; run_rr_lat_floor "$r"; done
+  floor_summary
+fi
 ELAPSED=$(( $(date +%s) - START ))
 
 report_args=(--raw "$RAW" --elapsed "$ELAPSED" --runs "$RUNS" --load "$LOAD_BEFORE"
