@@ -109,9 +109,7 @@ bool Connection::try_send_message(const Uuid& peer, std::span<const std::uint8_t
 }
 asio::awaitable<MessageTally> Connection::flush_messages() { return p_->flush_messages(); }
 MessageTally Connection::message_tally() const noexcept { return p_->tally_; }
-std::uint32_t Connection::max_message_size() const noexcept {
-  return p_->relay_max_frame_ - static_cast<std::uint32_t>(wire::kMessageHeadSize);
-}
+std::uint32_t Connection::max_message_size() const noexcept { return p_->max_message_size(); }
 void Connection::close() { p_->close(); }
 bool Connection::closed() const noexcept { return p_->closed_; }
 asio::awaitable<Outcome> Connection::wait_closed() { return p_->wait_closed(); }
@@ -279,6 +277,7 @@ void ConnectionImpl::adopt(const Joined& joined) {
   relay_window_ = joined.stream_window;
   keepalive_ms_ = joined.keepalive_ms;
   message_credit_ = joined.message_window;
+  message_window_ = joined.message_window;
   peers_ = joined.peers;
   version_ = joined.version;
   state_ = ConnectionState::connected;

@@ -131,6 +131,11 @@ public:
   /// Why a message of `size` bytes cannot be sent at all now; nullopt when it can (at once or
   /// once credit allows).
   std::optional<Outcome> message_refusal(std::size_t size) const;
+  /// A message fits in one of the relay's frames and in its message window.
+  std::uint32_t max_message_size() const noexcept {
+    return std::min<std::uint32_t>(
+        relay_max_frame_ - static_cast<std::uint32_t>(wire::kMessageHeadSize), message_window_);
+  }
   void write_message(wire::StreamKind kind, const Uuid& peer, std::span<const std::uint8_t> bytes);
   void receive_message(const wire::Frame& frame);
   void receive_message_report(const wire::Frame& frame);
@@ -204,6 +209,7 @@ public:
   std::vector<Message> pending_messages_;
   MessageTally tally_;
   std::int64_t message_credit_ = 0;
+  std::uint32_t message_window_ = 0;  // the relay's, from the last WELCOME
   std::uint32_t message_waiters_ = 0;
   boost::asio::steady_timer message_signal_;
   // Unchanged by a reconnect once set, as BlockingClient reads it from other threads.

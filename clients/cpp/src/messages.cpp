@@ -31,10 +31,10 @@ std::optional<Outcome> ConnectionImpl::message_refusal(std::size_t size) const {
   if (state_ != ConnectionState::connected || link_->dead) {
     return Outcome{Status::peer_gone, 0, "not connected (reconnecting)"};
   }
-  if (size + wire::kMessageHeadSize > relay_max_frame_) {
+  if (size > max_message_size()) {
     return Outcome{Status::resource_exhausted, 0,
                    "message of " + std::to_string(size) + " bytes exceeds the relay's largest (" +
-                       std::to_string(relay_max_frame_ - wire::kMessageHeadSize) + " bytes)"};
+                       std::to_string(max_message_size()) + " bytes)"};
   }
   return std::nullopt;
 }

@@ -390,7 +390,8 @@ public:
   boost::asio::awaitable<MessageTally> flush_messages();
   /// The tally now.
   MessageTally message_tally() const noexcept;
-  /// The largest message body the relay takes (its max frame less MESSAGE's 20-byte head).
+  /// The largest message body the relay takes: its max frame less MESSAGE's 20-byte head, and
+  /// no more than its message window.
   std::uint32_t max_message_size() const noexcept;
 
   /// Closes now, also while reconnecting (the pending attempt is abandoned): every open stream
