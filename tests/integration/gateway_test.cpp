@@ -237,8 +237,10 @@ TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
 
 TEST_F(Gateway, NativeMessagesReachAGrpcPeerAsOneMessageBroadcasts) {
   grpc::ClientContext context;
-  Uuid grpc_peer;
-  auto respond = join_respond(context, grpc_peer);
+  std::string grpc_peer_text;
+  auto respond = join_respond(context, &grpc_peer_text);
+  const auto grpc_peer = Uuid::parse(grpc_peer_text).value_or(Uuid{});
+  ASSERT_FALSE(grpc_peer.is_nil());
   // A native sender speaking whole messages, on its own I/O thread.
   namespace asio = boost::asio;
   asio::io_context io;
