@@ -62,6 +62,9 @@ for api in async blocking; do
     check "$api" "$mode" 65536 256
   done
 done
+# Whole messages (broadcasts only): small ones, and the largest the relay's default frame takes.
+check message broadcast 16 20000
+check message broadcast 65516 256
 kill -0 "$RELAY_PID" 2>/dev/null || { echo "FAIL relay exited"; FAILED=1; }
 stop_pid "$RELAY_PID"
 exit "$FAILED"

@@ -53,17 +53,17 @@ asio::awaitable<void> report(Sink& sink) {
     std::fprintf(stderr, "receiver: report failed: %s\n", outcome.describe().c_str());
 }
 
-void count(Sink& sink, const Stream& message, std::uint64_t bytes) {
+void count_message(Sink& sink, const Uuid& sender, std::uint64_t bytes) {
   sink.bytes += bytes;
   sink.last = bench::now_ns();
-  sink.sender = message.peer();
+  sink.sender = sender;
   ++sink.msgs;
 }
 
 asio::awaitable<void> consume(std::shared_ptr<Stream> message, Sink& sink, std::uint64_t bytes,
                               std::uint64_t expect_msgs) {
   bytes += co_await drain(message);
-  count(sink, *message, bytes);
+  count_message(sink, message->peer(), bytes);
   if (sink.msgs == expect_msgs) co_await report(sink);
 }
 
@@ -81,7 +81,7 @@ void receive(const asio::any_io_executor& executor, std::shared_ptr<Stream> mess
     if (chunk->size == 0) break;
     bytes += chunk->size;
   }
-  count(sink, *message, bytes);
+  count_message(sink, message->peer(), bytes);
   if (sink.msgs == expect_msgs) asio::co_spawn(executor, report(sink), asio::detached);
 }
 
@@ -116,6 +116,11 @@ asio::awaitable<int> receiver(const bench::Args& args) {
     Sink* raw = sink.get();
     sink->connection->on_broadcast([executor, raw, expect_msgs](std::shared_ptr<Stream> message) {
       receive(executor, std::move(message), *raw, expect_msgs);
+    });
+    // Whole messages (discrete --api message) count as broadcasts do.
+    sink->connection->on_message([executor, raw, expect_msgs](const switchboard::client::Message& message) {
+      count_message(*raw, message.sender, message.body.size);
+      if (raw->msgs == expect_msgs) asio::co_spawn(executor, report(*raw), asio::detached);
     });
     sinks.push_back(std::move(sink));
   }

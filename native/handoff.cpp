@@ -49,6 +49,8 @@ ListPool& delivery_lists() {
 
 }  // namespace
 
+Session& Delivery::target() const noexcept { return stream ? stream->session() : *session; }
+
 HandoffBatch::HandoffBatch() {
   // Sized once per thread for a busy scope, so that a scope reaching more sessions than any
   // before it rarely grows them in the middle of a flow.
@@ -83,7 +85,7 @@ void HandoffBatch::Scope::flush() {
 void HandoffBatch::hand_off(Delivery delivery) {
   auto& batch = this_thread();
   if (!batch.open_) {
-    Session& target = delivery.stream->session();
+    Session& target = delivery.target();
     auto deliveries = take_list();
     deliveries.push_back(std::move(delivery));
     target.post_deliveries(std::move(deliveries));
@@ -93,7 +95,7 @@ void HandoffBatch::hand_off(Delivery delivery) {
 }
 
 void HandoffBatch::add(Delivery delivery) {
-  Session* target = &delivery.stream->session();
+  Session* target = &delivery.target();
   for (auto& [session, deliveries] : targets_) {
     if (session == target) {
       deliveries.push_back(std::move(delivery));

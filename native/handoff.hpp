@@ -38,15 +38,26 @@ struct SinkDone {
   std::uint32_t sink = 0;
   Status status = Status::ok;
 };
+// Session-level: a whole message for the session's client, and the end of one of its own.
+struct Message {
+  MessageDelivery message;
+};
+struct Settled {
+  Settlement settlement;
+};
 }  // namespace delivery
 
-/// What a counterpart hands a stream, on the way to the stream's session. The stream holds its
-/// session, so a queued delivery keeps its target alive.
+/// What a counterpart hands a stream (or, for Message and Settled, a session itself), on the
+/// way to the session. The stream holds its session, so a queued delivery keeps its target
+/// alive.
 struct Delivery {
-  std::shared_ptr<SessionStream> stream;
+  std::shared_ptr<SessionStream> stream;  // null for a session-level delivery
   std::variant<delivery::Incoming, delivery::Data, delivery::End, delivery::Reset, delivery::Credit,
-               delivery::SinkDone>
+               delivery::SinkDone, delivery::Message, delivery::Settled>
       what;
+  std::shared_ptr<Session> session;  // a session-level delivery's target
+
+  Session& target() const noexcept;
 };
 using DeliveryList = std::vector<Delivery>;
 

@@ -1,6 +1,8 @@
 // Composing a session's gathered writes: control frames first, then bulk streams round-robin.
 #include "native/outbox.hpp"
 
+#include <cstring>
+
 #include "switchboard/wire/codec.hpp"
 
 namespace switchboard::core::net {
@@ -69,6 +71,13 @@ bool Outbox::compose(std::uint32_t client_max_frame, bool closing) {
   }
   bool requeued = false;
   std::size_t budget = kMaxWriteBytes;
+  if (!messages_.empty()) {
+    // Messages go first but leave ready streams at least half of the write.
+    std::size_t message_budget = ready_.empty() ? budget : budget / 2;
+    const std::size_t before = message_budget;
+    emit_messages(message_budget);
+    budget -= before - message_budget;
+  }
   std::size_t turns = ready_.size();
   while (turns-- > 0 && budget > 0 && pieces_.size() + 8 < kMaxPieces && !ready_.empty()) {
     auto stream = std::move(ready_.front());
@@ -80,6 +89,58 @@ bool Outbox::compose(std::uint32_t client_max_frame, bool closing) {
     if (!ready_.empty() && turns == 0 && budget > 0) turns = ready_.size();
   }
   return requeued;
+}
+
+void Outbox::queue_message(MessageDelivery message) { messages_.push_back(std::move(message)); }
+
+std::uint32_t Outbox::drop_messages() noexcept {
+  const auto count = static_cast<std::uint32_t>(messages_.size());
+  messages_.clear();  // each share settles as dropped
+  return count;
+}
+
+std::uint32_t Outbox::abandon_messages_in_flight() noexcept {
+  const auto count = static_cast<std::uint32_t>(sent_messages_.size());
+  sent_messages_.clear();  // each share settles as dropped
+  return count;
+}
+
+void Outbox::emit_messages(std::size_t& budget) {
+  constexpr std::size_t kHead = wire::kHeaderSize + wire::kMessageHeadSize;
+  // Bodies up to this size are copied next to their heads, so that a write of many small
+  // messages is a few contiguous pieces rather than two per message; larger ones are pointed to.
+  constexpr std::uint32_t kCopiedBody = 256;
+  auto add_arena_piece = [this](std::size_t at, std::size_t size) {
+    if (!pieces_.empty() && pieces_.back().data == nullptr &&
+        pieces_.back().offset + pieces_.back().size == at) {
+      pieces_.back().size += size;
+    } else {
+      pieces_.push_back(Piece{nullptr, at, size});
+    }
+  };
+  std::uint64_t bytes = 0;
+  while (!messages_.empty() && budget > 0 && pieces_.size() + 2 < kMaxPieces) {
+    MessageDelivery& message = messages_.front();
+    const std::uint32_t size = message.body.size;
+    const bool copied = size <= kCopiedBody;
+    const std::size_t at = arena_.size();
+    arena_.resize(at + kHead + (copied ? size : 0));
+    wire::encode_message_head(wire::MessageHead{message.kind, message.sender}, size,
+                              arena_.data() + at);
+    if (copied) {
+      if (size > 0) std::memcpy(arena_.data() + at + kHead, message.body.data, size);
+      add_arena_piece(at, kHead + size);
+    } else {
+      add_arena_piece(at, kHead);
+      pieces_.push_back(Piece{message.body.data, 0, size});
+      in_flight_.push_back(std::move(message.body));
+    }
+    bytes += size;
+    budget -= std::min<std::size_t>(budget, kHead + size);
+    sent_messages_.push_back(std::move(message.share));
+    messages_.pop_front();
+  }
+  context_.counters.native.payload_bytes_out.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void Outbox::emit_stream(const StreamPtr& stream, std::uint32_t client_max_frame,
@@ -201,11 +262,15 @@ void Outbox::release_idle() noexcept {
   std::vector<wire::Slice>().swap(in_flight_);
   std::vector<std::pair<StreamPtr, std::uint32_t>>().swap(written_);
   std::vector<StreamPtr>().swap(finished_out_);
+  std::vector<TicketShare>().swap(sent_messages_);
   if (ready_.empty()) ready_.release();
+  if (messages_.empty()) messages_.release();
 }
 
 void Outbox::drop_streams() noexcept {
   ready_.clear();
+  messages_.clear();
+  sent_messages_.clear();
   written_.clear();
   finished_out_.clear();
   in_flight_.clear();

@@ -10,6 +10,7 @@
 
 #include "native/fifo.hpp"
 #include "native/session_stream.hpp"
+#include "registry/message.hpp"
 #include "relay/relay_context.hpp"
 
 namespace switchboard::core::net {
@@ -25,7 +26,23 @@ public:
   /// Frames for the client that go out before any stream's (append with the wire encoders).
   std::vector<std::uint8_t>& control() noexcept { return control_; }
   /// Whether anything waits for the next write.
-  bool has_queued() const noexcept { return !ready_.empty() || !control_.empty(); }
+  bool has_queued() const noexcept {
+    return !ready_.empty() || !control_.empty() || !messages_.empty();
+  }
+
+  /// Queues a whole message for the client, written before ready streams' data; its share
+  /// settles (delivered) once the write that carries it is done.
+  void queue_message(MessageDelivery message);
+  bool has_messages() const noexcept { return !messages_.empty(); }
+  /// Drops every queued message (their shares settle as dropped); returns how many.
+  std::uint32_t drop_messages() noexcept;
+  /// Whether the write in flight carries messages.
+  bool messages_in_flight() const noexcept { return !sent_messages_.empty(); }
+  /// Gives up on the messages of the write in flight: their shares settle as dropped (the bytes
+  /// stay with the write, which may still complete). Returns how many.
+  std::uint32_t abandon_messages_in_flight() noexcept;
+  /// After the write: the shares of the messages it carried, to settle.
+  std::vector<TicketShare>& sent_messages() noexcept { return sent_messages_; }
 
   /// Puts `stream` in line if it has something to send; returns whether it was put.
   bool schedule(const StreamPtr& stream);
@@ -61,10 +78,13 @@ private:
   };
 
   void emit_stream(const StreamPtr& stream, std::uint32_t client_max_frame, std::size_t& budget);
+  void emit_messages(std::size_t& budget);
 
   RelayContext& context_;
   std::vector<std::uint8_t> control_;
   Fifo<StreamPtr> ready_;
+  Fifo<MessageDelivery> messages_;
+  std::vector<TicketShare> sent_messages_;
   std::vector<std::uint8_t> arena_;
   std::vector<Piece> pieces_;
   std::vector<boost::asio::const_buffer> gather_;

@@ -135,6 +135,13 @@ void Session::handle_frames() {
     }
     if (!handle_frame(frame) || phase_ == Phase::resolving) break;
   }
+  if (messages_read_ > 0) {
+    context_.counters.native.messages_received.fetch_add(messages_read_, std::memory_order_relaxed);
+    context_.counters.native.payload_bytes_in.fetch_add(message_bytes_read_,
+                                                        std::memory_order_relaxed);
+    messages_read_ = 0;
+    message_bytes_read_ = 0;
+  }
   if (release_read_block_) {
     release_read_block_ = false;
     reader_.release_idle_block();
@@ -177,6 +184,7 @@ void Session::on_watchdog() {
     case Phase::joined:
       judge_liveness(now);
       if (io_stopped_) return;
+      judge_message_progress(now);
       arm_watchdog();
       return;
     case Phase::closing:
@@ -233,6 +241,7 @@ void Session::judge_liveness(Clock::time_point now) {
 void Session::on_presence(const wire::Presence& event) {
   // Called with the registry's lock held: queue the change, and post at most one hand-off
   // until it is written, however many changes follow.
+  message_targets_stale_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(presence_mutex_);
     for (const auto& subject : event.peers) {
@@ -248,6 +257,9 @@ void Session::on_presence(const wire::Presence& event) {
 // changes keep coming, each write waits twice as long as the one before, from an eighth of
 // presence_interval up to all of it, so a storm of joins costs each peer a few writes.
 void Session::schedule_presence() {
+  // Members cached for broadcasting messages may have left: let them go now, not at the next
+  // message (which refreshes the list anyway).
+  if (message_targets_stale_.load(std::memory_order_relaxed)) message_targets_.clear();
   if (closing()) return;
   const auto now = Clock::now();
   const auto interval = Clock::duration(limits_.presence_interval);
@@ -423,6 +435,7 @@ void Session::cleanup() {
   for (auto& [id, stream] : streams) {
     reset_stream(stream, Status::peer_gone, "peer left", false, true);
   }
+  message_targets_.clear();  // two sessions holding each other would never be freed
   // Streams referenced by an interrupted write would keep this session alive through their
   // back-pointer; drop them with it.
   outbox_.drop_streams();

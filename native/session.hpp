@@ -38,7 +38,9 @@ using tcp = asio::ip::tcp;
 /// counterparts and stream bookkeeping (session_streams.cpp), the writer (session_write.cpp,
 /// composing in Outbox), stream timers (StreamTimers) and hand-offs between sessions
 /// (HandoffBatch).
-class Session final : public Peer, public std::enable_shared_from_this<Session> {
+class Session final : public Peer,
+                      public MessageSource,
+                      public std::enable_shared_from_this<Session> {
 public:
   /// `accepted_at` starts the handshake timeout (a connection may wait before its session).
   Session(std::unique_ptr<Transport> transport, RelayContext& context, std::uint64_t connection_id,
@@ -53,7 +55,11 @@ public:
 
   void on_presence(const wire::Presence& event) override;
   std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) override;
+  /// Written as a MESSAGE frame to a client that speaks them; as a stream to one that does not.
+  void deliver_message(MessageDelivery message) override;
   bool has_capacity() const override;
+  /// Some of this client's messages reached their end (any thread).
+  void messages_settled(const Settlement& settlement) override;
   /// Drains like drain(), but announces where the channel went (REDIRECT), or closes at once
   /// when no relay can serve it.
   void relocate(const cluster::Verdict& next) override;
@@ -115,6 +121,7 @@ private:
   bool handle_window(const wire::Frame& frame);
   bool handle_ping(const wire::Frame& frame);
   bool handle_error(const wire::Frame& frame);
+  bool handle_message(const wire::Frame& frame);
   StreamPtr find_stream(std::uint32_t id, wire::FrameType type);
   void open_request(std::uint32_t id, const StreamRequest& request, wire::Open open,
                     wire::Slice body, bool fin);
@@ -135,6 +142,17 @@ private:
   void on_reset(const StreamPtr& stream, wire::Reset reset);
   void on_credit(const StreamPtr& stream, std::uint32_t bytes, std::uint32_t sink);
   void on_sink_done(const StreamPtr& stream, std::uint32_t sink, Status status);
+  void on_message(MessageDelivery message);
+  void on_messages_settled(const Settlement& settlement);
+
+  // ---- Whole messages (session_messages.cpp). ----
+  // Counts settled (or refused) messages of our client's towards its next MESSAGE_REPORT, and
+  // sends the report when its credit is due or nothing of the client's is left in flight.
+  void settle_own_messages(const Settlement& settlement, std::uint32_t refused);
+  void send_message_report();
+  // Messages queued for our client that have not moved for the slow-consumer timeout are
+  // dropped (their senders learn it; our client learns how many it lost).
+  void judge_message_progress(Clock::time_point now);
 
   // ---- Stream bookkeeping (session_streams.cpp). ----
   void register_stream(const StreamPtr& stream);
@@ -208,6 +226,32 @@ private:
   std::uint32_t client_window_ = 0;
   auth::Grant grant_;  // what the HELLO's token allows (everything on an open relay)
   asio::steady_timer token_expiry_;
+
+  // Whole messages. Set before the session joins (the registry's lock publishes it to senders
+  // on other threads): whether the client reads MESSAGE frames.
+  bool client_reads_messages_ = false;
+  // The channel's other members as of the last message broadcast, refreshed from the registry
+  // only after a presence change marked it stale (set from any thread, under the registry's
+  // lock); cleared on this thread when a change comes, so it keeps nobody who left.
+  std::atomic<bool> message_targets_stale_{true};
+  BroadcastTargets message_targets_;
+  std::int64_t message_credit_ = 0;       // body bytes our client may still send
+  std::uint32_t messages_in_flight_ = 0;  // our client's messages not settled yet
+  // Held while any is: their shares point to this session without owning it.
+  std::shared_ptr<Session> alive_for_messages_;
+  // Counted per message, added to the shared counters once per read.
+  std::uint64_t messages_read_ = 0;
+  std::uint64_t message_bytes_read_ = 0;
+  wire::MessageReport report_{};  // counts gathered for the next MESSAGE_REPORT
+  bool message_refusal_logged_ = false;
+  // Progress of the messages towards our client, judged by the watchdog: how many left so far,
+  // the count it saw last, and since when that count has not changed while some waited.
+  // Set when waiting messages were dropped: later ones are dropped at once (and counted as
+  // lost to our client) until a write to the client completes again.
+  bool messages_dropping_ = false;
+  std::uint64_t messages_written_ = 0;
+  std::uint64_t messages_written_seen_ = 0;
+  Clock::time_point messages_moved_{};
 
   // Streams.
   boost::unordered_flat_map<std::uint32_t, StreamPtr> streams_;

@@ -44,6 +44,8 @@ bool Session::handle_frame(const wire::Frame& frame) {
       return handle_ping(frame);
     case FrameType::error:
       return handle_error(frame);
+    case FrameType::message:
+      return handle_message(frame);
     case FrameType::hello:
       fail_connection(Status::protocol_error, "HELLO after the handshake");
       return false;
@@ -51,6 +53,7 @@ bool Session::handle_frame(const wire::Frame& frame) {
     case FrameType::presence:
     case FrameType::go_away:
     case FrameType::redirect:
+    case FrameType::message_report:
       break;  // the relay's frames, never a client's
   }
   // Also any value outside the enum (the frame reader refuses those before they get here).
@@ -154,6 +157,8 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
   if (verdict.kind != cluster::Verdict::Kind::serve) return redirect_hello(hello, verdict);
   const bool accepts = hello.accepts_requests();
   const bool observes = hello.observes();
+  // Before the join: senders on other threads read it once the registry holds this peer.
+  client_reads_messages_ = hello.version >= wire::kMessageVersion;
   JoinResult joined;
   if (observes) {
     // Presence only: no membership, so no id to occupy, no place in the channel's limit, and
@@ -199,6 +204,8 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
   welcome.stream_window = limits_.stream_window;
   welcome.max_streams = limits_.max_streams_per_connection;
   welcome.keepalive_ms = static_cast<std::uint32_t>(limits_.keepalive_interval.count());
+  welcome.message_window = limits_.message_window;
+  message_credit_ = limits_.message_window;
   auto& control = outbox_.control();
   wire::append_welcome(control, welcome);
   // The snapshot may exceed one frame: split it so each frame fits the client's max frame.

@@ -25,23 +25,24 @@ Overloaded(Handlers...) -> Overloaded<Handlers...>;
 // ---- Endpoint: called from any thread; the delivery goes to the owning session. ----
 
 void SessionStream::deliver_data(wire::Slice payload, bool fin) {
-  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::Data{std::move(payload), fin}});
+  HandoffBatch::hand_off(
+      Delivery{shared_from_this(), delivery::Data{std::move(payload), fin}, nullptr});
 }
 
 void SessionStream::deliver_end(wire::End end) {
-  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::End{std::move(end)}});
+  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::End{std::move(end)}, nullptr});
 }
 
 void SessionStream::deliver_reset(wire::Reset reset) {
-  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::Reset{std::move(reset)}});
+  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::Reset{std::move(reset)}, nullptr});
 }
 
 void SessionStream::deliver_credit(std::uint32_t bytes, std::uint32_t sink) {
-  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::Credit{bytes, sink}});
+  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::Credit{bytes, sink}, nullptr});
 }
 
 void SessionStream::deliver_sink_done(std::uint32_t sink, Status status) {
-  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::SinkDone{sink, status}});
+  HandoffBatch::hand_off(Delivery{shared_from_this(), delivery::SinkDone{sink, status}, nullptr});
 }
 
 std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
@@ -56,7 +57,7 @@ std::shared_ptr<Endpoint> Session::accept_stream(StreamOffer offer) {
   const auto role = offer.kind == wire::StreamKind::broadcast ? StreamRole::broadcast_sink
                                                               : StreamRole::responder;
   auto stream = std::make_shared<SessionStream>(shared_from_this(), role);
-  HandoffBatch::hand_off(Delivery{stream, delivery::Incoming{std::move(offer)}});
+  HandoffBatch::hand_off(Delivery{stream, delivery::Incoming{std::move(offer)}, nullptr});
   return stream;
 }
 
@@ -92,6 +93,8 @@ void Session::run_delivery(Delivery& delivery) {
                  [&](delivery::Reset& d) { on_reset(stream, std::move(d.reset)); },
                  [&](delivery::Credit& d) { on_credit(stream, d.bytes, d.sink); },
                  [&](delivery::SinkDone& d) { on_sink_done(stream, d.sink, d.status); },
+                 [&](delivery::Message& d) { on_message(std::move(d.message)); },
+                 [&](delivery::Settled& d) { on_messages_settled(d.settlement); },
              },
              delivery.what);
 }

@@ -169,6 +169,19 @@ asio::awaitable<bool> Session::write_loop() {
 void Session::complete_write() {
   HandoffBatch::Scope handoffs;
   outbox_.release_payload();
+  if (auto& sent = outbox_.sent_messages(); !sent.empty()) {
+    context_.counters.native.messages_delivered.fetch_add(sent.size(), std::memory_order_relaxed);
+    messages_written_ += sent.size();
+    SettleBatch settled;
+    for (auto& share : sent) share.settle(true, &settled);
+    sent.clear();
+    settled.flush();
+  }
+  if (messages_dropping_) {
+    // The client takes writes again: messages flow to it again, and it learns what it lost.
+    messages_dropping_ = false;
+    if (report_.lost > 0) send_message_report();
+  }
   auto& written = outbox_.written();
   auto& finished = outbox_.finished();
   for (auto& stream : finished) stream->out_done_ = true;

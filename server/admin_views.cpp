@@ -162,6 +162,16 @@ std::string metrics_text(const RelayContext& context, const std::vector<const Do
       out, doors, "switchboard_slow_consumer_drops_total", "counter",
       "Receivers dropped as slow consumers (broadcast receivers and whole connections).",
       [](const DoorCounters& c) -> auto& { return c.slow_consumer_drops; });
+  out.family("switchboard_messages_received_total", "counter",
+             "Whole messages (MESSAGE frames) received from native clients.");
+  out.sample("switchboard_messages_received_total", "", load(counters.native.messages_received));
+  out.family("switchboard_messages_delivered_total", "counter",
+             "Whole messages written to a receiver (one per receiver).");
+  out.sample("switchboard_messages_delivered_total", "", load(counters.native.messages_delivered));
+  out.family("switchboard_messages_dropped_total", "counter",
+             "Whole messages that did not reach a receiver (absent, gone, or too slow), per "
+             "receiver.");
+  out.sample("switchboard_messages_dropped_total", "", load(counters.native.messages_dropped));
   out.family("switchboard_queued_bytes", "gauge",
              "Payload bytes held in the relay's stream queues (bounded by the windows).");
   out.sample("switchboard_queued_bytes", "", load(counters.queued_bytes));

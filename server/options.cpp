@@ -282,6 +282,12 @@ std::vector<Option> build_table() {
       wire::kMaxWindow, [](C c) -> std::uint32_t& { return c.limits.stream_window; },
       OptionType::size));
   table.push_back(unsigned_option(
+      "message_window",
+      "body bytes of whole messages one connection may have in the relay at once (flow-control "
+      "window of MESSAGE)",
+      wire::kMinMaxFrame, wire::kMaxWindow,
+      [](C c) -> std::uint32_t& { return c.limits.message_window; }, OptionType::size));
+  table.push_back(unsigned_option(
       "max_streams_per_connection", "streams one connection may have open in each direction", 1,
       kU32, [](C c) -> std::uint32_t& { return c.limits.max_streams_per_connection; },
       OptionType::unsigned_integer, {"--max-streams"}));

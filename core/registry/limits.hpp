@@ -17,6 +17,11 @@ struct Limits {
   /// through two hops; 256 KiB held a single stream to about 60% of what the path carries.
   std::uint32_t stream_window = 1024 * 1024;
   std::uint32_t max_streams_per_connection = 256;
+  /// Body bytes of whole messages (protocol MESSAGE) one connection may have in the relay at
+  /// once: sent and not yet written to every receiver (or dropped). Bounds the relay's memory
+  /// per sending connection as stream_window does per stream. A message must fit in one frame
+  /// and in this window.
+  std::uint32_t message_window = 1024 * 1024;
   std::uint32_t max_peers_per_channel = 10'000;
   std::uint32_t max_channels = 100'000;
   std::uint32_t max_connections = 50'000;

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "cluster/directory.hpp"
+#include "registry/message.hpp"
 #include "switchboard/wire/buffer.hpp"
 #include "switchboard/wire/frame.hpp"
 
@@ -56,6 +57,12 @@ public:
   /// Accepts a stream routed to this peer and returns the endpoint the opener talks to, or
   /// nullptr when the peer can no longer take it (closing, or at its stream limit).
   virtual std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) = 0;
+  /// A whole message for this peer (protocol MESSAGE). Any thread; never blocks. The peer
+  /// settles `message.share` once its client was written the body (delivered) or it cannot be
+  /// (dropped). This default hands it over as a broadcast stream with the whole body and its
+  /// end (what peers whose client does not speak messages receive); a peer that writes MESSAGE
+  /// frames overrides it.
+  virtual void deliver_message(MessageDelivery message);
   /// Whether the peer can take another incoming request now (for "any" routing).
   virtual bool has_capacity() const = 0;
   /// The front door that carries this peer, for introspection ("native" or "grpc").

@@ -14,6 +14,8 @@ void Limits::validate() const {
   if (max_frame > 16 * 1024 * 1024) fail("max_frame must be at most 16 MiB");
   if (stream_window == 0) fail("stream_window must be positive");
   if (stream_window > wire::kMaxWindow) fail("stream_window must be at most 2^31 - 1 bytes");
+  if (message_window < wire::kMinMaxFrame) fail("message_window must be at least 1024 bytes");
+  if (message_window > wire::kMaxWindow) fail("message_window must be at most 2^31 - 1 bytes");
   if (max_streams_per_connection == 0) fail("max_streams_per_connection must be positive");
   if (max_peers_per_channel == 0) fail("max_peers_per_channel must be positive");
   if (max_channels == 0) fail("max_channels must be positive");

@@ -78,6 +78,11 @@ struct DoorCounters {
   /// Times a stream had bytes for a client but no credit from it (the client reads slower).
   std::atomic<std::uint64_t> credit_stalls{0};
   std::atomic<std::uint64_t> slow_consumer_drops{0};
+  /// Whole messages (MESSAGE): received from clients, written to receivers, and receivers a
+  /// message did not reach (gone, absent, too slow, or a frame too large for them).
+  std::atomic<std::uint64_t> messages_received{0};
+  std::atomic<std::uint64_t> messages_delivered{0};
+  std::atomic<std::uint64_t> messages_dropped{0};
   std::atomic<std::uint64_t> protocol_errors{0};
   /// TLS handshakes on the door's listener that failed or timed out.
   std::atomic<std::uint64_t> tls_handshake_failures{0};

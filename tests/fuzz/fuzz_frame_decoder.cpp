@@ -174,11 +174,41 @@ void round_trip_welcome(Bytes payload) {
   Welcome again;
   SWITCHBOARD_FUZZ_CHECK(parse_welcome(redecode(out, FrameType::welcome).payload, again) ==
                          DecodeError::none);
-  SWITCHBOARD_FUZZ_CHECK(std::tie(welcome.version, welcome.peer_id, welcome.max_frame,
-                                  welcome.stream_window, welcome.max_streams,
-                                  welcome.keepalive_ms) ==
-                         std::tie(again.version, again.peer_id, again.max_frame,
-                                  again.stream_window, again.max_streams, again.keepalive_ms));
+  SWITCHBOARD_FUZZ_CHECK(
+      std::tie(welcome.version, welcome.peer_id, welcome.max_frame, welcome.stream_window,
+               welcome.max_streams, welcome.keepalive_ms, welcome.message_window) ==
+      std::tie(again.version, again.peer_id, again.max_frame, again.stream_window,
+               again.max_streams, again.keepalive_ms, again.message_window));
+}
+
+void round_trip_message(Bytes payload) {
+  MessageHead head;
+  Bytes body;
+  if (parse_message(payload, head, body) != DecodeError::none) return;
+  SWITCHBOARD_FUZZ_CHECK(head.kind == StreamKind::to_peer || head.kind == StreamKind::broadcast);
+  Buffer out;
+  append_message(out, head, body);
+  MessageHead again;
+  Bytes again_body;
+  SWITCHBOARD_FUZZ_CHECK(parse_message(redecode(out, FrameType::message).payload, again,
+                                       again_body) == DecodeError::none);
+  SWITCHBOARD_FUZZ_CHECK(again.kind == head.kind && again.peer == head.peer);
+  SWITCHBOARD_FUZZ_CHECK(
+      std::equal(body.begin(), body.end(), again_body.begin(), again_body.end()));
+}
+
+void round_trip_message_report(Bytes payload) {
+  MessageReport report;
+  if (parse_message_report(payload, report) != DecodeError::none) return;
+  Buffer out;
+  append_message_report(out, report);
+  MessageReport again;
+  SWITCHBOARD_FUZZ_CHECK(parse_message_report(redecode(out, FrameType::message_report).payload,
+                                              again) == DecodeError::none);
+  SWITCHBOARD_FUZZ_CHECK(std::tie(report.credit, report.messages, report.delivered, report.dropped,
+                                  report.refused, report.lost) ==
+                         std::tie(again.credit, again.messages, again.delivered, again.dropped,
+                                  again.refused, again.lost));
 }
 
 void round_trip_presence(Bytes payload, std::uint8_t frame_flags) {
@@ -323,6 +353,10 @@ void round_trip(const Decoded& frame) {
       return round_trip_error(payload);
     case FrameType::redirect:
       return round_trip_redirect(payload);
+    case FrameType::message:
+      return round_trip_message(payload);
+    case FrameType::message_report:
+      return round_trip_message_report(payload);
     case FrameType::open:
       return round_trip_open(payload, frame.header.stream, frame.header.flags);
     case FrameType::data:

@@ -159,6 +159,19 @@ private:
       case FrameType::redirect:
         SWITCHBOARD_FUZZ_CHECK(false && "a relay alone sent a REDIRECT");
         return;
+      case FrameType::message: {
+        SWITCHBOARD_FUZZ_CHECK(welcomed);
+        wire::MessageHead head;
+        wire::Bytes body;
+        SWITCHBOARD_FUZZ_CHECK(wire::parse_message(payload, head, body) == DecodeError::none);
+        return;
+      }
+      case FrameType::message_report: {
+        SWITCHBOARD_FUZZ_CHECK(welcomed);
+        wire::MessageReport report;
+        SWITCHBOARD_FUZZ_CHECK(wire::parse_message_report(payload, report) == DecodeError::none);
+        return;
+      }
       case FrameType::open: {
         SWITCHBOARD_FUZZ_CHECK(welcomed);
         // Streams the relay opens use even ids (client streams are odd).

@@ -2,6 +2,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 #include <future>
 #include <map>
 #include <mutex>
@@ -229,6 +232,60 @@ TEST_F(Gateway, NativeSenderToGrpcResponderSeesSenderAndMetadata) {
   EXPECT_TRUE(outcome.ok()) << outcome.describe();
   EXPECT_EQ(response, "SHOUT");
   respond->WritesDone();
+  EXPECT_TRUE(respond->Finish().ok());
+}
+
+TEST_F(Gateway, NativeMessagesReachAGrpcPeerAsOneMessageBroadcasts) {
+  grpc::ClientContext context;
+  std::string grpc_peer_text;
+  auto respond = join_respond(context, &grpc_peer_text);
+  const auto grpc_peer = Uuid::parse(grpc_peer_text).value_or(Uuid{});
+  ASSERT_FALSE(grpc_peer.is_nil());
+  // A native sender speaking whole messages, on its own I/O thread.
+  namespace asio = boost::asio;
+  asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::thread io_thread([&] { io.run(); });
+  client::ConnectOptions options = options_for(relay_.port(), channel_id_);
+  client::Outcome connected;
+  auto connection =
+      asio::co_spawn(io, client::Connection::connect(io.get_executor(), options, connected),
+                     asio::use_future)
+          .get();
+  if (!connection) {
+    work.reset();
+    io_thread.join();
+    FAIL() << connected.describe();
+  }
+  pb::RespondResponse in;
+  ASSERT_TRUE(respond->Read(&in) && in.has_presence());  // the native sender joined
+
+  auto sent = asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<client::MessageTally> {
+        co_await connection->publish(test::as_bytes("to everyone"));
+        co_await connection->send_message(grpc_peer, test::as_bytes("to you"));
+        co_return co_await connection->flush_messages();
+      },
+      asio::use_future);
+  std::vector<std::string> bodies;
+  while (bodies.size() < 2 && respond->Read(&in)) {
+    if (!in.has_start()) continue;
+    EXPECT_TRUE(in.start().broadcast());
+    EXPECT_TRUE(in.start().last());  // the whole body in the opening message
+    EXPECT_EQ(in.start().sender(), connection->peer_id().to_string());
+    bodies.push_back(in.start().data());
+  }
+  EXPECT_EQ(bodies, (std::vector<std::string>{"to everyone", "to you"}));
+  const auto tally = sent.get();
+  EXPECT_EQ(tally.delivered, 2U);
+  EXPECT_EQ(tally.dropped, 0U);
+  asio::post(io, [&] { connection->close(); });
+  work.reset();
+  io_thread.join();
+  respond->WritesDone();
+  while (respond->Read(&in)) {
+  }  // the sender's LEFT, then the end: Finish wants everything read
   EXPECT_TRUE(respond->Finish().ok());
 }
 

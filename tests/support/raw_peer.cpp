@@ -124,8 +124,9 @@ bool RawPeer::expect_nothing(std::chrono::milliseconds quiet) {
 }
 
 Uuid RawPeer::join(const Uuid& channel, bool accept_requests, std::uint32_t stream_window,
-                   const Uuid& peer_id) {
+                   const Uuid& peer_id, std::uint16_t version) {
   wire::Hello hello;
+  hello.version = version;
   hello.channel = channel;
   hello.peer_id = peer_id;
   hello.hello_flags = accept_requests ? wire::flags::kAcceptRequests : 0;

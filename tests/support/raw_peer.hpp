@@ -31,7 +31,8 @@ public:
   void send(const std::vector<std::uint8_t>& bytes) { send(wire::Bytes(bytes)); }
   /// Sends HELLO and reads WELCOME and the snapshot; returns the assigned peer id.
   Uuid join(const Uuid& channel, bool accept_requests = false,
-            std::uint32_t stream_window = 1 << 20, const Uuid& peer_id = {});
+            std::uint32_t stream_window = 1 << 20, const Uuid& peer_id = {},
+            std::uint16_t version = wire::kProtocolVersion);
   /// The next frame within `timeout`, or nullopt (timeout or connection closed).
   std::optional<OwnedFrame> expect_frame(
       std::chrono::milliseconds timeout = std::chrono::seconds(5));

@@ -91,6 +91,25 @@ std::shared_ptr<Stream> Connection::open_request(Target target, const StreamOpti
 std::shared_ptr<Stream> Connection::open_broadcast(const StreamOptions& options) {
   return p_->open_broadcast(options);
 }
+void Connection::on_message(std::function<void(const Message&)> handler) {
+  p_->on_message(std::move(handler));
+}
+asio::awaitable<Outcome> Connection::publish(std::span<const std::uint8_t> bytes) {
+  return p_->post_message(wire::StreamKind::broadcast, Uuid{}, bytes);
+}
+asio::awaitable<Outcome> Connection::send_message(const Uuid& peer,
+                                                  std::span<const std::uint8_t> bytes) {
+  return p_->post_message(wire::StreamKind::to_peer, peer, bytes);
+}
+bool Connection::try_publish(std::span<const std::uint8_t> bytes) {
+  return p_->try_post_message(wire::StreamKind::broadcast, Uuid{}, bytes);
+}
+bool Connection::try_send_message(const Uuid& peer, std::span<const std::uint8_t> bytes) {
+  return p_->try_post_message(wire::StreamKind::to_peer, peer, bytes);
+}
+asio::awaitable<MessageTally> Connection::flush_messages() { return p_->flush_messages(); }
+MessageTally Connection::message_tally() const noexcept { return p_->tally_; }
+std::uint32_t Connection::max_message_size() const noexcept { return p_->max_message_size(); }
 void Connection::close() { p_->close(); }
 bool Connection::closed() const noexcept { return p_->closed_; }
 asio::awaitable<Outcome> Connection::wait_closed() { return p_->wait_closed(); }
@@ -108,7 +127,8 @@ ConnectionImpl::ConnectionImpl(Connection& owner, asio::any_io_executor executor
       linked_signal_(executor_, asio::steady_timer::time_point::max()),
       backoff_timer_(executor_),
       attempt_timer_(executor_),
-      random_(std::random_device{}()) {}
+      random_(std::random_device{}()),
+      message_signal_(executor_, asio::steady_timer::time_point::max()) {}
 
 void ConnectionImpl::on_presence(std::function<void(const PresenceChange&)> handler) {
   on_presence_ = std::move(handler);
@@ -256,6 +276,8 @@ void ConnectionImpl::adopt(const Joined& joined) {
   relay_max_frame_ = joined.max_frame;
   relay_window_ = joined.stream_window;
   keepalive_ms_ = joined.keepalive_ms;
+  message_credit_ = joined.message_window;
+  message_window_ = joined.message_window;
   peers_ = joined.peers;
   version_ = joined.version;
   state_ = ConnectionState::connected;
@@ -375,6 +397,7 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
         joined.max_frame = welcome.max_frame;
         joined.stream_window = welcome.stream_window;
         joined.keepalive_ms = welcome.keepalive_ms;
+        joined.message_window = welcome.message_window;
         continue;
       }
       if (welcomed && type == wire::FrameType::presence) {
@@ -656,6 +679,12 @@ void ConnectionImpl::dispatch(const wire::Frame& frame) {
       stream->notify_writers();
       return;
     }
+    case FrameType::message:
+      receive_message(frame);
+      return;
+    case FrameType::message_report:
+      receive_message_report(frame);
+      return;
     case FrameType::hello:
     case FrameType::welcome:
       // Handshake frames: the relay sends WELCOME once, before the read loop starts, and never
@@ -743,9 +772,12 @@ void ConnectionImpl::fail_all(const Outcome& outcome) {
   on_presence_ = nullptr;
   on_request_ = nullptr;
   on_broadcast_ = nullptr;
+  on_message_ = nullptr;
   on_event_ = nullptr;
   pending_requests_.clear();
   pending_broadcasts_.clear();
+  pending_messages_.clear();
+  messages_link_lost();
 }
 
 void ConnectionImpl::close() { fail_all(Outcome{Status::cancelled, 0, "connection closed"}); }

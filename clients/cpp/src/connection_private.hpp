@@ -94,6 +94,7 @@ struct Joined {
   std::uint32_t max_frame = 0;
   std::uint32_t stream_window = 0;
   std::uint32_t keepalive_ms = 0;
+  std::uint32_t message_window = 0;
   std::vector<Uuid> peers;
   std::uint64_t version = 0;
 };
@@ -119,6 +120,28 @@ public:
   std::shared_ptr<StreamImpl> open_broadcast(const StreamOptions& options);
   void close();
   boost::asio::awaitable<Outcome> wait_closed();
+
+  // Whole messages (messages.cpp).
+  void on_message(std::function<void(const Message&)> handler);
+  boost::asio::awaitable<Outcome> post_message(wire::StreamKind kind, Uuid peer,
+                                               std::span<const std::uint8_t> bytes);
+  bool try_post_message(wire::StreamKind kind, const Uuid& peer,
+                        std::span<const std::uint8_t> bytes);
+  boost::asio::awaitable<MessageTally> flush_messages();
+  /// Why a message of `size` bytes cannot be sent at all now; nullopt when it can (at once or
+  /// once credit allows).
+  std::optional<Outcome> message_refusal(std::size_t size) const;
+  /// A message fits in one of the relay's frames and in its message window.
+  std::uint32_t max_message_size() const noexcept {
+    return std::min<std::uint32_t>(
+        relay_max_frame_ - static_cast<std::uint32_t>(wire::kMessageHeadSize), message_window_);
+  }
+  void write_message(wire::StreamKind kind, const Uuid& peer, std::span<const std::uint8_t> bytes);
+  void receive_message(const wire::Frame& frame);
+  void receive_message_report(const wire::Frame& frame);
+  /// A link ended: its unreported messages' fate is unknown, and waiters look again.
+  void messages_link_lost();
+  void notify_message_waiters();
 
   boost::asio::awaitable<Outcome> handshake(Link& link, Joined& joined);
   boost::asio::awaitable<Outcome> attempt(Joined& joined);
@@ -180,6 +203,15 @@ public:
   // have joined); handed over when the handler is set.
   std::vector<std::shared_ptr<StreamImpl>> pending_requests_;
   std::vector<std::shared_ptr<StreamImpl>> pending_broadcasts_;
+  // Whole messages: handler, those that came before it, the tally, and the window of message
+  // bytes the relay granted on the current link; senders and flushers wait on the signal.
+  std::function<void(const Message&)> on_message_;
+  std::vector<Message> pending_messages_;
+  MessageTally tally_;
+  std::int64_t message_credit_ = 0;
+  std::uint32_t message_window_ = 0;  // the relay's, from the last WELCOME
+  std::uint32_t message_waiters_ = 0;
+  boost::asio::steady_timer message_signal_;
   // Unchanged by a reconnect once set, as BlockingClient reads it from other threads.
   Uuid peer_id_;
 

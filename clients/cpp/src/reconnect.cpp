@@ -112,6 +112,7 @@ void ConnectionImpl::link_lost(const std::shared_ptr<Link>& link, const Outcome&
   for (auto& [id, stream] : streams) stream->terminate(outcome);
   pending_requests_.clear();
   pending_broadcasts_.clear();
+  messages_link_lost();
   ConnectionEvent event;
   event.kind = ConnectionEvent::Kind::disconnected;
   event.state = ConnectionState::reconnecting;

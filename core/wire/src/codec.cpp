@@ -97,7 +97,7 @@ void finish_frame(std::vector<std::uint8_t>& out, std::size_t at) {
 }
 
 bool known_type(std::uint8_t t) noexcept {
-  return (t >= 0x01 && t <= 0x07) || (t >= 0x10 && t <= 0x14);
+  return (t >= 0x01 && t <= 0x09) || (t >= 0x10 && t <= 0x14);
 }
 
 DecodeError finish(const Reader& r) noexcept {
@@ -139,6 +139,10 @@ std::string_view frame_type_name(FrameType type) noexcept {
       return "ERROR";
     case FrameType::redirect:
       return "REDIRECT";
+    case FrameType::message:
+      return "MESSAGE";
+    case FrameType::message_report:
+      return "MESSAGE_REPORT";
     case FrameType::open:
       return "OPEN";
     case FrameType::data:
@@ -294,7 +298,11 @@ DecodeError parse_welcome(Bytes payload, Welcome& out) {
   out.stream_window = r.u32();
   out.max_streams = r.u32();
   out.keepalive_ms = r.u32();
+  out.message_window = out.version >= kMessageVersion ? r.u32() : 0;
   if (r.ok() && !is_supported_version(out.version)) return DecodeError::unsupported_version;
+  if (r.ok() && out.version >= kMessageVersion && out.message_window == 0) {
+    return DecodeError::malformed;
+  }
   if (r.ok() && (out.max_frame < kMinMaxFrame || out.stream_window == 0 ||
                  out.stream_window > kMaxWindow || out.peer_id.is_nil())) {
     return DecodeError::malformed;
@@ -311,6 +319,7 @@ void append_welcome(std::vector<std::uint8_t>& out, const Welcome& welcome) {
   put_u32(out, welcome.stream_window);
   put_u32(out, welcome.max_streams);
   put_u32(out, welcome.keepalive_ms);
+  if (welcome.version >= kMessageVersion) put_u32(out, welcome.message_window);
   finish_frame(out, at);
 }
 
@@ -442,6 +451,64 @@ void append_reset(std::vector<std::uint8_t>& out, std::uint32_t stream, const Re
   put_u16(out, static_cast<std::uint16_t>(message.size()));
   put_u32(out, reset.app_code);
   put_bytes(out, message.data(), message.size());
+  finish_frame(out, at);
+}
+
+// MESSAGE: kind u8 reserved u8 reserved u16 peer[16] body(rest)
+DecodeError parse_message(Bytes payload, MessageHead& out, Bytes& body) noexcept {
+  Reader r(payload);
+  const std::uint8_t kind = r.u8();
+  r.u8();
+  r.u16();
+  out.peer = r.uuid();
+  if (!r.ok()) return DecodeError::malformed;
+  if (kind != static_cast<std::uint8_t>(StreamKind::to_peer) &&
+      kind != static_cast<std::uint8_t>(StreamKind::broadcast)) {
+    return DecodeError::malformed;
+  }
+  out.kind = static_cast<StreamKind>(kind);
+  body = r.rest();
+  return DecodeError::none;
+}
+
+void encode_message_head(const MessageHead& head, std::size_t body_size,
+                         std::uint8_t* out) noexcept {
+  encode_header(FrameHeader{FrameType::message, 0, 0,
+                            static_cast<std::uint32_t>(kMessageHeadSize + body_size)},
+                out);
+  std::uint8_t* p = out + kHeaderSize;
+  p[0] = static_cast<std::uint8_t>(head.kind);
+  p[1] = p[2] = p[3] = 0;
+  std::memcpy(p + 4, head.peer.bytes.data(), 16);
+}
+
+void append_message(std::vector<std::uint8_t>& out, const MessageHead& head, Bytes body) {
+  const auto at = out.size();
+  out.resize(at + kHeaderSize + kMessageHeadSize);
+  encode_message_head(head, body.size(), out.data() + at);
+  put_bytes(out, body.data(), body.size());
+}
+
+// MESSAGE_REPORT: credit u32 messages u32 delivered u32 dropped u32 refused u32 lost u32
+DecodeError parse_message_report(Bytes payload, MessageReport& out) noexcept {
+  Reader r(payload);
+  out.credit = r.u32();
+  out.messages = r.u32();
+  out.delivered = r.u32();
+  out.dropped = r.u32();
+  out.refused = r.u32();
+  out.lost = r.u32();
+  return finish(r);
+}
+
+void append_message_report(std::vector<std::uint8_t>& out, const MessageReport& report) {
+  const auto at = begin_frame(out, FrameType::message_report, 0, 0);
+  put_u32(out, report.credit);
+  put_u32(out, report.messages);
+  put_u32(out, report.delivered);
+  put_u32(out, report.dropped);
+  put_u32(out, report.refused);
+  put_u32(out, report.lost);
   finish_frame(out, at);
 }
 

@@ -802,6 +802,7 @@ TEST(LimitsValidate, AcceptsBoundaryValues) {
   smallest.max_frame = 1024;
   smallest.read_block_size = 1024 + 12;
   smallest.stream_window = 1;
+  smallest.message_window = 1024;
   smallest.max_connection_buffer = 1 + 1024;
   smallest.max_streams_per_connection = 1;
   smallest.max_peers_per_channel = 1;
@@ -835,6 +836,8 @@ TEST(LimitsValidate, RejectsEachInconsistentSettingNamingIt) {
          l.read_block_size = 32 * 1024 * 1024;
        }},
       {"stream_window", [](Limits& l) { l.stream_window = 0; }},
+      {"message_window", [](Limits& l) { l.message_window = 1023; }},
+      {"message_window", [](Limits& l) { l.message_window = wire::kMaxWindow + 1U; }},
       {"max_streams_per_connection", [](Limits& l) { l.max_streams_per_connection = 0; }},
       {"max_peers_per_channel", [](Limits& l) { l.max_peers_per_channel = 0; }},
       {"max_channels", [](Limits& l) { l.max_channels = 0; }},

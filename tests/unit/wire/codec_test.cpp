@@ -62,8 +62,9 @@ constexpr std::uint32_t kLargeMaxFrame = 1u << 20;
 constexpr std::uint32_t kStream = 0x81020304;
 
 constexpr FrameType kConnectionTypes[] = {
-    FrameType::hello,   FrameType::welcome, FrameType::presence, FrameType::ping,
-    FrameType::go_away, FrameType::error,   FrameType::redirect};
+    FrameType::hello,    FrameType::welcome, FrameType::presence,
+    FrameType::ping,     FrameType::go_away, FrameType::error,
+    FrameType::redirect, FrameType::message, FrameType::message_report};
 constexpr FrameType kStreamTypes[] = {FrameType::open, FrameType::data, FrameType::end,
                                       FrameType::reset, FrameType::window};
 constexpr StreamKind kStreamKinds[] = {StreamKind::to_peer, StreamKind::to_any,
@@ -177,6 +178,7 @@ Welcome sample_welcome() {
   w.stream_window = 0x00050607;
   w.max_streams = 0x08090A0B;
   w.keepalive_ms = 0x0C0D0E0F;
+  w.message_window = 0x10111213;
   return w;
 }
 
@@ -254,6 +256,13 @@ std::vector<std::pair<std::string, Buffer>> sample_frames() {
                      append_hello(b, h);
                    }));
   out.emplace_back("WELCOME", encode([](Buffer& b) { append_welcome(b, sample_welcome()); }));
+  out.emplace_back(
+      "MESSAGE", encode([](Buffer& b) {
+        append_message(b, MessageHead{StreamKind::to_peer, make_uuid(0x50)}, as_bytes(kBody));
+      }));
+  out.emplace_back("MESSAGE_REPORT", encode([](Buffer& b) {
+                     append_message_report(b, MessageReport{1, 2, 3, 4, 5, 6});
+                   }));
   for (std::size_t peers : {0u, 1u, 5u}) {
     out.emplace_back("PRESENCE snapshot " + std::to_string(peers), encode([&](Buffer& b) {
                        append_presence(b, sample_presence(PresenceEvent::snapshot, peers), true);
@@ -319,6 +328,22 @@ std::vector<PayloadCase> fixed_layout_payloads() {
                  [](Bytes p) {
                    Welcome w;
                    return parse_welcome(p, w);
+                 }});
+  out.push_back({"WELCOME version 2", payload_of(encode([](Buffer& b) {
+                   Welcome w = sample_welcome();
+                   w.version = 2;
+                   append_welcome(b, w);
+                 })),
+                 [](Bytes p) {
+                   Welcome w;
+                   return parse_welcome(p, w);
+                 }});
+  out.push_back({"MESSAGE_REPORT", payload_of(encode([](Buffer& b) {
+                   append_message_report(b, MessageReport{1, 2, 3, 4, 5, 6});
+                 })),
+                 [](Bytes p) {
+                   MessageReport r;
+                   return parse_message_report(p, r);
                  }});
   for (std::size_t peers : {0u, 1u, 3u}) {
     out.push_back({"PRESENCE snapshot " + std::to_string(peers), payload_of(encode([&](Buffer& b) {
@@ -417,7 +442,7 @@ TEST(CodecRoundTrip, WelcomeKeepsEveryField) {
   const Welcome in = sample_welcome();
   const Buffer frame = encode([&](Buffer& b) { append_welcome(b, in); });
   const DecodeResult r = decode_whole(frame, FrameType::welcome, 0, 0);
-  EXPECT_EQ(r.header.length, 2u + 2 + 16 + 4 * 4);
+  EXPECT_EQ(r.header.length, 2u + 2 + 16 + 4 * 5);
   Welcome out;
   ASSERT_EQ(parse_welcome(r.payload, out), DecodeError::none);
   EXPECT_EQ(out.version, kProtocolVersion);
@@ -426,6 +451,84 @@ TEST(CodecRoundTrip, WelcomeKeepsEveryField) {
   EXPECT_EQ(out.stream_window, in.stream_window);
   EXPECT_EQ(out.max_streams, in.max_streams);
   EXPECT_EQ(out.keepalive_ms, in.keepalive_ms);
+  EXPECT_EQ(out.message_window, in.message_window);
+}
+
+TEST(CodecRoundTrip, WelcomeBeforeVersionThreeHasNoMessageWindow) {
+  Welcome in = sample_welcome();
+  for (const std::uint16_t version : {std::uint16_t{1}, std::uint16_t{2}}) {
+    in.version = version;
+    const Buffer frame = encode([&](Buffer& b) { append_welcome(b, in); });
+    const DecodeResult r = decode_whole(frame, FrameType::welcome, 0, 0);
+    EXPECT_EQ(r.header.length, 2u + 2 + 16 + 4 * 4);
+    Welcome out;
+    ASSERT_EQ(parse_welcome(r.payload, out), DecodeError::none);
+    EXPECT_EQ(out.version, version);
+    EXPECT_EQ(out.message_window, 0u);
+  }
+  // From version 3 on the window is there and never zero.
+  in.version = 3;
+  in.message_window = 0;
+  const Buffer frame = encode([&](Buffer& b) { append_welcome(b, in); });
+  Welcome out;
+  EXPECT_EQ(parse_welcome(decode_whole(frame, FrameType::welcome, 0, 0).payload, out),
+            DecodeError::malformed);
+}
+
+TEST(CodecRoundTrip, MessageKeepsKindPeerAndBody) {
+  for (const StreamKind kind : {StreamKind::to_peer, StreamKind::broadcast}) {
+    const MessageHead in{kind, kind == StreamKind::to_peer ? make_uuid(0x30) : Uuid{}};
+    for (const std::string_view body : {std::string_view{}, kBody}) {
+      const Buffer frame = encode([&](Buffer& b) { append_message(b, in, as_bytes(body)); });
+      const DecodeResult r = decode_whole(frame, FrameType::message, 0, 0);
+      EXPECT_EQ(std::size_t{r.header.length}, kMessageHeadSize + body.size());
+      // Byte layout: kind, three reserved zero bytes, the peer.
+      EXPECT_EQ(r.payload[0], static_cast<std::uint8_t>(kind));
+      EXPECT_EQ(r.payload[1] | r.payload[2] | r.payload[3], 0);
+      MessageHead out;
+      Bytes out_body;
+      ASSERT_EQ(parse_message(r.payload, out, out_body), DecodeError::none);
+      EXPECT_EQ(out.kind, kind);
+      EXPECT_EQ(out.peer, in.peer);
+      EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(out_body.data()), out_body.size()),
+                body);
+    }
+  }
+}
+
+TEST(CodecRoundTrip, MessageHeadEncodedApartMatchesTheWholeFrame) {
+  const MessageHead head{StreamKind::broadcast, make_uuid(0x61)};
+  const Buffer whole = encode([&](Buffer& b) { append_message(b, head, as_bytes(kBody)); });
+  std::array<std::uint8_t, kHeaderSize + kMessageHeadSize> apart{};
+  encode_message_head(head, kBody.size(), apart.data());
+  EXPECT_TRUE(std::equal(apart.begin(), apart.end(), whole.begin()));
+}
+
+TEST(CodecErrors, MessageOfAnUndefinedKindOrTooShortIsMalformed) {
+  Buffer frame = encode([](Buffer& b) {
+    append_message(b, MessageHead{StreamKind::broadcast, {}}, as_bytes(kBody));
+  });
+  frame[kHeaderSize] = static_cast<std::uint8_t>(StreamKind::to_any);  // "any" is not defined
+  MessageHead out;
+  Bytes body;
+  EXPECT_EQ(parse_message(decode_whole(frame, FrameType::message, 0, 0).payload, out, body),
+            DecodeError::malformed);
+  frame[kHeaderSize] = 7;
+  EXPECT_EQ(parse_message(decode_whole(frame, FrameType::message, 0, 0).payload, out, body),
+            DecodeError::malformed);
+  const std::array<std::uint8_t, kMessageHeadSize - 1> short_head{2};
+  EXPECT_EQ(parse_message(Bytes(short_head), out, body), DecodeError::malformed);
+}
+
+TEST(CodecRoundTrip, MessageReportKeepsEveryCount) {
+  const MessageReport in{0x01020304, 5, 6, 7, 8, 9};
+  const Buffer frame = encode([&](Buffer& b) { append_message_report(b, in); });
+  const DecodeResult r = decode_whole(frame, FrameType::message_report, 0, 0);
+  EXPECT_EQ(r.header.length, 24u);
+  MessageReport out;
+  ASSERT_EQ(parse_message_report(r.payload, out), DecodeError::none);
+  EXPECT_EQ(std::tie(out.credit, out.messages, out.delivered, out.dropped, out.refused, out.lost),
+            std::tie(in.credit, in.messages, in.delivered, in.dropped, in.refused, in.lost));
 }
 
 TEST(CodecRoundTrip, PresenceSnapshotWithZeroOneAndSeveralPeers) {
@@ -799,7 +902,7 @@ TEST(CodecDecodeFrame, EveryUnknownTypeByteIsUnknownType) {
   std::set<unsigned> known;
   for (FrameType t : kConnectionTypes) known.insert(static_cast<unsigned>(t));
   for (FrameType t : kStreamTypes) known.insert(static_cast<unsigned>(t));
-  ASSERT_EQ(known.size(), 12u);
+  ASSERT_EQ(known.size(), 14u);
   int unknown = 0;
   for (unsigned type = 0; type <= 0xFF; ++type) {
     if (known.count(type) != 0) continue;
@@ -812,7 +915,7 @@ TEST(CodecDecodeFrame, EveryUnknownTypeByteIsUnknownType) {
       }
     }
   }
-  EXPECT_EQ(unknown, 256 - 12);
+  EXPECT_EQ(unknown, 256 - 14);
 }
 
 TEST(CodecDecodeFrame, KnownTypesWithTheRightStreamAreAccepted) {
@@ -916,7 +1019,7 @@ TEST(CodecHello, EverySupportedVersionIsAccepted) {
     ASSERT_EQ(parse_hello(payload, out), DecodeError::none);
     EXPECT_EQ(out.version, version);
   }
-  EXPECT_EQ(supported_versions_text(), "1 and 2");
+  EXPECT_EQ(supported_versions_text(), "1, 2 and 3");
 }
 
 TEST(CodecHello, ObserveFlagCountsFromVersionTwo) {

@@ -174,6 +174,29 @@ struct StreamOptions {
   wire::Metadata metadata;                    ///< sent with the OPEN; see Stream::metadata()
 };
 
+/// A whole message from another peer (see Connection::publish and send_message). A plain value;
+/// `body` shares the connection's read buffer (keeping it does not hold back later reads).
+struct Message {
+  Uuid sender;            ///< the peer that sent it
+  bool broadcast = true;  ///< true: published to the channel; false: sent to this peer alone
+  wire::Slice body;       ///< the whole message
+};
+
+/// What became of the messages this connection sent, and of those meant for it that the relay
+/// dropped; cumulative over the connection's life, reconnects included. A plain value.
+struct MessageTally {
+  std::uint64_t sent = 0;       ///< messages handed to the relay
+  std::uint64_t settled = 0;    ///< of those, ended at the relay (each counted once)
+  std::uint64_t delivered = 0;  ///< receivers the relay wrote one of our messages to
+  std::uint64_t dropped = 0;    ///< receivers a message did not reach (absent, gone, too slow)
+  std::uint64_t refused = 0;    ///< messages our token does not allow (sent to nobody)
+  std::uint64_t unknown = 0;    ///< in flight when a network connection was lost: fate unknown
+  std::uint64_t lost = 0;       ///< messages for us the relay dropped because we read too slowly
+  std::uint64_t discarded = 0;  ///< messages for us that arrived with no on_message handler
+  /// Every message sent has ended, one way or the other.
+  bool all_settled() const noexcept { return settled + unknown == sent; }
+};
+
 class Connection;
 
 namespace detail {
@@ -317,6 +340,11 @@ public:
   /// Called for each incoming broadcast. Up to 64 broadcasts that arrive before a handler is
   /// set wait for it; past that, without a handler, broadcasts are read and discarded.
   void on_broadcast(std::function<void(std::shared_ptr<Stream>)> handler);
+  /// Called for each whole message sent to this peer or published to the channel, in the order
+  /// each sender sent them (no order between senders, nor with streams). Up to 64 messages that
+  /// arrive before a handler is set wait for it; past that, without a handler, they are
+  /// discarded (counted in MessageTally::discarded).
+  void on_message(std::function<void(const Message&)> handler);
   /// Called once when the connection ends for good, with the reason (not for a loss that is
   /// followed by a reconnect).
   void on_closed(std::function<void(const Outcome&)> handler);
@@ -332,6 +360,39 @@ public:
   std::shared_ptr<Stream> open_request(Target target, const StreamOptions& options = {});
   /// Opens a broadcast to every other peer of the channel; fails as open_request() does.
   std::shared_ptr<Stream> open_broadcast(const StreamOptions& options = {});
+
+  // ---- Whole messages: one call, one frame, no stream and no answer. ----
+  //
+  // A message is at most max_message_size() bytes and travels as one frame; the relay writes
+  // it to each receiver whole, in the order its sender sent it. Nothing comes back per message:
+  // the relay reports, in batches, how many of ours it wrote or dropped (message_tally(),
+  // flush_messages()). Flow control is per connection: the relay grants a window of message
+  // bytes (the relay's message_window) and gives it back as receivers are written, so a sender
+  // goes at its slowest receiver's pace, and a receiver that takes nothing for the relay's
+  // slow-consumer timeout has its waiting messages dropped (MessageTally::dropped for the
+  // sender, MessageTally::lost for it). Peers whose client reads streams only (older clients,
+  // gRPC peers) receive a message as a broadcast stream carrying the whole body.
+
+  /// Publishes `bytes` to every other peer of the channel. Waits only while the message window
+  /// is used up. Fails with RESOURCE_EXHAUSTED when `bytes` exceed max_message_size(), and with
+  /// PEER_GONE when not connected (closed, or between connections while reconnecting).
+  boost::asio::awaitable<Outcome> publish(std::span<const std::uint8_t> bytes);
+  /// Sends `bytes` to `peer` alone; fails as publish() does (an absent peer is reported as
+  /// dropped, not as a failure).
+  boost::asio::awaitable<Outcome> send_message(const Uuid& peer,
+                                               std::span<const std::uint8_t> bytes);
+  /// publish() without waiting: false, having sent nothing, when it would wait or fail.
+  bool try_publish(std::span<const std::uint8_t> bytes);
+  /// send_message() without waiting: false, having sent nothing, when it would wait or fail.
+  bool try_send_message(const Uuid& peer, std::span<const std::uint8_t> bytes);
+  /// Waits until every message sent so far has ended (MessageTally::all_settled), or the
+  /// connection has closed; returns the tally then.
+  boost::asio::awaitable<MessageTally> flush_messages();
+  /// The tally now.
+  MessageTally message_tally() const noexcept;
+  /// The largest message body the relay takes: its max frame less MESSAGE's 20-byte head, and
+  /// no more than its message window.
+  std::uint32_t max_message_size() const noexcept;
 
   /// Closes now, also while reconnecting (the pending attempt is abandoned): every open stream
   /// ends with CANCELLED locally; the relay tells counterparts. Never waits for the network.

@@ -65,6 +65,9 @@ DecodeError parse_ping(Bytes payload, std::uint64_t& opaque) noexcept;
 DecodeError parse_go_away(Bytes payload, GoAway& out);
 DecodeError parse_redirect(Bytes payload, Redirect& out);
 DecodeError parse_error(Bytes payload, Error& out);
+/// `body` receives the view of the message's body.
+DecodeError parse_message(Bytes payload, MessageHead& out, Bytes& body) noexcept;
+DecodeError parse_message_report(Bytes payload, MessageReport& out) noexcept;
 
 // Encoders append a whole frame (header + payload) to `out`.
 void append_hello(std::vector<std::uint8_t>& out, const Hello& hello);
@@ -81,6 +84,12 @@ void append_ping(std::vector<std::uint8_t>& out, std::uint64_t opaque, bool ack)
 void append_go_away(std::vector<std::uint8_t>& out, const GoAway& go_away);
 void append_redirect(std::vector<std::uint8_t>& out, const Redirect& redirect);
 void append_error(std::vector<std::uint8_t>& out, const Error& error);
+void append_message(std::vector<std::uint8_t>& out, const MessageHead& head, Bytes body);
+/// MESSAGE's header and fixed part only (kHeaderSize + kMessageHeadSize bytes at `out`), for a
+/// body of `body_size` bytes that is written separately (a gathered write).
+void encode_message_head(const MessageHead& head, std::size_t body_size,
+                         std::uint8_t* out) noexcept;
+void append_message_report(std::vector<std::uint8_t>& out, const MessageReport& report);
 
 /// Size of the OPEN payload before the body (fixed part + metadata).
 std::size_t open_prefix_size(const Open& open) noexcept;

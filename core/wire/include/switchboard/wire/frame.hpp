@@ -17,16 +17,18 @@ namespace switchboard::wire {
 /// The newest protocol version, the one this code sends in HELLO. A relay also speaks every
 /// version from kOldestProtocolVersion on, and answers each client in the version it spoke;
 /// what each version adds is listed in docs/PROTOCOL.md (Versioning).
-inline constexpr std::uint16_t kProtocolVersion = 2;
+inline constexpr std::uint16_t kProtocolVersion = 3;
 inline constexpr std::uint16_t kOldestProtocolVersion = 1;
 /// Whether this code speaks `version` (the one check of a HELLO's or WELCOME's version).
 constexpr bool is_supported_version(std::uint16_t version) noexcept {
   return version >= kOldestProtocolVersion && version <= kProtocolVersion;
 }
-/// "1 and 2": the versions this code speaks, for the message refusing another one.
+/// "1, 2 and 3": the versions this code speaks, for the message refusing another one.
 std::string supported_versions_text();
 /// The first version whose clients understand REDIRECT.
 inline constexpr std::uint16_t kRedirectVersion = 2;
+/// The first version with MESSAGE and MESSAGE_REPORT (whole messages without a stream).
+inline constexpr std::uint16_t kMessageVersion = 3;
 inline constexpr std::uint8_t kMagic[4] = {'S', 'W', 'B', 'D'};
 /// type(1) flags(1) reserved(2) stream(4) length(4), all big-endian.
 inline constexpr std::size_t kHeaderSize = 12;
@@ -49,6 +51,8 @@ enum class FrameType : std::uint8_t {
   go_away = 0x05,
   error = 0x06,
   redirect = 0x07,
+  message = 0x08,         ///< version 3: a whole message, no stream
+  message_report = 0x09,  ///< version 3: relay -> client, what became of its messages
   open = 0x10,
   data = 0x11,
   end = 0x12,
@@ -117,6 +121,9 @@ struct Welcome {
   std::uint32_t stream_window = 0;  ///< credit the relay grants per stream the client sends on
   std::uint32_t max_streams = 0;    ///< streams the client may have open at once
   std::uint32_t keepalive_ms = 0;   ///< the relay pings after this much silence
+  /// Version 3 on: message body bytes the client may have sent and not yet had reported back
+  /// (MESSAGE_REPORT); absent (0) in versions 1 and 2.
+  std::uint32_t message_window = 0;
 };
 
 enum class PresenceEvent : std::uint8_t { snapshot = 0, joined = 1, left = 2 };
@@ -140,6 +147,25 @@ struct Open {
   std::uint32_t idle_ms = 0;      ///< idle timeout; 0 = the relay's default
   Uuid peer;
   Metadata metadata;
+};
+
+/// MESSAGE (version 3): a whole message in one frame. Client -> relay: `peer` is the target
+/// (to_peer) or nil (broadcast). Relay -> client: `peer` is the sender. The body is the rest.
+struct MessageHead {
+  StreamKind kind = StreamKind::broadcast;  ///< to_peer or broadcast (to_any is not defined)
+  Uuid peer;
+};
+/// MESSAGE's fixed part: kind u8, reserved u8 + u16, peer 16 bytes.
+inline constexpr std::size_t kMessageHeadSize = 20;
+
+/// MESSAGE_REPORT (version 3): counts since the previous report, relay -> client.
+struct MessageReport {
+  std::uint32_t credit = 0;     ///< body bytes of the client's messages that left the relay
+  std::uint32_t messages = 0;   ///< the client's messages finished (each counted once)
+  std::uint32_t delivered = 0;  ///< receivers that were written a message of the client's
+  std::uint32_t dropped = 0;    ///< receivers a message of the client's did not reach
+  std::uint32_t refused = 0;    ///< messages its token did not allow (not sent to anybody)
+  std::uint32_t lost = 0;       ///< messages to this client dropped because it read too slowly
 };
 
 /// Ends the sender's direction with a status; from the relay on a broadcast it is the summary.
