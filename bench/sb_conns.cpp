@@ -14,8 +14,11 @@
 #include <vector>
 
 #include "sb_bench.hpp"
+#include "switchboard/wire/codec.hpp"
 
 namespace sbb {
+
+namespace wire = switchboard::wire;
 
 asio::awaitable<int> conns(const bench::Args& args) {
   const auto peers = args.num("peers", 10'000);
@@ -118,6 +121,106 @@ asio::awaitable<void> nats_join(asio::ip::tcp::socket& socket, const asio::ip::t
   }
 }
 
+// A Switchboard peer on a raw socket, as nats_join is a raw NATS client: HELLO, then every
+// PRESENCE frame applied to its view, with no client library (no name resolution, no writer or
+// keepalive coroutine). The view is what the relay told it; the storm ends when it is exact.
+struct RawPeer {
+  explicit RawPeer(const asio::any_io_executor& executor)
+      : socket(executor), reader(64 * 1024, 64 * 1024 + 64, 4096) {}
+  asio::ip::tcp::socket socket;
+  wire::FrameReader reader;
+  Uuid id;
+  std::uint64_t version = 0;
+  std::vector<Uuid> view;  // the other members
+};
+
+// Applies a PRESENCE frame to the peer's view; returns whether it ended a snapshot.
+bool apply_presence(RawPeer& peer, const wire::Frame& frame) {
+  wire::Presence presence;
+  if (wire::parse_presence(frame.payload, presence) != wire::DecodeError::none) {
+    throw std::runtime_error("bad PRESENCE");
+  }
+  peer.version = presence.version;
+  switch (presence.event) {
+    case wire::PresenceEvent::snapshot:
+      peer.view.insert(peer.view.end(), presence.peers.begin(), presence.peers.end());
+      return (frame.header.flags & wire::flags::kMore) == 0;
+    case wire::PresenceEvent::joined:
+      peer.view.push_back(presence.peers.front());
+      return false;
+    case wire::PresenceEvent::left:
+      std::erase(peer.view, presence.peers.front());
+      return false;
+  }
+  return false;
+}
+
+// Connects, joins `channel` and returns once welcomed with the whole snapshot; raw_follow then
+// reads the peer's later frames.
+asio::awaitable<void> raw_join(RawPeer& peer, const asio::ip::tcp::endpoint& to,
+                               const Uuid& channel) {
+  using asio::as_tuple;
+  using asio::use_awaitable;
+  auto [ec] = co_await peer.socket.async_connect(to, as_tuple(use_awaitable));
+  if (ec) throw std::runtime_error("connect failed: " + ec.message());
+  peer.socket.set_option(asio::ip::tcp::no_delay(true));
+  wire::Hello hello;
+  hello.channel = channel;
+  hello.max_frame = 64 * 1024;
+  hello.stream_window = 64 * 1024;
+  std::vector<std::uint8_t> bytes;
+  wire::append_hello(bytes, hello);
+  auto [wec, written] =
+      co_await asio::async_write(peer.socket, asio::buffer(bytes), as_tuple(use_awaitable));
+  if (wec) throw std::runtime_error("HELLO write failed: " + wec.message());
+  for (bool snapshot_done = false; !snapshot_done;) {
+    auto space = peer.reader.prepare();
+    auto [rec, n] = co_await peer.socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                         as_tuple(use_awaitable));
+    if (rec) throw std::runtime_error("handshake read failed: " + rec.message());
+    peer.reader.commit(n);
+    wire::Frame frame;
+    // Frames after the snapshot stay in the reader for raw_follow.
+    while (!snapshot_done) {
+      const auto decoded = peer.reader.next(frame);
+      if (decoded.kind == wire::DecodeResult::Kind::need_more) break;
+      if (decoded.kind == wire::DecodeResult::Kind::error) throw std::runtime_error("bad frame");
+      if (frame.header.type == wire::FrameType::welcome) {
+        wire::Welcome welcome;
+        if (wire::parse_welcome(frame.payload, welcome) != wire::DecodeError::none) {
+          throw std::runtime_error("bad WELCOME");
+        }
+        peer.id = welcome.peer_id;
+      } else if (frame.header.type == wire::FrameType::presence) {
+        snapshot_done = apply_presence(peer, frame);
+      } else if (frame.header.type == wire::FrameType::error) {
+        throw std::runtime_error("relay refused the join");
+      }
+    }
+  }
+}
+
+// Applies the peer's presence changes until its socket is closed.
+asio::awaitable<void> raw_follow(RawPeer& peer) {
+  try {
+    for (;;) {
+      wire::Frame frame;
+      for (;;) {
+        const auto decoded = peer.reader.next(frame);
+        if (decoded.kind != wire::DecodeResult::Kind::frame) break;
+        if (frame.header.type == wire::FrameType::presence) apply_presence(peer, frame);
+      }
+      auto space = peer.reader.prepare();
+      auto [ec, n] = co_await peer.socket.async_read_some(asio::buffer(space.data(), space.size()),
+                                                          asio::as_tuple(asio::use_awaitable));
+      if (ec) co_return;
+      peer.reader.commit(n);
+    }
+  } catch (const std::exception&) {
+    // A malformed frame: the view stops, and the storm reports the peer as inexact.
+  }
+}
+
 // Runs `work(i)` for i in [0, count) with at most `concurrency` in flight; rethrows the first
 // failure once every worker has stopped.
 template <typename Work>
@@ -203,12 +306,30 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
   std::vector<Uuid> ids;
   for (std::uint64_t i = 0; i < channels; ++i) ids.push_back(Uuid::random());
   const auto per_channel = peers / channels;
-  std::vector<std::shared_ptr<Connection>> connections(peers);
+  // --raw 1: peers on raw sockets (as the NATS storm's are), without the client library.
+  const bool raw = args.num("raw", 0) != 0;
+  json.add("client", raw ? "raw" : "library");
+  std::vector<std::shared_ptr<Connection>> connections(raw ? 0 : peers);
+  std::vector<std::unique_ptr<RawPeer>> raw_peers(raw ? peers : 0);
+  const asio::ip::tcp::endpoint relay_at(asio::ip::make_address(args.str("host", "127.0.0.1")),
+                                         static_cast<std::uint16_t>(args.num("port", 7400)));
+  const auto version_of = [&](std::size_t i) {
+    return raw ? raw_peers[i]->version : connections[i]->membership_version();
+  };
+  const auto id_of = [&](std::size_t i) {
+    return raw ? raw_peers[i]->id : connections[i]->peer_id();
+  };
   const auto start = bench::now_ns();
   std::int64_t joined_ns = 0;
   std::uint64_t welcomed = 0;
   co_await run_bounded(peers, concurrency, [&](std::uint64_t i) -> asio::awaitable<void> {
-    connections[i] = co_await connect(args, ids[i % channels], false);
+    if (raw) {
+      raw_peers[i] = std::make_unique<RawPeer>(executor);
+      co_await raw_join(*raw_peers[i], relay_at, ids[i % channels]);
+      asio::co_spawn(executor, raw_follow(*raw_peers[i]), asio::detached);
+    } else {
+      connections[i] = co_await connect(args, ids[i % channels], false);
+    }
     if (++welcomed == peers) joined_ns = bench::now_ns() - start;
   });
   // A channel's version counts its joins (fresh channels, nobody leaves): a peer whose version
@@ -217,9 +338,7 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
   for (std::size_t i = 0; i < peers; ++i) pending[i] = i;
   const auto deadline = bench::now_ns() + settle_ms * 1'000'000LL;
   while (!pending.empty()) {
-    std::erase_if(pending, [&](std::size_t i) {
-      return connections[i]->membership_version() >= per_channel;
-    });
+    std::erase_if(pending, [&](std::size_t i) { return version_of(i) >= per_channel; });
     if (pending.empty()) break;
     if (bench::now_ns() > deadline) {
       throw std::runtime_error(std::to_string(pending.size()) +
@@ -233,14 +352,13 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
   std::uint64_t inexact = 0;
   for (std::uint64_t c = 0; c < channels; ++c) {
     std::vector<Uuid> members;
-    for (std::uint64_t i = c; i < peers; i += channels)
-      members.push_back(connections[i]->peer_id());
+    for (std::uint64_t i = c; i < peers; i += channels) members.push_back(id_of(i));
     std::sort(members.begin(), members.end());
     for (std::uint64_t i = c; i < peers; i += channels) {
-      auto seen = connections[i]->peers();
-      seen.push_back(connections[i]->peer_id());
+      auto seen = raw ? raw_peers[i]->view : connections[i]->peers();
+      seen.push_back(id_of(i));
       std::sort(seen.begin(), seen.end());
-      if (seen != members || connections[i]->membership_version() != per_channel) ++inexact;
+      if (seen != members || version_of(i) != per_channel) ++inexact;
     }
   }
   json.add("join_rate", bench::per_second(static_cast<double>(peers), exact_ns))
@@ -254,7 +372,11 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
   }
   json.print();
   for (auto& connection : connections) connection->close();
-  co_await sleep_ms(100);
+  for (auto& peer : raw_peers) {
+    boost::system::error_code ignored;
+    peer->socket.close(ignored);
+  }
+  co_await sleep_ms(100);  // the followers see their sockets closed and end
   co_return inexact == 0 ? 0 : 1;
 }
 
