@@ -318,5 +318,76 @@ TEST(Messages, AReceiverThatReadsNothingHoldsSendersToTheWindowThenLosesMessages
   EXPECT_GE(relay.counters().native.slow_consumer_drops.load(), 1U);
 }
 
+TEST(Messages, MoreThanTheWindowInOneGoIsAConnectionErrorAndDisturbsNobody) {
+  auto limits = test::fast_limits();
+  limits.message_window = 4096;
+  test::InProcessRelay relay{limits};
+  const auto channel = Uuid::random();
+  MessagePeer receiver(relay.port(), channel);
+  test::RawPeer flooder(relay.port());
+  flooder.join(channel);
+  // 64 KiB of messages in one write: the relay reads them before any can be written to the
+  // receiver and returned as credit, so the window (4 KiB) is overrun.
+  std::vector<std::uint8_t> frames;
+  const std::vector<std::uint8_t> body(1024, 7);
+  for (int i = 0; i < 64; ++i) {
+    wire::append_message(frames, wire::MessageHead{wire::StreamKind::broadcast, {}}, body);
+  }
+  flooder.send(frames);
+  auto error = flooder.expect_type(wire::FrameType::error);
+  ASSERT_TRUE(error);
+  wire::Error parsed;
+  ASSERT_EQ(wire::parse_error(error->bytes(), parsed), wire::DecodeError::none);
+  EXPECT_EQ(parsed.status, Status::protocol_error);
+  EXPECT_EQ(parsed.message, "message window exceeded");
+  // What fitted the window reached the receiver; the receiver's connection is untouched.
+  ASSERT_TRUE(test::eventually([&] { return receiver.count() == 4; }));
+  EXPECT_EQ(receiver.run([&]() -> asio::awaitable<client::ConnectionState> {
+    co_return receiver.connection().state();
+  }),
+            client::ConnectionState::connected);
+}
+
+TEST(Messages, ASenderThatVanishesWithMessagesInFlightLeavesTheRelayWhole) {
+  auto limits = test::fast_limits();
+  limits.keepalive_interval = std::chrono::seconds(30);  // the stalled peer answers no PING
+  test::InProcessRelay relay{limits};
+  const auto channel = Uuid::random();
+  // Reads nothing for now, so the sender's messages stay in the relay.
+  test::RawPeer stalled(relay.port(), 4096);
+  stalled.join(channel);
+  test::RawPeer sender(relay.port());
+  sender.join(channel);
+  std::vector<std::uint8_t> frames;
+  const std::vector<std::uint8_t> body(1000, 9);
+  for (int i = 0; i < 500; ++i) {  // 500 KB: within the window, more than the sockets hold
+    wire::append_message(frames, wire::MessageHead{wire::StreamKind::broadcast, {}}, body);
+  }
+  sender.send(frames);
+  ASSERT_TRUE(
+      test::eventually([&] { return relay.counters().native.messages_received.load() == 500; }));
+  sender.abort();  // gone, with its messages still waiting for the stalled peer
+  // The stalled peer now reads: what the relay still held arrives whole, each from the sender.
+  std::size_t received = 0;
+  while (auto frame = stalled.expect_type(wire::FrameType::message, std::chrono::seconds(2))) {
+    wire::MessageHead head;
+    wire::Bytes got;
+    ASSERT_EQ(wire::parse_message(frame->bytes(), head, got), wire::DecodeError::none);
+    ASSERT_EQ(got.size(), body.size());
+    if (++received == 500) break;
+  }
+  EXPECT_GT(received, 0U);
+  // The relay goes on: a new pair of peers exchanges messages on the channel.
+  MessagePeer a(relay.port(), channel);
+  MessagePeer b(relay.port(), channel);
+  const auto tally = a.run([&]() -> asio::awaitable<MessageTally> {
+    co_await a.connection().send_message(b.id(), message_body(42));
+    co_return co_await a.connection().flush_messages();
+  });
+  EXPECT_EQ(tally.delivered, 1U);
+  ASSERT_TRUE(test::eventually([&] { return b.count() == 1; }));
+  EXPECT_EQ(b.received()[0].body, message_body(42));
+}
+
 }  // namespace
 }  // namespace switchboard
