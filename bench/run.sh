@@ -3,7 +3,7 @@
 # workload 3 times; prints a markdown table, writes bench/results.json and bench/RESULTS.md.
 #
 # Usage: bench/run.sh [--quick] [--runs N]
-#                     [--only rr-lat,rr-conc,stream,small,fanout,conns,join-storm,gw-stream,gw-rr,hotpath]
+#                     [--only rr-lat,rr-conc,stream,small,discrete,fanout,conns,join-storm,gw-stream,gw-rr,hotpath]
 #                     [--relay-threads N] [--no-grpc] [--no-build] [--no-write]
 #   --quick      every workload about 10x smaller (smoke run)
 #   --relay-threads N  relay I/O threads (default: nproc, the relay's own default)
@@ -36,11 +36,13 @@ log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 # ---- Sizes (full run, or --quick at about a tenth). ----
 if ((QUICK)); then
   LAT_N=500 LAT_WARM=100 CONC_N=20000 STREAM_BYTES=128M SMALL_N=100000 FAN_BYTES=32M
-  CONN_PEERS=1000 CONN_CHANNELS=10 HOT_TIME=0.05
+  CONN_PEERS=1000 CONN_CHANNELS=10 HOT_TIME=0.05 DISC_BIG_N=2048 DISC_SMALL_N=100000
 else
   LAT_N=5000 LAT_WARM=500 CONC_N=200000 STREAM_BYTES=1G SMALL_N=1000000 FAN_BYTES=256M
-  CONN_PEERS=10000 CONN_CHANNELS=100 HOT_TIME=0.2
+  CONN_PEERS=10000 CONN_CHANNELS=100 HOT_TIME=0.2 DISC_BIG_N=16384 DISC_SMALL_N=1000000
 fi
+# discrete: whole messages (protocol v3) of the largest body one default 64 KiB frame carries.
+DISC_BIG_SIZE=65516
 STREAM_MSGS=$(( $(numfmt --from=iec "$STREAM_BYTES") / 65536 ))
 FAN_MSGS=$(( $(numfmt --from=iec "$FAN_BYTES") / 65536 ))
 
@@ -178,6 +180,11 @@ drive() {
   local line rc=0
   line=$(timeout -k 5 240 "$@" 2>"$TMP/driver.err" | tail -n 1) || rc=$?
   stop_server
+  if ((${RELABEL:-0})) && [[ $line == \{* ]]; then
+    # A baseline driver that prints another workload's name (tcp-direct stream, nats small).
+    line=$(sed -e "s/\"workload\":\"[^\"]*\"/\"workload\":\"$workload\"/" \
+               -e "s/\"system\":\"[^\"]*\"/\"system\":\"$system\"/" <<<"$line")
+  fi
   if [[ $line != \{* ]] || [[ $line == *'"error"'* ]]; then
     log "$workload/$system run $run FAILED (exit $rc): $(tail -n 3 "$TMP/driver.err" | tr '\n' ' ')"
     line="{\"workload\":\"$workload\",\"system\":\"$system\",\"error\":\"exit $rc\"}"
@@ -281,6 +288,39 @@ run_small() {
   wait_line sub '^ready'
   drive small nats "$r" "$NATS" pub --url "$NATS_URL" --workload small --subs 1 --n "$SMALL_N" --size 16 --window 32768
   stop_roles "$recv"
+}
+
+# discrete: one public-API call per message (Connection::publish, whole messages, default options
+# and window) to one receiver; 64 KiB-frame messages against the same bytes as one raw stream
+# through tcp-forwarder, 16 B messages against nats-server pub/sub as in small.
+run_discrete() {
+  local r=$1 ch recv serve size n baseline
+  for size in 64k 16b; do
+    if [[ $size == 64k ]]; then n=$DISC_BIG_N; baseline=forwarder; else n=$DISC_SMALL_N; baseline=nats; fi
+    start_relay; ch=$(uuid)
+    start_bg recv "$SB" receiver --port "$RELAY_PORT" --channel "$ch" --expect-msgs "$n" --timeout 200; recv=$BG_PID
+    wait_line recv '^ready'
+    RELABEL=1 drive "discrete-$size" switchboard "$r" "$SB" discrete --port "$RELAY_PORT" --channel "$ch" \
+      --n "$n" --size "$([[ $size == 64k ]] && echo "$DISC_BIG_SIZE" || echo 16)" --api message \
+      --relay-pid "$RELAY_PID" --timeout 200
+    stop_roles "$recv"
+
+    if [[ $baseline == forwarder ]]; then
+      start_forwarder
+      start_bg serve "$TCP" serve --connect "$FWD_PORT"; serve=$BG_PID
+      wait_line serve '^ready'
+      RELABEL=1 drive "discrete-$size" forwarder "$r" "$TCP" stream --port "$FWD_PORT" --system forwarder \
+        --bytes $((n * DISC_BIG_SIZE))
+      stop_roles "$serve"
+    else
+      start_nats
+      start_bg sub "$NATS" sub --url "$NATS_URL" --subs 1 --expect-msgs "$n" --ack-every 4096 --seconds 200; recv=$BG_PID
+      wait_line sub '^ready'
+      RELABEL=1 drive "discrete-$size" nats "$r" "$NATS" pub --url "$NATS_URL" --workload small --subs 1 \
+        --n "$n" --size 16 --window 32768
+      stop_roles "$recv"
+    fi
+  done
 }
 
 run_fanout() {
@@ -489,7 +529,7 @@ START=$(date +%s)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$RAW"
 for ((r = 1; r <= RUNS; r++)); do
-  for w in rr-lat rr-conc stream small fanout conns join-storm gw-stream gw-rr; do
+  for w in rr-lat rr-conc stream small discrete fanout conns join-storm gw-stream gw-rr; do
     if want "$w"; then log "run $r/$RUNS: $w"; "run_${w//-/_}" "$r"; fi
   done
 done
