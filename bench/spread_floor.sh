@@ -34,6 +34,7 @@ bench_scratch
 ulimit -n "$(ulimit -Hn)"
 
 RAW=$TMP/spread.jsonl
+FAILED=0
 for ((r = 1; r <= RUNS; r++)); do
   for conns in $CONNS; do
     start_bg serve "$TCP" spread-serve --seconds 120
@@ -44,7 +45,7 @@ for ((r = 1; r <= RUNS; r++)); do
       --warmup $((N / 20)) --server-pid "$serve" --seconds 110 | tail -n 1) || true
     kill "$serve" 2>/dev/null || true
     wait "$serve" 2>/dev/null || true
-    [[ $line == \{* ]] || { echo "$SCRIPT: run $r, $conns connections failed" >&2; continue; }
+    [[ $line == \{* ]] || { echo "$SCRIPT: run $r, $conns connections failed" >&2; FAILED=$((FAILED + 1)); continue; }
     echo "${line%\}},\"run\":$r}" | tee -a "$RAW"
   done
 done
@@ -63,3 +64,4 @@ for conns in sorted({r["conns"] for r in rows}):
           f"{cell('client_cpu_us_per_req', lambda v: f'{v:.2f}')} | "
           f"{cell('server_cpu_us_per_req', lambda v: f'{v:.2f}')} |")
 PY
+((FAILED == 0)) || { echo "$SCRIPT: $FAILED runs failed" >&2; exit 1; }
