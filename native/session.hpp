@@ -67,6 +67,8 @@ public:
 private:
   // The batch runs or posts the deliveries it gathered for this session, and its woken writer.
   friend class HandoffBatch;
+  // The thread's flusher writes presence this session holds back.
+  friend class PresenceFlusher;
 
   enum class Phase : std::uint8_t {
     handshake,  // until a HELLO is accepted
@@ -173,6 +175,10 @@ private:
   // ---- Presence changes, coalesced (session.cpp). ----
   void schedule_presence();
   void write_presence();
+  // A tick of this thread's flusher: writes the held changes when they are due, or at once when
+  // no change was announced since the tick before (`quiet`). True once this session is done
+  // with the flusher.
+  bool flush_deferred_presence(Clock::time_point now, bool quiet);
 
   // ---- The writer (session_write.cpp). ----
   void queue_control_done();
@@ -275,9 +281,12 @@ private:
   std::vector<PresenceChange> presence_pending_;  // guarded by presence_mutex_
   bool presence_scheduled_ = false;               // guarded by presence_mutex_
   // On the session's thread: when presence was last written, the least time before the next
-  // write, and the wait for it (made on first use: most connections never need it).
+  // write, and when the held changes are due. The thread's flusher waits for that time; a
+  // session on another kind of executor (a strand, in tests) has its own timer, made on first
+  // use.
   Clock::time_point presence_written_{};
   Clock::duration presence_wait_{};
+  Clock::time_point presence_due_{};
   std::unique_ptr<asio::steady_timer> presence_timer_;
   bool presence_burst_ = false;  // several changes went into one write: release its buffers
 

@@ -108,6 +108,12 @@ public:
   void start_draining() noexcept { draining_.store(true); }
   bool draining() const noexcept { return draining_.load(); }
 
+  /// How many presence changes were announced so far (any thread; a count to compare, not to
+  /// synchronise with).
+  std::uint64_t announcements() const noexcept {
+    return announced_.load(std::memory_order_relaxed);
+  }
+
   RegistryStats stats() const;
   /// Every channel with its peer count (a snapshot; for introspection, not the data path).
   std::vector<ChannelInfo> channel_list() const;
@@ -146,6 +152,7 @@ private:
   std::function<bool(const Uuid&)> channel_admit_;
   std::function<void(const Uuid&)> channel_emptied_;
   std::size_t peer_count_ = 0;
+  std::atomic<std::uint64_t> announced_{0};  // written under mutex_, read anywhere
   std::atomic<bool> draining_{false};
 };
 
