@@ -247,6 +247,7 @@ void Session::on_presence(const wire::Presence& event) {
   message_targets_stale_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(presence_mutex_);
+    if (presence_pending_.empty()) presence_pending_.reserve(presence_room_);
     for (const auto& subject : event.peers) {
       presence_pending_.push_back(PresenceChange{event.event, event.version, subject});
     }
@@ -279,8 +280,10 @@ void Session::schedule_presence() {
     // A tick resolves the due time and notices the end of a storm soon after it ends.
     const auto tick = std::clamp<Clock::duration>(interval / 16, std::chrono::milliseconds(1),
                                                   std::chrono::milliseconds(25));
-    asio::use_service<PresenceFlusher>(home_->context())
-        .add(shared_from_this(), context_.registry, tick);
+    if (!presence_flusher_) {
+      presence_flusher_ = &asio::use_service<PresenceFlusher>(home_->context());
+    }
+    presence_flusher_->add(shared_from_this(), context_.registry, tick);
     return;
   }
   if (!presence_timer_) presence_timer_ = std::make_unique<asio::steady_timer>(executor_);
@@ -303,6 +306,7 @@ void Session::write_presence() {
     std::lock_guard lock(presence_mutex_);
     changes.swap(presence_pending_);
     presence_scheduled_ = false;
+    presence_room_ = static_cast<std::uint32_t>(std::min<std::size_t>(changes.size(), 256));
   }
   if (changes.empty()) return;
   presence_written_ = Clock::now();

@@ -31,6 +31,8 @@ namespace switchboard::core::net {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
+class PresenceFlusher;
+
 /// The native door's per-connection session. Kept alive by its own coroutines and by the
 /// registry while joined; all state lives on the transport's executor (one thread, or a strand).
 ///
@@ -280,6 +282,10 @@ private:
   std::mutex presence_mutex_;
   std::vector<PresenceChange> presence_pending_;  // guarded by presence_mutex_
   bool presence_scheduled_ = false;               // guarded by presence_mutex_
+  // Room the next changes start with: as many as the last write took (guarded by
+  // presence_mutex_). The queue is given away with every write, and growing it one doubling at
+  // a time would allocate several times per write under the registry's lock.
+  std::uint32_t presence_room_ = 0;
   // On the session's thread: when presence was last written, the least time before the next
   // write, and when the held changes are due. The thread's flusher waits for that time; a
   // session on another kind of executor (a strand, in tests) has its own timer, made on first
@@ -287,6 +293,7 @@ private:
   Clock::time_point presence_written_{};
   Clock::duration presence_wait_{};
   Clock::time_point presence_due_{};
+  PresenceFlusher* presence_flusher_ = nullptr;  // this thread's, looked up on first use
   std::unique_ptr<asio::steady_timer> presence_timer_;
   bool presence_burst_ = false;  // several changes went into one write: release its buffers
 
