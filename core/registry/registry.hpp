@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -128,7 +129,10 @@ private:
     std::chrono::system_clock::time_point joined_at = std::chrono::system_clock::now();
   };
   struct Channel {
-    std::unordered_map<Uuid, Member, UuidHash> members;
+    // Flat: a join copies every member's id into the snapshot and announces itself to every
+    // member, both under the registry's lock; walking nodes scattered over the heap made them
+    // a cache miss per member.
+    boost::unordered_flat_map<Uuid, Member, UuidHash> members;
     std::vector<Uuid> responders;  // round-robin order of members accepting requests
     std::size_t next_responder = 0;
     std::uint64_t version = 0;
