@@ -3,12 +3,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <bit>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include "native/presence_flusher.hpp"
 
 namespace switchboard::core::net {
 
@@ -244,6 +247,7 @@ void Session::on_presence(const wire::Presence& event) {
   message_targets_stale_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(presence_mutex_);
+    if (presence_pending_.empty()) presence_pending_.reserve(presence_room_);
     for (const auto& subject : event.peers) {
       presence_pending_.push_back(PresenceChange{event.event, event.version, subject});
     }
@@ -255,7 +259,8 @@ void Session::on_presence(const wire::Presence& event) {
 
 // A change that finds the connection quiet is written in this turn of the event loop; while
 // changes keep coming, each write waits twice as long as the one before, from an eighth of
-// presence_interval up to all of it, so a storm of joins costs each peer a few writes.
+// presence_interval up to all of it, so a storm of joins costs each peer a few writes. Once no
+// change is announced for a tick of the thread's flusher, the held changes go out at once.
 void Session::schedule_presence() {
   // Members cached for broadcasting messages may have left: let them go now, not at the next
   // message (which refreshes the list anyway).
@@ -270,11 +275,29 @@ void Session::schedule_presence() {
     return;
   }
   presence_wait_ = std::min<Clock::duration>(interval, 2 * presence_wait_);
+  presence_due_ = due;
+  if (home_) {
+    // A tick resolves the due time and notices the end of a storm soon after it ends.
+    const auto tick = std::clamp<Clock::duration>(interval / 16, std::chrono::milliseconds(1),
+                                                  std::chrono::milliseconds(25));
+    if (!presence_flusher_) {
+      presence_flusher_ = &asio::use_service<PresenceFlusher>(home_->context());
+    }
+    presence_flusher_->add(shared_from_this(), context_.registry, tick);
+    return;
+  }
   if (!presence_timer_) presence_timer_ = std::make_unique<asio::steady_timer>(executor_);
   presence_timer_->expires_at(due);
   presence_timer_->async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (!ec && !self->closing()) self->write_presence();
   });
+}
+
+bool Session::flush_deferred_presence(Clock::time_point now, bool quiet) {
+  if (closing()) return true;
+  if (!quiet && now < presence_due_) return false;
+  write_presence();
+  return true;
 }
 
 void Session::write_presence() {
@@ -283,6 +306,7 @@ void Session::write_presence() {
     std::lock_guard lock(presence_mutex_);
     changes.swap(presence_pending_);
     presence_scheduled_ = false;
+    presence_room_ = static_cast<std::uint32_t>(std::min<std::size_t>(changes.size(), 256));
   }
   if (changes.empty()) return;
   presence_written_ = Clock::now();

@@ -31,6 +31,8 @@ namespace switchboard::core::net {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
+class PresenceFlusher;
+
 /// The native door's per-connection session. Kept alive by its own coroutines and by the
 /// registry while joined; all state lives on the transport's executor (one thread, or a strand).
 ///
@@ -67,6 +69,8 @@ public:
 private:
   // The batch runs or posts the deliveries it gathered for this session, and its woken writer.
   friend class HandoffBatch;
+  // The thread's flusher writes presence this session holds back.
+  friend class PresenceFlusher;
 
   enum class Phase : std::uint8_t {
     handshake,  // until a HELLO is accepted
@@ -173,6 +177,10 @@ private:
   // ---- Presence changes, coalesced (session.cpp). ----
   void schedule_presence();
   void write_presence();
+  // A tick of this thread's flusher: writes the held changes when they are due, or at once when
+  // no change was announced since the tick before (`quiet`). True once this session is done
+  // with the flusher.
+  bool flush_deferred_presence(Clock::time_point now, bool quiet);
 
   // ---- The writer (session_write.cpp). ----
   void queue_control_done();
@@ -274,10 +282,18 @@ private:
   std::mutex presence_mutex_;
   std::vector<PresenceChange> presence_pending_;  // guarded by presence_mutex_
   bool presence_scheduled_ = false;               // guarded by presence_mutex_
+  // Room the next changes start with: as many as the last write took (guarded by
+  // presence_mutex_). The queue is given away with every write, and growing it one doubling at
+  // a time would allocate several times per write under the registry's lock.
+  std::uint32_t presence_room_ = 0;
   // On the session's thread: when presence was last written, the least time before the next
-  // write, and the wait for it (made on first use: most connections never need it).
+  // write, and when the held changes are due. The thread's flusher waits for that time; a
+  // session on another kind of executor (a strand, in tests) has its own timer, made on first
+  // use.
   Clock::time_point presence_written_{};
   Clock::duration presence_wait_{};
+  Clock::time_point presence_due_{};
+  PresenceFlusher* presence_flusher_ = nullptr;  // this thread's, looked up on first use
   std::unique_ptr<asio::steady_timer> presence_timer_;
   bool presence_burst_ = false;  // several changes went into one write: release its buffers
 

@@ -63,6 +63,11 @@ void Session::flush_now() {
     if ((writer_ == Writer::parked || writer_ == Writer::flush_queued) && outbox_.has_queued()) {
       writer_ = Writer::running;
       wake_.cancel();
+    } else if (presence_burst_ && streams_.empty() && writer_ != Writer::writing) {
+      // As the writer does when it parks after such a write (a storm's last presence changes
+      // are written from here): every idle peer of a storm would keep the grown buffers.
+      presence_burst_ = false;
+      outbox_.release_idle();
     }
     return;
   }

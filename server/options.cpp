@@ -334,8 +334,11 @@ std::vector<Option> build_table() {
       [](C c) -> Milliseconds& { return c.limits.write_timeout; }, {"--write-timeout-ms"}));
   table.push_back(duration_option(
       "presence_interval",
-      "longest a presence change waits to be written with the ones that follow it closely", 0,
-      [](C c) -> Milliseconds& { return c.limits.presence_interval; }, {"--presence-interval-ms"}));
+      "longest a presence change waits to be written with the ones that follow it closely, "
+      "while changes keep coming (once they stop, held changes go out within a tick of a "
+      "sixteenth of it, at most 25 ms)",
+      0, [](C c) -> Milliseconds& { return c.limits.presence_interval; },
+      {"--presence-interval-ms"}));
   table.push_back(duration_option(
       "default_idle_timeout", "stream idle timeout when the opener sets none (0: none)", 0,
       [](C c) -> Milliseconds& { return c.limits.default_idle_timeout; }, {"--idle-timeout-ms"}));

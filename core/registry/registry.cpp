@@ -139,6 +139,7 @@ void Registry::relinquish(const Uuid& channel_id, const cluster::Verdict& next) 
 void Registry::announce_locked(const Uuid& channel_id, Channel* channel, wire::PresenceEvent event,
                                const Uuid& subject) {
   const std::uint64_t version = ++channel->version;
+  announced_.store(announced_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   wire::Presence presence{event, version, {subject}};
   for (const auto& [member_id, member] : channel->members) {
     if (member_id != subject) member.peer->on_presence(presence);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -108,6 +109,12 @@ public:
   void start_draining() noexcept { draining_.store(true); }
   bool draining() const noexcept { return draining_.load(); }
 
+  /// How many presence changes were announced so far (any thread; a count to compare, not to
+  /// synchronise with).
+  std::uint64_t announcements() const noexcept {
+    return announced_.load(std::memory_order_relaxed);
+  }
+
   RegistryStats stats() const;
   /// Every channel with its peer count (a snapshot; for introspection, not the data path).
   std::vector<ChannelInfo> channel_list() const;
@@ -122,7 +129,10 @@ private:
     std::chrono::system_clock::time_point joined_at = std::chrono::system_clock::now();
   };
   struct Channel {
-    std::unordered_map<Uuid, Member, UuidHash> members;
+    // Flat: a join copies every member's id into the snapshot and announces itself to every
+    // member, both under the registry's lock; walking nodes scattered over the heap made them
+    // a cache miss per member.
+    boost::unordered_flat_map<Uuid, Member, UuidHash> members;
     std::vector<Uuid> responders;  // round-robin order of members accepting requests
     std::size_t next_responder = 0;
     std::uint64_t version = 0;
@@ -146,6 +156,7 @@ private:
   std::function<bool(const Uuid&)> channel_admit_;
   std::function<void(const Uuid&)> channel_emptied_;
   std::size_t peer_count_ = 0;
+  std::atomic<std::uint64_t> announced_{0};  // written under mutex_, read anywhere
   std::atomic<bool> draining_{false};
 };
 

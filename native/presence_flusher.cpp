@@ -1,0 +1,61 @@
+// Each I/O thread's writer of deferred presence.
+#include "native/presence_flusher.hpp"
+
+#include "native/handoff.hpp"
+#include "native/session.hpp"
+#include "registry/registry.hpp"
+
+namespace switchboard::core::net {
+
+PresenceFlusher::PresenceFlusher(boost::asio::io_context& io)
+    : boost::asio::execution_context::service(io), timer_(io) {}
+
+void PresenceFlusher::add(std::shared_ptr<Session> session, const Registry& registry,
+                          Clock::duration tick) {
+  if (registry_ != &registry) {
+    registry_ = &registry;
+    announced_ = registry.announcements();
+  }
+  waiting_.push_back(std::move(session));
+  if (armed_ && tick >= tick_) return;
+  tick_ = tick;
+  armed_ = true;
+  timer_.expires_after(tick_);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) on_tick();
+  });
+}
+
+void PresenceFlusher::on_tick() {
+  armed_ = false;
+  const auto announced = registry_->announcements();
+  const bool quiet = announced == announced_;
+  announced_ = announced;
+  const auto now = Clock::now();
+  ticking_.swap(waiting_);
+  {
+    // The writes go out from this thread when the batch is flushed, not through each writer's
+    // wake-up and a second turn of the event loop.
+    HandoffBatch::Scope handoffs;
+    for (auto& session : ticking_) {
+      if (!session->flush_deferred_presence(now, quiet)) waiting_.push_back(std::move(session));
+    }
+    ticking_.clear();
+    handoffs.flush();
+  }
+  if (waiting_.empty() || armed_) return;
+  armed_ = true;
+  timer_.expires_after(tick_);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) on_tick();
+  });
+}
+
+void PresenceFlusher::shutdown() {
+  // The context is going: its sessions with it (their waits on the context go the same way).
+  timer_.cancel();
+  waiting_.clear();
+  ticking_.clear();
+}
+
+}  // namespace switchboard::core::net
