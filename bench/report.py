@@ -464,13 +464,15 @@ def main():
     text = markdown(summary, errors, hot, goals, machine, args, date)
     print(text)
     if args.markdown:
-        # The "Discrete messages" section comes from bench/discrete.sh's runs of every API,
+        # The "Reading the run" section is written by hand about the latest full run; the
+        # "Discrete messages" section comes from bench/discrete.sh's runs of every API,
         # the "Cluster" one from bench/cluster_report.py's own run, the "Many channels" one
         # from bench/channels.sh's and the "Cores" one from bench/cores.sh's: keep them.
         try:
             with open(args.markdown) as f:
                 old = f.read()
-            for name in ("discrete-bench", "cluster-bench", "channels-bench", "cores-bench"):
+            for name in ("reading-bench", "discrete-bench", "cluster-bench", "channels-bench",
+                         "cores-bench"):
                 begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
                 if begin in old and end in old:
                     text += "\n\n" + old[old.index(begin):old.index(end) + len(end)]
