@@ -63,6 +63,21 @@ int connect_to(std::uint16_t port) {
   return fd;
 }
 
+// A listener on 127.0.0.1 at a port the kernel picks, announced as "listening PORT".
+int listen_on_loopback(int backlog) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  auto address = loopback(0);
+  socklen_t length = sizeof address;
+  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      listen(listener, backlog) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw std::runtime_error("bind/listen failed");
+  }
+  std::printf("listening %u\n", static_cast<unsigned>(ntohs(address.sin_port)));
+  std::fflush(stdout);
+  return listener;
+}
+
 // The far side: answers requests (mode R) or sinks a stream and reports (mode S).
 int serve(const bench::Args& args) {
   int fd = -1;
@@ -71,16 +86,7 @@ int serve(const bench::Args& args) {
     std::printf("ready\n");
     std::fflush(stdout);
   } else {
-    const int listener = socket(AF_INET, SOCK_STREAM, 0);
-    auto address = loopback(0);
-    socklen_t length = sizeof address;
-    if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        listen(listener, 4) != 0 ||
-        getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      throw std::runtime_error("bind/listen failed");
-    }
-    std::printf("listening %u\n", static_cast<unsigned>(ntohs(address.sin_port)));
-    std::fflush(stdout);
+    const int listener = listen_on_loopback(4);
     fd = accept(listener, nullptr, nullptr);
     close(listener);
     no_delay(fd);
@@ -186,22 +192,13 @@ int stream(const bench::Args& args, const std::string& system) {
 void set_non_blocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK); }
 
 int spread_serve(const bench::Args& args) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  auto address = loopback(0);
-  socklen_t length = sizeof address;
-  if (bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      listen(listener, 4096) != 0 ||
-      getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw std::runtime_error("bind/listen failed");
-  }
+  const int listener = listen_on_loopback(4096);
   set_non_blocking(listener);
   const int poller = epoll_create1(0);
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = listener;
   epoll_ctl(poller, EPOLL_CTL_ADD, listener, &event);
-  std::printf("listening %u\n", static_cast<unsigned>(ntohs(address.sin_port)));
-  std::fflush(stdout);
   std::vector<std::uint8_t> buffer(64 * 1024);
   std::array<epoll_event, 256> ready{};
   const auto deadline =
