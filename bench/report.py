@@ -423,6 +423,8 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   (`switchboard-bench responder`) and to a gRPC `Respond` peer (`gw-bench respond`), each reading
   it whole; MB/s at the receiver as for **stream**. Baseline: the same client and messages on a
   direct gRPC stream to `gw-bench serve-direct` (no relay), which reads it and answers alike.
+  Beside it, the same stream through `gw-bench serve-forward`, the trivial gRPC forwarder of
+  gw-rr below: two gRPC legs and nothing else, the floor of any relay between gRPC peers.
 - **gw-rr**: 128 B request and 128 B response, 5,000 sequential after 500 warm-up, through the
   gateway in two ways: all on one `Requests` stream (each request an `open` with the body and
   `last`, under its own id; the goal's rows), and each as its own `Send` RPC (the open message

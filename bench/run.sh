@@ -167,6 +167,15 @@ start_grpc_direct() {
   DIRECT_GRPC_PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/grpcdirect.out")
   SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
 }
+# start_grpc_forward: the trivial gRPC forwarder in front of the direct server started last (two
+# gRPC legs and nothing else); sets GRPC_FORWARD_PORT. The caller stops the direct server.
+start_grpc_forward() {
+  start_bg grpcforward "$GW" serve-forward --port "$DIRECT_GRPC_PORT" --timeout 300
+  SERVER_PID=$BG_PID
+  wait_line grpcforward '^listening'
+  GRPC_FORWARD_PORT=$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/grpcforward.out")
+  SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
+}
 # stop_server: notes the server's peak RSS (SERVER_HWM_KIB) and ends it.
 stop_server() {
   SERVER_HWM_KIB=$(hwm_kib "$SERVER_PID")
@@ -390,6 +399,14 @@ run_gw_stream() {
   start_grpc_direct
   drive gw-stream grpc-direct "$r" "$GW" stream --port "$DIRECT_GRPC_PORT" \
     --bytes "$STREAM_BYTES" --system grpc-direct --timeout 200
+
+  # The floor of any relay between two gRPC legs: the same stream through a trivial forwarder.
+  local direct
+  start_grpc_direct; direct=$SERVER_PID
+  start_grpc_forward
+  drive gw-stream grpc-forward "$r" "$GW" stream --port "$GRPC_FORWARD_PORT" \
+    --bytes "$STREAM_BYTES" --system grpc-forward --timeout 200
+  stop_pid "$direct"
 }
 
 # gRPC requests through the gateway, each its own Send RPC and all on one Requests stream (-mux);
@@ -426,12 +443,8 @@ run_gw_rr() {
   # The floor of two gRPC legs: ping-pong through a trivial forwarder to the direct server.
   local direct
   start_grpc_direct; direct=$SERVER_PID
-  start_bg grpcforward "$GW" serve-forward --port "$DIRECT_GRPC_PORT" --timeout 300
-  SERVER_PID=$BG_PID
-  wait_line grpcforward '^listening'
-  SERVER_IDLE_KIB=$(rss_kib "$SERVER_PID")
-  drive gw-rr grpc-forward "$r" "$GW" rr --port \
-    "$(sed -n 's/^listening 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/grpcforward.out")" \
+  start_grpc_forward
+  drive gw-rr grpc-forward "$r" "$GW" rr --port "$GRPC_FORWARD_PORT" \
     --mode pingpong --system grpc-forward "${sizes[@]}"
   stop_pid "$direct"
 }

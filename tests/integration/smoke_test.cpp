@@ -41,5 +41,23 @@ TEST_P(Smoke, ConcurrentEchoesThroughRelay) {
 
 INSTANTIATE_TEST_SUITE_P(Threads, Smoke, ::testing::Values(1U, 2U, 4U));
 
+// A literal address is connected to directly, a name through the resolver: both reach the relay
+// and the same channel.
+TEST(SmokeHosts, ANameAndALiteralAddressReachTheSameChannel) {
+  test::InProcessRelay relay(core::Limits{}, 1);
+  const auto channel = Uuid::random();
+  auto by_name = options_for(relay.port(), channel, true);
+  by_name.host = "localhost";
+  BlockingClient named(by_name);
+  named.serve(test::echo);
+  auto by_address = options_for(relay.port(), channel);
+  by_address.host = "127.0.0.1";
+  BlockingClient literal(by_address);
+  const std::vector<std::uint8_t> body{1, 2, 3, 4};
+  std::vector<std::uint8_t> response;
+  ASSERT_TRUE(literal.send(Target::to(named.peer_id()), body, response).ok());
+  EXPECT_EQ(response, body);
+}
+
 }  // namespace
 }  // namespace switchboard

@@ -27,6 +27,14 @@ namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 // A link that sent nothing for this long is idle: what is queued on it goes out at once.
 constexpr auto kIdleLink = std::chrono::microseconds(50);
+
+// A seed for a connection's retry jitter, drawn from one generator per thread: std::random_device
+// costs a CPU feature probe each time it is made (a trap to the hypervisor on a virtual machine),
+// too much for every connection of a program that opens thousands.
+std::minstd_rand::result_type jitter_seed() {
+  thread_local std::mt19937 seeds(std::random_device{}());
+  return static_cast<std::minstd_rand::result_type>(seeds());
+}
 }  // namespace
 
 std::string Outcome::describe() const {
@@ -127,7 +135,7 @@ ConnectionImpl::ConnectionImpl(Connection& owner, asio::any_io_executor executor
       linked_signal_(executor_, asio::steady_timer::time_point::max()),
       backoff_timer_(executor_),
       attempt_timer_(executor_),
-      random_(std::random_device{}()),
+      random_(jitter_seed()),
       message_signal_(executor_, asio::steady_timer::time_point::max()) {}
 
 void ConnectionImpl::on_presence(std::function<void(const PresenceChange&)> handler) {
@@ -296,16 +304,27 @@ void ConnectionImpl::start_loops() {
 }
 
 asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
-  tcp::resolver resolver(executor_);
-  auto [resolve_error, endpoints] =
-      co_await resolver.async_resolve(target_.host, std::to_string(target_.port), kUseTuple);
-  if (resolve_error) {
-    Outcome failure{Status::peer_gone, 0,
-                    "cannot resolve " + target_.host + ": " + resolve_error.message()};
-    failure.unreachable = true;
-    co_return failure;
+  boost::system::error_code connect_error;
+  // A literal address is connected to at once: the resolver would hand the lookup to its own
+  // thread and back, which costs more than the connect itself.
+  boost::system::error_code not_literal;
+  const auto literal = asio::ip::make_address(target_.host, not_literal);
+  if (!not_literal) {
+    std::tie(connect_error) = co_await link.socket.async_connect(
+        tcp::endpoint(literal, target_.port), asio::as_tuple(asio::use_awaitable));
+  } else {
+    tcp::resolver resolver(executor_);
+    auto [resolve_error, endpoints] =
+        co_await resolver.async_resolve(target_.host, std::to_string(target_.port), kUseTuple);
+    if (resolve_error) {
+      Outcome failure{Status::peer_gone, 0,
+                      "cannot resolve " + target_.host + ": " + resolve_error.message()};
+      failure.unreachable = true;
+      co_return failure;
+    }
+    std::tie(connect_error, std::ignore) =
+        co_await asio::async_connect(link.socket, endpoints, kUseTuple);
   }
-  auto [connect_error, endpoint] = co_await asio::async_connect(link.socket, endpoints, kUseTuple);
   if (connect_error) {
     Outcome failure{Status::peer_gone, 0,
                     "cannot connect to " + target_.host + ":" + std::to_string(target_.port) +

@@ -37,9 +37,14 @@ namespace detail {
 /// One TCP connection to the relay. A reconnect makes a new Link; coroutines of the old one
 /// hold it until they notice `dead` and end, so they never touch the new socket.
 struct Link {
+  static constexpr std::size_t kFirstReadBlock = 4096;
+
   Link(boost::asio::any_io_executor ex, const ConnectOptions& options)
       : socket(ex),
-        reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64)),
+        // The first block is small: the handshake and presence fit in it, and a connection
+        // that never receives much (most of a program's many) never maps a full-size one.
+        reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64),
+               kFirstReadBlock),
         wake(ex),
         keepalive_timer(ex),
         keepalive(std::chrono::steady_clock::now()) {}

@@ -126,7 +126,8 @@ struct TlsOptions {
 
 /// Options for Connection::connect (and BlockingClient), copied into the connection.
 struct ConnectOptions {
-  std::string host = "127.0.0.1";  ///< relay's native door: a name or an address
+  std::string host = "127.0.0.1";  ///< relay's native door: a name (resolved at each connect) or a
+                                   ///< literal address (connected to as is)
   std::uint16_t port = 7400;       ///< its port
   Uuid channel;                    ///< required
   Uuid peer_id;                    ///< nil: the relay assigns one
