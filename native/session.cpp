@@ -102,9 +102,10 @@ asio::awaitable<bool> Session::read_loop() {
     }
     reader_.commit(n);
     read_since_tick_ = true;
-    keepalive_.on_read(Clock::now());
+    const auto now = Clock::now();
+    keepalive_.on_read(now);
     context_.counters.native.bytes_in.fetch_add(n, std::memory_order_relaxed);
-    handle_frames();
+    handle_frames(now);
     while (phase_ == Phase::resolving) {
       // The cluster directory answers the HELLO; frames read behind it wait in the reader.
       co_await resolved_.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -115,7 +116,7 @@ asio::awaitable<bool> Session::read_loop() {
       HandoffBatch::Scope handoffs;
       const bool go_on = finish_hello(verdict);
       handoffs.flush();
-      if (go_on) handle_frames();
+      if (go_on) handle_frames(Clock::now());
     }
     if (closing() || io_stopped_) {
       // Stop reading; the writer flushes the final frames, then closes the transport.
@@ -124,8 +125,9 @@ asio::awaitable<bool> Session::read_loop() {
   }
 }
 
-void Session::handle_frames() {
-  // No co_await until the flush: the batch is this thread's.
+void Session::handle_frames(Clock::time_point now) {
+  // No co_await until the flush: the batch and the turn's time are this thread's.
+  TurnClock::Scope turn(now);
   HandoffBatch::Scope handoffs;
   wire::Frame frame;
   for (;;) {
@@ -244,7 +246,7 @@ void Session::judge_liveness(Clock::time_point now) {
 void Session::on_presence(const wire::Presence& event) {
   // Called with the registry's lock held: queue the change, and post at most one hand-off
   // until it is written, however many changes follow.
-  message_targets_stale_.store(true, std::memory_order_relaxed);
+  broadcast_targets_stale_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(presence_mutex_);
     if (presence_pending_.empty()) presence_pending_.reserve(presence_room_);
@@ -264,7 +266,7 @@ void Session::on_presence(const wire::Presence& event) {
 void Session::schedule_presence() {
   // Members cached for broadcasting messages may have left: let them go now, not at the next
   // message (which refreshes the list anyway).
-  if (message_targets_stale_.load(std::memory_order_relaxed)) message_targets_.clear();
+  if (broadcast_targets_stale_.load(std::memory_order_relaxed)) broadcast_targets_.clear();
   if (closing()) return;
   const auto now = Clock::now();
   const auto interval = Clock::duration(limits_.presence_interval);
@@ -459,7 +461,7 @@ void Session::cleanup() {
   for (auto& [id, stream] : streams) {
     reset_stream(stream, Status::peer_gone, "peer left", false, true);
   }
-  message_targets_.clear();  // two sessions holding each other would never be freed
+  broadcast_targets_.clear();  // two sessions holding each other would never be freed
   // Streams referenced by an interrupted write would keep this session alive through their
   // back-pointer; drop them with it.
   outbox_.drop_streams();

@@ -117,7 +117,7 @@ private:
   bool finish_hello(const cluster::Verdict& verdict);
   bool redirect_hello(const wire::Hello& hello, const cluster::Verdict& verdict);
   // Handles the frames the reader holds; false once the connection stops reading.
-  void handle_frames();
+  void handle_frames(Clock::time_point now);
   bool handle_open(const wire::Frame& frame);
   bool handle_data(const wire::Frame& frame);
   bool handle_end(const wire::Frame& frame);
@@ -129,8 +129,7 @@ private:
   StreamPtr find_stream(std::uint32_t id, wire::FrameType type);
   void open_request(std::uint32_t id, const StreamRequest& request, wire::Open open,
                     wire::Slice body, bool fin);
-  void open_broadcast(std::uint32_t id, const StreamRequest& request, wire::Open open,
-                      wire::Slice body, bool fin);
+  void open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin);
   StreamPtr new_client_stream(std::uint32_t id, StreamRole role, const wire::Slice& body, bool fin);
   Clock::time_point start_client_stream(const StreamPtr& stream, const wire::Open& open);
 
@@ -238,11 +237,11 @@ private:
   // Whole messages. Set before the session joins (the registry's lock publishes it to senders
   // on other threads): whether the client reads MESSAGE frames.
   bool client_reads_messages_ = false;
-  // The channel's other members as of the last message broadcast, refreshed from the registry
-  // only after a presence change marked it stale (set from any thread, under the registry's
-  // lock); cleared on this thread when a change comes, so it keeps nobody who left.
-  std::atomic<bool> message_targets_stale_{true};
-  BroadcastTargets message_targets_;
+  // The channel's other members as of the last broadcast (a stream or a message), refreshed from
+  // the registry only after a presence change marked it stale (set from any thread, under the
+  // registry's lock); cleared on this thread when a change comes, so it keeps nobody who left.
+  std::atomic<bool> broadcast_targets_stale_{true};
+  BroadcastTargets broadcast_targets_;
   std::int64_t message_credit_ = 0;       // body bytes our client may still send
   std::uint32_t messages_in_flight_ = 0;  // our client's messages not settled yet
   // Held while any is: their shares point to this session without owning it.
@@ -268,8 +267,6 @@ private:
   std::uint32_t next_relay_stream_ = 2;
   std::uint32_t client_streams_open_ = 0;
   std::atomic<std::uint32_t> incoming_open_{0};
-  // Scratch list of a broadcast's receivers, kept for its capacity (empty between broadcasts).
-  BroadcastTargets broadcast_targets_;
 
   // Presence changes the registry queued (from any thread) and this session has not written
   // yet, in version order; written together, at most one write per presence_interval once

@@ -318,7 +318,7 @@ bool Session::handle_open(const wire::Frame& frame) {
   context_.counters.native.payload_bytes_in.fetch_add(body.size(), std::memory_order_relaxed);
   wire::Slice slice = reader_.share(body);
   if (open.kind == wire::StreamKind::broadcast) {
-    open_broadcast(id, request, std::move(open), std::move(slice), fin);
+    open_broadcast(id, std::move(open), std::move(slice), fin);
   } else {
     open_request(id, request, std::move(open), std::move(slice), fin);
   }
@@ -337,7 +337,7 @@ StreamPtr Session::new_client_stream(std::uint32_t id, StreamRole role, const wi
 // The stream was offered: its time limits start and it counts against the client's limit.
 // Returns when its timer is first due.
 Clock::time_point Session::start_client_stream(const StreamPtr& stream, const wire::Open& open) {
-  const auto now = Clock::now();
+  const auto now = TurnClock::now();
   const auto deadline = open.deadline_ms != 0 ? now + std::chrono::milliseconds(open.deadline_ms)
                                               : Clock::time_point::max();
   const auto idle_timeout = stream_idle_timeout(limits_, open.idle_ms);
@@ -373,8 +373,7 @@ void Session::open_request(std::uint32_t id, const StreamRequest& request, wire:
   arm_timer(stream, start_client_stream(stream, open));
 }
 
-void Session::open_broadcast(std::uint32_t id, const StreamRequest& request, wire::Open open,
-                             wire::Slice body, bool fin) {
+void Session::open_broadcast(std::uint32_t id, wire::Open open, wire::Slice body, bool fin) {
   auto stream = new_client_stream(id, StreamRole::broadcast_source, body, fin);
 
   StreamOffer offer;
@@ -387,7 +386,12 @@ void Session::open_broadcast(std::uint32_t id, const StreamRequest& request, wir
   offer.first_chunk = body;
   offer.fin = fin;
   offer.counterpart = stream;
-  fan_out(context_, request, offer, stream->fanout_, broadcast_targets_);
+  // The channel's other members as the last presence change left them: the registry is asked
+  // again only after a change (as for whole messages), not once per broadcast.
+  if (broadcast_targets_stale_.exchange(false, std::memory_order_acquire)) {
+    context_.registry.broadcast_targets(channel_, peer_id_, broadcast_targets_);
+  }
+  offer_broadcast(broadcast_targets_, std::move(offer), stream->fanout_);
   const auto due = start_client_stream(stream, open);
   if (body.size > 0) release_inbound(*stream, stream->fanout_.forwarded_with_offer(body.size));
   arm_timer(stream, due);

@@ -60,21 +60,21 @@ bool Session::handle_message(const wire::Frame& frame) {
                                             TicketShare(this, size)});
     return true;
   }
-  if (message_targets_stale_.exchange(false, std::memory_order_acquire)) {
-    context_.registry.broadcast_targets(channel_, peer_id_, message_targets_);
+  if (broadcast_targets_stale_.exchange(false, std::memory_order_acquire)) {
+    context_.registry.broadcast_targets(channel_, peer_id_, broadcast_targets_);
   }
-  if (message_targets_.empty()) {
+  if (broadcast_targets_.empty()) {
     settle_own_messages(Settlement{size, 1, 0, 0}, 0);
     return true;
   }
-  if (message_targets_.size() == 1) {
-    message_targets_.front().second->deliver_message(MessageDelivery{
+  if (broadcast_targets_.size() == 1) {
+    broadcast_targets_.front().second->deliver_message(MessageDelivery{
         peer_id_, wire::StreamKind::broadcast, std::move(slice), TicketShare(this, size)});
     return true;
   }
   auto* ticket =
-      MessageTicket::make(this, size, static_cast<std::uint32_t>(message_targets_.size()));
-  for (auto& [target_id, target] : message_targets_) {
+      MessageTicket::make(this, size, static_cast<std::uint32_t>(broadcast_targets_.size()));
+  for (auto& [target_id, target] : broadcast_targets_) {
     target->deliver_message(
         MessageDelivery{peer_id_, wire::StreamKind::broadcast, slice, TicketShare(ticket)});
   }

@@ -17,6 +17,31 @@ namespace switchboard::core::net {
 
 using Clock = std::chrono::steady_clock;
 
+/// The time of the event-loop turn in hand on this thread: read once for a batch of frames or
+/// deliveries, where one clock read per frame was a measurable share of a small stream's cost.
+/// Streams' activity and time limits count from it; outside a turn it is the clock itself.
+class TurnClock {
+public:
+  static Clock::time_point now() noexcept { return turn_ != nullptr ? *turn_ : Clock::now(); }
+
+  /// Makes `now` this thread's turn time until the scope ends (scopes nest). Never held across
+  /// a co_await: another coroutine may run on the thread meanwhile.
+  class Scope {
+  public:
+    explicit Scope(Clock::time_point now) noexcept : now_(now), outer_(turn_) { turn_ = &now_; }
+    ~Scope() { turn_ = outer_; }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+  private:
+    Clock::time_point now_;
+    const Clock::time_point* outer_;
+  };
+
+private:
+  static inline thread_local const Clock::time_point* turn_ = nullptr;
+};
+
 class Session;
 
 enum class StreamRole : std::uint8_t {
@@ -133,7 +158,7 @@ public:
   Clock::time_point deadline() const noexcept { return deadline_; }
   Clock::duration idle_timeout() const noexcept { return idle_timeout_; }
   Clock::time_point last_activity() const noexcept { return last_activity_; }
-  void touch() noexcept { last_activity_ = Clock::now(); }
+  void touch() noexcept { last_activity_ = TurnClock::now(); }
   const std::optional<Clock::time_point>& stalled_since() const noexcept { return stalled_since_; }
   void set_stalled_since(std::optional<Clock::time_point> since) noexcept {
     stalled_since_ = since;

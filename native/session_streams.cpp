@@ -77,6 +77,7 @@ void Session::post_deliveries(DeliveryList deliveries) {
   // The deliveries hold their streams, which hold this session.
   asio::post(executor_, [this, deliveries = std::move(deliveries)]() mutable {
     deliveries_posted_.fetch_sub(1, std::memory_order_release);
+    TurnClock::Scope turn(Clock::now());
     HandoffBatch::Scope handoffs;
     run_deliveries(deliveries);
     HandoffBatch::give_back(std::move(deliveries));
@@ -286,7 +287,7 @@ void Session::schedule(const StreamPtr& stream) {
 
 void Session::watch_stall(const StreamPtr& stream) {
   if (stream->stalled_since() || stream->outbound_queued() == 0) return;
-  const auto now = Clock::now();
+  const auto now = TurnClock::now();
   stream->set_stalled_since(now);
   arm_timer(stream, now + limits_.slow_consumer_timeout);
 }

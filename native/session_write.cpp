@@ -83,7 +83,6 @@ void Session::flush_now() {
 void Session::release_idle_buffers() noexcept {
   if (writer_ == Writer::writing) return;
   outbox_.release_idle();
-  decltype(broadcast_targets_)().swap(broadcast_targets_);
   if (streams_.empty()) {
     decltype(streams_)().swap(streams_);
     timers_.release();

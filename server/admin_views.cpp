@@ -20,7 +20,8 @@ struct LabelledCounters {
 };
 
 std::int64_t load(const std::atomic<std::uint64_t>& value) { return MetricsWriter::load(value); }
-std::int64_t load(const std::atomic<std::int64_t>& value) { return MetricsWriter::load(value); }
+std::int64_t load(const ShardedCounter<std::uint64_t>& value) { return MetricsWriter::load(value); }
+std::int64_t load(const ShardedCounter<std::int64_t>& value) { return MetricsWriter::load(value); }
 
 /// One sample per door of the counter `field` picks.
 template <typename Field>

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <stdexcept>
 
+#include "relay/sharded_counter.hpp"
 #include "server/admin_http.hpp"
 #include "server/admin_views.hpp"
 #include "server/cluster_node.hpp"
@@ -162,6 +163,7 @@ DrainProgress Server::drain_progress() const {
 }
 
 void Server::run_io(asio::io_context& io, std::chrono::microseconds spin) {
+  CounterShard::claim();
   if (spin.count() == 0) {
     io.run();
     return;

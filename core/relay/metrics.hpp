@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "relay/sharded_counter.hpp"
+
 namespace switchboard::core {
 
 /// Builds the text exposition format (version 0.0.4): a family's HELP and TYPE, then its samples.
@@ -33,6 +35,10 @@ public:
   static std::int64_t load(const std::atomic<std::int64_t>& value) {
     return value.load(std::memory_order_relaxed);
   }
+  static std::int64_t load(const ShardedCounter<std::uint64_t>& value) {
+    return static_cast<std::int64_t>(value.load());
+  }
+  static std::int64_t load(const ShardedCounter<std::int64_t>& value) { return value.load(); }
 
 private:
   std::string out_;

@@ -12,6 +12,7 @@
 #include "cluster/directory.hpp"
 #include "registry/limits.hpp"
 #include "registry/registry.hpp"
+#include "relay/sharded_counter.hpp"
 #include "switchboard/wire/block.hpp"
 
 namespace switchboard::core {
@@ -58,31 +59,32 @@ inline constexpr std::size_t kHandshakeFailureCount =
 inline constexpr std::size_t kStatusCount = kMaxStatusValue + 1;
 
 /// What one front door counts. All increments are relaxed: these are statistics, not
-/// synchronisation. For the gRPC door a "connection" is a call (gRPC multiplexes calls over
-/// HTTP/2 connections the gateway never sees).
+/// synchronisation; what the hot path counts is sharded per I/O thread (ShardedCounter), the
+/// rare events are plain atomics. For the gRPC door a "connection" is a call (gRPC multiplexes
+/// calls over HTTP/2 connections the gateway never sees).
 struct DoorCounters {
-  std::atomic<std::uint64_t> connections_total{0};
-  std::atomic<std::int64_t> connections_open{0};
+  ShardedCounter<std::uint64_t> connections_total;
+  ShardedCounter<std::int64_t> connections_open;
   std::atomic<std::uint64_t> connections_refused{0};  ///< turned away at the connection limit
   std::array<std::atomic<std::uint64_t>, kHandshakeFailureCount> handshake_failures{};
-  std::atomic<std::uint64_t> streams_total{0};
-  std::atomic<std::int64_t> streams_open{0};
+  ShardedCounter<std::uint64_t> streams_total;
+  ShardedCounter<std::int64_t> streams_open;
   /// Ends of streams by final status; a stream between two peers ends once at each end.
-  std::array<std::atomic<std::uint64_t>, kStatusCount> stream_outcomes{};
+  std::array<ShardedCounter<std::uint64_t>, kStatusCount> stream_outcomes;
   /// Bytes read from and written to the door's sockets (native: framing included).
-  std::atomic<std::uint64_t> bytes_in{0};
-  std::atomic<std::uint64_t> bytes_out{0};
+  ShardedCounter<std::uint64_t> bytes_in;
+  ShardedCounter<std::uint64_t> bytes_out;
   /// Stream payload bytes only: what applications sent and received through this door.
-  std::atomic<std::uint64_t> payload_bytes_in{0};
-  std::atomic<std::uint64_t> payload_bytes_out{0};
+  ShardedCounter<std::uint64_t> payload_bytes_in;
+  ShardedCounter<std::uint64_t> payload_bytes_out;
   /// Times a stream had bytes for a client but no credit from it (the client reads slower).
-  std::atomic<std::uint64_t> credit_stalls{0};
+  ShardedCounter<std::uint64_t> credit_stalls;
   std::atomic<std::uint64_t> slow_consumer_drops{0};
   /// Whole messages (MESSAGE): received from clients, written to receivers, and receivers a
   /// message did not reach (gone, absent, too slow, or a frame too large for them).
-  std::atomic<std::uint64_t> messages_received{0};
-  std::atomic<std::uint64_t> messages_delivered{0};
-  std::atomic<std::uint64_t> messages_dropped{0};
+  ShardedCounter<std::uint64_t> messages_received;
+  ShardedCounter<std::uint64_t> messages_delivered;
+  ShardedCounter<std::uint64_t> messages_dropped;
   std::atomic<std::uint64_t> protocol_errors{0};
   /// TLS handshakes on the door's listener that failed or timed out.
   std::atomic<std::uint64_t> tls_handshake_failures{0};
@@ -106,7 +108,7 @@ struct Counters {
   DoorCounters native;
   DoorCounters grpc;
   /// Payload bytes held in stream queues across the relay (bounded by the stream windows).
-  std::atomic<std::int64_t> queued_bytes{0};
+  ShardedCounter<std::int64_t> queued_bytes;
   /// Requests refused by token checks on either door, indexed by auth::Failure.
   std::array<std::atomic<std::uint64_t>, auth::kFailureKinds> auth_failures{};
   /// gRPC calls this relay carried to the cluster relay that serves their channel, and the

@@ -77,12 +77,20 @@ Routed route_request(RelayContext& relay, const StreamRequest& request, const St
 void fan_out(RelayContext& relay, const StreamRequest& request, const StreamOffer& offer,
              Fanout& fanout, BroadcastTargets& scratch) {
   relay.registry.broadcast_targets(request.channel, request.sender, scratch);
-  for (auto& [target_id, target] : scratch) {
-    StreamOffer copy = offer;
-    copy.sink_index = fanout.size();
-    fanout.add(target->accept_stream(std::move(copy)));
-  }
+  if (!scratch.empty()) offer_broadcast(scratch, offer, fanout);
   scratch.clear();  // holds no peer past this call
+}
+
+void offer_broadcast(const BroadcastTargets& targets, StreamOffer offer, Fanout& fanout) {
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    const auto& target = targets[i].second;
+    offer.sink_index = fanout.size();
+    if (i + 1 == targets.size()) {
+      fanout.add(target->accept_stream(std::move(offer)));
+    } else {
+      fanout.add(target->accept_stream(offer));
+    }
+  }
 }
 
 Milliseconds stream_idle_timeout(const Limits& limits, std::uint32_t idle_ms) noexcept {

@@ -58,6 +58,11 @@ using BroadcastTargets = std::vector<std::pair<Uuid, std::shared_ptr<Peer>>>;
 void fan_out(RelayContext& relay, const StreamRequest& request, const StreamOffer& offer,
              Fanout& fanout, BroadcastTargets& scratch);
 
+/// Offers a broadcast to `targets` (other members of its channel, as the registry listed them),
+/// each with a copy of `offer` (the last one takes it) numbered by its place in `fanout`; a
+/// target that cannot take it counts as dropped. For a door that keeps its channel's list.
+void offer_broadcast(const BroadcastTargets& targets, StreamOffer offer, Fanout& fanout);
+
 /// The idle timeout of a stream whose opener asked for `idle_ms` (0: the relay's default; a
 /// zero result means none).
 Milliseconds stream_idle_timeout(const Limits& limits, std::uint32_t idle_ms) noexcept;
