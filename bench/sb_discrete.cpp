@@ -326,8 +326,8 @@ asio::awaitable<int> discrete(const bench::Args& args) {
     const auto deadline = bench::now_ns() + 30'000'000'000LL;
     while (!report.present && bench::now_ns() < deadline) co_await sleep_ms(2);
   }
-  const int code = finish(args, requests, messages ? "message" : "async", n, size, inflight, start, sent_ns, report,
-                          totals.failed, cpu, ctx, relay_cpu, relay_ctx);
+  const int code = finish(args, requests, messages ? "message" : "async", n, size, inflight, start,
+                          sent_ns, report, totals.failed, cpu, ctx, relay_cpu, relay_ctx);
   connection->close();
   co_return code;
 }
