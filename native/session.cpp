@@ -264,8 +264,8 @@ void Session::on_presence(const wire::Presence& event) {
 // presence_interval up to all of it, so a storm of joins costs each peer a few writes. Once no
 // change is announced for a tick of the thread's flusher, the held changes go out at once.
 void Session::schedule_presence() {
-  // Members cached for broadcasting messages may have left: let them go now, not at the next
-  // message (which refreshes the list anyway).
+  // Members cached for broadcasts (streams and messages) may have left: let them go now, not at
+  // the next broadcast (which refreshes the list anyway).
   if (broadcast_targets_stale_.load(std::memory_order_relaxed)) broadcast_targets_.clear();
   if (closing()) return;
   const auto now = Clock::now();

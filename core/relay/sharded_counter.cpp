@@ -13,8 +13,11 @@ std::atomic<std::uint32_t> claimed_slots{0};
 struct CounterShardRelease {
   ~CounterShardRelease() {
     if (CounterShard::slot_ < CounterShard::kSlots) {
-      claimed_slots.fetch_and(~(std::uint32_t{1} << CounterShard::slot_),
-                              std::memory_order_acq_rel);
+      const auto slot = CounterShard::slot_;
+      // Whatever the thread still counts while it ends goes to the shared slot, not to a slot
+      // another thread may claim from here on.
+      CounterShard::slot_ = CounterShard::kSlots;
+      claimed_slots.fetch_and(~(std::uint32_t{1} << slot), std::memory_order_acq_rel);
     }
   }
 };
