@@ -282,15 +282,19 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
         asio::ip::address_v4::loopback(),
         static_cast<std::uint16_t>(std::stoul(nats_url.substr(nats_url.rfind(':') + 1))));
     std::vector<std::unique_ptr<asio::ip::tcp::socket>> sockets(peers);
+    const auto cpu_before = bench::proc_cpu_us(0);
     const auto start = bench::now_ns();
     co_await run_bounded(peers, concurrency, [&](std::uint64_t i) -> asio::awaitable<void> {
       sockets[i] = std::make_unique<asio::ip::tcp::socket>(executor);
       co_await nats_join(*sockets[i], to, i, channels);
     });
     const auto nats_ns = bench::now_ns() - start;
+    const auto nats_client_cpu_s = static_cast<double>(bench::proc_cpu_us(0) - cpu_before) / 1e6;
     const auto rate = bench::per_second(static_cast<double>(peers), nats_ns);
     if (nats_only) {
-      json.add("join_rate", rate).add("storm_seconds", static_cast<double>(nats_ns) / 1e9);
+      json.add("join_rate", rate)
+          .add("storm_seconds", static_cast<double>(nats_ns) / 1e9)
+          .add("client_cpu_s", nats_client_cpu_s);
       const long server_pid = static_cast<long>(args.num("server-pid", 0));
       if (server_pid > 0) json.add("server_cpu_s", proc_cpu_seconds(server_pid));
       json.print();
@@ -319,6 +323,7 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
   const auto id_of = [&](std::size_t i) {
     return raw ? raw_peers[i]->id : connections[i]->peer_id();
   };
+  const auto cpu_before = bench::proc_cpu_us(0);
   const auto start = bench::now_ns();
   std::int64_t joined_ns = 0;
   std::uint64_t welcomed = 0;
@@ -347,6 +352,8 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
     co_await sleep_ms(1);
   }
   const auto exact_ns = bench::now_ns() - start;
+  // The client's own CPU until every view was exact (not the check below, nor the closes).
+  const auto client_cpu_s = static_cast<double>(bench::proc_cpu_us(0) - cpu_before) / 1e6;
 
   // Exact: every peer sees the same version and, with itself, the channel's whole member set.
   std::uint64_t inexact = 0;
@@ -364,7 +371,8 @@ asio::awaitable<int> join_storm(const bench::Args& args) {
   json.add("join_rate", bench::per_second(static_cast<double>(peers), exact_ns))
       .add("storm_seconds", static_cast<double>(exact_ns) / 1e9)
       .add("welcomed_seconds", static_cast<double>(joined_ns) / 1e9)
-      .add("inexact_peers", inexact);
+      .add("inexact_peers", inexact)
+      .add("client_cpu_s", client_cpu_s);
   const long relay_pid = static_cast<long>(args.num("relay-pid", 0));
   if (relay_pid > 0) {
     json.add("relay_hwm_kib", bench::proc_status_kib(relay_pid, "VmHWM"))

@@ -260,7 +260,7 @@ void Session::on_presence(const wire::Presence& event) {
 }
 
 // A change that finds the connection quiet is written in this turn of the event loop; while
-// changes keep coming, each write waits twice as long as the one before, from an eighth of
+// changes keep coming, each write waits four times as long as the one before, from an eighth of
 // presence_interval up to all of it, so a storm of joins costs each peer a few writes. Once no
 // change is announced for a tick of the thread's flusher, the held changes go out at once.
 void Session::schedule_presence() {
@@ -276,7 +276,7 @@ void Session::schedule_presence() {
     write_presence();
     return;
   }
-  presence_wait_ = std::min<Clock::duration>(interval, 2 * presence_wait_);
+  presence_wait_ = std::min<Clock::duration>(interval, 4 * presence_wait_);
   presence_due_ = due;
   if (home_) {
     // A tick resolves the due time and notices the end of a storm soon after it ends.

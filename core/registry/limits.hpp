@@ -48,8 +48,8 @@ struct Limits {
   Milliseconds write_timeout{30'000};
   /// The longest a presence change waits for a native connection's next presence write. A
   /// change on a quiet connection is written at once; changes that follow it closely wait and
-  /// go out together, every one of them in version order, the wait doubling from an eighth of
-  /// this to all of it while they keep coming; once no change is announced for a tick (a
+  /// go out together, every one of them in version order, the wait growing fourfold from an
+  /// eighth of this to all of it while they keep coming; once no change is announced for a tick (a
   /// sixteenth of this, at most 25 ms) held changes go out at once. A join storm (a relay
   /// restarting, a cluster relay failing over) would otherwise cost each peer a write per
   /// newcomer: O(n^2) writes per channel. 0: every change is written in the turn of the event
