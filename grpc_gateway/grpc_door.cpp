@@ -43,9 +43,9 @@ void GrpcDoor::start() {
     boost::system::error_code ignored;
     refused.close(ignored);
   };
-  handlers.accepted = [this](tcp::socket socket) {
+  handlers.accepted = [this](tcp::socket socket, const tcp::endpoint& remote) {
     adopt(core::transport::make_tcp_transport(
-        core::transport::move_to(std::move(socket), io_.next())));
+        core::transport::move_to(std::move(socket), io_.next(), remote.protocol()), remote));
   };
   handlers.secured = [this](std::unique_ptr<core::transport::Transport> transport,
                             std::chrono::steady_clock::time_point /*accepted_at*/) {

@@ -46,12 +46,13 @@ void NativeDoor::start() {
     refused.write_some(asio::buffer(refusal), ignored);
     refused.close(ignored);
   };
-  handlers.accepted = [this](tcp::socket socket) {
+  handlers.accepted = [this](tcp::socket socket, const tcp::endpoint& remote) {
     if (config_.placement == "channel" && io_.size() > 1) {
-      place_session(std::move(socket));
+      place_session(std::move(socket), remote);
     } else {
       start_session(
-          transport::make_tcp_transport(transport::move_to(std::move(socket), io_.next())),
+          transport::make_tcp_transport(
+              transport::move_to(std::move(socket), io_.next(), remote.protocol()), remote),
           std::chrono::steady_clock::now());
     }
   };
@@ -70,8 +71,10 @@ asio::io_context& NativeDoor::channel_context(const Uuid& channel) {
 }
 
 struct NativeDoor::PendingPlacement {
-  PendingPlacement(tcp::socket s, asio::io_context& io) : socket(std::move(s)), deadline(io) {}
+  PendingPlacement(tcp::socket s, const tcp::endpoint& r, asio::io_context& io)
+      : socket(std::move(s)), remote(r), deadline(io) {}
   tcp::socket socket;
+  tcp::endpoint remote;
   asio::steady_timer deadline;
   std::chrono::steady_clock::time_point accepted_at = std::chrono::steady_clock::now();
   bool timed_out = false;
@@ -82,9 +85,22 @@ struct NativeDoor::PendingPlacement {
 // here, the channel is peeked from its HELLO (the session reads the HELLO again for real), and
 // the socket moves to that channel's thread. A client that sends nothing, or something other
 // than a HELLO, gets its session anyway, which reports the error.
-void NativeDoor::place_session(tcp::socket socket) {
+void NativeDoor::place_session(tcp::socket socket, const tcp::endpoint& remote) {
+  // A client writes its HELLO right after connecting, so it is usually here by the time the
+  // connection is accepted: placed at once, without a wait (and the reactor's re-arm for it).
+  boost::system::error_code peek_error;
+  socket.non_blocking(true, peek_error);
+  std::array<std::uint8_t, wire::kHelloChannelPrefixSize> head{};
+  if (!peek_error) {
+    const auto n = socket.receive(asio::buffer(head), tcp::socket::message_peek, peek_error);
+    if (peek_error != asio::error::would_block) {
+      place_by_hello(std::move(socket), remote, std::span(head.data(), peek_error ? 0 : n),
+                     std::chrono::steady_clock::now());
+      return;
+    }
+  }
   const auto key = next_placement_++;
-  auto pending = std::make_shared<PendingPlacement>(std::move(socket), io_.main());
+  auto pending = std::make_shared<PendingPlacement>(std::move(socket), remote, io_.main());
   placements_.emplace(key, pending);
   pending->deadline.expires_at(pending->accepted_at + context_.limits.handshake_timeout);
   pending->deadline.async_wait([pending](boost::system::error_code ec) {
@@ -98,21 +114,23 @@ void NativeDoor::place_session(tcp::socket socket) {
         placements_.erase(key);
         // Closed by a drain: the relay takes no new sessions.
         if (!pending->socket.is_open() || (ec && !pending->timed_out)) return;
-        asio::io_context* target = &io_.next();
-        std::array<std::uint8_t, wire::kHelloChannelPrefixSize> head{};
-        boost::system::error_code peek_error;
-        pending->socket.non_blocking(true, peek_error);
+        std::array<std::uint8_t, wire::kHelloChannelPrefixSize> first_bytes{};
+        boost::system::error_code error;
         const auto n =
-            pending->socket.receive(asio::buffer(head), tcp::socket::message_peek, peek_error);
-        if (!peek_error) {
-          if (auto channel = wire::hello_channel_hint(std::span(head.data(), n))) {
-            target = &channel_context(*channel);
-          }
-        }
-        start_session(
-            transport::make_tcp_transport(transport::move_to(std::move(pending->socket), *target)),
-            pending->accepted_at);
+            pending->socket.receive(asio::buffer(first_bytes), tcp::socket::message_peek, error);
+        place_by_hello(std::move(pending->socket), pending->remote,
+                       std::span(first_bytes.data(), error ? 0 : n), pending->accepted_at);
       });
+}
+
+void NativeDoor::place_by_hello(tcp::socket socket, const tcp::endpoint& remote,
+                                std::span<const std::uint8_t> head,
+                                std::chrono::steady_clock::time_point accepted_at) {
+  asio::io_context* target = &io_.next();
+  if (auto channel = wire::hello_channel_hint(head)) target = &channel_context(*channel);
+  start_session(transport::make_tcp_transport(
+                    transport::move_to(std::move(socket), *target, remote.protocol()), remote),
+                accepted_at);
 }
 
 void NativeDoor::start_session(std::unique_ptr<transport::Transport> transport,

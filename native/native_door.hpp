@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <unordered_map>
 
@@ -60,7 +61,13 @@ private:
   boost::asio::io_context& channel_context(const Uuid& channel);
   /// Waits (on the accept context) for a plaintext connection's first bytes, then starts its
   /// session on the context its HELLO's channel names.
-  void place_session(boost::asio::ip::tcp::socket socket);
+  void place_session(boost::asio::ip::tcp::socket socket,
+                     const boost::asio::ip::tcp::endpoint& remote);
+  // Starts the session on the thread of the channel `head` (the HELLO's first bytes) names.
+  void place_by_hello(boost::asio::ip::tcp::socket socket,
+                      const boost::asio::ip::tcp::endpoint& remote,
+                      std::span<const std::uint8_t> head,
+                      std::chrono::steady_clock::time_point accepted_at);
   void start_session(std::unique_ptr<transport::Transport> transport,
                      std::chrono::steady_clock::time_point accepted_at);
   void track(const std::shared_ptr<Session>& session, std::uint64_t id);

@@ -26,12 +26,10 @@ std::vector<asio::any_io_executor> IoContexts::executors() const {
   return executors;
 }
 
-tcp::socket move_to(tcp::socket socket, asio::io_context& target) {
+tcp::socket move_to(tcp::socket socket, asio::io_context& target, tcp protocol) {
   if (&asio::query(socket.get_executor(), asio::execution::context) == &target) return socket;
   boost::system::error_code ec;
-  const auto protocol = socket.local_endpoint(ec).protocol();
   tcp::socket moved(target);
-  if (ec) return moved;  // not connected any more: the connection sees a closed socket
   const auto handle = socket.release(ec);
   if (ec) return moved;
   moved.assign(protocol, handle, ec);

@@ -36,7 +36,9 @@ private:
 };
 
 /// The same connection, served by `target` from now on (no operation may be outstanding).
+/// `protocol`: the socket's own (v4 or v6), which the caller knows from accept.
 boost::asio::ip::tcp::socket move_to(boost::asio::ip::tcp::socket socket,
-                                     boost::asio::io_context& target);
+                                     boost::asio::io_context& target,
+                                     boost::asio::ip::tcp protocol);
 
 }  // namespace switchboard::core::transport

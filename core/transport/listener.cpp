@@ -62,10 +62,8 @@ Admission::Admission(const Limits& limits)
     : limits_(limits),
       throttle_(limits.connect_rate_per_address, limits.connect_burst_per_address) {}
 
-Admission::Verdict Admission::check(const tcp::socket& socket) {
-  boost::system::error_code endpoint_error;
-  const auto remote = socket.remote_endpoint(endpoint_error);
-  if (!endpoint_error && !throttle_.admit(remote.address())) {
+Admission::Verdict Admission::check(const tcp::endpoint& remote) {
+  if (!throttle_.admit(remote.address())) {
     log_throttled();
     return Verdict::throttled;
   }
@@ -123,8 +121,9 @@ void Listener::start(Handlers handlers) {
       acceptor_.get_executor(),
       [this]() -> asio::awaitable<void> {
         asio::steady_timer backoff(acceptor_.get_executor());
+        tcp::endpoint remote;  // filled by accept() itself: no getpeername per connection
         while (acceptor_.is_open()) {
-          auto [ec, socket] = co_await acceptor_.async_accept(kUseTuple);
+          auto [ec, socket] = co_await acceptor_.async_accept(remote, kUseTuple);
           if (ec) {
             if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
             // Out of descriptors or similar: back off instead of spinning.
@@ -133,7 +132,7 @@ void Listener::start(Handlers handlers) {
             co_await backoff.async_wait(kUseTuple);
             continue;
           }
-          switch (admission_.check(socket)) {
+          switch (admission_.check(remote)) {
             case Admission::Verdict::throttled:
               counters_.connections_throttled.fetch_add(1, std::memory_order_relaxed);
               handlers_.refuse(socket, "too many connections from your address");
@@ -146,9 +145,9 @@ void Listener::start(Handlers handlers) {
               break;
           }
           if (tls_) {
-            handshake(move_to(std::move(socket), io_.next()));
+            handshake(move_to(std::move(socket), io_.next(), remote.protocol()), remote);
           } else {
-            handlers_.accepted(std::move(socket));
+            handlers_.accepted(std::move(socket), remote);
           }
         }
       },
@@ -157,7 +156,7 @@ void Listener::start(Handlers handlers) {
 
 // The handshake runs on the connection's own context, so a slow or silent client holds up no
 // one; the handshake timeout bounds it, and a door closing meanwhile drops the connection.
-void Listener::handshake(tcp::socket socket) {
+void Listener::handshake(tcp::socket socket, const tcp::endpoint& remote_endpoint) {
   auto executor = socket.get_executor();
   auto cancel = std::make_shared<asio::cancellation_signal>();
   std::uint64_t key = 0;
@@ -168,13 +167,9 @@ void Listener::handshake(tcp::socket socket) {
   }
   asio::co_spawn(
       executor,
-      [this, key, socket = std::move(socket),
+      [this, key, socket = std::move(socket), remote_endpoint,
        accepted_at = std::chrono::steady_clock::now()]() mutable -> asio::awaitable<void> {
-        std::string remote;
         boost::system::error_code ec;
-        if (const auto endpoint = socket.remote_endpoint(ec); !ec) {
-          remote = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
-        }
         auto transport =
             co_await accept_tls(std::move(socket), tls_->current(), limits_.handshake_timeout, ec);
         {
@@ -183,7 +178,8 @@ void Listener::handshake(tcp::socket socket) {
         }
         if (!transport) {
           counters_.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
-          spdlog::debug("tls handshake failed door={} remote={} error=\"{}\"", door_, remote,
+          spdlog::debug("tls handshake failed door={} remote={}:{} error=\"{}\"", door_,
+                        remote_endpoint.address().to_string(), remote_endpoint.port(),
                         describe_tls_error(ec));
           co_return;
         }

@@ -43,7 +43,7 @@ public:
   void count_open_with(std::function<std::int64_t()> open) { open_ = std::move(open); }
   /// Takes a throttle token for the connection's address and checks the connection limit;
   /// logs refusals (at most one line a second for each reason).
-  Verdict check(const boost::asio::ip::tcp::socket& socket);
+  Verdict check(const boost::asio::ip::tcp::endpoint& remote);
 
 private:
   void log_refusal();
@@ -66,8 +66,10 @@ public:
     /// Turns away a connection the admission refused: best effort and never blocking, so a
     /// client that does not read cannot hold up the accept loop.
     std::function<void(boost::asio::ip::tcp::socket&, std::string_view why)> refuse;
-    /// A plaintext connection, still on the accept context (the door places it).
-    std::function<void(boost::asio::ip::tcp::socket)> accepted;
+    /// A plaintext connection, still on the accept context (the door places it), and its far
+    /// end as accept() gave it.
+    std::function<void(boost::asio::ip::tcp::socket, const boost::asio::ip::tcp::endpoint&)>
+        accepted;
     /// A connection after its TLS handshake, on the connection's own context; only while the
     /// listener is open.
     std::function<void(std::unique_ptr<Transport>, std::chrono::steady_clock::time_point)> secured;
@@ -90,7 +92,7 @@ public:
   void close();
 
 private:
-  void handshake(boost::asio::ip::tcp::socket socket);
+  void handshake(boost::asio::ip::tcp::socket socket, const boost::asio::ip::tcp::endpoint& remote);
   void cancel_handshakes();
 
   IoContexts& io_;

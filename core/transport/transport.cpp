@@ -27,11 +27,10 @@ class TcpTransport final : public Transport {
   static constexpr std::size_t kMaxIov = 1024;  // IOV_MAX on Linux
 
 public:
-  explicit TcpTransport(tcp::socket socket) : socket_(std::move(socket)) {
+  TcpTransport(tcp::socket socket, const tcp::endpoint& remote) : socket_(std::move(socket)) {
     error_code ec;
     socket_.set_option(tcp::no_delay(true), ec);
-    const auto endpoint = socket_.remote_endpoint(ec);
-    if (!ec) remote_ = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+    remote_ = remote.address().to_string() + ":" + std::to_string(remote.port());
   }
 
   asio::any_io_executor get_executor() override { return socket_.get_executor(); }
@@ -208,8 +207,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Transport> make_tcp_transport(tcp::socket socket) {
-  return std::make_unique<TcpTransport>(std::move(socket));
+std::unique_ptr<Transport> make_tcp_transport(tcp::socket socket, const tcp::endpoint& remote) {
+  return std::make_unique<TcpTransport>(std::move(socket), remote);
 }
 
 std::pair<std::unique_ptr<Transport>, std::unique_ptr<Transport>> make_memory_pipe(

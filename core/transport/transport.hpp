@@ -52,8 +52,10 @@ public:
   virtual std::string remote() const = 0;
 };
 
-/// Plain TCP. Disables Nagle's algorithm: the session already gathers its writes.
-std::unique_ptr<Transport> make_tcp_transport(asio::ip::tcp::socket socket);
+/// Plain TCP. Disables Nagle's algorithm: the session already gathers its writes. `remote` is
+/// the far end as accept() gave it (no system call to ask again).
+std::unique_ptr<Transport> make_tcp_transport(asio::ip::tcp::socket socket,
+                                              const asio::ip::tcp::endpoint& remote);
 
 /// Both ends of an in-memory pipe on one executor: what one end writes, the other reads. For
 /// driving sessions without sockets (fuzzing, deterministic tests).
