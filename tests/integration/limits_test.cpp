@@ -59,7 +59,8 @@ TEST(Limits, MaxConnectionsServesNAndRefusesTheNext) {
     peers.push_back(std::make_unique<RawPeer>(relay.port()));
     peers.back()->join(channel);
   }
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.connections_open.load() == kMax; }));
+  ASSERT_TRUE(
+      test::eventually([&] { return relay.counters().native.connections_open.load() == kMax; }));
 
   RawPeer extra(relay.port());
   const auto error = expect_error_and_close(extra);
@@ -71,8 +72,8 @@ TEST(Limits, MaxConnectionsServesNAndRefusesTheNext) {
   // A slot freed is a slot served again.
   peers.back()->close();
   peers.pop_back();
-  ASSERT_TRUE(
-      test::eventually([&] { return relay.counters().native.connections_open.load() == kMax - 1; }));
+  ASSERT_TRUE(test::eventually(
+      [&] { return relay.counters().native.connections_open.load() == kMax - 1; }));
   RawPeer again(relay.port());
   again.join(channel);
   EXPECT_EQ(relay.counters().native.connections_refused.load(), 1u);
@@ -98,10 +99,30 @@ TEST(Limits, ConnectionsThatHaveNotSpokenYetCountAgainstMaxConnections) {
     const auto error = expect_error_and_close(*peer);
     EXPECT_NE(error.message.find("handshake timeout"), std::string::npos) << error.message;
   }
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.connections_open.load() == 0; }));
+  ASSERT_TRUE(
+      test::eventually([&] { return relay.counters().native.connections_open.load() == 0; }));
   RawPeer again(relay.port());
   again.join(Uuid::random());
   EXPECT_EQ(relay.counters().native.connections_refused.load(), 1u);
+}
+
+// A HELLO that comes after the relay accepted the connection (the relay found nothing to read
+// and waits for it) still places the connection on its channel's thread and joins it.
+TEST(Limits, AConnectionThatSpeaksAfterItWasAcceptedJoins) {
+  auto limits = limits_without_throttle();
+  limits.max_connections = 1;
+  limits.handshake_timeout = 60s;  // the HELLO comes late, but never that late
+  test::InProcessRelay relay(limits, 2);
+  RawPeer late(relay.port());
+  // Refused at the limit: the silent connection was accepted and is waiting for its HELLO.
+  RawPeer extra(relay.port());
+  EXPECT_EQ(expect_error_and_close(extra).status, Status::resource_exhausted);
+  const auto channel = Uuid::random();
+  const auto peer_id = late.join(channel);
+  EXPECT_FALSE(peer_id.is_nil());
+  ASSERT_TRUE(
+      test::eventually([&] { return relay.counters().native.connections_open.load() == 1; }));
+  EXPECT_EQ(relay.registry().stats().peers, 1u);
 }
 
 TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
@@ -127,10 +148,11 @@ TEST(Limits, MaxChannelsServesNAndRefusesANewOne) {
   const auto error = expect_error_and_close(newcomer);
   EXPECT_EQ(error.status, Status::resource_exhausted);
   EXPECT_NE(error.message.find("channel limit"), std::string::npos) << error.message;
-  EXPECT_EQ(relay.counters()
-                .native.handshake_failures[static_cast<std::size_t>(core::HandshakeFailure::refused)]
-                .load(),
-            refused_before + 1);
+  EXPECT_EQ(
+      relay.counters()
+          .native.handshake_failures[static_cast<std::size_t>(core::HandshakeFailure::refused)]
+          .load(),
+      refused_before + 1);
 
   // An existing channel still takes more peers.
   RawPeer joiner(relay.port());
@@ -199,7 +221,8 @@ TEST(Limits, ConnectionBufferClosesAClientThatDoesNotRead) {
   std::vector<std::uint8_t> pings;
   for (int i = 0; i < 200; ++i) wire::append_ping(pings, static_cast<std::uint64_t>(i), false);
   sluggard.send(pings);
-  ASSERT_TRUE(test::eventually([&] { return relay.counters().native.slow_consumer_drops.load() == 1; }));
+  ASSERT_TRUE(
+      test::eventually([&] { return relay.counters().native.slow_consumer_drops.load() == 1; }));
 
   // Reading at last: after any PONGs written before the limit passed, the relay's last word.
   auto frame = sluggard.expect_type(wire::FrameType::error);
@@ -208,7 +231,8 @@ TEST(Limits, ConnectionBufferClosesAClientThatDoesNotRead) {
   ASSERT_EQ(wire::parse_error(frame->bytes(), error), wire::DecodeError::none);
   EXPECT_EQ(error.status, Status::slow_consumer);
   EXPECT_TRUE(sluggard.expect_closed());
-  EXPECT_TRUE(test::eventually([&] { return relay.counters().native.connections_open.load() == 0; }));
+  EXPECT_TRUE(
+      test::eventually([&] { return relay.counters().native.connections_open.load() == 0; }));
 }
 
 TEST(Limits, ConnectThrottleAdmitsTheBurstRefusesTheNextAndRefills) {
