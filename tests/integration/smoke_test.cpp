@@ -1,6 +1,9 @@
 // End-to-end request/response through relays running 1, 2 and 4 I/O threads.
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <thread>
 
 #include "support/clients.hpp"
@@ -57,6 +60,25 @@ TEST(SmokeHosts, ANameAndALiteralAddressReachTheSameChannel) {
   std::vector<std::uint8_t> response;
   ASSERT_TRUE(literal.send(Target::to(named.peer_id()), body, response).ok());
   EXPECT_EQ(response, body);
+}
+
+// A listener that takes connections and never answers (a frozen relay): the attempt ends at its
+// connect timeout with DEADLINE_EXCEEDED, by name (through the resolver) and by address.
+TEST(SmokeHosts, ASilentListenerIsGivenUpAtTheConnectTimeout) {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor silent(
+      io, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+  for (const char* host : {"127.0.0.1", "localhost"}) {
+    auto options = options_for(silent.local_endpoint().port(), Uuid::random());
+    options.host = host;
+    options.connect_timeout = std::chrono::milliseconds(200);
+    try {
+      BlockingClient client(options);
+      ADD_FAILURE() << "joined through a listener that never answers (" << host << ")";
+    } catch (const client::ConnectError& e) {
+      EXPECT_EQ(e.outcome().status, Status::deadline_exceeded) << host << ": " << e.what();
+    }
+  }
 }
 
 }  // namespace

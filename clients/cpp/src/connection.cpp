@@ -6,7 +6,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -22,7 +21,6 @@ using detail::ConnectionImpl;
 using detail::Joined;
 using detail::Link;
 using detail::StreamImpl;
-using namespace asio::experimental::awaitable_operators;
 namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 // A link that sent nothing for this long is idle: what is queued on it goes out at once.
@@ -264,11 +262,23 @@ asio::awaitable<Outcome> ConnectionImpl::attempt(Joined& joined) {
 asio::awaitable<Outcome> ConnectionImpl::attempt_once(Joined& joined) {
   auto link = std::make_shared<Link>(executor_, options_);
   link_ = link;
+  // At the connect timeout the link is closed, so whatever the handshake waits on ends with an
+  // error: cheaper, for every connect, than racing the handshake and the timer as two coroutines.
   attempt_timer_.expires_after(options_.connect_timeout);
-  auto result = co_await (handshake(*link, joined) || attempt_timer_.async_wait(kUseTuple));
-  Outcome outcome = result.index() == 0
-                        ? std::get<0>(result)
-                        : Outcome{Status::deadline_exceeded, 0, "connect timed out", 0, 0, false};
+  attempt_timer_.async_wait([weak = std::weak_ptr<Link>(link)](boost::system::error_code ec) {
+    const auto late = weak.lock();
+    if (ec || !late || late->handshake_over) return;
+    late->handshake_timed_out = true;
+    if (late->resolver) late->resolver->cancel();
+    boost::system::error_code ignored;
+    late->socket.close(ignored);
+  });
+  Outcome outcome = co_await handshake(*link, joined);
+  link->handshake_over = true;
+  attempt_timer_.cancel();
+  if (link->handshake_timed_out) {
+    outcome = Outcome{Status::deadline_exceeded, 0, "connect timed out", 0, 0, false};
+  }
   if (closed_) outcome = close_outcome_;
   if (!outcome.ok()) {
     link->dead = true;
@@ -313,9 +323,10 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
     std::tie(connect_error) = co_await link.socket.async_connect(
         tcp::endpoint(literal, target_.port), asio::as_tuple(asio::use_awaitable));
   } else {
-    tcp::resolver resolver(executor_);
+    auto& resolver = link.resolver.emplace(executor_);
     auto [resolve_error, endpoints] =
         co_await resolver.async_resolve(target_.host, std::to_string(target_.port), kUseTuple);
+    link.resolver.reset();
     if (resolve_error) {
       Outcome failure{Status::peer_gone, 0,
                       "cannot resolve " + target_.host + ": " + resolve_error.message()};

@@ -91,6 +91,11 @@ struct Link {
   wire::Keepalive keepalive;  // what the read loop saw of the relay, judged by keepalive()
   bool going_away = false;    // GOAWAY received: no new stream on this link
   bool dead = false;
+  // The handshake: the name lookup in flight (cancelled with the attempt), whether the attempt's
+  // timeout closed the link, and whether the handshake is over (the timeout then does nothing).
+  std::optional<boost::asio::ip::tcp::resolver> resolver;
+  bool handshake_timed_out = false;
+  bool handshake_over = false;
 };
 
 /// What a successful handshake learnt; adopted by the connection only once it is complete.
