@@ -59,11 +59,12 @@ private:
 
   /// The context every plaintext session of `channel` runs on (placement "channel").
   boost::asio::io_context& channel_context(const Uuid& channel);
-  /// Waits (on the accept context) for a plaintext connection's first bytes, then starts its
-  /// session on the context its HELLO's channel names.
+  /// Peeks (on the accept context) at a plaintext connection's first bytes, waiting for them
+  /// only when none have come yet, then starts its session on the context its HELLO's channel
+  /// names.
   void place_session(boost::asio::ip::tcp::socket socket,
                      const boost::asio::ip::tcp::endpoint& remote);
-  // Starts the session on the thread of the channel `head` (the HELLO's first bytes) names.
+  /// Starts the session on the thread of the channel `head` (the HELLO's first bytes) names.
   void place_by_hello(boost::asio::ip::tcp::socket socket,
                       const boost::asio::ip::tcp::endpoint& remote,
                       std::span<const std::uint8_t> head,
