@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "native/mux_connection.hpp"
 #include "native/session.hpp"
 #include "switchboard/wire/codec.hpp"
 
@@ -28,6 +29,7 @@ NativeDoor::NativeDoor(RelayContext& context, transport::IoContexts& io,
                        transport::Admission& admission, NativeDoorConfig config)
     : context_(context),
       io_(io),
+      admission_(admission),
       config_(std::move(config)),
       listener_(io, admission, context.limits, "native", context.counters.native,
                 transport::parse_endpoint(config_.listen), make_tls(config_.tls)) {}
@@ -46,15 +48,10 @@ void NativeDoor::start() {
     refused.write_some(asio::buffer(refusal), ignored);
     refused.close(ignored);
   };
+  // Every plaintext connection's first bytes are peeked: they tell a shared connection (MUX)
+  // from a single one (HELLO), and name the channel to place it by.
   handlers.accepted = [this](tcp::socket socket, const tcp::endpoint& remote) {
-    if (config_.placement == "channel" && io_.size() > 1) {
-      place_session(std::move(socket), remote);
-    } else {
-      start_session(
-          transport::make_tcp_transport(
-              transport::move_to(std::move(socket), io_.next(), remote.protocol()), remote),
-          std::chrono::steady_clock::now());
-    }
+    place_session(std::move(socket), remote);
   };
   handlers.secured = [this](std::unique_ptr<transport::Transport> transport,
                             std::chrono::steady_clock::time_point accepted_at) {
@@ -126,11 +123,37 @@ void NativeDoor::place_session(tcp::socket socket, const tcp::endpoint& remote) 
 void NativeDoor::place_by_hello(tcp::socket socket, const tcp::endpoint& remote,
                                 std::span<const std::uint8_t> head,
                                 std::chrono::steady_clock::time_point accepted_at) {
-  asio::io_context* target = &io_.next();
-  if (auto channel = wire::hello_channel_hint(head)) target = &channel_context(*channel);
-  start_session(transport::make_tcp_transport(
-                    transport::move_to(std::move(socket), *target, remote.protocol()), remote),
-                accepted_at);
+  asio::io_context* target = nullptr;
+  if (config_.placement == "channel" && io_.size() > 1) {
+    if (auto channel = wire::hello_channel_hint(head)) target = &channel_context(*channel);
+  }
+  if (target == nullptr) target = &io_.next();
+  auto transport = transport::make_tcp_transport(
+      transport::move_to(std::move(socket), *target, remote.protocol()), remote);
+  if (wire::is_mux_prefix(head)) {
+    start_shared(std::move(transport), accepted_at);
+  } else {
+    start_session(std::move(transport), accepted_at);
+  }
+}
+
+void NativeDoor::start_shared(std::unique_ptr<transport::Transport> transport,
+                              std::chrono::steady_clock::time_point accepted_at) {
+  const auto id = next_connection_id_.fetch_add(1);
+  auto shared = std::make_shared<MuxConnection>(
+      std::move(transport), context_,
+      [this](std::unique_ptr<transport::Transport> lane) {
+        start_session(std::move(lane), std::chrono::steady_clock::now());
+      },
+      [this] { return admission_.at_connection_limit(); }, accepted_at);
+  {
+    std::lock_guard lock(sessions_mutex_);
+    if (shared_.size() > 1024 && shared_.size() % 1024 == 0) {
+      std::erase_if(shared_, [](const auto& entry) { return entry.second.expired(); });
+    }
+    shared_.emplace(id, shared);
+  }
+  shared->start();
 }
 
 void NativeDoor::start_session(std::unique_ptr<transport::Transport> transport,
@@ -154,12 +177,17 @@ void NativeDoor::drain() {
   boost::system::error_code ignored;
   for (auto& [key, pending] : placements_) pending->socket.close(ignored);
   std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<MuxConnection>> live_shared;
   {
     std::lock_guard lock(sessions_mutex_);
     for (auto& [id, weak] : sessions_) {
       if (auto session = weak.lock()) live.push_back(std::move(session));
     }
+    for (auto& [id, weak] : shared_) {
+      if (auto shared = weak.lock()) live_shared.push_back(std::move(shared));
+    }
   }
+  for (auto& shared : live_shared) shared->drain();
   for (auto& session : live) session->drain();
 }
 
@@ -172,6 +200,9 @@ void NativeDoor::terminate() {
   std::lock_guard lock(sessions_mutex_);
   for (auto& [id, weak] : sessions_) {
     if (auto session = weak.lock()) session->terminate("relay shut down");
+  }
+  for (auto& [id, weak] : shared_) {
+    if (auto shared = weak.lock()) shared->terminate();
   }
 }
 

@@ -21,6 +21,7 @@
 
 namespace switchboard::core::net {
 
+class MuxConnection;
 class Session;
 
 struct NativeDoorConfig {
@@ -71,10 +72,14 @@ private:
                       std::chrono::steady_clock::time_point accepted_at);
   void start_session(std::unique_ptr<transport::Transport> transport,
                      std::chrono::steady_clock::time_point accepted_at);
+  /// A connection whose first frame is MUX: its lanes' sessions run on its thread.
+  void start_shared(std::unique_ptr<transport::Transport> transport,
+                    std::chrono::steady_clock::time_point accepted_at);
   void track(const std::shared_ptr<Session>& session, std::uint64_t id);
 
   RelayContext& context_;
   transport::IoContexts& io_;
+  transport::Admission& admission_;
   NativeDoorConfig config_;
   transport::Listener listener_;
   // Plaintext connections waiting for their first bytes before placement; touched only on the
@@ -83,6 +88,7 @@ private:
   std::uint64_t next_placement_ = 0;
   std::mutex sessions_mutex_;
   std::unordered_map<std::uint64_t, std::weak_ptr<Session>> sessions_;
+  std::unordered_map<std::uint64_t, std::weak_ptr<MuxConnection>> shared_;  // sessions_mutex_
   std::atomic<std::uint64_t> next_connection_id_{1};
 };
 

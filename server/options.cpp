@@ -298,6 +298,10 @@ std::vector<Option> build_table() {
                                   [](C c) -> std::uint32_t& { return c.limits.max_channels; }));
   table.push_back(unsigned_option("max_connections", "open connections (native and gRPC)", 1, kU32,
                                   [](C c) -> std::uint32_t& { return c.limits.max_connections; }));
+  table.push_back(unsigned_option(
+      "max_lanes_per_connection",
+      "lanes one shared native connection may carry at once (each counts as a connection)", 1, kU32,
+      [](C c) -> std::uint32_t& { return c.limits.max_lanes_per_connection; }));
   table.push_back(
       unsigned_option("connect_rate_per_address",
                       "connections one source address may open per second (0: unlimited)", 0, kU32,

@@ -20,6 +20,7 @@ void Limits::validate() const {
   if (max_peers_per_channel == 0) fail("max_peers_per_channel must be positive");
   if (max_channels == 0) fail("max_channels must be positive");
   if (max_connections == 0) fail("max_connections must be positive");
+  if (max_lanes_per_connection == 0) fail("max_lanes_per_connection must be positive");
   if (connect_rate_per_address > 0 && connect_burst_per_address == 0) {
     fail("connect_burst_per_address must be positive when connect_rate_per_address is set");
   }

@@ -44,6 +44,10 @@ public:
   /// Takes a throttle token for the connection's address and checks the connection limit;
   /// logs refusals (at most one line a second for each reason).
   Verdict check(const boost::asio::ip::tcp::endpoint& remote);
+  /// Whether the relay has max_connections open; any thread.
+  bool at_connection_limit() const {
+    return open_ && open_() >= static_cast<std::int64_t>(limits_.max_connections);
+  }
 
 private:
   void log_refusal();

@@ -263,13 +263,72 @@ DecodeError parse_hello(Bytes payload, Hello& out) {
 
 std::optional<Uuid> hello_channel_hint(Bytes prefix) noexcept {
   if (prefix.size() < kHelloChannelPrefixSize) return std::nullopt;
-  if (prefix[0] != static_cast<std::uint8_t>(FrameType::hello)) return std::nullopt;
+  // A MUX names its placement channel where a HELLO names its channel.
+  if (prefix[0] != static_cast<std::uint8_t>(FrameType::hello) && prefix[0] != kMuxFrameType) {
+    return std::nullopt;
+  }
   const auto payload = prefix.subspan(kHeaderSize);
   if (std::memcmp(payload.data(), kMagic, 4) != 0) return std::nullopt;
   Uuid channel;
   std::memcpy(channel.bytes.data(), payload.data() + 8, channel.bytes.size());
   if (channel.is_nil()) return std::nullopt;
   return channel;
+}
+
+DecodeError parse_mux_hello(Bytes payload, MuxHello& out) noexcept {
+  if (payload.size() != kMuxHelloSize) return DecodeError::malformed;
+  if (std::memcmp(payload.data(), kMagic, 4) != 0) return DecodeError::bad_magic;
+  Reader r(payload.subspan(4));
+  out.version = r.u16();
+  r.u16();  // flags: none defined
+  out.placement = r.uuid();
+  if (out.version != kMuxVersion) return DecodeError::unsupported_version;
+  return DecodeError::none;
+}
+
+DecodeError parse_mux_welcome(Bytes payload, MuxWelcome& out) noexcept {
+  if (payload.size() != kMuxWelcomeSize) return DecodeError::malformed;
+  if (std::memcmp(payload.data(), kMagic, 4) != 0) return DecodeError::bad_magic;
+  Reader r(payload.subspan(4));
+  out.version = r.u16();
+  r.u16();
+  out.max_lanes = r.u32();
+  if (out.version != kMuxVersion) return DecodeError::unsupported_version;
+  if (out.max_lanes == 0) return DecodeError::malformed;
+  return DecodeError::none;
+}
+
+FrameHeader read_header(const std::uint8_t* in) noexcept {
+  const auto u32 = [](const std::uint8_t* p) {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+           std::uint32_t{p[3]};
+  };
+  return FrameHeader{static_cast<FrameType>(in[0]), in[1], u32(in + 4), u32(in + 8)};
+}
+
+void append_mux_hello(std::vector<std::uint8_t>& out, const MuxHello& hello) {
+  const auto at = begin_frame(out, static_cast<FrameType>(kMuxFrameType), 0, 0);
+  put_bytes(out, kMagic, 4);
+  put_u16(out, hello.version);
+  put_u16(out, 0);
+  put_uuid(out, hello.placement);
+  finish_frame(out, at);
+}
+
+void append_mux_welcome(std::vector<std::uint8_t>& out, const MuxWelcome& welcome) {
+  const auto at = begin_frame(out, static_cast<FrameType>(kMuxFrameType), 0, 0);
+  put_bytes(out, kMagic, 4);
+  put_u16(out, welcome.version);
+  put_u16(out, 0);
+  put_u32(out, welcome.max_lanes);
+  finish_frame(out, at);
+}
+
+void encode_lane_header(std::uint32_t lane, std::uint32_t length, bool fin,
+                        std::uint8_t* out) noexcept {
+  encode_header(FrameHeader{static_cast<FrameType>(kLaneFrameType),
+                            fin ? kLaneFin : std::uint8_t{0}, lane, length},
+                out);
 }
 
 void append_hello(std::vector<std::uint8_t>& out, const Hello& hello) {

@@ -54,6 +54,14 @@ inline constexpr std::size_t kHelloChannelPrefixSize = kHeaderSize + 4 + 2 + 2 +
 /// nullopt if they are too few or not the start of a HELLO. Only a hint for placing the
 /// connection: the full HELLO is still parsed and validated by parse_hello.
 std::optional<Uuid> hello_channel_hint(Bytes prefix) noexcept;
+/// True when `prefix` (a connection's first bytes, at least one) starts a shared connection.
+constexpr bool is_mux_prefix(Bytes prefix) noexcept {
+  return !prefix.empty() && prefix[0] == kMuxFrameType;
+}
+DecodeError parse_mux_hello(Bytes payload, MuxHello& out) noexcept;
+DecodeError parse_mux_welcome(Bytes payload, MuxWelcome& out) noexcept;
+/// The 12 header bytes at `in`, read as they are: the shared connection checks them itself.
+FrameHeader read_header(const std::uint8_t* in) noexcept;
 DecodeError parse_welcome(Bytes payload, Welcome& out);
 DecodeError parse_presence(Bytes payload, Presence& out);
 /// `body` receives the view of the first body chunk carried by the OPEN frame.
@@ -90,6 +98,11 @@ void append_message(std::vector<std::uint8_t>& out, const MessageHead& head, Byt
 void encode_message_head(const MessageHead& head, std::size_t body_size,
                          std::uint8_t* out) noexcept;
 void append_message_report(std::vector<std::uint8_t>& out, const MessageReport& report);
+void append_mux_hello(std::vector<std::uint8_t>& out, const MuxHello& hello);
+void append_mux_welcome(std::vector<std::uint8_t>& out, const MuxWelcome& welcome);
+/// The header of a LANE frame carrying `length` bytes of `lane` (FIN: its last).
+void encode_lane_header(std::uint32_t lane, std::uint32_t length, bool fin,
+                        std::uint8_t* out) noexcept;
 
 /// Size of the OPEN payload before the body (fixed part + metadata).
 std::size_t open_prefix_size(const Open& open) noexcept;

@@ -43,6 +43,22 @@ inline constexpr std::size_t kMaxMetadataEntries = 64;
 /// OPEN's fixed part plus metadata must fit the smallest frame any side may announce.
 inline constexpr std::size_t kMaxOpenPrefix = kMinMaxFrame;
 
+// ---- Shared connections (protocol version 4, docs/PROTOCOL.md section 18). ----
+// A connection whose first frame is MUX carries lanes; each lane is the byte stream of one
+// connection of versions 1-3 (HELLO, WELCOME, ...), cut into LANE frames. MUX and LANE are
+// frames of the shared connection only, never of a lane.
+inline constexpr std::uint16_t kMuxVersion = 4;
+inline constexpr std::uint8_t kMuxFrameType = 0x0A;
+inline constexpr std::uint8_t kLaneFrameType = 0x0B;
+/// LANE flag: the sender sends no more bytes on this lane.
+inline constexpr std::uint8_t kLaneFin = 0x01;
+/// The most lane bytes one LANE frame carries (either direction).
+inline constexpr std::uint32_t kMaxLaneChunk = 64 * 1024;
+/// MUX payloads: client -> relay magic(4) version(2) flags(2) placement channel(16); relay ->
+/// client magic(4) version(2) reserved(2) max_lanes(4).
+inline constexpr std::size_t kMuxHelloSize = 24;
+inline constexpr std::size_t kMuxWelcomeSize = 12;
+
 enum class FrameType : std::uint8_t {
   hello = 0x01,
   welcome = 0x02,
@@ -124,6 +140,19 @@ struct Welcome {
   /// Version 3 on: message body bytes the client may have sent and not yet had reported back
   /// (MESSAGE_REPORT); absent (0) in versions 1 and 2.
   std::uint32_t message_window = 0;
+};
+
+/// Client -> relay, the first frame of a shared connection (version 4).
+struct MuxHello {
+  std::uint16_t version = kMuxVersion;
+  /// The channel whose I/O thread should run the shared connection (a hint; nil: any).
+  Uuid placement;
+};
+
+/// Relay -> client, the answer to MUX: lanes may be opened now.
+struct MuxWelcome {
+  std::uint16_t version = kMuxVersion;
+  std::uint32_t max_lanes = 0;  ///< lanes the connection may have open at once
 };
 
 enum class PresenceEvent : std::uint8_t { snapshot = 0, joined = 1, left = 2 };

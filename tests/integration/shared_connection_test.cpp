@@ -1,0 +1,403 @@
+// Shared connections (protocol version 4) from a raw socket: lanes are connections in every
+// respect but the socket, bad input on the shared connection gets a clear error, and one lane's
+// end disturbs no other lane.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+
+#include "support/clients.hpp"
+#include "support/presence_log.hpp"
+#include "support/raw_peer.hpp"
+#include "support/relay.hpp"
+
+namespace switchboard {
+namespace {
+
+using client::BlockingClient;
+using test::options_for;
+using namespace std::chrono_literals;
+
+// A client of the shared connection, byte by byte: it frames lanes itself and decodes each
+// lane's frames from that lane's bytes.
+class RawShared {
+public:
+  explicit RawShared(std::uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      ADD_FAILURE() << "connect failed";
+    }
+  }
+  ~RawShared() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RawShared(const RawShared&) = delete;
+  RawShared& operator=(const RawShared&) = delete;
+
+  void send(const std::vector<std::uint8_t>& bytes) {
+    std::size_t sent = 0;
+    while (sent < bytes.size()) {
+      const auto n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      sent += static_cast<std::size_t>(n);
+    }
+  }
+  static std::vector<std::uint8_t> mux_hello(std::uint16_t version = wire::kMuxVersion) {
+    std::vector<std::uint8_t> bytes;
+    wire::append_mux_hello(bytes, wire::MuxHello{version, {}});
+    return bytes;
+  }
+  static std::vector<std::uint8_t> lane(std::uint32_t id, const std::vector<std::uint8_t>& bytes,
+                                        bool fin = false) {
+    std::vector<std::uint8_t> out(wire::kHeaderSize);
+    wire::encode_lane_header(id, static_cast<std::uint32_t>(bytes.size()), fin, out.data());
+    out.insert(out.end(), bytes.begin(), bytes.end());
+    return out;
+  }
+  static std::vector<std::uint8_t> hello(const Uuid& channel, bool accept_requests = false) {
+    wire::Hello hello;
+    hello.channel = channel;
+    hello.max_frame = 65536;
+    hello.stream_window = 65536;
+    hello.hello_flags = accept_requests ? wire::flags::kAcceptRequests : 0;
+    std::vector<std::uint8_t> bytes;
+    wire::append_hello(bytes, hello);
+    return bytes;
+  }
+
+  /// Sends MUX and returns the relay's answer's max_lanes (0 when there is none).
+  std::uint32_t open() {
+    send(mux_hello());
+    for (const auto deadline = std::chrono::steady_clock::now() + 5s;
+         std::chrono::steady_clock::now() < deadline;) {
+      if (welcome_) return welcome_->max_lanes;
+      if (!pump(deadline)) break;
+    }
+    return welcome_ ? welcome_->max_lanes : 0;
+  }
+
+  /// Opens lane `id` with a HELLO for `channel`; returns the peer id from its WELCOME.
+  Uuid join(std::uint32_t id, const Uuid& channel, bool accept_requests = false) {
+    send(lane(id, hello(channel, accept_requests)));
+    auto welcome = expect(id, wire::FrameType::welcome);
+    wire::Welcome parsed;
+    if (!welcome || wire::parse_welcome(welcome->bytes(), parsed) != wire::DecodeError::none) {
+      ADD_FAILURE() << "no WELCOME on lane " << id;
+      return {};
+    }
+    return parsed.peer_id;
+  }
+
+  /// The next frame of `type` on lane `id` (others on it skipped) within 5 s.
+  std::optional<test::OwnedFrame> expect(std::uint32_t id, wire::FrameType type) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    for (;;) {
+      auto& bytes = lanes_[id];
+      while (!bytes.empty()) {
+        const auto decoded = wire::decode_frame(bytes, 1 << 20);
+        if (decoded.kind != wire::DecodeResult::Kind::frame) break;
+        test::OwnedFrame frame{decoded.header, {decoded.payload.begin(), decoded.payload.end()}};
+        bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(decoded.consumed));
+        if (frame.header.type == type) return frame;
+      }
+      if (!pump(deadline)) return std::nullopt;
+    }
+  }
+  /// Whether lane `id` ends (the relay's FIN) within 5 s.
+  bool expect_lane_end(std::uint32_t id) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!ended_.contains(id)) {
+      if (!pump(deadline)) return false;
+    }
+    return true;
+  }
+  /// The ERROR the relay sends on the shared connection itself, then its close.
+  std::optional<wire::Error> expect_connection_error() {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!connection_error_) {
+      if (!pump(deadline)) break;
+    }
+    return connection_error_;
+  }
+  bool expect_closed() {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (pump(deadline)) {
+    }
+    return eof_;
+  }
+  void abort() {
+    linger hard{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    ::close(fd_);
+    fd_ = -1;
+  }
+
+private:
+  // Reads once (until `deadline`) and sorts what came into lanes; false on timeout or close.
+  bool pump(std::chrono::steady_clock::time_point deadline) {
+    if (eof_) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd waiting{fd_, POLLIN, 0};
+    if (::poll(&waiting, 1, static_cast<int>(left.count())) <= 0) return false;
+    std::uint8_t chunk[65536];
+    const auto n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n <= 0) {
+      eof_ = true;
+      return false;
+    }
+    in_.insert(in_.end(), chunk, chunk + n);
+    for (;;) {
+      if (in_.size() < wire::kHeaderSize) break;
+      const auto header = wire::read_header(in_.data());
+      if (in_.size() < wire::kHeaderSize + header.length) break;
+      const wire::Bytes payload(in_.data() + wire::kHeaderSize, header.length);
+      const auto type = static_cast<std::uint8_t>(header.type);
+      if (type == wire::kMuxFrameType) {
+        wire::MuxWelcome welcome;
+        EXPECT_EQ(wire::parse_mux_welcome(payload, welcome), wire::DecodeError::none);
+        welcome_ = welcome;
+      } else if (type == wire::kLaneFrameType) {
+        EXPECT_FALSE(ended_.contains(header.stream)) << "bytes after FIN on lane " << header.stream;
+        auto& bytes = lanes_[header.stream];
+        bytes.insert(bytes.end(), payload.begin(), payload.end());
+        if ((header.flags & wire::kLaneFin) != 0) ended_.insert({header.stream, true});
+      } else if (type == static_cast<std::uint8_t>(wire::FrameType::error)) {
+        wire::Error error;
+        EXPECT_EQ(wire::parse_error(payload, error), wire::DecodeError::none);
+        connection_error_ = error;
+      } else {
+        ADD_FAILURE() << "unexpected frame type " << int{type} << " on a shared connection";
+      }
+      in_.erase(in_.begin(),
+                in_.begin() + static_cast<std::ptrdiff_t>(wire::kHeaderSize + header.length));
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+  bool eof_ = false;
+  std::vector<std::uint8_t> in_;
+  std::optional<wire::MuxWelcome> welcome_;
+  std::optional<wire::Error> connection_error_;
+  std::map<std::uint32_t, std::vector<std::uint8_t>> lanes_;
+  std::map<std::uint32_t, bool> ended_;
+};
+
+class SharedConnection : public ::testing::Test {
+protected:
+  static core::Limits limits() {
+    auto limits = test::fast_limits();
+    limits.max_lanes_per_connection = 3;
+    limits.keepalive_interval = 5s;  // lanes here answer no PING
+    return limits;
+  }
+
+  test::InProcessRelay relay_{limits()};
+};
+
+TEST_F(SharedConnection, LanesAreMembershipsOfTheirOwnChannels) {
+  const auto first = Uuid::random();
+  const auto second = Uuid::random();
+  test::PresenceLog second_log;
+  BlockingClient bystander(options_for(relay_.port(), second));
+  second_log.attach(bystander);
+
+  RawShared shared(relay_.port());
+  EXPECT_EQ(shared.open(), 3u);
+  const auto on_first = shared.join(1, first);
+  const auto on_second = shared.join(2, second, true);
+  ASSERT_FALSE(on_first.is_nil());
+  ASSERT_FALSE(on_second.is_nil());
+
+  // The second channel's member sees the lane's peer join, and only that one.
+  const auto joined = second_log.next();
+  ASSERT_TRUE(joined);
+  EXPECT_TRUE(joined->joined);
+  EXPECT_EQ(joined->peer, on_second);
+
+  // A request to the lane's peer arrives on its lane; the answer goes back on it.
+  std::vector<std::uint8_t> response;
+  std::thread requester([&] {
+    const auto outcome =
+        bystander.send(client::Target::to(on_second), test::as_bytes("over a lane"), response);
+    EXPECT_TRUE(outcome.ok()) << outcome.describe();
+  });
+  const auto open = shared.expect(2, wire::FrameType::open);
+  ASSERT_TRUE(open);
+  std::vector<std::uint8_t> answer;
+  const std::string text = "answered";
+  const auto at = answer.size();
+  answer.resize(at + wire::kHeaderSize);
+  wire::encode_header(
+      wire::FrameHeader{wire::FrameType::data, wire::flags::kFin, open->header.stream,
+                        static_cast<std::uint32_t>(text.size())},
+      answer.data() + at);
+  answer.insert(answer.end(), text.begin(), text.end());
+  shared.send(RawShared::lane(2, answer));
+  requester.join();
+  EXPECT_EQ(std::string(response.begin(), response.end()), text);
+}
+
+TEST_F(SharedConnection, ALaneThatEndsLeavesItsChannelAndNoOther) {
+  const auto first = Uuid::random();
+  const auto second = Uuid::random();
+  test::PresenceLog first_log;
+  test::PresenceLog second_log;
+  BlockingClient on_first(options_for(relay_.port(), first));
+  BlockingClient on_second(options_for(relay_.port(), second));
+  first_log.attach(on_first);
+  second_log.attach(on_second);
+
+  RawShared shared(relay_.port());
+  ASSERT_GT(shared.open(), 0u);
+  const auto one = shared.join(1, first);
+  const auto two = shared.join(2, second);
+  ASSERT_TRUE(first_log.next());
+  ASSERT_TRUE(second_log.next());
+
+  shared.send(RawShared::lane(1, {}, true));
+  EXPECT_TRUE(shared.expect_lane_end(1));
+  const auto left = first_log.next();
+  ASSERT_TRUE(left);
+  EXPECT_FALSE(left->joined);
+  EXPECT_EQ(left->peer, one);
+
+  // The other lane still works, and its channel saw no change.
+  std::vector<std::uint8_t> ping;
+  wire::append_ping(ping, 42, false);
+  shared.send(RawShared::lane(2, ping));
+  EXPECT_TRUE(shared.expect(2, wire::FrameType::ping));
+  EXPECT_FALSE(second_log.next(50ms));
+  const auto peers = on_second.peers();
+  EXPECT_NE(std::find(peers.begin(), peers.end(), two), peers.end());
+}
+
+TEST_F(SharedConnection, LanesBeyondTheLimitAreRefusedOnTheirLane) {
+  RawShared shared(relay_.port());
+  ASSERT_EQ(shared.open(), 3u);
+  for (std::uint32_t id = 1; id <= 3; ++id) ASSERT_FALSE(shared.join(id, Uuid::random()).is_nil());
+  shared.send(RawShared::lane(4, RawShared::hello(Uuid::random())));
+  const auto refusal = shared.expect(4, wire::FrameType::error);
+  ASSERT_TRUE(refusal);
+  wire::Error error;
+  ASSERT_EQ(wire::parse_error(refusal->bytes(), error), wire::DecodeError::none);
+  EXPECT_EQ(error.status, Status::resource_exhausted);
+  EXPECT_NE(error.message.find("lane limit"), std::string::npos) << error.message;
+  EXPECT_TRUE(shared.expect_lane_end(4));
+
+  // Once a lane has ended, a new one fits.
+  shared.send(RawShared::lane(2, {}, true));
+  EXPECT_TRUE(shared.expect_lane_end(2));
+  EXPECT_FALSE(shared.join(5, Uuid::random()).is_nil());
+}
+
+TEST_F(SharedConnection, BadInputOnTheSharedConnectionEndsEveryLane) {
+  const auto channel = Uuid::random();
+  test::PresenceLog log;
+  BlockingClient bystander(options_for(relay_.port(), channel));
+  log.attach(bystander);
+
+  RawShared shared(relay_.port());
+  ASSERT_GT(shared.open(), 0u);
+  const auto member = shared.join(1, channel);
+  ASSERT_TRUE(log.next());
+  // A LANE longer than any LANE may be.
+  std::vector<std::uint8_t> oversized(wire::kHeaderSize);
+  wire::encode_lane_header(1, wire::kMaxLaneChunk + 1, false, oversized.data());
+  shared.send(oversized);
+  const auto error = shared.expect_connection_error();
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->status, Status::protocol_error);
+  EXPECT_NE(error->message.find("LANE"), std::string::npos) << error->message;
+  EXPECT_TRUE(shared.expect_closed());
+  const auto left = log.next();
+  ASSERT_TRUE(left);
+  EXPECT_FALSE(left->joined);
+  EXPECT_EQ(left->peer, member);
+}
+
+TEST_F(SharedConnection, EachMalformedStartGetsItsReason) {
+  struct Case {
+    std::vector<std::uint8_t> bytes;
+    std::string reason;
+  };
+  std::vector<Case> cases;
+  // Neither HELLO nor MUX first: a connection of its own that does not start with HELLO.
+  cases.push_back({RawShared::lane(1, RawShared::hello(Uuid::random())), "unknown frame type"});
+  cases.push_back({RawShared::mux_hello(5), "version 5"});
+  auto short_mux = RawShared::mux_hello();
+  short_mux[11] = 20;  // length 20 instead of 24
+  short_mux.resize(wire::kHeaderSize + 20);
+  cases.push_back({short_mux, "malformed MUX"});
+  auto lane_zero = RawShared::mux_hello();
+  const auto zero = RawShared::lane(0, {});
+  lane_zero.insert(lane_zero.end(), zero.begin(), zero.end());
+  cases.push_back({lane_zero, "lane 0"});
+  auto other_type = RawShared::mux_hello();
+  wire::append_ping(other_type, 7, false);
+  cases.push_back({other_type, "only LANE"});
+  for (const auto& each : cases) {
+    RawShared shared(relay_.port());
+    shared.send(each.bytes);
+    const auto error = shared.expect_connection_error();
+    ASSERT_TRUE(error) << each.reason;
+    EXPECT_EQ(error->status, Status::protocol_error);
+    EXPECT_NE(error->message.find(each.reason), std::string::npos) << error->message;
+    EXPECT_TRUE(shared.expect_closed()) << each.reason;
+  }
+}
+
+TEST_F(SharedConnection, ClosingTheSharedConnectionEndsEveryLane) {
+  const auto first = Uuid::random();
+  const auto second = Uuid::random();
+  test::PresenceLog first_log;
+  test::PresenceLog second_log;
+  BlockingClient on_first(options_for(relay_.port(), first));
+  BlockingClient on_second(options_for(relay_.port(), second));
+  first_log.attach(on_first);
+  second_log.attach(on_second);
+
+  RawShared shared(relay_.port());
+  ASSERT_GT(shared.open(), 0u);
+  const auto one = shared.join(1, first);
+  const auto two = shared.join(2, second);
+  ASSERT_TRUE(first_log.next());
+  ASSERT_TRUE(second_log.next());
+  shared.abort();
+  const auto left_first = first_log.next();
+  const auto left_second = second_log.next();
+  ASSERT_TRUE(left_first);
+  ASSERT_TRUE(left_second);
+  EXPECT_EQ(left_first->peer, one);
+  EXPECT_EQ(left_second->peer, two);
+  EXPECT_FALSE(left_first->joined);
+  EXPECT_FALSE(left_second->joined);
+  EXPECT_TRUE(
+      test::eventually([&] { return relay_.counters().native.connections_open.load() == 2; }));
+}
+
+TEST_F(SharedConnection, ASharedConnectionWithoutMuxTimesOut) {
+  RawShared shared(relay_.port());
+  // The first bytes say MUX; the rest never comes.
+  auto partial = RawShared::mux_hello();
+  partial.resize(wire::kHeaderSize + 4);
+  shared.send(partial);
+  const auto error = shared.expect_connection_error();
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->status, Status::protocol_error);
+  EXPECT_NE(error->message.find("handshake timeout"), std::string::npos) << error->message;
+  EXPECT_TRUE(shared.expect_closed());
+}
+
+}  // namespace
+}  // namespace switchboard
