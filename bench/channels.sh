@@ -6,7 +6,10 @@
 # JSON line per workload and a summary with the ratio and the memory per channel.
 #
 # Usage: bench/channels.sh [--runs N] [--channels N] [--n REQUESTS] [--max-frame BYTES]
+#                          [--share 0|1]
 #   --max-frame  ChannelsOptions::max_frame of both channel processes (default: the client's)
+#   --share      ChannelsOptions::share_connections of both (default 1: the channels share TCP
+#                connections, protocol version 4; 0: a connection per channel)
 # Env: SB_BUILD_DIR (default build/ci; the binaries are built there if missing).
 # Only 127.0.0.1 is ever targeted; every process is bounded in time and ended on exit.
 set -euo pipefail
@@ -18,8 +21,9 @@ while (($#)); do
     --runs) RUNS=$2; shift ;;
     --channels) CHANNELS=$2; shift ;;
     --n) N=$2; shift ;;
-    --max-frame) EXTRA=(--max-frame "$2"); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --max-frame) EXTRA+=(--max-frame "$2"); shift ;;
+    --share) EXTRA+=(--share "$2"); shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "channels.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift

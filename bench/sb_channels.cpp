@@ -40,6 +40,8 @@ ChannelsOptions channels_options(const bench::Args& args) {
   options.port = static_cast<std::uint16_t>(args.num("port", 7400));
   if (args.has("max-frame"))
     options.max_frame = static_cast<std::uint32_t>(args.num("max-frame", 0));
+  // --share 0: a TCP connection per channel (protocol version 3), for comparison.
+  options.share_connections = args.num("share", 1) != 0;
   return options;
 }
 
@@ -193,6 +195,7 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
   json.add("workload", "channels")
       .add("system", "switchboard")
       .add("channels", count)
+      .add("shared", args.num("share", 1) != 0)
       .add("requesters", requesters)
       .add("n", n)
       .add("join_seconds", static_cast<double>(join_ns) / 1e9);

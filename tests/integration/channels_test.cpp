@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "support/child_server.hpp"
+#include "support/cut_proxy.hpp"
 
 namespace switchboard {
 namespace {
@@ -75,17 +77,26 @@ protected:
   std::uint16_t admin_ = 0;
 };
 
+class ChannelsBothWays : public ChannelsTest, public ::testing::WithParamInterface<bool> {};
+
 // 1,000 channels from one object (the relay's default per-address throttle in place), each
 // served by another object: exact presence per channel, a request answered on each by that
-// channel's responder, then leave and close release every connection on the relay.
-TEST_F(ChannelsTest, AThousandChannelsFromOneObject) {
+// channel's responder, then leave and close release every connection on the relay. With shared
+// connections (the default) each object's 1,000 memberships are lanes of one TCP connection;
+// without, 1,000 connections paced under the throttle.
+TEST_P(ChannelsBothWays, AThousandChannelsFromOneObject) {
   constexpr int kChannels = 1000;
+  const bool shared = GetParam();
+  // Every lane counts as a connection, and so does each object's one shared connection.
+  const int carriers = shared ? 1 : 0;
   start();
   std::vector<Uuid> ids;
   for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
 
+  auto o = options();
+  o.share_connections = shared;
   const auto t0 = Clock::now();
-  auto responders = std::make_unique<Channels>(options());
+  auto responders = std::make_unique<Channels>(o);
   for (const auto& id : ids) {
     JoinOptions join;
     join.accept_requests = true;
@@ -96,19 +107,20 @@ TEST_F(ChannelsTest, AThousandChannelsFromOneObject) {
       return response;
     });
   }
-  auto requesters = std::make_unique<Channels>(options());
+  auto requesters = std::make_unique<Channels>(o);
   for (const auto& id : ids) requesters->join(id);
   EXPECT_EQ(responders->wait_all_joined(std::chrono::seconds(120)), kChannels);
   EXPECT_EQ(requesters->wait_all_joined(std::chrono::seconds(120)), kChannels);
   const auto joined_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-  std::printf("joined 2 x %d channels in %lld ms; relay throttled %.0f connects\n", kChannels,
+  std::printf("joined 2 x %d channels (%s) in %lld ms; relay throttled %.0f connects\n", kChannels,
+              shared ? "shared connections" : "a connection each",
               static_cast<long long>(joined_ms),
               metric("switchboard_connections_throttled_total{door=\"native\"}"));
   ASSERT_EQ(responders->size(), static_cast<std::size_t>(kChannels));
   ASSERT_EQ(requesters->size(), static_cast<std::size_t>(kChannels));
   // Connects the throttle turned away may still be closing: their count settles.
-  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * kChannels; }))
+  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * (kChannels + carriers); }))
       << open_connections();
 
   // Exact presence: on every channel each side sees the other and nobody else.
@@ -142,19 +154,24 @@ TEST_F(ChannelsTest, AThousandChannelsFromOneObject) {
   EXPECT_TRUE(eventually([&] { return responders->find(ids[0])->peers().empty(); }));
   EXPECT_EQ(left->state(), client::ConnectionState::closed);
   EXPECT_EQ(requesters->find(ids[0]), nullptr);
-  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * kChannels - 1; }));
+  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * (kChannels + carriers) - 1; }));
   auto after_leave = left->request(Target::any(), bytes_of("late")).get();
   EXPECT_EQ(after_leave.outcome.status, Status::peer_gone);
 
   // close() and destruction release everything on the relay.
   requesters->close();
   EXPECT_TRUE(eventually([&] { return requesters->size() == 0; }));
-  EXPECT_TRUE(eventually([&] { return open_connections() == kChannels; }));
+  EXPECT_TRUE(eventually([&] { return open_connections() == kChannels + carriers; }));
   responders.reset();
   EXPECT_TRUE(eventually([&] { return open_connections() == 0; })) << open_connections();
   EXPECT_TRUE(eventually([&] { return metric("switchboard_peers") == 0; }));
   requesters.reset();
 }
+
+INSTANTIATE_TEST_SUITE_P(Sharing, ChannelsBothWays, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& param) {
+                           return param.param ? "Shared" : "OwnConnections";
+                         });
 
 // Handlers per channel: presence and broadcast handlers set before the join (presence) and
 // after it (broadcasts) each see their own channel's events only.
@@ -206,13 +223,81 @@ TEST_F(ChannelsTest, PresenceAndBroadcastHandlersPerChannel) {
   }
 }
 
+// The channels of one object share one TCP connection; when it is cut, every channel comes back
+// on a new shared connection, with its peer id, and serves requests again.
+TEST_F(ChannelsTest, ACutSharedConnectionRejoinsEveryChannel) {
+  constexpr int kChannels = 30;
+  start();
+  test::CutProxy proxy(port_);
+  std::vector<Uuid> ids;
+  for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
+  std::mutex mutex;
+  std::map<Uuid, std::vector<client::PresenceChange>> seen;  // channel -> what its responder saw
+  Channels responders(options());
+  for (const auto& id : ids) {
+    JoinOptions join;
+    join.accept_requests = true;
+    auto channel = responders.join(id, join);
+    channel->on_presence([&, id](const client::PresenceChange& change) {
+      std::lock_guard lock(mutex);
+      seen[id].push_back(change);
+    });
+    channel->serve([](const std::vector<std::uint8_t>& request) { return request; });
+  }
+  auto o = options();
+  o.port = proxy.port();
+  o.reconnect.initial_delay = std::chrono::milliseconds(20);
+  o.reconnect.max_delay = std::chrono::milliseconds(200);
+  Channels requesters(o);
+  for (const auto& id : ids) requesters.join(id);
+  ASSERT_EQ(responders.wait_all_joined(std::chrono::seconds(30)), kChannels);
+  ASSERT_EQ(requesters.wait_all_joined(std::chrono::seconds(30)), kChannels);
+  EXPECT_EQ(proxy.accepted(), 1u);  // thirty memberships, one TCP connection
+
+  const auto ask_everyone = [&](const std::string& text) {
+    std::vector<std::future<client::Response>> responses;
+    for (const auto& id : ids) {
+      responses.push_back(requesters.find(id)->request(Target::any(), bytes_of(text)));
+    }
+    for (auto& response : responses) {
+      ASSERT_EQ(response.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+      const auto answer = response.get();
+      ASSERT_TRUE(answer.outcome.ok()) << answer.outcome.describe();
+      EXPECT_EQ(answer.body, bytes_of(text));
+    }
+  };
+  ask_everyone("before");
+  std::map<Uuid, Uuid> identities;
+  for (const auto& id : ids) identities[id] = requesters.find(id)->peer_id();
+
+  proxy.cut();
+  // Every responder sees its requester leave, then come back with the same id.
+  for (const auto& id : ids) {
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard lock(mutex);
+      const auto& changes = seen[id];
+      const auto left = std::find_if(changes.begin(), changes.end(), [&](const auto& change) {
+        return !change.joined && change.peer == identities[id];
+      });
+      return left != changes.end() && std::any_of(left, changes.end(), [&](const auto& change) {
+               return change.joined && change.peer == identities[id];
+             });
+    })) << id.to_string();
+    EXPECT_TRUE(eventually(
+        [&] { return requesters.find(id)->state() == client::ConnectionState::connected; }));
+  }
+  EXPECT_EQ(proxy.accepted(), 2u);  // one new shared connection for every channel
+  ask_everyone("after");
+}
+
 // Unpaced joins against a tight per-address throttle: the relay refuses the excess with
 // RESOURCE_EXHAUSTED, and the object retries until every channel is joined.
 TEST_F(ChannelsTest, ThrottledJoinsAreRetried) {
   constexpr int kChannels = 60;
   start({"--connect-rate-per-address", "40", "--connect-burst-per-address", "10"});
   auto o = options();
-  o.connect_rate = 0;  // unpaced: everything at once
+  o.share_connections = false;  // the throttle is about TCP connects
+  o.connect_rate = 0;           // unpaced: everything at once
   o.reconnect.initial_delay = std::chrono::milliseconds(50);
   o.reconnect.max_delay = std::chrono::milliseconds(500);
   Channels channels(o);
@@ -230,6 +315,7 @@ TEST_F(ChannelsTest, PacedJoinsStayUnderTheThrottle) {
   constexpr int kChannels = 40;
   start({"--connect-rate-per-address", "40", "--connect-burst-per-address", "10"});
   auto o = options();
+  o.share_connections = false;  // the pacing is of TCP connects
   o.connect_rate = 20;
   o.connect_burst = 5;
   Channels channels(o);

@@ -1,5 +1,5 @@
-// Channels: many channel memberships on one I/O thread; the paced joins, the one name resolution,
-// and each channel's connection, handlers and mirrored presence.
+// Channels: many channel memberships on one I/O thread; the shared connections or paced joins,
+// the one name resolution, and each channel's connection, handlers and mirrored presence.
 #include "switchboard/channels.hpp"
 
 #include <algorithm>
@@ -21,6 +21,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "mux.hpp"
+
 namespace switchboard::client {
 
 namespace asio = boost::asio;
@@ -32,6 +34,10 @@ struct Channel::Shared {
       : options(std::move(o)),
         work(asio::make_work_guard(io)),
         resolved_signal(io),
+        sharing(options.share_connections && !options.tls.enabled
+                    ? share_connections(io.get_executor())
+                    : nullptr),
+        learnt_signal(io, Clock::time_point::max()),
         tokens(static_cast<double>(options.connect_burst)),
         refilled(Clock::now()) {
     resolved_signal.expires_at(Clock::time_point::max());
@@ -95,6 +101,17 @@ struct Channel::Shared {
   std::string resolved;
   bool resolving = false;
   asio::steady_timer resolved_signal;
+  // The group every channel's connection shares TCP connections through; nullptr without
+  // sharing. The first join learns whether the relay shares them while the other joins wait
+  // (`learning`, `learnt_signal`): a relay that does not would otherwise see all of them
+  // connect on their own at once, unpaced. Should that join end without learning it (the
+  // relay unreachable, silent or throttling), the others go on together (`learner_done`):
+  // they wait on the same shared connection anyway, and one at a time would take as many
+  // connect timeouts.
+  std::shared_ptr<ConnectionSharing> sharing;
+  bool learning = false;
+  bool learner_done = false;
+  asio::steady_timer learnt_signal;
 
   mutable std::mutex mutex;  // guards what follows
   std::map<Uuid, std::shared_ptr<Channel>> channels;
@@ -393,16 +410,37 @@ asio::awaitable<void> Channel::run_join() {
   std::optional<Clock::time_point> deadline;
   std::uint32_t attempt = 0;
   for (;;) {
-    const auto start = shared.reserve_connect();
-    if (start > Clock::now()) {
-      p.timer.expires_at(start);
-      co_await p.timer.async_wait(kUseTuple);
-    }
-    if (p.leaving) co_return;
-    if (!deadline) deadline = Clock::now() + shared.options.join_timeout;
     Outcome outcome;
     auto address = co_await shared.relay_address(outcome);
     if (p.leaving) co_return;
+    // Lanes of shared connections are not paced: they are no TCP connects.
+    bool paced = true;
+    bool learner = false;
+    while (address && shared.sharing) {
+      const auto known = shared.sharing->known(*address, shared.options.port);
+      if (known == ConnectionSharing::Known::does_not_share) break;
+      if (known == ConnectionSharing::Known::shares || shared.learner_done) {
+        paced = false;
+        break;
+      }
+      if (!shared.learning) {
+        shared.learning = true;
+        learner = true;
+        paced = false;
+        break;
+      }
+      co_await shared.learnt_signal.async_wait(kUseTuple);  // cancelled when the learner is done
+      if (p.leaving) co_return;
+    }
+    if (paced) {
+      const auto start = shared.reserve_connect();
+      if (start > Clock::now()) {
+        p.timer.expires_at(start);
+        co_await p.timer.async_wait(kUseTuple);
+      }
+      if (p.leaving) co_return;
+    }
+    if (!deadline) deadline = Clock::now() + shared.options.join_timeout;
     std::shared_ptr<Connection> connection;
     if (address) {
       ConnectOptions options;
@@ -418,11 +456,17 @@ asio::awaitable<void> Channel::run_join() {
       options.connect_timeout = shared.options.connect_timeout;
       options.reconnect = shared.options.reconnect;
       options.tls = shared.options.tls;
+      options.sharing = shared.sharing;
       // The certificate names the relay's host, not the address it resolved to.
       if (options.tls.enabled && options.tls.server_name.empty()) {
         options.tls.server_name = shared.options.host;
       }
       connection = co_await Connection::connect(shared.io.get_executor(), options, outcome);
+    }
+    if (learner) {
+      shared.learning = false;
+      shared.learner_done = true;
+      shared.learnt_signal.cancel();
     }
     if (p.leaving) {
       if (connection) connection->close();
@@ -443,8 +487,9 @@ asio::awaitable<void> Channel::run_join() {
         std::lock_guard lock(p.mutex);
         p.state = ConnectionState::closed;
       }
-      finish_join(std::move(outcome));
+      // Dropped before the outcome is told: whoever waits on it then finds the channel gone.
       shared.erase(p.id, this);
+      finish_join(std::move(outcome));
       co_return;
     }
     ++attempt;

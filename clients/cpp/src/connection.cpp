@@ -270,8 +270,7 @@ asio::awaitable<Outcome> ConnectionImpl::attempt_once(Joined& joined) {
     if (ec || !late || late->handshake_over) return;
     late->handshake_timed_out = true;
     if (late->resolver) late->resolver->cancel();
-    boost::system::error_code ignored;
-    late->socket.close(ignored);
+    late->close();
   });
   Outcome outcome = co_await handshake(*link, joined);
   link->handshake_over = true;
@@ -282,8 +281,7 @@ asio::awaitable<Outcome> ConnectionImpl::attempt_once(Joined& joined) {
   if (closed_) outcome = close_outcome_;
   if (!outcome.ok()) {
     link->dead = true;
-    boost::system::error_code ignored;
-    link->socket.close(ignored);
+    link->close();
   }
   co_return outcome;
 }
@@ -313,7 +311,7 @@ void ConnectionImpl::start_loops() {
       executor_, [self, this, link] { return keepalive(link); }, asio::detached);
 }
 
-asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
+asio::awaitable<Outcome> ConnectionImpl::connect_socket(Link& link) {
   boost::system::error_code connect_error;
   // A literal address is connected to at once: the resolver would hand the lookup to its own
   // thread and back, which costs more than the connect itself.
@@ -345,8 +343,24 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
   }
   boost::system::error_code ignored;
   link.socket.set_option(tcp::no_delay(true), ignored);
-  if (options_.tls.enabled) {
-    if (auto failure = co_await start_tls(link); !failure.ok()) co_return failure;
+  if (options_.tls.enabled) co_return co_await start_tls(link);
+  co_return Outcome{};
+}
+
+asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
+  if (options_.sharing && !options_.tls.enabled) {
+    // A lane of a shared connection takes the place of a connect; where the relay does not
+    // share, the connection is this Connection's own, as without sharing.
+    link.lane = std::make_shared<detail::Lane>(executor_);
+    Outcome failure;
+    const auto attached =
+        co_await options_.sharing->attach(*link.lane, target_.host, target_.port, options_.channel,
+                                          options_.connect_timeout, failure);
+    if (attached == ConnectionSharing::Attached::failed) co_return failure;
+    if (attached == ConnectionSharing::Attached::not_shared) link.lane.reset();
+  }
+  if (!link.lane) {
+    if (auto failure = co_await connect_socket(link); !failure.ok()) co_return failure;
   }
 
   wire::Hello hello;
@@ -476,7 +490,10 @@ asio::awaitable<void> ConnectionImpl::read_loop(std::shared_ptr<Link> link) {
     auto [ec, n] = co_await link->read_some(asio::buffer(space.data(), space.size()));
     if (link->dead) co_return;
     if (ec) {
-      if (ec != asio::error::eof) reason.message = ec.message();
+      // A lane's error is its shared connection's end, which the lane can tell.
+      if (ec != asio::error::eof) {
+        reason.message = link->lane ? link->lane->failure_text() : ec.message();
+      }
       break;
     }
     link->reader.commit(n);
@@ -506,7 +523,9 @@ asio::awaitable<void> ConnectionImpl::write_loop(std::shared_ptr<Link> link) {
       ec = write_error;
     }
     if (ec) {
-      link_lost(link, Outcome{Status::peer_gone, 0, "write failed: " + ec.message()});
+      link_lost(link,
+                Outcome{Status::peer_gone, 0,
+                        link->lane ? link->lane->failure_text() : "write failed: " + ec.message()});
       co_return;
     }
     // Writers blocked on a full buffer may continue. (The size of this write does not tell
@@ -554,9 +573,15 @@ void ConnectionImpl::queue_bytes() {
   // A cancel takes the reactor's lock and queues a completion: only for a parked writer.
   auto& link = *link_;
   if (!link.writer_parked) return;
-  const auto now = std::chrono::steady_clock::now();
-  if (now - link.last_send > kIdleLink) {
-    link.last_send = now;
+  // A lane hands its bytes over at once: the shared connection's writer gathers every lane's
+  // bytes of this turn of the event loop into one send.
+  bool send_now = link.lane != nullptr;
+  if (!send_now) {
+    const auto now = std::chrono::steady_clock::now();
+    send_now = now - link.last_send > kIdleLink;
+    if (send_now) link.last_send = now;
+  }
+  if (send_now) {
     boost::system::error_code ec;
     const std::size_t sent = link.try_send(asio::buffer(link.outbuf), ec);
     if (!ec && sent == link.outbuf.size()) {
@@ -780,9 +805,7 @@ void ConnectionImpl::fail_all(const Outcome& outcome) {
   }
   auto& link = *link_;
   link.dead = true;
-  boost::system::error_code ignored;
-  link.socket.shutdown(tcp::socket::shutdown_both, ignored);
-  link.socket.close(ignored);
+  link.close();
   link.wake.cancel();
   link.keepalive_timer.cancel();
   backoff_timer_.cancel();

@@ -1,6 +1,6 @@
 // The client's state behind its public handles: ConnectionImpl (the current network link with
-// its socket, frame reader and outbound bytes; streams, presence view, handlers, reconnect
-// timers) and StreamImpl (credit, queued chunks, signals of one stream).
+// its socket or lane, frame reader and outbound bytes; streams, presence view, handlers,
+// reconnect timers) and StreamImpl (credit, queued chunks, signals of one stream).
 #pragma once
 
 #include <sys/socket.h>
@@ -24,18 +24,17 @@
 #include <tuple>
 #include <vector>
 
+#include "mux.hpp"
 #include "switchboard/client.hpp"
 #include "switchboard/wire/flow.hpp"
 
 namespace switchboard::client {
 
-/// Outbound bytes queued on the connection above which writers wait for the socket.
-inline constexpr std::size_t kOutbufHighWater = 4 * 1024 * 1024;
-
 namespace detail {
 
-/// One TCP connection to the relay. A reconnect makes a new Link; coroutines of the old one
-/// hold it until they notice `dead` and end, so they never touch the new socket.
+/// One TCP connection to the relay, or one lane of a shared connection (ConnectOptions::sharing).
+/// A reconnect makes a new Link; coroutines of the old one hold it until they notice `dead` and
+/// end, so they never touch the new socket or lane.
 struct Link {
   static constexpr std::size_t kFirstReadBlock = 4096;
 
@@ -52,18 +51,23 @@ struct Link {
   using IoResult = std::tuple<boost::system::error_code, std::size_t>;
   static constexpr auto kUseTuple = boost::asio::as_tuple(boost::asio::use_awaitable);
 
-  // Every read and write goes through these two: over TLS when it is on, else the socket.
+  // Every read and write goes through these two: the lane when there is one, over TLS when it
+  // is on, else the socket.
   boost::asio::awaitable<IoResult> read_some(boost::asio::mutable_buffer buffer) {
+    if (lane) return lane->read_some(buffer);
     return tls ? tls->async_read_some(buffer, kUseTuple)
                : socket.async_read_some(buffer, kUseTuple);
   }
   boost::asio::awaitable<IoResult> write_all(boost::asio::const_buffer buffer) {
+    if (lane) return lane->write_all(buffer);
     return tls ? boost::asio::async_write(*tls, buffer, kUseTuple)
                : boost::asio::async_write(socket, buffer, kUseTuple);
   }
   /// Sends what the socket takes at once, without waiting (plain TCP only: 0 over TLS). Saves
-  /// the event loop pass an asynchronous write spends on its completion.
+  /// the event loop pass an asynchronous write spends on its completion. A lane queues what the
+  /// shared connection has room for, to go with the other lanes' bytes.
   std::size_t try_send(boost::asio::const_buffer buffer, boost::system::error_code& ec) {
+    if (lane) return lane->try_send(buffer, ec);
     if (tls) return 0;
     const auto n =
         ::send(socket.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -73,8 +77,16 @@ struct Link {
     }
     return 0;
   }
+  /// Ends the transport: the lane (FIN) or the socket. What waits on it ends with an error.
+  void close() {
+    if (lane) lane->close();
+    boost::system::error_code ignored;
+    socket.shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+  }
 
   boost::asio::ip::tcp::socket socket;
+  std::shared_ptr<Lane> lane;  // set: the link is this lane of a shared connection
   std::optional<boost::asio::ssl::context> tls_context;
   std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls;
   wire::FrameReader reader;
@@ -154,6 +166,8 @@ public:
   void notify_message_waiters();
 
   boost::asio::awaitable<Outcome> handshake(Link& link, Joined& joined);
+  /// The link's own TCP connection (and TLS): resolve, connect, no delay.
+  boost::asio::awaitable<Outcome> connect_socket(Link& link);
   boost::asio::awaitable<Outcome> attempt(Joined& joined);
   boost::asio::awaitable<Outcome> attempt_once(Joined& joined);
   void adopt(const Joined& joined);

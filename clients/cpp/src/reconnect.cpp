@@ -100,9 +100,7 @@ void ConnectionImpl::link_lost(const std::shared_ptr<Link>& link, const Outcome&
     return;
   }
   link->dead = true;
-  boost::system::error_code ignored;
-  link->socket.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  link->socket.close(ignored);
+  link->close();
   link->wake.cancel();
   link->keepalive_timer.cancel();
   state_ = ConnectionState::reconnecting;

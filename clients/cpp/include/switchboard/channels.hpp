@@ -1,5 +1,6 @@
 // Public API of the native client for one program taking part in many channels: one object, one
-// I/O thread, a connection per channel made, paced and reconnected by the object.
+// I/O thread, a membership per channel made and reconnected by the object, carried by a few
+// shared TCP connections (or, to a relay that does not share them, one paced connection each).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -23,12 +24,20 @@ struct ChannelsOptions {
   std::uint16_t port = 7400;       ///< its port
   TlsOptions tls;                  ///< as ConnectOptions::tls, for every connection
   std::string token;               ///< default token; JoinOptions::token overrides it
+  /// The channels of this object share TCP connections (protocol version 4, see
+  /// ConnectionSharing) instead of one each: a few connections carry every membership, and
+  /// joins are not paced, as a lane is no TCP connect. Needs a relay that offers shared
+  /// connections; with one that does not (it refuses them, which the object learns on its
+  /// first join) each channel connects on its own, paced as below. Never over TLS: with
+  /// tls.enabled every channel has a connection of its own.
+  bool share_connections = true;
   /// Connects per second across all channels, and how many may start at once before that rate
-  /// applies. Each channel is one connection from this host's address, so joining 1,000
-  /// channels at once would meet the relay's per-address throttle (`connect_rate_per_address`,
-  /// 200/s, and `connect_burst_per_address`, 400, by default), which refuses the excess with
-  /// RESOURCE_EXHAUSTED. The defaults stay under the relay's defaults with room for other
-  /// programs on the same host; a refusal is retried anyway (see join_timeout). 0: unpaced.
+  /// applies, when the channels do not share connections. Each channel is then one connection
+  /// from this host's address, so joining 1,000 channels at once would meet the relay's
+  /// per-address throttle (`connect_rate_per_address`, 200/s, and `connect_burst_per_address`,
+  /// 400, by default), which refuses the excess with RESOURCE_EXHAUSTED. The defaults stay under
+  /// the relay's defaults with room for other programs on the same host; a refusal is retried
+  /// anyway (see join_timeout). 0: unpaced.
   double connect_rate = 150;
   std::uint32_t connect_burst = 300;
   /// Bound on one channel's first join from its first attempt (the wait for a paced connect
@@ -139,13 +148,15 @@ private:
 
 /// One program's membership of many channels. It owns one I/O thread (started by the
 /// constructor) on which every connection, timer and handler of every channel runs, and it
-/// resolves the relay's name once; a channel costs its connection and nothing else. Joins are
-/// paced (ChannelsOptions::connect_rate) so that a thousand of them pass the relay's
-/// per-address throttle, and each channel reconnects by itself (ChannelsOptions::reconnect).
+/// resolves the relay's name once; a channel costs its membership's connection state and a lane
+/// of a shared TCP connection (ChannelsOptions::share_connections), and nothing else. Without
+/// sharing (TLS, or a relay that does not offer it) each channel has a TCP connection of its
+/// own, and joins are paced (ChannelsOptions::connect_rate) so that a thousand of them pass the
+/// relay's per-address throttle. Each channel reconnects by itself (ChannelsOptions::reconnect).
 ///
-/// Ownership: the object owns its I/O thread and every channel's connection; Channel handles
-/// are shared. Destruction leaves every channel (waiting up to two seconds for the connections
-/// to close) and stops the thread.
+/// Ownership: the object owns its I/O thread, every channel's connection and the TCP
+/// connections they share; Channel handles are shared. Destruction leaves every channel (waiting
+/// up to two seconds for the connections to close) and stops the thread.
 /// Thread-safety: every call may be made from any thread, except that the destructor must not
 /// run on the I/O thread nor concurrently with calls on this object or its channels.
 /// Errors: join() never fails at once; a channel that cannot be joined reports it through

@@ -1,5 +1,5 @@
-// Public async API of the native Switchboard client: a connection (one peer on one channel) and
-// the streams it carries.
+// Public async API of the native Switchboard client: a connection (one peer on one channel), the
+// streams it carries, and groups of connections that share TCP connections to the relay.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -124,6 +124,35 @@ struct TlsOptions {
   std::string server_name;  ///< name (or IP) checked in the relay's certificate; empty: the host
 };
 
+/// A group of Connections that share TCP connections to the relay (protocol version 4), made by
+/// share_connections(). Each Connection given the group (ConnectOptions::sharing) is still one
+/// membership of one channel and speaks the usual protocol, but over a lane of a connection it
+/// shares with others of the group: a program with many memberships keeps a few TCP connections
+/// instead of one each, and the bytes its connections write in one turn of the event loop leave
+/// in one system call.
+///
+/// The group keeps one shared connection per relay address (host:port, as given or as a
+/// REDIRECT named it), opens another when one carries as many lanes as the relay allows or has
+/// failed, and closes a shared connection when its last lane is closed. A relay that does not
+/// offer shared connections (an older one: it refuses them with PROTOCOL_ERROR) is remembered,
+/// and connections to it each use a TCP connection of their own, as without a group. Never
+/// over TLS: a Connection with TlsOptions::enabled ignores the group.
+///
+/// Everything a Connection does is unchanged: connect() reports an unreachable relay the same
+/// way (PEER_GONE, Outcome::unreachable), a refusal of the join the same way, and a shared
+/// connection that ends (closed, reset, or ended by the relay with ERROR) is, for each of its
+/// Connections, a lost connection: PEER_GONE, then a reconnect when enabled, on a new lane.
+///
+/// Ownership: shared; every Connection given it holds it, and each shared connection lives as
+/// long as one of its lanes does.
+/// Thread-safety: none. Every Connection given the group must run on the executor the group was
+/// made with (one thread; a strand with a multi-threaded context).
+class ConnectionSharing;
+
+/// A new, empty group of Connections that share TCP connections, for Connections running on
+/// `executor` (see ConnectionSharing). Never fails: connections are made when Connections ask.
+std::shared_ptr<ConnectionSharing> share_connections(boost::asio::any_io_executor executor);
+
 /// Options for Connection::connect (and BlockingClient), copied into the connection.
 struct ConnectOptions {
   std::string host = "127.0.0.1";  ///< relay's native door: a name (resolved at each connect) or a
@@ -150,6 +179,9 @@ struct ConnectOptions {
   std::chrono::milliseconds connect_timeout{10'000};  ///< also bounds each reconnect attempt
   ReconnectPolicy reconnect;                          ///< off by default
   TlsOptions tls;  ///< a TLS failure makes connect() fail with UNAUTHENTICATED and OpenSSL's reason
+  /// The group whose shared TCP connections carry this connection (see ConnectionSharing);
+  /// nullptr: a TCP connection of its own (the default). Ignored when tls.enabled.
+  std::shared_ptr<ConnectionSharing> sharing;
 };
 
 /// A presence change on the channel.
