@@ -25,6 +25,7 @@
 #include "cluster/placement.hpp"
 #include "support/clients.hpp"
 #include "support/raw_peer.hpp"
+#include "switchboard/channels.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 #include "switchboard/wire/codec.hpp"
 #include "tests/cluster/poll.hpp"
@@ -292,6 +293,60 @@ TEST_F(ClusterRouting, PeersEnteringThroughEveryRelayMeetOnTheOwner) {
   Checksum expected;
   expected.update(chunk);
   EXPECT_EQ(broadcast_sum.value(), expected.value());
+}
+
+// Memberships that share a TCP connection are redirected one by one: each lane goes to the
+// owner of its channel (on a shared connection to that relay), the others stay where they are.
+TEST_F(ClusterRouting, SharedConnectionsCarryEachChannelToItsOwner) {
+  constexpr std::size_t kChannels = 30;
+  std::vector<Uuid> channels;
+  std::array<double, 3> owned{};
+  for (std::size_t i = 0; i < kChannels; ++i) {
+    channels.push_back(Uuid::random());
+    owned[owner_index(channels.back())] += 1;
+  }
+  const auto through_relay = [&](const Relay& relay) {
+    client::ChannelsOptions options;
+    options.host = relay.host();
+    options.port = relay.port();
+    EXPECT_TRUE(options.share_connections);
+    return options;
+  };
+  client::Channels responders(through_relay(*relays_[0]));
+  client::Channels requesters(through_relay(*relays_[1]));
+  for (const auto& channel : channels) {
+    client::JoinOptions join;
+    join.accept_requests = true;
+    responders.join(channel, join)->serve([](const std::vector<std::uint8_t>& request) {
+      return request;
+    });
+    requesters.join(channel);
+  }
+  ASSERT_EQ(responders.wait_all_joined(std::chrono::seconds(60)), kChannels);
+  ASSERT_EQ(requesters.wait_all_joined(std::chrono::seconds(60)), kChannels);
+
+  // Every membership is on its channel's owner: two peers per channel it owns.
+  for (std::size_t i = 0; i < relays_.size(); ++i) {
+    EXPECT_TRUE(eventually([&] { return peers_on(*relays_[i]) == 2 * owned[i]; }))
+        << "r" << i + 1 << ": " << peers_on(*relays_[i]) << " peers, owns " << owned[i];
+  }
+  // Only the lanes of channels another relay owns were redirected.
+  EXPECT_EQ(redirects(*relays_[0]), kChannels - owned[0]);
+  EXPECT_EQ(redirects(*relays_[1]), kChannels - owned[1]);
+  EXPECT_EQ(redirects(*relays_[2]), 0);
+
+  std::vector<std::future<client::Response>> responses;
+  for (const auto& channel : channels) {
+    const auto text = channel.to_string();
+    responses.push_back(requesters.find(channel)->request(
+        Target::any(), std::vector<std::uint8_t>(text.begin(), text.end())));
+  }
+  for (std::size_t i = 0; i < kChannels; ++i) {
+    ASSERT_EQ(responses[i].wait_for(30s), std::future_status::ready);
+    const auto response = responses[i].get();
+    ASSERT_TRUE(response.outcome.ok()) << response.outcome.describe();
+    EXPECT_EQ(std::string(response.body.begin(), response.body.end()), channels[i].to_string());
+  }
 }
 
 TEST_F(ClusterRouting, AVersionOneClientIsToldWhereTheChannelIs) {
