@@ -6,16 +6,18 @@
 # JSON line per workload and a summary with the ratio and the memory per channel.
 #
 # Usage: bench/channels.sh [--runs N] [--channels N] [--n REQUESTS] [--max-frame BYTES]
-#                          [--share 0|1]
+#                          [--share 0|1] [--first K]
 #   --max-frame  ChannelsOptions::max_frame of both channel processes (default: the client's)
 #   --share      ChannelsOptions::share_connections of both (default 1: the channels share TCP
 #                connections, protocol version 4; 0: a connection per channel)
+#   --first      the requesting object joins from channel K on (default 0, as the responders):
+#                1 places its shared connection on the other relay thread of two
 # Env: SB_BUILD_DIR (default build/ci; the binaries are built there if missing).
 # Only 127.0.0.1 is ever targeted; every process is bounded in time and ended on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=3 CHANNELS=1000 N=200000 EXTRA=()
+RUNS=3 CHANNELS=1000 N=200000 EXTRA=() REQUESTER=()
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
@@ -23,7 +25,8 @@ while (($#)); do
     --n) N=$2; shift ;;
     --max-frame) EXTRA+=(--max-frame "$2"); shift ;;
     --share) EXTRA+=(--share "$2"); shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --first) REQUESTER+=(--first "$2"); shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "channels.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -78,7 +81,7 @@ for ((r = 1; r <= RUNS; r++)); do
     "${EXTRA[@]}" --timeout 400; serve=$BG_PID
   wait_line serve '^ready' 150
   "$SB" channels --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" --n "$N" \
-    --relay-pid "$RELAY_PID" --serve-pid "$serve" "${EXTRA[@]}" --timeout 400 |
+    --relay-pid "$RELAY_PID" --serve-pid "$serve" "${EXTRA[@]}" "${REQUESTER[@]}" --timeout 400 |
     sed "s/}\$/,\"relay_idle_kib\":$relay_idle,\"serve_ready\":\"$(sed -n 's/^ready //p' "$TMP/serve.out")\"}/" |
     tee -a "$RESULTS"
   stop_pid "$serve"; stop_pid "$RELAY_PID"

@@ -110,8 +110,16 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
   auto channels = std::make_unique<Channels>(channels_options(args));
   std::vector<std::shared_ptr<Channel>> handles;
   const auto join_start = bench::now_ns();
-  for (std::uint64_t i = 0; i < count; ++i)
-    handles.push_back(channels->join(channel_number(base, i)));
+  // --first K: join from channel K on (wrapping), so that this object's first shared connection
+  // is placed by another channel than the responders' (K = 1 puts it on the other of two relay
+  // threads): then every request crosses between the relay's threads. Requests still go to
+  // channel 0, 1, 2, ... in turn.
+  const auto first = args.num("first", 0) % count;
+  handles.resize(count);
+  for (std::uint64_t k = 0; k < count; ++k) {
+    const auto i = (first + k) % count;
+    handles[i] = channels->join(channel_number(base, i));
+  }
   // Blocks this thread (not the channels' I/O thread), bounded.
   const auto joined = channels->wait_all_joined(std::chrono::seconds(120));
   const auto join_ns = bench::now_ns() - join_start;
@@ -196,6 +204,7 @@ asio::awaitable<int> channels_workload(const bench::Args& args) {
       .add("system", "switchboard")
       .add("channels", count)
       .add("shared", args.num("share", 1) != 0)
+      .add("first", args.num("first", 0))
       .add("requesters", requesters)
       .add("n", n)
       .add("join_seconds", static_cast<double>(join_ns) / 1e9);
