@@ -13,7 +13,9 @@
 #include "support/clients.hpp"
 #include "support/presence_log.hpp"
 #include "support/raw_peer.hpp"
+#include "support/receivers.hpp"
 #include "support/relay.hpp"
+#include "support/stall.hpp"
 
 namespace switchboard {
 namespace {
@@ -26,8 +28,13 @@ using namespace std::chrono_literals;
 // lane's frames from that lane's bytes.
 class RawShared {
 public:
-  explicit RawShared(std::uint16_t port) {
+  /// `receive_buffer` > 0 fixes SO_RCVBUF before connecting: a shared connection that stops
+  /// reading then stalls the relay's writes after a few KiB.
+  explicit RawShared(std::uint16_t port, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (receive_buffer > 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+    }
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_port = htons(port);
@@ -62,11 +69,12 @@ public:
     out.insert(out.end(), bytes.begin(), bytes.end());
     return out;
   }
-  static std::vector<std::uint8_t> hello(const Uuid& channel, bool accept_requests = false) {
+  static std::vector<std::uint8_t> hello(const Uuid& channel, bool accept_requests = false,
+                                         std::uint32_t stream_window = 65536) {
     wire::Hello hello;
     hello.channel = channel;
     hello.max_frame = 65536;
-    hello.stream_window = 65536;
+    hello.stream_window = stream_window;
     hello.hello_flags = accept_requests ? wire::flags::kAcceptRequests : 0;
     std::vector<std::uint8_t> bytes;
     wire::append_hello(bytes, hello);
@@ -85,8 +93,9 @@ public:
   }
 
   /// Opens lane `id` with a HELLO for `channel`; returns the peer id from its WELCOME.
-  Uuid join(std::uint32_t id, const Uuid& channel, bool accept_requests = false) {
-    send(lane(id, hello(channel, accept_requests)));
+  Uuid join(std::uint32_t id, const Uuid& channel, bool accept_requests = false,
+            std::uint32_t stream_window = 65536) {
+    send(lane(id, hello(channel, accept_requests, stream_window)));
     auto welcome = expect(id, wire::FrameType::welcome);
     wire::Welcome parsed;
     if (!welcome || wire::parse_welcome(welcome->bytes(), parsed) != wire::DecodeError::none) {
@@ -397,6 +406,51 @@ TEST_F(SharedConnection, ASharedConnectionWithoutMuxTimesOut) {
   EXPECT_EQ(error->status, Status::protocol_error);
   EXPECT_NE(error->message.find("handshake timeout"), std::string::npos) << error->message;
   EXPECT_TRUE(shared.expect_closed());
+}
+
+// A client of a shared connection that stops reading holds a broadcast back only for the
+// slow-consumer timeout, as a connection of its own would: its lane is dropped from the
+// broadcast and stays a member, the healthy receivers get it whole, and once the client reads
+// again its lane says why.
+TEST(SharedConnectionStalled, HoldsABroadcastOnlyForTheSlowConsumerTimeout) {
+  const auto limits = test::stall_limits();
+  test::InProcessRelay relay{limits};
+  test::BroadcastScene scene(relay.port());
+  ASSERT_TRUE(scene.baseline.outcome.ok()) << scene.baseline.outcome.describe();
+  ASSERT_EQ(scene.baseline.outcome.delivered, 2u);
+
+  // Credit for the whole broadcast: only the shared connection's own bound on what waits for
+  // its socket can stall the lane.
+  RawShared stalled(relay.port(), 4096);
+  ASSERT_GT(stalled.open(), 0u);
+  const auto stalled_id = stalled.join(1, scene.channel, false, 32 * 1024 * 1024);
+  const auto is_member = [&] {
+    const auto members = scene.sender.client.peers();
+    return std::find(members.begin(), members.end(), stalled_id) != members.end();
+  };
+  ASSERT_TRUE(test::eventually(is_member));
+
+  scene.sent.emplace_back();
+  const auto result = test::timed_broadcast(scene.sender.client, scene.sent.back());
+  ASSERT_TRUE(result.outcome.ok()) << result.outcome.describe();
+  EXPECT_EQ(result.outcome.delivered, 2u);
+  EXPECT_EQ(result.outcome.dropped, 1u);
+  test::expect_within_bound(result.elapsed, scene.baseline.elapsed, limits);
+  for (auto& receiver : scene.receivers) {
+    ASSERT_TRUE(test::eventually([&] { return receiver->count() == scene.sent.size(); }, 10s));
+    for (std::size_t i = 0; i < scene.sent.size(); ++i) {
+      EXPECT_EQ(receiver->sums[i].value(), scene.sent[i].value());
+      EXPECT_EQ(receiver->sums[i].size(), scene.sent[i].size());
+    }
+  }
+  EXPECT_EQ(relay.counters().native.slow_consumer_drops.load(), 1u);
+  EXPECT_TRUE(is_member());
+
+  const auto reset = stalled.expect(1, wire::FrameType::reset);
+  ASSERT_TRUE(reset);
+  wire::Reset parsed;
+  ASSERT_EQ(wire::parse_reset(reset->bytes(), parsed), wire::DecodeError::none);
+  EXPECT_EQ(parsed.status, Status::slow_consumer);
 }
 
 }  // namespace
