@@ -202,6 +202,21 @@ private:
   std::map<std::uint32_t, bool> ended_;
 };
 
+// A member on each of two channels, over connections of their own, with the presence each sees.
+struct Bystanders {
+  explicit Bystanders(std::uint16_t port)
+      : on_first(options_for(port, first)), on_second(options_for(port, second)) {
+    first_log.attach(on_first);
+    second_log.attach(on_second);
+  }
+  const Uuid first = Uuid::random();
+  const Uuid second = Uuid::random();
+  test::PresenceLog first_log;  // before the clients: it outlives the threads that feed it
+  test::PresenceLog second_log;
+  BlockingClient on_first;
+  BlockingClient on_second;
+};
+
 class SharedConnection : public ::testing::Test {
 protected:
   static core::Limits limits() {
@@ -258,25 +273,17 @@ TEST_F(SharedConnection, LanesAreMembershipsOfTheirOwnChannels) {
 }
 
 TEST_F(SharedConnection, ALaneThatEndsLeavesItsChannelAndNoOther) {
-  const auto first = Uuid::random();
-  const auto second = Uuid::random();
-  test::PresenceLog first_log;
-  test::PresenceLog second_log;
-  BlockingClient on_first(options_for(relay_.port(), first));
-  BlockingClient on_second(options_for(relay_.port(), second));
-  first_log.attach(on_first);
-  second_log.attach(on_second);
-
+  Bystanders others(relay_.port());
   RawShared shared(relay_.port());
   ASSERT_GT(shared.open(), 0u);
-  const auto one = shared.join(1, first);
-  const auto two = shared.join(2, second);
-  ASSERT_TRUE(first_log.next());
-  ASSERT_TRUE(second_log.next());
+  const auto one = shared.join(1, others.first);
+  const auto two = shared.join(2, others.second);
+  ASSERT_TRUE(others.first_log.next());
+  ASSERT_TRUE(others.second_log.next());
 
   shared.send(RawShared::lane(1, {}, true));
   EXPECT_TRUE(shared.expect_lane_end(1));
-  const auto left = first_log.next();
+  const auto left = others.first_log.next();
   ASSERT_TRUE(left);
   EXPECT_FALSE(left->joined);
   EXPECT_EQ(left->peer, one);
@@ -286,8 +293,8 @@ TEST_F(SharedConnection, ALaneThatEndsLeavesItsChannelAndNoOther) {
   wire::append_ping(ping, 42, false);
   shared.send(RawShared::lane(2, ping));
   EXPECT_TRUE(shared.expect(2, wire::FrameType::ping));
-  EXPECT_FALSE(second_log.next(50ms));
-  const auto peers = on_second.peers();
+  EXPECT_FALSE(others.second_log.next(50ms));
+  const auto peers = others.on_second.peers();
   EXPECT_NE(std::find(peers.begin(), peers.end(), two), peers.end());
 }
 
@@ -367,24 +374,16 @@ TEST_F(SharedConnection, EachMalformedStartGetsItsReason) {
 }
 
 TEST_F(SharedConnection, ClosingTheSharedConnectionEndsEveryLane) {
-  const auto first = Uuid::random();
-  const auto second = Uuid::random();
-  test::PresenceLog first_log;
-  test::PresenceLog second_log;
-  BlockingClient on_first(options_for(relay_.port(), first));
-  BlockingClient on_second(options_for(relay_.port(), second));
-  first_log.attach(on_first);
-  second_log.attach(on_second);
-
+  Bystanders others(relay_.port());
   RawShared shared(relay_.port());
   ASSERT_GT(shared.open(), 0u);
-  const auto one = shared.join(1, first);
-  const auto two = shared.join(2, second);
-  ASSERT_TRUE(first_log.next());
-  ASSERT_TRUE(second_log.next());
+  const auto one = shared.join(1, others.first);
+  const auto two = shared.join(2, others.second);
+  ASSERT_TRUE(others.first_log.next());
+  ASSERT_TRUE(others.second_log.next());
   shared.abort();
-  const auto left_first = first_log.next();
-  const auto left_second = second_log.next();
+  const auto left_first = others.first_log.next();
+  const auto left_second = others.second_log.next();
   ASSERT_TRUE(left_first);
   ASSERT_TRUE(left_second);
   EXPECT_EQ(left_first->peer, one);
