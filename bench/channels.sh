@@ -9,9 +9,10 @@
 #                          [--share 0|1] [--first K]
 #   --max-frame  ChannelsOptions::max_frame of both channel processes (default: the client's)
 #   --share      ChannelsOptions::share_connections of both (default 1: the channels share TCP
-#                connections, protocol version 4; 0: a connection per channel)
+#                connections, protocol versions 4 and 5; 0: a connection per channel)
 #   --first      the requesting object joins from channel K on (default 0, as the responders):
-#                1 places its shared connection on the other relay thread of two
+#                its first MUX names another channel (with version 5 each object still keeps
+#                a shared connection per relay thread, each lane on its channel's)
 # Env: SB_BUILD_DIR (default build/ci; the binaries are built there if missing).
 # Only 127.0.0.1 is ever targeted; every process is bounded in time and ended on exit.
 set -euo pipefail

@@ -136,7 +136,8 @@ private:
 }  // namespace
 
 MuxConnection::MuxConnection(std::unique_ptr<Transport> transport, RelayContext& context,
-                             StartLane start_lane, AtLimit at_limit, Clock::time_point accepted_at)
+                             StartLane start_lane, AtLimit at_limit, Clock::time_point accepted_at,
+                             std::uint16_t placement_shards)
     : transport_(std::move(transport)),
       executor_(transport_->get_executor()),
       context_(context),
@@ -144,6 +145,7 @@ MuxConnection::MuxConnection(std::unique_ptr<Transport> transport, RelayContext&
       at_limit_(std::move(at_limit)),
       remote_(transport_->remote()),
       accepted_at_(accepted_at),
+      placement_shards_(placement_shards),
       watchdog_(executor_),
       resume_(executor_, Clock::time_point::max()),
       idle_since_(accepted_at) {
@@ -279,13 +281,14 @@ bool MuxConnection::handle_mux(std::span<const std::uint8_t> payload) {
     fail(Status::protocol_error,
          error == wire::DecodeError::unsupported_version
              ? "unsupported shared-connection version " + std::to_string(hello.version) +
-                   " (this relay speaks 4)"
+                   " (this relay speaks 4 and 5)"
              : "malformed MUX: " + std::string(wire::decode_error_name(error)));
     return false;
   }
   welcomed_ = true;
-  wire::append_mux_welcome(
-      out_, wire::MuxWelcome{wire::kMuxVersion, context_.limits.max_lanes_per_connection});
+  // Answered in the client's version; a version-4 client is told no shards.
+  wire::append_mux_welcome(out_, wire::MuxWelcome{hello.version, placement_shards_,
+                                                  context_.limits.max_lanes_per_connection});
   schedule_flush();
   return true;
 }

@@ -1,4 +1,4 @@
-// A shared native connection (protocol version 4): owns its transport, the table of lanes it
+// A shared native connection (protocol versions 4 and 5): owns its transport, the table of lanes it
 // carries and their bytes in both directions. Each lane's Session owns everything else about
 // that lane's membership.
 #pragma once
@@ -38,8 +38,10 @@ public:
   /// Whether the relay is at its connection limit (each lane counts as a connection).
   using AtLimit = std::function<bool()>;
 
+  /// `placement_shards`: the relay's I/O threads that connections are placed on by channel (0
+  /// or 1 when placement is not by channel), told to version-5 clients in the MUX answer.
   MuxConnection(std::unique_ptr<Transport> transport, RelayContext& context, StartLane start_lane,
-                AtLimit at_limit, Clock::time_point accepted_at);
+                AtLimit at_limit, Clock::time_point accepted_at, std::uint16_t placement_shards);
   ~MuxConnection();
   MuxConnection(const MuxConnection&) = delete;
   MuxConnection& operator=(const MuxConnection&) = delete;
@@ -90,6 +92,7 @@ private:
   AtLimit at_limit_;
   std::string remote_;
   Clock::time_point accepted_at_;
+  std::uint16_t placement_shards_;
   asio::steady_timer watchdog_;
   asio::steady_timer resume_;  // the reader waits here while a lane holds too many bytes
 

@@ -60,11 +60,14 @@ void NativeDoor::start() {
   listener_.start(std::move(handlers));
 }
 
+std::uint16_t NativeDoor::placement_shards() const {
+  return config_.placement == "channel" && io_.size() > 1 ? static_cast<std::uint16_t>(io_.size())
+                                                          : std::uint16_t{1};
+}
+
 asio::io_context& NativeDoor::channel_context(const Uuid& channel) {
-  // Channel ids are random (v4), so any eight of their bytes spread channels evenly.
-  std::uint64_t hash = 0;
-  for (std::size_t i = 0; i < 8; ++i) hash = (hash << 8) | channel.bytes[i + 8];
-  return io_.at(hash % io_.size());
+  // The rule is the protocol's (version 5 clients put each lane on its channel's shard).
+  return io_.at(wire::placement_shard(channel, static_cast<std::uint32_t>(io_.size())));
 }
 
 struct NativeDoor::PendingPlacement {
@@ -145,7 +148,7 @@ void NativeDoor::start_shared(std::unique_ptr<transport::Transport> transport,
       [this](std::unique_ptr<transport::Transport> lane) {
         start_session(std::move(lane), std::chrono::steady_clock::now());
       },
-      [this] { return admission_.at_connection_limit(); }, accepted_at);
+      [this] { return admission_.at_connection_limit(); }, accepted_at, placement_shards());
   {
     std::lock_guard lock(sessions_mutex_);
     if (shared_.size() > 1024 && shared_.size() % 1024 == 0) {

@@ -60,6 +60,8 @@ private:
 
   /// The context every plaintext session of `channel` runs on (placement "channel").
   boost::asio::io_context& channel_context(const Uuid& channel);
+  /// I/O threads placed by channel, as told to shared connections (1: no placement).
+  std::uint16_t placement_shards() const;
   /// Peeks (on the accept context) at a plaintext connection's first bytes, waiting for them
   /// only when none have come yet, then starts its session on the context its HELLO's channel
   /// names.

@@ -25,8 +25,8 @@ struct Limits {
   std::uint32_t max_peers_per_channel = 10'000;
   std::uint32_t max_channels = 100'000;
   std::uint32_t max_connections = 50'000;
-  /// Lanes one shared native connection (protocol version 4) may carry at once. Each lane is a
-  /// connection of its own for max_connections.
+  /// Lanes one shared native connection (protocol versions 4 and 5) may carry at once. Each lane is
+  /// a connection of its own for max_connections.
   std::uint32_t max_lanes_per_connection = 1024;
   /// Native connections one source address may open per second (token bucket; 0: unlimited)
   /// and how many it may open at once before that rate applies.

@@ -1,8 +1,9 @@
-// libFuzzer target for shared connections (protocol version 4): one MuxConnection whose lanes
-// get real Sessions on one registry, driven over an in-memory pipe on one io_context. Whatever
-// the client sends, the relay must write only well-formed MUX, LANE and ERROR frames (nothing
-// on a lane after its FIN, nothing after an ERROR), whole inner frames on every lane it ended,
-// and leave no session, lane or channel behind once the client has gone (ASan/LSan: no leak).
+// libFuzzer target for shared connections (protocol versions 4 and 5): one MuxConnection whose
+// lanes get real Sessions on one registry, driven over an in-memory pipe on one io_context.
+// Whatever the client sends, the relay must write only well-formed MUX, LANE and ERROR frames
+// (nothing on a lane after its FIN, nothing after an ERROR), whole inner frames on every lane it
+// ended, and leave no session, lane or channel behind once the client has gone (ASan/LSan: no
+// leak).
 //
 // Input: one flags byte, then chunks of [length u8][bytes] written to the shared connection.
 //   flags bit 0: the client starts with a valid MUX
@@ -60,7 +61,7 @@ public:
         [&context, this](std::unique_ptr<Transport> lane) {
           std::make_shared<Session>(std::move(lane), context, ++sessions_)->start();
         },
-        [] { return false; }, std::chrono::steady_clock::now());
+        [] { return false; }, std::chrono::steady_clock::now(), 2);
     shared->start();
     read();
   }

@@ -16,6 +16,7 @@
 
 #include "support/child_server.hpp"
 #include "support/cut_proxy.hpp"
+#include "switchboard/wire/frame.hpp"
 
 namespace switchboard {
 namespace {
@@ -87,9 +88,10 @@ class ChannelsBothWays : public ChannelsTest, public ::testing::WithParamInterfa
 TEST_P(ChannelsBothWays, AThousandChannelsFromOneObject) {
   constexpr int kChannels = 1000;
   const bool shared = GetParam();
-  // Every lane counts as a connection, and so does each object's one shared connection.
-  const int carriers = shared ? 1 : 0;
-  start();
+  // Every lane counts as a connection, and so does each of an object's shared connections: one
+  // for each relay thread (a thousand random channels all on one thread: one chance in 2^999).
+  const int carriers = shared ? 2 : 0;
+  start({"--threads", "2"});
   std::vector<Uuid> ids;
   for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
 
@@ -223,11 +225,12 @@ TEST_F(ChannelsTest, PresenceAndBroadcastHandlersPerChannel) {
   }
 }
 
-// The channels of one object share one TCP connection; when it is cut, every channel comes back
-// on a new shared connection, with its peer id, and serves requests again.
+// The channels of one object share one TCP connection per relay thread; when they are cut,
+// every channel comes back on new shared connections, with its peer id, and serves requests
+// again.
 TEST_F(ChannelsTest, ACutSharedConnectionRejoinsEveryChannel) {
   constexpr int kChannels = 30;
-  start();
+  start({"--threads", "2"});
   test::CutProxy proxy(port_);
   std::vector<Uuid> ids;
   for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
@@ -252,7 +255,9 @@ TEST_F(ChannelsTest, ACutSharedConnectionRejoinsEveryChannel) {
   for (const auto& id : ids) requesters.join(id);
   ASSERT_EQ(responders.wait_all_joined(std::chrono::seconds(30)), kChannels);
   ASSERT_EQ(requesters.wait_all_joined(std::chrono::seconds(30)), kChannels);
-  EXPECT_EQ(proxy.accepted(), 1u);  // thirty memberships, one TCP connection
+  // Thirty memberships, one TCP connection for each of the relay's two threads (thirty random
+  // channels all on one thread: one chance in 2^29).
+  EXPECT_EQ(proxy.accepted(), 2u);
 
   const auto ask_everyone = [&](const std::string& text) {
     std::vector<std::future<client::Response>> responses;
@@ -286,8 +291,40 @@ TEST_F(ChannelsTest, ACutSharedConnectionRejoinsEveryChannel) {
     EXPECT_TRUE(eventually(
         [&] { return requesters.find(id)->state() == client::ConnectionState::connected; }));
   }
-  EXPECT_EQ(proxy.accepted(), 2u);  // one new shared connection for every channel
+  EXPECT_EQ(proxy.accepted(), 4u);  // new shared connections, again one per relay thread
   ask_everyone("after");
+}
+
+// A lane rides the shared connection on its channel's relay thread (the MUX answer tells the
+// thread count; wire::placement_shard is the rule), so one object keeps a shared connection per
+// thread its channels are on. A relay not placing by channel gets one for all.
+TEST_F(ChannelsTest, OneSharedConnectionPerRelayThreadItsChannelsUse) {
+  constexpr std::uint32_t kThreads = 3;
+  std::map<std::uint32_t, std::vector<Uuid>> by_shard;
+  while (by_shard[0].size() < 4 || by_shard[2].empty()) {
+    const auto id = Uuid::random();
+    by_shard[wire::placement_shard(id, kThreads)].push_back(id);
+  }
+  const std::vector<Uuid> first_thread(by_shard[0].begin(), by_shard[0].begin() + 4);
+  const Uuid third_thread = by_shard[2].front();
+
+  for (const bool by_channel : {true, false}) {
+    SCOPED_TRACE(by_channel ? "placement by channel" : "round-robin placement");
+    start({"--threads", std::to_string(kThreads), "--placement",
+           by_channel ? "channel" : "round_robin"});
+    Channels channels(options());
+    for (const auto& id : first_thread) channels.join(id);
+    ASSERT_EQ(channels.wait_all_joined(std::chrono::seconds(30)), 4);
+    // Four lanes and the one shared connection that carries them.
+    EXPECT_TRUE(eventually([&] { return open_connections() == 5; })) << open_connections();
+    channels.join(third_thread);
+    ASSERT_EQ(channels.wait_all_joined(std::chrono::seconds(30)), 5);
+    const int carriers = by_channel ? 2 : 1;
+    EXPECT_TRUE(eventually([&] { return open_connections() == 5 + carriers; }))
+        << open_connections();
+    channels.close();
+    EXPECT_TRUE(eventually([&] { return open_connections() == 0; })) << open_connections();
+  }
 }
 
 // Unpaced joins against a tight per-address throttle: the relay refuses the excess with

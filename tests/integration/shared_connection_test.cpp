@@ -1,4 +1,4 @@
-// Shared connections (protocol version 4) from a raw socket: lanes are connections in every
+// Shared connections (protocol versions 4 and 5) from a raw socket: lanes are connections in every
 // respect but the socket, bad input on the shared connection gets a clear error, and one lane's
 // end disturbs no other lane.
 #include <gtest/gtest.h>
@@ -82,8 +82,8 @@ public:
   }
 
   /// Sends MUX and returns the relay's answer's max_lanes (0 when there is none).
-  std::uint32_t open() {
-    send(mux_hello());
+  std::uint32_t open(std::uint16_t version = wire::kMuxVersion) {
+    send(mux_hello(version));
     for (const auto deadline = std::chrono::steady_clock::now() + 5s;
          std::chrono::steady_clock::now() < deadline;) {
       if (welcome_) return welcome_->max_lanes;
@@ -120,6 +120,8 @@ public:
       if (!pump(deadline)) return std::nullopt;
     }
   }
+  /// The relay's MUX answer, once open() has returned.
+  const std::optional<wire::MuxWelcome>& welcome() const { return welcome_; }
   /// Whether lane `id` ends (the relay's FIN) within 5 s.
   bool expect_lane_end(std::uint32_t id) {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -272,6 +274,19 @@ TEST_F(SharedConnection, LanesAreMembershipsOfTheirOwnChannels) {
   EXPECT_EQ(std::string(response.begin(), response.end()), text);
 }
 
+// The answer to MUX is in the client's version: version 5 tells the relay's threads placed by
+// channel (this relay has two), version 4 has no such field; both then carry lanes alike.
+TEST_F(SharedConnection, AnswersInTheClientsVersionWithItsPlacementShards) {
+  for (const std::uint16_t version : {std::uint16_t{4}, std::uint16_t{5}}) {
+    RawShared shared(relay_.port());
+    EXPECT_EQ(shared.open(version), 3u) << version;
+    ASSERT_TRUE(shared.welcome()) << version;
+    EXPECT_EQ(shared.welcome()->version, version);
+    EXPECT_EQ(shared.welcome()->shards, version == 5 ? 2 : 0);
+    EXPECT_FALSE(shared.join(1, Uuid::random()).is_nil()) << version;
+  }
+}
+
 TEST_F(SharedConnection, ALaneThatEndsLeavesItsChannelAndNoOther) {
   Bystanders others(relay_.port());
   RawShared shared(relay_.port());
@@ -350,7 +365,8 @@ TEST_F(SharedConnection, EachMalformedStartGetsItsReason) {
   std::vector<Case> cases;
   // Neither HELLO nor MUX first: a connection of its own that does not start with HELLO.
   cases.push_back({RawShared::lane(1, RawShared::hello(Uuid::random())), "unknown frame type"});
-  cases.push_back({RawShared::mux_hello(5), "version 5"});
+  cases.push_back({RawShared::mux_hello(6), "version 6"});
+  cases.push_back({RawShared::mux_hello(3), "version 3"});
   auto short_mux = RawShared::mux_hello();
   short_mux[11] = 20;  // length 20 instead of 24
   short_mux.resize(wire::kHeaderSize + 20);

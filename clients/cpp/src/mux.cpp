@@ -182,11 +182,13 @@ std::string Lane::failure_text() const {
 
 SharedLink::SharedLink(const asio::any_io_executor& executor,
                        std::weak_ptr<ConnectionSharing> group, Address address,
-                       const Uuid& placement, std::chrono::milliseconds timeout)
+                       const Uuid& placement, std::optional<std::uint32_t> shard,
+                       std::chrono::milliseconds timeout)
     : executor_(executor),
       group_(std::move(group)),
       address_(std::move(address)),
       placement_(placement),
+      shard_(shard),
       socket_(executor),
       deadline_(executor),
       timeout_(timeout),
@@ -525,7 +527,7 @@ bool SharedLink::control_frame() {
       fail_handshake(Outcome{Status::protocol_error, 0, "malformed MUX answer"}, true);
       return false;
     }
-    answered(welcome.max_lanes);
+    answered(welcome);
     return true;
   }
   wire::Error error;
@@ -547,11 +549,17 @@ bool SharedLink::control_frame() {
   return false;
 }
 
-void SharedLink::answered(std::uint32_t max_lanes) {
+void SharedLink::answered(const wire::MuxWelcome& welcome) {
   state_ = State::ready;
-  max_lanes_ = max_lanes;
+  max_lanes_ = welcome.max_lanes;
+  // A relay of version 4 tells no shards: one shared connection serves every channel.
+  const std::uint32_t shards = std::max<std::uint32_t>(welcome.shards, 1);
+  shard_ = wire::placement_shard(placement_, shards);
   deadline_.cancel();
-  if (const auto group = group_.lock()) group->shares_.insert(address_);
+  if (const auto group = group_.lock()) {
+    group->shares_.insert(address_);
+    group->shard_counts_[address_] = shards;
+  }
   wake_waiters();
 }
 
@@ -638,19 +646,26 @@ asio::awaitable<ConnectionSharing::Attached> ConnectionSharing::attach(
       co_return Attached::failed;
     }
     if (does_not_share_.contains(address)) co_return Attached::not_shared;
+    // A lane goes on a shared connection that runs on its channel's relay thread, so that a
+    // request and its answer, from programs that share connections, stay on one thread. Until
+    // the relay's first answer tells its thread count, every lane waits for that answer.
+    std::optional<std::uint32_t> shard;
+    if (const auto known = shard_counts_.find(address); known != shard_counts_.end()) {
+      shard = wire::placement_shard(placement, known->second);
+    }
     std::shared_ptr<detail::SharedLink> link;
     auto& links = links_[address];
     for (const auto& candidate : links) {
-      if (candidate->has_room()) {
-        link = candidate;
-        break;
-      }
+      if (!candidate->has_room()) continue;
+      if (shard && candidate->shard() && *candidate->shard() != *shard) continue;
+      link = candidate;
+      break;
     }
     if (!link) {
-      // None yet, or every one is full: another shared connection, placed by this lane's
-      // channel.
+      // None yet for its thread, or every one is full: another shared connection, placed by
+      // this lane's channel.
       link = std::make_shared<detail::SharedLink>(executor_, weak_from_this(), address, placement,
-                                                  timeout);
+                                                  shard, timeout);
       links.push_back(link);
       link->start();
     }

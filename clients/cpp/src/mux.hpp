@@ -1,4 +1,5 @@
-// Shared connections (protocol version 4): the group, its TCP connections and their lanes.
+// Shared connections (protocol versions 4 and 5): the group, its TCP connections and their
+// lanes.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -95,8 +96,10 @@ class SharedLink : public std::enable_shared_from_this<SharedLink> {
 public:
   using Address = std::pair<std::string, std::uint16_t>;
 
+  /// `shard`: the relay thread its MUX's placement lands on, when the relay's count is known.
   SharedLink(const boost::asio::any_io_executor& executor, std::weak_ptr<ConnectionSharing> group,
-             Address address, const Uuid& placement, std::chrono::milliseconds timeout);
+             Address address, const Uuid& placement, std::optional<std::uint32_t> shard,
+             std::chrono::milliseconds timeout);
 
   void start();
   bool pending() const noexcept { return state_ == State::connecting || state_ == State::awaiting; }
@@ -105,6 +108,9 @@ public:
   bool has_room() const noexcept { return pending() || (ready() && in_use_ < max_lanes_); }
   bool not_shared() const noexcept { return not_shared_; }
   const Outcome& failure() const noexcept { return failure_; }
+  /// The relay thread this connection runs on (wire::placement_shard); unknown until the
+  /// relay's answer when the relay's count of threads was not known at the start.
+  std::optional<std::uint32_t> shard() const noexcept { return shard_; }
 
   /// Waits for the MUX answer (or the end) with `lane` counted as a waiter.
   boost::asio::awaitable<void> wait_answer(Lane& lane);
@@ -132,7 +138,7 @@ private:
   bool begin_frame();
   bool end_frame();
   bool control_frame();
-  void answered(std::uint32_t max_lanes);
+  void answered(const wire::MuxWelcome& welcome);
   void fail_handshake(Outcome outcome, bool not_shared);
   void fail_lanes(const std::string& text);
   void maybe_close_idle();
@@ -144,6 +150,7 @@ private:
   std::weak_ptr<ConnectionSharing> group_;
   Address address_;
   Uuid placement_;
+  std::optional<std::uint32_t> shard_;
   State state_ = State::connecting;
   boost::asio::ip::tcp::socket socket_;
   std::optional<boost::asio::ip::tcp::resolver> resolver_;
@@ -191,10 +198,11 @@ public:
       : executor_(std::move(executor)) {}
 
   enum class Attached : std::uint8_t { yes, not_shared, failed };
-  /// Puts `lane` on a shared connection to host:port, making one (whose MUX names `placement`
-  /// and whose answer is awaited at most `timeout`) when none has room. not_shared: the relay
-  /// there does not share, connect on its own. failed: `failure` is what a connect of its own
-  /// would have reported.
+  /// Puts `lane`, a membership of channel `placement`, on a shared connection to host:port
+  /// that runs on the relay thread of that channel, making one (whose MUX names `placement` and
+  /// whose answer is awaited at most `timeout`) when none has room. not_shared: the relay there
+  /// does not share, connect on its own. failed: `failure` is what a connect of its own would
+  /// have reported.
   boost::asio::awaitable<Attached> attach(detail::Lane& lane, const std::string& host,
                                           std::uint16_t port, const Uuid& placement,
                                           std::chrono::milliseconds timeout, Outcome& failure);
@@ -210,6 +218,8 @@ private:
   boost::asio::any_io_executor executor_;
   std::map<Address, std::vector<std::shared_ptr<detail::SharedLink>>> links_;
   std::set<Address> shares_;
+  // Each relay's threads placed by channel, from its latest MUX answer (1: one shard).
+  std::map<Address, std::uint32_t> shard_counts_;
   std::set<Address> does_not_share_;
 };
 

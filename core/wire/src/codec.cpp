@@ -282,7 +282,9 @@ DecodeError parse_mux_hello(Bytes payload, MuxHello& out) noexcept {
   out.version = r.u16();
   r.u16();  // flags: none defined
   out.placement = r.uuid();
-  if (out.version != kMuxVersion) return DecodeError::unsupported_version;
+  if (out.version < kMinMuxVersion || out.version > kMuxVersion) {
+    return DecodeError::unsupported_version;
+  }
   return DecodeError::none;
 }
 
@@ -291,9 +293,12 @@ DecodeError parse_mux_welcome(Bytes payload, MuxWelcome& out) noexcept {
   if (std::memcmp(payload.data(), kMagic, 4) != 0) return DecodeError::bad_magic;
   Reader r(payload.subspan(4));
   out.version = r.u16();
-  r.u16();
+  out.shards = r.u16();
   out.max_lanes = r.u32();
-  if (out.version != kMuxVersion) return DecodeError::unsupported_version;
+  if (out.version < kMinMuxVersion || out.version > kMuxVersion) {
+    return DecodeError::unsupported_version;
+  }
+  if (out.version < 5) out.shards = 0;
   if (out.max_lanes == 0) return DecodeError::malformed;
   return DecodeError::none;
 }
@@ -319,7 +324,7 @@ void append_mux_welcome(std::vector<std::uint8_t>& out, const MuxWelcome& welcom
   const auto at = begin_frame(out, static_cast<FrameType>(kMuxFrameType), 0, 0);
   put_bytes(out, kMagic, 4);
   put_u16(out, welcome.version);
-  put_u16(out, 0);
+  put_u16(out, welcome.version >= 5 ? welcome.shards : std::uint16_t{0});
   put_u32(out, welcome.max_lanes);
   finish_frame(out, at);
 }

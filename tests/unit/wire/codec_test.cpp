@@ -475,6 +475,47 @@ TEST(CodecRoundTrip, WelcomeBeforeVersionThreeHasNoMessageWindow) {
             DecodeError::malformed);
 }
 
+TEST(CodecRoundTrip, MuxWelcomeCarriesShardsFromVersionFiveOnly) {
+  for (const std::uint16_t version : {std::uint16_t{4}, std::uint16_t{5}}) {
+    const MuxWelcome in{version, 3, 1024};
+    Buffer frame;
+    append_mux_welcome(frame, in);
+    ASSERT_EQ(frame.size(), kHeaderSize + kMuxWelcomeSize);
+    MuxWelcome out;
+    ASSERT_EQ(parse_mux_welcome(Bytes(frame).subspan(kHeaderSize), out), DecodeError::none);
+    EXPECT_EQ(out.version, version);
+    EXPECT_EQ(out.max_lanes, 1024u);
+    // Version 4's field is reserved: sent as zero, ignored on receipt.
+    EXPECT_EQ(out.shards, version == 5 ? 3 : 0);
+    if (version == 4) {
+      frame[kHeaderSize + 7] = 9;
+      ASSERT_EQ(parse_mux_welcome(Bytes(frame).subspan(kHeaderSize), out), DecodeError::none);
+      EXPECT_EQ(out.shards, 0);
+    }
+  }
+  Buffer newer;
+  append_mux_welcome(newer, MuxWelcome{6, 2, 8});
+  MuxWelcome out;
+  EXPECT_EQ(parse_mux_welcome(Bytes(newer).subspan(kHeaderSize), out),
+            DecodeError::unsupported_version);
+}
+
+TEST(PlacementShard, IsBytesEightToFifteenBigEndianModuloTheShards) {
+  Uuid channel;
+  for (std::size_t i = 0; i < 16; ++i) channel.bytes[i] = static_cast<std::uint8_t>(0xA0 + i);
+  // Bytes 8..15: 0xA8A9AAABACADAEAF.
+  constexpr std::uint64_t kHash = 0xA8A9AAABACADAEAFULL;
+  for (const std::uint32_t shards : {2U, 3U, 7U, 1024U}) {
+    EXPECT_EQ(placement_shard(channel, shards), kHash % shards) << shards;
+  }
+  EXPECT_EQ(placement_shard(channel, 1), 0u);
+  EXPECT_EQ(placement_shard(channel, 0), 0u);
+  // The first eight bytes play no part.
+  Uuid other = channel;
+  other.bytes[0] ^= 0xFF;
+  EXPECT_EQ(placement_shard(other, 7), placement_shard(channel, 7));
+}
+
 TEST(CodecRoundTrip, MessageKeepsKindPeerAndBody) {
   for (const StreamKind kind : {StreamKind::to_peer, StreamKind::broadcast}) {
     const MessageHead in{kind, kind == StreamKind::to_peer ? make_uuid(0x30) : Uuid{}};

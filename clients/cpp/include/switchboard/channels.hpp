@@ -24,7 +24,7 @@ struct ChannelsOptions {
   std::uint16_t port = 7400;       ///< its port
   TlsOptions tls;                  ///< as ConnectOptions::tls, for every connection
   std::string token;               ///< default token; JoinOptions::token overrides it
-  /// The channels of this object share TCP connections (protocol version 4, see
+  /// The channels of this object share TCP connections (protocol versions 4 and 5, see
   /// ConnectionSharing) instead of one each: a few connections carry every membership, and
   /// joins are not paced, as a lane is no TCP connect. Needs a relay that offers shared
   /// connections; with one that does not (it refuses them, which the object learns on its

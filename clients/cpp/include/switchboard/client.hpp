@@ -124,19 +124,22 @@ struct TlsOptions {
   std::string server_name;  ///< name (or IP) checked in the relay's certificate; empty: the host
 };
 
-/// A group of Connections that share TCP connections to the relay (protocol version 4), made by
-/// share_connections(). Each Connection given the group (ConnectOptions::sharing) is still one
-/// membership of one channel and speaks the usual protocol, but over a lane of a connection it
-/// shares with others of the group: a program with many memberships keeps a few TCP connections
-/// instead of one each, and the bytes its connections write in one turn of the event loop leave
-/// in one system call.
+/// A group of Connections that share TCP connections to the relay (protocol versions 4 and 5),
+/// made by share_connections(). Each Connection given the group (ConnectOptions::sharing) is
+/// still one membership of one channel and speaks the usual protocol, but over a lane of a
+/// connection it shares with others of the group: a program with many memberships keeps a few
+/// TCP connections instead of one each, and the bytes its connections write in one turn of the
+/// event loop leave in one system call.
 ///
-/// The group keeps one shared connection per relay address (host:port, as given or as a
-/// REDIRECT named it), opens another when one carries as many lanes as the relay allows or has
-/// failed, and closes a shared connection when its last lane is closed. A relay that does not
-/// offer shared connections (an older one: it refuses them with PROTOCOL_ERROR) is remembered,
-/// and connections to it each use a TCP connection of their own, as without a group. Never
-/// over TLS: a Connection with TlsOptions::enabled ignores the group.
+/// The group keeps, per relay address (host:port, as given or as a REDIRECT named it), one
+/// shared connection for each of the relay's I/O threads that its Connections' channels are
+/// placed on (the relay tells its thread count in its first answer; each Connection's lane then
+/// rides the shared connection of its channel's thread, docs/PROTOCOL.md section 18.1), opens
+/// another when one carries as many lanes as the relay allows or has failed, and closes a shared
+/// connection when its last lane is closed. A relay that does not offer shared connections (an
+/// older one: it refuses them with PROTOCOL_ERROR) is remembered, and connections to it each use a
+/// TCP connection of their own, as without a group. Never over TLS: a Connection with
+/// TlsOptions::enabled ignores the group.
 ///
 /// Everything a Connection does is unchanged: connect() reports an unreachable relay the same
 /// way (PEER_GONE, Outcome::unreachable), a refusal of the join the same way, and a shared

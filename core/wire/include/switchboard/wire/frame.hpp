@@ -43,11 +43,13 @@ inline constexpr std::size_t kMaxMetadataEntries = 64;
 /// OPEN's fixed part plus metadata must fit the smallest frame any side may announce.
 inline constexpr std::size_t kMaxOpenPrefix = kMinMaxFrame;
 
-// ---- Shared connections (protocol version 4, docs/PROTOCOL.md section 18). ----
+// ---- Shared connections (protocol versions 4 and 5, docs/PROTOCOL.md section 18). ----
 // A connection whose first frame is MUX carries lanes; each lane is the byte stream of one
 // connection of versions 1-3 (HELLO, WELCOME, ...), cut into LANE frames. MUX and LANE are
 // frames of the shared connection only, never of a lane.
-inline constexpr std::uint16_t kMuxVersion = 4;
+inline constexpr std::uint16_t kMuxVersion = 5;
+/// The oldest shared-connection version a relay still answers (4: no placement shards).
+inline constexpr std::uint16_t kMinMuxVersion = 4;
 inline constexpr std::uint8_t kMuxFrameType = 0x0A;
 inline constexpr std::uint8_t kLaneFrameType = 0x0B;
 /// LANE flag: the sender sends no more bytes on this lane.
@@ -55,7 +57,7 @@ inline constexpr std::uint8_t kLaneFin = 0x01;
 /// The most lane bytes one LANE frame carries (either direction).
 inline constexpr std::uint32_t kMaxLaneChunk = 64 * 1024;
 /// MUX payloads: client -> relay magic(4) version(2) flags(2) placement channel(16); relay ->
-/// client magic(4) version(2) reserved(2) max_lanes(4).
+/// client magic(4) version(2) shards(2) max_lanes(4) (shards: reserved, 0, in version 4).
 inline constexpr std::size_t kMuxHelloSize = 24;
 inline constexpr std::size_t kMuxWelcomeSize = 12;
 
@@ -142,7 +144,7 @@ struct Welcome {
   std::uint32_t message_window = 0;
 };
 
-/// Client -> relay, the first frame of a shared connection (version 4).
+/// Client -> relay, the first frame of a shared connection (version 4 on).
 struct MuxHello {
   std::uint16_t version = kMuxVersion;
   /// The channel whose I/O thread should run the shared connection (a hint; nil: any).
@@ -152,8 +154,21 @@ struct MuxHello {
 /// Relay -> client, the answer to MUX: lanes may be opened now.
 struct MuxWelcome {
   std::uint16_t version = kMuxVersion;
+  /// Version 5: the relay's I/O threads that connections are placed on by channel (0 or 1: a
+  /// shared connection's placement makes no difference). See placement_shard().
+  std::uint16_t shards = 0;
   std::uint32_t max_lanes = 0;  ///< lanes the connection may have open at once
 };
+
+/// The I/O thread, of `shards`, that a relay placing by channel runs `channel`'s connections
+/// on: bytes 8 to 15 of the id as a big-endian integer, modulo `shards` (0 when shards <= 1).
+/// Channel ids are random (v4), so any eight of their bytes spread channels evenly.
+constexpr std::uint32_t placement_shard(const Uuid& channel, std::uint32_t shards) noexcept {
+  if (shards <= 1) return 0;
+  std::uint64_t hash = 0;
+  for (std::size_t i = 8; i < 16; ++i) hash = (hash << 8) | channel.bytes[i];
+  return static_cast<std::uint32_t>(hash % shards);
+}
 
 enum class PresenceEvent : std::uint8_t { snapshot = 0, joined = 1, left = 2 };
 
