@@ -7,6 +7,9 @@
 namespace switchboard::wire {
 namespace {
 
+// The shared-connection version whose MUX answer carries `shards` (version 4: reserved, 0).
+constexpr std::uint16_t kMuxShardsVersion = 5;
+
 // Big-endian cursor over a payload; any read past the end marks it failed.
 class Reader {
 public:
@@ -298,7 +301,7 @@ DecodeError parse_mux_welcome(Bytes payload, MuxWelcome& out) noexcept {
   if (out.version < kMinMuxVersion || out.version > kMuxVersion) {
     return DecodeError::unsupported_version;
   }
-  if (out.version < 5) out.shards = 0;
+  if (out.version < kMuxShardsVersion) out.shards = 0;
   if (out.max_lanes == 0) return DecodeError::malformed;
   return DecodeError::none;
 }
@@ -324,7 +327,7 @@ void append_mux_welcome(std::vector<std::uint8_t>& out, const MuxWelcome& welcom
   const auto at = begin_frame(out, static_cast<FrameType>(kMuxFrameType), 0, 0);
   put_bytes(out, kMagic, 4);
   put_u16(out, welcome.version);
-  put_u16(out, welcome.version >= 5 ? welcome.shards : std::uint16_t{0});
+  put_u16(out, welcome.version >= kMuxShardsVersion ? welcome.shards : std::uint16_t{0});
   put_u32(out, welcome.max_lanes);
   finish_frame(out, at);
 }
