@@ -1,4 +1,4 @@
-// The relay's malloc thresholds and arena count.
+// The relay's malloc thresholds, arena count and huge-page heap.
 #include "server/heap_tuning.hpp"
 
 // A C library header first: it is what defines __GLIBC__ (through <features.h>), so without it
@@ -7,7 +7,13 @@
 
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <unistd.h>
 #endif
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <string_view>
 
 namespace switchboard::core {
 namespace {
@@ -21,6 +27,37 @@ namespace {
 [[maybe_unused]] constexpr int kTrimThreshold = 64 * 1024 * 1024;
 [[maybe_unused]] constexpr int kArenas = 1;
 
+constexpr std::string_view kTunables = "GLIBC_TUNABLES";
+constexpr std::string_view kHugeTlb = "glibc.malloc.hugetlb";
+constexpr const char* kThpMode = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+// The value of glibc.malloc.hugetlb in GLIBC_TUNABLES ("name=value:name=value"), or empty.
+std::string_view huge_tlb_setting(std::string_view tunables) {
+  while (!tunables.empty()) {
+    const auto end = tunables.find(':');
+    const auto entry = tunables.substr(0, end);
+    if (entry.size() > kHugeTlb.size() && entry.substr(0, kHugeTlb.size()) == kHugeTlb &&
+        entry[kHugeTlb.size()] == '=') {
+      return entry.substr(kHugeTlb.size() + 1);
+    }
+    if (end == std::string_view::npos) break;
+    tunables.remove_prefix(end + 1);
+  }
+  return {};
+}
+
+// The kernel's mode, the bracketed word of "always [madvise] never"; empty when unreadable.
+std::string thp_mode() {
+  std::ifstream file(kThpMode);
+  std::string word;
+  while (file >> word) {
+    if (word.size() > 2 && word.front() == '[' && word.back() == ']') {
+      return word.substr(1, word.size() - 2);
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 void tune_heap() {
@@ -28,6 +65,52 @@ void tune_heap() {
   mallopt(M_ARENA_MAX, kArenas);
   mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
   mallopt(M_TRIM_THRESHOLD, kTrimThreshold);
+#endif
+}
+
+HugePageHeap huge_page_heap_state() {
+#if defined(__GLIBC__)
+  const char* tunables = std::getenv(std::string(kTunables).c_str());
+  const auto setting = huge_tlb_setting(tunables != nullptr ? tunables : "");
+  if (setting == "1") return {true, {}};
+  if (!setting.empty()) {
+    return {false, "GLIBC_TUNABLES sets glibc.malloc.hugetlb=" + std::string(setting)};
+  }
+  return {false, "heap_huge_pages is off"};
+#else
+  return {false, "not built with glibc"};
+#endif
+}
+
+HugePageHeap restart_on_huge_page_heap(char** argv) {
+#if defined(__GLIBC__)
+  const char* tunables = std::getenv(std::string(kTunables).c_str());
+  // A copy: setenv below replaces the string getenv points into.
+  const std::string current = tunables != nullptr ? tunables : "";
+  if (!huge_tlb_setting(current).empty()) return huge_page_heap_state();  // set by the operator
+  const auto mode = thp_mode();
+  if (mode != "always" && mode != "madvise") {
+    return {false, mode.empty() ? std::string("the kernel offers no transparent huge pages")
+                                : "transparent huge pages are " + mode + " in " + kThpMode};
+  }
+  std::string value = current;
+  if (!value.empty()) value += ':';
+  value += std::string(kHugeTlb) + "=1";
+  if (::setenv(std::string(kTunables).c_str(), value.c_str(), 1) != 0) {
+    return {false, std::string("setenv failed: ") + std::strerror(errno)};
+  }
+  ::execv("/proc/self/exe", argv);
+  // Still here: the program could not be run again (no /proc, say); it goes on as it started.
+  const std::string failure = std::string("restart failed: ") + std::strerror(errno);
+  if (current.empty()) {
+    ::unsetenv(std::string(kTunables).c_str());
+  } else {
+    ::setenv(std::string(kTunables).c_str(), current.c_str(), 1);
+  }
+  return {false, failure};
+#else
+  (void)argv;
+  return {false, "not built with glibc"};
 #endif
 }
 

@@ -100,7 +100,17 @@ int main(int argc, char** argv) {
     config.auth.hs256_secret = secret;
   }
 
+  // Before any thread, file or socket exists: a restart keeps only the arguments and the
+  // environment.
+  const auto huge_page_heap =
+      config.heap_huge_pages ? restart_on_huge_page_heap(argv) : huge_page_heap_state();
+
   configure_logging(config.log_level, config.log_format);
+  if (huge_page_heap.in_use) {
+    spdlog::info("malloc heap huge_pages=true");
+  } else {
+    spdlog::info("malloc heap huge_pages=false reason=\"{}\"", huge_page_heap.reason);
+  }
   // Before the gRPC door starts gRPC's threads: malloc's settings are the whole process's.
   if (serves_grpc(config)) tune_heap();
   try {

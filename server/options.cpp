@@ -266,6 +266,11 @@ std::vector<Option> build_table() {
       "idle_spin_us",
       "microseconds an I/O thread keeps polling after its last event before it sleeps (0: none)", 0,
       100'000, [](C c) -> unsigned& { return c.idle_spin_us; }));
+  table.push_back(bool_option(
+      "heap_huge_pages",
+      "grow malloc's heap in transparent huge pages (restarts the process at start-up with "
+      "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 unless that tunable is set already)",
+      [](C c) -> bool& { return c.heap_huge_pages; }));
   table.push_back(string_option("log_level", OptionType::choice, "least severe level logged",
                                 [](C c) -> std::string& { return c.log_level; },
                                 {"trace", "debug", "info", "warn", "error", "critical", "off"}));

@@ -47,6 +47,9 @@ struct ServerConfig {
   bool admin_introspection = false;
   std::string log_level = "info";   ///< read by the program, not by Server
   std::string log_format = "text";  ///< text or json; read by the program, not by Server
+  /// Whether the program restarts itself with malloc's heap on transparent huge pages
+  /// (server/heap_tuning.hpp); read by the program, not by Server.
+  bool heap_huge_pages = true;
   Limits limits;
   /// Token checks on both doors (open by default: tokens are ignored).
   auth::AuthConfig auth;

@@ -3,7 +3,12 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <future>
+#include <iterator>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "support/clients.hpp"
@@ -193,6 +198,78 @@ TEST(Lifecycle, ClosingEndsStreamsOpenedButNotYetWritten) {
   ASSERT_EQ(outcome_ready.wait_for(5s), std::future_status::ready);
   EXPECT_FALSE(outcome_ready.get().ok());
   EXPECT_FALSE(request->write(test::as_bytes("too late"), true).ok());
+}
+
+// The relay's environment as the kernel holds it. glibc splits a GLIBC_TUNABLES value at its
+// colons while reading it, so entries are looked for as substrings.
+std::string environment_of(int pid) {
+  std::ifstream file("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(file), {});
+}
+
+bool kernel_offers_huge_pages() {
+  std::ifstream file("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string word;
+  while (file >> word) {
+    if (word == "[always]" || word == "[madvise]") return true;
+  }
+  return false;
+}
+
+// Sets an environment variable for the relays a test starts, and restores it.
+class ScopedEnvironment {
+public:
+  ScopedEnvironment(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+  }
+  ~ScopedEnvironment() {
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnvironment(const ScopedEnvironment&) = delete;
+  ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
+
+private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// The relay restarts itself at start-up (same process id) with malloc's heap on transparent huge
+// pages, when the kernel offers them; an operator's own choice of that tunable, or the option
+// turned off, is left alone, and other tunables are kept.
+TEST(Lifecycle, TheRelayPutsItsHeapOnHugePagesUnlessTheOperatorChose) {
+  constexpr auto kOn = "glibc.malloc.hugetlb=1";
+  const bool offered = kernel_offers_huge_pages();
+  ScopedEnvironment none("GLIBC_TUNABLES", "");
+  {
+    test::ServerProcess relay(SWITCHBOARD_SERVER_BINARY);
+    EXPECT_EQ(environment_of(relay.pid()).find(kOn) != std::string::npos, offered);
+  }
+  {
+    test::ServerProcess relay(SWITCHBOARD_SERVER_BINARY, {"--heap-huge-pages=false"});
+    EXPECT_EQ(environment_of(relay.pid()).find("hugetlb"), std::string::npos);
+  }
+  {
+    ScopedEnvironment chosen("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0");
+    test::ServerProcess relay(SWITCHBOARD_SERVER_BINARY);
+    const auto environment = environment_of(relay.pid());
+    EXPECT_NE(environment.find("glibc.malloc.hugetlb=0"), std::string::npos);
+    EXPECT_EQ(environment.find(kOn), std::string::npos);
+  }
+  {
+    ScopedEnvironment other("GLIBC_TUNABLES", "glibc.malloc.tcache_count=5");
+    test::ServerProcess relay(SWITCHBOARD_SERVER_BINARY);
+    const auto environment = environment_of(relay.pid());
+    EXPECT_NE(environment.find("glibc.malloc.tcache_count=5"), std::string::npos);
+    EXPECT_EQ(environment.find(kOn) != std::string::npos, offered);
+    // It serves after the restart: a peer joins.
+    BlockingClient peer(options_for(relay.port(), Uuid::random()));
+    EXPECT_FALSE(peer.peer_id().is_nil());
+  }
 }
 
 }  // namespace
