@@ -10,6 +10,7 @@
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <mutex>
 
 #include "connection_private.hpp"
 
@@ -34,6 +35,24 @@ std::minstd_rand::result_type jitter_seed() {
   return static_cast<std::minstd_rand::result_type>(seeds());
 }
 }  // namespace
+
+namespace detail {
+std::shared_ptr<wire::BlockPool> shared_read_blocks(std::size_t block_size) {
+  // The pool keeps as many free blocks as the process's connections had out at once in the last
+  // second or two (the blocks of slices not yet consumed): a steady flow then allocates nothing.
+  // Once the flows stop, what comes back beyond that is freed; the 64-block ceiling (16 MiB of
+  // 256 KiB blocks) bounds what a burst can leave behind.
+  constexpr std::size_t kMinCached = 4;
+  constexpr std::size_t kMaxCached = 64;
+  constexpr auto kWindow = std::chrono::seconds(1);
+  static std::mutex mutex;
+  static boost::unordered_flat_map<std::size_t, std::shared_ptr<wire::BlockPool>> pools;
+  const std::lock_guard lock(mutex);
+  auto& pool = pools[block_size];
+  if (!pool) pool = wire::BlockPool::create_elastic(block_size, kMinCached, kMaxCached, kWindow);
+  return pool;
+}
+}  // namespace detail
 
 std::string Outcome::describe() const {
   std::string text(status_name(status));

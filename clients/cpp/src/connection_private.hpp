@@ -35,15 +35,26 @@ namespace detail {
 /// One TCP connection to the relay, or one lane of a shared connection (ConnectOptions::sharing).
 /// A reconnect makes a new Link; coroutines of the old one hold it until they notice `dead` and
 /// end, so they never touch the new socket or lane.
+/// The process's free full-size read blocks of `block_size` bytes, shared by every connection:
+/// a block a program still holds a slice of when its connection reads on is replaced from here
+/// rather than by malloc, and a released one comes back here rather than to malloc. Without it,
+/// connections receiving at once allocated and freed a 256 KiB block every few reads, and glibc
+/// handed the freed heap top back to the kernel, to fault it in again 4 KiB at a time (200,000
+/// page faults for 8 connections receiving 1 GiB each). One pool per block size.
+std::shared_ptr<wire::BlockPool> shared_read_blocks(std::size_t block_size);
+
 struct Link {
   static constexpr std::size_t kFirstReadBlock = 4096;
+  static std::size_t read_block_size(const ConnectOptions& options) {
+    return std::max<std::size_t>(256 * 1024, options.max_frame + 64);
+  }
 
   Link(boost::asio::any_io_executor ex, const ConnectOptions& options)
       : socket(ex),
         // The first block is small: the handshake and presence fit in it, and a connection
         // that never receives much (most of a program's many) never maps a full-size one.
-        reader(options.max_frame, std::max<std::size_t>(256 * 1024, options.max_frame + 64),
-               kFirstReadBlock),
+        reader(options.max_frame, read_block_size(options), kFirstReadBlock,
+               shared_read_blocks(read_block_size(options))),
         wake(ex),
         keepalive_timer(ex),
         keepalive(std::chrono::steady_clock::now()) {}

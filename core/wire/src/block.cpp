@@ -1,6 +1,7 @@
 // Block allocation and release, and the pool that recycles full-size blocks.
 #include "switchboard/wire/block.hpp"
 
+#include <algorithm>
 #include <new>
 
 namespace switchboard::wire {
@@ -53,11 +54,25 @@ void Block::destroy() noexcept {
 std::shared_ptr<BlockPool> BlockPool::create(std::size_t block_size, std::size_t max_cached) {
   // Not make_shared: the constructor is private so that every pool is owned by a shared_ptr,
   // which its outstanding blocks copy.
-  return std::shared_ptr<BlockPool>(new BlockPool(block_size, max_cached));
+  return std::shared_ptr<BlockPool>(new BlockPool(block_size, max_cached, max_cached,
+                                                  std::chrono::steady_clock::duration{}, false));
 }
 
-BlockPool::BlockPool(std::size_t block_size, std::size_t max_cached)
-    : block_size_(block_size), max_cached_(max_cached) {
+std::shared_ptr<BlockPool> BlockPool::create_elastic(std::size_t block_size, std::size_t min_cached,
+                                                     std::size_t max_cached,
+                                                     std::chrono::steady_clock::duration window) {
+  return std::shared_ptr<BlockPool>(
+      new BlockPool(block_size, std::min(min_cached, max_cached), max_cached, window, true));
+}
+
+BlockPool::BlockPool(std::size_t block_size, std::size_t min_cached, std::size_t max_cached,
+                     std::chrono::steady_clock::duration window, bool elastic)
+    : block_size_(block_size),
+      min_cached_(min_cached),
+      max_cached_(max_cached),
+      window_(window),
+      elastic_(elastic),
+      window_start_(std::chrono::steady_clock::now()) {
   free_.reserve(max_cached_);
 }
 
@@ -65,10 +80,16 @@ BlockPool::~BlockPool() {
   for (Block* block : free_) block->destroy();
 }
 
+std::size_t BlockPool::cap() const noexcept {
+  if (!elastic_) return max_cached_;
+  return std::clamp(std::max(peak_, previous_peak_), min_cached_, max_cached_);
+}
+
 BlockPtr<Block> BlockPool::acquire() {
   Block* block = nullptr;
   {
     const std::lock_guard lock(mutex_);
+    peak_ = std::max(peak_, ++outstanding_);
     if (!free_.empty()) {
       block = free_.back();
       free_.pop_back();
@@ -86,14 +107,23 @@ BlockPtr<Block> BlockPool::acquire() {
 }
 
 void BlockPool::fill() {
+  const std::size_t want = elastic_ ? min_cached_ : max_cached_;
   std::size_t missing = 0;
   {
     const std::lock_guard lock(mutex_);
-    missing = max_cached_ - free_.size();
+    missing = want > free_.size() ? want - free_.size() : 0;
   }
-  // Allocated outside the lock; recycle() frees whatever finds the pool full meanwhile.
+  // Allocated outside the lock; whatever finds the pool full meanwhile is freed.
   for (; missing > 0; --missing) {
-    recycle(Block::allocate(block_size_).release_ownership());
+    Block* block = Block::allocate(block_size_).release_ownership();
+    {
+      const std::lock_guard lock(mutex_);
+      if (free_.size() < want) {
+        free_.push_back(block);
+        continue;
+      }
+    }
+    block->destroy();
   }
 }
 
@@ -102,15 +132,34 @@ std::size_t BlockPool::cached() const {
   return free_.size();
 }
 
+std::size_t BlockPool::outstanding() const {
+  const std::lock_guard lock(mutex_);
+  return outstanding_;
+}
+
 void BlockPool::recycle(Block* block) noexcept {
-  {
-    const std::lock_guard lock(mutex_);
-    if (free_.size() < max_cached_) {
-      free_.push_back(block);
-      return;
+  const std::lock_guard lock(mutex_);
+  --outstanding_;
+  if (elastic_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - window_start_ >= window_) {
+      previous_peak_ = peak_;
+      peak_ = outstanding_;
+      window_start_ = now;
     }
   }
+  const std::size_t keep = cap();
+  if (free_.size() < keep) {
+    free_.push_back(block);
+    return;
+  }
+  // One block (256 KiB by default) comes back at a time, so freeing under the lock is rare next
+  // to the bytes each block carried.
   block->destroy();
+  while (free_.size() > keep) {
+    free_.back()->destroy();
+    free_.pop_back();
+  }
 }
 
 }  // namespace switchboard::wire

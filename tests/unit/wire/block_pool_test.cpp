@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -127,6 +128,54 @@ TEST(BlockPool, FillMakesItsCapOfFreeBlocksAndKeepsNoMore) {
   out.reset();  // the pool is full again: this one is freed
   EXPECT_EQ(pool->cached(), 3u);
   pool->fill();  // already full: nothing more
+  EXPECT_EQ(pool->cached(), 3u);
+}
+
+// An elastic pool keeps as many free blocks as were out at once within its window, however
+// many, up to its ceiling: a flow whose slices hold many blocks recycles every one of them.
+TEST(BlockPool, ElasticKeepsWhatWasOutWithinItsWindow) {
+  auto pool = BlockPool::create_elastic(1 * KiB, 2, 8, std::chrono::hours(1));
+  pool->fill();
+  EXPECT_EQ(pool->cached(), 2u);  // fill makes the floor
+  std::vector<BlockPtr<Block>> blocks;
+  for (int i = 0; i < 6; ++i) blocks.push_back(pool->acquire());
+  EXPECT_EQ(pool->outstanding(), 6u);
+  blocks.clear();
+  EXPECT_EQ(pool->cached(), 6u);
+  EXPECT_EQ(pool->outstanding(), 0u);
+  std::set<const Block*> kept;
+  for (int i = 0; i < 6; ++i) {
+    blocks.push_back(pool->acquire());
+    kept.insert(blocks.back().get());
+  }
+  EXPECT_EQ(pool->cached(), 0u);  // all six came from the pool
+  EXPECT_EQ(kept.size(), 6u);
+  for (int i = 0; i < 6; ++i) blocks.push_back(pool->acquire());
+  blocks.clear();
+  EXPECT_EQ(pool->cached(), 8u);  // twelve were out; the ceiling is eight
+}
+
+// Once a window has passed without them, blocks beyond the need are freed as they come back.
+// With a window of zero every return starts a new one, so the cap follows the blocks still out
+// (the larger of two consecutive counts) down to the floor.
+TEST(BlockPool, ElasticFreesWhatIsNoLongerNeeded) {
+  auto pool = BlockPool::create_elastic(1 * KiB, 2, 8, std::chrono::steady_clock::duration{0});
+  std::vector<BlockPtr<Block>> blocks;
+  for (int i = 0; i < 6; ++i) blocks.push_back(pool->acquire());
+  blocks.resize(3);
+  EXPECT_LE(pool->cached(), 4u);  // three back, the cap followed the four then three still out
+  blocks.clear();
+  EXPECT_EQ(pool->cached(), 2u);  // the floor
+  EXPECT_EQ(pool->outstanding(), 0u);
+}
+
+// A fixed pool's cap does not move with use.
+TEST(BlockPool, FixedCapIgnoresHowManyWereOut) {
+  auto pool = BlockPool::create(1 * KiB, 3);
+  std::vector<BlockPtr<Block>> blocks;
+  for (int i = 0; i < 6; ++i) blocks.push_back(pool->acquire());
+  EXPECT_EQ(pool->outstanding(), 6u);
+  blocks.clear();
   EXPECT_EQ(pool->cached(), 3u);
 }
 

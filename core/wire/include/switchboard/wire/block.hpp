@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -131,6 +132,14 @@ private:
 class BlockPool : public std::enable_shared_from_this<BlockPool> {
 public:
   static std::shared_ptr<BlockPool> create(std::size_t block_size, std::size_t max_cached);
+  /// A pool whose cap follows its use: it keeps as many free blocks as were out of it at once
+  /// during the current and the previous `window`, at least `min_cached` and at most
+  /// `max_cached`. A flow whose slices hold many blocks for a while then recycles all of them,
+  /// however many that takes; a window after the flow has shrunk, blocks that come back beyond
+  /// the new need are freed. fill() makes `min_cached` free blocks.
+  static std::shared_ptr<BlockPool> create_elastic(std::size_t block_size, std::size_t min_cached,
+                                                   std::size_t max_cached,
+                                                   std::chrono::steady_clock::duration window);
   ~BlockPool();
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
@@ -143,19 +152,33 @@ public:
   void fill();
 
   std::size_t block_size() const noexcept { return block_size_; }
+  /// The most free blocks kept (for a pool made by create(), the cap; fill() makes this many).
   std::size_t max_cached() const noexcept { return max_cached_; }
   /// Free blocks held now.
   std::size_t cached() const;
+  /// Blocks handed out and not yet back.
+  std::size_t outstanding() const;
 
 private:
   friend class Block;
-  BlockPool(std::size_t block_size, std::size_t max_cached);
+  BlockPool(std::size_t block_size, std::size_t min_cached, std::size_t max_cached,
+            std::chrono::steady_clock::duration window, bool elastic);
   void recycle(Block* block) noexcept;
+  // The free blocks kept now; under mutex_.
+  std::size_t cap() const noexcept;
 
   const std::size_t block_size_;
+  const std::size_t min_cached_;
   const std::size_t max_cached_;
+  const std::chrono::steady_clock::duration window_;
+  const bool elastic_;
   mutable std::mutex mutex_;
   std::vector<Block*> free_;  // capacity reserved up front: recycling never allocates
+  std::size_t outstanding_ = 0;
+  // Elastic pools: the most blocks out at once in this window and in the one before.
+  std::size_t peak_ = 0;
+  std::size_t previous_peak_ = 0;
+  std::chrono::steady_clock::time_point window_start_{};
 };
 
 template <typename T>
