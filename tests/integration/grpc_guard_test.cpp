@@ -27,6 +27,7 @@
 #include "support/clients.hpp"
 #include "support/h2_frames.hpp"
 #include "support/relay.hpp"
+#include "support/sanitizers.hpp"
 #include "switchboard/v1/switchboard.grpc.pb.h"
 
 namespace switchboard {
@@ -197,17 +198,7 @@ private:
   std::thread reader_;
 };
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using test::kSanitized;
 
 Bytes opening() { return h2::concat({h2::preface(), h2::settings()}); }
 

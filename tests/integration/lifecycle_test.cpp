@@ -16,6 +16,7 @@
 #include "support/process.hpp"
 #include "support/raw_peer.hpp"
 #include "support/relay.hpp"
+#include "support/sanitizers.hpp"
 
 namespace switchboard {
 namespace {
@@ -273,17 +274,7 @@ TEST(Lifecycle, TheRelayPutsItsHeapOnHugePagesUnlessTheOperatorChose) {
   }
 }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
+using test::kSanitized;
 
 long minor_page_faults() {
   rusage usage{};
