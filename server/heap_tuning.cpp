@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string_view>
 
 namespace switchboard::core {
@@ -58,6 +59,22 @@ std::string thp_mode() {
   return {};
 }
 
+// The value of glibc.malloc.hugetlb this process was started with, read from the environment
+// the kernel handed it (glibc may split the variable at its colons or keep only a copy, so the
+// entry is looked for anywhere in it); empty when none. A restart that did not take (a C library
+// that hides the variable afterwards) therefore never repeats.
+std::string started_with_huge_tlb() {
+  std::ifstream file("/proc/self/environ", std::ios::binary);
+  const std::string environment((std::istreambuf_iterator<char>(file)),
+                                std::istreambuf_iterator<char>());
+  const std::string key = std::string(kHugeTlb) + "=";
+  const auto at = environment.find(key);
+  if (at == std::string::npos) return {};
+  const auto value = at + key.size();
+  const auto end = environment.find_first_of(std::string(":\0", 2), value);
+  return environment.substr(value, end == std::string::npos ? std::string::npos : end - value);
+}
+
 }  // namespace
 
 void tune_heap() {
@@ -88,6 +105,10 @@ HugePageHeap restart_on_huge_page_heap(char** argv) {
   // A copy: setenv below replaces the string getenv points into.
   const std::string current = tunables != nullptr ? tunables : "";
   if (!huge_tlb_setting(current).empty()) return huge_page_heap_state();  // set by the operator
+  if (const auto started = started_with_huge_tlb(); !started.empty()) {
+    if (started == "1") return {true, {}};
+    return {false, "started with glibc.malloc.hugetlb=" + started};
+  }
   const auto mode = thp_mode();
   if (mode != "always" && mode != "madvise") {
     return {false, mode.empty() ? std::string("the kernel offers no transparent huge pages")
