@@ -53,9 +53,15 @@ void NativeDoor::start() {
   handlers.accepted = [this](tcp::socket socket, const tcp::endpoint& remote) {
     place_session(std::move(socket), remote);
   };
+  // A TLS connection stays on the thread its handshake ran on (a TLS session cannot move), so
+  // it is not placed by channel, and a shared one tells its client there is one shard.
   handlers.secured = [this](std::unique_ptr<transport::Transport> transport,
                             std::chrono::steady_clock::time_point accepted_at) {
-    start_session(std::move(transport), accepted_at);
+    if (wire::is_mux_prefix(transport->read_ahead())) {
+      start_shared(std::move(transport), accepted_at, 1);
+    } else {
+      start_session(std::move(transport), accepted_at);
+    }
   };
   listener_.start(std::move(handlers));
 }
@@ -134,21 +140,22 @@ void NativeDoor::place_by_hello(tcp::socket socket, const tcp::endpoint& remote,
   auto transport = transport::make_tcp_transport(
       transport::move_to(std::move(socket), *target, remote.protocol()), remote);
   if (wire::is_mux_prefix(head)) {
-    start_shared(std::move(transport), accepted_at);
+    start_shared(std::move(transport), accepted_at, placement_shards());
   } else {
     start_session(std::move(transport), accepted_at);
   }
 }
 
 void NativeDoor::start_shared(std::unique_ptr<transport::Transport> transport,
-                              std::chrono::steady_clock::time_point accepted_at) {
+                              std::chrono::steady_clock::time_point accepted_at,
+                              std::uint16_t shards) {
   const auto id = next_connection_id_.fetch_add(1);
   auto shared = std::make_shared<MuxConnection>(
       std::move(transport), context_,
       [this](std::unique_ptr<transport::Transport> lane) {
         start_session(std::move(lane), std::chrono::steady_clock::now());
       },
-      [this] { return admission_.at_connection_limit(); }, accepted_at, placement_shards());
+      [this] { return admission_.at_connection_limit(); }, accepted_at, shards);
   {
     std::lock_guard lock(sessions_mutex_);
     if (shared_.size() > 1024 && shared_.size() % 1024 == 0) {

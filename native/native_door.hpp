@@ -74,9 +74,10 @@ private:
                       std::chrono::steady_clock::time_point accepted_at);
   void start_session(std::unique_ptr<transport::Transport> transport,
                      std::chrono::steady_clock::time_point accepted_at);
-  /// A connection whose first frame is MUX: its lanes' sessions run on its thread.
+  /// A connection whose first frame is MUX: its lanes' sessions run on its thread. `shards` is
+  /// what its MUX answer tells (placement_shards(), or 1 for a connection not placed).
   void start_shared(std::unique_ptr<transport::Transport> transport,
-                    std::chrono::steady_clock::time_point accepted_at);
+                    std::chrono::steady_clock::time_point accepted_at, std::uint16_t shards);
   void track(const std::shared_ptr<Session>& session, std::uint64_t id);
 
   RelayContext& context_;

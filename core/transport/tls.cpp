@@ -13,7 +13,9 @@
 #include <boost/asio/write.hpp>
 #include <cstring>
 #include <fstream>
+#include <span>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace switchboard::core::transport {
@@ -62,7 +64,28 @@ public:
   std::string remote() const override { return remote_; }
 
   asio::awaitable<IoResult> read_some(asio::mutable_buffer buffer) override {
+    if (has_first_byte_ && buffer.size() > 0) {
+      has_first_byte_ = false;
+      *static_cast<std::uint8_t*>(buffer.data()) = first_byte_;
+      co_return IoResult{error_code{}, 1};
+    }
+    if (first_error_) co_return IoResult{std::exchange(first_error_, {}), 0};
     co_return co_await stream_->async_read_some(buffer, kUseTuple);
+  }
+
+  std::span<const std::uint8_t> read_ahead() const noexcept override {
+    return has_first_byte_ ? std::span<const std::uint8_t>(&first_byte_, 1)
+                           : std::span<const std::uint8_t>();
+  }
+
+  /// What the first read gave (see accept_tls): a byte, or an error for the session to see.
+  void set_first_read(const error_code& ec, std::size_t n, std::uint8_t byte) noexcept {
+    if (ec) {
+      first_error_ = ec;
+    } else if (n == 1) {
+      first_byte_ = byte;
+      has_first_byte_ = true;
+    }
   }
 
   asio::awaitable<IoResult> write(std::span<const asio::const_buffer> buffers) override {
@@ -87,6 +110,9 @@ private:
   std::vector<std::uint8_t> gathered_;
   std::string remote_;
   bool shutdown_started_ = false;
+  std::uint8_t first_byte_ = 0;
+  bool has_first_byte_ = false;
+  error_code first_error_;
 };
 
 }  // namespace
@@ -215,26 +241,40 @@ asio::awaitable<std::unique_ptr<Transport>> accept_tls(tcp::socket socket,
                                                        std::chrono::milliseconds timeout,
                                                        error_code& error) {
   auto stream = std::make_shared<TlsStream>(std::move(socket), *context);
+  // Past the handshake, the deadline only stops the wait for the first byte: the session then
+  // runs out the same deadline and tells the client so, as over plaintext.
+  auto handshaken = std::make_shared<bool>(false);
   asio::steady_timer timer(stream->get_executor(), timeout);
-  timer.async_wait([weak = std::weak_ptr<TlsStream>(stream)](const error_code& ec) {
+  timer.async_wait([weak = std::weak_ptr<TlsStream>(stream), handshaken](const error_code& ec) {
     if (ec) return;
     if (auto expired = weak.lock()) {
       error_code ignored;
-      expired->next_layer().close(ignored);
+      if (*handshaken) {
+        expired->next_layer().cancel(ignored);
+      } else {
+        expired->next_layer().close(ignored);
+      }
     }
   });
   auto [ec] = co_await stream->async_handshake(ssl::stream_base::server,
                                                asio::as_tuple(asio::use_awaitable));
-  // Nothing cancelled: the timer has already fired and closed the socket under the handshake.
-  const bool timed_out = timer.cancel() == 0;
-  if (ec || timed_out) {
-    error = timed_out ? error_code(asio::error::timed_out) : ec;
+  if (ec || timer.expiry() <= std::chrono::steady_clock::now()) {
+    timer.cancel();
+    error = ec ? ec : error_code(asio::error::timed_out);
     error_code ignored;
     stream->next_layer().close(ignored);
     co_return nullptr;
   }
+  *handshaken = true;
+  // The first byte tells a shared connection (MUX) from a connection of its own (HELLO). A TLS
+  // record cannot be peeked, so it is read here and handed to the session as read_ahead().
+  std::uint8_t first = 0;
+  auto [read_error, n] = co_await stream->async_read_some(asio::buffer(&first, 1), kUseTuple);
+  const bool timed_out = timer.cancel() == 0;
   error = {};
-  co_return std::make_unique<TlsTransport>(std::move(stream), std::move(context));
+  auto transport = std::make_unique<TlsTransport>(std::move(stream), std::move(context));
+  if (!timed_out) transport->set_first_read(read_error, n, first);
+  co_return transport;
 }
 
 }  // namespace switchboard::core::transport

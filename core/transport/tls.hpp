@@ -62,7 +62,10 @@ private:
 };
 
 /// Runs the server side of a TLS handshake on `socket` (on the socket's executor), closing the
-/// socket if it takes longer than `timeout`. Returns the transport, or nullptr with `error` set.
+/// socket if it takes longer than `timeout`, then reads the client's first byte within the same
+/// `timeout` (the transport's read_ahead(); empty when the client sent nothing in time, its
+/// first read then reports any error the client caused). Returns the transport, or nullptr with
+/// `error` set when the handshake failed.
 asio::awaitable<std::unique_ptr<Transport>> accept_tls(asio::ip::tcp::socket socket,
                                                        std::shared_ptr<asio::ssl::context> context,
                                                        std::chrono::milliseconds timeout,

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -44,6 +45,10 @@ public:
     ec = asio::error::would_block;
     return 0;
   }
+  /// Bytes already read from the connection that the next read_some returns first. A door
+  /// that must see a connection's first byte before it picks the handler (a TLS connection's
+  /// MUX or HELLO) reads it here rather than peeking, which TLS cannot do.
+  virtual std::span<const std::uint8_t> read_ahead() const noexcept { return {}; }
   /// Ends the sending direction after the last write (the peer reads eof).
   virtual void shutdown_send() noexcept = 0;
   /// Closes both directions now; outstanding operations complete with an error.

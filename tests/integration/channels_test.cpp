@@ -1,21 +1,31 @@
 // Integration tests of client::Channels: one object in hundreds of channels of a real relay
-// process, requests served per channel by another object, paced joins, and leaving.
+// process, requests served per channel by another object, paced joins, leaving, and shared
+// connections over mutual TLS.
 #include "switchboard/channels.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/child_server.hpp"
 #include "support/cut_proxy.hpp"
+#include "switchboard/client.hpp"
 #include "switchboard/wire/frame.hpp"
 
 namespace switchboard {
@@ -381,6 +391,214 @@ TEST_F(ChannelsTest, UnreachableRelayFailsTheJoin) {
   EXPECT_TRUE(outcome.unreachable) << outcome.describe();
   EXPECT_EQ(channel->state(), client::ConnectionState::closed);
   EXPECT_EQ(channels.size(), 0u);
+}
+
+// ---- Shared connections over TLS ----
+
+/// A CA, the relay's certificate (for 127.0.0.1), two client certificates it signed and a CA
+/// nobody trusts, made with the openssl CLI in a temporary folder.
+struct TestPki {
+  std::filesystem::path dir;
+
+  TestPki() {
+    char pattern[] = "/tmp/switchboard-pki-XXXXXX";
+    dir = ::mkdtemp(pattern);
+    make_ca("ca");
+    make_ca("rogue-ca");
+    make_leaf("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n");
+    make_leaf("alice", "clientAuth", "");
+    make_leaf("bob", "clientAuth", "");
+  }
+  ~TestPki() { std::filesystem::remove_all(dir); }
+  TestPki(const TestPki&) = delete;
+  TestPki& operator=(const TestPki&) = delete;
+
+  std::string file(const std::string& name) const { return (dir / name).string(); }
+  /// Client settings trusting the CA, presenting `who`'s certificate (none when empty).
+  client::TlsOptions client(const std::string& who) const {
+    client::TlsOptions tls;
+    tls.enabled = true;
+    tls.ca_file = file("ca.pem");
+    if (!who.empty()) {
+      tls.cert_file = file(who + ".pem");
+      tls.key_file = file(who + ".key");
+    }
+    return tls;
+  }
+
+private:
+  static void run(const std::string& command) {
+    if (std::system((command + " >/dev/null 2>&1").c_str()) != 0) {
+      throw std::runtime_error("failed: " + command);
+    }
+  }
+  void make_ca(const std::string& name) {
+    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
+        file(name + ".key") + " -out " + file(name + ".pem") + " -days 2 -subj /CN=" + name +
+        " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign");
+  }
+  void make_leaf(const std::string& name, const std::string& usage, const std::string& san) {
+    run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
+        file(name + ".key") + " -out " + file(name + ".csr") + " -subj /CN=" + name);
+    std::ofstream(dir / (name + ".ext")) << san << "extendedKeyUsage=" << usage << "\n";
+    run("openssl x509 -req -in " + file(name + ".csr") + " -CA " + file("ca.pem") + " -CAkey " +
+        file("ca.key") + " -set_serial " + std::to_string(1000 + name.size()) + " -days 2 -out " +
+        file(name + ".pem") + " -extfile " + file(name + ".ext"));
+  }
+};
+
+class ChannelsTlsTest : public ChannelsTest {
+protected:
+  void SetUp() override {
+    // Two relay threads: over plain TCP, an object whose channels hash to both keeps two shared
+    // connections; a TLS connection is not placed by channel, so it keeps one.
+    start({"--threads", "2", "--tls-native", "--tls-cert-file", pki_.file("server.pem"),
+           "--tls-key-file", pki_.file("server.key"), "--tls-client-ca-file", pki_.file("ca.pem")});
+  }
+  ChannelsOptions tls_options(const std::string& who, std::uint16_t port) {
+    auto o = options();
+    o.port = port;
+    o.tls = pki_.client(who);
+    return o;
+  }
+
+  TestPki pki_;
+};
+
+// Two objects on a relay that requires client certificates, each in 24 channels: each object's
+// memberships are lanes of one TLS connection (24 random channels all on one of two relay
+// threads: one chance in 2^23 that plain TCP would need just one too), presence is exact, and
+// every channel answers its requests.
+TEST_F(ChannelsTlsTest, ChannelsShareOneTlsConnection) {
+  constexpr int kChannels = 24;
+  test::CutProxy proxy(port_);
+  std::vector<Uuid> ids;
+  for (int i = 0; i < kChannels; ++i) ids.push_back(Uuid::random());
+  Channels responders(tls_options("alice", port_));
+  for (const auto& id : ids) {
+    JoinOptions join;
+    join.accept_requests = true;
+    responders.join(id, join)->serve([id](const std::vector<std::uint8_t>& request) {
+      auto response = bytes_of(id.to_string() + ":");
+      response.insert(response.end(), request.begin(), request.end());
+      return response;
+    });
+  }
+  Channels requesters(tls_options("bob", proxy.port()));
+  for (const auto& id : ids) requesters.join(id);
+  ASSERT_EQ(responders.wait_all_joined(std::chrono::seconds(60)), kChannels);
+  ASSERT_EQ(requesters.wait_all_joined(std::chrono::seconds(60)), kChannels);
+  EXPECT_EQ(proxy.accepted(), 1u);
+  // Every lane counts as a connection, and so does each object's one TLS connection.
+  EXPECT_TRUE(eventually([&] { return open_connections() == 2 * (kChannels + 1); }))
+      << open_connections();
+
+  std::vector<std::future<client::Response>> responses;
+  for (const auto& id : ids) {
+    auto mine = requesters.find(id);
+    auto theirs = responders.find(id);
+    ASSERT_TRUE(eventually([&] { return mine->peers().size() == 1; })) << id.to_string();
+    EXPECT_EQ(mine->peers(), std::vector<Uuid>{theirs->peer_id()});
+    responses.push_back(mine->request(Target::any(), bytes_of("over tls")));
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    ASSERT_EQ(responses[i].wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    const auto response = responses[i].get();
+    ASSERT_TRUE(response.outcome.ok()) << response.outcome.describe();
+    EXPECT_EQ(response.body, bytes_of(ids[i].to_string() + ":over tls"));
+  }
+  requesters.close();
+  responders.close();
+  EXPECT_TRUE(eventually([&] { return open_connections() == 0; })) << open_connections();
+}
+
+// A shared TLS connection that the relay refuses (no client certificate), or whose relay the
+// client does not trust (another CA), fails each of its joins with UNAUTHENTICATED and TLS's
+// reason, as a connection of its own would; a channel already joined is not disturbed.
+TEST_F(ChannelsTlsTest, RefusedTlsFailsTheJoinsClearly) {
+  const auto id = Uuid::random();
+  Channels good(tls_options("alice", port_));
+  JoinOptions join;
+  join.accept_requests = true;
+  good.join(id, join)->serve([](const std::vector<std::uint8_t>& request) { return request; });
+  ASSERT_EQ(good.wait_all_joined(std::chrono::seconds(30)), 1);
+
+  struct Case {
+    std::string name;
+    ChannelsOptions options;
+    std::string reason;  // in the outcome's message
+  };
+  std::vector<Case> cases{{"no client certificate", tls_options("", port_), "TLS session"},
+                          {"untrusted relay", tls_options("alice", port_), "certificate verify"}};
+  cases[1].options.tls.ca_file = pki_.file("rogue-ca.pem");
+  for (auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    Channels refused(c.options);
+    std::vector<std::shared_ptr<Channel>> channels{refused.join(id), refused.join(Uuid::random())};
+    for (const auto& channel : channels) {
+      ASSERT_EQ(channel->joined().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+      const auto outcome = channel->wait_joined();
+      EXPECT_EQ(outcome.status, Status::unauthenticated) << outcome.describe();
+      EXPECT_NE(outcome.message.find(c.reason), std::string::npos) << outcome.describe();
+    }
+  }
+  Channels requester(tls_options("bob", port_));
+  auto asking = requester.join(id);
+  ASSERT_TRUE(asking->wait_joined().ok());
+  const auto answer = asking->request(Target::any(), bytes_of("still here")).get();
+  ASSERT_TRUE(answer.outcome.ok()) << answer.outcome.describe();
+  EXPECT_EQ(answer.body, bytes_of("still here"));
+  EXPECT_EQ(good.find(id)->peers(), std::vector<Uuid>{asking->peer_id()});
+}
+
+// A group shares a TLS connection only between Connections whose TLS settings are the same: a
+// client certificate is an identity, so Alice's lanes and Bob's never ride one connection.
+TEST_F(ChannelsTlsTest, SharingKeepsTlsIdentitiesApart) {
+  test::CutProxy proxy(port_);
+  boost::asio::io_context io;
+  auto work = boost::asio::make_work_guard(io);
+  std::thread thread([&] { io.run(); });
+  const auto group = client::share_connections(io.get_executor());
+  const auto channel = Uuid::random();
+  const auto connect = [&](const std::string& who, const Uuid& on) {
+    client::ConnectOptions o;
+    o.port = proxy.port();
+    o.channel = on;
+    o.tls = pki_.client(who);
+    o.sharing = group;
+    return boost::asio::co_spawn(
+               io,
+               [o]() -> boost::asio::awaitable<
+                         std::pair<std::shared_ptr<client::Connection>, client::Outcome>> {
+                 client::Outcome outcome;
+                 auto connection = co_await client::Connection::connect(
+                     co_await boost::asio::this_coro::executor, o, outcome);
+                 co_return std::make_pair(std::move(connection), outcome);
+               },
+               boost::asio::use_future)
+        .get();
+  };
+  auto alice = connect("alice", channel);
+  auto bob = connect("bob", channel);
+  auto alice_again = connect("alice", Uuid::random());
+  for (const auto* joined : {&alice, &bob, &alice_again}) {
+    ASSERT_TRUE(joined->second.ok()) << joined->second.describe();
+  }
+  EXPECT_EQ(proxy.accepted(), 2u);
+  // Both of the channel's members are live: each sees the other.
+  EXPECT_TRUE(eventually([&] {
+    return alice.first->peers() == std::vector<Uuid>{bob.first->peer_id()} &&
+           bob.first->peers() == std::vector<Uuid>{alice.first->peer_id()};
+  }));
+  boost::asio::post(io, [&] {
+    alice.first->close();
+    bob.first->close();
+    alice_again.first->close();
+  });
+  EXPECT_TRUE(eventually([&] { return open_connections() == 0; })) << open_connections();
+  work.reset();
+  io.stop();
+  thread.join();
 }
 
 }  // namespace

@@ -399,6 +399,46 @@ def shutdown_with_silent_handshake(pki):
         relay.stop()
 
 
+def tls_client(pki, relay):
+    """A TLS connection to the relay's native door that has finished its handshake and sent
+    nothing."""
+    host, port = relay.core.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(pki.ca[1]))
+    raw = socket.create_connection((host, int(port)), timeout=WAIT)
+    return context.wrap_socket(raw, server_hostname=host)
+
+
+def silent_after_handshake(pki):
+    """A client silent after its TLS handshake gets the handshake-timeout ERROR, as a silent
+    plaintext client does (the relay reads a TLS connection's first byte to tell a shared
+    connection from a single one, within the same timeout); and a SIGTERM then does not wait
+    for that read."""
+    relay = Relay(pki, grpc_tls=False, extra=("--handshake-timeout", "1s"))
+    try:
+        with tls_client(pki, relay) as tls:
+            received = b""
+            while b"handshake timeout" not in received:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+        assert b"handshake timeout" in received, f"relay sent {received!r}"
+    finally:
+        relay.stop()
+    relay = Relay(pki, grpc_tls=False, extra=("--handshake-timeout", "30s"))
+    try:
+        with tls_client(pki, relay):
+            started = time.monotonic()
+            relay.popen.send_signal(signal.SIGTERM)
+            relay.popen.wait(WAIT)
+            elapsed = time.monotonic() - started
+        assert relay.popen.returncode == 0, f"exit code {relay.popen.returncode}"
+        assert elapsed < 5.0, f"exit took {elapsed:.1f} s"
+        return f"ERROR received; exit after {elapsed * 1000:.0f} ms"
+    finally:
+        relay.stop()
+
+
 def run_case(door, name, function, relay):
     started = time.monotonic()
     try:
@@ -451,6 +491,11 @@ def main():
         except Exception as error:
             RESULTS.append(("native", "SIGTERM with a client mid-handshake: prompt exit", "FAIL",
                             str(error).splitlines()[0][:200]))
+        name = "silent after the TLS handshake: ERROR, prompt SIGTERM"
+        try:
+            RESULTS.append(("native", name, "ok", silent_after_handshake(pki)))
+        except Exception as error:
+            RESULTS.append(("native", name, "FAIL", str(error).splitlines()[0][:200]))
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
 

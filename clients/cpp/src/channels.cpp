@@ -34,9 +34,7 @@ struct Channel::Shared {
       : options(std::move(o)),
         work(asio::make_work_guard(io)),
         resolved_signal(io),
-        sharing(options.share_connections && !options.tls.enabled
-                    ? share_connections(io.get_executor())
-                    : nullptr),
+        sharing(options.share_connections ? share_connections(io.get_executor()) : nullptr),
         learnt_signal(io, Clock::time_point::max()),
         tokens(static_cast<double>(options.connect_burst)),
         refilled(Clock::now()) {
@@ -413,11 +411,14 @@ asio::awaitable<void> Channel::run_join() {
     Outcome outcome;
     auto address = co_await shared.relay_address(outcome);
     if (p.leaving) co_return;
+    // The certificate names the relay's host, not the address it resolved to.
+    TlsOptions tls = shared.options.tls;
+    if (tls.enabled && tls.server_name.empty()) tls.server_name = shared.options.host;
     // Lanes of shared connections are not paced: they are no TCP connects.
     bool paced = true;
     bool learner = false;
     while (address && shared.sharing) {
-      const auto known = shared.sharing->known(*address, shared.options.port);
+      const auto known = shared.sharing->known(*address, shared.options.port, tls);
       if (known == ConnectionSharing::Known::does_not_share) break;
       if (known == ConnectionSharing::Known::shares || shared.learner_done) {
         paced = false;
@@ -455,12 +456,8 @@ asio::awaitable<void> Channel::run_join() {
       options.stream_window = shared.options.stream_window;
       options.connect_timeout = shared.options.connect_timeout;
       options.reconnect = shared.options.reconnect;
-      options.tls = shared.options.tls;
+      options.tls = tls;
       options.sharing = shared.sharing;
-      // The certificate names the relay's host, not the address it resolved to.
-      if (options.tls.enabled && options.tls.server_name.empty()) {
-        options.tls.server_name = shared.options.host;
-      }
       connection = co_await Connection::connect(shared.io.get_executor(), options, outcome);
     }
     if (learner) {

@@ -175,12 +175,21 @@ void ConnectionImpl::on_closed(std::function<void(const Outcome&)> handler) {
 }
 
 asio::awaitable<Outcome> ConnectionImpl::start_tls(Link& link) {
+  co_return co_await detail::start_client_tls(link.socket, options_.tls, target_.host, target_.port,
+                                              link.tls_context, link.tls);
+}
+
+namespace detail {
+
+asio::awaitable<Outcome> start_client_tls(
+    tcp::socket& socket, const TlsOptions& tls, const std::string& host, std::uint16_t port,
+    std::optional<asio::ssl::context>& context_slot,
+    std::unique_ptr<asio::ssl::stream<tcp::socket&>>& stream) {
   namespace ssl = asio::ssl;
-  const auto& tls = options_.tls;
   auto failure = [](std::string message) {
     return Outcome{Status::unauthenticated, 0, std::move(message)};
   };
-  auto& context = link.tls_context.emplace(ssl::context::tls_client);
+  auto& context = context_slot.emplace(ssl::context::tls_client);
   context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
   boost::system::error_code ec;
@@ -199,26 +208,28 @@ asio::awaitable<Outcome> ConnectionImpl::start_tls(Link& link) {
                                  ssl::context::pem, ec);
     if (ec) co_return failure("cannot load TLS key \"" + tls.key_file + "\": " + ec.message());
   }
-  const std::string name = tls.server_name.empty() ? target_.host : tls.server_name;
+  const std::string name = tls.server_name.empty() ? host : tls.server_name;
   context.set_verify_mode(ssl::verify_peer);
   context.set_verify_callback(ssl::host_name_verification(name));
-  link.tls = std::make_unique<ssl::stream<tcp::socket&>>(link.socket, context);
+  stream = std::make_unique<ssl::stream<tcp::socket&>>(socket, context);
   boost::system::error_code not_an_address;
   (void)asio::ip::make_address(name, not_an_address);
-  if (not_an_address) SSL_set_tlsext_host_name(link.tls->native_handle(), name.c_str());
-  auto [handshake_error] = co_await link.tls->async_handshake(ssl::stream_base::client, kUseTuple);
+  if (not_an_address) SSL_set_tlsext_host_name(stream->native_handle(), name.c_str());
+  auto [handshake_error] = co_await stream->async_handshake(ssl::stream_base::client, kUseTuple);
   if (handshake_error) {
     std::string reason = handshake_error.message();
-    const long verify = SSL_get_verify_result(link.tls->native_handle());
+    const long verify = SSL_get_verify_result(stream->native_handle());
     if (verify != X509_V_OK) {
       reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ", checking \"" + name +
                 "\")";
     }
-    co_return failure("TLS handshake with " + target_.host + ":" + std::to_string(target_.port) +
+    co_return failure("TLS handshake with " + host + ":" + std::to_string(port) +
                       " failed: " + reason);
   }
   co_return Outcome{};
 }
+
+}  // namespace detail
 
 std::optional<ConnectionImpl::RelayAddress> ConnectionImpl::parse_address(std::string_view text) {
   const auto colon = text.rfind(':');
@@ -367,14 +378,14 @@ asio::awaitable<Outcome> ConnectionImpl::connect_socket(Link& link) {
 }
 
 asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
-  if (options_.sharing && !options_.tls.enabled) {
+  if (options_.sharing) {
     // A lane of a shared connection takes the place of a connect; where the relay does not
     // share, the connection is this Connection's own, as without sharing.
     link.lane = std::make_shared<detail::Lane>(executor_);
     Outcome failure;
     const auto attached =
-        co_await options_.sharing->attach(*link.lane, target_.host, target_.port, options_.channel,
-                                          options_.connect_timeout, failure);
+        co_await options_.sharing->attach(*link.lane, target_.host, target_.port, options_.tls,
+                                          options_.channel, options_.connect_timeout, failure);
     if (attached == ConnectionSharing::Attached::failed) co_return failure;
     if (attached == ConnectionSharing::Attached::not_shared) link.lane.reset();
   }

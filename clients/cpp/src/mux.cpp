@@ -1,4 +1,5 @@
-// Shared connections: lanes, the TCP connection that carries them, and the group choosing it.
+// Shared connections: lanes, the TCP or TLS connection that carries them, and the group choosing
+// it.
 #include "mux.hpp"
 
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <cstring>
+#include <tuple>
 
 #include "switchboard/wire/codec.hpp"
 
@@ -39,6 +41,16 @@ std::shared_ptr<ConnectionSharing> share_connections(asio::any_io_executor execu
 }
 
 namespace detail {
+
+bool SharedAddress::operator<(const SharedAddress& other) const noexcept {
+  if (std::tie(host, port, tls.enabled) != std::tie(other.host, other.port, other.tls.enabled)) {
+    return std::tie(host, port, tls.enabled) < std::tie(other.host, other.port, other.tls.enabled);
+  }
+  if (!tls.enabled) return false;  // plain TCP: the TLS fields mean nothing
+  return std::tie(tls.ca_file, tls.cert_file, tls.key_file, tls.server_name) <
+         std::tie(other.tls.ca_file, other.tls.cert_file, other.tls.key_file,
+                  other.tls.server_name);
+}
 
 // ---- Lane ----
 
@@ -210,8 +222,8 @@ void SharedLink::start() {
 
 asio::awaitable<void> SharedLink::run() {
   const auto self = shared_from_this();
-  const std::string& host = address_.first;
-  const std::uint16_t port = address_.second;
+  const std::string& host = address_.host;
+  const std::uint16_t port = address_.port;
   error_code connect_error;
   error_code not_literal;
   const auto literal = asio::ip::make_address(host, not_literal);
@@ -245,6 +257,14 @@ asio::awaitable<void> SharedLink::run() {
   }
   error_code ignored;
   socket_.set_option(tcp::no_delay(true), ignored);
+  if (address_.tls.enabled) {
+    auto outcome = co_await start_client_tls(socket_, address_.tls, host, port, tls_context_, tls_);
+    if (state_ != State::connecting) co_return;
+    if (!outcome.ok()) {
+      fail_handshake(std::move(outcome), false);
+      co_return;
+    }
+  }
   wire::MuxHello hello;
   hello.placement = placement_;
   wire::append_mux_hello(outbuf_, hello);
@@ -254,12 +274,20 @@ asio::awaitable<void> SharedLink::run() {
 
   inbuf_.resize(kReadSize);
   for (;;) {
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(inbuf_), kUseTuple);
+    auto [ec, n] = tls_ ? co_await tls_->async_read_some(asio::buffer(inbuf_), kUseTuple)
+                        : co_await socket_.async_read_some(asio::buffer(inbuf_), kUseTuple);
     if (state_ == State::failed || state_ == State::closed) co_return;
     if (ec) {
       if (state_ == State::closing) {
         state_ = State::closed;
         close_socket();
+      } else if (pending() && tls_ && ec != asio::error::eof &&
+                 ec.category() == asio::error::get_ssl_category()) {
+        // The relay's refusal of our certificate arrives here, as an alert, as it does on a
+        // connection of a Connection's own.
+        fail_handshake(Outcome{Status::unauthenticated, 0,
+                               "relay ended the TLS session during handshake: " + ec.message()},
+                       false);
       } else if (pending()) {
         fail_handshake(Outcome{Status::peer_gone, 0, "relay closed during handshake"}, false);
       } else {
@@ -278,7 +306,8 @@ asio::awaitable<void> SharedLink::write_loop() {
     if (state_ == State::failed || state_ == State::closed) co_return;
     if (outbuf_.empty()) {
       if (state_ == State::closing) {
-        // Everything, FINs included, has gone: the relay ends its side once it reads our end.
+        // Everything, FINs included, has gone: the relay ends its side once it reads our end
+        // (over TLS too: the TCP end, since a close_notify's reply would race the reader).
         error_code ignored;
         socket_.shutdown(tcp::socket::shutdown_send, ignored);
         deadline_.expires_after(kLinger);
@@ -301,18 +330,23 @@ asio::awaitable<void> SharedLink::write_loop() {
     last_frame_at_ = kNoFrame;
     error_code ec;
     std::size_t sent = 0;
-    // A direct send first: it spares the event loop pass an asynchronous write costs.
-    const auto n = ::send(socket_.native_handle(), writing_.data(), writing_.size(),
-                          MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0) {
-      sent = static_cast<std::size_t>(n);
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      ec.assign(errno, asio::error::get_system_category());
-    }
-    if (!ec && sent < writing_.size()) {
-      auto [write_error, written] =
-          co_await asio::async_write(socket_, asio::buffer(writing_) + sent, kUseTuple);
-      ec = write_error;
+    if (tls_) {
+      std::tie(ec, std::ignore) =
+          co_await asio::async_write(*tls_, asio::buffer(writing_), kUseTuple);
+    } else {
+      // A direct send first: it spares the event loop pass an asynchronous write costs.
+      const auto n = ::send(socket_.native_handle(), writing_.data(), writing_.size(),
+                            MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) {
+        sent = static_cast<std::size_t>(n);
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        ec.assign(errno, asio::error::get_system_category());
+      }
+      if (!ec && sent < writing_.size()) {
+        auto [write_error, written] =
+            co_await asio::async_write(socket_, asio::buffer(writing_) + sent, kUseTuple);
+        ec = write_error;
+      }
     }
     if (state_ == State::failed || state_ == State::closed) co_return;
     if (ec) {
@@ -636,10 +670,10 @@ void SharedLink::close_socket() {
 // ---- ConnectionSharing ----
 
 asio::awaitable<ConnectionSharing::Attached> ConnectionSharing::attach(
-    detail::Lane& lane, const std::string& host, std::uint16_t port, const Uuid& placement,
-    std::chrono::milliseconds timeout, Outcome& failure) {
+    detail::Lane& lane, const std::string& host, std::uint16_t port, const TlsOptions& tls,
+    const Uuid& placement, std::chrono::milliseconds timeout, Outcome& failure) {
   const auto self = shared_from_this();
-  const Address address{host, port};
+  const Address address{host, port, tls};
   for (;;) {
     if (lane.closed()) {
       failure = Outcome{Status::cancelled, 0, "connection closed"};
@@ -681,9 +715,9 @@ asio::awaitable<ConnectionSharing::Attached> ConnectionSharing::attach(
   }
 }
 
-ConnectionSharing::Known ConnectionSharing::known(const std::string& host,
-                                                  std::uint16_t port) const {
-  const Address address{host, port};
+ConnectionSharing::Known ConnectionSharing::known(const std::string& host, std::uint16_t port,
+                                                  const TlsOptions& tls) const {
+  const Address address{host, port, tls};
   if (does_not_share_.contains(address)) return Known::does_not_share;
   if (shares_.contains(address)) return Known::shares;
   return Known::unknown;

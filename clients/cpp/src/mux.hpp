@@ -1,11 +1,13 @@
-// Shared connections (protocol versions 4 and 5): the group, its TCP connections and their
-// lanes.
+// Shared connections (protocol versions 4 and 5): the group, its TCP (or TLS) connections and
+// their lanes.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/unordered/unordered_flat_map.hpp>
@@ -34,6 +36,26 @@ inline constexpr std::size_t kOutbufHighWater = 4 * 1024 * 1024;
 namespace detail {
 
 class SharedLink;
+
+/// Runs the client side of a TLS handshake over the connected `socket` with the settings of
+/// `tls`, checking the relay's certificate for `tls.server_name`, or else `host`. Sets `context`
+/// and `stream`; an UNAUTHENTICATED outcome says what failed (a file, or the handshake and why).
+boost::asio::awaitable<Outcome> start_client_tls(
+    boost::asio::ip::tcp::socket& socket, const TlsOptions& tls, const std::string& host,
+    std::uint16_t port, std::optional<boost::asio::ssl::context>& context,
+    std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>>& stream);
+
+/// Where a shared connection goes, and how: connections of a group share one only when they
+/// would have connected alike (the same relay address and the same TLS settings; another client
+/// certificate is another identity at the relay).
+struct SharedAddress {
+  std::string host;
+  std::uint16_t port = 0;
+  TlsOptions tls;  // tls.enabled false: plain TCP, the other fields ignored
+
+  /// Orders by host, port, then the TLS settings that matter (every field when enabled).
+  bool operator<(const SharedAddress& other) const noexcept;
+};
 
 /// One Connection's lane of a shared connection: the byte stream a TCP connection of its own
 /// would carry. Owned by the Connection's Link; the shared connection knows it by a plain
@@ -90,11 +112,11 @@ private:
   std::string failure_;
 };
 
-/// One TCP connection to a relay carrying lanes. Kept alive by its coroutines and by its lanes;
-/// the group keeps it while new lanes may go on it.
+/// One TCP connection to a relay, over TLS when its address says so, carrying lanes. Kept alive
+/// by its coroutines and by its lanes; the group keeps it while new lanes may go on it.
 class SharedLink : public std::enable_shared_from_this<SharedLink> {
 public:
-  using Address = std::pair<std::string, std::uint16_t>;
+  using Address = SharedAddress;
 
   /// `shard`: the relay thread its MUX's placement lands on, when the relay's count is known.
   SharedLink(const boost::asio::any_io_executor& executor, std::weak_ptr<ConnectionSharing> group,
@@ -153,6 +175,8 @@ private:
   std::optional<std::uint32_t> shard_;
   State state_ = State::connecting;
   boost::asio::ip::tcp::socket socket_;
+  std::optional<boost::asio::ssl::context> tls_context_;
+  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;  // set: over TLS
   std::optional<boost::asio::ip::tcp::resolver> resolver_;
   boost::asio::steady_timer deadline_;  // the MUX answer's, then the linger of a close
   std::chrono::milliseconds timeout_;
@@ -203,13 +227,16 @@ public:
   /// whose answer is awaited at most `timeout`) when none has room. not_shared: the relay there
   /// does not share, connect on its own. failed: `failure` is what a connect of its own would
   /// have reported.
+  /// Over TLS when `tls.enabled`: a TLS handshake as a Connection's own, whose failure is
+  /// `failure`.
   boost::asio::awaitable<Attached> attach(detail::Lane& lane, const std::string& host,
-                                          std::uint16_t port, const Uuid& placement,
-                                          std::chrono::milliseconds timeout, Outcome& failure);
+                                          std::uint16_t port, const TlsOptions& tls,
+                                          const Uuid& placement, std::chrono::milliseconds timeout,
+                                          Outcome& failure);
 
   enum class Known : std::uint8_t { unknown, shares, does_not_share };
-  /// What has been learnt of the relay at host:port.
-  Known known(const std::string& host, std::uint16_t port) const;
+  /// What has been learnt of the relay at host:port, reached with `tls`.
+  Known known(const std::string& host, std::uint16_t port, const TlsOptions& tls) const;
 
 private:
   friend class detail::SharedLink;

@@ -28,8 +28,9 @@ struct ChannelsOptions {
   /// ConnectionSharing) instead of one each: a few connections carry every membership, and
   /// joins are not paced, as a lane is no TCP connect. Needs a relay that offers shared
   /// connections; with one that does not (it refuses them, which the object learns on its
-  /// first join) each channel connects on its own, paced as below. Never over TLS: with
-  /// tls.enabled every channel has a connection of its own.
+  /// first join) each channel connects on its own, paced as below. Over TLS as well: the
+  /// shared connections are then TLS connections, one handshake each instead of one per
+  /// channel.
   bool share_connections = true;
   /// Connects per second across all channels, and how many may start at once before that rate
   /// applies, when the channels do not share connections. Each channel is then one connection
@@ -149,10 +150,10 @@ private:
 /// One program's membership of many channels. It owns one I/O thread (started by the
 /// constructor) on which every connection, timer and handler of every channel runs, and it
 /// resolves the relay's name once; a channel costs its membership's connection state and a lane
-/// of a shared TCP connection (ChannelsOptions::share_connections), and nothing else. Without
-/// sharing (TLS, or a relay that does not offer it) each channel has a TCP connection of its
-/// own, and joins are paced (ChannelsOptions::connect_rate) so that a thousand of them pass the
-/// relay's per-address throttle. Each channel reconnects by itself (ChannelsOptions::reconnect).
+/// of a shared TCP (or TLS) connection (ChannelsOptions::share_connections), and nothing else.
+/// Without sharing (switched off, or a relay that does not offer it) each channel has a
+/// connection of its own, and joins are paced (ChannelsOptions::connect_rate) so that a thousand
+/// of them pass the relay's per-address throttle. Each channel reconnects by itself (ChannelsOptions::reconnect).
 ///
 /// Ownership: the object owns its I/O thread, every channel's connection and the TCP
 /// connections they share; Channel handles are shared. Destruction leaves every channel (waiting

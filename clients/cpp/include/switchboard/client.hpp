@@ -138,8 +138,10 @@ struct TlsOptions {
 /// another when one carries as many lanes as the relay allows or has failed, and closes a shared
 /// connection when its last lane is closed. A relay that does not offer shared connections (an
 /// older one: it refuses them with PROTOCOL_ERROR) is remembered, and connections to it each use a
-/// TCP connection of their own, as without a group. Never over TLS: a Connection with
-/// TlsOptions::enabled ignores the group.
+/// TCP connection of their own, as without a group. Over TLS, the shared connection is a TLS
+/// connection made with the Connection's TlsOptions; Connections share one only when their
+/// TlsOptions are the same (another client certificate is another identity), and a TLS failure
+/// is reported to each of them as a connection of its own would report it (UNAUTHENTICATED).
 ///
 /// Everything a Connection does is unchanged: connect() reports an unreachable relay the same
 /// way (PEER_GONE, Outcome::unreachable), a refusal of the join the same way, and a shared
@@ -183,7 +185,7 @@ struct ConnectOptions {
   ReconnectPolicy reconnect;                          ///< off by default
   TlsOptions tls;  ///< a TLS failure makes connect() fail with UNAUTHENTICATED and OpenSSL's reason
   /// The group whose shared TCP connections carry this connection (see ConnectionSharing);
-  /// nullptr: a TCP connection of its own (the default). Ignored when tls.enabled.
+  /// nullptr: a TCP connection of its own (the default).
   std::shared_ptr<ConnectionSharing> sharing;
 };
 
