@@ -6,19 +6,22 @@
 # JSON line per workload and a summary with the ratio and the memory per channel.
 #
 # Usage: bench/channels.sh [--runs N] [--channels N] [--n REQUESTS] [--max-frame BYTES]
-#                          [--share 0|1] [--first K]
+#                          [--share 0|1] [--first K] [--tls]
 #   --max-frame  ChannelsOptions::max_frame of both channel processes (default: the client's)
 #   --share      ChannelsOptions::share_connections of both (default 1: the channels share TCP
 #                connections, protocol versions 4 and 5; 0: a connection per channel)
 #   --first      the requesting object joins from channel K on (default 0, as the responders):
 #                its first MUX names another channel (with version 5 each object still keeps
 #                a shared connection per relay thread, each lane on its channel's)
+#   --tls        the channels run's relay has TLS on its native door (a throwaway CA and
+#                certificate made with the openssl CLI), and both channel processes use it;
+#                rr-conc stays on plain TCP
 # Env: SB_BUILD_DIR (default build/ci; the binaries are built there if missing).
 # Only 127.0.0.1 is ever targeted; every process is bounded in time and ended on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=3 CHANNELS=1000 N=200000 EXTRA=() REQUESTER=()
+RUNS=3 CHANNELS=1000 N=200000 EXTRA=() REQUESTER=() TLS=0
 while (($#)); do
   case "$1" in
     --runs) RUNS=$2; shift ;;
@@ -27,7 +30,8 @@ while (($#)); do
     --max-frame) EXTRA+=(--max-frame "$2"); shift ;;
     --share) EXTRA+=(--share "$2"); shift ;;
     --first) REQUESTER+=(--first "$2"); shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --tls) TLS=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "channels.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -45,9 +49,22 @@ source "$ROOT/bench/lib.sh"
 bench_scratch
 
 rss_kib() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+RELAY_TLS=()
+if ((TLS)); then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/ca.key" \
+    -out "$TMP/ca.pem" -days 1 -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$TMP/relay.key" \
+    -out "$TMP/relay.csr" -subj /CN=relay 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$TMP/relay.ext"
+  openssl x509 -req -in "$TMP/relay.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -set_serial 1 \
+    -days 1 -out "$TMP/relay.pem" -extfile "$TMP/relay.ext" 2>/dev/null
+  RELAY_TLS=(--tls-native --tls-cert-file "$TMP/relay.pem" --tls-key-file "$TMP/relay.key")
+  EXTRA+=(--tls-ca "$TMP/ca.pem")
+fi
 start_relay() {  # the relay as bench/run.sh starts it, with its default per-address throttle
   start_bg relay "$SERVER" --listen 127.0.0.1:0 --grpc-listen "" --threads "$(nproc)" \
-    --log-level warn --drain-timeout-ms 1000 --admin-listen 127.0.0.1:0
+    --log-level warn --drain-timeout-ms 1000 --admin-listen 127.0.0.1:0 "$@"
   RELAY_PID=$BG_PID
   wait_line relay '^listening core'
   RELAY_PORT=$(sed -n 's/^listening core 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/relay.out")
@@ -75,7 +92,7 @@ for ((r = 1; r <= RUNS; r++)); do
   stop_pid "$resp"; stop_pid "$RELAY_PID"
 
   echo "[channels $(date +%H:%M:%S)] run $r: channels ($CHANNELS)" >&2
-  start_relay; ch=$(cat /proc/sys/kernel/random/uuid)
+  start_relay "${RELAY_TLS[@]}"; ch=$(cat /proc/sys/kernel/random/uuid)
   sleep 0.2
   relay_idle=$(rss_kib "$RELAY_PID")
   start_bg serve "$SB" channels-serve --port "$RELAY_PORT" --channel "$ch" --channels "$CHANNELS" \

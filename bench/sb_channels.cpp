@@ -42,6 +42,13 @@ ChannelsOptions channels_options(const bench::Args& args) {
     options.max_frame = static_cast<std::uint32_t>(args.num("max-frame", 0));
   // --share 0: a TCP connection per channel (protocol version 3), for comparison.
   options.share_connections = args.num("share", 1) != 0;
+  // --tls-ca FILE: TLS to a relay with tls_native (--tls-cert/--tls-key: a client certificate).
+  if (args.has("tls-ca")) {
+    options.tls.enabled = true;
+    options.tls.ca_file = args.str("tls-ca", "");
+    options.tls.cert_file = args.str("tls-cert", "");
+    options.tls.key_file = args.str("tls-key", "");
+  }
   return options;
 }
 
