@@ -1,5 +1,6 @@
 // Relays as real switchboard-server processes on 127.0.0.1, .2 and .3 around a real etcd:
-// membership views, a killed relay, a frozen relay's fence, an etcd outage, a drain.
+// membership views, a killed relay, a frozen relay's fence, an etcd outage, a drain, and a lane
+// of a shared connection whose join waits for etcd.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -10,7 +11,10 @@
 #include <string>
 
 #include "support/child_server.hpp"
+#include "support/clients.hpp"
+#include "support/cut_proxy.hpp"
 #include "support/etcd_server.hpp"
+#include "support/raw_shared.hpp"
 #include "tests/cluster/poll.hpp"
 #include "tests/cluster/relay_process.hpp"
 
@@ -165,6 +169,52 @@ TEST(Cluster, SettingsComeFromFlagsAndEnvironmentAndAreChecked) {
                   "--cluster-etcd", "http://127.0.0.1:1", "--node-id", "no/slashes"});
   EXPECT_EQ(bad_id.exit_code, 2);
   EXPECT_NE(bad_id.err.find("node id \"no/slashes\""), std::string::npos) << bad_id.err;
+}
+
+// A lane's session does not read while its HELLO waits for the cluster directory (a claim in
+// etcd); once the lane holds 256 KiB unread, the shared connection stops reading, so the lanes
+// behind it wait too (their bytes are read later, not lost). Here etcd stops answering (a
+// frozen proxy in front of it): lane 1's claim fails after its call timeout, and only then does
+// lane 2, whose channel the relay already serves, get its WELCOME.
+TEST(Cluster, ALaneWaitingForTheDirectoryHoldsUpItsSharedConnection) {
+  EtcdServer etcd;
+  const auto etcd_port =
+      static_cast<std::uint16_t>(std::stoi(etcd.url().substr(etcd.url().rfind(':') + 1)));
+  CutProxy to_etcd(etcd_port);
+  // Renewals every 10 s, fenced 20 s after the last one: far beyond this test's wait.
+  Relay relay("http://127.0.0.1:" + std::to_string(to_etcd.port()), 1, "30s");
+  ASSERT_TRUE(eventually([&] { return relay.members() == 1; }));
+  const auto served = Uuid::random();
+  auto member = options_for(relay.port(), served);
+  member.host = relay.host();
+  client::BlockingClient already_there(member);  // the relay claims `served` now
+
+  to_etcd.freeze();
+  RawShared shared(relay.port(), 0, relay.host());
+  ASSERT_GT(shared.open(), 0u);
+  std::vector<std::uint8_t> bytes = RawShared::lane(1, RawShared::hello(Uuid::random()));
+  // PINGs for after the join: 320 KiB, more than a lane may hold unread (256 KiB).
+  std::vector<std::uint8_t> pings;
+  for (std::uint64_t i = 0; pings.size() < 64 * 1024 - 32; ++i) wire::append_ping(pings, i, false);
+  for (int chunk = 0; chunk < 5; ++chunk) {
+    const auto piece = RawShared::lane(1, pings);
+    bytes.insert(bytes.end(), piece.begin(), piece.end());
+  }
+  const auto second = RawShared::lane(2, RawShared::hello(served));
+  bytes.insert(bytes.end(), second.begin(), second.end());
+  shared.send(bytes);
+
+  const auto refused = shared.expect(1, wire::FrameType::error);
+  ASSERT_TRUE(refused.has_value());
+  wire::Error error;
+  ASSERT_EQ(wire::parse_error(refused->bytes(), error), wire::DecodeError::none);
+  EXPECT_EQ(error.status, Status::refused);
+  EXPECT_NE(error.message.find("etcd unreachable"), std::string::npos) << error.message;
+  EXPECT_TRUE(shared.expect_lane_end(1));
+  ASSERT_TRUE(shared.expect(2, wire::FrameType::welcome).has_value());
+  EXPECT_EQ(shared.arrival_order(), (std::vector<std::uint32_t>{1, 2}));
+  // Lane 2 is a member like any other.
+  EXPECT_TRUE(eventually([&] { return already_there.peers().size() == 1; }));
 }
 
 }  // namespace

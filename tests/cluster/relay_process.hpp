@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "support/child_server.hpp"
@@ -18,9 +19,13 @@ public:
   /// Relay n ("rN" on 127.0.0.N) with lease TTL `ttl`; `extra` options are appended.
   Relay(const EtcdServer& etcd, int n, const std::string& ttl,
         const std::vector<std::string>& extra = {})
+      : Relay(etcd.url(), n, ttl, extra) {}
+  /// The same, reaching etcd at `etcd_url` (a proxy in front of it, say).
+  Relay(std::string etcd_url, int n, const std::string& ttl,
+        const std::vector<std::string>& extra = {})
       : id_("r" + std::to_string(n)),
         host_("127.0.0." + std::to_string(n)),
-        etcd_(etcd.url()),
+        etcd_(std::move(etcd_url)),
         ttl_(ttl),
         extra_(extra) {
     start();
