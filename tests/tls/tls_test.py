@@ -380,23 +380,35 @@ def rotation(pki):
                 proc.stop()
 
 
-def shutdown_with_silent_handshake(pki):
-    """A client that connects and never starts its TLS handshake must not hold the relay's
-    shutdown for the handshake timeout (30 s here)."""
+def prompt_sigterm(pki, connect):
+    """Starts a relay with a 30 s handshake timeout, holds the connection `connect(relay)`
+    opens, and sends SIGTERM: the relay must exit cleanly without waiting out that timeout.
+    Returns the time the exit took."""
     relay = Relay(pki, grpc_tls=False, extra=("--handshake-timeout", "30s"))
     try:
-        host, port = relay.core.rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=WAIT):
-            time.sleep(0.2)  # the relay has accepted it and waits for a ClientHello
+        with connect(relay):
             started = time.monotonic()
             relay.popen.send_signal(signal.SIGTERM)
             relay.popen.wait(WAIT)
             elapsed = time.monotonic() - started
         assert relay.popen.returncode == 0, f"exit code {relay.popen.returncode}"
         assert elapsed < 5.0, f"exit took {elapsed:.1f} s"
-        return f"exit after {elapsed * 1000:.0f} ms"
+        return elapsed
     finally:
         relay.stop()
+
+
+def shutdown_with_silent_handshake(pki):
+    """A client that connects and never starts its TLS handshake must not hold the relay's
+    shutdown for the handshake timeout (30 s here)."""
+
+    def connect(relay):
+        host, port = relay.core.rsplit(":", 1)
+        connection = socket.create_connection((host, int(port)), timeout=WAIT)
+        time.sleep(0.2)  # the relay has accepted it and waits for a ClientHello
+        return connection
+
+    return f"exit after {prompt_sigterm(pki, connect) * 1000:.0f} ms"
 
 
 def tls_client(pki, relay):
@@ -425,18 +437,8 @@ def silent_after_handshake(pki):
         assert b"handshake timeout" in received, f"relay sent {received!r}"
     finally:
         relay.stop()
-    relay = Relay(pki, grpc_tls=False, extra=("--handshake-timeout", "30s"))
-    try:
-        with tls_client(pki, relay):
-            started = time.monotonic()
-            relay.popen.send_signal(signal.SIGTERM)
-            relay.popen.wait(WAIT)
-            elapsed = time.monotonic() - started
-        assert relay.popen.returncode == 0, f"exit code {relay.popen.returncode}"
-        assert elapsed < 5.0, f"exit took {elapsed:.1f} s"
-        return f"ERROR received; exit after {elapsed * 1000:.0f} ms"
-    finally:
-        relay.stop()
+    elapsed = prompt_sigterm(pki, lambda relay: tls_client(pki, relay))
+    return f"ERROR received; exit after {elapsed * 1000:.0f} ms"
 
 
 def run_case(door, name, function, relay):
