@@ -16,24 +16,34 @@ bool endpoint_unreachable(const grpc::Status& status) {
 
 }  // namespace
 
-std::vector<std::string> parse_etcd_endpoints(const std::string& urls) {
-  std::vector<std::string> endpoints;
+EtcdEndpoints parse_etcd_endpoints(const std::string& urls) {
+  EtcdEndpoints endpoints;
+  bool plain = false;
   for (std::size_t at = 0; at <= urls.size();) {
     const auto comma = std::min(urls.find(',', at), urls.size());
     std::string url = urls.substr(at, comma - at);
     at = comma + 1;
     if (url.empty()) continue;
+    const std::string given = url;
     if (url.starts_with("https://")) {
-      throw std::invalid_argument("etcd endpoint " + url + ": TLS to etcd is not supported");
+      url = url.substr(8);
+      endpoints.tls = true;
+    } else {
+      if (url.starts_with("http://")) url = url.substr(7);
+      plain = true;
     }
-    if (url.starts_with("http://")) url = url.substr(7);
     while (!url.empty() && url.back() == '/') url.pop_back();
     if (url.empty() || url.find("://") != std::string::npos || url.find(':') == std::string::npos) {
-      throw std::invalid_argument("etcd endpoint \"" + url + "\" is not http://HOST:PORT");
+      throw std::invalid_argument("etcd endpoint \"" + given +
+                                  "\" is not http://HOST:PORT or https://HOST:PORT");
     }
-    endpoints.push_back(url);
+    endpoints.hosts.push_back(url);
   }
-  if (endpoints.empty()) throw std::invalid_argument("no etcd endpoint given");
+  if (endpoints.hosts.empty()) throw std::invalid_argument("no etcd endpoint given");
+  if (plain && endpoints.tls) {
+    // One set of credentials serves every endpoint, and a cluster's etcd speaks one scheme.
+    throw std::invalid_argument("etcd endpoints mix http and https");
+  }
   return endpoints;
 }
 
@@ -50,7 +60,26 @@ std::string prefix_range_end(const std::string& prefix) {
   return std::string(1, '\0');  // every key
 }
 
-EtcdClient::EtcdClient(const std::vector<std::string>& endpoints) : endpoints_(endpoints) {
+EtcdClient::EtcdClient(const EtcdEndpoints& endpoints, EtcdSecurity security)
+    : endpoints_(endpoints.hosts),
+      user_(std::move(security.user)),
+      password_(std::move(security.password)) {
+  if (security.cert_pem.empty() != security.key_pem.empty()) {
+    throw std::invalid_argument(
+        "an etcd client certificate needs its key, and a key its certificate");
+  }
+  if (!endpoints.tls && !(security.ca_pem.empty() && security.cert_pem.empty())) {
+    throw std::invalid_argument(
+        "etcd CA or client certificate given, but the endpoints are http://");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (endpoints.tls) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = std::move(security.ca_pem);
+    tls.pem_cert_chain = std::move(security.cert_pem);
+    tls.pem_private_key = std::move(security.key_pem);
+    credentials = grpc::SslCredentials(tls);
+  }
   grpc::ChannelArguments arguments;
   // A restarted etcd is found again within a second, not after gRPC's default backoff of up
   // to two minutes. The minimum is also the time a connection attempt may take.
@@ -58,8 +87,7 @@ EtcdClient::EtcdClient(const std::vector<std::string>& endpoints) : endpoints_(e
   arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   for (const auto& endpoint : endpoints_) {
-    channels_.push_back(
-        grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), arguments));
+    channels_.push_back(grpc::CreateCustomChannel(endpoint, credentials, arguments));
   }
 }
 
@@ -72,38 +100,149 @@ std::shared_ptr<grpc::Channel> EtcdClient::channel() const {
 }
 
 void EtcdClient::endpoint_failed(const grpc::Status& status) {
+  std::string token;
+  {
+    std::lock_guard lock(token_mutex_);
+    token = watch_token_;
+  }
+  failed(status, token);
+}
+
+void EtcdClient::failed(const grpc::Status& status, const std::string& token) {
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED && !token.empty()) {
+    // Only the token that was refused: one another thread got since then is still good.
+    std::lock_guard lock(token_mutex_);
+    if (token_ == token) token_.clear();
+  }
   if (!endpoint_unreachable(status) || channels_.size() < 2) return;
   const auto from = current_.fetch_add(1) % channels_.size();
-  spdlog::debug("etcd endpoint {} failed ({}); next {}", endpoints_[from], status.error_message(),
-                current_endpoint());
+  spdlog::debug("etcd endpoint {} failed ({}); next {}", endpoint_name(from),
+                status.error_message(), current_endpoint());
 }
 
 template <typename Call>
 grpc::Status EtcdClient::unary(Duration timeout, int attempts, Call&& call) {
   grpc::Status status;
+  bool token_renewed = false;
   for (int attempt = 0; attempt < std::max(1, attempts); ++attempt) {
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + timeout);
-    // A call waits (until its deadline) for the connection rather than failing at once while
-    // the channel reconnects: with the synchronous API only threads inside a call drive the
-    // connection, so a call that fails fast leaves a reconnect to gRPC's five-second backup
-    // poller.
-    context.set_wait_for_ready(true);
-    {
-      std::lock_guard lock(contexts_mutex_);
-      if (cancelled_) return {grpc::StatusCode::CANCELLED, "client stopped"};
-      contexts_.push_back(&context);
+    std::string token;
+    status = authorize(context, timeout, token);
+    if (status.ok()) {
+      context.set_deadline(std::chrono::system_clock::now() + timeout);
+      // A call waits (until its deadline) for the connection rather than failing at once while
+      // the channel reconnects: with the synchronous API only threads inside a call drive the
+      // connection, so a call that fails fast leaves a reconnect to gRPC's five-second backup
+      // poller.
+      context.set_wait_for_ready(true);
+      {
+        std::lock_guard lock(contexts_mutex_);
+        if (cancelled_) return {grpc::StatusCode::CANCELLED, "client stopped"};
+        contexts_.push_back(&context);
+      }
+      status = call(context, channel());
+      {
+        std::lock_guard lock(contexts_mutex_);
+        std::erase(contexts_, &context);
+      }
+      if (status.ok()) return status;
     }
-    status = call(context, channel());
-    {
-      std::lock_guard lock(contexts_mutex_);
-      std::erase(contexts_, &context);
+    failed(status, token);
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED && !token.empty() &&
+        !token_renewed) {
+      // The token expired or etcd forgot it (a restart, authentication turned off and on):
+      // one more try, with a new one.
+      token_renewed = true;
+      --attempt;
+      continue;
     }
-    if (status.ok()) return status;
-    endpoint_failed(status);
     if (!endpoint_unreachable(status)) return status;
   }
   return status;
+}
+
+grpc::Status EtcdClient::authorize(grpc::ClientContext& context, Duration timeout,
+                                   std::string& token) {
+  if (user_.empty()) return grpc::Status::OK;
+  {
+    std::lock_guard lock(token_mutex_);
+    token = token_;
+  }
+  if (token.empty()) {
+    // One thread asks while the others wait for its answer: etcd would issue a token to each.
+    std::lock_guard asking_lock(authenticate_mutex_);
+    {
+      std::lock_guard lock(token_mutex_);
+      token = token_;
+    }
+    if (token.empty()) {
+      const auto status = authenticate(timeout, token);
+      if (!status.ok()) return status;
+    }
+  }
+  context.AddMetadata("token", token);
+  return grpc::Status::OK;
+}
+
+grpc::Status EtcdClient::authenticate(Duration timeout, std::string& token) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!last_refusal_.ok() && now < refused_at_ + std::chrono::seconds(1)) {
+    // A wrong password stays wrong: at most one try a second, which costs etcd a password
+    // hash each.
+    return last_refusal_;
+  }
+  grpc::ClientContext asking;
+  asking.set_deadline(std::chrono::system_clock::now() + timeout);
+  asking.set_wait_for_ready(true);
+  {
+    std::lock_guard lock(contexts_mutex_);
+    if (cancelled_) return {grpc::StatusCode::CANCELLED, "client stopped"};
+    contexts_.push_back(&asking);
+  }
+  etcdserverpb::AuthenticateRequest request;
+  request.set_name(user_);
+  request.set_password(password_);
+  etcdserverpb::AuthenticateResponse response;
+  const auto status =
+      etcdserverpb::Auth::NewStub(channel())->Authenticate(&asking, request, &response);
+  {
+    std::lock_guard lock(contexts_mutex_);
+    std::erase(contexts_, &asking);
+  }
+  if (!status.ok()) {
+    grpc::Status refusal(status.error_code(),
+                         "etcd authentication as " + user_ + " failed: " + status.error_message());
+    if (!endpoint_unreachable(status)) {
+      // etcd answered (INVALID_ARGUMENT for a wrong user or password): remembered for a while.
+      last_refusal_ = refusal;
+      refused_at_ = now;
+    }
+    return refusal;
+  }
+  last_refusal_ = grpc::Status::OK;
+  token = response.token();
+  ++authentications_;
+  std::lock_guard lock(token_mutex_);
+  token_ = token;
+  return grpc::Status::OK;
+}
+
+std::string EtcdClient::explain(const grpc::Status& status) {
+  if (!endpoint_unreachable(status)) return status.error_message();
+  // A call that waits for the connection ends at its deadline without saying why the
+  // connection fails; one that does not wait fails with the connection's last error (refused,
+  // a TLS handshake that failed, a name that does not resolve).
+  grpc::ClientContext probe;
+  probe.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
+  etcdserverpb::RangeRequest request;
+  request.set_key(std::string(1, '\0'));
+  request.set_limit(1);
+  etcdserverpb::RangeResponse response;
+  const auto probed = etcdserverpb::KV::NewStub(channel())->Range(&probe, request, &response);
+  if (probed.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return status.error_message() + "; connection: " + probed.error_message();
+  }
+  return status.error_message();
 }
 
 void EtcdClient::cancel_all() {
@@ -181,7 +320,14 @@ grpc::Status EtcdClient::keep_alive_once(std::int64_t lease,
 }
 
 std::unique_ptr<grpc::ClientReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
-EtcdClient::watch(grpc::ClientContext& context) {
+EtcdClient::watch(grpc::ClientContext& context, grpc::Status& failure) {
+  std::string token;
+  failure = authorize(context, std::chrono::seconds(1), token);
+  {
+    std::lock_guard lock(token_mutex_);
+    watch_token_ = token;
+  }
+  if (!failure.ok()) return nullptr;
   context.set_wait_for_ready(true);
   return etcdserverpb::Watch::NewStub(channel())->Watch(&context);
 }

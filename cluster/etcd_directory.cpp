@@ -24,6 +24,23 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 constexpr milliseconds kCallTimeout{1000};
+
+std::string code_name(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    default:
+      return "code " + std::to_string(static_cast<int>(code));
+  }
+}
 constexpr std::string_view kFencedReason = "relay fenced: cannot renew its lease";
 
 /// The member key's value: one line, "v1 NODE NATIVE GRPC" ("-" for no gRPC door).
@@ -95,7 +112,7 @@ struct EtcdDirectory::State {
         members_prefix(config.prefix + "/members/"),
         channels_prefix(config.prefix + "/channels/"),
         member_key(members_prefix + config.self.node_id),
-        client(parse_etcd_endpoints(config.etcd)),
+        client(parse_etcd_endpoints(config.etcd), config.security),
         ttl(config.lease_ttl),
         margin(std::chrono::duration_cast<Clock::duration>(config.lease_ttl) / 3),
         renew_every(std::chrono::duration_cast<Clock::duration>(config.lease_ttl) / 3) {}
@@ -129,6 +146,24 @@ struct EtcdDirectory::State {
   std::uint64_t keeper_kicks = 0;  ///< bumped when the keeper has something to look at
   Clock::time_point leave_deadline;
   Clock::time_point renewed_sent;  ///< send time of the last acknowledged renewal (or grant)
+
+  // What etcd last refused or why it was unreachable, logged once until registration succeeds:
+  // a wrong certificate or password fails every retry the same way.
+  std::string last_etcd_error;
+
+  void report_etcd_error(std::unique_lock<std::mutex>& lock, const char* what,
+                         const grpc::Status& status) {
+    auto reason = fmt::format("{}: {}", code_name(status.error_code()), status.error_message());
+    if (reason == last_etcd_error) return;
+    last_etcd_error = std::move(reason);
+    // explain() may make a short call of its own: not under the lock resolve() and the
+    // metrics take.
+    lock.unlock();
+    spdlog::warn("cluster etcd call failed node={} call={} etcd={} error=\"{}: {}\"", self_id(),
+                 what, client.current_endpoint(), code_name(status.error_code()),
+                 client.explain(status));
+    lock.lock();
+  }
 
   // The membership view.
   bool has_view = false;
@@ -283,11 +318,13 @@ struct EtcdDirectory::State {
       return;
     }
     if (!status.ok() || !granted.error().empty()) {
-      spdlog::debug("cluster registration failed etcd={} error=\"{}{}\"", client.current_endpoint(),
-                    status.error_message(), granted.error());
+      report_etcd_error(
+          lock, "registration",
+          status.ok() ? grpc::Status(grpc::StatusCode::UNKNOWN, granted.error()) : status);
       pause_until(lock, Clock::now() + renew_every / 3);
       return;
     }
+    last_etcd_error.clear();
     lease = granted.id();
     registered = true;
     renewed_sent = sent;
@@ -421,6 +458,7 @@ struct EtcdDirectory::State {
       lock.lock();
       if (stopping) break;
       if (!status.ok()) {
+        report_etcd_error(lock, "membership read", status);
         pause_until(lock, Clock::now() + milliseconds(200));
         continue;
       }
@@ -436,7 +474,17 @@ struct EtcdDirectory::State {
       grpc::ClientContext context;
       watch_context = &context;
       lock.unlock();
-      auto stream = client.watch(context);
+      grpc::Status refused;
+      auto stream = client.watch(context, refused);
+      if (!stream) {
+        lock.lock();
+        watch_context = nullptr;
+        if (stopping) break;
+        report_etcd_error(lock, "watch", refused);
+        client.endpoint_failed(refused);
+        pause_until(lock, Clock::now() + milliseconds(100));
+        continue;
+      }
       etcdserverpb::WatchRequest request;
       auto* create = request.mutable_create_request();
       create->set_key(members_prefix);
@@ -783,6 +831,7 @@ ClusterStatus EtcdDirectory::status() const {
   out.renewal_last_us = s.renewal_last_us;
   out.renewal_max_us = s.renewal_max_us;
   out.etcd_endpoint = s.client.current_endpoint();
+  out.etcd_authentications = s.client.authentications();
   return out;
 }
 
@@ -818,6 +867,9 @@ void EtcdDirectory::write_metrics(core::MetricsWriter& out) const {
   out.family("switchboard_cluster_fenced", "gauge",
              "1 while the relay cannot trust its lease and serves no channel, else 0.");
   out.sample("switchboard_cluster_fenced", "", st.fenced ? 1 : 0);
+  out.family("switchboard_cluster_etcd_authentications_total", "counter",
+             "Tokens etcd issued to this relay (with an etcd user; 0 without).");
+  out.sample("switchboard_cluster_etcd_authentications_total", "", i64(st.etcd_authentications));
 }
 
 std::string EtcdDirectory::json() const {

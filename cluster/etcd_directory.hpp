@@ -10,13 +10,17 @@
 #include <vector>
 
 #include "cluster/directory.hpp"
+#include "cluster/etcd_security.hpp"
 #include "relay/metrics.hpp"
 
 namespace switchboard::cluster {
 
 struct EtcdDirectoryConfig {
-  /// etcd endpoints, "http://host:port" or "host:port", comma-separated; tried in turn.
+  /// etcd endpoints, "http://host:port", "https://host:port" or "host:port", comma-separated;
+  /// tried in turn.
   std::string etcd;
+  /// TLS roots and client certificate (https endpoints), and etcd's user and password.
+  EtcdSecurity security;
   /// This relay: its node id (letters, digits, '.', '_', '-') and advertised addresses.
   NodeAddress self;
   /// Keys live under PREFIX/members/ and PREFIX/channels/.
@@ -43,7 +47,8 @@ struct ClusterStatus {
   std::uint64_t lease_grants = 0;
   std::int64_t renewal_last_us = 0;
   std::int64_t renewal_max_us = 0;
-  std::string etcd_endpoint;  ///< the endpoint in use
+  std::string etcd_endpoint;               ///< the endpoint in use
+  std::uint64_t etcd_authentications = 0;  ///< tokens etcd issued (with an etcd user)
 };
 
 /// A Directory over etcd. Its threads (lease keeper, membership watcher, claim worker) start

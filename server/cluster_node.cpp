@@ -2,9 +2,12 @@
 #include "server/cluster_node.hpp"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
 #if SWITCHBOARD_WITH_GRPC
@@ -29,6 +32,19 @@ std::string default_node_id() {
 
 #if SWITCHBOARD_WITH_GRPC
 namespace {
+
+// A file named by the configuration, whole; empty name: nothing. Throws naming the key.
+std::string read_config_file(const std::string& path, const char* key) {
+  if (path.empty()) return {};
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (!in || content.str().empty()) {
+    throw std::runtime_error(
+        fmt::format("cluster: {} \"{}\" cannot be read or is empty", key, path));
+  }
+  return content.str();
+}
 
 class EtcdNode final : public ClusterNode {
 public:
@@ -56,6 +72,21 @@ std::unique_ptr<ClusterNode> make_cluster_node(const ServerConfig::Cluster& conf
                                                cluster::NodeAddress self) {
   cluster::EtcdDirectoryConfig directory;
   directory.etcd = config.etcd;
+  directory.security.ca_pem = read_config_file(config.etcd_ca_file, "cluster_etcd_ca_file");
+  directory.security.cert_pem = read_config_file(config.etcd_cert_file, "cluster_etcd_cert_file");
+  directory.security.key_pem = read_config_file(config.etcd_key_file, "cluster_etcd_key_file");
+  directory.security.user = config.etcd_user;
+  if (!config.etcd_user.empty()) {
+    auto password = read_config_file(config.etcd_password_file, "cluster_etcd_password_file");
+    password = password.substr(0, password.find_first_of("\r\n"));
+    if (password.empty()) {
+      throw std::runtime_error("cluster: cluster_etcd_password_file starts with an empty line");
+    }
+    directory.security.password = std::move(password);
+    if (!config.etcd.starts_with("https://")) {
+      spdlog::warn("cluster: the etcd password goes to {} unencrypted (http)", config.etcd);
+    }
+  }
   directory.self = std::move(self);
   directory.prefix = config.prefix;
   directory.lease_ttl = std::chrono::duration_cast<std::chrono::seconds>(config.lease_ttl);

@@ -404,9 +404,30 @@ std::vector<Option> build_table() {
   // Cluster membership on etcd (docs/CLUSTER.md).
   table.push_back(string_option(
       "cluster_etcd", OptionType::string,
-      "etcd endpoints http://HOST:PORT[,...] of the cluster's membership; empty: the relay runs "
-      "alone",
+      "etcd endpoints http://HOST:PORT[,...] or https://HOST:PORT[,...] of the cluster's "
+      "membership; empty: the relay runs alone",
       [](C c) -> std::string& { return c.cluster.etcd; }));
+  table.push_back(string_option(
+      "cluster_etcd_ca_file", OptionType::string,
+      "PEM roots that etcd's certificate must chain to (https endpoints); empty: the system's "
+      "roots",
+      [](C c) -> std::string& { return c.cluster.etcd_ca_file; }));
+  table.push_back(string_option(
+      "cluster_etcd_cert_file", OptionType::string,
+      "PEM client certificate this relay presents to etcd (etcd's --client-cert-auth); with "
+      "cluster_etcd_key_file",
+      [](C c) -> std::string& { return c.cluster.etcd_cert_file; }));
+  table.push_back(string_option("cluster_etcd_key_file", OptionType::string,
+                                "PEM private key of cluster_etcd_cert_file",
+                                [](C c) -> std::string& { return c.cluster.etcd_key_file; }));
+  table.push_back(string_option("cluster_etcd_user", OptionType::string,
+                                "etcd user this relay authenticates as (etcd's auth enabled); with "
+                                "cluster_etcd_password_file",
+                                [](C c) -> std::string& { return c.cluster.etcd_user; }));
+  table.push_back(
+      string_option("cluster_etcd_password_file", OptionType::string,
+                    "file holding the etcd user's password (its first line), read at start-up",
+                    [](C c) -> std::string& { return c.cluster.etcd_password_file; }));
   table.push_back(string_option(
       "node_id", OptionType::string,
       "this relay's id in the cluster (letters, digits, '.', '_', '-'); empty: HOSTNAME-XXXXXX, "
@@ -626,6 +647,14 @@ ServerConfig load_config(const ConfigSources& sources) {
   }
   if (!config.cluster.etcd.empty() && config.cluster.prefix.empty()) {
     throw ConfigError("key 'cluster_prefix': must not be empty");
+  }
+  if (config.cluster.etcd_cert_file.empty() != config.cluster.etcd_key_file.empty()) {
+    throw ConfigError(
+        "keys 'cluster_etcd_cert_file' and 'cluster_etcd_key_file': set both or neither");
+  }
+  if (config.cluster.etcd_user.empty() != config.cluster.etcd_password_file.empty()) {
+    throw ConfigError(
+        "keys 'cluster_etcd_user' and 'cluster_etcd_password_file': set both or neither");
   }
   return config;
 }

@@ -25,6 +25,7 @@
 
 #include "support/child_server.hpp"
 #include "support/cut_proxy.hpp"
+#include "support/test_pki.hpp"
 #include "switchboard/client.hpp"
 #include "switchboard/wire/frame.hpp"
 
@@ -395,57 +396,17 @@ TEST_F(ChannelsTest, UnreachableRelayFailsTheJoin) {
 
 // ---- Shared connections over TLS ----
 
-/// A CA, the relay's certificate (for 127.0.0.1), two client certificates it signed and a CA
-/// nobody trusts, made with the openssl CLI in a temporary folder.
-struct TestPki {
-  std::filesystem::path dir;
-
-  TestPki() {
-    char pattern[] = "/tmp/switchboard-pki-XXXXXX";
-    dir = ::mkdtemp(pattern);
-    make_ca("ca");
-    make_ca("rogue-ca");
-    make_leaf("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n");
-    make_leaf("alice", "clientAuth", "");
-    make_leaf("bob", "clientAuth", "");
+// Client settings trusting the test CA, presenting `who`'s certificate (none when empty).
+client::TlsOptions client_tls(const test::TestPki& pki, const std::string& who) {
+  client::TlsOptions tls;
+  tls.enabled = true;
+  tls.ca_file = pki.file("ca.pem");
+  if (!who.empty()) {
+    tls.cert_file = pki.file(who + ".pem");
+    tls.key_file = pki.file(who + ".key");
   }
-  ~TestPki() { std::filesystem::remove_all(dir); }
-  TestPki(const TestPki&) = delete;
-  TestPki& operator=(const TestPki&) = delete;
-
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-  /// Client settings trusting the CA, presenting `who`'s certificate (none when empty).
-  client::TlsOptions client(const std::string& who) const {
-    client::TlsOptions tls;
-    tls.enabled = true;
-    tls.ca_file = file("ca.pem");
-    if (!who.empty()) {
-      tls.cert_file = file(who + ".pem");
-      tls.key_file = file(who + ".key");
-    }
-    return tls;
-  }
-
-private:
-  static void run(const std::string& command) {
-    if (std::system((command + " >/dev/null 2>&1").c_str()) != 0) {
-      throw std::runtime_error("failed: " + command);
-    }
-  }
-  void make_ca(const std::string& name) {
-    run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
-        file(name + ".key") + " -out " + file(name + ".pem") + " -days 2 -subj /CN=" + name +
-        " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign");
-  }
-  void make_leaf(const std::string& name, const std::string& usage, const std::string& san) {
-    run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
-        file(name + ".key") + " -out " + file(name + ".csr") + " -subj /CN=" + name);
-    std::ofstream(dir / (name + ".ext")) << san << "extendedKeyUsage=" << usage << "\n";
-    run("openssl x509 -req -in " + file(name + ".csr") + " -CA " + file("ca.pem") + " -CAkey " +
-        file("ca.key") + " -set_serial " + std::to_string(1000 + name.size()) + " -days 2 -out " +
-        file(name + ".pem") + " -extfile " + file(name + ".ext"));
-  }
-};
+  return tls;
+}
 
 class ChannelsTlsTest : public ChannelsTest {
 protected:
@@ -458,11 +419,11 @@ protected:
   ChannelsOptions tls_options(const std::string& who, std::uint16_t port) {
     auto o = options();
     o.port = port;
-    o.tls = pki_.client(who);
+    o.tls = client_tls(pki_, who);
     return o;
   }
 
-  TestPki pki_;
+  test::TestPki pki_;
 };
 
 // Two objects on a relay that requires client certificates, each in 24 channels: each object's
@@ -564,7 +525,7 @@ TEST_F(ChannelsTlsTest, SharingKeepsTlsIdentitiesApart) {
     client::ConnectOptions o;
     o.port = proxy.port();
     o.channel = on;
-    o.tls = pki_.client(who);
+    o.tls = client_tls(pki_, who);
     o.sharing = group;
     return boost::asio::co_spawn(
                io,

@@ -36,7 +36,7 @@ std::uint16_t free_loopback_port() {
   return ntohs(address.sin_port);
 }
 
-EtcdServer::EtcdServer() {
+EtcdServer::EtcdServer(EtcdOptions options) : options_(std::move(options)) {
   if (::access(kEtcd, X_OK) != 0) {
     throw std::runtime_error("etcd is not installed (scripts/setup.sh installs etcd-server)");
   }
@@ -54,17 +54,39 @@ EtcdServer::~EtcdServer() {
   std::filesystem::remove_all(data_dir_, ignored);
 }
 
-std::string EtcdServer::url() const { return "http://127.0.0.1:" + std::to_string(client_port_); }
+std::string EtcdServer::url() const {
+  return (options_.cert_file.empty() ? "http://127.0.0.1:" : "https://127.0.0.1:") +
+         std::to_string(client_port_);
+}
 
 void EtcdServer::start() {
   const auto peer = "http://127.0.0.1:" + std::to_string(peer_port_);
   // A heartbeat of 50 ms and an election timeout of 500 ms let etcd keep a one-second lease.
-  process_ = std::make_unique<ChildServer>(
-      kEtcd, std::vector<std::string>{
-                 "--name", "test", "--data-dir", data_dir_ + "/data", "--listen-client-urls", url(),
-                 "--advertise-client-urls", url(), "--listen-peer-urls", peer,
-                 "--initial-advertise-peer-urls", peer, "--initial-cluster", "test=" + peer,
-                 "--heartbeat-interval", "50", "--election-timeout", "500"});
+  std::vector<std::string> args{"--name",
+                                "test",
+                                "--data-dir",
+                                data_dir_ + "/data",
+                                "--listen-client-urls",
+                                url(),
+                                "--advertise-client-urls",
+                                url(),
+                                "--listen-peer-urls",
+                                peer,
+                                "--initial-advertise-peer-urls",
+                                peer,
+                                "--initial-cluster",
+                                "test=" + peer,
+                                "--heartbeat-interval",
+                                "50",
+                                "--election-timeout",
+                                "500"};
+  if (!options_.cert_file.empty()) {
+    args.insert(args.end(), {"--cert-file", options_.cert_file, "--key-file", options_.key_file});
+  }
+  if (options_.client_cert_auth) {
+    args.insert(args.end(), {"--client-cert-auth", "--trusted-ca-file", options_.ca_file});
+  }
+  process_ = std::make_unique<ChildServer>(kEtcd, std::move(args));
   if (!process_->wait_for_output("ready to serve client requests", std::chrono::seconds(20))) {
     throw std::runtime_error("etcd did not start: " + process_->err());
   }
@@ -82,6 +104,12 @@ void EtcdServer::stop() {
 
 std::string EtcdServer::etcdctl(std::vector<std::string> args) const {
   args.insert(args.begin(), "--endpoints=" + url());
+  if (!options_.ca_file.empty()) args.push_back("--cacert=" + options_.ca_file);
+  if (!options_.ctl_cert_file.empty()) {
+    args.push_back("--cert=" + options_.ctl_cert_file);
+    args.push_back("--key=" + options_.ctl_key_file);
+  }
+  if (!ctl_user_.empty()) args.push_back("--user=" + ctl_user_);
   const auto result = run_server(kEtcdctl, std::move(args), {{"ETCDCTL_API", "3"}});
   if (result.exit_code != 0) throw std::runtime_error("etcdctl failed: " + result.err);
   return result.out;

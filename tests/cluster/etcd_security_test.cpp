@@ -1,0 +1,208 @@
+// Relays reaching a secured etcd: over TLS with client certificates, and as an etcd user with a
+// password. Real etcd, real relay processes on 127.0.0.N, real clients; the certificates come
+// from the openssl command line.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cluster/etcd_client.hpp"
+#include "support/clients.hpp"
+#include "support/etcd_server.hpp"
+#include "support/test_pki.hpp"
+#include "switchboard/blocking.hpp"
+#include "tests/cluster/poll.hpp"
+#include "tests/cluster/relay_process.hpp"
+
+namespace switchboard::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// etcd's certificate (for 127.0.0.1) and the relays' client certificate, signed by the test CA.
+class EtcdTls : public ::testing::Test {
+protected:
+  EtcdTls() {
+    pki_.leaf("etcd", "serverAuth,clientAuth", "subjectAltName=IP:127.0.0.1\n");
+    pki_.leaf("relay", "clientAuth", "");
+  }
+
+  EtcdOptions mutual_tls() const {
+    EtcdOptions options;
+    options.cert_file = pki_.file("etcd.pem");
+    options.key_file = pki_.file("etcd.key");
+    options.ca_file = pki_.file("ca.pem");
+    options.client_cert_auth = true;
+    options.ctl_cert_file = pki_.file("relay.pem");
+    options.ctl_key_file = pki_.file("relay.key");
+    return options;
+  }
+  // A relay's options: trusting `ca` ("ca.pem" or "rogue-ca.pem"), presenting `who`'s
+  // certificate (none when empty).
+  std::vector<std::string> relay_tls(const std::string& ca, const std::string& who) const {
+    std::vector<std::string> args{"--cluster-etcd-ca-file", pki_.file(ca)};
+    if (!who.empty()) {
+      args.insert(args.end(), {"--cluster-etcd-cert-file", pki_.file(who + ".pem"),
+                               "--cluster-etcd-key-file", pki_.file(who + ".key")});
+    }
+    return args;
+  }
+
+  TestPki pki_;
+};
+
+// Two relays reach an etcd that asks every client for a certificate: both register, see each
+// other, and a channel joined through one is claimed in etcd.
+TEST_F(EtcdTls, RelaysReachEtcdOverMutualTls) {
+  EtcdServer etcd(mutual_tls());
+  ASSERT_TRUE(etcd.url().starts_with("https://"));
+  Relay r1(etcd, 1, "3s", relay_tls("ca.pem", "relay"));
+  Relay r2(etcd, 2, "3s", relay_tls("ca.pem", "relay"));
+  ASSERT_TRUE(eventually([&] { return r1.members() == 2 && r2.members() == 2; }))
+      << r1.process().err();
+  EXPECT_EQ(r1.health().status, 200);
+  EXPECT_EQ(r2.health().status, 200);
+  EXPECT_EQ(etcd.get_prefix("/switchboard/members/").size(), 2U);
+
+  // Whichever relay the channel is placed on claims it through its TLS connection to etcd.
+  const auto channel = Uuid::random();
+  client::BlockingClient peer(options_for(r1.port(), channel));
+  const auto claims = etcd.get_prefix("/switchboard/channels/" + channel.to_string());  // held
+  ASSERT_EQ(claims.size(), 1U);
+  EXPECT_TRUE(claims.front().second == "r1" || claims.front().second == "r2")
+      << claims.front().second;
+}
+
+// A relay etcd refuses (no client certificate), and one that does not trust etcd's certificate,
+// stay out of the cluster, not ready, each with the reason in its log once; the relay etcd
+// accepts is unaffected.
+TEST_F(EtcdTls, RelaysEtcdRefusesOrDoesNotTrustStayOutAndSayWhy) {
+  EtcdServer etcd(mutual_tls());
+  Relay r1(etcd, 1, "3s", relay_tls("ca.pem", "relay"));
+  ASSERT_TRUE(eventually([&] { return r1.members() == 1 && r1.health().status == 200; }));
+
+  Relay anonymous(etcd, 2, "3s", relay_tls("ca.pem", ""));
+  Relay distrustful(etcd, 3, "3s", relay_tls("rogue-ca.pem", "relay"));
+  for (auto* relay : {&anonymous, &distrustful}) {
+    EXPECT_TRUE(relay->process().wait_for_output("cluster etcd call failed node=" + relay->id()))
+        << relay->process().err();
+    EXPECT_EQ(relay->health().status, 503);
+    EXPECT_EQ(relay->members(), 0);
+  }
+  // The log line gives the connection's error, not only the call's timeout.
+  const auto reason = [](Relay& relay) {
+    const auto err = relay.process().err();
+    const auto at = err.find("cluster etcd call failed node=" + relay.id());
+    return err.substr(at, err.find('\n', at) - at);
+  };
+  EXPECT_NE(reason(distrustful).find("certificate verify failed"), std::string::npos)
+      << reason(distrustful);
+  // Over TLS 1.3 etcd's refusal of a client without a certificate comes as the first read
+  // failing, which is all gRPC reports.
+  EXPECT_NE(reason(anonymous).find("; connection: failed to connect"), std::string::npos)
+      << reason(anonymous);
+  EXPECT_EQ(r1.members(), 1);
+  EXPECT_EQ(etcd.get_prefix("/switchboard/members/").size(), 1U);
+}
+
+TEST_F(EtcdTls, AnEtcdCertificateWithoutHttpsIsAConfigurationError) {
+  EtcdServer etcd;  // http
+  ChildServer relay(SWITCHBOARD_SERVER_BINARY,
+                    {"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--cluster-etcd",
+                     etcd.url(), "--node-id", "r1", "--cluster-etcd-ca-file", pki_.file("ca.pem")});
+  ASSERT_TRUE(relay.wait_exit().has_value());
+  EXPECT_NE(relay.err().find("etcd CA or client certificate given, but the endpoints are http://"),
+            std::string::npos)
+      << relay.err();
+}
+
+TEST(EtcdEndpoints, OneSchemeForAllAndHttpByDefault) {
+  const auto secure = cluster::parse_etcd_endpoints("https://10.0.0.1:2379,https://etcd-2:2379/");
+  EXPECT_TRUE(secure.tls);
+  EXPECT_EQ(secure.hosts, (std::vector<std::string>{"10.0.0.1:2379", "etcd-2:2379"}));
+  const auto plain = cluster::parse_etcd_endpoints("http://a:1,b:2");
+  EXPECT_FALSE(plain.tls);
+  EXPECT_EQ(plain.hosts, (std::vector<std::string>{"a:1", "b:2"}));
+  EXPECT_THROW(cluster::parse_etcd_endpoints("https://a:1,http://b:2"), std::invalid_argument);
+  EXPECT_THROW(cluster::parse_etcd_endpoints("unix:///run/etcd.sock"), std::invalid_argument);
+  EXPECT_THROW(cluster::parse_etcd_endpoints(","), std::invalid_argument);
+  // A client certificate needs its key, and TLS settings need https.
+  cluster::EtcdSecurity half;
+  half.cert_pem = "certificate";
+  EXPECT_THROW(cluster::EtcdClient(secure, half), std::invalid_argument);
+  cluster::EtcdSecurity roots;
+  roots.ca_pem = "roots";
+  EXPECT_THROW(cluster::EtcdClient(plain, roots), std::invalid_argument);
+}
+
+// etcd with its authentication on: a relay that logs in as a user whose role may write the
+// cluster's prefix serves; one with a wrong password stays out and says why; when etcd forgets
+// the tokens it issued (authentication turned off and on), the relay logs in again at its next
+// call and keeps serving on its lease.
+TEST(EtcdAuth, RelaysAuthenticateAsAnEtcdUser) {
+  EtcdServer etcd;
+  etcd.etcdctl({"user", "add", "root:root-secret"});
+  etcd.etcdctl({"user", "grant-role", "root", "root"});
+  etcd.etcdctl({"user", "add", "relay:relay-secret"});
+  etcd.etcdctl({"role", "add", "switchboard"});
+  etcd.etcdctl(
+      {"role", "grant-permission", "switchboard", "--prefix=true", "readwrite", "/switchboard/"});
+  etcd.etcdctl({"user", "grant-role", "relay", "switchboard"});
+  etcd.etcdctl({"auth", "enable"});
+  etcd.set_etcdctl_user("root:root-secret");
+
+  char pattern[] = "/tmp/switchboard-etcd-password-XXXXXX";
+  const int fd = ::mkstemp(pattern);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  const std::string right = std::string(pattern) + ".right";
+  const std::string wrong = std::string(pattern) + ".wrong";
+  std::ofstream(right) << "relay-secret\n";
+  std::ofstream(wrong) << "not-the-secret\n";
+  struct Cleanup {
+    std::vector<std::string> files;
+    ~Cleanup() {
+      for (const auto& file : files) ::unlink(file.c_str());
+    }
+  } cleanup{{pattern, right, wrong}};
+
+  Relay r1(etcd, 1, "3s", {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", right});
+  ASSERT_TRUE(eventually([&] { return r1.members() == 1 && r1.health().status == 200; }))
+      << r1.process().err();
+  EXPECT_EQ(r1.metric("switchboard_cluster_etcd_authentications_total"), 1.0);
+  const auto lease = r1.lease();
+
+  Relay impostor(etcd, 2, "3s",
+                 {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", wrong});
+  EXPECT_TRUE(impostor.process().wait_for_output("etcd authentication as relay failed"))
+      << impostor.process().err();
+  EXPECT_EQ(impostor.health().status, 503);
+  EXPECT_EQ(impostor.members(), 0);
+  EXPECT_EQ(r1.members(), 1);
+
+  // A channel claim writes under the prefix with the relay's token.
+  const auto first = Uuid::random();
+  {
+    client::BlockingClient peer(options_for(r1.port(), first));
+    EXPECT_EQ(etcd.get_prefix("/switchboard/channels/" + first.to_string()).size(), 1U);
+  }
+
+  // etcd drops every token it issued; the relay's next write is refused once, and it logs in
+  // again: the claim of a new channel still succeeds, on the same lease.
+  etcd.etcdctl({"auth", "disable"});
+  etcd.etcdctl({"auth", "enable"});
+  const auto second = Uuid::random();
+  {
+    client::BlockingClient peer(options_for(r1.port(), second));
+    EXPECT_EQ(etcd.get_prefix("/switchboard/channels/" + second.to_string()).size(), 1U);
+  }
+  EXPECT_EQ(r1.metric("switchboard_cluster_etcd_authentications_total"), 2.0);
+  EXPECT_EQ(r1.lease(), lease);
+  EXPECT_EQ(r1.health().status, 200);
+}
+
+}  // namespace
+}  // namespace switchboard::test
