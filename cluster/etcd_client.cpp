@@ -1,6 +1,9 @@
 // etcd v3 calls with deadlines and endpoint failover.
 #include "cluster/etcd_client.hpp"
 
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -64,21 +67,31 @@ EtcdClient::EtcdClient(const EtcdEndpoints& endpoints, EtcdSecurity security)
     : endpoints_(endpoints.hosts),
       user_(std::move(security.user)),
       password_(std::move(security.password)) {
-  if (security.cert_pem.empty() != security.key_pem.empty()) {
+  if (security.cert_file.empty() != security.key_file.empty()) {
     throw std::invalid_argument(
         "an etcd client certificate needs its key, and a key its certificate");
   }
-  if (!endpoints.tls && !(security.ca_pem.empty() && security.cert_pem.empty())) {
+  if (!endpoints.tls && !(security.ca_file.empty() && security.cert_file.empty())) {
     throw std::invalid_argument(
         "etcd CA or client certificate given, but the endpoints are http://");
   }
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-  if (endpoints.tls) {
-    grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = std::move(security.ca_pem);
-    tls.pem_cert_chain = std::move(security.cert_pem);
-    tls.pem_private_key = std::move(security.key_pem);
-    credentials = grpc::SslCredentials(tls);
+  if (endpoints.tls && security.ca_file.empty() && security.cert_file.empty()) {
+    credentials = grpc::SslCredentials({});  // the system's roots, no client certificate
+  } else if (endpoints.tls) {
+    // gRPC reads the files again every refresh_seconds, so that a renewed certificate or a
+    // new root reaches the next handshake.
+    namespace tls = grpc::experimental;
+    tls::TlsChannelCredentialsOptions options;
+    options.set_certificate_provider(std::make_shared<tls::FileWatcherCertificateProvider>(
+        security.key_file, security.cert_file, security.ca_file,
+        std::max(1U, security.refresh_seconds)));
+    if (!security.ca_file.empty()) options.watch_root_certs();
+    if (!security.cert_file.empty()) options.watch_identity_key_cert_pairs();
+    // These credentials check the name only when told to: etcd's certificate must name the
+    // host the endpoint names, as with the plain SSL credentials.
+    options.set_certificate_verifier(std::make_shared<tls::HostNameCertificateVerifier>());
+    credentials = tls::TlsCredentials(options);
   }
   grpc::ChannelArguments arguments;
   // A restarted etcd is found again within a second, not after gRPC's default backoff of up

@@ -8,12 +8,15 @@ namespace switchboard::cluster {
 
 /// How the client proves itself to etcd and checks etcd, beyond the endpoints' scheme.
 struct EtcdSecurity {
-  /// PEM roots that etcd's certificate must chain to (https); empty: gRPC's default roots.
-  std::string ca_pem;
-  /// PEM client certificate chain and key, for an etcd that asks for one
+  /// PEM file of the roots etcd's certificate must chain to (https); empty: the system's.
+  std::string ca_file;
+  /// PEM files of the client certificate chain and its key, for an etcd that asks for one
   /// (--client-cert-auth); both or neither.
-  std::string cert_pem;
-  std::string key_pem;
+  std::string cert_file;
+  std::string key_file;
+  /// How often the files are read again: a renewed certificate is used from the next
+  /// connection to etcd on, without a restart.
+  unsigned refresh_seconds = 60;
   /// etcd user (its authentication enabled); empty: calls carry no token.
   std::string user;
   std::string password;

@@ -72,9 +72,14 @@ std::unique_ptr<ClusterNode> make_cluster_node(const ServerConfig::Cluster& conf
                                                cluster::NodeAddress self) {
   cluster::EtcdDirectoryConfig directory;
   directory.etcd = config.etcd;
-  directory.security.ca_pem = read_config_file(config.etcd_ca_file, "cluster_etcd_ca_file");
-  directory.security.cert_pem = read_config_file(config.etcd_cert_file, "cluster_etcd_cert_file");
-  directory.security.key_pem = read_config_file(config.etcd_key_file, "cluster_etcd_key_file");
+  // Read now so that a wrong path fails the start; gRPC reads them again as they change.
+  (void)read_config_file(config.etcd_ca_file, "cluster_etcd_ca_file");
+  (void)read_config_file(config.etcd_cert_file, "cluster_etcd_cert_file");
+  (void)read_config_file(config.etcd_key_file, "cluster_etcd_key_file");
+  directory.security.ca_file = config.etcd_ca_file;
+  directory.security.cert_file = config.etcd_cert_file;
+  directory.security.key_file = config.etcd_key_file;
+  directory.security.refresh_seconds = config.etcd_tls_refresh_seconds;
   directory.security.user = config.etcd_user;
   if (!config.etcd_user.empty()) {
     auto password = read_config_file(config.etcd_password_file, "cluster_etcd_password_file");

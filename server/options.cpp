@@ -420,6 +420,11 @@ std::vector<Option> build_table() {
   table.push_back(string_option("cluster_etcd_key_file", OptionType::string,
                                 "PEM private key of cluster_etcd_cert_file",
                                 [](C c) -> std::string& { return c.cluster.etcd_key_file; }));
+  table.push_back(unsigned_option(
+      "cluster_etcd_tls_refresh_seconds",
+      "how often the etcd CA, certificate and key files are read again (a renewed certificate "
+      "needs no restart)",
+      1, 86'400, [](C c) -> unsigned& { return c.cluster.etcd_tls_refresh_seconds; }));
   table.push_back(string_option("cluster_etcd_user", OptionType::string,
                                 "etcd user this relay authenticates as (etcd's auth enabled); with "
                                 "cluster_etcd_password_file",

@@ -60,9 +60,10 @@ struct ServerConfig {
     std::string etcd_ca_file;    ///< PEM roots for etcd's certificate; empty: the system's
     std::string etcd_cert_file;  ///< PEM client certificate for etcd, with etcd_key_file
     std::string etcd_key_file;
-    std::string etcd_user;           ///< etcd user; empty: no etcd authentication
-    std::string etcd_password_file;  ///< its password, the file's first line
-    std::string node_id;             ///< empty: HOSTNAME-XXXXXX, random per process
+    unsigned etcd_tls_refresh_seconds = 60;  ///< how often those files are read again
+    std::string etcd_user;                   ///< etcd user; empty: no etcd authentication
+    std::string etcd_password_file;          ///< its password, the file's first line
+    std::string node_id;                     ///< empty: HOSTNAME-XXXXXX, random per process
     std::string advertise;       ///< native HOST:PORT others send peers to; empty: bound address
     std::string advertise_grpc;  ///< gRPC HOST:PORT; empty: the bound gRPC address
     std::string prefix = "/switchboard";

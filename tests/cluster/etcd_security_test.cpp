@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -108,6 +109,50 @@ TEST_F(EtcdTls, RelaysEtcdRefusesOrDoesNotTrustStayOutAndSayWhy) {
   EXPECT_EQ(etcd.get_prefix("/switchboard/members/").size(), 1U);
 }
 
+// etcd's certificate must name the host the endpoint names: one issued for 127.0.0.2, served on
+// 127.0.0.1, is refused though the CA signed it.
+TEST_F(EtcdTls, AnEtcdCertificateForAnotherHostIsRefused) {
+  pki_.leaf("elsewhere", "serverAuth", "subjectAltName=IP:127.0.0.2\n");
+  auto options = mutual_tls();
+  options.cert_file = pki_.file("elsewhere.pem");
+  options.key_file = pki_.file("elsewhere.key");
+  options.client_cert_auth = false;
+  options.ca_file.clear();  // etcdctl would refuse it too
+  EtcdServer etcd(options);
+  Relay relay(etcd, 1, "3s", relay_tls("ca.pem", "relay"));
+  ASSERT_TRUE(relay.process().wait_for_output("cluster etcd call failed node=r1"))
+      << relay.process().err();
+  EXPECT_EQ(relay.health().status, 503);
+  EXPECT_EQ(relay.members(), 0);
+}
+
+// The relay reads its certificate files again while it runs: started with a certificate etcd
+// does not accept, it stays out; once the files hold one etcd accepts, it registers, without a
+// restart.
+TEST_F(EtcdTls, ARenewedClientCertificateIsPickedUpWithoutARestart) {
+  pki_.leaf("impostor", "clientAuth", "", "rogue-ca");
+  const auto copy = [&](const std::string& from, const std::string& to) {
+    std::filesystem::copy_file(pki_.file(from), pki_.file(to),
+                               std::filesystem::copy_options::overwrite_existing);
+  };
+  copy("impostor.pem", "live.pem");
+  copy("impostor.key", "live.key");
+  EtcdServer etcd(mutual_tls());
+  Relay relay(etcd, 1, "3s",
+              {"--cluster-etcd-ca-file", pki_.file("ca.pem"), "--cluster-etcd-cert-file",
+               pki_.file("live.pem"), "--cluster-etcd-key-file", pki_.file("live.key"),
+               "--cluster-etcd-tls-refresh-seconds", "1"});
+  ASSERT_TRUE(relay.process().wait_for_output("cluster etcd call failed node=r1"))
+      << relay.process().err();
+  EXPECT_EQ(relay.members(), 0);
+
+  copy("relay.key", "live.key");
+  copy("relay.pem", "live.pem");
+  ASSERT_TRUE(eventually([&] { return relay.members() == 1 && relay.health().status == 200; }, 30s))
+      << relay.process().err();
+  EXPECT_EQ(etcd.get_prefix("/switchboard/members/").size(), 1U);
+}
+
 TEST_F(EtcdTls, AnEtcdCertificateWithoutHttpsIsAConfigurationError) {
   EtcdServer etcd;  // http
   ChildServer relay(SWITCHBOARD_SERVER_BINARY,
@@ -131,10 +176,10 @@ TEST(EtcdEndpoints, OneSchemeForAllAndHttpByDefault) {
   EXPECT_THROW(cluster::parse_etcd_endpoints(","), std::invalid_argument);
   // A client certificate needs its key, and TLS settings need https.
   cluster::EtcdSecurity half;
-  half.cert_pem = "certificate";
+  half.cert_file = "relay.pem";
   EXPECT_THROW(cluster::EtcdClient(secure, half), std::invalid_argument);
   cluster::EtcdSecurity roots;
-  roots.ca_pem = "roots";
+  roots.ca_file = "ca.pem";
   EXPECT_THROW(cluster::EtcdClient(plain, roots), std::invalid_argument);
 }
 

@@ -33,16 +33,17 @@ public:
   TestPki(const TestPki&) = delete;
   TestPki& operator=(const TestPki&) = delete;
 
-  /// NAME.pem (certificate) and NAME.key, signed by "ca": `usage` is the extendedKeyUsage list
-  /// ("serverAuth", "clientAuth", or both comma-separated), `extensions` more lines of them
-  /// (a subjectAltName).
-  void leaf(const std::string& name, const std::string& usage, const std::string& extensions) {
+  /// NAME.pem (certificate) and NAME.key, signed by `signer` ("ca" or "rogue-ca"): `usage` is
+  /// the extendedKeyUsage list ("serverAuth", "clientAuth", or both comma-separated),
+  /// `extensions` more lines of them (a subjectAltName).
+  void leaf(const std::string& name, const std::string& usage, const std::string& extensions,
+            const std::string& signer = "ca") {
     run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
         file(name + ".key") + " -out " + file(name + ".csr") + " -subj /CN=" + name);
     std::ofstream(dir_ / (name + ".ext")) << extensions << "extendedKeyUsage=" << usage << "\n";
-    run("openssl x509 -req -in " + file(name + ".csr") + " -CA " + file("ca.pem") + " -CAkey " +
-        file("ca.key") + " -set_serial " + std::to_string(1000 + serial_++) + " -days 2 -out " +
-        file(name + ".pem") + " -extfile " + file(name + ".ext"));
+    run("openssl x509 -req -in " + file(name + ".csr") + " -CA " + file(signer + ".pem") +
+        " -CAkey " + file(signer + ".key") + " -set_serial " + std::to_string(1000 + serial_++) +
+        " -days 2 -out " + file(name + ".pem") + " -extfile " + file(name + ".ext"));
   }
 
   /// The path of `name` in the folder ("ca.pem", "alice.key").
