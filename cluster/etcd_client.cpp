@@ -189,7 +189,7 @@ grpc::Status EtcdClient::authorize(grpc::ClientContext& context, Duration timeou
       token = token_;
     }
     if (token.empty()) {
-      const auto status = authenticate(timeout, token);
+      auto status = authenticate(timeout, token);
       if (!status.ok()) return status;
     }
   }
