@@ -88,8 +88,8 @@ EtcdClient::EtcdClient(const EtcdEndpoints& endpoints, EtcdSecurity security)
         std::max(1U, security.refresh_seconds)));
     if (!security.ca_file.empty()) options.watch_root_certs();
     if (!security.cert_file.empty()) options.watch_identity_key_cert_pairs();
-    // These credentials check the name only when told to: etcd's certificate must name the
-    // host the endpoint names, as with the plain SSL credentials.
+    // etcd's certificate must name the endpoint's host: checked at the handshake here, and for
+    // each call by gRPC's call-host check, which is on by default.
     options.set_certificate_verifier(std::make_shared<tls::HostNameCertificateVerifier>());
     credentials = tls::TlsCredentials(options);
   }
@@ -129,8 +129,8 @@ void EtcdClient::failed(const grpc::Status& status, const std::string& token) {
   }
   if (!endpoint_unreachable(status) || channels_.size() < 2) return;
   const auto from = current_.fetch_add(1) % channels_.size();
-  spdlog::debug("etcd endpoint {} failed ({}); next {}", endpoint_name(from),
-                status.error_message(), current_endpoint());
+  spdlog::debug("etcd endpoint {} failed ({}); next {}", endpoints_[from], status.error_message(),
+                current_endpoint());
 }
 
 template <typename Call>

@@ -92,7 +92,6 @@ private:
   /// A failed call: `token` (the one it carried) is dropped when etcd refused it, and an
   /// unreachable endpoint passes the turn to the next.
   void failed(const grpc::Status& status, const std::string& token);
-  std::string endpoint_name(std::size_t index) const { return endpoints_[index]; }
 
   std::vector<std::string> endpoints_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;

@@ -175,7 +175,17 @@ INSTANTIATE_TEST_SUITE_P(
                 {{"SWITCHBOARD_MAX_FRAMES", "2048"}},
                 "",
                 {"SWITCHBOARD_MAX_FRAMES", "unknown key"}},
-        Invalid{"InconsistentLimits", {"--max-frame", "1MiB"}, {}, "", {"read_block_size"}}),
+        Invalid{"InconsistentLimits", {"--max-frame", "1MiB"}, {}, "", {"read_block_size"}},
+        Invalid{"EtcdCertificateWithoutKey",
+                {"--cluster-etcd-cert-file", "/etc/relay.pem"},
+                {},
+                "",
+                {"cluster_etcd_cert_file", "cluster_etcd_key_file", "set both or neither"}},
+        Invalid{"EtcdUserWithoutPassword",
+                {},
+                {{"SWITCHBOARD_CLUSTER_ETCD_USER", "relay"}},
+                "",
+                {"cluster_etcd_user", "cluster_etcd_password_file", "set both or neither"}}),
     [](const ::testing::TestParamInfo<Invalid>& param_info) { return param_info.param.name; });
 
 TEST(Config, SampleFileLoadsAndHoldsTheDefaults) {
