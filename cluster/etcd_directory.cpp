@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -147,15 +148,17 @@ struct EtcdDirectory::State {
   Clock::time_point leave_deadline;
   Clock::time_point renewed_sent;  ///< send time of the last acknowledged renewal (or grant)
 
-  // What etcd last refused or why it was unreachable, logged once until registration succeeds:
-  // a wrong certificate or password fails every retry the same way.
-  std::string last_etcd_error;
+  // Why etcd refused or could not be reached, each reason logged once until registration
+  // succeeds: a wrong certificate or password fails every retry the same way, and the threads'
+  // calls may fail for different reasons in turn. At most a few distinct ones are kept.
+  std::set<std::string> etcd_errors_logged;
 
   void report_etcd_error(std::unique_lock<std::mutex>& lock, const char* what,
                          const grpc::Status& status) {
+    constexpr std::size_t kReasonsLogged = 8;
     auto reason = fmt::format("{}: {}", code_name(status.error_code()), status.error_message());
-    if (reason == last_etcd_error) return;
-    last_etcd_error = std::move(reason);
+    if (etcd_errors_logged.size() >= kReasonsLogged || etcd_errors_logged.contains(reason)) return;
+    etcd_errors_logged.insert(std::move(reason));
     // explain() may make a short call of its own: not under the lock resolve() and the
     // metrics take.
     lock.unlock();
@@ -324,7 +327,7 @@ struct EtcdDirectory::State {
       pause_until(lock, Clock::now() + renew_every / 3);
       return;
     }
-    last_etcd_error.clear();
+    etcd_errors_logged.clear();
     lease = granted.id();
     registered = true;
     renewed_sent = sent;
