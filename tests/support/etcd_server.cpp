@@ -43,9 +43,21 @@ EtcdServer::EtcdServer(EtcdOptions options) : options_(std::move(options)) {
   char pattern[] = "/tmp/switchboard-etcd-XXXXXX";
   if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
   data_dir_ = pattern;
-  client_port_ = free_loopback_port();
-  peer_port_ = free_loopback_port();
-  start();
+  // A port free a moment ago can be taken before etcd binds it: by another test's listener, or
+  // as the local port of any outgoing connection on the machine. Only then, new ports.
+  for (int attempt = 1;; ++attempt) {
+    client_port_ = free_loopback_port();
+    peer_port_ = free_loopback_port();
+    try {
+      start();
+      return;
+    } catch (const std::runtime_error& e) {
+      const bool taken = std::string(e.what()).find("address already in use") != std::string::npos;
+      if (!taken || attempt == 3) throw;
+      std::error_code ignored;
+      std::filesystem::remove_all(data_dir_ + "/data", ignored);  // made for the old ports
+    }
+  }
 }
 
 EtcdServer::~EtcdServer() {
