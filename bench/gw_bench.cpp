@@ -50,12 +50,16 @@ std::string target_of(const bench::Args& args) {
   return host + ":" + std::to_string(args.num("port", 0));
 }
 
-std::unique_ptr<pb::SwitchboardService::Stub> stub_for(const bench::Args& args) {
-  auto channel = grpc::CreateChannel(target_of(args), grpc::InsecureChannelCredentials());
+std::unique_ptr<pb::SwitchboardService::Stub> stub_to(const std::string& target) {
+  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
-    throw std::runtime_error("cannot connect to " + target_of(args));
+    throw std::runtime_error("cannot connect to " + target);
   }
   return pb::SwitchboardService::NewStub(channel);
+}
+
+std::unique_ptr<pb::SwitchboardService::Stub> stub_for(const bench::Args& args) {
+  return stub_to(target_of(args));
 }
 
 std::string describe(const grpc::Status& status) {
@@ -138,11 +142,14 @@ bool echo_round_trip(int fd, const std::string& data, std::string& back) {
 // responder behind the relay does), or echoes each chunk back in echo mode. With an echo port,
 // each echoed chunk first makes a round trip over TCP to that echo peer (serve-echo), on the
 // call's own thread: a gRPC leg and a byte leg with no hand-off between threads, the floor of
-// gRPC -> relay -> native.
+// gRPC -> relay -> native. With an upstream echo server (another serve-direct), each echoed
+// chunk first makes a round trip over one gRPC Send to it, on the call's own thread: two gRPC
+// legs with no hand-off, the floor of gRPC -> relay -> gRPC.
 class DirectService final : public pb::SwitchboardService::Service {
 public:
-  DirectService(std::size_t reply_size, std::uint16_t echo_port)
-      : reply_size_(reply_size), echo_port_(echo_port) {}
+  DirectService(std::size_t reply_size, std::uint16_t echo_port,
+                std::unique_ptr<pb::SwitchboardService::Stub> upstream)
+      : reply_size_(reply_size), echo_port_(echo_port), upstream_(std::move(upstream)) {}
 
   grpc::Status Send(grpc::ServerContext*,
                     grpc::ServerReaderWriter<pb::SendResponse, pb::SendRequest>* stream) override {
@@ -162,7 +169,16 @@ public:
     }
     const int one = 1;
     if (hop >= 0) ::setsockopt(hop, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    grpc::ClientContext upstream_context;
+    std::unique_ptr<grpc::ClientReaderWriter<pb::SendRequest, pb::SendResponse>> upstream;
+    if (echo && upstream_) {
+      upstream = upstream_->Send(&upstream_context);
+      pb::SendRequest open;
+      open.mutable_open()->mutable_metadata()->insert({kModeKey, kEchoMode});
+      if (!upstream->Write(open)) return {grpc::StatusCode::UNAVAILABLE, "upstream refused"};
+    }
     std::string back;
+    pb::SendResponse upstream_answer;
     while (stream->Read(&in)) {
       const auto& data = in.chunk().data();
       total += data.size();
@@ -172,6 +188,9 @@ public:
           ::close(hop);
           return {grpc::StatusCode::UNAVAILABLE, "echo peer went away"};
         }
+        if (upstream && (!upstream->Write(in) || !upstream->Read(&upstream_answer))) {
+          return {grpc::StatusCode::UNAVAILABLE, "upstream went away"};
+        }
         out.mutable_chunk()->set_data(data);
         if (!stream->Write(out)) {
           if (hop >= 0) ::close(hop);
@@ -180,6 +199,10 @@ public:
       }
     }
     if (hop >= 0) ::close(hop);
+    if (upstream) {
+      upstream->WritesDone();
+      (void)upstream->Finish();
+    }
     if (!echo) {
       out.mutable_chunk()->set_data(report_body(total, last, reply_size_));
       stream->Write(out);
@@ -190,6 +213,7 @@ public:
 private:
   std::size_t reply_size_;
   std::uint16_t echo_port_;
+  std::unique_ptr<pb::SwitchboardService::Stub> upstream_;  // null without --grpc-echo-port
 };
 
 // The same server on gRPC's callback API, the API the relay's gRPC door is built on: each
@@ -285,13 +309,19 @@ int serve_on_loopback(grpc::Service& service) {
 int serve_direct(const bench::Args& args) {
   const auto api = args.str("api", "sync");
   if (api == "callback") {
-    if (args.has("echo-port")) throw std::invalid_argument("--echo-port is for --api sync");
+    if (args.has("echo-port") || args.has("grpc-echo-port")) {
+      throw std::invalid_argument("--echo-port and --grpc-echo-port are for --api sync");
+    }
     CallbackDirectService service(args.num("reply-size", 128));
     return serve_on_loopback(service);
   }
   if (api != "sync") throw std::invalid_argument("--api is sync or callback");
+  std::unique_ptr<pb::SwitchboardService::Stub> upstream;
+  if (args.has("grpc-echo-port")) {
+    upstream = stub_to("127.0.0.1:" + std::to_string(args.num("grpc-echo-port", 0)));
+  }
   DirectService service(args.num("reply-size", 128),
-                        static_cast<std::uint16_t>(args.num("echo-port", 0)));
+                        static_cast<std::uint16_t>(args.num("echo-port", 0)), std::move(upstream));
   return serve_on_loopback(service);
 }
 
@@ -615,9 +645,11 @@ void usage() {
   std::fprintf(
       stderr,
       "usage: gw-bench COMMAND --port P [flags]   (gRPC port; loopback only)\n"
-      "  serve-direct [--reply-size 128] [--echo-port P] [--api sync|callback]   gRPC Send\n"
-      "                                    server without a relay; echoed chunks first go\n"
-      "                                    round serve-echo at P; --api callback serves it on\n"
+      "  serve-direct [--reply-size 128] [--echo-port P] [--grpc-echo-port P]\n"
+      "               [--api sync|callback]   gRPC Send server without a relay; echoed\n"
+      "                                    chunks first go round serve-echo at --echo-port,\n"
+      "                                    or over one gRPC Send to the serve-direct at\n"
+      "                                    --grpc-echo-port; --api callback serves it on\n"
       "                                    gRPC's callback API; prints\n"
       "                                    'listening 127.0.0.1:PORT'\n"
       "  serve-echo [--max-conns 16]      TCP echo peer; prints 'listening 127.0.0.1:PORT'\n"

@@ -4,7 +4,10 @@
 # API and on its callback API (the relay's), the direct server whose echo first goes round a TCP
 # echo peer (a gRPC leg plus a byte leg, no hand-off), the direct server behind one and behind
 # three byte proxies (a thread crossing per proxy each way, as the gRPC door's HTTP/2 guard
-# adds), the echoing server behind a proxy, and the trivial gRPC forwarder; then the relay's
+# adds), the echoing server behind a proxy, the direct server whose echo first goes round a
+# second direct server over gRPC on the call's own thread (two gRPC legs, no hand-off: the
+# floor of gRPC -> relay -> gRPC), the same with a byte proxy in front of each leg (what the
+# door's guard adds on each side), and the trivial gRPC forwarder; then the relay's
 # Requests stream to a native responder and to a gRPC Respond peer. Prints one line of p50s (µs)
 # per round and the medians.
 #
@@ -21,7 +24,7 @@ while (($#)); do
     --runs) RUNS=$2; shift ;;
     --n) N=$2; shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "$SCRIPT: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -67,8 +70,8 @@ relay_row() {  # relay_row native|grpc: p50 through one Requests stream of a fre
   stop_pid "$relay"
 }
 
-NAMES=(direct direct-callback direct+echo direct-proxy direct-3proxies echo-proxy forwarder
-  relay-native relay-grpc)
+NAMES=(direct direct-callback direct+echo direct-proxy direct-3proxies echo-proxy two-legs
+  two-legs-2proxies forwarder relay-native relay-grpc)
 declare -A ALL
 for ((r = 1; r <= RUNS; r++)); do
   serve direct serve-direct
@@ -80,11 +83,16 @@ for ((r = 1; r <= RUNS; r++)); do
   serve chain2 serve-proxy --port "$(port_of chain1)"
   serve chain3 serve-proxy --port "$(port_of chain2)"
   serve echoproxy serve-proxy --port "$(port_of echoing)"
+  serve twolegs serve-direct --grpc-echo-port "$(port_of direct)"
+  serve upproxy serve-proxy --port "$(port_of direct)"
+  serve twolegsg serve-direct --grpc-echo-port "$(port_of upproxy)"
+  serve downproxy serve-proxy --port "$(port_of twolegsg)"
   serve forward serve-forward --port "$(port_of direct)"
   row=(
     "$(p50 "$(port_of direct)" pingpong)" "$(p50 "$(port_of callback)" pingpong)"
     "$(p50 "$(port_of echoing)" pingpong)" "$(p50 "$(port_of proxy)" pingpong)"
     "$(p50 "$(port_of chain3)" pingpong)" "$(p50 "$(port_of echoproxy)" pingpong)"
+    "$(p50 "$(port_of twolegs)" pingpong)" "$(p50 "$(port_of downproxy)" pingpong)"
     "$(p50 "$(port_of forward)" pingpong)"
   )
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
