@@ -11,11 +11,15 @@ PresenceFlusher::PresenceFlusher(boost::asio::io_context& io)
     : boost::asio::execution_context::service(io), timer_(io) {}
 
 void PresenceFlusher::add(std::shared_ptr<Session> session, const Registry& registry,
-                          Clock::duration tick) {
-  if (registry_ != &registry) {
+                          Clock::duration tick, std::uint32_t storm_rate) {
+  if (registry_ != &registry || !armed_) {
+    // Idle until now: the rate and the quiet test start from here, not from the last tick.
     registry_ = &registry;
     announced_ = registry.announcements();
+    counted_at_ = Clock::now();
+    storming_ = false;
   }
+  storm_rate_ = storm_rate;
   waiting_.push_back(std::move(session));
   if (armed_ && tick >= tick_) return;
   tick_ = tick;
@@ -29,16 +33,22 @@ void PresenceFlusher::add(std::shared_ptr<Session> session, const Registry& regi
 void PresenceFlusher::on_tick() {
   armed_ = false;
   const auto announced = registry_->announcements();
-  const bool quiet = announced == announced_;
-  announced_ = announced;
   const auto now = Clock::now();
+  const bool quiet = announced == announced_;
+  const std::chrono::duration<double> elapsed = now - counted_at_;
+  storming_ = storm_rate_ != 0 && elapsed.count() > 0 &&
+              static_cast<double>(announced - announced_) >= storm_rate_ * elapsed.count();
+  announced_ = announced;
+  counted_at_ = now;
   ticking_.swap(waiting_);
   {
     // The writes go out from this thread when the batch is flushed, not through each writer's
     // wake-up and a second turn of the event loop.
     HandoffBatch::Scope handoffs;
     for (auto& session : ticking_) {
-      if (!session->flush_deferred_presence(now, quiet)) waiting_.push_back(std::move(session));
+      if (!session->flush_deferred_presence(now, quiet, storming_)) {
+        waiting_.push_back(std::move(session));
+      }
     }
     ticking_.clear();
     handoffs.flush();

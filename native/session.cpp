@@ -261,8 +261,10 @@ void Session::on_presence(const wire::Presence& event) {
 
 // A change that finds the connection quiet is written in this turn of the event loop; while
 // changes keep coming, each write waits four times as long as the one before, from an eighth of
-// presence_interval up to all of it, so a storm of joins costs each peer a few writes. Once no
-// change is announced for a tick of the thread's flusher, the held changes go out at once.
+// presence_interval up to all of it, so a storm of joins costs each peer a few writes. In a
+// storm the relay counts (presence_storm_rate), every change waits for the flusher and a write
+// follows the one before by presence_storm_hold. Once no change is announced for a tick of the
+// thread's flusher, the held changes go out at once.
 void Session::schedule_presence() {
   // Members cached for broadcasts (streams and messages) may have left: let them go now, not at
   // the next broadcast (which refreshes the list anyway).
@@ -272,20 +274,21 @@ void Session::schedule_presence() {
   const auto interval = Clock::duration(limits_.presence_interval);
   if (now >= presence_written_ + interval) presence_wait_ = interval / 8;  // quiet long enough
   const auto due = presence_written_ + presence_wait_;
-  if (now >= due) {
+  if (home_ && !presence_flusher_) {
+    presence_flusher_ = &asio::use_service<PresenceFlusher>(home_->context());
+  }
+  if (now >= due && !(presence_flusher_ && presence_flusher_->storming())) {
     write_presence();
     return;
   }
   presence_wait_ = std::min<Clock::duration>(interval, 4 * presence_wait_);
   presence_due_ = due;
-  if (home_) {
+  if (presence_flusher_) {
     // A tick resolves the due time and notices the end of a storm soon after it ends.
     const auto tick = std::clamp<Clock::duration>(interval / 16, std::chrono::milliseconds(1),
                                                   std::chrono::milliseconds(25));
-    if (!presence_flusher_) {
-      presence_flusher_ = &asio::use_service<PresenceFlusher>(home_->context());
-    }
-    presence_flusher_->add(shared_from_this(), context_.registry, tick);
+    presence_flusher_->add(shared_from_this(), context_.registry, tick,
+                           limits_.presence_storm_rate);
     return;
   }
   if (!presence_timer_) presence_timer_ = std::make_unique<asio::steady_timer>(executor_);
@@ -295,9 +298,12 @@ void Session::schedule_presence() {
   });
 }
 
-bool Session::flush_deferred_presence(Clock::time_point now, bool quiet) {
+bool Session::flush_deferred_presence(Clock::time_point now, bool quiet, bool storming) {
   if (closing()) return true;
-  if (!quiet && now < presence_due_) return false;
+  if (!quiet) {
+    if (now < presence_due_) return false;
+    if (storming && now < presence_sent_ + limits_.presence_storm_hold) return false;
+  }
   write_presence();
   return true;
 }
@@ -312,6 +318,7 @@ void Session::write_presence() {
   }
   if (changes.empty()) return;
   presence_written_ = Clock::now();
+  presence_sent_ = presence_written_;
   presence_burst_ = presence_burst_ || changes.size() > 1;
   auto& control = outbox_.control();
   // One id per frame; the frame's list is this thread's, so a write allocates nothing.

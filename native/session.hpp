@@ -177,9 +177,10 @@ private:
   void schedule_presence();
   void write_presence();
   // A tick of this thread's flusher: writes the held changes when they are due, or at once when
-  // no change was announced since the tick before (`quiet`). True once this session is done
+  // no change was announced since the tick before (`quiet`); in a join storm (`storming`) not
+  // before presence_storm_hold has passed since the last write. True once this session is done
   // with the flusher.
-  bool flush_deferred_presence(Clock::time_point now, bool quiet);
+  bool flush_deferred_presence(Clock::time_point now, bool quiet, bool storming);
 
   // ---- The writer (session_write.cpp). ----
   void queue_control_done();
@@ -288,6 +289,7 @@ private:
   // session on another kind of executor (a strand, in tests) has its own timer, made on first
   // use.
   Clock::time_point presence_written_{};
+  Clock::time_point presence_sent_{};  // the last presence write or the welcome's snapshot
   Clock::duration presence_wait_{};
   Clock::time_point presence_due_{};
   PresenceFlusher* presence_flusher_ = nullptr;  // this thread's, looked up on first use

@@ -208,6 +208,7 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
   message_credit_ = limits_.message_window;
   auto& control = outbox_.control();
   wire::append_welcome(control, welcome);
+  presence_sent_ = Clock::now();  // the snapshot below is the view a storm's hold counts from
   // The snapshot may exceed one frame: split it so each frame fits the client's max frame.
   const std::size_t per_frame = std::min<std::size_t>(0xFFFF, (client_max_frame_ - 12) / 16);
   std::size_t offset = 0;

@@ -348,6 +348,17 @@ std::vector<Option> build_table() {
       "sixteenth of it, at most 25 ms)",
       0, [](C c) -> Milliseconds& { return c.limits.presence_interval; },
       {"--presence-interval-ms"}));
+  table.push_back(unsigned_option(
+      "presence_storm_rate",
+      "presence changes a second, over the whole relay, from which joins count as a storm and "
+      "held presence waits up to presence_storm_hold (0: never a storm)",
+      0, kU32, [](C c) -> std::uint32_t& { return c.limits.presence_storm_rate; }));
+  table.push_back(duration_option(
+      "presence_storm_hold",
+      "longest a presence change is held during a join storm, counted from the connection's "
+      "last presence write (held changes still go out within a tick once the changes stop)",
+      0, [](C c) -> Milliseconds& { return c.limits.presence_storm_hold; },
+      {"--presence-storm-hold-ms"}));
   table.push_back(duration_option(
       "default_idle_timeout", "stream idle timeout when the opener sets none (0: none)", 0,
       [](C c) -> Milliseconds& { return c.limits.default_idle_timeout; }, {"--idle-timeout-ms"}));

@@ -35,6 +35,7 @@ void Limits::validate() const {
   if (slow_consumer_timeout.count() <= 0) fail("slow_consumer_timeout must be positive");
   if (write_timeout.count() <= 0) fail("write_timeout must be positive");
   if (presence_interval.count() < 0) fail("presence_interval must not be negative");
+  if (presence_storm_hold.count() < 0) fail("presence_storm_hold must not be negative");
   if (default_idle_timeout.count() < 0) fail("default_idle_timeout must not be negative");
   if (drain_timeout.count() < 0) fail("drain_timeout must not be negative");
   if (grpc_max_header_block < 1024) fail("grpc_max_header_block must be at least 1 KiB");

@@ -112,8 +112,7 @@ protected:
     }
     const auto now = Clock::now();
     std::printf(
-        "storm of %zu peers settled in %.1f ms, %.1f ms after the last join (presence_interval "
-        "%d ms)\n",
+        "storm of %zu peers settled in %.1f ms, %.1f ms after the last join (parameter %d ms)\n",
         peers.size(), std::chrono::duration<double, std::milli>(now - start).count(),
         connecting == 0 ? std::chrono::duration<double, std::milli>(now - last_join).count() : -1.0,
         GetParam());
@@ -168,9 +167,17 @@ protected:
     }
   }
 
+  // A parameter of 0 or more is the presence_interval; a negative one is a presence_storm_hold
+  // of that many milliseconds at the default presence_interval, with every change counted as a
+  // storm (presence_storm_rate 1).
   core::Limits limits() const {
     auto limits = storm_limits();
-    limits.presence_interval = std::chrono::milliseconds(GetParam());
+    if (GetParam() >= 0) {
+      limits.presence_interval = std::chrono::milliseconds(GetParam());
+    } else {
+      limits.presence_storm_rate = 1;
+      limits.presence_storm_hold = std::chrono::milliseconds(-GetParam());
+    }
     return limits;
   }
 
@@ -190,16 +197,20 @@ TEST_P(JoinStorm, LeavesDuringTheStormAreExactToo) {
   storm(peers, peers.size() + leaving);  // a version per join and per leave
 }
 
-// 0: every change written in its turn of the event loop; 200: the default coalescing.
-INSTANTIATE_TEST_SUITE_P(PresenceInterval, JoinStorm, ::testing::Values(0, 200),
-                         [](const auto& param_info) {
-                           return std::to_string(param_info.param) + "ms";
-                         });
+std::string param_name(const ::testing::TestParamInfo<int>& info) {
+  return info.param >= 0 ? std::to_string(info.param) + "ms"
+                         : "StormHold" + std::to_string(-info.param) + "ms";
+}
+
+// 0: every change written in its turn of the event loop; 200: the default coalescing; and the
+// relay in a join storm from the first change, holding changes up to a second.
+INSTANTIATE_TEST_SUITE_P(PresenceInterval, JoinStorm, ::testing::Values(0, 200, -1000), param_name);
 
 // Once the joins stop, the changes a relay held back go out without a further change to carry
 // them and without waiting for their due time. With presence_interval at 60 s a held write is
-// due 7.5 s or more after the write before it, so views exact within 5 s of the last join (a
-// bound for a loaded machine; the time it took is printed) were not waiting for that.
+// due 7.5 s or more after the write before it, and in a storm with a 60 s hold 60 s after it,
+// so views exact within 5 s of the last join (a bound for a loaded machine; the time it took is
+// printed) were not waiting for that.
 class JoinBurst : public JoinStorm {};
 
 TEST_P(JoinBurst, ViewsBecomeExactOnceTheJoinsStop) {
@@ -209,10 +220,75 @@ TEST_P(JoinBurst, ViewsBecomeExactOnceTheJoinsStop) {
   storm(peers, peers.size() + leaving, std::chrono::seconds(60), std::chrono::seconds(5));
 }
 
-INSTANTIATE_TEST_SUITE_P(LongPresenceInterval, JoinBurst, ::testing::Values(60000),
-                         [](const auto& param_info) {
-                           return std::to_string(param_info.param) + "ms";
-                         });
+INSTANTIATE_TEST_SUITE_P(LongPresenceInterval, JoinBurst, ::testing::Values(60000, -60000),
+                         param_name);
+
+// A storm that never stops still delivers presence: a held change goes out once the hold has
+// passed since the connection's last presence write, without waiting for a quiet tick. Four
+// churners join and leave for as long as the watcher waits, so ticks keep finding changes; the
+// watcher must see ten writes' worth of versions. With the hold ignored while changes keep
+// coming, it sees its first change and then only what a quiet tick lets out (the churners
+// stalling on a loaded machine), and the 30 s bound fails it.
+TEST(StormHold, HeldPresenceIsWrittenWhileTheStormGoesOn) {
+  auto limits = storm_limits();
+  limits.presence_storm_rate = 1;
+  limits.presence_storm_hold = std::chrono::milliseconds(50);
+  test::InProcessRelay relay(limits);
+  const auto channel = Uuid::random();
+  asio::io_context io;
+  client::Outcome outcome;
+  std::shared_ptr<Connection> watcher;
+  std::size_t changes_seen = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        watcher = co_await Connection::connect(io.get_executor(),
+                                               test::options_for(relay.port(), channel), outcome);
+        if (!watcher) co_return;
+        watcher->on_presence([&](const client::PresenceChange&) { ++changes_seen; });
+      },
+      asio::detached);
+  bool done = false;
+  std::size_t churned = 0;
+  std::string failure;
+  for (int churner = 0; churner < 4; ++churner) {
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          while (!done && churned < 200000) {  // bounded: about 600 are needed
+            client::Outcome churn_outcome;
+            auto peer = co_await Connection::connect(
+                io.get_executor(), test::options_for(relay.port(), channel), churn_outcome);
+            if (!peer) {
+              failure = churn_outcome.describe();
+              co_return;
+            }
+            ++churned;
+            peer->close();
+          }
+        },
+        asio::detached);
+  }
+  std::uint64_t first_version = 0;
+  const auto bound = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < bound && failure.empty()) {
+    io.run_for(std::chrono::milliseconds(5));
+    if (!watcher) continue;
+    if (first_version == 0) first_version = watcher->membership_version();
+    // A churned peer's join and leave are two versions. The watcher's first change after its
+    // welcome is written at once; 40 versions need held writes after it.
+    if (watcher->membership_version() >= first_version + 40) break;
+  }
+  done = true;
+  ASSERT_TRUE(failure.empty()) << failure;
+  ASSERT_TRUE(watcher) << outcome.describe();
+  EXPECT_GE(watcher->membership_version(), first_version + 40)
+      << "presence stopped while the storm went on: " << churned << " churned peers";
+  std::printf("%zu churned peers, %zu presence changes seen\n", churned, changes_seen);
+  watcher->close();
+  io.run_for(std::chrono::milliseconds(100));
+  watcher.reset();
+}
 
 }  // namespace
 }  // namespace switchboard
