@@ -290,8 +290,13 @@ asio::awaitable<Outcome> ConnectionImpl::attempt(Joined& joined) {
 }
 
 asio::awaitable<Outcome> ConnectionImpl::attempt_once(Joined& joined) {
-  auto link = std::make_shared<Link>(executor_, options_);
-  link_ = link;
+  // The first attempt uses the link made with the connection; each later one (a reconnect, a
+  // redirect) starts from a fresh link.
+  auto link = link_;
+  if (link->handshake_over || link->dead || link->socket.is_open() || link->lane) {
+    link = std::make_shared<Link>(executor_, options_);
+    link_ = link;
+  }
   // At the connect timeout the link is closed, so whatever the handshake waits on ends with an
   // error: cheaper, for every connect, than racing the handshake and the timer as two coroutines.
   attempt_timer_.expires_after(options_.connect_timeout);
@@ -404,6 +409,7 @@ asio::awaitable<Outcome> ConnectionImpl::handshake(Link& link, Joined& joined) {
   hello.stream_window = options_.stream_window;
   hello.token = options_.token;
   std::vector<std::uint8_t> bytes;
+  bytes.reserve(64 + hello.token.size());  // the whole frame: one allocation
   wire::append_hello(bytes, hello);
   if (auto [ec, n] = co_await link.write_all(asio::buffer(bytes)); ec) {
     co_return Outcome{Status::peer_gone, 0, "handshake write failed: " + ec.message()};
@@ -650,7 +656,9 @@ void ConnectionImpl::dispatch(const wire::Frame& frame) {
   const auto& h = frame.header;
   switch (h.type) {
     case FrameType::presence: {
-      wire::Presence presence;
+      // Parsed into this thread's frame, whose list keeps its room: a storm's presence costs
+      // no allocation per change (the subject and version are copied out before any handler).
+      thread_local wire::Presence presence;
       if (wire::parse_presence(frame.payload, presence) != wire::DecodeError::none) return;
       if (presence.event == wire::PresenceEvent::snapshot) return;
       const Uuid& subject = presence.peers.front();
