@@ -1,11 +1,25 @@
 // Each I/O thread's writer of deferred presence.
 #include "native/presence_flusher.hpp"
 
+#include <cmath>
+
 #include "native/handoff.hpp"
 #include "native/session.hpp"
 #include "registry/registry.hpp"
 
 namespace switchboard::core::net {
+
+namespace {
+
+// The rate that makes a storm is smoothed over about this long, so that one tick in which no
+// join landed (the joiners' own process busy, a thread descheduled) does not end it.
+constexpr double kRateWindowSeconds = 0.1;
+// In a storm, the quiet that releases every held change is this many ticks without a change:
+// one gap between joins would otherwise release them all, and the writes that follow slow the
+// joiners down enough to make the next gap.
+constexpr int kStormQuietTicks = 4;
+
+}  // namespace
 
 PresenceFlusher::PresenceFlusher(boost::asio::io_context& io)
     : boost::asio::execution_context::service(io), timer_(io) {}
@@ -17,6 +31,8 @@ void PresenceFlusher::add(std::shared_ptr<Session> session, const Registry& regi
     registry_ = &registry;
     announced_ = registry.announcements();
     counted_at_ = Clock::now();
+    rate_ = 0;
+    quiet_ticks_ = 0;
     storming_ = false;
   }
   storm_rate_ = storm_rate;
@@ -34,10 +50,15 @@ void PresenceFlusher::on_tick() {
   armed_ = false;
   const auto announced = registry_->announcements();
   const auto now = Clock::now();
-  const bool quiet = announced == announced_;
+  const auto changes = announced - announced_;
   const std::chrono::duration<double> elapsed = now - counted_at_;
-  storming_ = storm_rate_ != 0 && elapsed.count() > 0 &&
-              static_cast<double>(announced - announced_) >= storm_rate_ * elapsed.count();
+  if (elapsed.count() > 0) {
+    const double weight = 1 - std::exp(-elapsed.count() / kRateWindowSeconds);
+    rate_ += weight * (static_cast<double>(changes) / elapsed.count() - rate_);
+  }
+  quiet_ticks_ = changes == 0 ? quiet_ticks_ + 1 : 0;
+  storming_ = storm_rate_ != 0 && rate_ >= storm_rate_;
+  const bool quiet = quiet_ticks_ >= (storming_ ? kStormQuietTicks : 1);
   announced_ = announced;
   counted_at_ = now;
   ticking_.swap(waiting_);

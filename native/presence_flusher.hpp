@@ -24,8 +24,8 @@ using Clock = std::chrono::steady_clock;
 /// session whose due time has passed, and all of them when the registry announced no change
 /// since the tick before: coalescing pays only while changes keep coming, and once they stop
 /// nobody sits on pending changes for the rest of its wait. A tick also measures the rate of
-/// those changes: at or above the storm rate, the relay is in a join storm until a tick finds
-/// it below.
+/// those changes (smoothed over about 100 ms): at or above the storm rate the relay is in a
+/// join storm, and then it takes four ticks without a change to release every held one.
 class PresenceFlusher final : public boost::asio::execution_context::service {
 public:
   using key_type = PresenceFlusher;
@@ -52,6 +52,8 @@ private:
   const Registry* registry_ = nullptr;
   std::uint64_t announced_ = 0;     // the registry's count at the last tick (or the first add)
   Clock::time_point counted_at_{};  // when announced_ was read
+  double rate_ = 0;                 // changes a second, smoothed
+  int quiet_ticks_ = 0;             // ticks in a row that found no change
   Clock::duration tick_{};
   std::uint32_t storm_rate_ = 0;
   bool armed_ = false;
