@@ -59,13 +59,15 @@ struct Limits {
   /// loop it came in.
   Milliseconds presence_interval{200};
   /// A join storm: while the relay as a whole announces at least presence_storm_rate presence
-  /// changes a second (joins and leaves over every channel; 0: never a storm), a held change
-  /// waits up to presence_storm_hold after its connection's last presence write (or its
-  /// welcome) instead of following presence_interval's schedule, and a change on a quiet
-  /// connection is held too. Peers then get a write per presence_storm_hold of the storm
+  /// changes a second (joins and leaves over every channel; 0, the default: never a storm), a
+  /// held change waits up to presence_storm_hold after its connection's last presence write
+  /// (or its welcome) instead of following presence_interval's schedule, and a change on a
+  /// quiet connection is held too. Peers then get a write per presence_storm_hold of the storm
   /// instead of one per presence_interval, and the relay's threads go to the joins. Once no
-  /// change is announced for a tick, held changes go out as before.
-  std::uint32_t presence_storm_rate = 1000;
+  /// change is announced for four ticks, held changes go out as before. Off by default: each
+  /// connection holds its changes in its own list, so a storm leaves the heap about 4 KiB per
+  /// peer larger (docs/OPERATIONS.md).
+  std::uint32_t presence_storm_rate = 0;
   Milliseconds presence_storm_hold{1000};
   Milliseconds default_idle_timeout{300'000};
   Milliseconds drain_timeout{30'000};
