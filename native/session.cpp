@@ -264,7 +264,7 @@ void Session::on_presence(const wire::Presence& event) {
 // presence_interval up to all of it, so a storm of joins costs each peer a few writes. In a
 // storm the relay counts (presence_storm_rate), every change waits for the flusher and a write
 // follows the one before by presence_storm_hold. Once no change is announced for a tick of the
-// thread's flusher, the held changes go out at once.
+// thread's flusher (four in a storm), the held changes go out at once.
 void Session::schedule_presence() {
   // Members cached for broadcasts (streams and messages) may have left: let them go now, not at
   // the next broadcast (which refreshes the list anyway).
