@@ -8,6 +8,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstring>
@@ -160,11 +161,14 @@ MuxConnection::~MuxConnection() {
 }
 
 void MuxConnection::start() {
-  spdlog::debug("shared connection open remote={}", remote_);
-  in_.resize(kReadSize);
-  asio::co_spawn(
-      executor_, [self = shared_from_this()] { return self->read_loop(); }, asio::detached);
-  arm_watchdog();
+  // Accepted on one thread, placed on another: the timer belongs to the socket's thread.
+  asio::dispatch(executor_, [self = shared_from_this()] {
+    spdlog::debug("shared connection open remote={}", self->remote_);
+    self->in_.resize(kReadSize);
+    asio::co_spawn(
+        self->executor_, [self] { return self->read_loop(); }, asio::detached);
+    self->arm_watchdog();
+  });
 }
 
 void MuxConnection::drain() {

@@ -8,6 +8,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -53,12 +54,16 @@ Session::~Session() {
 }
 
 void Session::start() {
-  spdlog::debug("session open conn={} remote={}", connection_id_, remote_);
-  // Two coroutines and one timer wait per connection: an idle peer costs little memory.
-  loops_running_ = 2;
-  spawn_loop(&Session::read_loop);
-  spawn_loop(&Session::write_loop);
-  arm_watchdog();
+  // The door accepts on one thread and may place the socket on another; the timers and the
+  // loop count belong to the socket's thread, so the start runs there.
+  asio::dispatch(executor_, [self = shared_from_this()] {
+    spdlog::debug("session open conn={} remote={}", self->connection_id_, self->remote_);
+    // Two coroutines and one timer wait per connection: an idle peer costs little memory.
+    self->loops_running_ = 2;
+    self->spawn_loop(&Session::read_loop);
+    self->spawn_loop(&Session::write_loop);
+    self->arm_watchdog();
+  });
 }
 
 void Session::spawn_loop(asio::awaitable<bool> (Session::*loop)()) {
