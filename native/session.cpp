@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -248,16 +249,39 @@ void Session::judge_liveness(Clock::time_point now) {
   read_since_tick_ = false;
 }
 
+namespace {
+// A thread's presence write buffer keeps this much room between writes (a storm's writes to a
+// channel of a few hundred peers).
+constexpr std::size_t kDirectBufferKeep = 64 * 1024;
+}  // namespace
+
 void Session::on_presence(const wire::Presence& event) {
   // Called with the registry's lock held: queue the change, and post at most one hand-off
   // until it is written, however many changes follow.
   broadcast_targets_stale_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(presence_mutex_);
-    if (presence_pending_.empty()) presence_pending_.reserve(presence_room_);
     for (const auto& subject : event.peers) {
-      presence_pending_.push_back(PresenceChange{event.event, event.version, subject});
+      presence_pending_.push_back(PresenceRecord{event.event, event.version, subject});
     }
+    if (presence_scheduled_) return;
+    presence_scheduled_ = true;
+  }
+  asio::post(executor_, [self = shared_from_this()] { self->schedule_presence(); });
+}
+
+void Session::on_logged_presence(const wire::Presence& event,
+                                 const std::shared_ptr<PresenceLogChunk>& logged) {
+  // As on_presence, but the change stays in the channel's log: a storm of joins costs each
+  // member no memory of its own, only its place in the log.
+  broadcast_targets_stale_.store(true, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(presence_mutex_);
+    if (!presence_log_) {
+      presence_log_ = logged;
+      presence_first_ = event.version;
+    }
+    presence_last_ = event.version;
     if (presence_scheduled_) return;
     presence_scheduled_ = true;
   }
@@ -314,26 +338,69 @@ bool Session::flush_deferred_presence(Clock::time_point now, bool quiet, bool st
 }
 
 void Session::write_presence() {
-  std::vector<PresenceChange> changes;
+  std::shared_ptr<PresenceLogChunk> chunk;
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;
+  std::vector<PresenceRecord> queued;
   {
     std::lock_guard lock(presence_mutex_);
-    changes.swap(presence_pending_);
+    chunk = std::move(presence_log_);
+    presence_log_.reset();
+    first = presence_first_;
+    last = presence_last_;
+    queued.swap(presence_pending_);
     presence_scheduled_ = false;
-    presence_room_ = static_cast<std::uint32_t>(std::min<std::size_t>(changes.size(), 256));
   }
-  if (changes.empty()) return;
+  const std::size_t count = chunk ? last - first + 1 : queued.size();
+  if (count == 0) return;
   presence_written_ = Clock::now();
   presence_sent_ = presence_written_;
-  presence_burst_ = presence_burst_ || changes.size() > 1;
-  auto& control = outbox_.control();
+  // With nothing else waiting, the frames are encoded into this thread's buffer and written at
+  // once: a storm's writes then leave no buffer of their own in each of its peers (freed, they
+  // would still scatter holes over the heap that the peers' long-lived state is interleaved
+  // with). What the socket does not take goes to the writer as usual.
+  thread_local std::vector<std::uint8_t> direct_buffer;
+  // (A parked writer has written whatever its last composition held.)
+  const bool direct =
+      writer_ == Writer::parked && !outbox_.has_queued() && !closing() && !io_stopped_;
+  auto& out = direct ? direct_buffer : outbox_.control();
   // One id per frame; the frame's list is this thread's, so a write allocates nothing.
   thread_local wire::Presence frame{wire::PresenceEvent::joined, 0, {Uuid{}}};
-  for (const auto& change : changes) {
-    frame.event = change.event;
-    frame.version = change.version;
-    frame.peers.front() = change.subject;
-    wire::append_presence(control, frame);
+  const auto append = [&out](const PresenceRecord& record) {
+    frame.event = record.event;
+    frame.version = record.version;
+    frame.peers.front() = record.subject;
+    wire::append_presence(out, frame);
+  };
+  if (chunk) {
+    // Every version from first to last was announced to this session after it was logged, so
+    // the chain holds them all (and its links up to `last` are set).
+    for (auto version = first; version <= last; ++version) {
+      while (!chunk->holds(version)) chunk = chunk->next();
+      append(chunk->at(version));
+    }
+  } else {
+    for (const auto& record : queued) append(record);
   }
+  if (direct) {
+    boost::system::error_code ec;
+    const std::array buffers{asio::const_buffer(direct_buffer.data(), direct_buffer.size())};
+    const std::size_t n = transport_->try_write(buffers, ec);
+    context_.counters.native.bytes_out.fetch_add(n, std::memory_order_relaxed);
+    const bool whole = n == direct_buffer.size();
+    if (n > 0) wrote_since_tick_ = true;
+    // The rest (and the error, if any) is the writer's.
+    if (!whole) outbox_.control().assign(direct_buffer.begin() + n, direct_buffer.end());
+    direct_buffer.clear();
+    if (direct_buffer.capacity() > kDirectBufferKeep) direct_buffer.shrink_to_fit();
+    if (whole) {
+      // Several changes together: a storm, after which each of its idle peers gives back what
+      // its welcome grew, as the writer does after a burst written through it.
+      if (count > 1 && streams_.empty()) outbox_.release_idle();
+      return;
+    }
+  }
+  presence_burst_ = presence_burst_ || count > 1;
   queue_control_done();
 }
 

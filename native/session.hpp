@@ -56,6 +56,8 @@ public:
   void terminate(std::string reason);
 
   void on_presence(const wire::Presence& event) override;
+  void on_logged_presence(const wire::Presence& event,
+                          const std::shared_ptr<PresenceLogChunk>& logged) override;
   std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) override;
   /// Written as a MESSAGE frame to a client that speaks them; as a stream to one that does not.
   void deliver_message(MessageDelivery message) override;
@@ -269,21 +271,17 @@ private:
   std::uint32_t client_streams_open_ = 0;
   std::atomic<std::uint32_t> incoming_open_{0};
 
-  // Presence changes the registry queued (from any thread) and this session has not written
+  // Presence changes the registry announced (from any thread) and this session has not written
   // yet, in version order; written together, at most one write per presence_interval once
-  // changes keep coming (schedule_presence).
-  struct PresenceChange {
-    wire::PresenceEvent event;
-    std::uint64_t version;
-    Uuid subject;
-  };
+  // changes keep coming (schedule_presence). A member reads them from its channel's log: the
+  // chunk holding the first, and the versions from the first to the last. An observer, whose
+  // changes outlive the channel's log, queues its own.
   std::mutex presence_mutex_;
-  std::vector<PresenceChange> presence_pending_;  // guarded by presence_mutex_
-  bool presence_scheduled_ = false;               // guarded by presence_mutex_
-  // Room the next changes start with: as many as the last write took (guarded by
-  // presence_mutex_). The queue is given away with every write, and growing it one doubling at
-  // a time would allocate several times per write under the registry's lock.
-  std::uint32_t presence_room_ = 0;
+  std::shared_ptr<PresenceLogChunk> presence_log_;  // guarded by presence_mutex_
+  std::uint64_t presence_first_ = 0;                // guarded by presence_mutex_
+  std::uint64_t presence_last_ = 0;                 // guarded by presence_mutex_
+  std::vector<PresenceRecord> presence_pending_;    // guarded by presence_mutex_ (observers)
+  bool presence_scheduled_ = false;                 // guarded by presence_mutex_
   // On the session's thread: when presence was last written, the least time before the next
   // write, and when the held changes are due. The thread's flusher waits for that time; a
   // session on another kind of executor (a strand, in tests) has its own timer, made on first

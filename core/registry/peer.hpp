@@ -7,6 +7,7 @@
 
 #include "cluster/directory.hpp"
 #include "registry/message.hpp"
+#include "registry/presence_log.hpp"
 #include "switchboard/wire/buffer.hpp"
 #include "switchboard/wire/frame.hpp"
 
@@ -54,6 +55,13 @@ public:
   /// A presence change on the peer's channel. Called with the registry's lock held, in version
   /// order; implementations only queue it.
   virtual void on_presence(const wire::Presence& event) = 0;
+  /// The same for a member, with the chunk of the channel's log that records it: a member that
+  /// writes changes later may hold the chunk and read them from there (every change after the
+  /// first one it was told of, up to the last, is in that chain). By default, on_presence(event).
+  virtual void on_logged_presence(const wire::Presence& event,
+                                  const std::shared_ptr<PresenceLogChunk>& /*logged*/) {
+    on_presence(event);
+  }
   /// Accepts a stream routed to this peer and returns the endpoint the opener talks to, or
   /// nullptr when the peer can no longer take it (closing, or at its stream limit).
   virtual std::shared_ptr<Endpoint> accept_stream(StreamOffer offer) = 0;

@@ -143,8 +143,9 @@ void Registry::announce_locked(const Uuid& channel_id, Channel* channel, wire::P
   const std::uint64_t version = ++channel->version;
   announced_.store(announced_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   wire::Presence presence{event, version, {subject}};
+  const auto logged = channel->presence_log.append(PresenceRecord{event, version, subject});
   for (const auto& [member_id, member] : channel->members) {
-    if (member_id != subject) member.peer->on_presence(presence);
+    if (member_id != subject) member.peer->on_logged_presence(presence, logged);
   }
   if (auto w = watchers_.find(channel_id); w != watchers_.end()) {
     watched_versions_[channel_id] = version;

@@ -136,6 +136,7 @@ private:
     std::vector<Uuid> responders;  // round-robin order of members accepting requests
     std::size_t next_responder = 0;
     std::uint64_t version = 0;
+    PresenceLog presence_log;  // what members still owe their clients, recorded once
   };
 
   RouteResult unrouted() const;
