@@ -390,7 +390,9 @@ void Session::write_presence() {
     const bool whole = n == direct_buffer.size();
     if (n > 0) wrote_since_tick_ = true;
     // The rest (and the error, if any) is the writer's.
-    if (!whole) outbox_.control().assign(direct_buffer.begin() + n, direct_buffer.end());
+    if (!whole)
+      outbox_.control().assign(direct_buffer.begin() + static_cast<std::ptrdiff_t>(n),
+                               direct_buffer.end());
     direct_buffer.clear();
     if (direct_buffer.capacity() > kDirectBufferKeep) direct_buffer.shrink_to_fit();
     if (whole) {
