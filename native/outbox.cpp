@@ -39,7 +39,13 @@ bool Outbox::schedule(const StreamPtr& stream) {
   return true;
 }
 
+void Outbox::queue_rest(std::span<const std::uint8_t> rest, std::size_t unfinished) {
+  control_.assign(rest.begin(), rest.end());
+  control_unfinished_ = unfinished;
+}
+
 bool Outbox::compose(std::uint32_t client_max_frame, bool closing) {
+  control_unfinished_ = 0;  // whatever control_ holds goes out whole with this write
   arena_.clear();
   pieces_.clear();
   in_flight_.clear();

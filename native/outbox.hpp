@@ -5,6 +5,7 @@
 #include <boost/asio/buffer.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,13 @@ public:
 
   /// Frames for the client that go out before any stream's (append with the wire encoders).
   std::vector<std::uint8_t>& control() noexcept { return control_; }
+  /// Queues what the socket did not take of a write made outside the writer: `rest` begins with
+  /// the last `unfinished` bytes of a frame already begun on the wire, then whole frames. Only
+  /// while nothing is queued.
+  void queue_rest(std::span<const std::uint8_t> rest, std::size_t unfinished);
+  /// Drops the queued control frames, all but the end of a frame already begun on the wire (see
+  /// queue_rest): what is appended next starts where the client expects a frame.
+  void discard_control() noexcept { control_.resize(control_unfinished_); }
   /// Whether anything waits for the next write.
   bool has_queued() const noexcept {
     return !ready_.empty() || !control_.empty() || !messages_.empty();
@@ -82,6 +90,7 @@ private:
 
   RelayContext& context_;
   std::vector<std::uint8_t> control_;
+  std::size_t control_unfinished_ = 0;  // control_'s first bytes end a frame begun on the wire
   Fifo<StreamPtr> ready_;
   Fifo<MessageDelivery> messages_;
   std::vector<TicketShare> sent_messages_;

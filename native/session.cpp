@@ -12,6 +12,8 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <span>
+#include <utility>
 
 #include "native/presence_flusher.hpp"
 
@@ -344,8 +346,7 @@ void Session::write_presence() {
   std::vector<PresenceRecord> queued;
   {
     std::lock_guard lock(presence_mutex_);
-    chunk = std::move(presence_log_);
-    presence_log_.reset();
+    chunk = std::exchange(presence_log_, nullptr);
     first = presence_first_;
     last = presence_last_;
     queued.swap(presence_pending_);
@@ -389,10 +390,13 @@ void Session::write_presence() {
     context_.counters.native.bytes_out.fetch_add(n, std::memory_order_relaxed);
     const bool whole = n == direct_buffer.size();
     if (n > 0) wrote_since_tick_ = true;
-    // The rest (and the error, if any) is the writer's.
-    if (!whole)
-      outbox_.control().assign(direct_buffer.begin() + static_cast<std::ptrdiff_t>(n),
-                               direct_buffer.end());
+    // The rest (and the error, if any) is the writer's. Every frame here has the same size
+    // (one change each), so the end of the one the socket cut is where the next would start.
+    if (!whole) {
+      const std::size_t frame_size = direct_buffer.size() / count;
+      outbox_.queue_rest(std::span(direct_buffer).subspan(n),
+                         (frame_size - n % frame_size) % frame_size);
+    }
     direct_buffer.clear();
     if (direct_buffer.capacity() > kDirectBufferKeep) direct_buffer.shrink_to_fit();
     if (whole) {
@@ -478,8 +482,8 @@ void Session::fail_connection(Status status, std::string message) {
                  message);
   }
   close_reason_ = message;
+  outbox_.discard_control();  // the error goes out first; nothing else matters any more
   auto& control = outbox_.control();
-  control.clear();  // the error goes out first; nothing else matters any more
   wire::append_error(control, wire::Error{status, std::move(message)});
   reset_all(Status::peer_gone, "peer connection failed", false);
   begin_close();
@@ -502,8 +506,8 @@ void Session::expire_token() {
       1, std::memory_order_relaxed);
   spdlog::info("token expired conn={} channel={} peer={} streams={}", connection_id_,
                channel_.to_string(), peer_id_.to_string(), streams_.size());
+  outbox_.discard_control();
   auto& control = outbox_.control();
-  control.clear();
   auto streams = streams_;
   for (auto& [id, stream] : streams) {
     if (stream->registered_) {

@@ -94,9 +94,9 @@ void Session::queue_control_done() {
     // The client does not read what it is sent; it is not allowed to hold relay memory.
     context_.counters.native.slow_consumer_drops.fetch_add(1, std::memory_order_relaxed);
     close_reason_ = "slow consumer";
-    auto& control = outbox_.control();
-    control.clear();
-    wire::append_error(control, wire::Error{Status::slow_consumer, "outbound buffer limit"});
+    outbox_.discard_control();
+    wire::append_error(outbox_.control(),
+                       wire::Error{Status::slow_consumer, "outbound buffer limit"});
     reset_all(Status::peer_gone, "peer too slow", false);
     begin_close();
     return;

@@ -320,6 +320,12 @@ std::vector<Option> build_table() {
       "bytes queued towards one connection before it is closed as a slow consumer", 1, 64 * kGiB,
       [](C c) -> std::size_t& { return c.limits.max_connection_buffer; }, OptionType::size));
   table.push_back(unsigned_option(
+      "socket_send_buffer",
+      "kernel send buffer of each accepted connection, SO_SNDBUF (0: the kernel's autotuning; "
+      "the kernel doubles it and caps it at net.core.wmem_max)",
+      0, kGiB / 2, [](C c) -> std::size_t& { return c.limits.socket_send_buffer; },
+      OptionType::size));
+  table.push_back(unsigned_option(
       "read_block_size", "bytes read from a socket at once; must hold one whole frame", 4096, kGiB,
       [](C c) -> std::size_t& { return c.limits.read_block_size; }, OptionType::size));
   table.push_back(unsigned_option(

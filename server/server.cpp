@@ -210,17 +210,18 @@ void Server::start() {
   spdlog::info(
       "limits max_frame={} stream_window={} max_streams_per_connection={} "
       "max_peers_per_channel={} max_channels={} max_connections={} max_connection_buffer={} "
+      "socket_send_buffer={} "
       "connect_rate_per_address={} connect_burst_per_address={} "
       "handshake_timeout_ms={} keepalive_interval_ms={} slow_consumer_timeout_ms={} "
       "write_timeout_ms={} default_idle_timeout_ms={} drain_timeout_ms={} "
       "grpc_max_header_block={} grpc_streams_per_connection={} "
       "grpc_control_frames_per_second={} grpc_resets_per_second={}",
       l.max_frame, l.stream_window, l.max_streams_per_connection, l.max_peers_per_channel,
-      l.max_channels, l.max_connections, l.max_connection_buffer, l.connect_rate_per_address,
-      l.connect_burst_per_address, l.handshake_timeout.count(), l.keepalive_interval.count(),
-      l.slow_consumer_timeout.count(), l.write_timeout.count(), l.default_idle_timeout.count(),
-      l.drain_timeout.count(), l.grpc_max_header_block, l.grpc_streams_per_connection(),
-      l.grpc_control_frames_per_second, l.grpc_resets_per_second);
+      l.max_channels, l.max_connections, l.max_connection_buffer, l.socket_send_buffer,
+      l.connect_rate_per_address, l.connect_burst_per_address, l.handshake_timeout.count(),
+      l.keepalive_interval.count(), l.slow_consumer_timeout.count(), l.write_timeout.count(),
+      l.default_idle_timeout.count(), l.drain_timeout.count(), l.grpc_max_header_block,
+      l.grpc_streams_per_connection(), l.grpc_control_frames_per_second, l.grpc_resets_per_second);
 }
 
 bool Server::reload_tls() {

@@ -35,6 +35,11 @@ struct Limits {
   /// Bytes queued towards one connection (control frames and data) before it is closed as a slow
   /// consumer; data alone is already bounded by the stream windows.
   std::size_t max_connection_buffer = 64 * 1024 * 1024;
+  /// The kernel's send buffer of each accepted connection (SO_SNDBUF; 0: the kernel's own
+  /// autotuned size, up to net.ipv4.tcp_wmem's maximum). A fixed size bounds the kernel memory
+  /// a peer that stops reading pins, and makes max_connection_buffer the limit it meets after
+  /// that many bytes more; the kernel doubles the value and caps it at net.core.wmem_max.
+  std::size_t socket_send_buffer = 0;
   std::size_t read_block_size = 256 * 1024;
   /// Free read blocks kept for reuse by any connection: a reader whose last block is still being
   /// forwarded takes one instead of allocating. Bounds the memory kept after traffic stops. A
@@ -64,9 +69,8 @@ struct Limits {
   /// (or its welcome) instead of following presence_interval's schedule, and a change on a
   /// quiet connection is held too. Peers then get a write per presence_storm_hold of the storm
   /// instead of one per presence_interval, and the relay's threads go to the joins. Once no
-  /// change is announced for four ticks, held changes go out as before. Off by default: each
-  /// connection holds its changes in its own list, so a storm leaves the heap about 4 KiB per
-  /// peer larger (docs/OPERATIONS.md).
+  /// change is announced for four ticks, held changes go out as before. Off by default: the heap a
+  /// held storm leaves behind is larger, about 1.5 KiB per peer (docs/OPERATIONS.md).
   std::uint32_t presence_storm_rate = 0;
   Milliseconds presence_storm_hold{1000};
   Milliseconds default_idle_timeout{300'000};

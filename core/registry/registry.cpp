@@ -30,6 +30,9 @@ void Limits::validate() const {
   if (max_connection_buffer < std::size_t{stream_window} + max_frame) {
     fail("max_connection_buffer must hold at least one stream window and one frame");
   }
+  if (socket_send_buffer > std::size_t{512} * 1024 * 1024) {
+    fail("socket_send_buffer must be at most 512 MiB");
+  }
   if (handshake_timeout.count() <= 0) fail("handshake_timeout must be positive");
   if (keepalive_interval.count() <= 0) fail("keepalive_interval must be positive");
   if (slow_consumer_timeout.count() <= 0) fail("slow_consumer_timeout must be positive");

@@ -144,6 +144,13 @@ void Listener::start(Handlers handlers) {
             case Admission::Verdict::admitted:
               break;
           }
+          if (limits_.socket_send_buffer > 0) {
+            // Best effort: a refusal leaves the kernel's own size, as with no setting.
+            boost::system::error_code ignored;
+            socket.set_option(
+                asio::socket_base::send_buffer_size(static_cast<int>(limits_.socket_send_buffer)),
+                ignored);
+          }
           if (tls_) {
             handshake(move_to(std::move(socket), io_.next(), remote.protocol()), remote);
           } else {

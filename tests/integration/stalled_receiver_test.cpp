@@ -94,7 +94,8 @@ void socket_stalled_broadcasts(std::uint32_t announced_window, int broadcasts) {
     expect_within_bound(result.elapsed, baseline.elapsed, limits);
   }
   expect_received(scene.receivers, sent);
-  EXPECT_EQ(relay.counters().native.slow_consumer_drops.load(), static_cast<std::uint64_t>(broadcasts));
+  EXPECT_EQ(relay.counters().native.slow_consumer_drops.load(),
+            static_cast<std::uint64_t>(broadcasts));
   // Still a member: dropped from the broadcasts, not from the channel.
   EXPECT_TRUE(is_member());
   // Once it reads again (and has stopped sending), it learns why each broadcast left it.
@@ -172,6 +173,69 @@ TEST(StalledReceiver, SocketStalledResponderEndsOnlyItsOwnStream) {
     const auto members = requester.peers();
     return std::find(members.begin(), members.end(), stalled_id) == members.end();
   }));
+}
+
+// Presence for a peer that reads nothing: the relay's writes fill its socket (a small kernel
+// send buffer, socket_send_buffer), the rest waits in its connection buffer, and past
+// max_connection_buffer it is closed as a slow consumer. Every change it was sent arrives, in
+// version order and whole, before the relay's ERROR, including those the socket took only part
+// of; the peer that reads sees the whole channel throughout.
+TEST(StalledReceiver, PresenceForAPeerThatReadsNothingEndsAtItsBufferWithNothingTorn) {
+  auto limits = test::fast_limits();
+  limits.connect_rate_per_address = 0;
+  limits.keepalive_interval = 30s;  // the stalled peer answers no PING while it is not read
+  limits.max_frame = 1024;
+  limits.stream_window = 1024;
+  limits.max_connection_buffer = limits.stream_window + limits.max_frame;  // the least allowed
+  limits.socket_send_buffer = 4096;
+  test::InProcessRelay relay{limits};
+  const auto channel = Uuid::random();
+  test::RawPeer stalled(relay.port(), kTinyReceiveBuffer);
+  stalled.join(channel);
+  BlockingClient witness(test::options_for(relay.port(), channel));
+  ASSERT_TRUE(test::eventually([&] { return witness.peers().size() == 1; }));
+
+  // Peers come and go, two changes each, until the stalled peer's buffer overflows; bounded in
+  // count (a few hundred fill it).
+  constexpr int kMostPassers = 5000;
+  int passers = 0;
+  while (relay.counters().native.slow_consumer_drops.load() == 0 && passers < kMostPassers) {
+    test::RawPeer passer(relay.port());
+    passer.join(channel);
+    ++passers;
+  }
+  ASSERT_EQ(relay.counters().native.slow_consumer_drops.load(), 1U)
+      << passers << " peers came and went";
+
+  // The peer that reads lost nothing: everyone else has gone, the stalled peer with them.
+  EXPECT_TRUE(test::eventually([&] { return witness.peers().empty(); }, 10s));
+  EXPECT_EQ(witness.state(), client::ConnectionState::connected);
+
+  // Reading at last: consecutive versions, each frame whole, then the relay's last word.
+  std::uint64_t changes = 0;
+  std::uint64_t last_version = 0;
+  for (;;) {
+    auto frame = stalled.expect_frame();
+    ASSERT_TRUE(frame.has_value()) << "a torn or missing frame after " << changes << " changes";
+    if (frame->header.type == wire::FrameType::error) {
+      wire::Error error;
+      ASSERT_EQ(wire::parse_error(frame->bytes(), error), wire::DecodeError::none);
+      EXPECT_EQ(error.status, Status::slow_consumer);
+      break;
+    }
+    ASSERT_EQ(frame->header.type, wire::FrameType::presence);
+    wire::Presence presence;
+    ASSERT_EQ(wire::parse_presence(frame->bytes(), presence), wire::DecodeError::none);
+    if (changes > 0) {
+      ASSERT_EQ(presence.version, last_version + 1);
+    }
+    last_version = presence.version;
+    ++changes;
+  }
+  EXPECT_TRUE(stalled.expect_closed());
+  EXPECT_GT(changes, 0U);
+  EXPECT_TRUE(
+      test::eventually([&] { return relay.counters().native.connections_open.load() == 1; }));
 }
 
 }  // namespace
