@@ -292,7 +292,7 @@ private:
   Clock::time_point presence_due_{};
   PresenceFlusher* presence_flusher_ = nullptr;  // this thread's, looked up on first use
   std::unique_ptr<asio::steady_timer> presence_timer_;
-  bool presence_burst_ = false;  // several changes went into one write: release its buffers
+  bool presence_burst_ = false;  // a snapshot, or several changes, went into one write
 
   // The writer.
   Outbox outbox_;

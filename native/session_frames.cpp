@@ -220,6 +220,10 @@ bool Session::finish_hello(const cluster::Verdict& verdict) {
     offset += count;
     wire::append_presence(control, snapshot, offset < joined.others.size());
   } while (offset < joined.others.size());
+  // The welcome and snapshot are a burst too: once written, a peer with no stream keeps no
+  // buffer, rather than until the watchdog's next tick. In a join storm whose presence is held,
+  // that is thousands of peers' grown buffers in the heap at once.
+  presence_burst_ = true;
   queue_control_done();
   if (grant_.expires()) arm_token_expiry();
   spdlog::debug("peer joined conn={} channel={} peer={} accepts_requests={} observer={} version={}",

@@ -46,6 +46,9 @@ public:
   /// Closes with RST (SO_LINGER 0): the relay sees a crash, not a goodbye.
   void abort();
   void close();
+  /// Whether the relay closed the connection, and bytes read but not yet a whole frame.
+  bool closed() const noexcept { return eof_; }
+  std::size_t unread_bytes() const noexcept { return buffer_.size(); }
   bool auto_pong = true;
 
 private:
