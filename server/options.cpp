@@ -357,8 +357,7 @@ std::vector<Option> build_table() {
   table.push_back(unsigned_option(
       "presence_storm_rate",
       "presence changes a second, over the whole relay, from which joins count as a storm and "
-      "held presence waits up to presence_storm_hold (0: never a storm; see OPERATIONS.md for "
-      "the memory it costs)",
+      "held presence waits up to presence_storm_hold (0: never a storm)",
       0, kU32, [](C c) -> std::uint32_t& { return c.limits.presence_storm_rate; }));
   table.push_back(duration_option(
       "presence_storm_hold",

@@ -64,14 +64,14 @@ struct Limits {
   /// loop it came in.
   Milliseconds presence_interval{200};
   /// A join storm: while the relay as a whole announces at least presence_storm_rate presence
-  /// changes a second (joins and leaves over every channel; 0, the default: never a storm), a
+  /// changes a second (joins and leaves over every channel; 0: never a storm), a
   /// held change waits up to presence_storm_hold after its connection's last presence write
   /// (or its welcome) instead of following presence_interval's schedule, and a change on a
   /// quiet connection is held too. Peers then get a write per presence_storm_hold of the storm
   /// instead of one per presence_interval, and the relay's threads go to the joins. Once no
-  /// change is announced for four ticks, held changes go out as before. Off by default: the heap a
-  /// held storm leaves behind is larger, about 1.5 KiB per peer (docs/OPERATIONS.md).
-  std::uint32_t presence_storm_rate = 0;
+  /// change is announced for four ticks, held changes go out as before. 1,000 a second is more
+  /// than a relay's ordinary churn and less than a restart's returning peers.
+  std::uint32_t presence_storm_rate = 1000;
   Milliseconds presence_storm_hold{1000};
   Milliseconds default_idle_timeout{300'000};
   Milliseconds drain_timeout{30'000};
