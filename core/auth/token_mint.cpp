@@ -60,7 +60,8 @@ std::string mint_token(const MintOptions& options) {
       throw std::invalid_argument("unknown permission \"" + options.permissions[i] +
                                   "\" (send, respond, broadcast, presence)");
     }
-    perms += (i ? "," : "") + json_string(options.permissions[i]);
+    if (i != 0) perms += ',';
+    perms += json_string(options.permissions[i]);
   }
   perms += "]}";
   check(jwt_add_grants_json(jwt.get(), perms.c_str()), "perms");
