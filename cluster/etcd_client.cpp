@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <fstream>
 #include <stdexcept>
 
 namespace switchboard::cluster {
@@ -66,7 +67,8 @@ std::string prefix_range_end(const std::string& prefix) {
 EtcdClient::EtcdClient(const EtcdEndpoints& endpoints, EtcdSecurity security)
     : endpoints_(endpoints.hosts),
       user_(std::move(security.user)),
-      password_(std::move(security.password)) {
+      password_(std::move(security.password)),
+      password_file_(std::move(security.password_file)) {
   if (security.cert_file.empty() != security.key_file.empty()) {
     throw std::invalid_argument(
         "an etcd client certificate needs its key, and a key its certificate");
@@ -197,11 +199,27 @@ grpc::Status EtcdClient::authorize(grpc::ClientContext& context, Duration timeou
   return grpc::Status::OK;
 }
 
+void EtcdClient::reread_password() {
+  if (password_file_.empty()) return;
+  std::ifstream file(password_file_);
+  std::string line;
+  std::getline(file, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (!file || line.empty()) {
+    spdlog::warn("cluster: cannot read a password from {}; logging in to etcd with the last one",
+                 password_file_);
+    return;
+  }
+  password_ = std::move(line);
+}
+
 grpc::Status EtcdClient::authenticate(Duration timeout, std::string& token) {
   const auto now = std::chrono::steady_clock::now();
-  if (!last_refusal_.ok() && now < refused_at_ + std::chrono::seconds(1)) {
+  reread_password();
+  if (!last_refusal_.ok() && password_ == refused_password_ &&
+      now < refused_at_ + std::chrono::seconds(1)) {
     // A wrong password stays wrong: at most one try a second, which costs etcd a password
-    // hash each.
+    // hash each. A new one in the file is tried at once.
     return last_refusal_;
   }
   grpc::ClientContext asking;
@@ -228,6 +246,7 @@ grpc::Status EtcdClient::authenticate(Duration timeout, std::string& token) {
     if (!endpoint_unreachable(status)) {
       // etcd answered (INVALID_ARGUMENT for a wrong user or password): remembered for a while.
       last_refusal_ = refusal;
+      refused_password_ = password_;
       refused_at_ = now;
     }
     return refusal;

@@ -89,6 +89,9 @@ private:
   /// there is none. Without a user, does nothing.
   grpc::Status authorize(grpc::ClientContext& context, Duration timeout, std::string& token);
   grpc::Status authenticate(Duration timeout, std::string& token);
+  /// Takes the password from password_file_ when it is set and its first line is not empty;
+  /// otherwise keeps the one in use. Under authenticate_mutex_.
+  void reread_password();
   /// A failed call: `token` (the one it carried) is dropped when etcd refused it, and an
   /// unreachable endpoint passes the turn to the next.
   void failed(const grpc::Status& status, const std::string& token);
@@ -100,9 +103,11 @@ private:
   std::vector<grpc::ClientContext*> contexts_;  // calls in flight, cancelled by cancel_all()
   bool cancelled_ = false;
   std::string user_;
-  std::string password_;
+  std::string password_;           // authenticate_mutex_ (after construction)
+  std::string password_file_;      // read again at each login; empty: password_ is fixed
   std::mutex authenticate_mutex_;  // held while one thread asks etcd for a token
   grpc::Status last_refusal_;      // etcd's last refusal of the password (authenticate_mutex_)
+  std::string refused_password_;   // the password it refused (authenticate_mutex_)
   std::chrono::steady_clock::time_point refused_at_;
   std::mutex token_mutex_;   // taken alone, never with contexts_mutex_
   std::string token_;        // etcd's token for user_; empty until the first call

@@ -20,6 +20,12 @@ struct EtcdSecurity {
   /// etcd user (its authentication enabled); empty: calls carry no token.
   std::string user;
   std::string password;
+  /// The file `password` was read from (its first line), or empty. The client reads it again
+  /// each time it logs in to etcd, so a password changed in etcd and in this file is used from
+  /// the next login on (etcd drops a user's tokens when its password changes), with no
+  /// restart. A file that cannot be read then, or starts with an empty line, leaves the last
+  /// password in use.
+  std::string password_file;
 };
 
 }  // namespace switchboard::cluster

@@ -88,6 +88,7 @@ std::unique_ptr<ClusterNode> make_cluster_node(const ServerConfig::Cluster& conf
       throw std::runtime_error("cluster: cluster_etcd_password_file starts with an empty line");
     }
     directory.security.password = std::move(password);
+    directory.security.password_file = config.etcd_password_file;
     if (!config.etcd.starts_with("https://")) {
       spdlog::warn("cluster: the etcd password goes to {} unencrypted (http)", config.etcd);
     }

@@ -446,10 +446,11 @@ std::vector<Option> build_table() {
                                 "etcd user this relay authenticates as (etcd's auth enabled); with "
                                 "cluster_etcd_password_file",
                                 [](C c) -> std::string& { return c.cluster.etcd_user; }));
-  table.push_back(
-      string_option("cluster_etcd_password_file", OptionType::string,
-                    "file holding the etcd user's password (its first line), read at start-up",
-                    [](C c) -> std::string& { return c.cluster.etcd_password_file; }));
+  table.push_back(string_option(
+      "cluster_etcd_password_file", OptionType::string,
+      "file holding the etcd user's password (its first line), read at start-up and again "
+      "at each login to etcd (a changed password needs no restart)",
+      [](C c) -> std::string& { return c.cluster.etcd_password_file; }));
   table.push_back(string_option(
       "node_id", OptionType::string,
       "this relay's id in the cluster (letters, digits, '.', '_', '-'); empty: HOSTNAME-XXXXXX, "

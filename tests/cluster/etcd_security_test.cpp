@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -183,12 +184,9 @@ TEST(EtcdEndpoints, OneSchemeForAllAndHttpByDefault) {
   EXPECT_THROW(cluster::EtcdClient(plain, roots), std::invalid_argument);
 }
 
-// etcd with its authentication on: a relay that logs in as a user whose role may write the
-// cluster's prefix serves; one with a wrong password stays out and says why; when etcd forgets
-// the tokens it issued (authentication turned off and on), the relay logs in again at its next
-// call and keeps serving on its lease.
-TEST(EtcdAuth, RelaysAuthenticateAsAnEtcdUser) {
-  EtcdServer etcd;
+// Turns etcd's authentication on, with a root user for etcdctl and the user "relay" (password
+// "relay-secret") whose role may read and write the cluster's prefix.
+void enable_etcd_auth(EtcdServer& etcd) {
   etcd.etcdctl({"user", "add", "root:root-secret"});
   etcd.etcdctl({"user", "grant-role", "root", "root"});
   etcd.etcdctl({"user", "add", "relay:relay-secret"});
@@ -198,30 +196,54 @@ TEST(EtcdAuth, RelaysAuthenticateAsAnEtcdUser) {
   etcd.etcdctl({"user", "grant-role", "relay", "switchboard"});
   etcd.etcdctl({"auth", "enable"});
   etcd.set_etcdctl_user("root:root-secret");
+}
 
-  char pattern[] = "/tmp/switchboard-etcd-password-XXXXXX";
-  const int fd = ::mkstemp(pattern);
-  ASSERT_GE(fd, 0);
-  ::close(fd);
-  const std::string right = std::string(pattern) + ".right";
-  const std::string wrong = std::string(pattern) + ".wrong";
-  std::ofstream(right) << "relay-secret\n";
-  std::ofstream(wrong) << "not-the-secret\n";
-  struct Cleanup {
-    std::vector<std::string> files;
-    ~Cleanup() {
-      for (const auto& file : files) ::unlink(file.c_str());
-    }
-  } cleanup{{pattern, right, wrong}};
+// A password file for --cluster-etcd-password-file: `password` and a newline; removed with it.
+class PasswordFile {
+public:
+  explicit PasswordFile(const std::string& password) {
+    char pattern[] = "/tmp/switchboard-etcd-password-XXXXXX";
+    const int fd = ::mkstemp(pattern);
+    if (fd < 0) throw std::runtime_error("mkstemp failed");
+    ::close(fd);
+    path_ = pattern;
+    write(password);
+  }
+  PasswordFile(const PasswordFile&) = delete;
+  PasswordFile& operator=(const PasswordFile&) = delete;
+  ~PasswordFile() { ::unlink(path_.c_str()); }
 
-  Relay r1(etcd, 1, "3s", {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", right});
+  // Replaces the file's content whole (a new file renamed over it, as an operator's tools do).
+  void write(const std::string& password) const {
+    const std::string next = path_ + ".next";
+    std::ofstream(next) << password << "\n";
+    std::filesystem::rename(next, path_);
+  }
+  const std::string& path() const { return path_; }
+
+private:
+  std::string path_;
+};
+
+// etcd with its authentication on: a relay that logs in as a user whose role may write the
+// cluster's prefix serves; one with a wrong password stays out and says why; when etcd forgets
+// the tokens it issued (authentication turned off and on), the relay logs in again at its next
+// call and keeps serving on its lease.
+TEST(EtcdAuth, RelaysAuthenticateAsAnEtcdUser) {
+  EtcdServer etcd;
+  enable_etcd_auth(etcd);
+  const PasswordFile right("relay-secret");
+  const PasswordFile wrong("not-the-secret");
+
+  Relay r1(etcd, 1, "3s",
+           {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", right.path()});
   ASSERT_TRUE(eventually([&] { return r1.members() == 1 && r1.health().status == 200; }))
       << r1.process().err();
   EXPECT_EQ(r1.metric("switchboard_cluster_etcd_authentications_total"), 1.0);
   const auto lease = r1.lease();
 
   Relay impostor(etcd, 2, "3s",
-                 {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", wrong});
+                 {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", wrong.path()});
   EXPECT_TRUE(impostor.process().wait_for_output("etcd authentication as relay failed"))
       << impostor.process().err();
   EXPECT_EQ(impostor.health().status, 503);
@@ -247,6 +269,66 @@ TEST(EtcdAuth, RelaysAuthenticateAsAnEtcdUser) {
   EXPECT_EQ(r1.metric("switchboard_cluster_etcd_authentications_total"), 2.0);
   EXPECT_EQ(r1.lease(), lease);
   EXPECT_EQ(r1.health().status, 200);
+}
+
+// Changes etcd's password of the user "relay" as an operator does, which makes etcd drop the
+// tokens it issued to that user.
+void change_relay_password(const EtcdServer& etcd, const std::string& password) {
+  const auto result = run_server("/bin/sh",
+                                 {"-c",
+                                  "printf '%s\\n' \"$1\" | /usr/bin/etcdctl --endpoints=\"$2\" "
+                                  "--user=root:root-secret user passwd relay --interactive=false",
+                                  "sh", password, etcd.url()},
+                                 {{"ETCDCTL_API", "3"}});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+}
+
+// A claim of a new channel: the relay writes it in etcd with its token while a peer is there.
+bool claims_a_new_channel(EtcdServer& etcd, Relay& relay) {
+  const auto channel = Uuid::random();
+  try {
+    client::BlockingClient peer(options_for(relay.port(), channel));
+    return etcd.get_prefix("/switchboard/channels/" + channel.to_string()).size() == 1U;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+// A password rotated as docs/CLUSTER.md says: the file first, then etcd, which drops the relay's
+// token; the relay's next call logs in with the file's new password, on the same lease. Changed
+// the other way round (etcd first), the relay is refused until the file has the new password,
+// and then serves again without a restart.
+TEST(EtcdAuth, ARotatedPasswordIsReadFromTheFileAtTheNextLogin) {
+  EtcdServer etcd;
+  enable_etcd_auth(etcd);
+  const PasswordFile password("relay-secret");
+  Relay relay(etcd, 1, "3s",
+              {"--cluster-etcd-user", "relay", "--cluster-etcd-password-file", password.path()});
+  ASSERT_TRUE(eventually([&] { return relay.members() == 1 && relay.health().status == 200; }))
+      << relay.process().err();
+  const auto lease = relay.lease();
+  EXPECT_TRUE(claims_a_new_channel(etcd, relay));
+  EXPECT_EQ(relay.metric("switchboard_cluster_etcd_authentications_total"), 1.0);
+
+  password.write("relay-rotated");
+  // Until etcd changes it, the relay's token stays good and it does not log in again.
+  EXPECT_TRUE(claims_a_new_channel(etcd, relay));
+  EXPECT_EQ(relay.metric("switchboard_cluster_etcd_authentications_total"), 1.0);
+  change_relay_password(etcd, "relay-rotated");
+  EXPECT_TRUE(claims_a_new_channel(etcd, relay)) << relay.process().err();
+  EXPECT_EQ(relay.metric("switchboard_cluster_etcd_authentications_total"), 2.0);
+
+  EXPECT_EQ(relay.lease(), lease);
+
+  change_relay_password(etcd, "rotated-again");
+  EXPECT_FALSE(claims_a_new_channel(etcd, relay));
+  password.write("rotated-again");
+  // Refused meanwhile, the relay may have lost its lease and registers again: either way it
+  // serves once it has logged in with the file's password.
+  EXPECT_TRUE(eventually([&] {
+    return relay.health().status == 200 && claims_a_new_channel(etcd, relay);
+  })) << relay.process().err();
+  EXPECT_GE(relay.metric("switchboard_cluster_etcd_authentications_total"), 3.0);
 }
 
 }  // namespace
