@@ -39,6 +39,10 @@ ROWS = [
     ("join-storm", "join_rate", "join-storm: peers/s to exact presence", "peers/s"),
     ("join-storm", "storm_seconds", "join-storm: time to exact presence", "s"),
     ("join-storm", "server_cpu_s", "join-storm: server CPU time", "s"),
+    ("join-storm-raw", "join_rate", "join-storm, raw-socket peers: peers/s to exact presence",
+     "peers/s"),
+    ("join-storm-raw", "storm_seconds", "join-storm, raw-socket peers: time to exact presence",
+     "s"),
 ]
 
 # The gateway table: a gRPC sender through the relay (to a native or a gRPC responder), and the
@@ -148,6 +152,11 @@ def load_raw(path):
     return records
 
 
+# A workload measured against another's baselines, taken in the same run: the raw-socket storm
+# of the relay is compared with the NATS storm of join-storm.
+SHARED_BASELINES = {"join-storm-raw": "join-storm"}
+
+
 def summarise(records):
     summary, errors = {}, {}
     for r in records:
@@ -158,6 +167,10 @@ def summarise(records):
         for metric, value in r.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 summary.setdefault(key, {}).setdefault(metric, []).append(float(value))
+    for workload, source in SHARED_BASELINES.items():
+        for system, _ in SYSTEMS:
+            if system != "switchboard" and (source, system) in summary:
+                summary.setdefault((workload, system), summary[(source, system)])
     return {k: {m: stats(v) for m, v in ms.items()} for k, ms in summary.items()}, errors
 
 
@@ -413,6 +426,9 @@ WORKLOAD_NOTES = """Workloads (full sizes; `--quick` divides them by about 10):
   and peers ÷ that time. Relay started with `--connect-rate-per-address 0` (one source address).
   NATS: the same client storms nats-server with raw connects (CONNECT, SUB, PING/PONG), same
   concurrency. Server CPU time: user + system of the relay or nats-server for the whole run.
+  **join-storm, raw-socket peers**: the same storm of the relay from peers on raw sockets, as
+  NATS's are (HELLO, then every PRESENCE frame applied to a view; no client library): what the
+  relay and the protocol cost without the client library's share.
 - **server peak RSS**: VmHWM of the relay (or nats-server / tcp-forwarder) process, restarted
   for each run of each workload.
 - **hot path**: `hotpath_alloc` (Google Benchmark) runs an in-process relay with 1 I/O thread and

@@ -358,12 +358,18 @@ run_conns() {
 }
 
 # join-storm: every peer connects at once (1,024 connects in flight) until each sees its whole
-# channel; the NATS baseline is the same client storming nats-server with raw connects.
+# channel; the NATS baseline is the same client storming nats-server with raw connects. The
+# join-storm-raw row is the same storm of the relay from peers on raw sockets (HELLO, then each
+# PRESENCE frame applied, no client library), as the NATS storm's are: the client's share.
 run_join_storm() {
   local r=$1
   start_relay
   drive join-storm switchboard "$r" "$SB" join-storm --port "$RELAY_PORT" --relay-pid "$RELAY_PID" \
     --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --concurrency 1024 --timeout 200
+  start_relay
+  RELABEL=1 drive join-storm-raw switchboard "$r" "$SB" join-storm --port "$RELAY_PORT" \
+    --relay-pid "$RELAY_PID" --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" --concurrency 1024 \
+    --raw 1 --timeout 200
   start_nats
   drive join-storm nats "$r" "$SB" join-storm --system nats --nats-url "$NATS_URL" \
     --server-pid "$SERVER_PID" --peers "$CONN_PEERS" --channels "$CONN_CHANNELS" \
