@@ -273,6 +273,11 @@ void Outbox::release_idle() noexcept {
   if (messages_.empty()) messages_.release();
 }
 
+void Outbox::size_for_streams() {
+  if (arena_.capacity() < kIdleBufferBytes) arena_.reserve(kIdleBufferBytes);
+  if (control_.capacity() < kIdleBufferBytes) control_.reserve(kIdleBufferBytes);
+}
+
 void Outbox::drop_streams() noexcept {
   ready_.clear();
   messages_.clear();

@@ -75,6 +75,10 @@ public:
   void shrink_when_quiet() noexcept;
   /// A connection that wrote nothing for a while keeps no buffers.
   void release_idle() noexcept;
+  /// A connection with streams open: its byte buffers take at once the size a quiet
+  /// connection may keep, rather than doubling from nothing each time a write happens to
+  /// gather more frames than any before it (a late write of a steady flow would allocate).
+  void size_for_streams();
   /// Forgets every stream (they would keep the session alive through their back-pointer).
   void drop_streams() noexcept;
 

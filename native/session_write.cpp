@@ -105,6 +105,9 @@ void Session::queue_control_done() {
 }
 
 void Session::compose_write() {
+  // Since a connection gives its buffers back once its welcome is written, one that then
+  // carries streams sizes them here, once.
+  if (!streams_.empty()) outbox_.size_for_streams();
   // A stream that goes back in line wakes the writer as schedule() would: inside a batch that
   // queues another direct write.
   if (outbox_.compose(client_max_frame_, closing())) wake_writer();
