@@ -206,10 +206,15 @@ void EtcdClient::reread_password() {
   std::getline(file, line);
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (!file || line.empty()) {
-    spdlog::warn("cluster: cannot read a password from {}; logging in to etcd with the last one",
-                 password_file_);
+    // Said once until the file is readable again: every call waiting for a token comes here.
+    if (!password_file_unreadable_) {
+      spdlog::warn("cluster: cannot read a password from {}; logging in to etcd with the last one",
+                   password_file_);
+    }
+    password_file_unreadable_ = true;
     return;
   }
+  password_file_unreadable_ = false;
   password_ = std::move(line);
 }
 

@@ -103,11 +103,12 @@ private:
   std::vector<grpc::ClientContext*> contexts_;  // calls in flight, cancelled by cancel_all()
   bool cancelled_ = false;
   std::string user_;
-  std::string password_;           // authenticate_mutex_ (after construction)
-  std::string password_file_;      // read again at each login; empty: password_ is fixed
-  std::mutex authenticate_mutex_;  // held while one thread asks etcd for a token
-  grpc::Status last_refusal_;      // etcd's last refusal of the password (authenticate_mutex_)
-  std::string refused_password_;   // the password it refused (authenticate_mutex_)
+  std::string password_;                   // authenticate_mutex_ (after construction)
+  std::string password_file_;              // read again at each login; empty: password_ is fixed
+  bool password_file_unreadable_ = false;  // at the last login (authenticate_mutex_)
+  std::mutex authenticate_mutex_;          // held while one thread asks etcd for a token
+  grpc::Status last_refusal_;     // etcd's last refusal of the password (authenticate_mutex_)
+  std::string refused_password_;  // the password it refused (authenticate_mutex_)
   std::chrono::steady_clock::time_point refused_at_;
   std::mutex token_mutex_;   // taken alone, never with contexts_mutex_
   std::string token_;        // etcd's token for user_; empty until the first call
