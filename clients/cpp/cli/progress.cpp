@@ -89,7 +89,10 @@ void Progress::refresh_loop() {
   std::unique_lock lock(mutex_);
   while (!wake_.wait_for(lock, kRefreshInterval, [this] { return stopping_; })) {
     lock.unlock();
-    write_stderr("\r" + live_line() + "\x1b[K");
+    std::string line = "\r";
+    line += live_line();
+    line += "\x1b[K";
+    write_stderr(line);
     lock.lock();
   }
 }

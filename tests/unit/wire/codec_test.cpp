@@ -1346,7 +1346,11 @@ Open open_with_entries(std::size_t count) {
   Open open;
   open.peer = make_uuid(0x01);
   for (std::size_t i = 0; i < count; ++i) {
-    open.metadata.emplace_back("k" + std::to_string(i), "v" + std::to_string(i));
+    std::string key = "k";
+    std::string value = "v";
+    key += std::to_string(i);
+    value += std::to_string(i);
+    open.metadata.emplace_back(std::move(key), std::move(value));
   }
   return open;
 }
